@@ -1,0 +1,1 @@
+"""The four dmdesk stages, one package each: ingest, classifier, responder, api."""

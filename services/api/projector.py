@@ -1,0 +1,340 @@
+"""Project bus events into the queue database.
+
+Every function here is idempotent and order-insensitive: events of one DM arrive
+on separate consumers, in any order, possibly more than once. Rows are keyed by
+the platform's ids, so a second projection of the same event changes nothing.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from services.api.sla import response_due
+from shared.events import (
+    Classification,
+    ClassifiedMessage,
+    Contact,
+    ConversationRef,
+    DeadLetter,
+    Handoff,
+    InboundMessage,
+    OutboundRequest,
+    OutboundResult,
+    OutboundStatus,
+    Priority,
+    StatusEvent,
+    StatusKind,
+    utcnow,
+)
+from shared.models import (
+    ContactRow,
+    ConversationRow,
+    ConversationStatus,
+    DeadLetterRow,
+    Direction,
+    MessageRow,
+    MessageStatus,
+)
+
+_STATUS_ORDER = {
+    MessageStatus.PENDING.value: 0,
+    MessageStatus.SENT.value: 1,
+    MessageStatus.DELIVERED.value: 2,
+    MessageStatus.READ.value: 3,
+}
+
+
+def _insert(session: AsyncSession, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def _contact_id(
+    session: AsyncSession, channel: str, contact: Contact | None, platform_id: str
+) -> int:
+    values: dict[str, Any] = {
+        "channel": channel,
+        "platform_id": platform_id,
+        "tags": [],
+        "vip": False,
+        "created_at": utcnow(),
+    }
+    if contact is not None:
+        values |= {
+            "name": contact.name,
+            "tags": contact.tags,
+            "vip": contact.vip,
+            "followers": contact.followers,
+        }
+    statement = _insert(session, ContactRow).values(**values)
+    refreshed = {k: v for k, v in values.items() if k in {"name", "followers"} and v is not None}
+    if contact is not None and (contact.tags or contact.vip):
+        refreshed |= {"tags": contact.tags, "vip": contact.vip}
+    if refreshed:
+        statement = statement.on_conflict_do_update(
+            index_elements=["channel", "platform_id"], set_=refreshed
+        )
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=["channel", "platform_id"])
+    inserted = (await session.execute(statement.returning(col(ContactRow.id)))).scalar_one_or_none()
+    if inserted is not None:
+        return inserted
+    found = await session.execute(
+        select(col(ContactRow.id)).where(
+            col(ContactRow.channel) == channel, col(ContactRow.platform_id) == platform_id
+        )
+    )
+    contact_id = found.scalar_one()
+    assert contact_id is not None
+    return contact_id
+
+
+async def _conversation(
+    session: AsyncSession,
+    ref: ConversationRef,
+    contact: Contact | None,
+    *,
+    is_request: bool = False,
+    at: datetime | None = None,
+) -> ConversationRow:
+    """The conversation ``ref`` names, created on first sight, locked for update."""
+    contact_id = await _contact_id(session, ref.channel.value, contact, ref.contact_id)
+    at = at or utcnow()
+    await session.execute(
+        _insert(session, ConversationRow)
+        .values(
+            channel=ref.channel.value,
+            account_id=ref.account_id,
+            contact_id=contact_id,
+            status=ConversationStatus.OPEN.value,
+            priority=Priority.NORMAL.value,
+            priority_rank=Priority.NORMAL.rank,
+            is_request=is_request,
+            created_at=at,
+            updated_at=at,
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "account_id", "contact_id"])
+    )
+    result = await session.execute(
+        select(ConversationRow)
+        .where(
+            col(ConversationRow.channel) == ref.channel.value,
+            col(ConversationRow.account_id) == ref.account_id,
+            col(ConversationRow.contact_id) == contact_id,
+        )
+        .with_for_update()
+    )
+    return result.scalar_one()
+
+
+async def project_inbound(session: AsyncSession, message: InboundMessage) -> bool:
+    """Store a platform message in its conversation; False if it was already stored."""
+    conversation = await _conversation(
+        session,
+        message.conversation,
+        message.contact,
+        is_request=message.is_request,
+        at=message.platform_ts,
+    )
+    assert conversation.id is not None
+    echo = message.is_echo
+    inserted = await session.execute(
+        _insert(session, MessageRow)
+        .values(
+            conversation_id=conversation.id,
+            channel=message.channel.value,
+            mid=message.mid,
+            direction=(Direction.OUTBOUND if echo else Direction.INBOUND).value,
+            author="page" if echo else "customer",
+            text=message.text,
+            attachments=[a.model_dump(mode="json") for a in message.attachments],
+            status=(MessageStatus.SENT if echo else MessageStatus.RECEIVED).value,
+            platform_ts=message.platform_ts,
+            received_at=message.received_at,
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "mid"])
+        .returning(col(MessageRow.id))
+    )
+    if inserted.scalar_one_or_none() is None:
+        return False
+    ts = message.platform_ts
+    conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
+    if echo:
+        _responded(conversation, ts)
+    else:
+        _customer_wrote(conversation, ts)
+    conversation.updated_at = utcnow()
+    return True
+
+
+def _customer_wrote(conversation: ConversationRow, ts: datetime) -> None:
+    previous = conversation.last_customer_message_at
+    conversation.last_customer_message_at = max(filter(None, (previous, ts)))
+    if conversation.status in {ConversationStatus.RESOLVED.value, ConversationStatus.WAITING.value}:
+        conversation.status = ConversationStatus.OPEN.value
+    if conversation.sla_due_at is None:
+        conversation.sla_due_at = response_due(ts, Priority(conversation.priority))
+
+
+def _responded(conversation: ConversationRow, ts: datetime) -> None:
+    if conversation.first_response_at is None:
+        conversation.first_response_at = ts
+    last_customer = conversation.last_customer_message_at
+    if last_customer is None or ts >= last_customer:
+        conversation.sla_due_at = None
+
+
+def _raise_priority(conversation: ConversationRow, priority: Priority) -> None:
+    """Set the conversation's priority, never lowering it below a more urgent one."""
+    if conversation.category is None or priority.rank < conversation.priority_rank:
+        conversation.priority = priority.value
+        conversation.priority_rank = priority.rank
+        if conversation.last_customer_message_at is not None and conversation.sla_due_at:
+            conversation.sla_due_at = min(
+                conversation.sla_due_at,
+                response_due(conversation.last_customer_message_at, priority),
+            )
+
+
+async def project_classified(session: AsyncSession, classified: ClassifiedMessage) -> None:
+    """Record a message's classification on it and on its conversation."""
+    message, classification = classified.message, classified.classification
+    await project_inbound(session, message)
+    await _classify_message(session, message, classification)
+    conversation = await _conversation(session, message.conversation, message.contact)
+    _raise_priority(conversation, classification.priority)
+    conversation.category = classification.category.value
+    conversation.language = classification.language or conversation.language
+    conversation.updated_at = utcnow()
+
+
+async def _classify_message(
+    session: AsyncSession, message: InboundMessage, classification: Classification
+) -> None:
+    await session.execute(
+        update(MessageRow)
+        .where(col(MessageRow.channel) == message.channel.value, col(MessageRow.mid) == message.mid)
+        .values(
+            category=classification.category.value,
+            priority=classification.priority.value,
+            language=classification.language,
+            sentiment=classification.sentiment,
+            classification=classification.model_dump(mode="json"),
+        )
+    )
+
+
+async def project_handoff(session: AsyncSession, handoff: Handoff) -> None:
+    """Put the conversation in the team's queue."""
+    conversation = await _conversation(session, handoff.conversation, None)
+    conversation.team = handoff.team
+    _raise_priority(conversation, handoff.priority)
+    if handoff.category is not None and conversation.category is None:
+        conversation.category = handoff.category.value
+    if conversation.status == ConversationStatus.PENDING.value:
+        conversation.status = ConversationStatus.OPEN.value
+    conversation.updated_at = utcnow()
+
+
+async def project_outbound_requested(session: AsyncSession, request: OutboundRequest) -> None:
+    """Show a requested reply on the conversation, pending until its result arrives."""
+    conversation = await _conversation(session, request.conversation, None)
+    assert conversation.id is not None
+    await session.execute(
+        _insert(session, MessageRow)
+        .values(
+            conversation_id=conversation.id,
+            channel=request.conversation.channel.value,
+            mid=_request_mid(request.request_id),
+            direction=Direction.OUTBOUND.value,
+            author=request.author.value,
+            text=request.text,
+            attachments=[],
+            status=MessageStatus.PENDING.value,
+            platform_ts=request.requested_at,
+            received_at=request.requested_at,
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "mid"])
+    )
+
+
+def _request_mid(request_id: str) -> str:
+    return f"request:{request_id}"
+
+
+async def project_outbound_result(session: AsyncSession, result: OutboundResult) -> None:
+    """Mark a reply sent (a response for the SLA) or failed with the platform's reason."""
+    conversation = await _conversation(session, result.conversation, None)
+    sent = result.status == OutboundStatus.SENT
+    values: dict[str, Any] = {
+        "status": (MessageStatus.SENT if sent else MessageStatus.FAILED).value,
+        "error": None if result.error is None else result.error.message,
+    }
+    await session.execute(
+        update(MessageRow)
+        .where(
+            col(MessageRow.channel) == result.conversation.channel.value,
+            col(MessageRow.mid) == _request_mid(result.request_id),
+            col(MessageRow.status).in_([MessageStatus.PENDING.value, MessageStatus.FAILED.value]),
+        )
+        .values(**values)
+    )
+    if sent:
+        _responded(conversation, result.finished_at)
+        conversation.updated_at = utcnow()
+
+
+async def project_status(session: AsyncSession, status: StatusEvent) -> None:
+    """Advance outbound messages to delivered/read (never backwards), or mark them failed."""
+    ref = status.conversation
+    if status.kind == StatusKind.FAILED:
+        new = MessageStatus.FAILED.value
+        error = status.error.message if status.error else "failed"
+        await session.execute(
+            update(MessageRow)
+            .where(
+                col(MessageRow.channel) == ref.channel.value, col(MessageRow.mid).in_(status.mids)
+            )
+            .values(status=new, error=error)
+        )
+        return
+    conversation = await _conversation(session, ref, None)
+    query = select(MessageRow).where(
+        col(MessageRow.conversation_id) == conversation.id,
+        col(MessageRow.direction) == Direction.OUTBOUND.value,
+    )
+    if status.mids:
+        query = query.where(col(MessageRow.mid).in_(status.mids))
+    elif status.watermark is not None:
+        query = query.where(col(MessageRow.platform_ts) <= status.watermark)
+    else:
+        return
+    rank = _STATUS_ORDER[status.kind.value]
+    for row in (await session.execute(query)).scalars():
+        if _STATUS_ORDER.get(row.status, -1) < rank:
+            row.status = status.kind.value
+
+
+async def project_dead_letter(session: AsyncSession, letter: DeadLetter) -> None:
+    """Keep a dead letter for inspection and replay."""
+    await session.execute(
+        _insert(session, DeadLetterRow)
+        .values(
+            stage=letter.stage,
+            subject=letter.subject,
+            stream_sequence=letter.stream_sequence,
+            deliveries=letter.deliveries,
+            error_type=letter.error_type,
+            error=letter.error,
+            original=letter.original,
+            headers=letter.headers,
+            failed_at=letter.failed_at,
+        )
+        .on_conflict_do_nothing(index_elements=["stage", "subject", "stream_sequence"])
+    )

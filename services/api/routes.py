@@ -1,0 +1,118 @@
+"""The queue and conversations, as other internal systems see them."""
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+from sqlalchemy import func, literal, select, tuple_
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
+
+from services.api.deps import SessionDep
+from services.api.schemas import (
+    ContactOut,
+    ConversationDetail,
+    MessageOut,
+    Problem,
+    QueueItem,
+    QueuePage,
+)
+from shared.models import ContactRow, ConversationRow, ConversationStatus, MessageRow
+
+router = APIRouter(prefix="/v1", tags=["queue"])
+
+# Conversations with no deadline sort after every real one.
+NO_DEADLINE = datetime(9999, 12, 31)
+
+
+def _due_key() -> ColumnElement[datetime]:
+    return func.coalesce(ConversationRow.sla_due_at, literal(NO_DEADLINE))
+
+
+def _encode_cursor(row: ConversationRow) -> str:
+    due = (row.sla_due_at or NO_DEADLINE).replace(tzinfo=None).isoformat()
+    raw = json.dumps([row.priority_rank, due, row.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[int, datetime, int]:
+    try:
+        rank, due, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return int(rank), datetime.fromisoformat(due), int(row_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="invalid cursor") from exc
+
+
+def _queue_item(conversation: ConversationRow, contact: ContactRow) -> QueueItem:
+    return QueueItem(
+        **conversation.model_dump(exclude={"contact_id"}),
+        contact=ContactOut.model_validate(contact, from_attributes=True),
+    )
+
+
+@router.get("/queue", responses={400: {"model": Problem}})
+async def get_queue(
+    session: SessionDep,
+    team: str | None = None,
+    status_: Annotated[
+        list[ConversationStatus] | None,
+        Query(alias="status", description="Default: every status but resolved."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> QueuePage:
+    """Conversations by priority, then by the nearest SLA deadline."""
+    statuses = (
+        [s.value for s in status_]
+        if status_
+        else [s.value for s in ConversationStatus if s != ConversationStatus.RESOLVED]
+    )
+    due = _due_key()
+    query = (
+        select(ConversationRow, ContactRow)
+        .join(ContactRow, col(ContactRow.id) == ConversationRow.contact_id)
+        .where(col(ConversationRow.status).in_(statuses))
+        .order_by(col(ConversationRow.priority_rank), due, col(ConversationRow.id))
+        .limit(limit + 1)
+    )
+    if team is not None:
+        query = query.where(col(ConversationRow.team) == team)
+    if cursor is not None:
+        query = query.where(
+            tuple_(col(ConversationRow.priority_rank), due, col(ConversationRow.id))
+            > tuple_(*_decode_cursor(cursor))
+        )
+    rows = (await session.execute(query)).all()
+    items = [_queue_item(conversation, contact) for conversation, contact in rows[:limit]]
+    next_cursor = _encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
+    return QueuePage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/conversations/{conversation_id}", responses={404: {"model": Problem}})
+async def get_conversation(conversation_id: int, session: SessionDep) -> ConversationDetail:
+    """One conversation with its messages, oldest first."""
+    found = (
+        await session.execute(
+            select(ConversationRow, ContactRow)
+            .join(ContactRow, col(ContactRow.id) == ConversationRow.contact_id)
+            .where(col(ConversationRow.id) == conversation_id)
+        )
+    ).first()
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such conversation")
+    conversation, contact = found
+    messages = (
+        await session.execute(
+            select(MessageRow)
+            .where(col(MessageRow.conversation_id) == conversation_id)
+            .order_by(col(MessageRow.platform_ts), col(MessageRow.id))
+        )
+    ).scalars()
+    return ConversationDetail(
+        **_queue_item(conversation, contact).model_dump(),
+        first_response_at=conversation.first_response_at,
+        messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages],
+    )

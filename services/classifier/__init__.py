@@ -1,0 +1,1 @@
+"""Classifier: tags every inbound DM with language, sentiment, category and priority."""

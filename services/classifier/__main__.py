@@ -1,0 +1,5 @@
+"""`python -m services.classifier` runs the classifier service."""
+
+from services.classifier.app import main
+
+main()

@@ -1,0 +1,217 @@
+"""The NATS plumbing every service shares: broker, durable subscribers, publishing, dead letters."""
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import nats.errors
+from faststream import AckPolicy, ContextRepo
+from faststream.exceptions import HandlerException
+from faststream.middlewares import BaseMiddleware
+from faststream.nats import JStream, NatsBroker, NatsRouter, PubAck, PullSub
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from faststream.nats.publisher.usecase import LogicPublisher
+from nats.aio.msg import Msg
+from nats.js.errors import NoStreamResponseError
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ValidationError
+
+from shared.events import DeadLetter
+from shared.settings import Settings
+from shared.streams import MSG_ID_HEADER, Consumer, consumer_config, dead_letter_subject
+
+logger = logging.getLogger("dmdesk.bus")
+
+PUBLISH_ATTEMPTS = 3
+RETRYABLE_PUBLISH_ERRORS = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    NoStreamResponseError,
+)
+MAX_REDELIVERY_DELAY_SECONDS = 30.0
+# A message that does not decode or validate will fail the same way on every delivery.
+PERMANENT_ERRORS = (ValidationError, UnicodeDecodeError, json.JSONDecodeError)
+
+
+def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -> NatsBroker:
+    """A broker that reconnects forever, exports faststream metrics and drains on stop."""
+    return NatsBroker(
+        servers=settings.nats_url.split(","),
+        name=f"dmdesk-{service}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        graceful_timeout=settings.graceful_timeout_seconds,
+        middlewares=[NatsPrometheusMiddleware(registry=registry, app_name=service)],
+        logger=logging.getLogger(f"dmdesk.{service}.faststream"),
+        # faststream logs every message received and processed: keep that off the hot path.
+        log_level=logging.DEBUG,
+    )
+
+
+def stage_router(stage: str, settings: Settings) -> NatsRouter:
+    """A router whose subscribers dead-letter what keeps failing, tagged ``stage``."""
+    router = NatsRouter(middlewares=[dead_letters(stage, settings)])  # type: ignore[list-item]
+    router.publisher(
+        dead_letter_subject(stage),
+        schema=DeadLetter,
+        title=f"dead letters of {stage}",
+        description="What this stage gave up on, with the error and the original message.",
+    )
+    return router
+
+
+def event_publisher(
+    router: NatsRouter, subject: str, schema: type[BaseModel], description: str = ""
+) -> LogicPublisher:
+    """A documented publisher of ``schema`` events on ``subject`` (see publish_event)."""
+    return router.publisher(subject, schema=schema, title=subject, description=description)
+
+
+Handler = Callable[..., Awaitable[None]]
+
+
+def durable_subscriber(
+    router: NatsRouter, consumer: Consumer, settings: Settings, *, title: str | None = None
+) -> Callable[[Handler], Any]:
+    """Subscribe a handler to ``consumer``: a durable pull consumer, acked after success.
+
+    The ack policy is chosen on purpose: an exception never terminates the message
+    (faststream's default); the dead-letter middleware decides between a delayed
+    redelivery and the dead-letter subject.
+    """
+    return router.subscriber(
+        consumer.filter_subject,
+        stream=JStream(settings.stream_name, declare=False),
+        durable=consumer.durable,
+        config=consumer_config(consumer, settings),
+        pull_sub=PullSub(batch_size=settings.pull_batch_size, timeout=1.0),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title=title or consumer.durable,
+        description=consumer.description,
+    )
+
+
+async def publish_event(
+    target: NatsBroker | LogicPublisher,
+    event: BaseModel,
+    *,
+    msg_id: str,
+    settings: Settings,
+    subject: str = "",
+) -> PubAck:
+    """Publish ``event`` to the stream and wait for its PubAck.
+
+    ``target`` is a declared publisher (its subject is used) or the broker with a
+    ``subject``. ``msg_id`` is the JetStream dedupe key: a publish that timed out
+    may still have been stored, so it is retried with the same id and stored once.
+    """
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            ack: PubAck = await target.publish(
+                event,
+                subject,
+                stream=settings.stream_name,
+                headers={MSG_ID_HEADER: msg_id},
+                timeout=settings.publish_timeout_seconds,
+            )
+        except RETRYABLE_PUBLISH_ERRORS:
+            if attempt == PUBLISH_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.2 * 2**attempt)
+        else:
+            return ack
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def redelivery_delay(deliveries: int) -> float:
+    """Back-off before the next delivery of a message that failed ``deliveries`` times."""
+    return float(min(MAX_REDELIVERY_DELAY_SECONDS, 0.5 * 2 ** (deliveries - 1)))
+
+
+class DeadLetterMiddleware(BaseMiddleware[Any, Msg]):
+    """Redeliver a failing message with back-off; dead-letter it when retrying is futile.
+
+    A message that fails validation is dead-lettered at once (it would fail the
+    same way forever); any other failure after ``max_deliveries`` deliveries.
+    The dead letter is published with a PubAck before the original is acked, so
+    nothing is dropped.
+    """
+
+    def __init__(
+        self, msg: Msg, /, *, context: ContextRepo, stage: str, settings: Settings
+    ) -> None:
+        super().__init__(msg, context=context)
+        self.stage = stage
+        self.settings = settings
+
+    async def after_processed(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> bool | None:
+        if not isinstance(exc_val, Exception) or isinstance(exc_val, HandlerException):
+            return False
+        msg = self.msg
+        metadata = msg.metadata
+        deliveries = metadata.num_delivered or 1
+        permanent = isinstance(exc_val, PERMANENT_ERRORS)
+        if permanent or deliveries >= self.settings.max_deliveries:
+            await self._dead_letter(exc_val, deliveries, metadata.sequence.stream)
+            await msg.ack()
+            return True
+        delay = redelivery_delay(deliveries)
+        logger.warning(
+            "handler failed; redelivering",
+            extra={
+                "stage": self.stage,
+                "subject": msg.subject,
+                "deliveries": deliveries,
+                "delay_s": delay,
+                "error_type": type(exc_val).__name__,
+            },
+        )
+        await msg.nak(delay=delay)
+        return True
+
+    async def _dead_letter(self, exc: Exception, deliveries: int, sequence: int | None) -> None:
+        broker: NatsBroker = self.context.get("broker")
+        letter = DeadLetter(
+            stage=self.stage,
+            subject=self.msg.subject,
+            stream_sequence=sequence,
+            deliveries=deliveries,
+            error_type=type(exc).__name__,
+            error=str(exc)[:4000],
+            original=self.msg.data.decode("utf-8", errors="replace"),
+            headers={k: v for k, v in (self.msg.headers or {}).items() if isinstance(v, str)},
+        )
+        await publish_event(
+            broker,
+            letter,
+            subject=dead_letter_subject(self.stage),
+            msg_id=f"dlq:{self.stage}:{self.msg.subject}:{sequence}",
+            settings=self.settings,
+        )
+        logger.error(
+            "message dead-lettered",
+            extra={
+                "stage": self.stage,
+                "subject": self.msg.subject,
+                "stream_sequence": sequence,
+                "deliveries": deliveries,
+                "error_type": type(exc).__name__,
+            },
+        )
+
+
+def dead_letters(stage: str, settings: Settings) -> Callable[..., DeadLetterMiddleware]:
+    """The dead-letter middleware factory for one stage."""
+
+    def build(msg: Msg, /, *, context: ContextRepo) -> DeadLetterMiddleware:
+        return DeadLetterMiddleware(msg, context=context, stage=stage, settings=settings)
+
+    return build

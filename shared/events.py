@@ -1,0 +1,299 @@
+"""Versioned event schemas carried on the ``dm.>`` subjects.
+
+Every event has ``version``: a consumer accepts the versions it knows and ignores
+fields it does not (tolerant reader), so a producer may add optional fields
+without a new version. Removing or changing the meaning of a field is a new
+version and a note in docs/architecture.md.
+"""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Base of every bus event."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Channel(StrEnum):
+    """Where a DM came from."""
+
+    MESSENGER = "messenger"
+    INSTAGRAM = "instagram"
+    WHATSAPP = "whatsapp"
+    GENERIC = "generic"
+
+
+class Category(StrEnum):
+    """What a DM is about."""
+
+    INQUIRY = "inquiry"
+    ORDER_SHIPPING = "order_shipping"
+    REFUND_BILLING = "refund_billing"
+    ACCOUNT = "account"
+    TECHNICAL = "technical"
+    COMPLAINT = "complaint"
+    NEGATIVE_REVIEW = "negative_review"
+    FEEDBACK = "feedback"
+    PRIVATE_INFO = "private_info"
+    PARTNERSHIP = "partnership"
+    SPAM = "spam"
+    OTHER = "other"
+
+
+class Priority(StrEnum):
+    """How soon a human should look; ``rank`` orders the queue (0 first)."""
+
+    URGENT = "urgent"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for urgent up to 3 for low."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+
+
+class Contact(Event):
+    """The customer, as the platform names them."""
+
+    platform_id: str = Field(min_length=1, max_length=256)
+    name: str | None = Field(default=None, max_length=512)
+    tags: list[str] = Field(default_factory=list)
+    vip: bool = False
+    followers: int | None = Field(default=None, ge=0)
+
+
+class Attachment(Event):
+    """A non-text part of a message (image, video, audio, file, location, share...)."""
+
+    type: str = Field(min_length=1, max_length=64)
+    url: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConversationRef(Event):
+    """Identifies one conversation: a contact talking to one page/account on one channel."""
+
+    channel: Channel
+    account_id: str = Field(min_length=1, max_length=256)
+    contact_id: str = Field(min_length=1, max_length=256)
+
+
+class InboundMessage(Event):
+    """A message in a conversation, as received from a platform (``dm.inbound.<channel>``).
+
+    ``is_echo`` marks a message the page itself sent from another tool (Meta's inbox,
+    a phone): it is recorded as outbound and counts as a response.
+    """
+
+    version: Literal[1] = 1
+    mid: str = Field(min_length=1, max_length=512, description="Platform message id.")
+    channel: Channel
+    account_id: str = Field(min_length=1, max_length=256, description="Page / IG / WABA id.")
+    contact: Contact
+    text: str | None = Field(default=None, max_length=20_000)
+    attachments: list[Attachment] = Field(default_factory=list)
+    quick_reply_payload: str | None = None
+    postback_payload: str | None = None
+    referral: dict[str, Any] | None = None
+    reply_to_mid: str | None = None
+    is_echo: bool = False
+    is_request: bool = False
+    platform_ts: datetime
+    received_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def conversation(self) -> ConversationRef:
+        """The conversation this message belongs to."""
+        return ConversationRef(
+            channel=self.channel, account_id=self.account_id, contact_id=self.contact.platform_id
+        )
+
+
+class StatusKind(StrEnum):
+    """What a status event says about earlier outbound messages."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+class PlatformError(Event):
+    """An error reported by a platform (Graph API error, WhatsApp status error)."""
+
+    code: int | None = None
+    subcode: int | None = None
+    type: str | None = None
+    message: str = ""
+    retryable: bool = False
+
+
+class StatusEvent(Event):
+    """Delivery / read receipt or send status (``dm.status.<channel>``).
+
+    ``mids`` names the messages; a ``watermark`` means every outbound message of the
+    conversation up to that time.
+    """
+
+    version: Literal[1] = 1
+    event_id: str = Field(min_length=1, max_length=512)
+    kind: StatusKind
+    conversation: ConversationRef
+    mids: list[str] = Field(default_factory=list)
+    watermark: datetime | None = None
+    error: PlatformError | None = None
+    platform_ts: datetime
+
+
+class RawEvent(Event):
+    """A platform event dmdesk does not understand yet, kept whole (``dm.raw.<channel>``)."""
+
+    version: Literal[1] = 1
+    event_id: str
+    channel: Channel
+    kind: str
+    body: dict[str, Any]
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class PrivateInfoKind(StrEnum):
+    """Kinds of private information found in a message."""
+
+    CARD = "card"
+    EMAIL = "email"
+    PHONE = "phone"
+    IBAN = "iban"
+    ADDRESS = "address"
+
+
+class PrivateInfoFinding(Event):
+    """One piece of private information, located by character offsets in the text."""
+
+    kind: PrivateInfoKind
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
+class Classification(Event):
+    """What the classifier concluded about a message, and why."""
+
+    language: str | None = Field(default=None, description="ISO 639-1 code.")
+    sentiment: float = Field(default=0.0, ge=-1.0, le=1.0)
+    category: Category
+    confidence: float = Field(ge=0.0, le=1.0)
+    priority: Priority
+    private_info: list[PrivateInfoFinding] = Field(default_factory=list)
+    spam: bool = False
+    reasons: list[str] = Field(default_factory=list)
+    model_version: str
+
+
+class ClassifiedMessage(Event):
+    """An inbound message with its classification (``dm.classified``)."""
+
+    version: Literal[1] = 1
+    message: InboundMessage
+    classification: Classification
+    classified_at: datetime = Field(default_factory=utcnow)
+
+
+class Author(StrEnum):
+    """Who wrote an outbound message."""
+
+    BOT = "bot"
+    AGENT = "agent"
+
+
+class OutboundRequest(Event):
+    """A reply to send through the platform (``dm.outbound.requested``).
+
+    ``request_id`` is the dedupe key: publishing the same request twice sends once.
+    """
+
+    version: Literal[1] = 1
+    request_id: str = Field(min_length=1, max_length=256)
+    conversation: ConversationRef
+    text: str = Field(min_length=1, max_length=2000)
+    author: Author
+    agent_id: str | None = None
+    in_reply_to: str | None = Field(default=None, description="mid of the message answered.")
+    requested_at: datetime = Field(default_factory=utcnow)
+
+
+class OutboundStatus(StrEnum):
+    """How sending an outbound request ended."""
+
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class OutboundResult(Event):
+    """How an outbound request ended (``dm.outbound.result``)."""
+
+    version: Literal[1] = 1
+    request_id: str
+    conversation: ConversationRef
+    status: OutboundStatus
+    mid: str | None = Field(default=None, description="Platform id of the sent message.")
+    error: PlatformError | None = None
+    attempts: int = Field(default=1, ge=1)
+    finished_at: datetime = Field(default_factory=utcnow)
+
+
+class BotReply(Event):
+    """The responder answered a message itself (``dm.reply.bot``).
+
+    The text goes out as the ``OutboundRequest`` with ``request_id``.
+    """
+
+    version: Literal[1] = 1
+    conversation: ConversationRef
+    trigger_mid: str
+    request_id: str
+    rule_id: str
+    text: str
+    decided_at: datetime = Field(default_factory=utcnow)
+
+
+class Handoff(Event):
+    """The responder handed a conversation to a human team (``dm.handoff``)."""
+
+    version: Literal[1] = 1
+    conversation: ConversationRef
+    trigger_mid: str
+    team: str = Field(min_length=1, max_length=128)
+    priority: Priority
+    category: Category | None = None
+    reason: str
+    rule_id: str | None = None
+    decided_at: datetime = Field(default_factory=utcnow)
+
+
+class DeadLetter(Event):
+    """A message a stage gave up on (``dm.dlq.<stage>``), with the error and the original."""
+
+    version: Literal[1] = 1
+    stage: str
+    subject: str
+    stream_sequence: int | None = None
+    deliveries: int
+    error_type: str
+    error: str
+    original: str = Field(description="The original payload, decoded as UTF-8 (replacement).")
+    headers: dict[str, str] = Field(default_factory=dict)
+    failed_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,92 @@
+"""What a dmdesk service process is: a FastAPI app whose lifespan runs the broker.
+
+Each service builds a :class:`ServiceSpec` and hands it to :func:`service_app`;
+:func:`serve` runs it under uvicorn, whose SIGTERM handling lets the broker
+finish in-flight messages (``graceful_timeout``) before the process exits.
+"""
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI
+from faststream.nats import NatsBroker
+from prometheus_client import CollectorRegistry
+
+from shared.logs import configure_logging
+from shared.ops import ReadinessCheck, nats_checks, ops_router
+from shared.settings import Settings
+from shared.streams import Consumer, provision
+
+logger = logging.getLogger("dmdesk.service")
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ServiceSpec:
+    """Everything that makes one service, wired by :func:`service_app`."""
+
+    name: str
+    settings: Settings
+    broker: NatsBroker
+    registry: CollectorRegistry
+    consumers: Sequence[Consumer] = ()
+    routers: Sequence[APIRouter] = ()
+    checks: Mapping[str, ReadinessCheck] = field(default_factory=dict)
+    on_startup: Sequence[Hook] = ()
+    on_shutdown: Sequence[Hook] = ()
+    title: str = ""
+    description: str = ""
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def service_app(spec: ServiceSpec) -> FastAPI:
+    """The ASGI app of one service: its routes plus health, readiness and metrics."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        for hook in spec.on_startup:
+            await hook()
+        await spec.broker.connect()
+        await provision(spec.broker.connection.jetstream(), spec.settings, *spec.consumers)
+        await spec.broker.start()
+        logger.info("service started", extra={"consumers": [c.durable for c in spec.consumers]})
+        try:
+            yield
+        finally:
+            await spec.broker.stop()
+            for hook in spec.on_shutdown:
+                await hook()
+            logger.info("service stopped")
+
+    app = FastAPI(
+        title=spec.title or f"dmdesk {spec.name}",
+        description=spec.description,
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    for key, value in spec.state.items():
+        setattr(app.state, key, value)
+    checks = {**nats_checks(spec.broker, spec.settings), **spec.checks}
+    app.include_router(ops_router(spec.name, spec.registry, checks))
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def serve(app: FastAPI, service: str, settings: Settings, port: int) -> None:
+    """Run ``app`` until SIGINT/SIGTERM, logging JSON."""
+    configure_logging(service, settings.log_level)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
+    )
+    uvicorn.Server(config).run()

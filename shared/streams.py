@@ -1,0 +1,150 @@
+"""Every subject, the JetStream stream and each durable consumer, defined once.
+
+Configs are built by factory functions: faststream and nats-py mutate the objects
+they are given, so each subscriber gets a fresh one. Durable names carry a
+version suffix: JetStream keeps an existing durable's config, so a changed
+consumer definition gets a new name (and :func:`provision` updates the editable
+fields of the current one).
+"""
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+
+from shared.events import Channel
+from shared.settings import Settings
+
+ALL = "dm.>"
+INBOUND_ALL = "dm.inbound.*"
+STATUS_ALL = "dm.status.*"
+RAW_ALL = "dm.raw.*"
+CLASSIFIED = "dm.classified"
+BOT_REPLY = "dm.reply.bot"
+HANDOFF = "dm.handoff"
+OUTBOUND_REQUESTED = "dm.outbound.requested"
+OUTBOUND_RESULT = "dm.outbound.result"
+DEAD_LETTER_ALL = "dm.dlq.*"
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+def inbound_subject(channel: Channel) -> str:
+    """Subject of inbound messages from one channel."""
+    return f"dm.inbound.{channel.value}"
+
+
+def status_subject(channel: Channel) -> str:
+    """Subject of delivery/read/send statuses from one channel."""
+    return f"dm.status.{channel.value}"
+
+
+def raw_subject(channel: Channel) -> str:
+    """Subject of platform events not understood yet."""
+    return f"dm.raw.{channel.value}"
+
+
+def dead_letter_subject(stage: str) -> str:
+    """Subject where ``stage`` puts what it gave up on."""
+    return f"dm.dlq.{stage}"
+
+
+def stream_config(settings: Settings) -> StreamConfig:
+    """The one stream carrying every ``dm.>`` subject, on disk."""
+    return StreamConfig(
+        name=settings.stream_name,
+        subjects=[ALL],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=settings.stream_max_age_days * 86_400,
+        duplicate_window=settings.dedupe_window_seconds,
+        num_replicas=settings.stream_replicas,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """A durable pull consumer: who reads which subject."""
+
+    durable: str
+    filter_subject: str
+    description: str
+
+
+CLASSIFIER = Consumer("classifier-v1", INBOUND_ALL, "classifier: inbound DMs")
+RESPONDER = Consumer("responder-v1", CLASSIFIED, "responder: classified DMs to rules")
+SENDER = Consumer("sender-v1", OUTBOUND_REQUESTED, "responder: outbound messages to platforms")
+API_INBOUND = Consumer("api-inbound-v1", INBOUND_ALL, "api: inbound DMs into the queue")
+API_STATUS = Consumer("api-status-v1", STATUS_ALL, "api: delivery and read receipts")
+API_CLASSIFIED = Consumer("api-classified-v1", CLASSIFIED, "api: classifications")
+API_BOT_REPLY = Consumer("api-bot-reply-v1", BOT_REPLY, "api: bot replies")
+API_HANDOFF = Consumer("api-handoff-v1", HANDOFF, "api: hand-offs to teams")
+API_OUTBOUND_REQUESTED = Consumer(
+    "api-outbound-requested-v1", OUTBOUND_REQUESTED, "api: outbound messages requested"
+)
+API_OUTBOUND_RESULT = Consumer(
+    "api-outbound-result-v1", OUTBOUND_RESULT, "api: outbound send results"
+)
+API_DEAD_LETTER = Consumer("api-dead-letter-v1", DEAD_LETTER_ALL, "api: dead letters")
+
+CONSUMERS = (
+    CLASSIFIER,
+    RESPONDER,
+    SENDER,
+    API_INBOUND,
+    API_STATUS,
+    API_CLASSIFIED,
+    API_BOT_REPLY,
+    API_HANDOFF,
+    API_OUTBOUND_REQUESTED,
+    API_OUTBOUND_RESULT,
+    API_DEAD_LETTER,
+)
+
+
+def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:
+    """A fresh durable pull-consumer config for ``consumer``.
+
+    Redelivery is not capped on the server (``max_deliver=-1``): the stage itself
+    dead-letters a message after ``settings.max_deliveries`` failures, so a message
+    is never dropped by the server without a trace.
+    """
+    return ConsumerConfig(
+        durable_name=consumer.durable,
+        name=consumer.durable,
+        description=consumer.description,
+        filter_subject=consumer.filter_subject,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_seconds,
+        max_deliver=-1,
+        max_ack_pending=max(1000, settings.pull_batch_size * 4),
+        num_replicas=0,
+    )
+
+
+async def provision(js: JetStreamContext, settings: Settings, *consumers: Consumer) -> None:
+    """Create or update the stream and the given durable consumers."""
+    config = stream_config(settings)
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        # Exists with another config (or was created by a replica a moment ago).
+        await js.update_stream(config)
+    for consumer in consumers:
+        try:
+            await js.add_consumer(config.name or "", consumer_config(consumer, settings))
+        except BadRequestError:
+            # An existing durable keeps its non-editable fields; a changed definition
+            # must get a new durable name (see the module docstring).
+            await js.consumer_info(config.name or "", consumer.durable)

@@ -1,0 +1,140 @@
+"""The dead-letter path on a real JetStream: retried with back-off, then parked with its error."""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import nats
+import pytest
+from faststream.nats import NatsBroker
+from prometheus_client import CollectorRegistry
+
+from shared.bus import durable_subscriber, make_broker, stage_router
+from shared.events import Channel, Contact, DeadLetter, InboundMessage, utcnow
+from shared.settings import Settings
+from shared.streams import CLASSIFIER, MSG_ID_HEADER, inbound_subject, provision
+from tests.stack import eventually
+
+
+def inbound(mid: str) -> InboundMessage:
+    return InboundMessage(
+        mid=mid,
+        channel=Channel.GENERIC,
+        account_id="page",
+        contact=Contact(platform_id="ana"),
+        text="hello",
+        platform_ts=utcnow(),
+    )
+
+
+@pytest.fixture
+async def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory(max_deliveries=3)
+
+
+@pytest.fixture
+async def js(settings: Settings) -> AsyncIterator[nats.js.JetStreamContext]:
+    client = await nats.connect(settings.nats_url)
+    yield client.jetstream()
+    await client.close()
+
+
+async def run_stage(settings: Settings, handler: Callable[[InboundMessage], object]) -> NatsBroker:
+    broker = make_broker(settings, "test", CollectorRegistry())
+    router = stage_router("classifier", settings)
+    durable_subscriber(router, CLASSIFIER, settings)(handler)
+    broker.include_router(router)
+    await broker.connect()
+    await provision(broker.connection.jetstream(), settings, CLASSIFIER)
+    await broker.start()
+    return broker
+
+
+async def dead_letters(js: nats.js.JetStreamContext, settings: Settings) -> list[DeadLetter]:
+    subscription = await js.pull_subscribe("dm.dlq.classifier", stream=settings.stream_name)
+    try:
+        messages = await subscription.fetch(10, timeout=0.5)
+    except nats.errors.TimeoutError:
+        return []
+    finally:
+        await subscription.unsubscribe()
+    return [DeadLetter.model_validate_json(m.data) for m in messages]
+
+
+async def test_failing_handler_is_retried_then_dead_lettered(
+    settings: Settings, js: nats.js.JetStreamContext
+) -> None:
+    attempts: list[str] = []
+
+    async def always_fails(message: InboundMessage) -> None:
+        attempts.append(message.mid)
+        raise RuntimeError("downstream exploded")
+
+    broker = await run_stage(settings, always_fails)
+    try:
+        await js.publish(
+            inbound_subject(Channel.GENERIC),
+            inbound("m-1").model_dump_json().encode(),
+            headers={MSG_ID_HEADER: "generic:m-1"},
+        )
+        letters = await eventually(lambda: dead_letters(js, settings), bool, timeout=15)
+    finally:
+        await broker.stop()
+
+    [letter] = letters
+    assert attempts == ["m-1", "m-1", "m-1"]
+    assert letter.deliveries == 3
+    assert letter.error_type == "RuntimeError"
+    assert letter.error == "downstream exploded"
+    assert InboundMessage.model_validate_json(letter.original).mid == "m-1"
+    assert letter.stream_sequence == 1
+
+
+async def test_handler_that_recovers_processes_the_message_once(
+    settings: Settings, js: nats.js.JetStreamContext
+) -> None:
+    attempts: list[str] = []
+    done: list[str] = []
+
+    async def fails_once(message: InboundMessage) -> None:
+        attempts.append(message.mid)
+        if len(attempts) == 1:
+            raise ConnectionError("database briefly away")
+        done.append(message.mid)
+
+    broker = await run_stage(settings, fails_once)
+    try:
+        await js.publish(
+            inbound_subject(Channel.GENERIC), inbound("m-2").model_dump_json().encode()
+        )
+        await eventually(lambda: asyncio.sleep(0, done), bool, timeout=10)
+        await asyncio.sleep(1.0)  # a wrong ack would show up as a third attempt
+    finally:
+        await broker.stop()
+
+    assert done == ["m-2"]
+    assert attempts == ["m-2", "m-2"]
+    assert await dead_letters(js, settings) == []
+
+
+async def test_message_that_does_not_validate_is_dead_lettered_at_once(
+    settings: Settings, js: nats.js.JetStreamContext
+) -> None:
+    handled: list[InboundMessage] = []
+
+    async def handler(message: InboundMessage) -> None:
+        handled.append(message)
+
+    broker = await run_stage(settings, handler)
+    try:
+        await js.publish(inbound_subject(Channel.GENERIC), b'{"mid": "x"}')
+        await js.publish(inbound_subject(Channel.GENERIC), b"not json at all")
+        letters = await eventually(
+            lambda: dead_letters(js, settings), lambda found: len(found) == 2, timeout=10
+        )
+    finally:
+        await broker.stop()
+
+    assert handled == []
+    assert [letter.deliveries for letter in letters] == [1, 1]
+    assert [letter.original for letter in letters] == ['{"mid": "x"}', "not json at all"]
+    assert letters[0].error_type == "ValidationError"

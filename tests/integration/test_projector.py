@@ -1,0 +1,208 @@
+"""Projecting events into a real database (SQLite and PostgreSQL): idempotent, order-free."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.api import projector
+from shared.db import create_engine, migrate, session_factory, transaction
+from shared.events import (
+    Author,
+    Category,
+    Channel,
+    Classification,
+    ClassifiedMessage,
+    Contact,
+    ConversationRef,
+    Handoff,
+    InboundMessage,
+    OutboundRequest,
+    OutboundResult,
+    OutboundStatus,
+    Priority,
+    StatusEvent,
+    StatusKind,
+)
+from shared.models import ConversationRow, MessageRow, metadata
+
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+REF = ConversationRef(channel=Channel.MESSENGER, account_id="page-1", contact_id="psid-1")
+
+
+def inbound(mid: str, at: datetime = T0, *, echo: bool = False) -> InboundMessage:
+    return InboundMessage(
+        mid=mid,
+        channel=Channel.MESSENGER,
+        account_id="page-1",
+        contact=Contact(platform_id="psid-1", name="Ana"),
+        text="hello",
+        is_echo=echo,
+        platform_ts=at,
+    )
+
+
+def classified(
+    mid: str, priority: Priority, category: Category = Category.INQUIRY
+) -> ClassifiedMessage:
+    return ClassifiedMessage(
+        message=inbound(mid),
+        classification=Classification(
+            category=category,
+            confidence=0.9,
+            priority=priority,
+            language="en",
+            model_version="test",
+        ),
+    )
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(database_url)
+    await migrate(engine)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+async def conversation(sessions: async_sessionmaker[AsyncSession]) -> ConversationRow:
+    async with sessions() as session:
+        return (await session.execute(select(ConversationRow))).scalar_one()
+
+
+async def messages(sessions: async_sessionmaker[AsyncSession]) -> list[MessageRow]:
+    async with sessions() as session:
+        return list((await session.execute(select(MessageRow).order_by(MessageRow.id))).scalars())
+
+
+async def test_migrations_match_the_models_and_run_twice(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine)
+        await migrate(engine)
+
+        def diff(connection: Connection) -> list[object]:
+            return compare_metadata(MigrationContext.configure(connection), metadata)
+
+        async with engine.connect() as connection:
+            assert await connection.run_sync(diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_duplicate_inbound_message_is_stored_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        assert await projector.project_inbound(session, inbound("m-1")) is True
+    async with transaction(sessions) as session:
+        assert await projector.project_inbound(session, inbound("m-1")) is False
+    assert [m.mid for m in await messages(sessions)] == ["m-1"]
+
+
+async def test_handoff_before_its_message_still_ends_in_one_routed_conversation(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    handoff = Handoff(
+        conversation=REF, trigger_mid="m-1", team="billing", priority=Priority.HIGH, reason="test"
+    )
+    async with transaction(sessions) as session:
+        await projector.project_handoff(session, handoff)
+    async with transaction(sessions) as session:
+        await projector.project_classified(session, classified("m-1", Priority.HIGH))
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, inbound("m-1"))
+
+    routed = await conversation(sessions)
+    assert routed.team == "billing"
+    assert routed.priority == "high"
+    assert [m.mid for m in await messages(sessions)] == ["m-1"]
+    async with sessions() as session:
+        contacts = (
+            await session.execute(select(func.count()).select_from(ConversationRow))
+        ).scalar()
+    assert contacts == 1
+
+
+async def test_classification_raises_priority_and_never_lowers_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await projector.project_classified(
+            session, classified("m-1", Priority.LOW, Category.FEEDBACK)
+        )
+    assert (await conversation(sessions)).priority == "low"
+    async with transaction(sessions) as session:
+        await projector.project_classified(session, classified("m-2", Priority.URGENT))
+    async with transaction(sessions) as session:
+        await projector.project_classified(session, classified("m-3", Priority.NORMAL))
+    row = await conversation(sessions)
+    assert (row.priority, row.priority_rank) == ("urgent", 0)
+    assert row.sla_due_at == T0 + timedelta(minutes=15)
+
+
+async def test_echo_counts_as_the_first_response(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, inbound("m-1", T0))
+        await projector.project_inbound(
+            session, inbound("echo-1", T0 + timedelta(minutes=3), echo=True)
+        )
+    row = await conversation(sessions)
+    assert row.first_response_at == T0 + timedelta(minutes=3)
+    assert row.sla_due_at is None
+    echo = (await messages(sessions))[1]
+    assert (echo.direction, echo.author, echo.status) == ("outbound", "page", "sent")
+
+
+async def test_customer_message_reopens_a_resolved_conversation(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, inbound("m-1", T0))
+    async with transaction(sessions) as session:
+        row = (await session.execute(select(ConversationRow))).scalar_one()
+        row.status = "resolved"
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, inbound("m-2", T0 + timedelta(days=1)))
+    assert (await conversation(sessions)).status == "open"
+
+
+async def test_reply_is_pending_then_sent_then_read_never_backwards(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    request = OutboundRequest(
+        request_id="r-1", conversation=REF, text="On its way!", author=Author.AGENT, requested_at=T0
+    )
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, inbound("m-1", T0 - timedelta(minutes=5)))
+        await projector.project_outbound_requested(session, request)
+    assert (await messages(sessions))[1].status == "pending"
+
+    result = OutboundResult(
+        request_id="r-1",
+        conversation=REF,
+        status=OutboundStatus.SENT,
+        mid="mid.sent",
+        finished_at=T0,
+    )
+    async with transaction(sessions) as session:
+        await projector.project_outbound_result(session, result)
+    assert (await conversation(sessions)).first_response_at == T0
+
+    read = StatusEvent(
+        event_id="read-1", kind=StatusKind.READ, conversation=REF, watermark=T0, platform_ts=T0
+    )
+    delivered = StatusEvent(
+        event_id="dlv-1", kind=StatusKind.DELIVERED, conversation=REF, watermark=T0, platform_ts=T0
+    )
+    async with transaction(sessions) as session:
+        await projector.project_status(session, read)
+    async with transaction(sessions) as session:
+        await projector.project_status(session, delivered)
+    assert [m.status for m in await messages(sessions)] == ["received", "read"]

@@ -1,0 +1,201 @@
+"""The four services as real processes, for end-to-end tests."""
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from dmdesk.natsserver import free_port
+
+SERVICES = ("api", "ingest", "classifier", "responder")
+META_APP_SECRET = "test-app-secret"
+META_VERIFY_TOKEN = "test-verify-token"
+READY_TIMEOUT_SECONDS = 60.0
+T = TypeVar("T")
+
+
+def docker_available() -> bool:
+    """Whether a Docker engine answers (testcontainers needs one)."""
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception:
+        return False
+    return True
+
+
+class ServiceProcess:
+    """One service, ``python -m services.<name>``, logging to a file."""
+
+    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.port = port
+        self.env = env
+        self.log_path = log_path
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        log = self.log_path.open("ab")
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                f"services.{self.name}",
+                env=self.env,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        finally:
+            log.close()
+
+    async def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.returncode is not None:
+                    raise RuntimeError(f"{self.name} exited with {self.process.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s")
+
+    async def kill(self) -> None:
+        """SIGKILL: no chance to finish anything."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    async def terminate(self, timeout: float = 30) -> int | None:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        return self.process.returncode
+
+
+class Stack:
+    """ingest, classifier, responder and api against one NATS server and one database."""
+
+    def __init__(
+        self,
+        *,
+        nats_url: str,
+        database_url: str,
+        workdir: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        ports = {name: free_port() for name in SERVICES}
+        env = {
+            **os.environ,
+            "DMDESK_NATS_URL": nats_url,
+            "DMDESK_DATABASE_URL": database_url,
+            "DMDESK_DATA_DIR": str(workdir / "data"),
+            "DMDESK_META_APP_SECRET": META_APP_SECRET,
+            "DMDESK_META_VERIFY_TOKEN": META_VERIFY_TOKEN,
+            "DMDESK_MAX_DELIVERIES": "3",
+            "DMDESK_ACK_WAIT_SECONDS": "5",
+            "DMDESK_GRACEFUL_TIMEOUT_SECONDS": "10",
+            **{f"DMDESK_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+            **(extra_env or {}),
+        }
+        self.services = {
+            name: ServiceProcess(name, port, env, workdir / f"{name}.log")
+            for name, port in ports.items()
+        }
+        self.client = httpx.AsyncClient(timeout=10)
+
+    @property
+    def api_url(self) -> str:
+        return self.services["api"].url
+
+    @property
+    def ingest_url(self) -> str:
+        return self.services["ingest"].url
+
+    async def start(self) -> None:
+        for service in self.services.values():
+            await service.start()
+        await asyncio.gather(*(service.wait_ready() for service in self.services.values()))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(service.terminate() for service in self.services.values()))
+        await self.client.aclose()
+
+    async def restart(self, name: str) -> None:
+        service = self.services[name]
+        await service.start()
+        await service.wait_ready()
+
+    def logs(self) -> str:
+        parts = []
+        for name, service in self.services.items():
+            text = service.log_path.read_text(errors="replace") if service.log_path.exists() else ""
+            parts.append(f"----- {name} -----\n{text[-20_000:]}")
+        return "\n".join(parts)
+
+    async def post_dm(self, message: dict[str, Any]) -> httpx.Response:
+        return await self.client.post(f"{self.ingest_url}/v1/messages", json=message)
+
+    async def queue(self, **params: Any) -> list[dict[str, Any]]:
+        response = await self.client.get(
+            f"{self.api_url}/v1/queue", params={"limit": 200, **params}
+        )
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def conversation(self, conversation_id: int) -> dict[str, Any]:
+        response = await self.client.get(f"{self.api_url}/v1/conversations/{conversation_id}")
+        response.raise_for_status()
+        detail: dict[str, Any] = response.json()
+        return detail
+
+    async def full_queue(self) -> list[dict[str, Any]]:
+        """Every queued conversation, following cursors."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 200}
+            if cursor:
+                params["cursor"] = cursor
+            page = (await self.client.get(f"{self.api_url}/v1/queue", params=params)).json()
+            items += page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return items
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+) -> T:
+    """Call ``probe`` until ``done(result)``; return the last result (the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    result = await probe()
+    while not done(result) and time.monotonic() < deadline:
+        await asyncio.sleep(interval)
+        result = await probe()
+    return result
