@@ -153,7 +153,7 @@ class Stack:
             parts.append(f"----- {name} -----\n{text[-20_000:]}")
         return "\n".join(parts)
 
-    async def post_dm(self, message: dict[str, Any]) -> httpx.Response:
+    async def post_dm(self, message: dict[str, Any] | list[dict[str, Any]]) -> httpx.Response:
         return await self.client.post(f"{self.ingest_url}/v1/messages", json=message)
 
     async def queue(self, **params: Any) -> list[dict[str, Any]]:

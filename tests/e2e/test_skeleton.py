@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import signal
 import time
 from typing import Any
 
@@ -145,3 +146,22 @@ async def test_dm_the_classifier_cannot_process_is_dead_lettered(stack: Stack) -
     assert letter.error_type == "ValidationError"
     assert "contact" in letter.error
     assert letter.original == poison.decode()
+
+
+async def test_classifier_stopped_with_sigterm_exits_cleanly_and_loses_nothing(
+    stack: Stack,
+) -> None:
+    total = 30
+    batch = [dm(f"t-{index}", f"parcel {index} is missing", f"t{index}") for index in range(total)]
+    assert (await stack.post_dm(batch)).status_code == 202
+    # uvicorn re-raises SIGTERM after a graceful shutdown; a forced stop would be SIGKILL.
+    assert await stack.services["classifier"].terminate() == -signal.SIGTERM
+    assert '"message": "service stopped"' in stack.services["classifier"].log_path.read_text()
+    await stack.restart("classifier")
+
+    items = await eventually(
+        stack.full_queue, lambda items: len(routed(items)) == total, timeout=30
+    )
+    assert sorted(item["contact"]["platform_id"] for item in routed(items)) == sorted(
+        f"t{index}" for index in range(total)
+    )
