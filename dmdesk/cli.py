@@ -5,7 +5,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dmdesk.natsserver import NatsServer
@@ -50,12 +50,16 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from dmdesk.apikeys import temporary_key
     from dmdesk.demo import run_demo
 
     settings = get_settings()
     ingest = args.ingest_url or f"http://{settings.host}:{settings.ingest_port}"
     api = args.api_url or f"http://{settings.host}:{settings.api_port}"
-    return run_demo(ingest, api)
+    if args.api_key:
+        return run_demo(ingest, api, args.api_key)
+    with temporary_key("demo") as key:
+        return run_demo(ingest, api, key)
 
 
 def _asyncapi(args: argparse.Namespace) -> int:
@@ -83,11 +87,26 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="post sample DMs and print the queue")
     demo.add_argument("--ingest-url", help="default: http://DMDESK_HOST:DMDESK_INGEST_PORT")
     demo.add_argument("--api-url", help="default: http://DMDESK_HOST:DMDESK_API_PORT")
+    demo.add_argument(
+        "--api-key",
+        default=os.environ.get("DMDESK_API_KEY"),
+        help="a read key (DMDESK_API_KEY); default: a temporary key in the local database",
+    )
     demo.set_defaults(handler=_demo)
     asyncapi = commands.add_parser("asyncapi", help="print the AsyncAPI document of dm.>")
     asyncapi.add_argument("--output", default="-", help="file to write (default: stdout)")
     asyncapi.set_defaults(handler=_asyncapi)
+    for register in _command_modules():
+        register(commands)
     return root
+
+
+def _command_modules() -> list[
+    Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+]:
+    from dmdesk import apikeys
+
+    return [apikeys.register]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -15,7 +15,7 @@ SAMPLES = (
 )
 
 
-def run_demo(ingest_url: str, api_url: str, wait_seconds: float = 10.0) -> int:
+def run_demo(ingest_url: str, api_url: str, api_key: str, wait_seconds: float = 10.0) -> int:
     """Post the samples to ingest, then print the queue once they all show up."""
     run = uuid.uuid4().hex[:8]
     batch = [
@@ -27,7 +27,7 @@ def run_demo(ingest_url: str, api_url: str, wait_seconds: float = 10.0) -> int:
         }
         for handle, name, text in SAMPLES
     ]
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=10, headers={"X-API-Key": api_key}) as client:
         response = client.post(f"{ingest_url}/v1/messages", json=batch)
         if response.status_code != httpx.codes.ACCEPTED:
             print(f"ingest refused the demo DMs: {response.status_code} {response.text}")

@@ -64,10 +64,18 @@ def stage_router(stage: str, settings: Settings) -> NatsRouter:
 
 
 def event_publisher(
-    router: NatsRouter, subject: str, schema: type[BaseModel], description: str = ""
+    router: NatsRouter,
+    subject: str,
+    schema: type[BaseModel],
+    description: str = "",
+    title: str | None = None,
 ) -> LogicPublisher:
-    """A documented publisher of ``schema`` events on ``subject`` (see publish_event)."""
-    return router.publisher(subject, schema=schema, title=subject, description=description)
+    """A documented publisher of ``schema`` events on ``subject`` (see publish_event).
+
+    ``title`` names the AsyncAPI channel; give one when two services publish on
+    the same subject.
+    """
+    return router.publisher(subject, schema=schema, title=title or subject, description=description)
 
 
 Handler = Callable[..., Awaitable[None]]

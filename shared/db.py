@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,12 @@ from sqlalchemy.ext.asyncio import (
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Serialises migrations when several api replicas start at once on PostgreSQL.
 MIGRATION_LOCK_ID = 0x646D6465736B
+
+
+def as_utc(value: datetime | str) -> datetime:
+    """A timestamp from an aggregate query (SQLite returns text there), aware in UTC."""
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def is_sqlite(url: str) -> bool:

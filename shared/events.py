@@ -297,3 +297,25 @@ class DeadLetter(Event):
     original: str = Field(description="The original payload, decoded as UTF-8 (replacement).")
     headers: dict[str, str] = Field(default_factory=dict)
     failed_at: datetime = Field(default_factory=utcnow)
+
+
+class SlaEventKind(StrEnum):
+    """What happened to an SLA clock."""
+
+    AT_RISK = "at_risk"
+    BREACHED = "breached"
+
+
+class SlaEvent(Event):
+    """An SLA target is at risk or breached (``dm.sla.at_risk`` / ``dm.sla.breached``)."""
+
+    version: Literal[1] = 1
+    kind: SlaEventKind
+    clock_id: int
+    conversation_id: int
+    metric: str
+    policy: str
+    priority: Priority
+    team: str | None = None
+    due_at: datetime
+    at: datetime = Field(default_factory=utcnow)

@@ -117,10 +117,13 @@ class ConversationRow(SQLModel, table=True):
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     last_message_at: datetime | None = _ts()
     last_customer_message_at: datetime | None = _ts()
     first_response_at: datetime | None = _ts()
     sla_due_at: datetime | None = _ts()
+    snoozed_until: datetime | None = _ts()
+    resolved_at: datetime | None = _ts()
 
 
 class MessageRow(SQLModel, table=True):
@@ -174,6 +177,152 @@ class DeadLetterRow(SQLModel, table=True):
     headers: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     failed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     replayed_at: datetime | None = _ts()
+
+
+class Scope(StrEnum):
+    """What an API key may do; each scope includes the ones before it."""
+
+    READ = "read"
+    AGENT = "agent"
+    ADMIN = "admin"
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """An API key, stored as the SHA-256 of the secret (the secret is shown once)."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    prefix: str = Field(max_length=16, description="First characters, to recognise a key.")
+    key_hash: str = Field(max_length=64, unique=True)
+    scope: str = Field(max_length=16)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    revoked_at: datetime | None = _ts()
+
+
+class NoteRow(SQLModel, table=True):
+    """An internal note an agent left on a conversation (never sent to the customer)."""
+
+    __tablename__ = "notes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id", index=True)
+    author: str = Field(max_length=128)
+    text: str
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class IdempotencyRow(SQLModel, table=True):
+    """The stored answer to an agent action, replayed when its Idempotency-Key comes again."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("api_key_id", "key", name="uq_idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    api_key_id: int
+    key: str = Field(max_length=255)
+    request_hash: str = Field(max_length=64)
+    status_code: int
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class CorrectionRow(SQLModel, table=True):
+    """An agent's correction of the classifier: training data, and a measure of its errors."""
+
+    __tablename__ = "corrections"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id", index=True)
+    message_id: int | None = Field(default=None, foreign_key="messages.id")
+    agent: str = Field(max_length=128)
+    old_category: str | None = Field(default=None, max_length=32)
+    new_category: str | None = Field(default=None, max_length=32)
+    old_priority: str | None = Field(default=None, max_length=16)
+    new_priority: str | None = Field(default=None, max_length=16)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class SlaMetric(StrEnum):
+    """What an SLA clock measures (Zendesk's metrics)."""
+
+    FIRST_RESPONSE = "first_response"
+    NEXT_RESPONSE = "next_response"
+    RESOLUTION = "resolution"
+
+
+class ClockState(StrEnum):
+    """Where an SLA clock is."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    MET = "met"
+    BREACHED = "breached"
+    CANCELLED = "cancelled"
+
+
+class SlaPolicyRow(SQLModel, table=True):
+    """Targets for conversations of a priority (and optionally a category or channel).
+
+    A policy is never edited in place: a change archives it and creates a new one,
+    so clocks that ran under the old targets keep them.
+    """
+
+    __tablename__ = "sla_policies"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, index=True)
+    priority: str = Field(max_length=16)
+    category: str | None = Field(default=None, max_length=32)
+    channel: str | None = Field(default=None, max_length=32)
+    first_response_seconds: int | None = None
+    next_response_seconds: int | None = None
+    resolution_seconds: int | None = None
+    calendar: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON), description="Business hours; null: 24/7."
+    )
+    counts_bot: bool = Field(default=False, description="Whether a bot reply is a response.")
+    at_risk_share: float = 0.8
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    archived_at: datetime | None = _ts()
+
+
+class SlaClockRow(SQLModel, table=True):
+    """One SLA target being measured on one conversation."""
+
+    __tablename__ = "sla_clocks"
+    __table_args__ = (
+        Index("ix_sla_clocks_due", "state", "due_at"),
+        Index("ix_sla_clocks_conversation", "conversation_id", "metric", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id")
+    policy_id: int = Field(foreign_key="sla_policies.id")
+    metric: str = Field(max_length=32)
+    state: str = Field(default=ClockState.RUNNING.value, max_length=16)
+    started_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    due_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    at_risk_at: datetime | None = _ts()
+    at_risk_fired: bool = False
+    paused_at: datetime | None = _ts()
+    stopped_at: datetime | None = _ts()
+    breached_at: datetime | None = _ts()
+    elapsed_seconds: float | None = Field(default=None, description="Counted time when stopped.")
+    responder: str | None = Field(default=None, max_length=16, description="bot or human")
+    team: str | None = Field(default=None, max_length=128)
+    assignee: str | None = Field(default=None, max_length=128)
 
 
 metadata = SQLModel.metadata

@@ -34,6 +34,8 @@ HANDOFF = "dm.handoff"
 OUTBOUND_REQUESTED = "dm.outbound.requested"
 OUTBOUND_RESULT = "dm.outbound.result"
 DEAD_LETTER_ALL = "dm.dlq.*"
+SLA_BREACHED = "dm.sla.breached"
+SLA_AT_RISK = "dm.sla.at_risk"
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 

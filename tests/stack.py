@@ -13,6 +13,9 @@ from typing import Any, TypeVar
 import httpx
 
 from dmdesk.natsserver import free_port
+from services.api.auth import create_key
+from shared.db import create_engine, session_factory, transaction
+from shared.models import Scope
 
 SERVICES = ("api", "ingest", "classifier", "responder")
 META_APP_SECRET = "test-app-secret"
@@ -92,6 +95,16 @@ class ServiceProcess:
         return self.process.returncode
 
 
+async def issue_api_key(database_url: str, scope: Scope) -> str:
+    """A new API key in the stack's database (after the api has migrated it)."""
+    engine = create_engine(database_url)
+    try:
+        async with transaction(session_factory(engine)) as session:
+            return (await create_key(session, "tests", scope)).secret
+    finally:
+        await engine.dispose()
+
+
 class Stack:
     """ingest, classifier, responder and api against one NATS server and one database."""
 
@@ -104,6 +117,7 @@ class Stack:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.database_url = database_url
         ports = {name: free_port() for name in SERVICES}
         env = {
             **os.environ,
@@ -136,6 +150,7 @@ class Stack:
         for service in self.services.values():
             await service.start()
         await asyncio.gather(*(service.wait_ready() for service in self.services.values()))
+        self.client.headers["X-API-Key"] = await issue_api_key(self.database_url, Scope.ADMIN)
 
     async def stop(self) -> None:
         await asyncio.gather(*(service.terminate() for service in self.services.values()))

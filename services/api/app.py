@@ -1,16 +1,22 @@
-"""The api service: projects every ``dm.*`` event into the database and serves the queue."""
+"""The api service: projects every ``dm.*`` event into the database and serves the REST API."""
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import projector
+from services.api.actions import router as actions_router
+from services.api.admin import router as admin_router
+from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
+from services.api.sla_scheduler import SlaScheduler
 from shared import streams
-from shared.bus import durable_subscriber, make_broker, stage_router
+from shared.bus import durable_subscriber, event_publisher, make_broker, publish_event, stage_router
 from shared.db import create_engine, migrate, ping, session_factory, transaction
 from shared.events import (
     BotReply,
@@ -20,6 +26,8 @@ from shared.events import (
     InboundMessage,
     OutboundRequest,
     OutboundResult,
+    SlaEvent,
+    SlaEventKind,
     StatusEvent,
 )
 from shared.service import ServiceSpec, serve, service_app
@@ -27,32 +35,45 @@ from shared.settings import Settings, get_settings
 
 STAGE = "api"
 EventT = TypeVar("EventT", bound=BaseModel)
+Projection = Callable[[AsyncSession, EventT, ApiMetrics], Awaitable[object]]
 
 
 def build(settings: Settings) -> ServiceSpec:
-    """Wire the api's database, projections, routes and metrics."""
+    """Wire the api's database, projections, SLA scheduler, routes and metrics."""
     registry = CollectorRegistry()
-    projected_total = Counter(
-        "dmdesk_projected_events_total",
-        "Events written to the queue database, by event type.",
-        ["event"],
-        registry=registry,
-    )
-    dead_letters_total = Counter(
-        "dmdesk_dead_letters_total",
-        "Messages a stage gave up on, by stage.",
-        ["stage"],
-        registry=registry,
-    )
+    metrics = ApiMetrics(registry)
     engine = create_engine(settings.sqlalchemy_url)
     sessions = session_factory(engine)
     broker = make_broker(settings, STAGE, registry)
     router = stage_router(STAGE, settings)
+    outbound_out = event_publisher(
+        router,
+        streams.OUTBOUND_REQUESTED,
+        OutboundRequest,
+        "An agent's reply to send.",
+        title=f"{streams.OUTBOUND_REQUESTED} (agent replies)",
+    )
+    sla_out = {
+        SlaEventKind.BREACHED: event_publisher(
+            router, streams.SLA_BREACHED, SlaEvent, "An SLA target was breached."
+        ),
+        SlaEventKind.AT_RISK: event_publisher(
+            router, streams.SLA_AT_RISK, SlaEvent, "An SLA target is close to its deadline."
+        ),
+    }
+
+    async def publish_sla(event: SlaEvent) -> None:
+        await publish_event(
+            sla_out[event.kind],
+            event,
+            msg_id=f"sla:{event.kind.value}:{event.clock_id}",
+            settings=settings,
+        )
+
+    scheduler = SlaScheduler(sessions, publish_sla, metrics)
 
     def project(
-        consumer: streams.Consumer,
-        event_type: type[EventT],
-        apply: Callable[[AsyncSession, EventT], Awaitable[object]],
+        consumer: streams.Consumer, event_type: type[EventT], apply: Projection[EventT]
     ) -> None:
         """Subscribe ``apply`` to ``consumer``, one transaction per event.
 
@@ -63,8 +84,9 @@ def build(settings: Settings) -> ServiceSpec:
 
         async def handle(event: BaseModel) -> None:
             async with transaction(sessions) as session:
-                await apply(session, event_type.model_validate(event))
-            projected_total.labels(name).inc()
+                await apply(session, event_type.model_validate(event), metrics)
+            metrics.projected.labels(name).inc()
+            scheduler.deadline_changed()
 
         handle.__annotations__["event"] = event_type
         handle.__name__ = f"project_{name}"
@@ -75,27 +97,32 @@ def build(settings: Settings) -> ServiceSpec:
     project(streams.API_STATUS, StatusEvent, projector.project_status)
     project(streams.API_CLASSIFIED, ClassifiedMessage, projector.project_classified)
     project(streams.API_HANDOFF, Handoff, projector.project_handoff)
-    project(streams.API_BOT_REPLY, BotReply, _ignore)
+    project(streams.API_BOT_REPLY, BotReply, projector.project_bot_reply)
     project(streams.API_OUTBOUND_REQUESTED, OutboundRequest, projector.project_outbound_requested)
     project(streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result)
-
-    async def record_dead_letter(session: AsyncSession, letter: DeadLetter) -> None:
-        await projector.project_dead_letter(session, letter)
-        dead_letters_total.labels(letter.stage).inc()
-
-    project(streams.API_DEAD_LETTER, DeadLetter, record_dead_letter)
+    project(streams.API_DEAD_LETTER, DeadLetter, projector.project_dead_letter)
     broker.include_router(router)
 
-    async def start_database() -> None:
-        await migrate(engine)
+    background: list[asyncio.Task[None]] = []
 
-    async def stop_database() -> None:
+    async def start() -> None:
+        await migrate(engine)
+        background.append(asyncio.create_task(scheduler.run(), name="sla-scheduler"))
+        background.append(
+            asyncio.create_task(metrics.keep_gauges_fresh(sessions), name="queue-gauges")
+        )
+
+    async def stop() -> None:
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await engine.dispose()
 
     async def database_ready() -> None:
         await ping(engine)
 
-    spec = ServiceSpec(
+    return ServiceSpec(
         name=STAGE,
         settings=settings,
         broker=broker,
@@ -110,19 +137,21 @@ def build(settings: Settings) -> ServiceSpec:
             streams.API_OUTBOUND_RESULT,
             streams.API_DEAD_LETTER,
         ),
-        routers=(queue_router,),
+        routers=(queue_router, actions_router, admin_router),
         checks={"database": database_ready},
-        on_startup=(start_database,),
-        on_shutdown=(stop_database,),
+        on_startup=(start,),
+        on_shutdown=(stop,),
         title="dmdesk API",
-        description="The agent queue, conversations and SLA figures.",
+        description="The agent queue, conversations, SLA figures and administration.",
+        state={
+            "sessions": sessions,
+            "settings": settings,
+            "metrics": metrics,
+            "outbound": outbound_out,
+            "scheduler": scheduler,
+            "broker": broker,
+        },
     )
-    spec.state["sessions"] = sessions
-    return spec
-
-
-async def _ignore(_session: AsyncSession, _event: BotReply) -> None:
-    """Bot replies show up through their outbound request; nothing more to write yet."""
 
 
 def main() -> None:

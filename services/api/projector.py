@@ -13,8 +13,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.api.sla import response_due
+from services.api import clocks
+from services.api.metrics import ApiMetrics
 from shared.events import (
+    BotReply,
     Classification,
     ClassifiedMessage,
     Contact,
@@ -133,7 +135,9 @@ async def _conversation(
     return result.scalar_one()
 
 
-async def project_inbound(session: AsyncSession, message: InboundMessage) -> bool:
+async def project_inbound(
+    session: AsyncSession, message: InboundMessage, metrics: ApiMetrics | None = None
+) -> bool:
     """Store a platform message in its conversation; False if it was already stored."""
     conversation = await _conversation(
         session,
@@ -166,50 +170,64 @@ async def project_inbound(session: AsyncSession, message: InboundMessage) -> boo
     ts = message.platform_ts
     conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
     if echo:
-        _responded(conversation, ts)
+        # A reply sent from Meta's own inbox is a human's response.
+        await _responded(session, conversation, ts, "human", metrics)
     else:
-        _customer_wrote(conversation, ts)
+        await _customer_wrote(session, conversation, ts)
     conversation.updated_at = utcnow()
     return True
 
 
-def _customer_wrote(conversation: ConversationRow, ts: datetime) -> None:
+async def _customer_wrote(
+    session: AsyncSession, conversation: ConversationRow, ts: datetime
+) -> None:
     previous = conversation.last_customer_message_at
     conversation.last_customer_message_at = max(filter(None, (previous, ts)))
-    if conversation.status in {ConversationStatus.RESOLVED.value, ConversationStatus.WAITING.value}:
+    if conversation.status != ConversationStatus.OPEN.value:
+        if conversation.status == ConversationStatus.RESOLVED.value:
+            conversation.resolved_at = None
         conversation.status = ConversationStatus.OPEN.value
-    if conversation.sla_due_at is None:
-        conversation.sla_due_at = response_due(ts, Priority(conversation.priority))
+        conversation.snoozed_until = None
+    await clocks.customer_wrote(session, conversation, ts)
 
 
-def _responded(conversation: ConversationRow, ts: datetime) -> None:
-    if conversation.first_response_at is None:
-        conversation.first_response_at = ts
-    last_customer = conversation.last_customer_message_at
-    if last_customer is None or ts >= last_customer:
-        conversation.sla_due_at = None
+async def _responded(
+    session: AsyncSession,
+    conversation: ConversationRow,
+    ts: datetime,
+    responder: str,
+    metrics: ApiMetrics | None,
+) -> None:
+    counts = responder == "human" or conversation.first_response_at is None
+    stopped = await clocks.responded(session, conversation, ts, responder=responder)
+    if stopped or (counts and conversation.first_response_at is None):
+        conversation.first_response_at = conversation.first_response_at or ts
+    if metrics is not None:
+        metrics.observe(conversation, stopped)
 
 
-def _raise_priority(conversation: ConversationRow, priority: Priority) -> None:
+async def _set_priority(
+    session: AsyncSession, conversation: ConversationRow, priority: Priority
+) -> None:
     """Set the conversation's priority, never lowering it below a more urgent one."""
     if conversation.category is None or priority.rank < conversation.priority_rank:
         conversation.priority = priority.value
         conversation.priority_rank = priority.rank
-        if conversation.last_customer_message_at is not None and conversation.sla_due_at:
-            conversation.sla_due_at = min(
-                conversation.sla_due_at,
-                response_due(conversation.last_customer_message_at, priority),
-            )
+        await clocks.retarget(session, conversation)
 
 
-async def project_classified(session: AsyncSession, classified: ClassifiedMessage) -> None:
+async def project_classified(
+    session: AsyncSession, classified: ClassifiedMessage, metrics: ApiMetrics | None = None
+) -> None:
     """Record a message's classification on it and on its conversation."""
     message, classification = classified.message, classified.classification
-    await project_inbound(session, message)
+    await project_inbound(session, message, metrics)
     await _classify_message(session, message, classification)
     conversation = await _conversation(session, message.conversation, message.contact)
-    _raise_priority(conversation, classification.priority)
-    conversation.category = classification.category.value
+    await _set_priority(session, conversation, classification.priority)
+    if conversation.category != classification.category.value:
+        conversation.category = classification.category.value
+        await clocks.retarget(session, conversation)
     conversation.language = classification.language or conversation.language
     conversation.updated_at = utcnow()
 
@@ -230,11 +248,15 @@ async def _classify_message(
     )
 
 
-async def project_handoff(session: AsyncSession, handoff: Handoff) -> None:
+async def project_handoff(
+    session: AsyncSession, handoff: Handoff, metrics: ApiMetrics | None = None
+) -> None:
     """Put the conversation in the team's queue."""
     conversation = await _conversation(session, handoff.conversation, None)
+    if conversation.team is None and metrics is not None:
+        metrics.containment.labels("handed_off").inc()
     conversation.team = handoff.team
-    _raise_priority(conversation, handoff.priority)
+    await _set_priority(session, conversation, handoff.priority)
     if handoff.category is not None and conversation.category is None:
         conversation.category = handoff.category.value
     if conversation.status == ConversationStatus.PENDING.value:
@@ -242,7 +264,21 @@ async def project_handoff(session: AsyncSession, handoff: Handoff) -> None:
     conversation.updated_at = utcnow()
 
 
-async def project_outbound_requested(session: AsyncSession, request: OutboundRequest) -> None:
+async def project_bot_reply(
+    session: AsyncSession, reply: BotReply, metrics: ApiMetrics | None = None
+) -> None:
+    """The bot is handling the conversation, unless a team already has it."""
+    conversation = await _conversation(session, reply.conversation, None)
+    if conversation.team is None and conversation.status == ConversationStatus.OPEN.value:
+        conversation.status = ConversationStatus.PENDING.value
+        if metrics is not None:
+            metrics.containment.labels("answered").inc()
+    conversation.updated_at = utcnow()
+
+
+async def project_outbound_requested(
+    session: AsyncSession, request: OutboundRequest, metrics: ApiMetrics | None = None
+) -> None:
     """Show a requested reply on the conversation, pending until its result arrives."""
     conversation = await _conversation(session, request.conversation, None)
     assert conversation.id is not None
@@ -251,7 +287,7 @@ async def project_outbound_requested(session: AsyncSession, request: OutboundReq
         .values(
             conversation_id=conversation.id,
             channel=request.conversation.channel.value,
-            mid=_request_mid(request.request_id),
+            mid=request_mid(request.request_id),
             direction=Direction.OUTBOUND.value,
             author=request.author.value,
             text=request.text,
@@ -264,33 +300,40 @@ async def project_outbound_requested(session: AsyncSession, request: OutboundReq
     )
 
 
-def _request_mid(request_id: str) -> str:
+def request_mid(request_id: str) -> str:
+    """The message id an outbound request is stored under."""
     return f"request:{request_id}"
 
 
-async def project_outbound_result(session: AsyncSession, result: OutboundResult) -> None:
+async def project_outbound_result(
+    session: AsyncSession, result: OutboundResult, metrics: ApiMetrics | None = None
+) -> None:
     """Mark a reply sent (a response for the SLA) or failed with the platform's reason."""
     conversation = await _conversation(session, result.conversation, None)
     sent = result.status == OutboundStatus.SENT
-    values: dict[str, Any] = {
-        "status": (MessageStatus.SENT if sent else MessageStatus.FAILED).value,
-        "error": None if result.error is None else result.error.message,
-    }
-    await session.execute(
+    updated = await session.execute(
         update(MessageRow)
         .where(
             col(MessageRow.channel) == result.conversation.channel.value,
-            col(MessageRow.mid) == _request_mid(result.request_id),
+            col(MessageRow.mid) == request_mid(result.request_id),
             col(MessageRow.status).in_([MessageStatus.PENDING.value, MessageStatus.FAILED.value]),
         )
-        .values(**values)
+        .values(
+            status=(MessageStatus.SENT if sent else MessageStatus.FAILED).value,
+            error=None if result.error is None else result.error.message,
+        )
+        .returning(col(MessageRow.author))
     )
-    if sent:
-        _responded(conversation, result.finished_at)
+    author = updated.scalar_one_or_none()
+    if sent and author is not None:
+        responder = "bot" if author == "bot" else "human"
+        await _responded(session, conversation, result.finished_at, responder, metrics)
         conversation.updated_at = utcnow()
 
 
-async def project_status(session: AsyncSession, status: StatusEvent) -> None:
+async def project_status(
+    session: AsyncSession, status: StatusEvent, metrics: ApiMetrics | None = None
+) -> None:
     """Advance outbound messages to delivered/read (never backwards), or mark them failed."""
     ref = status.conversation
     if status.kind == StatusKind.FAILED:
@@ -321,9 +364,11 @@ async def project_status(session: AsyncSession, status: StatusEvent) -> None:
             row.status = status.kind.value
 
 
-async def project_dead_letter(session: AsyncSession, letter: DeadLetter) -> None:
+async def project_dead_letter(
+    session: AsyncSession, letter: DeadLetter, metrics: ApiMetrics | None = None
+) -> None:
     """Keep a dead letter for inspection and replay."""
-    await session.execute(
+    inserted = await session.execute(
         _insert(session, DeadLetterRow)
         .values(
             stage=letter.stage,
@@ -337,4 +382,7 @@ async def project_dead_letter(session: AsyncSession, letter: DeadLetter) -> None
             failed_at=letter.failed_at,
         )
         .on_conflict_do_nothing(index_elements=["stage", "subject", "stream_sequence"])
+        .returning(col(DeadLetterRow.id))
     )
+    if inserted.scalar_one_or_none() is not None and metrics is not None:
+        metrics.dead_letters.labels(letter.stage).inc()

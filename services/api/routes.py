@@ -8,28 +8,42 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import func, literal, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
+from services.api.auth import ReadKey
 from services.api.deps import SessionDep
 from services.api.schemas import (
     ContactOut,
     ConversationDetail,
     MessageOut,
+    NoteOut,
     Problem,
     QueueItem,
     QueuePage,
+    SlaClockOut,
 )
-from shared.models import ContactRow, ConversationRow, ConversationStatus, MessageRow
+from shared.events import Category, Channel, Priority
+from shared.models import (
+    ContactRow,
+    ConversationRow,
+    ConversationStatus,
+    MessageRow,
+    NoteRow,
+    SlaClockRow,
+)
 
-router = APIRouter(prefix="/v1", tags=["queue"])
+router = APIRouter(prefix="/v1", tags=["queue"], responses={401: {"model": Problem}})
 
 # Conversations with no deadline sort after every real one.
 NO_DEADLINE = datetime(9999, 12, 31)
+UNASSIGNED = "none"
 
 
-def _due_key() -> ColumnElement[datetime]:
-    return func.coalesce(ConversationRow.sla_due_at, literal(NO_DEADLINE))
+def due_key() -> ColumnElement[datetime]:
+    """The deadline the queue sorts by (none last)."""
+    return func.coalesce(col(ConversationRow.sla_due_at), literal(NO_DEADLINE))
 
 
 def _encode_cursor(row: ConversationRow) -> str:
@@ -46,7 +60,8 @@ def _decode_cursor(cursor: str) -> tuple[int, datetime, int]:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="invalid cursor") from exc
 
 
-def _queue_item(conversation: ConversationRow, contact: ContactRow) -> QueueItem:
+def queue_item(conversation: ConversationRow, contact: ContactRow) -> QueueItem:
+    """A conversation as the queue shows it."""
     return QueueItem(
         **conversation.model_dump(exclude={"contact_id"}),
         contact=ContactOut.model_validate(contact, from_attributes=True),
@@ -56,63 +71,105 @@ def _queue_item(conversation: ConversationRow, contact: ContactRow) -> QueueItem
 @router.get("/queue", responses={400: {"model": Problem}})
 async def get_queue(
     session: SessionDep,
+    _key: ReadKey,
     team: str | None = None,
+    priority: Annotated[list[Priority] | None, Query()] = None,
+    category: Annotated[list[Category] | None, Query()] = None,
+    channel: Annotated[list[Channel] | None, Query()] = None,
     status_: Annotated[
         list[ConversationStatus] | None,
         Query(alias="status", description="Default: every status but resolved."),
     ] = None,
+    assignee: Annotated[
+        str | None, Query(description=f"An agent, or '{UNASSIGNED}' for unassigned.")
+    ] = None,
+    is_request: Annotated[
+        bool | None, Query(description="Message requests only (or none).")
+    ] = None,
+    language: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> QueuePage:
-    """Conversations by priority, then by the nearest SLA deadline."""
+    """Conversations by priority, then by the nearest SLA deadline; filtered; paged."""
     statuses = (
         [s.value for s in status_]
         if status_
         else [s.value for s in ConversationStatus if s != ConversationStatus.RESOLVED]
     )
-    due = _due_key()
+    due = due_key()
     query = (
         select(ConversationRow, ContactRow)
-        .join(ContactRow, col(ContactRow.id) == ConversationRow.contact_id)
+        .join(ContactRow, col(ContactRow.id) == col(ConversationRow.contact_id))
         .where(col(ConversationRow.status).in_(statuses))
         .order_by(col(ConversationRow.priority_rank), due, col(ConversationRow.id))
         .limit(limit + 1)
     )
     if team is not None:
         query = query.where(col(ConversationRow.team) == team)
+    if priority:
+        query = query.where(col(ConversationRow.priority).in_([p.value for p in priority]))
+    if category:
+        query = query.where(col(ConversationRow.category).in_([c.value for c in category]))
+    if channel:
+        query = query.where(col(ConversationRow.channel).in_([c.value for c in channel]))
+    if assignee == UNASSIGNED:
+        query = query.where(col(ConversationRow.assignee).is_(None))
+    elif assignee is not None:
+        query = query.where(col(ConversationRow.assignee) == assignee)
+    if is_request is not None:
+        query = query.where(col(ConversationRow.is_request) == is_request)
+    if language is not None:
+        query = query.where(col(ConversationRow.language) == language)
     if cursor is not None:
         query = query.where(
             tuple_(col(ConversationRow.priority_rank), due, col(ConversationRow.id))
             > tuple_(*_decode_cursor(cursor))
         )
     rows = (await session.execute(query)).all()
-    items = [_queue_item(conversation, contact) for conversation, contact in rows[:limit]]
+    items = [queue_item(conversation, contact) for conversation, contact in rows[:limit]]
     next_cursor = _encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
     return QueuePage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/conversations/{conversation_id}", responses={404: {"model": Problem}})
-async def get_conversation(conversation_id: int, session: SessionDep) -> ConversationDetail:
-    """One conversation with its messages, oldest first."""
+async def conversation_detail(session: AsyncSession, conversation_id: int) -> ConversationDetail:
+    """One conversation with its messages, clocks and notes (404 when there is none)."""
     found = (
         await session.execute(
             select(ConversationRow, ContactRow)
-            .join(ContactRow, col(ContactRow.id) == ConversationRow.contact_id)
+            .join(ContactRow, col(ContactRow.id) == col(ConversationRow.contact_id))
             .where(col(ConversationRow.id) == conversation_id)
         )
     ).first()
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such conversation")
     conversation, contact = found
-    messages = (
-        await session.execute(
-            select(MessageRow)
-            .where(col(MessageRow.conversation_id) == conversation_id)
-            .order_by(col(MessageRow.platform_ts), col(MessageRow.id))
-        )
-    ).scalars()
-    return ConversationDetail(
-        **_queue_item(conversation, contact).model_dump(),
-        first_response_at=conversation.first_response_at,
-        messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages],
+    messages = await session.execute(
+        select(MessageRow)
+        .where(col(MessageRow.conversation_id) == conversation_id)
+        .order_by(col(MessageRow.platform_ts), col(MessageRow.id))
     )
+    clocks = await session.execute(
+        select(SlaClockRow)
+        .where(col(SlaClockRow.conversation_id) == conversation_id)
+        .order_by(col(SlaClockRow.id))
+    )
+    notes = await session.execute(
+        select(NoteRow)
+        .where(col(NoteRow.conversation_id) == conversation_id)
+        .order_by(col(NoteRow.id))
+    )
+    return ConversationDetail(
+        **queue_item(conversation, contact).model_dump(),
+        first_response_at=conversation.first_response_at,
+        messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages.scalars()],
+        sla=[SlaClockOut.model_validate(c, from_attributes=True) for c in clocks.scalars()],
+        notes=[NoteOut.model_validate(n, from_attributes=True) for n in notes.scalars()],
+    )
+
+
+@router.get("/conversations/{conversation_id}", responses={404: {"model": Problem}})
+async def get_conversation(
+    conversation_id: int, session: SessionDep, _key: ReadKey
+) -> ConversationDetail:
+    """One conversation with its messages, SLA clocks and notes."""
+    return await conversation_detail(session, conversation_id)

@@ -5,6 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from shared.events import Category, Priority
+
 
 class ContactOut(BaseModel):
     """The customer."""
@@ -30,7 +32,10 @@ class QueueItem(BaseModel):
     category: str | None
     language: str | None
     is_request: bool
+    tags: list[str]
     created_at: datetime
+    snoozed_until: datetime | None
+    resolved_at: datetime | None
     last_message_at: datetime | None
     last_customer_message_at: datetime | None
     sla_due_at: datetime | None
@@ -64,13 +69,102 @@ class MessageOut(BaseModel):
 
 
 class ConversationDetail(QueueItem):
-    """A conversation with its messages, oldest first."""
+    """A conversation with its messages (oldest first), SLA clocks and notes."""
 
     first_response_at: datetime | None
     messages: list[MessageOut]
+    sla: list["SlaClockOut"]
+    notes: list["NoteOut"]
 
 
 class Problem(BaseModel):
     """An error: what went wrong, for a person to read."""
 
     detail: str
+
+
+class SlaClockOut(BaseModel):
+    """One SLA target measured on the conversation."""
+
+    id: int
+    metric: str
+    policy_id: int
+    state: str
+    started_at: datetime
+    due_at: datetime
+    stopped_at: datetime | None
+    breached_at: datetime | None
+    elapsed_seconds: float | None
+    responder: str | None
+
+
+class NoteOut(BaseModel):
+    """An internal note."""
+
+    id: int
+    author: str
+    text: str
+    created_at: datetime
+
+
+class ClaimRequest(BaseModel):
+    """Who claims, and optionally from which team's queue."""
+
+    agent: str = Field(min_length=1, max_length=128)
+    team: str | None = Field(default=None, max_length=128)
+
+
+class ReplyRequest(BaseModel):
+    """An agent's reply to the customer."""
+
+    agent: str = Field(min_length=1, max_length=128)
+    text: str = Field(min_length=1, max_length=2000)
+    wait_for_customer: bool = Field(
+        default=False, description="Then wait on the customer (SLA clocks pause)."
+    )
+
+
+class ReplyAccepted(BaseModel):
+    """The reply is on its way; its delivery result shows on the conversation."""
+
+    request_id: str
+
+
+class AssignRequest(BaseModel):
+    """Give the conversation to an agent (null: unassign)."""
+
+    assignee: str | None = Field(max_length=128)
+
+
+class TransferRequest(BaseModel):
+    """Move the conversation to another team's queue (the assignee is cleared)."""
+
+    team: str = Field(min_length=1, max_length=128)
+
+
+class TagsRequest(BaseModel):
+    """Tags to add and remove."""
+
+    add: list[str] = Field(default_factory=list, max_length=50)
+    remove: list[str] = Field(default_factory=list, max_length=50)
+
+
+class NoteRequest(BaseModel):
+    """An internal note, never sent to the customer."""
+
+    author: str = Field(min_length=1, max_length=128)
+    text: str = Field(min_length=1, max_length=10_000)
+
+
+class SnoozeRequest(BaseModel):
+    """Hide the conversation until a time; SLA clocks pause meanwhile."""
+
+    until: datetime
+
+
+class CorrectionRequest(BaseModel):
+    """An agent's correction of the classification (category and/or priority)."""
+
+    agent: str = Field(min_length=1, max_length=128)
+    category: Category | None = None
+    priority: Priority | None = None

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from dmdesk.natsserver import free_port
-from tests.stack import eventually
+from shared.models import Scope
+from tests.stack import eventually, issue_api_key
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +58,9 @@ async def test_dmdesk_up_runs_the_stack_restarts_a_dead_child_and_stops_on_ctrl_
         assert f"ready: API http://127.0.0.1:{ports['api']}/docs" in ready, ready
         assert "(embedded)" in ready
 
-        async with httpx.AsyncClient(timeout=10) as client:
+        database = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'dmdesk.db'}"
+        key = await issue_api_key(database, Scope.READ)
+        async with httpx.AsyncClient(timeout=10, headers={"X-API-Key": key}) as client:
             posted = await client.post(
                 f"http://127.0.0.1:{ports['ingest']}/v1/messages",
                 json={"id": "up-1", "contact": {"id": "ana"}, "text": "where is my order?"},

@@ -155,7 +155,7 @@ async def test_echo_counts_as_the_first_response(
         )
     row = await conversation(sessions)
     assert row.first_response_at == T0 + timedelta(minutes=3)
-    assert row.sla_due_at is None
+    assert row.sla_due_at == T0 + timedelta(hours=72), "only the resolution clock still runs"
     echo = (await messages(sessions))[1]
     assert (echo.direction, echo.author, echo.status) == ("outbound", "page", "sent")
 

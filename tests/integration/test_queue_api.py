@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.api import projector
+from services.api.auth import create_key
 from services.api.routes import router
 from shared.db import create_engine, migrate, session_factory, transaction
 from shared.events import (
@@ -19,6 +20,7 @@ from shared.events import (
     InboundMessage,
     Priority,
 )
+from shared.models import Scope
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -56,8 +58,12 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     for seed in seeds:
         async with transaction(app.state.sessions) as session:
             await projector.project_classified(session, seed)
+    async with transaction(app.state.sessions) as session:
+        key = await create_key(session, "reader", Scope.READ)
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://test",
+        headers={"X-API-Key": key.secret},
     ) as http:
         yield http
     await engine.dispose()

@@ -1,0 +1,425 @@
+"""What agents do: claim, reply, assign, transfer, tag, note, snooze, resolve, reopen, correct.
+
+Every action runs in one transaction on the locked conversation. A retried
+request with the same ``Idempotency-Key`` (per API key) gets the first answer
+again instead of acting twice; a reply's ``request_id`` is derived from that key,
+so even a publish retried after a crash is sent once.
+"""
+
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from faststream.nats.publisher.usecase import LogicPublisher
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from services.api import clocks
+from services.api.auth import AgentKey, Principal
+from services.api.deps import SessionDep, committing
+from services.api.metrics import ApiMetrics
+from services.api.routes import conversation_detail, due_key
+from services.api.schemas import (
+    AssignRequest,
+    ClaimRequest,
+    ConversationDetail,
+    CorrectionRequest,
+    NoteRequest,
+    Problem,
+    ReplyAccepted,
+    ReplyRequest,
+    SnoozeRequest,
+    TagsRequest,
+    TransferRequest,
+)
+from shared.bus import publish_event
+from shared.events import Author, Channel, ConversationRef, OutboundRequest, utcnow
+from shared.models import (
+    ContactRow,
+    ConversationRow,
+    ConversationStatus,
+    CorrectionRow,
+    IdempotencyRow,
+    MessageRow,
+    NoteRow,
+)
+from shared.settings import Settings
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["agent actions"],
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}},
+)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Makes a retried request harmless: the first answer is returned again.",
+    ),
+]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+async def _idempotent(
+    session: AsyncSession,
+    principal: Principal,
+    key: str | None,
+    request: Request,
+    body: BaseModel | None,
+    model: type[ModelT],
+    run: Callable[[], Awaitable[ModelT]],
+) -> ModelT:
+    if key is None:
+        return await run()
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [request.method, request.url.path, body.model_dump(mode="json") if body else None]
+        ).encode()
+    ).hexdigest()
+    stored = (
+        await session.execute(
+            select(IdempotencyRow).where(
+                col(IdempotencyRow.api_key_id) == principal.key_id, col(IdempotencyRow.key) == key
+            )
+        )
+    ).scalar_one_or_none()
+    if stored is not None:
+        if stored.request_hash != fingerprint:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail="this Idempotency-Key was used for a different request",
+            )
+        return model.model_validate(stored.body)
+    result = await run()
+    session.add(
+        IdempotencyRow(
+            api_key_id=principal.key_id,
+            key=key,
+            request_hash=fingerprint,
+            status_code=200,
+            body=result.model_dump(mode="json"),
+        )
+    )
+    return result
+
+
+async def _locked(session: AsyncSession, conversation_id: int) -> ConversationRow:
+    conversation = (
+        await session.execute(
+            select(ConversationRow)
+            .where(col(ConversationRow.id) == conversation_id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if conversation is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such conversation")
+    return conversation
+
+
+Change = Callable[[AsyncSession, ConversationRow], Awaitable[None]]
+
+
+async def _act(
+    session: AsyncSession,
+    request: Request,
+    principal: Principal,
+    key: str | None,
+    body: BaseModel | None,
+    conversation_id: int,
+    change: Change,
+) -> ConversationDetail:
+    """Apply ``change`` to the locked conversation once, answering with its new state."""
+
+    async def run() -> ConversationDetail:
+        conversation = await _locked(session, conversation_id)
+        await change(session, conversation)
+        conversation.updated_at = utcnow()
+        await session.flush()
+        return await conversation_detail(session, conversation_id)
+
+    try:
+        async with committing(session):
+            result = await _idempotent(
+                session, principal, key, request, body, ConversationDetail, run
+            )
+    except IntegrityError as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail="a request with this Idempotency-Key is in progress"
+        ) from exc
+    request.app.state.scheduler.deadline_changed()
+    return result
+
+
+@router.post(
+    "/queue/claim",
+    responses={204: {"description": "Nothing to claim."}},
+    response_model=ConversationDetail,
+)
+async def claim(
+    body: ClaimRequest, session: SessionDep, _key: AgentKey
+) -> ConversationDetail | Response:
+    """Give the agent the next unassigned conversation, atomically (never twice)."""
+    async with committing(session):
+        query = (
+            select(ConversationRow)
+            .where(
+                col(ConversationRow.status) == ConversationStatus.OPEN.value,
+                col(ConversationRow.assignee).is_(None),
+            )
+            .order_by(col(ConversationRow.priority_rank), due_key(), col(ConversationRow.id))
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if body.team is not None:
+            query = query.where(col(ConversationRow.team) == body.team)
+        conversation = (await session.execute(query)).scalar_one_or_none()
+        if conversation is None or conversation.id is None:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        conversation.assignee = body.agent
+        conversation.updated_at = utcnow()
+        await session.flush()
+        return await conversation_detail(session, conversation.id)
+
+
+@router.post(
+    "/conversations/{conversation_id}/reply",
+    status_code=status.HTTP_202_ACCEPTED,
+)
+async def reply(
+    conversation_id: int,
+    body: ReplyRequest,
+    session: SessionDep,
+    request: Request,
+    principal: AgentKey,
+    idempotency_key: IdempotencyKey = None,
+) -> ReplyAccepted:
+    """Send a reply to the customer; its delivery result shows on the conversation."""
+    settings: Settings = request.app.state.settings
+    outbound: LogicPublisher = request.app.state.outbound
+
+    async def run() -> ReplyAccepted:
+        conversation = await _locked(session, conversation_id)
+        contact = await session.get(ContactRow, conversation.contact_id)
+        assert contact is not None
+        request_id = (
+            f"agent-{principal.key_id}-{idempotency_key}"
+            if idempotency_key
+            else f"agent-{uuid.uuid4().hex}"
+        )
+        event = OutboundRequest(
+            request_id=request_id,
+            conversation=ConversationRef(
+                channel=Channel(conversation.channel),
+                account_id=conversation.account_id,
+                contact_id=contact.platform_id,
+            ),
+            text=body.text,
+            author=Author.AGENT,
+            agent_id=body.agent,
+        )
+        await publish_event(outbound, event, msg_id=request_id, settings=settings)
+        conversation.assignee = conversation.assignee or body.agent
+        if body.wait_for_customer:
+            conversation.status = ConversationStatus.WAITING.value
+            await clocks.pause(session, conversation, utcnow())
+        return ReplyAccepted(request_id=request_id)
+
+    async with committing(session):
+        return await _idempotent(
+            session, principal, idempotency_key, request, body, ReplyAccepted, run
+        )
+
+
+@router.post("/conversations/{conversation_id}/assign")
+async def assign(
+    conversation_id: int,
+    body: AssignRequest,
+    session: SessionDep,
+    request: Request,
+    principal: AgentKey,
+    idempotency_key: IdempotencyKey = None,
+) -> ConversationDetail:
+    """Give the conversation to an agent, or unassign it."""
+
+    async def change(_session: AsyncSession, conversation: ConversationRow) -> None:
+        conversation.assignee = body.assignee
+
+    return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
+
+
+@router.post("/conversations/{conversation_id}/transfer")
+async def transfer(
+    conversation_id: int,
+    body: TransferRequest,
+    session: SessionDep,
+    request: Request,
+    principal: AgentKey,
+    idempotency_key: IdempotencyKey = None,
+) -> ConversationDetail:
+    """Move the conversation to another team's queue."""
+
+    async def change(_session: AsyncSession, conversation: ConversationRow) -> None:
+        conversation.team, conversation.assignee = body.team, None
+
+    return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
+
+
+@router.post("/conversations/{conversation_id}/tags")
+async def tag(
+    conversation_id: int,
+    body: TagsRequest,
+    session: SessionDep,
+    request: Request,
+    principal: AgentKey,
+    idempotency_key: IdempotencyKey = None,
+) -> ConversationDetail:
+    """Add and remove tags."""
+
+    async def change(_session: AsyncSession, conversation: ConversationRow) -> None:
+        tags = [t for t in conversation.tags if t not in body.remove]
+        conversation.tags = tags + [t for t in dict.fromkeys(body.add) if t not in tags]
+
+    return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
+
+
+@router.post("/conversations/{conversation_id}/notes")
+async def note(
+    conversation_id: int,
+    body: NoteRequest,
+    session: SessionDep,
+    request: Request,
+    principal: AgentKey,
+    idempotency_key: IdempotencyKey = None,
+) -> ConversationDetail:
+    """Leave an internal note (never sent to the customer)."""
+
+    async def change(session: AsyncSession, conversation: ConversationRow) -> None:
+        assert conversation.id is not None
+        session.add(NoteRow(conversation_id=conversation.id, author=body.author, text=body.text))
+
+    return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
+
+
+@router.post("/conversations/{conversation_id}/snooze")
+async def snooze(
+    conversation_id: int,
+    body: SnoozeRequest,
+    session: SessionDep,
+    request: Request,
+    principal: AgentKey,
+    idempotency_key: IdempotencyKey = None,
+) -> ConversationDetail:
+    """Hide the conversation until a time; its SLA clocks pause meanwhile."""
+    if body.until <= utcnow():
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="until is in the past")
+
+    async def change(session: AsyncSession, conversation: ConversationRow) -> None:
+        conversation.status = ConversationStatus.SNOOZED.value
+        conversation.snoozed_until = body.until
+        await clocks.pause(session, conversation, utcnow())
+
+    return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
+
+
+@router.post("/conversations/{conversation_id}/resolve")
+async def resolve(
+    conversation_id: int,
+    session: SessionDep,
+    request: Request,
+    principal: AgentKey,
+    idempotency_key: IdempotencyKey = None,
+) -> ConversationDetail:
+    """Resolve the conversation; a later customer message reopens it."""
+    metrics: ApiMetrics = request.app.state.metrics
+
+    async def change(session: AsyncSession, conversation: ConversationRow) -> None:
+        if conversation.status == ConversationStatus.RESOLVED.value:
+            return
+        now = utcnow()
+        conversation.status, conversation.resolved_at = ConversationStatus.RESOLVED.value, now
+        conversation.snoozed_until = None
+        metrics.observe(
+            conversation, await clocks.resolved(session, conversation, now, responder="human")
+        )
+
+    return await _act(session, request, principal, idempotency_key, None, conversation_id, change)
+
+
+@router.post("/conversations/{conversation_id}/reopen")
+async def reopen(
+    conversation_id: int,
+    session: SessionDep,
+    request: Request,
+    principal: AgentKey,
+    idempotency_key: IdempotencyKey = None,
+) -> ConversationDetail:
+    """Reopen a resolved, snoozed or waiting conversation."""
+
+    async def change(session: AsyncSession, conversation: ConversationRow) -> None:
+        now = utcnow()
+        conversation.status = ConversationStatus.OPEN.value
+        conversation.resolved_at = conversation.snoozed_until = None
+        await clocks.resume(session, conversation, now)
+        await clocks.reopened(session, conversation, now)
+
+    return await _act(session, request, principal, idempotency_key, None, conversation_id, change)
+
+
+@router.post("/conversations/{conversation_id}/classification")
+async def correct(
+    conversation_id: int,
+    body: CorrectionRequest,
+    session: SessionDep,
+    request: Request,
+    principal: AgentKey,
+    idempotency_key: IdempotencyKey = None,
+) -> ConversationDetail:
+    """Correct the category and/or priority; kept as training data and counted."""
+    metrics: ApiMetrics = request.app.state.metrics
+    if body.category is None and body.priority is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="give a category, a priority or both"
+        )
+
+    async def change(session: AsyncSession, conversation: ConversationRow) -> None:
+        assert conversation.id is not None
+        last = (
+            await session.execute(
+                select(col(MessageRow.id))
+                .where(
+                    col(MessageRow.conversation_id) == conversation.id,
+                    col(MessageRow.author) == "customer",
+                )
+                .order_by(col(MessageRow.platform_ts).desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        session.add(
+            CorrectionRow(
+                conversation_id=conversation.id,
+                message_id=last,
+                agent=body.agent,
+                old_category=conversation.category,
+                new_category=body.category.value if body.category else None,
+                old_priority=conversation.priority,
+                new_priority=body.priority.value if body.priority else None,
+            )
+        )
+        if body.category is not None:
+            metrics.overrides.labels(body.category.value).inc()
+            conversation.category = body.category.value
+        if body.priority is not None:
+            conversation.priority, conversation.priority_rank = (
+                body.priority.value,
+                body.priority.rank,
+            )
+        await clocks.retarget(session, conversation)
+
+    return await _act(session, request, principal, idempotency_key, body, conversation_id, change)

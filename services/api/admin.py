@@ -1,0 +1,273 @@
+"""Administration: SLA policies and figures, dead letters, classifier corrections."""
+
+import uuid
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from faststream.nats import NatsBroker
+from pydantic import BaseModel, Field, model_validator
+from sqlalchemy import func, select
+from sqlmodel import col
+
+from services.api.auth import AdminKey, ReadKey
+from services.api.deps import SessionDep, committing
+from services.api.schemas import Problem
+from services.api.sla import Calendar
+from shared.events import Category, Channel, Priority, utcnow
+from shared.models import (
+    ClockState,
+    ConversationRow,
+    CorrectionRow,
+    DeadLetterRow,
+    MessageRow,
+    SlaClockRow,
+    SlaPolicyRow,
+)
+from shared.streams import MSG_ID_HEADER
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["administration"],
+    responses={401: {"model": Problem}, 403: {"model": Problem}},
+)
+
+
+class PolicyIn(BaseModel):
+    """An SLA policy: targets in seconds (null: not measured), 24/7 or in business hours."""
+
+    name: str = Field(min_length=1, max_length=128)
+    priority: Priority
+    category: Category | None = None
+    channel: Channel | None = None
+    first_response_seconds: int | None = Field(default=None, gt=0)
+    next_response_seconds: int | None = Field(default=None, gt=0)
+    resolution_seconds: int | None = Field(default=None, gt=0)
+    calendar: Calendar | None = None
+    counts_bot: bool = False
+    at_risk_share: float = Field(default=0.8, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _has_a_target(self) -> "PolicyIn":
+        if not (
+            self.first_response_seconds or self.next_response_seconds or self.resolution_seconds
+        ):
+            raise ValueError("a policy needs at least one target")
+        return self
+
+
+class PolicyOut(PolicyIn):
+    """A stored policy."""
+
+    id: int
+    created_at: datetime
+    archived_at: datetime | None
+
+
+def _policy_out(row: SlaPolicyRow) -> PolicyOut:
+    return PolicyOut.model_validate(row, from_attributes=True)
+
+
+@router.get("/sla/policies")
+async def list_policies(session: SessionDep, _key: ReadKey) -> list[PolicyOut]:
+    """The active SLA policies."""
+    rows = await session.execute(
+        select(SlaPolicyRow)
+        .where(col(SlaPolicyRow.archived_at).is_(None))
+        .order_by(col(SlaPolicyRow.id))
+    )
+    return [_policy_out(row) for row in rows.scalars()]
+
+
+@router.post("/sla/policies", status_code=status.HTTP_201_CREATED)
+async def put_policy(body: PolicyIn, session: SessionDep, _key: AdminKey) -> PolicyOut:
+    """Create a policy; one with the same name is archived (its history keeps its targets)."""
+    async with committing(session):
+        previous = await session.execute(
+            select(SlaPolicyRow).where(
+                col(SlaPolicyRow.name) == body.name, col(SlaPolicyRow.archived_at).is_(None)
+            )
+        )
+        now = utcnow()
+        for old in previous.scalars():
+            old.archived_at = now
+        values: dict[str, Any] = body.model_dump(mode="json")
+        row = SlaPolicyRow.model_validate(values)
+        session.add(row)
+        await session.flush()
+        return _policy_out(row)
+
+
+@router.delete(
+    "/sla/policies/{policy_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"model": Problem}},
+)
+async def archive_policy(policy_id: int, session: SessionDep, _key: AdminKey) -> Response:
+    """Archive a policy: new clocks stop using it; running ones keep their deadlines."""
+    async with committing(session):
+        row = await session.get(SlaPolicyRow, policy_id)
+        if row is None or row.archived_at is not None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such active policy")
+        row.archived_at = utcnow()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class SummaryGroup(StrEnum):
+    """How SLA attainment is grouped."""
+
+    POLICY = "policy"
+    TEAM = "team"
+    AGENT = "agent"
+
+
+class Attainment(BaseModel):
+    """SLA outcomes of one group in the time range."""
+
+    group: str | None
+    metric: str
+    met: int
+    breached: int
+    running: int
+    attainment: float | None = Field(description="met / (met + breached); null when none ended.")
+
+
+@router.get("/sla/summary")
+async def sla_summary(
+    session: SessionDep,
+    _key: ReadKey,
+    by: SummaryGroup = SummaryGroup.POLICY,
+    since: Annotated[datetime | None, Query(description="Default: 7 days ago.")] = None,
+    until: datetime | None = None,
+) -> list[Attainment]:
+    """Attainment per policy, team or agent for clocks started in the range."""
+    start = since or utcnow() - timedelta(days=7)
+    end = until or utcnow()
+    group = {
+        SummaryGroup.POLICY: col(SlaPolicyRow.name),
+        SummaryGroup.TEAM: col(ConversationRow.team),
+        SummaryGroup.AGENT: col(ConversationRow.assignee),
+    }[by]
+    rows = await session.execute(
+        select(group, col(SlaClockRow.metric), col(SlaClockRow.state), func.count())
+        .join(SlaPolicyRow, col(SlaPolicyRow.id) == col(SlaClockRow.policy_id))
+        .join(ConversationRow, col(ConversationRow.id) == col(SlaClockRow.conversation_id))
+        .where(col(SlaClockRow.started_at) >= start, col(SlaClockRow.started_at) < end)
+        .group_by(group, col(SlaClockRow.metric), col(SlaClockRow.state))
+    )
+    counts: dict[tuple[str | None, str], dict[str, int]] = {}
+    for name, metric, state, count in rows:
+        counts.setdefault((name, metric), {})[state] = count
+    result = []
+    for (name, metric), states in sorted(counts.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        met, breached = (
+            states.get(ClockState.MET.value, 0),
+            states.get(ClockState.BREACHED.value, 0),
+        )
+        running = states.get(ClockState.RUNNING.value, 0) + states.get(ClockState.PAUSED.value, 0)
+        ended = met + breached
+        result.append(
+            Attainment(
+                group=name,
+                metric=metric,
+                met=met,
+                breached=breached,
+                running=running,
+                attainment=round(met / ended, 4) if ended else None,
+            )
+        )
+    return result
+
+
+class DeadLetterOut(BaseModel):
+    """A message a stage gave up on."""
+
+    id: int
+    stage: str
+    subject: str
+    stream_sequence: int | None
+    deliveries: int
+    error_type: str
+    error: str
+    original: str
+    failed_at: datetime
+    replayed_at: datetime | None
+
+
+@router.get("/dead-letters")
+async def list_dead_letters(
+    session: SessionDep,
+    _key: ReadKey,
+    stage: str | None = None,
+    replayed: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[DeadLetterOut]:
+    """Dead letters, newest first."""
+    query = select(DeadLetterRow).order_by(col(DeadLetterRow.id).desc()).limit(limit)
+    if stage is not None:
+        query = query.where(col(DeadLetterRow.stage) == stage)
+    if replayed is not None:
+        replay = col(DeadLetterRow.replayed_at)
+        query = query.where(replay.is_not(None) if replayed else replay.is_(None))
+    rows = await session.execute(query)
+    return [DeadLetterOut.model_validate(row, from_attributes=True) for row in rows.scalars()]
+
+
+@router.post(
+    "/dead-letters/{letter_id}/replay",
+    responses={404: {"model": Problem}},
+)
+async def replay_dead_letter(
+    letter_id: int, session: SessionDep, request: Request, _key: AdminKey
+) -> DeadLetterOut:
+    """Publish the original message again on its subject (once the cause is fixed)."""
+    broker: NatsBroker = request.app.state.broker
+    async with committing(session):
+        row = await session.get(DeadLetterRow, letter_id, with_for_update=True)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such dead letter")
+        headers = {k: v for k, v in row.headers.items() if k != MSG_ID_HEADER}
+        headers[MSG_ID_HEADER] = f"replay:{row.id}:{uuid.uuid4().hex}"
+        await broker.connection.jetstream().publish(
+            row.subject, row.original.encode(), headers=headers
+        )
+        row.replayed_at = utcnow()
+        await session.flush()
+        return DeadLetterOut.model_validate(row, from_attributes=True)
+
+
+class CorrectionOut(BaseModel):
+    """A correction with the message text it applies to: one line of training data."""
+
+    id: int
+    conversation_id: int
+    agent: str
+    text: str | None
+    old_category: str | None
+    new_category: str | None
+    old_priority: str | None
+    new_priority: str | None
+    created_at: datetime
+
+
+@router.get("/corrections")
+async def list_corrections(
+    session: SessionDep,
+    _key: ReadKey,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> list[CorrectionOut]:
+    """Agents' corrections of the classifier, to retrain it."""
+    query = (
+        select(CorrectionRow, col(MessageRow.text))
+        .outerjoin(MessageRow, col(MessageRow.id) == col(CorrectionRow.message_id))
+        .order_by(col(CorrectionRow.id))
+        .limit(limit)
+    )
+    if since is not None:
+        query = query.where(col(CorrectionRow.created_at) >= since)
+    rows = await session.execute(query)
+    return [
+        CorrectionOut(**row.model_dump(exclude={"message_id"}), text=text) for row, text in rows
+    ]

@@ -1,0 +1,121 @@
+"""API keys with scopes: every endpoint but health and metrics needs one."""
+
+import hashlib
+import secrets
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Security, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from services.api.deps import SessionDep
+from shared.events import utcnow
+from shared.models import ApiKeyRow, Scope
+
+KEY_PREFIX = "dmd_"
+_SCOPE_ORDER = {Scope.READ: 0, Scope.AGENT: 1, Scope.ADMIN: 2}
+
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key from `dmdesk apikey create`."
+)
+_bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+
+
+class Principal(BaseModel):
+    """Who is calling: the API key's id, name and scope."""
+
+    key_id: int
+    name: str
+    scope: Scope
+
+
+class IssuedKey(BaseModel):
+    """A new key: ``secret`` is shown this once and stored only as a hash."""
+
+    id: int
+    name: str
+    scope: Scope
+    secret: str
+
+
+def hash_key(secret: str) -> str:
+    """SHA-256 of a key: keys are long random strings, so a fast hash is enough."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def create_key(session: AsyncSession, name: str, scope: Scope) -> IssuedKey:
+    """Issue a new key with ``scope``."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKeyRow(name=name, prefix=secret[:10], key_hash=hash_key(secret), scope=scope.value)
+    session.add(row)
+    await session.flush()
+    assert row.id is not None
+    return IssuedKey(id=row.id, name=name, scope=scope, secret=secret)
+
+
+async def revoke_key(session: AsyncSession, key_id: int) -> bool:
+    """Revoke a key; False when there is no such active key."""
+    result = await session.execute(
+        update(ApiKeyRow)
+        .where(col(ApiKeyRow.id) == key_id, col(ApiKeyRow.revoked_at).is_(None))
+        .values(revoked_at=utcnow())
+        .returning(col(ApiKeyRow.id))
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def list_keys(session: AsyncSession) -> list[ApiKeyRow]:
+    """Every key, newest first (hashes only, never secrets)."""
+    rows = await session.execute(select(ApiKeyRow).order_by(col(ApiKeyRow.id).desc()))
+    return list(rows.scalars())
+
+
+async def _principal(
+    session: SessionDep,
+    header_key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    secret = header_key or (bearer.credentials if bearer else None)
+    if not secret:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing API key: send X-API-Key or Authorization: Bearer",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    row = (
+        await session.execute(
+            select(ApiKeyRow).where(
+                col(ApiKeyRow.key_hash) == hash_key(secret), col(ApiKeyRow.revoked_at).is_(None)
+            )
+        )
+    ).scalar_one_or_none()
+    if row is None or row.id is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="unknown or revoked API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return Principal(key_id=row.id, name=row.name, scope=Scope(row.scope))
+
+
+def require(scope: Scope) -> Any:
+    """A dependency that admits keys with ``scope`` or a broader one (403 otherwise)."""
+
+    async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        if _SCOPE_ORDER[principal.scope] < _SCOPE_ORDER[scope]:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"this API key has scope '{principal.scope.value}'; "
+                f"'{scope.value}' is needed",
+            )
+        return principal
+
+    return Depends(check)
+
+
+ReadKey = Annotated[Principal, require(Scope.READ)]
+AgentKey = Annotated[Principal, require(Scope.AGENT)]
+AdminKey = Annotated[Principal, require(Scope.ADMIN)]

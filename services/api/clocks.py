@@ -1,0 +1,240 @@
+"""SLA clocks on conversations: started, paused, resumed, stopped as events arrive.
+
+A conversation's clocks follow the first active policy that matches its priority
+(and, when the policy names them, its category and channel). A clock stopped
+late stays ``breached``; a policy change never touches stopped clocks.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from services.api.sla import Calendar, add_working_time, working_time_between
+from shared.events import Priority
+from shared.models import ClockState, ConversationRow, SlaClockRow, SlaMetric, SlaPolicyRow
+
+ACTIVE = (ClockState.RUNNING.value, ClockState.PAUSED.value)
+RESPONSE_METRICS = (SlaMetric.FIRST_RESPONSE.value, SlaMetric.NEXT_RESPONSE.value)
+
+
+@dataclass(frozen=True)
+class StoppedClock:
+    """A response or resolution clock that just stopped, for the metrics."""
+
+    clock: SlaClockRow
+    wall_seconds: float
+
+
+def _calendar(policy: SlaPolicyRow) -> Calendar | None:
+    return Calendar.model_validate(policy.calendar) if policy.calendar else None
+
+
+def _target(policy: SlaPolicyRow, metric: str) -> int | None:
+    return {
+        SlaMetric.FIRST_RESPONSE.value: policy.first_response_seconds,
+        SlaMetric.NEXT_RESPONSE.value: policy.next_response_seconds,
+        SlaMetric.RESOLUTION.value: policy.resolution_seconds,
+    }[metric]
+
+
+async def policy_for(session: AsyncSession, conversation: ConversationRow) -> SlaPolicyRow | None:
+    """The most specific active policy for the conversation's priority, category, channel."""
+    specificity = case((col(SlaPolicyRow.category).is_not(None), 2), else_=0) + case(
+        (col(SlaPolicyRow.channel).is_not(None), 1), else_=0
+    )
+    query = (
+        select(SlaPolicyRow)
+        .where(
+            col(SlaPolicyRow.archived_at).is_(None),
+            col(SlaPolicyRow.priority) == conversation.priority,
+            col(SlaPolicyRow.category).is_(None)
+            | (col(SlaPolicyRow.category) == conversation.category),
+            col(SlaPolicyRow.channel).is_(None)
+            | (col(SlaPolicyRow.channel) == conversation.channel),
+        )
+        .order_by(specificity.desc(), col(SlaPolicyRow.id).desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def clocks_of(
+    session: AsyncSession, conversation_id: int, states: Sequence[str] = ACTIVE
+) -> list[SlaClockRow]:
+    """The conversation's clocks in ``states``."""
+    query = select(SlaClockRow).where(
+        col(SlaClockRow.conversation_id) == conversation_id, col(SlaClockRow.state).in_(states)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def _start(
+    session: AsyncSession, conversation: ConversationRow, metric: SlaMetric, at: datetime
+) -> None:
+    assert conversation.id is not None
+    policy = await policy_for(session, conversation)
+    if policy is None or policy.id is None:
+        return
+    target = _target(policy, metric.value)
+    if target is None:
+        return
+    calendar = _calendar(policy)
+    session.add(
+        SlaClockRow(
+            conversation_id=conversation.id,
+            policy_id=policy.id,
+            metric=metric.value,
+            started_at=at,
+            due_at=add_working_time(at, timedelta(seconds=target), calendar),
+            at_risk_at=add_working_time(
+                at, timedelta(seconds=target * policy.at_risk_share), calendar
+            ),
+            team=conversation.team,
+            assignee=conversation.assignee,
+        )
+    )
+    await session.flush()
+
+
+async def refresh_due(session: AsyncSession, conversation: ConversationRow) -> None:
+    """The conversation's ``sla_due_at``: its nearest running deadline (queue order)."""
+    assert conversation.id is not None
+    running = await clocks_of(session, conversation.id, (ClockState.RUNNING.value,))
+    conversation.sla_due_at = min((clock.due_at for clock in running), default=None)
+
+
+async def customer_wrote(
+    session: AsyncSession, conversation: ConversationRow, at: datetime
+) -> None:
+    """A customer message: start the response clock due now, resume paused clocks."""
+    assert conversation.id is not None
+    await resume(session, conversation, at)
+    everything = await clocks_of(session, conversation.id, [state.value for state in ClockState])
+    active = [clock for clock in everything if clock.state in ACTIVE]
+    if not any(clock.metric in RESPONSE_METRICS for clock in active):
+        first_ever = not any(c.metric == SlaMetric.FIRST_RESPONSE.value for c in everything)
+        if first_ever:
+            await _start(session, conversation, SlaMetric.FIRST_RESPONSE, at)
+        elif conversation.first_response_at is not None:
+            await _start(session, conversation, SlaMetric.NEXT_RESPONSE, at)
+    if not any(clock.metric == SlaMetric.RESOLUTION.value for clock in active):
+        await _start(session, conversation, SlaMetric.RESOLUTION, at)
+    await refresh_due(session, conversation)
+
+
+async def _stop(
+    session: AsyncSession, clock: SlaClockRow, at: datetime, *, state: ClockState
+) -> None:
+    policy = await session.get(SlaPolicyRow, clock.policy_id)
+    assert policy is not None
+    end = clock.paused_at or at
+    clock.elapsed_seconds = working_time_between(
+        clock.started_at, end, _calendar(policy)
+    ).total_seconds()
+    clock.stopped_at = at
+    clock.paused_at = None
+    if state == ClockState.CANCELLED:
+        clock.state = state.value
+    elif clock.breached_at is not None or at > clock.due_at:
+        clock.state = ClockState.BREACHED.value
+        clock.breached_at = clock.breached_at or clock.due_at
+    else:
+        clock.state = ClockState.MET.value
+
+
+async def responded(
+    session: AsyncSession, conversation: ConversationRow, at: datetime, *, responder: str
+) -> list[StoppedClock]:
+    """A reply reached the customer: stop the response clocks it counts for."""
+    assert conversation.id is not None
+    stopped = []
+    for clock in await clocks_of(session, conversation.id):
+        if clock.metric not in RESPONSE_METRICS:
+            continue
+        policy = await session.get(SlaPolicyRow, clock.policy_id)
+        if responder == "bot" and not (policy and policy.counts_bot):
+            continue
+        clock.responder = responder
+        await _stop(session, clock, at, state=ClockState.MET)
+        stopped.append(StoppedClock(clock, (at - clock.started_at).total_seconds()))
+    await refresh_due(session, conversation)
+    return stopped
+
+
+async def resolved(
+    session: AsyncSession, conversation: ConversationRow, at: datetime, *, responder: str
+) -> list[StoppedClock]:
+    """The conversation is resolved: the resolution clock stops, response clocks are moot."""
+    assert conversation.id is not None
+    stopped = []
+    for clock in await clocks_of(session, conversation.id):
+        if clock.metric == SlaMetric.RESOLUTION.value:
+            clock.responder = responder
+            await _stop(session, clock, at, state=ClockState.MET)
+            stopped.append(StoppedClock(clock, (at - clock.started_at).total_seconds()))
+        else:
+            await _stop(session, clock, at, state=ClockState.CANCELLED)
+    await refresh_due(session, conversation)
+    return stopped
+
+
+async def reopened(session: AsyncSession, conversation: ConversationRow, at: datetime) -> None:
+    """An agent reopened the conversation: resolution is measured again."""
+    assert conversation.id is not None
+    active = await clocks_of(session, conversation.id)
+    if not any(clock.metric == SlaMetric.RESOLUTION.value for clock in active):
+        await _start(session, conversation, SlaMetric.RESOLUTION, at)
+    await refresh_due(session, conversation)
+
+
+async def pause(session: AsyncSession, conversation: ConversationRow, at: datetime) -> None:
+    """Waiting on the customer, or snoozed: running clocks stop counting."""
+    assert conversation.id is not None
+    for clock in await clocks_of(session, conversation.id, (ClockState.RUNNING.value,)):
+        clock.state, clock.paused_at = ClockState.PAUSED.value, at
+    await refresh_due(session, conversation)
+
+
+async def resume(session: AsyncSession, conversation: ConversationRow, at: datetime) -> None:
+    """Paused clocks count again; their deadlines move by the time they were paused."""
+    assert conversation.id is not None
+    for clock in await clocks_of(session, conversation.id, (ClockState.PAUSED.value,)):
+        policy = await session.get(SlaPolicyRow, clock.policy_id)
+        assert policy is not None
+        assert clock.paused_at is not None
+        calendar = _calendar(policy)
+        remaining = working_time_between(clock.paused_at, clock.due_at, calendar)
+        clock.due_at = add_working_time(at, remaining, calendar)
+        if clock.at_risk_at is not None and not clock.at_risk_fired:
+            risk_left = working_time_between(clock.paused_at, clock.at_risk_at, calendar)
+            clock.at_risk_at = add_working_time(at, risk_left, calendar)
+        clock.state, clock.paused_at = ClockState.RUNNING.value, None
+    await refresh_due(session, conversation)
+
+
+async def retarget(session: AsyncSession, conversation: ConversationRow) -> None:
+    """Priority or category changed: running clocks follow the policy that now applies."""
+    assert conversation.id is not None
+    policy = await policy_for(session, conversation)
+    if policy is None or policy.id is None:
+        return
+    for clock in await clocks_of(session, conversation.id):
+        target = _target(policy, clock.metric)
+        if clock.policy_id == policy.id or clock.breached_at is not None or target is None:
+            continue
+        calendar = _calendar(policy)
+        clock.policy_id = policy.id
+        clock.due_at = add_working_time(clock.started_at, timedelta(seconds=target), calendar)
+        clock.at_risk_at = add_working_time(
+            clock.started_at, timedelta(seconds=target * policy.at_risk_share), calendar
+        )
+    await refresh_due(session, conversation)
+
+
+def priority_of(conversation: ConversationRow) -> Priority:
+    """The conversation's priority as the enum."""
+    return Priority(conversation.priority)

@@ -1,0 +1,165 @@
+"""The api's Prometheus metrics; names are fixed so dashboards can rely on them."""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from services.api.clocks import StoppedClock
+from shared.db import as_utc
+from shared.events import utcnow
+from shared.models import ConversationRow, ConversationStatus
+
+logger = logging.getLogger("dmdesk.api.metrics")
+
+RESPONSE_BUCKETS = (15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)
+RESOLUTION_BUCKETS = (300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800)
+CONVERSATION_LABELS = ("channel", "priority", "category", "responder")
+GAUGE_REFRESH_SECONDS = 5.0
+
+
+@dataclass
+class ApiMetrics:
+    """Every metric the api exports, on one registry."""
+
+    registry: CollectorRegistry
+    first_response: Histogram = field(init=False)
+    resolution: Histogram = field(init=False)
+    breaches: Counter = field(init=False)
+    at_risk: Counter = field(init=False)
+    containment: Counter = field(init=False)
+    dead_letters: Counter = field(init=False)
+    overrides: Counter = field(init=False)
+    projected: Counter = field(init=False)
+    queue_depth: Gauge = field(init=False)
+    oldest_waiting: Gauge = field(init=False)
+    next_deadline: Gauge = field(init=False)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.first_response = Histogram(
+            "dmdesk_first_response_seconds",
+            "Time from a customer's message to the first response.",
+            CONVERSATION_LABELS,
+            buckets=RESPONSE_BUCKETS,
+            registry=r,
+        )
+        self.resolution = Histogram(
+            "dmdesk_resolution_seconds",
+            "Time from a conversation's first message to its resolution.",
+            CONVERSATION_LABELS,
+            buckets=RESOLUTION_BUCKETS,
+            registry=r,
+        )
+        self.breaches = Counter(
+            "dmdesk_sla_breaches_total", "SLA targets breached.", ["sla", "priority"], registry=r
+        )
+        self.at_risk = Counter(
+            "dmdesk_sla_at_risk_total", "SLA targets at risk.", ["sla", "priority"], registry=r
+        )
+        self.containment = Counter(
+            "dmdesk_bot_containment_total",
+            "Conversations the bot answered or handed to a human.",
+            ["outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "dmdesk_dead_letters_total", "Messages a stage gave up on.", ["stage"], registry=r
+        )
+        self.overrides = Counter(
+            "dmdesk_classifier_overrides_total",
+            "Agents' corrections of the classifier, by the corrected category.",
+            ["category"],
+            registry=r,
+        )
+        self.projected = Counter(
+            "dmdesk_projected_events_total",
+            "Events written to the queue database, by event type.",
+            ["event"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "dmdesk_queue_depth",
+            "Conversations not resolved.",
+            ["team", "priority", "status"],
+            registry=r,
+        )
+        self.oldest_waiting = Gauge(
+            "dmdesk_queue_oldest_waiting_seconds",
+            "Age of the oldest unanswered customer message in open conversations.",
+            ["team", "priority"],
+            registry=r,
+        )
+        self.next_deadline = Gauge(
+            "dmdesk_sla_next_deadline_seconds",
+            "Time until the nearest SLA deadline (negative: overdue).",
+            ["team", "priority"],
+            registry=r,
+        )
+
+    def observe(self, conversation: ConversationRow, stopped: list[StoppedClock]) -> None:
+        """Record response and resolution times of clocks that just stopped."""
+        for item in stopped:
+            labels = (
+                conversation.channel,
+                conversation.priority,
+                conversation.category or "unknown",
+                item.clock.responder or "human",
+            )
+            histogram = self.resolution if item.clock.metric == "resolution" else None
+            if item.clock.metric == "first_response":
+                histogram = self.first_response
+            if histogram is not None:
+                histogram.labels(*labels).observe(item.wall_seconds)
+
+    async def refresh_queue_gauges(self, session: AsyncSession, now: datetime) -> None:
+        """Recompute the queue gauges with two grouped, indexed queries."""
+        open_statuses = [s.value for s in ConversationStatus if s != ConversationStatus.RESOLVED]
+        team = func.coalesce(col(ConversationRow.team), "unassigned")
+        depth = await session.execute(
+            select(team, col(ConversationRow.priority), col(ConversationRow.status), func.count())
+            .where(col(ConversationRow.status).in_(open_statuses))
+            .group_by(team, col(ConversationRow.priority), col(ConversationRow.status))
+        )
+        self.queue_depth.clear()
+        for team_name, priority, status, count in depth:
+            self.queue_depth.labels(team_name, priority, status).set(count)
+        waiting = await session.execute(
+            select(
+                team,
+                col(ConversationRow.priority),
+                func.min(col(ConversationRow.last_customer_message_at)),
+                func.min(col(ConversationRow.sla_due_at)),
+            )
+            .where(
+                col(ConversationRow.status).in_(open_statuses),
+                col(ConversationRow.sla_due_at).is_not(None),
+            )
+            .group_by(team, col(ConversationRow.priority))
+        )
+        self.oldest_waiting.clear()
+        self.next_deadline.clear()
+        for team_name, priority, oldest, due in waiting:
+            if oldest is not None:
+                self.oldest_waiting.labels(team_name, priority).set(
+                    (now - as_utc(oldest)).total_seconds()
+                )
+            if due is not None:
+                self.next_deadline.labels(team_name, priority).set(
+                    (as_utc(due) - now).total_seconds()
+                )
+
+    async def keep_gauges_fresh(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        """Refresh the queue gauges every few seconds, so a scrape costs no query."""
+        while True:
+            try:
+                async with sessions() as session:
+                    await self.refresh_queue_gauges(session, utcnow())
+            except Exception:
+                logger.exception("queue gauges not refreshed")
+            await asyncio.sleep(GAUGE_REFRESH_SECONDS)

@@ -1,0 +1,205 @@
+"""SLA clocks on a real database: responses, pauses, policies, and breaches on time."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.api import clocks, projector
+from services.api.metrics import ApiMetrics
+from services.api.sla_scheduler import SlaScheduler
+from shared.db import create_engine, migrate, session_factory, transaction
+from shared.events import (
+    Author,
+    BotReply,
+    Channel,
+    Contact,
+    ConversationRef,
+    InboundMessage,
+    OutboundRequest,
+    OutboundResult,
+    OutboundStatus,
+    SlaEvent,
+    SlaEventKind,
+    utcnow,
+)
+from shared.models import ConversationRow, SlaClockRow, SlaPolicyRow
+
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+REF = ConversationRef(channel=Channel.WHATSAPP, account_id="waba", contact_id="4915")
+
+
+def customer(mid: str, at: datetime) -> InboundMessage:
+    return InboundMessage(
+        mid=mid,
+        channel=Channel.WHATSAPP,
+        account_id="waba",
+        contact=Contact(platform_id="4915"),
+        text="hello?",
+        platform_ts=at,
+    )
+
+
+async def sent_reply(session: AsyncSession, request_id: str, author: Author, at: datetime) -> None:
+    request = OutboundRequest(
+        request_id=request_id, conversation=REF, text="hi!", author=author, requested_at=at
+    )
+    await projector.project_outbound_requested(session, request)
+    await projector.project_outbound_result(
+        session,
+        OutboundResult(
+            request_id=request_id, conversation=REF, status=OutboundStatus.SENT, finished_at=at
+        ),
+    )
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(database_url)
+    await migrate(engine)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+async def clock_rows(sessions: async_sessionmaker[AsyncSession]) -> list[SlaClockRow]:
+    async with sessions() as session:
+        return list((await session.execute(select(SlaClockRow).order_by(SlaClockRow.id))).scalars())
+
+
+async def test_bot_reply_does_not_stop_a_human_only_clock_but_a_human_reply_does(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, customer("m-1", T0))
+        await sent_reply(session, "bot-1", Author.BOT, T0 + timedelta(seconds=5))
+    first = (await clock_rows(sessions))[0]
+    assert (first.metric, first.state) == ("first_response", "running")
+
+    async with transaction(sessions) as session:
+        await sent_reply(session, "agent-1", Author.AGENT, T0 + timedelta(minutes=20))
+    first = (await clock_rows(sessions))[0]
+    assert (first.state, first.responder, first.elapsed_seconds) == ("met", "human", 1200.0)
+
+
+async def test_a_policy_that_counts_the_bot_is_met_by_the_bot(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await session.execute(update(SlaPolicyRow).values(counts_bot=True))
+        await projector.project_inbound(session, customer("m-1", T0))
+        await sent_reply(session, "bot-1", Author.BOT, T0 + timedelta(seconds=5))
+    first = (await clock_rows(sessions))[0]
+    assert (first.state, first.responder) == ("met", "bot")
+
+
+async def test_next_response_clock_starts_when_the_customer_writes_again(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, customer("m-1", T0))
+        await sent_reply(session, "agent-1", Author.AGENT, T0 + timedelta(minutes=1))
+        await projector.project_inbound(session, customer("m-2", T0 + timedelta(hours=1)))
+    metrics = [(clock.metric, clock.state) for clock in await clock_rows(sessions)]
+    assert metrics == [
+        ("first_response", "met"),
+        ("resolution", "running"),
+        ("next_response", "running"),
+    ]
+
+
+async def test_waiting_on_the_customer_pauses_and_moves_the_deadline(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, customer("m-1", T0))
+    async with transaction(sessions) as session:
+        row = (await session.execute(select(ConversationRow))).scalar_one()
+        await clocks.pause(session, row, T0 + timedelta(hours=1))
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, customer("m-2", T0 + timedelta(hours=3)))
+    resolution = next(c for c in await clock_rows(sessions) if c.metric == "resolution")
+    assert resolution.state == "running"
+    assert resolution.due_at == T0 + timedelta(hours=72 + 2), "paused for two hours"
+
+
+async def test_changing_a_policy_does_not_rewrite_history(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, customer("m-1", T0))
+        await sent_reply(session, "agent-1", Author.AGENT, T0 + timedelta(minutes=1))
+    before = (await clock_rows(sessions))[0]
+    async with transaction(sessions) as session:
+        old = (
+            await session.execute(select(SlaPolicyRow).where(SlaPolicyRow.name == "normal"))
+        ).scalar_one()
+        old.archived_at = utcnow()
+        session.add(SlaPolicyRow(name="normal", priority="normal", first_response_seconds=60))
+    after = (await clock_rows(sessions))[0]
+    assert (after.policy_id, after.due_at, after.state) == (
+        before.policy_id,
+        before.due_at,
+        before.state,
+    )
+
+
+async def test_bot_reply_marks_the_conversation_pending_unless_a_team_has_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, customer("m-1", T0))
+        await projector.project_bot_reply(
+            session,
+            BotReply(conversation=REF, trigger_mid="m-1", request_id="b", rule_id="r", text="x"),
+        )
+    async with sessions() as session:
+        assert (await session.execute(select(ConversationRow.status))).scalar_one() == "pending"
+
+
+async def test_breach_is_published_within_seconds_of_the_deadline_with_no_request(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(SlaPolicyRow)
+            .where(SlaPolicyRow.name == "normal")
+            .values(first_response_seconds=2, at_risk_share=0.5)
+        )
+    published: list[SlaEvent] = []
+
+    async def publish(event: SlaEvent) -> None:
+        published.append(event)
+
+    metrics = ApiMetrics(CollectorRegistry())
+    scheduler = SlaScheduler(sessions, publish, metrics, poll_seconds=30)
+    runner = asyncio.create_task(scheduler.run())
+    try:
+        written = utcnow()
+        async with transaction(sessions) as session:
+            await projector.project_inbound(session, customer("m-1", written))
+        scheduler.deadline_changed()
+        for _ in range(100):
+            if any(e.kind == SlaEventKind.BREACHED for e in published):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+    kinds = [(event.kind, event.metric) for event in published]
+    assert kinds == [
+        (SlaEventKind.AT_RISK, "first_response"),
+        (SlaEventKind.BREACHED, "first_response"),
+    ]
+    breach = published[1]
+    assert breach.due_at == written + timedelta(seconds=2)
+    assert timedelta(0) <= breach.at - breach.due_at < timedelta(seconds=5)
+    first = (await clock_rows(sessions))[0]
+    assert first.breached_at == first.due_at
+    assert metrics.breaches.labels("first_response", "normal")._value.get() == 1
