@@ -22,7 +22,7 @@ from sqlmodel import col
 
 from services.api import clocks
 from services.api.auth import AgentKey, Principal
-from services.api.deps import SessionDep, committing
+from services.api.deps import RowId, SessionDep, committing
 from services.api.metrics import ApiMetrics
 from services.api.routes import conversation_detail, due_key
 from services.api.schemas import (
@@ -54,7 +54,12 @@ from shared.settings import Settings
 router = APIRouter(
     prefix="/v1",
     tags=["agent actions"],
-    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}},
+    responses={
+        401: {"model": Problem},
+        403: {"model": Problem},
+        404: {"model": Problem},
+        409: {"model": Problem, "description": "Idempotency-Key conflict"},
+    },
 )
 IdempotencyKey = Annotated[
     str | None,
@@ -93,7 +98,7 @@ async def _idempotent(
     if stored is not None:
         if stored.request_hash != fingerprint:
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                status.HTTP_409_CONFLICT,
                 detail="this Idempotency-Key was used for a different request",
             )
         return model.model_validate(stored.body)
@@ -132,7 +137,7 @@ async def _act(
     principal: Principal,
     key: str | None,
     body: BaseModel | None,
-    conversation_id: int,
+    conversation_id: RowId,
     change: Change,
 ) -> ConversationDetail:
     """Apply ``change`` to the locked conversation once, answering with its new state."""
@@ -193,7 +198,7 @@ async def claim(
     status_code=status.HTTP_202_ACCEPTED,
 )
 async def reply(
-    conversation_id: int,
+    conversation_id: RowId,
     body: ReplyRequest,
     session: SessionDep,
     request: Request,
@@ -239,7 +244,7 @@ async def reply(
 
 @router.post("/conversations/{conversation_id}/assign")
 async def assign(
-    conversation_id: int,
+    conversation_id: RowId,
     body: AssignRequest,
     session: SessionDep,
     request: Request,
@@ -256,7 +261,7 @@ async def assign(
 
 @router.post("/conversations/{conversation_id}/transfer")
 async def transfer(
-    conversation_id: int,
+    conversation_id: RowId,
     body: TransferRequest,
     session: SessionDep,
     request: Request,
@@ -273,7 +278,7 @@ async def transfer(
 
 @router.post("/conversations/{conversation_id}/tags")
 async def tag(
-    conversation_id: int,
+    conversation_id: RowId,
     body: TagsRequest,
     session: SessionDep,
     request: Request,
@@ -291,7 +296,7 @@ async def tag(
 
 @router.post("/conversations/{conversation_id}/notes")
 async def note(
-    conversation_id: int,
+    conversation_id: RowId,
     body: NoteRequest,
     session: SessionDep,
     request: Request,
@@ -309,7 +314,7 @@ async def note(
 
 @router.post("/conversations/{conversation_id}/snooze")
 async def snooze(
-    conversation_id: int,
+    conversation_id: RowId,
     body: SnoozeRequest,
     session: SessionDep,
     request: Request,
@@ -317,8 +322,6 @@ async def snooze(
     idempotency_key: IdempotencyKey = None,
 ) -> ConversationDetail:
     """Hide the conversation until a time; its SLA clocks pause meanwhile."""
-    if body.until <= utcnow():
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="until is in the past")
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         conversation.status = ConversationStatus.SNOOZED.value
@@ -330,7 +333,7 @@ async def snooze(
 
 @router.post("/conversations/{conversation_id}/resolve")
 async def resolve(
-    conversation_id: int,
+    conversation_id: RowId,
     session: SessionDep,
     request: Request,
     principal: AgentKey,
@@ -354,7 +357,7 @@ async def resolve(
 
 @router.post("/conversations/{conversation_id}/reopen")
 async def reopen(
-    conversation_id: int,
+    conversation_id: RowId,
     session: SessionDep,
     request: Request,
     principal: AgentKey,
@@ -374,7 +377,7 @@ async def reopen(
 
 @router.post("/conversations/{conversation_id}/classification")
 async def correct(
-    conversation_id: int,
+    conversation_id: RowId,
     body: CorrectionRequest,
     session: SessionDep,
     request: Request,
@@ -383,10 +386,6 @@ async def correct(
 ) -> ConversationDetail:
     """Correct the category and/or priority; kept as training data and counted."""
     metrics: ApiMetrics = request.app.state.metrics
-    if body.category is None and body.priority is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="give a category, a priority or both"
-        )
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         assert conversation.id is not None

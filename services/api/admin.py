@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from services.api.auth import AdminKey, ReadKey
-from services.api.deps import SessionDep, committing
+from services.api.deps import RowId, SessionDep, committing
 from services.api.schemas import Problem
 from services.api.sla import Calendar
 from shared.events import Category, Channel, Priority, utcnow
@@ -104,7 +104,7 @@ async def put_policy(body: PolicyIn, session: SessionDep, _key: AdminKey) -> Pol
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"model": Problem}},
 )
-async def archive_policy(policy_id: int, session: SessionDep, _key: AdminKey) -> Response:
+async def archive_policy(policy_id: RowId, session: SessionDep, _key: AdminKey) -> Response:
     """Archive a policy: new clocks stop using it; running ones keep their deadlines."""
     async with committing(session):
         row = await session.get(SlaPolicyRow, policy_id)
@@ -219,7 +219,7 @@ async def list_dead_letters(
     responses={404: {"model": Problem}},
 )
 async def replay_dead_letter(
-    letter_id: int, session: SessionDep, request: Request, _key: AdminKey
+    letter_id: RowId, session: SessionDep, request: Request, _key: AdminKey
 ) -> DeadLetterOut:
     """Publish the original message again on its subject (once the cause is fixed)."""
     broker: NatsBroker = request.app.state.broker

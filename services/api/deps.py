@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
@@ -15,6 +15,8 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(_session)]
+# Ids are PostgreSQL integers: anything outside their range names no row.
+RowId = Annotated[int, Path(ge=1, le=2_147_483_647, description="A row id.")]
 
 
 @asynccontextmanager

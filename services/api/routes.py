@@ -13,7 +13,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
 from services.api.auth import ReadKey
-from services.api.deps import SessionDep
+from services.api.deps import RowId, SessionDep
 from services.api.schemas import (
     ContactOut,
     ConversationDetail,
@@ -169,7 +169,7 @@ async def conversation_detail(session: AsyncSession, conversation_id: int) -> Co
 
 @router.get("/conversations/{conversation_id}", responses={404: {"model": Problem}})
 async def get_conversation(
-    conversation_id: int, session: SessionDep, _key: ReadKey
+    conversation_id: RowId, session: SessionDep, _key: ReadKey
 ) -> ConversationDetail:
     """One conversation with its messages, SLA clocks and notes."""
     return await conversation_detail(session, conversation_id)

@@ -3,9 +3,9 @@
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from shared.events import Category, Priority
+from shared.events import Category, Priority, utcnow
 
 
 class ContactOut(BaseModel):
@@ -161,6 +161,13 @@ class SnoozeRequest(BaseModel):
 
     until: datetime
 
+    @field_validator("until")
+    @classmethod
+    def _in_the_future(cls, value: datetime) -> datetime:
+        if value <= utcnow():
+            raise ValueError("must be in the future")
+        return value
+
 
 class CorrectionRequest(BaseModel):
     """An agent's correction of the classification (category and/or priority)."""
@@ -168,3 +175,9 @@ class CorrectionRequest(BaseModel):
     agent: str = Field(min_length=1, max_length=128)
     category: Category | None = None
     priority: Priority | None = None
+
+    @model_validator(mode="after")
+    def _corrects_something(self) -> "CorrectionRequest":
+        if self.category is None and self.priority is None:
+            raise ValueError("give a category, a priority or both")
+        return self

@@ -127,7 +127,7 @@ async def test_reply_publishes_an_outbound_request_once_per_idempotency_key(
         )
     assert first.status_code == again.status_code == 202
     assert first.json() == again.json()
-    assert other.status_code == 422
+    assert other.status_code == 409
 
     connection = await nats.connect(settings_factory().nats_url)
     try:
