@@ -124,6 +124,8 @@ class ConversationRow(SQLModel, table=True):
     sla_due_at: datetime | None = _ts()
     snoozed_until: datetime | None = _ts()
     resolved_at: datetime | None = _ts()
+    assigned_at: datetime | None = _ts()
+    nudged_at: datetime | None = _ts()
 
 
 class MessageRow(SQLModel, table=True):
@@ -185,6 +187,31 @@ class Scope(StrEnum):
     READ = "read"
     AGENT = "agent"
     ADMIN = "admin"
+
+
+class AgentRow(SQLModel, table=True):
+    """A human agent: the teams they work for, whether they take work now, and how much."""
+
+    __tablename__ = "agents"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True)
+    teams: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    online: bool = False
+    capacity: int = Field(default=5, ge=0, description="Open conversations at most.")
+    last_assigned_at: datetime | None = _ts()
+
+
+class TeamRow(SQLModel, table=True):
+    """A team's queue settings."""
+
+    __tablename__ = "teams"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True)
+    auto_assign: bool = Field(
+        default=False, description="Round robin among online agents, within capacity."
+    )
 
 
 class ApiKeyRow(SQLModel, table=True):

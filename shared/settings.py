@@ -67,6 +67,22 @@ class Settings(BaseSettings):
     )
 
     default_team: str = Field(default="support", description="Team that gets hand-offs.")
+    auto_close_after_hours: float = Field(
+        default=0,
+        description="Resolve a conversation waiting on a silent customer after this; 0: never.",
+    )
+    nudge_after_hours: float = Field(
+        default=0,
+        description="Before auto-closing, nudge a silent customer after this; 0: no nudge.",
+    )
+    nudge_text: str = Field(
+        default="Is there anything else we can help you with?",
+        description="The nudge sent to a silent customer.",
+    )
+    reassign_after_minutes: float = Field(
+        default=0,
+        description="Unassign a conversation whose customer waited this long; 0: never.",
+    )
     log_level: str = Field(default="INFO", description="Root log level.")
 
     @property

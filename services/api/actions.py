@@ -187,7 +187,7 @@ async def claim(
         conversation = (await session.execute(query)).scalar_one_or_none()
         if conversation is None or conversation.id is None:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
-        conversation.assignee = body.agent
+        conversation.assignee, conversation.assigned_at = body.agent, utcnow()
         conversation.updated_at = utcnow()
         await session.flush()
         return await conversation_detail(session, conversation.id)
@@ -230,7 +230,8 @@ async def reply(
             agent_id=body.agent,
         )
         await publish_event(outbound, event, msg_id=request_id, settings=settings)
-        conversation.assignee = conversation.assignee or body.agent
+        if conversation.assignee is None:
+            conversation.assignee, conversation.assigned_at = body.agent, utcnow()
         if body.wait_for_customer:
             conversation.status = ConversationStatus.WAITING.value
             await clocks.pause(session, conversation, utcnow())
@@ -255,6 +256,7 @@ async def assign(
 
     async def change(_session: AsyncSession, conversation: ConversationRow) -> None:
         conversation.assignee = body.assignee
+        conversation.assigned_at = utcnow() if body.assignee else None
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
 
@@ -271,7 +273,7 @@ async def transfer(
     """Move the conversation to another team's queue."""
 
     async def change(_session: AsyncSession, conversation: ConversationRow) -> None:
-        conversation.team, conversation.assignee = body.team, None
+        conversation.team, conversation.assignee, conversation.assigned_at = body.team, None, None
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
 

@@ -6,17 +6,19 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import Path as FastApiPath
 from faststream.nats import NatsBroker
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from services.api.auth import AdminKey, ReadKey
+from services.api.auth import AdminKey, AgentKey, ReadKey
 from services.api.deps import RowId, SessionDep, committing
 from services.api.schemas import Problem
 from services.api.sla import Calendar
 from shared.events import Category, Channel, Priority, utcnow
 from shared.models import (
+    AgentRow,
     ClockState,
     ConversationRow,
     CorrectionRow,
@@ -24,6 +26,7 @@ from shared.models import (
     MessageRow,
     SlaClockRow,
     SlaPolicyRow,
+    TeamRow,
 )
 from shared.streams import MSG_ID_HEADER
 
@@ -271,3 +274,81 @@ async def list_corrections(
     return [
         CorrectionOut(**row.model_dump(exclude={"message_id"}), text=text) for row, text in rows
     ]
+
+
+class AgentIn(BaseModel):
+    """An agent's teams, availability and capacity."""
+
+    teams: list[str] = Field(default_factory=list, max_length=50)
+    online: bool = False
+    capacity: int = Field(default=5, ge=0, le=1000)
+
+
+class AgentOut(AgentIn):
+    """A stored agent."""
+
+    name: str
+    last_assigned_at: datetime | None
+
+
+class TeamIn(BaseModel):
+    """A team's queue settings."""
+
+    auto_assign: bool = False
+
+
+class TeamOut(TeamIn):
+    """A stored team."""
+
+    name: str
+
+
+AgentName = Annotated[str, FastApiPath(min_length=1, max_length=128)]
+
+
+@router.get("/agents")
+async def list_agents(session: SessionDep, _key: ReadKey) -> list[AgentOut]:
+    """Every agent."""
+    rows = await session.execute(select(AgentRow).order_by(col(AgentRow.name)))
+    return [AgentOut.model_validate(row, from_attributes=True) for row in rows.scalars()]
+
+
+@router.put("/agents/{name}")
+async def put_agent(
+    name: AgentName, body: AgentIn, session: SessionDep, request: Request, _key: AgentKey
+) -> AgentOut:
+    """Create or update an agent (going online makes them eligible for auto-assignment)."""
+    async with committing(session):
+        row = (
+            await session.execute(select(AgentRow).where(col(AgentRow.name) == name))
+        ).scalar_one_or_none() or AgentRow(name=name)
+        row.teams, row.online, row.capacity = body.teams, body.online, body.capacity
+        session.add(row)
+        await session.flush()
+        result = AgentOut.model_validate(row, from_attributes=True)
+    request.app.state.housekeeper.poke()
+    return result
+
+
+@router.get("/teams")
+async def list_teams(session: SessionDep, _key: ReadKey) -> list[TeamOut]:
+    """Every team with queue settings."""
+    rows = await session.execute(select(TeamRow).order_by(col(TeamRow.name)))
+    return [TeamOut.model_validate(row, from_attributes=True) for row in rows.scalars()]
+
+
+@router.put("/teams/{name}")
+async def put_team(
+    name: AgentName, body: TeamIn, session: SessionDep, request: Request, _key: AdminKey
+) -> TeamOut:
+    """Switch auto-assignment on or off for a team."""
+    async with committing(session):
+        row = (
+            await session.execute(select(TeamRow).where(col(TeamRow.name) == name))
+        ).scalar_one_or_none() or TeamRow(name=name)
+        row.auto_assign = body.auto_assign
+        session.add(row)
+        await session.flush()
+        result = TeamOut.model_validate(row, from_attributes=True)
+    request.app.state.housekeeper.poke()
+    return result

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.api import projector
 from services.api.actions import router as actions_router
 from services.api.admin import router as admin_router
+from services.api.housekeeping import Housekeeper
 from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
 from services.api.sla_scheduler import SlaScheduler
@@ -72,6 +73,11 @@ def build(settings: Settings) -> ServiceSpec:
 
     scheduler = SlaScheduler(sessions, publish_sla, metrics)
 
+    async def send_outbound(request: OutboundRequest) -> None:
+        await publish_event(outbound_out, request, msg_id=request.request_id, settings=settings)
+
+    housekeeper = Housekeeper(sessions, settings, send_outbound, metrics)
+
     def project(
         consumer: streams.Consumer, event_type: type[EventT], apply: Projection[EventT]
     ) -> None:
@@ -87,6 +93,7 @@ def build(settings: Settings) -> ServiceSpec:
                 await apply(session, event_type.model_validate(event), metrics)
             metrics.projected.labels(name).inc()
             scheduler.deadline_changed()
+            housekeeper.poke()
 
         handle.__annotations__["event"] = event_type
         handle.__name__ = f"project_{name}"
@@ -111,6 +118,7 @@ def build(settings: Settings) -> ServiceSpec:
         background.append(
             asyncio.create_task(metrics.keep_gauges_fresh(sessions), name="queue-gauges")
         )
+        background.append(asyncio.create_task(housekeeper.run(), name="housekeeping"))
 
     async def stop() -> None:
         for task in background:
@@ -149,6 +157,7 @@ def build(settings: Settings) -> ServiceSpec:
             "metrics": metrics,
             "outbound": outbound_out,
             "scheduler": scheduler,
+            "housekeeper": housekeeper,
             "broker": broker,
         },
     )

@@ -188,6 +188,7 @@ async def _customer_wrote(
             conversation.resolved_at = None
         conversation.status = ConversationStatus.OPEN.value
         conversation.snoozed_until = None
+    conversation.nudged_at = None
     await clocks.customer_wrote(session, conversation, ts)
 
 

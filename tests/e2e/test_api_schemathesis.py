@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-from schemathesis import checks
 from hypothesis import HealthCheck, given, settings
+from schemathesis import checks
 
 from dmdesk.natsserver import NatsServer, free_port
 
@@ -39,7 +39,7 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
             "DMDESK_LOG_LEVEL": "WARNING",
         }
         log = (workdir / "api.log").open("wb")
-        api = subprocess.Popen(  # noqa: S603
+        api = subprocess.Popen(
             [sys.executable, "-m", "services.api"], env=env, stdout=log, stderr=log
         )
         url = f"http://127.0.0.1:{port}"
@@ -51,7 +51,7 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            created = subprocess.run(  # noqa: S603
+            created = subprocess.run(
                 [sys.executable, "-m", "dmdesk", "apikey", "create", "--name", "st", "--scope",
                  "admin"],
                 env=env, check=True, capture_output=True, text=True,
@@ -82,6 +82,6 @@ def test_api_honours_its_openapi_document(api_url: tuple[str, str]) -> None:
 
         try:
             call()
-        except Exception as exc:  # noqa: BLE001 - gather every operation's failure
+        except Exception as exc:
             failures[operation.label] = str(exc)[:2000]
     assert failures == {}

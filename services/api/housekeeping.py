@@ -1,0 +1,229 @@
+"""Time-based rules: wake snoozed conversations, auto-assign, reassign, nudge and auto-close.
+
+Runs in every api replica; rows are claimed with ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL (SQLite has one writer), so replicas never act on the same one twice.
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from services.api import clocks
+from services.api.metrics import ApiMetrics
+from services.api.routes import due_key
+from shared.db import transaction
+from shared.events import Author, Channel, ConversationRef, OutboundRequest, utcnow
+from shared.models import (
+    AgentRow,
+    ClockState,
+    ContactRow,
+    ConversationRow,
+    ConversationStatus,
+    SlaClockRow,
+    TeamRow,
+)
+from shared.settings import Settings
+
+logger = logging.getLogger("dmdesk.api.housekeeping")
+
+SendOutbound = Callable[[OutboundRequest], Awaitable[None]]
+BATCH = 200
+OPEN = ConversationStatus.OPEN.value
+
+
+class Housekeeper:
+    """Applies the time-based rules every few seconds, or at once when poked."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        send: SendOutbound,
+        metrics: ApiMetrics,
+        interval_seconds: float = 5.0,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.send = send
+        self.metrics = metrics
+        self.interval_seconds = interval_seconds
+        self._poke = asyncio.Event()
+
+    def poke(self) -> None:
+        """Something changed (a conversation entered a queue, an agent came online)."""
+        self._poke.set()
+
+    async def run(self) -> None:
+        """Apply the rules until cancelled."""
+        while True:
+            self._poke.clear()
+            try:
+                await self.tick(utcnow())
+            except Exception:
+                logger.exception("housekeeping failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.interval_seconds)
+
+    async def tick(self, now: datetime) -> None:
+        """Apply every rule once."""
+        for rule in (
+            self.wake_snoozed,
+            self.reassign_stale,
+            self.auto_assign,
+            self.nudge_and_close,
+        ):
+            async with transaction(self.sessions) as session:
+                await rule(session, now)
+
+    async def wake_snoozed(self, session: AsyncSession, now: datetime) -> None:
+        """Snoozed conversations whose time came are open again, their clocks running."""
+        due = await session.execute(
+            select(ConversationRow)
+            .where(
+                col(ConversationRow.status) == ConversationStatus.SNOOZED.value,
+                col(ConversationRow.snoozed_until) <= now,
+            )
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        for conversation in due.scalars():
+            conversation.status, conversation.snoozed_until = OPEN, None
+            conversation.updated_at = now
+            await clocks.resume(session, conversation, now)
+
+    async def reassign_stale(self, session: AsyncSession, now: datetime) -> None:
+        """An assignee who left a customer waiting too long loses the conversation."""
+        minutes = self.settings.reassign_after_minutes
+        if minutes <= 0:
+            return
+        limit = now - timedelta(minutes=minutes)
+        waiting = (
+            select(col(SlaClockRow.conversation_id))
+            .where(
+                col(SlaClockRow.state) == ClockState.RUNNING.value,
+                col(SlaClockRow.metric).in_(clocks.RESPONSE_METRICS),
+                col(SlaClockRow.started_at) <= limit,
+            )
+            .scalar_subquery()
+        )
+        stale = await session.execute(
+            select(ConversationRow)
+            .where(
+                col(ConversationRow.status) == OPEN,
+                col(ConversationRow.assignee).is_not(None),
+                col(ConversationRow.assigned_at) <= limit,
+                col(ConversationRow.id).in_(waiting),
+            )
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        for conversation in stale.scalars():
+            logger.info(
+                "conversation reassigned",
+                extra={"conversation_id": conversation.id, "after_minutes": minutes},
+            )
+            conversation.assignee = conversation.assigned_at = None
+            conversation.updated_at = now
+
+    async def auto_assign(self, session: AsyncSession, now: datetime) -> None:
+        """Round robin: the online agent assigned least recently, within capacity."""
+        teams = await session.execute(select(col(TeamRow.name)).where(col(TeamRow.auto_assign)))
+        for team in teams.scalars():
+            agents = [
+                agent
+                for agent in (
+                    await session.execute(
+                        select(AgentRow)
+                        .where(col(AgentRow.online))
+                        .order_by(col(AgentRow.last_assigned_at).nulls_first(), col(AgentRow.id))
+                    )
+                ).scalars()
+                if team in agent.teams
+            ]
+            if not agents:
+                continue
+            counted = await session.execute(
+                select(col(ConversationRow.assignee), func.count())
+                .where(
+                    col(ConversationRow.assignee).in_([a.name for a in agents]),
+                    col(ConversationRow.status).in_([OPEN, ConversationStatus.WAITING.value]),
+                )
+                .group_by(col(ConversationRow.assignee))
+            )
+            loads = {str(name): int(count) for name, count in counted.all()}
+            spare = sum(max(0, a.capacity - loads.get(a.name, 0)) for a in agents)
+            if spare == 0:
+                continue
+            queue = await session.execute(
+                select(ConversationRow)
+                .where(
+                    col(ConversationRow.team) == team,
+                    col(ConversationRow.status) == OPEN,
+                    col(ConversationRow.assignee).is_(None),
+                )
+                .order_by(col(ConversationRow.priority_rank), due_key(), col(ConversationRow.id))
+                .limit(spare)
+                .with_for_update(skip_locked=True)
+            )
+            for conversation in queue.scalars():
+                agent = next((a for a in agents if loads.get(a.name, 0) < a.capacity), None)
+                if agent is None:
+                    break
+                conversation.assignee, conversation.assigned_at = agent.name, now
+                conversation.updated_at = now
+                loads[agent.name] = loads.get(agent.name, 0) + 1
+                agent.last_assigned_at = now
+                agents.remove(agent)
+                agents.append(agent)
+
+    async def nudge_and_close(self, session: AsyncSession, now: datetime) -> None:
+        """Nudge, then resolve, conversations whose customer stopped answering."""
+        close_after = self.settings.auto_close_after_hours
+        if close_after <= 0:
+            return
+        nudge_after = self.settings.nudge_after_hours
+        # Without a nudge (or one not before closing), only conversations due to close qualify.
+        earliest = nudge_after if 0 < nudge_after < close_after else close_after
+        silent = await session.execute(
+            select(ConversationRow, ContactRow)
+            .join(ContactRow, col(ContactRow.id) == col(ConversationRow.contact_id))
+            .where(
+                col(ConversationRow.status).in_(
+                    [ConversationStatus.WAITING.value, ConversationStatus.PENDING.value]
+                ),
+                col(ConversationRow.last_message_at) <= now - timedelta(hours=earliest),
+            )
+            .limit(BATCH)
+            .with_for_update(skip_locked=True, of=ConversationRow)
+        )
+        for conversation, contact in silent.all():
+            assert conversation.last_message_at is not None
+            silence = now - conversation.last_message_at
+            if silence >= timedelta(hours=close_after):
+                conversation.status = ConversationStatus.RESOLVED.value
+                conversation.resolved_at = now
+                stopped = await clocks.resolved(session, conversation, now, responder="bot")
+                self.metrics.observe(conversation, stopped)
+            elif conversation.nudged_at is None:
+                await self.send(self._nudge(conversation, contact))
+                conversation.nudged_at = now
+            conversation.updated_at = now
+
+    def _nudge(self, conversation: ConversationRow, contact: ContactRow) -> OutboundRequest:
+        return OutboundRequest(
+            request_id=f"nudge-{conversation.id}-{uuid.uuid4().hex[:12]}",
+            conversation=ConversationRef(
+                channel=Channel(conversation.channel),
+                account_id=conversation.account_id,
+                contact_id=contact.platform_id,
+            ),
+            text=self.settings.nudge_text,
+            author=Author.BOT,
+        )
