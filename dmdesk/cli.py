@@ -104,9 +104,9 @@ def parser() -> argparse.ArgumentParser:
 def _command_modules() -> list[
     Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 ]:
-    from dmdesk import apikeys
+    from dmdesk import apikeys, bench_api
 
-    return [apikeys.register]
+    return [apikeys.register, bench_api.register]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -41,6 +41,10 @@ def _ts(*, nullable: bool = True, index: bool = False) -> Any:
         default=None,
         sa_column=Column(UTCDateTime(), nullable=nullable, index=index),
     )
+
+
+# Sorts after every real deadline: the queue order of a conversation with none.
+NO_DEADLINE = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 class ConversationStatus(StrEnum):
@@ -95,8 +99,26 @@ class ConversationRow(SQLModel, table=True):
     __tablename__ = "conversations"
     __table_args__ = (
         UniqueConstraint("channel", "account_id", "contact_id", name="uq_conversations_thread"),
-        Index("ix_conversations_queue", "status", "priority_rank", "sla_due_at", "id"),
-        Index("ix_conversations_team_queue", "team", "status", "priority_rank", "sla_due_at"),
+        # The queue reads unresolved conversations in (priority, deadline, id) order:
+        # partial indexes serve that order directly, for everyone and per team.
+        Index(
+            "ix_conversations_open_queue",
+            "priority_rank",
+            "queue_due_at",
+            "id",
+            postgresql_where=text("status <> 'resolved'"),
+            sqlite_where=text("status <> 'resolved'"),
+        ),
+        Index(
+            "ix_conversations_open_team_queue",
+            "team",
+            "priority_rank",
+            "queue_due_at",
+            "id",
+            postgresql_where=text("status <> 'resolved'"),
+            sqlite_where=text("status <> 'resolved'"),
+        ),
+        Index("ix_conversations_status", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -122,6 +144,11 @@ class ConversationRow(SQLModel, table=True):
     last_customer_message_at: datetime | None = _ts()
     first_response_at: datetime | None = _ts()
     sla_due_at: datetime | None = _ts()
+    queue_due_at: datetime = Field(
+        default=NO_DEADLINE,
+        sa_column=Column(UTCDateTime(), nullable=False),
+        description="sla_due_at, or NO_DEADLINE: the queue's sort key.",
+    )
     snoozed_until: datetime | None = _ts()
     resolved_at: datetime | None = _ts()
     assigned_at: datetime | None = _ts()

@@ -24,7 +24,7 @@ from services.api import clocks
 from services.api.auth import AgentKey, Principal
 from services.api.deps import RowId, SessionDep, committing
 from services.api.metrics import ApiMetrics
-from services.api.routes import conversation_detail, due_key
+from services.api.routes import conversation_detail, queue_order
 from services.api.schemas import (
     AssignRequest,
     ClaimRequest,
@@ -178,7 +178,7 @@ async def claim(
                 col(ConversationRow.status) == ConversationStatus.OPEN.value,
                 col(ConversationRow.assignee).is_(None),
             )
-            .order_by(col(ConversationRow.priority_rank), due_key(), col(ConversationRow.id))
+            .order_by(*queue_order())
             .limit(1)
             .with_for_update(skip_locked=True)
         )

@@ -15,7 +15,14 @@ from sqlmodel import col
 
 from services.api.sla import Calendar, add_working_time, working_time_between
 from shared.events import Priority
-from shared.models import ClockState, ConversationRow, SlaClockRow, SlaMetric, SlaPolicyRow
+from shared.models import (
+    NO_DEADLINE,
+    ClockState,
+    ConversationRow,
+    SlaClockRow,
+    SlaMetric,
+    SlaPolicyRow,
+)
 
 ACTIVE = (ClockState.RUNNING.value, ClockState.PAUSED.value)
 RESPONSE_METRICS = (SlaMetric.FIRST_RESPONSE.value, SlaMetric.NEXT_RESPONSE.value)
@@ -105,6 +112,7 @@ async def refresh_due(session: AsyncSession, conversation: ConversationRow) -> N
     assert conversation.id is not None
     running = await clocks_of(session, conversation.id, (ClockState.RUNNING.value,))
     conversation.sla_due_at = min((clock.due_at for clock in running), default=None)
+    conversation.queue_due_at = conversation.sla_due_at or NO_DEADLINE
 
 
 async def customer_wrote(

@@ -17,7 +17,7 @@ from sqlmodel import col
 
 from services.api import clocks
 from services.api.metrics import ApiMetrics
-from services.api.routes import due_key
+from services.api.routes import queue_order
 from shared.db import transaction
 from shared.events import Author, Channel, ConversationRef, OutboundRequest, utcnow
 from shared.models import (
@@ -168,7 +168,7 @@ class Housekeeper:
                     col(ConversationRow.status) == OPEN,
                     col(ConversationRow.assignee).is_(None),
                 )
-                .order_by(col(ConversationRow.priority_rank), due_key(), col(ConversationRow.id))
+                .order_by(*queue_order())
                 .limit(spare)
                 .with_for_update(skip_locked=True)
             )

@@ -33,6 +33,7 @@ from shared.events import (
     utcnow,
 )
 from shared.models import (
+    NO_DEADLINE,
     ContactRow,
     ConversationRow,
     ConversationStatus,
@@ -118,6 +119,8 @@ async def _conversation(
             priority=Priority.NORMAL.value,
             priority_rank=Priority.NORMAL.rank,
             is_request=is_request,
+            tags=[],
+            queue_due_at=NO_DEADLINE,
             created_at=at,
             updated_at=at,
         )

@@ -4,12 +4,11 @@ import base64
 import binascii
 import json
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from sqlalchemy import func, literal, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
 from services.api.auth import ReadKey
@@ -36,19 +35,21 @@ from shared.models import (
 
 router = APIRouter(prefix="/v1", tags=["queue"], responses={401: {"model": Problem}})
 
-# Conversations with no deadline sort after every real one.
-NO_DEADLINE = datetime(9999, 12, 31)
 UNASSIGNED = "none"
+UNRESOLVED = col(ConversationRow.status) != ConversationStatus.RESOLVED.value
 
 
-def due_key() -> ColumnElement[datetime]:
-    """The deadline the queue sorts by (none last)."""
-    return func.coalesce(col(ConversationRow.sla_due_at), literal(NO_DEADLINE))
+def queue_order() -> tuple[Any, ...]:
+    """Priority, then the nearest deadline (none last), then age: the queue's order."""
+    return (
+        col(ConversationRow.priority_rank),
+        col(ConversationRow.queue_due_at),
+        col(ConversationRow.id),
+    )
 
 
 def _encode_cursor(row: ConversationRow) -> str:
-    due = (row.sla_due_at or NO_DEADLINE).replace(tzinfo=None).isoformat()
-    raw = json.dumps([row.priority_rank, due, row.id]).encode()
+    raw = json.dumps([row.priority_rank, row.queue_due_at.isoformat(), row.id]).encode()
     return base64.urlsafe_b64encode(raw).decode()
 
 
@@ -91,23 +92,20 @@ async def get_queue(
     cursor: str | None = None,
 ) -> QueuePage:
     """Conversations by priority, then by the nearest SLA deadline; filtered; paged."""
-    statuses = (
-        [s.value for s in status_]
-        if status_
-        else [s.value for s in ConversationStatus if s != ConversationStatus.RESOLVED]
-    )
-    due = due_key()
     query = (
         select(ConversationRow, ContactRow)
         .join(ContactRow, col(ContactRow.id) == col(ConversationRow.contact_id))
-        .where(col(ConversationRow.status).in_(statuses))
-        .order_by(col(ConversationRow.priority_rank), due, col(ConversationRow.id))
+        .order_by(*queue_order())
         .limit(limit + 1)
     )
+    if status_:
+        query = query.where(col(ConversationRow.status).in_([s.value for s in status_]))
+    else:
+        query = query.where(UNRESOLVED)
     if team is not None:
         query = query.where(col(ConversationRow.team) == team)
     if priority:
-        query = query.where(col(ConversationRow.priority).in_([p.value for p in priority]))
+        query = query.where(col(ConversationRow.priority_rank).in_([p.rank for p in priority]))
     if category:
         query = query.where(col(ConversationRow.category).in_([c.value for c in category]))
     if channel:
@@ -121,10 +119,7 @@ async def get_queue(
     if language is not None:
         query = query.where(col(ConversationRow.language) == language)
     if cursor is not None:
-        query = query.where(
-            tuple_(col(ConversationRow.priority_rank), due, col(ConversationRow.id))
-            > tuple_(*_decode_cursor(cursor))
-        )
+        query = query.where(tuple_(*queue_order()) > tuple_(*_decode_cursor(cursor)))
     rows = (await session.execute(query)).all()
     items = [queue_item(conversation, contact) for conversation, contact in rows[:limit]]
     next_cursor = _encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
