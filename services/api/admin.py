@@ -37,6 +37,9 @@ router = APIRouter(
 )
 
 
+MAX_TARGET_SECONDS = 365 * 86_400
+
+
 class PolicyIn(BaseModel):
     """An SLA policy: targets in seconds (null: not measured), 24/7 or in business hours."""
 
@@ -44,9 +47,9 @@ class PolicyIn(BaseModel):
     priority: Priority
     category: Category | None = None
     channel: Channel | None = None
-    first_response_seconds: int | None = Field(default=None, gt=0)
-    next_response_seconds: int | None = Field(default=None, gt=0)
-    resolution_seconds: int | None = Field(default=None, gt=0)
+    first_response_seconds: int | None = Field(default=None, gt=0, le=MAX_TARGET_SECONDS)
+    next_response_seconds: int | None = Field(default=None, gt=0, le=MAX_TARGET_SECONDS)
+    resolution_seconds: int | None = Field(default=None, gt=0, le=MAX_TARGET_SECONDS)
     calendar: Calendar | None = None
     counts_bot: bool = False
     at_risk_share: float = Field(default=0.8, gt=0, lt=1)
