@@ -104,9 +104,9 @@ def parser() -> argparse.ArgumentParser:
 def _command_modules() -> list[
     Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 ]:
-    from dmdesk import apikeys, bench_api
+    from dmdesk import apikeys, bench_api, bench_ingest
 
-    return [apikeys.register, bench_api.register]
+    return [apikeys.register, bench_api.register, bench_ingest.register]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -85,6 +85,13 @@ class Attachment(Event):
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
+class StoryRef(Event):
+    """An Instagram story a message replies to (its media URL expires after a day)."""
+
+    id: str | None = None
+    url: str | None = None
+
+
 class ConversationRef(Event):
     """Identifies one conversation: a contact talking to one page/account on one channel."""
 
@@ -111,6 +118,9 @@ class InboundMessage(Event):
     postback_payload: str | None = None
     referral: dict[str, Any] | None = None
     reply_to_mid: str | None = None
+    reply_to_story: StoryRef | None = Field(
+        default=None, description="The Instagram story this message replies to."
+    )
     is_echo: bool = False
     is_request: bool = False
     platform_ts: datetime
@@ -168,6 +178,40 @@ class RawEvent(Event):
     channel: Channel
     kind: str
     body: dict[str, Any]
+    account_id: str | None = Field(default=None, description="Page / IG / WABA id, if known.")
+    reason: str | None = Field(
+        default=None, description="Why it was not normalised, when its kind is a known one."
+    )
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class UpdateKind(StrEnum):
+    """What happened to an earlier message."""
+
+    REACT = "react"
+    UNREACT = "unreact"
+    EDIT = "edit"
+    DELETE = "delete"
+
+
+class MessageUpdate(Event):
+    """A reaction, edit or unsend of an earlier message (``dm.update.<channel>``).
+
+    ``mid`` names the message changed (absent when the platform did not say);
+    ``by_page`` is true when the page itself did it, false for the contact.
+    """
+
+    version: Literal[1] = 1
+    event_id: str = Field(min_length=1, max_length=512)
+    kind: UpdateKind
+    conversation: ConversationRef
+    mid: str | None = Field(default=None, max_length=512)
+    by_page: bool = False
+    reaction: str | None = Field(default=None, description="Reaction name, e.g. love.")
+    emoji: str | None = None
+    text: str | None = Field(default=None, max_length=20_000, description="Text after an edit.")
+    edit_count: int | None = Field(default=None, ge=0)
+    platform_ts: datetime
     received_at: datetime = Field(default_factory=utcnow)
 
 
@@ -233,6 +277,10 @@ class OutboundRequest(Event):
     agent_id: str | None = None
     in_reply_to: str | None = Field(default=None, description="mid of the message answered.")
     requested_at: datetime = Field(default_factory=utcnow)
+    customer_last_message_at: datetime | None = Field(
+        default=None,
+        description="When the customer last wrote, if the requester knows (the reply window).",
+    )
 
 
 class OutboundStatus(StrEnum):
@@ -268,6 +316,11 @@ class BotReply(Event):
     rule_id: str
     text: str
     decided_at: datetime = Field(default_factory=utcnow)
+    tags: list[str] = Field(default_factory=list, description="Tags the rules added.")
+    priority: Priority | None = Field(default=None, description="Priority a rule set, if any.")
+    kind: str = Field(
+        default="template", description="template, faq, clarify (an open question) or away."
+    )
 
 
 class Handoff(Event):
@@ -281,6 +334,21 @@ class Handoff(Event):
     category: Category | None = None
     reason: str
     rule_id: str | None = None
+    decided_at: datetime = Field(default_factory=utcnow)
+    tags: list[str] = Field(default_factory=list, description="Tags the rules added.")
+    language: str | None = Field(default=None, description="The customer's language.")
+
+
+class ConversationClosed(Event):
+    """The responder closed a conversation without a reply, e.g. spam (``dm.closed``)."""
+
+    version: Literal[1] = 1
+    conversation: ConversationRef
+    trigger_mid: str
+    reason: str
+    rule_id: str | None = None
+    category: Category | None = None
+    tags: list[str] = Field(default_factory=list)
     decided_at: datetime = Field(default_factory=utcnow)
 
 
@@ -319,3 +387,20 @@ class SlaEvent(Event):
     team: str | None = None
     due_at: datetime
     at: datetime = Field(default_factory=utcnow)
+
+
+class ConversationChanged(Event):
+    """A conversation's state after a change (``dm.conversation.changed``), for other systems."""
+
+    version: Literal[1] = 1
+    conversation_id: int
+    channel: Channel
+    account_id: str
+    contact_id: str
+    status: str
+    team: str | None = None
+    assignee: str | None = None
+    priority: Priority
+    category: str | None = None
+    sla_due_at: datetime | None = None
+    updated_at: datetime

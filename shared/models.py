@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator, UniqueConstraint, text
+from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator, UniqueConstraint
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -106,8 +107,8 @@ class ConversationRow(SQLModel, table=True):
             "priority_rank",
             "queue_due_at",
             "id",
-            postgresql_where=text("status <> 'resolved'"),
-            sqlite_where=text("status <> 'resolved'"),
+            postgresql_where=sql_text("status <> 'resolved'"),
+            sqlite_where=sql_text("status <> 'resolved'"),
         ),
         Index(
             "ix_conversations_open_team_queue",
@@ -115,8 +116,8 @@ class ConversationRow(SQLModel, table=True):
             "priority_rank",
             "queue_due_at",
             "id",
-            postgresql_where=text("status <> 'resolved'"),
-            sqlite_where=text("status <> 'resolved'"),
+            postgresql_where=sql_text("status <> 'resolved'"),
+            sqlite_where=sql_text("status <> 'resolved'"),
         ),
         Index("ix_conversations_status", "status"),
     )
@@ -181,6 +182,13 @@ class MessageRow(SQLModel, table=True):
     language: str | None = Field(default=None, max_length=8)
     sentiment: float | None = None
     classification: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    reactions: dict[str, str] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False, server_default=sql_text("'{}'")),
+        description="Reaction by side: {'customer': emoji, 'page': emoji}.",
+    )
+    edit_count: int = Field(default=0, sa_column_kwargs={"server_default": sql_text("0")})
+    deleted_at: datetime | None = _ts()
     platform_ts: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     received_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)

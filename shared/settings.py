@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +85,73 @@ class Settings(BaseSettings):
         description="Unassign a conversation whose customer waited this long; 0: never.",
     )
     log_level: str = Field(default="INFO", description="Root log level.")
+
+    meta_app_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "More Meta apps, as JSON {app name or id: app secret}; a webhook signed by any of"
+            " them (or by meta_app_secret) is accepted."
+        ),
+    )
+    meta_verify_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="More verify tokens (JSON list) accepted in the handshake, one per app.",
+    )
+    ingest_max_body_bytes: int = Field(
+        default=1_048_576, gt=0, description="Largest webhook or /v1/messages body (413 above)."
+    )
+    ingest_api_key_hashes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "SHA-256 hex digests of the keys allowed to POST /v1/messages (JSON list);"
+            " empty leaves the generic endpoint open."
+        ),
+    )
+    contacts_bucket: str = Field(
+        default="dmdesk_contacts",
+        description="NATS KV bucket where ingest remembers contacts (message requests).",
+    )
+
+    send_adapter: Literal["log", "meta"] = Field(
+        default="log",
+        description="How the responder sends: `log` records what would be sent, `meta` calls"
+        " the Send API / WhatsApp Cloud API.",
+    )
+    page_access_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Access tokens as JSON {page, Instagram or WhatsApp phone-number id: token}.",
+    )
+    whatsapp_access_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="WhatsApp Cloud API token for phone-number ids not in page_access_tokens.",
+    )
+    send_max_attempts: int = Field(
+        default=5, ge=1, description="Send API attempts on rate limits and 5xx before failing."
+    )
+    send_backoff_seconds: float = Field(
+        default=0.5, ge=0, description="First back-off between Send API attempts (doubles)."
+    )
+    send_timeout_seconds: float = Field(default=10, gt=0, description="Send API HTTP timeout.")
+    send_rate_per_second: float = Field(
+        default=300,
+        gt=0,
+        description="Send API calls per second per page and replica (Meta: ~300/s for text).",
+    )
+    rules_path: Path | None = Field(
+        default=None,
+        description="Rule set YAML loaded when the rules bucket is empty; the packaged"
+        " default (deploy/rules.yaml) when unset.",
+    )
+    faq_path: Path | None = Field(
+        default=None, description="FAQ knowledge base YAML; the packaged default when unset."
+    )
+    rules_bucket: str = Field(
+        default="dmdesk_rules", description="NATS KV bucket holding the live rule set."
+    )
+    conversation_state_bucket: str = Field(
+        default="dmdesk_conversation_state",
+        description="NATS KV bucket of the responder's per-conversation state.",
+    )
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -28,6 +28,7 @@ ALL = "dm.>"
 INBOUND_ALL = "dm.inbound.*"
 STATUS_ALL = "dm.status.*"
 RAW_ALL = "dm.raw.*"
+UPDATE_ALL = "dm.update.*"
 CLASSIFIED = "dm.classified"
 BOT_REPLY = "dm.reply.bot"
 HANDOFF = "dm.handoff"
@@ -36,6 +37,8 @@ OUTBOUND_RESULT = "dm.outbound.result"
 DEAD_LETTER_ALL = "dm.dlq.*"
 SLA_BREACHED = "dm.sla.breached"
 SLA_AT_RISK = "dm.sla.at_risk"
+CONVERSATION_CHANGED = "dm.conversation.changed"
+CLOSED = "dm.closed"
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 
@@ -53,6 +56,11 @@ def status_subject(channel: Channel) -> str:
 def raw_subject(channel: Channel) -> str:
     """Subject of platform events not understood yet."""
     return f"dm.raw.{channel.value}"
+
+
+def update_subject(channel: Channel) -> str:
+    """Subject of reactions, edits and unsends of earlier messages from one channel."""
+    return f"dm.update.{channel.value}"
 
 
 def dead_letter_subject(stage: str) -> str:
@@ -98,6 +106,8 @@ API_OUTBOUND_RESULT = Consumer(
     "api-outbound-result-v1", OUTBOUND_RESULT, "api: outbound send results"
 )
 API_DEAD_LETTER = Consumer("api-dead-letter-v1", DEAD_LETTER_ALL, "api: dead letters")
+API_UPDATE = Consumer("api-update-v1", UPDATE_ALL, "api: reactions, edits and unsends")
+API_CLOSED = Consumer("api-closed-v1", CLOSED, "api: conversations the bot closed")
 
 CONSUMERS = (
     CLASSIFIER,
@@ -105,6 +115,7 @@ CONSUMERS = (
     SENDER,
     API_INBOUND,
     API_STATUS,
+    API_UPDATE,
     API_CLASSIFIED,
     API_BOT_REPLY,
     API_HANDOFF,
@@ -112,6 +123,9 @@ CONSUMERS = (
     API_OUTBOUND_RESULT,
     API_DEAD_LETTER,
 )
+
+# The responder's key-value buckets (names come from settings; these are the keys).
+RULES_KEY = "active"
 
 
 def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:

@@ -22,6 +22,7 @@ from sqlmodel import col
 
 from services.api import clocks
 from services.api.auth import AgentKey, Principal
+from services.api.changes import changed_in
 from services.api.deps import RowId, SessionDep, committing
 from services.api.metrics import ApiMetrics
 from services.api.routes import conversation_detail, queue_order
@@ -159,6 +160,7 @@ async def _act(
             status.HTTP_409_CONFLICT, detail="a request with this Idempotency-Key is in progress"
         ) from exc
     request.app.state.scheduler.deadline_changed()
+    await request.app.state.changes.publish(changed_in(session))
     return result
 
 
@@ -168,7 +170,7 @@ async def _act(
     response_model=ConversationDetail,
 )
 async def claim(
-    body: ClaimRequest, session: SessionDep, _key: AgentKey
+    body: ClaimRequest, session: SessionDep, request: Request, _key: AgentKey
 ) -> ConversationDetail | Response:
     """Give the agent the next unassigned conversation, atomically (never twice)."""
     async with committing(session):
@@ -190,7 +192,9 @@ async def claim(
         conversation.assignee, conversation.assigned_at = body.agent, utcnow()
         conversation.updated_at = utcnow()
         await session.flush()
-        return await conversation_detail(session, conversation.id)
+        claimed = await conversation_detail(session, conversation.id)
+    await request.app.state.changes.publish(changed_in(session))
+    return claimed
 
 
 @router.post(
@@ -238,9 +242,11 @@ async def reply(
         return ReplyAccepted(request_id=request_id)
 
     async with committing(session):
-        return await _idempotent(
+        accepted = await _idempotent(
             session, principal, idempotency_key, request, body, ReplyAccepted, run
         )
+    await request.app.state.changes.publish(changed_in(session))
+    return accepted
 
 
 @router.post("/conversations/{conversation_id}/assign")

@@ -3,15 +3,20 @@
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
+from faststream.nats import NatsRouter
+from faststream.nats.publisher.usecase import LogicPublisher
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import projector
 from services.api.actions import router as actions_router
 from services.api.admin import router as admin_router
+from services.api.changes import ChangeFeed, changed_in
+from services.api.changes import router as events_router
 from services.api.housekeeping import Housekeeper
 from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
@@ -22,9 +27,11 @@ from shared.db import create_engine, migrate, ping, session_factory, transaction
 from shared.events import (
     BotReply,
     ClassifiedMessage,
+    ConversationChanged,
     DeadLetter,
     Handoff,
     InboundMessage,
+    MessageUpdate,
     OutboundRequest,
     OutboundResult,
     SlaEvent,
@@ -39,14 +46,51 @@ EventT = TypeVar("EventT", bound=BaseModel)
 Projection = Callable[[AsyncSession, EventT, ApiMetrics], Awaitable[object]]
 
 
-def build(settings: Settings) -> ServiceSpec:
-    """Wire the api's database, projections, SLA scheduler, routes and metrics."""
-    registry = CollectorRegistry()
-    metrics = ApiMetrics(registry)
-    engine = create_engine(settings.sqlalchemy_url)
-    sessions = session_factory(engine)
-    broker = make_broker(settings, STAGE, registry)
-    router = stage_router(STAGE, settings)
+@dataclass
+class Api:
+    """The api's moving parts, shared by its handlers, routes and background tasks."""
+
+    settings: Settings
+    metrics: ApiMetrics
+    sessions: async_sessionmaker[AsyncSession]
+    scheduler: SlaScheduler
+    housekeeper: Housekeeper
+    changes: ChangeFeed
+
+    def project(
+        self,
+        router: NatsRouter,
+        consumer: streams.Consumer,
+        event_type: type[EventT],
+        apply: Projection[EventT],
+    ) -> None:
+        """Subscribe ``apply`` to ``consumer``, one transaction per event.
+
+        faststream validates the body against the handler's annotation, so the
+        generic handler is given the concrete event type.
+        """
+        name = event_type.__name__
+
+        async def handle(event: BaseModel) -> None:
+            async with transaction(self.sessions) as session:
+                await apply(session, event_type.model_validate(event), self.metrics)
+            await self.changes.publish(changed_in(session))
+            self.metrics.projected.labels(name).inc()
+            self.scheduler.deadline_changed()
+            self.housekeeper.poke()
+
+        handle.__annotations__["event"] = event_type
+        handle.__name__ = f"project_{name}"
+        handle.__doc__ = f"Write {name} events into the queue database."
+        durable_subscriber(router, consumer, self.settings, title=f"project {name}")(handle)
+
+
+def _wire(
+    settings: Settings,
+    router: NatsRouter,
+    metrics: ApiMetrics,
+    sessions: async_sessionmaker[AsyncSession],
+) -> tuple[Api, LogicPublisher]:
     outbound_out = event_publisher(
         router,
         streams.OUTBOUND_REQUESTED,
@@ -62,6 +106,12 @@ def build(settings: Settings) -> ServiceSpec:
             router, streams.SLA_AT_RISK, SlaEvent, "An SLA target is close to its deadline."
         ),
     }
+    changed_out = event_publisher(
+        router,
+        streams.CONVERSATION_CHANGED,
+        ConversationChanged,
+        "A conversation's state after every change (GET /v1/events streams them).",
+    )
 
     async def publish_sla(event: SlaEvent) -> None:
         await publish_event(
@@ -71,43 +121,48 @@ def build(settings: Settings) -> ServiceSpec:
             settings=settings,
         )
 
-    scheduler = SlaScheduler(sessions, publish_sla, metrics)
-
     async def send_outbound(request: OutboundRequest) -> None:
         await publish_event(outbound_out, request, msg_id=request.request_id, settings=settings)
 
-    housekeeper = Housekeeper(sessions, settings, send_outbound, metrics)
+    changes = ChangeFeed(sessions, changed_out, settings)
+    api = Api(
+        settings=settings,
+        metrics=metrics,
+        sessions=sessions,
+        scheduler=SlaScheduler(sessions, publish_sla, metrics),
+        housekeeper=Housekeeper(sessions, settings, send_outbound, metrics, changes.publish),
+        changes=changes,
+    )
+    return api, outbound_out
 
-    def project(
-        consumer: streams.Consumer, event_type: type[EventT], apply: Projection[EventT]
-    ) -> None:
-        """Subscribe ``apply`` to ``consumer``, one transaction per event.
 
-        faststream validates the body against the handler's annotation, so the
-        generic handler is given the concrete event type.
-        """
-        name = event_type.__name__
+def build(settings: Settings) -> ServiceSpec:
+    """Wire the api's database, projections, SLA scheduler, routes and metrics."""
+    registry = CollectorRegistry()
+    metrics = ApiMetrics(registry)
+    engine = create_engine(settings.sqlalchemy_url)
+    sessions = session_factory(engine)
+    broker = make_broker(settings, STAGE, registry)
+    router = stage_router(STAGE, settings)
+    api, outbound_out = _wire(settings, router, metrics, sessions)
+    scheduler, housekeeper = api.scheduler, api.housekeeper
 
-        async def handle(event: BaseModel) -> None:
-            async with transaction(sessions) as session:
-                await apply(session, event_type.model_validate(event), metrics)
-            metrics.projected.labels(name).inc()
-            scheduler.deadline_changed()
-            housekeeper.poke()
-
-        handle.__annotations__["event"] = event_type
-        handle.__name__ = f"project_{name}"
-        handle.__doc__ = f"Write {name} events into the queue database."
-        durable_subscriber(router, consumer, settings, title=f"project {name}")(handle)
-
-    project(streams.API_INBOUND, InboundMessage, projector.project_inbound)
-    project(streams.API_STATUS, StatusEvent, projector.project_status)
-    project(streams.API_CLASSIFIED, ClassifiedMessage, projector.project_classified)
-    project(streams.API_HANDOFF, Handoff, projector.project_handoff)
-    project(streams.API_BOT_REPLY, BotReply, projector.project_bot_reply)
-    project(streams.API_OUTBOUND_REQUESTED, OutboundRequest, projector.project_outbound_requested)
-    project(streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result)
-    project(streams.API_DEAD_LETTER, DeadLetter, projector.project_dead_letter)
+    api.project(router, streams.API_INBOUND, InboundMessage, projector.project_inbound)
+    api.project(router, streams.API_STATUS, StatusEvent, projector.project_status)
+    api.project(router, streams.API_UPDATE, MessageUpdate, projector.project_update)
+    api.project(router, streams.API_CLASSIFIED, ClassifiedMessage, projector.project_classified)
+    api.project(router, streams.API_HANDOFF, Handoff, projector.project_handoff)
+    api.project(router, streams.API_BOT_REPLY, BotReply, projector.project_bot_reply)
+    api.project(
+        router,
+        streams.API_OUTBOUND_REQUESTED,
+        OutboundRequest,
+        projector.project_outbound_requested,
+    )
+    api.project(
+        router, streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result
+    )
+    api.project(router, streams.API_DEAD_LETTER, DeadLetter, projector.project_dead_letter)
     broker.include_router(router)
 
     background: list[asyncio.Task[None]] = []
@@ -138,6 +193,7 @@ def build(settings: Settings) -> ServiceSpec:
         consumers=(
             streams.API_INBOUND,
             streams.API_STATUS,
+            streams.API_UPDATE,
             streams.API_CLASSIFIED,
             streams.API_HANDOFF,
             streams.API_BOT_REPLY,
@@ -145,7 +201,7 @@ def build(settings: Settings) -> ServiceSpec:
             streams.API_OUTBOUND_RESULT,
             streams.API_DEAD_LETTER,
         ),
-        routers=(queue_router, actions_router, admin_router),
+        routers=(queue_router, actions_router, admin_router, events_router),
         checks={"database": database_ready},
         on_startup=(start,),
         on_shutdown=(stop,),
@@ -158,6 +214,7 @@ def build(settings: Settings) -> ServiceSpec:
             "outbound": outbound_out,
             "scheduler": scheduler,
             "housekeeper": housekeeper,
+            "changes": api.changes,
             "broker": broker,
         },
     )

@@ -4,14 +4,13 @@ import hashlib
 import secrets
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Security, status
+from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from services.api.deps import SessionDep
 from shared.events import utcnow
 from shared.models import ApiKeyRow, Scope
 
@@ -74,7 +73,7 @@ async def list_keys(session: AsyncSession) -> list[ApiKeyRow]:
 
 
 async def _principal(
-    session: SessionDep,
+    request: Request,
     header_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
@@ -85,13 +84,18 @@ async def _principal(
             detail="missing API key: send X-API-Key or Authorization: Bearer",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    row = (
-        await session.execute(
-            select(ApiKeyRow).where(
-                col(ApiKeyRow.key_hash) == hash_key(secret), col(ApiKeyRow.revoked_at).is_(None)
+    # A session of its own, closed at once: a long response (the event stream) must not
+    # hold a transaction, and on SQLite a transaction holds the write lock.
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                select(ApiKeyRow).where(
+                    col(ApiKeyRow.key_hash) == hash_key(secret),
+                    col(ApiKeyRow.revoked_at).is_(None),
+                )
             )
-        )
-    ).scalar_one_or_none()
+        ).scalar_one_or_none()
     if row is None or row.id is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -21,7 +21,7 @@ RowId = Annotated[int, Path(ge=1, le=2_147_483_647, description="A row id.")]
 
 @asynccontextmanager
 async def committing(session: AsyncSession) -> AsyncIterator[AsyncSession]:
-    """Commit what the block did (the API key check already began the transaction)."""
+    """Commit what the block did, or roll it back on an error."""
     try:
         yield session
     except BaseException:

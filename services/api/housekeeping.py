@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from services.api import clocks
+from services.api.changes import changed_in
 from services.api.metrics import ApiMetrics
 from services.api.routes import queue_order
 from shared.db import transaction
@@ -34,6 +35,7 @@ from shared.settings import Settings
 logger = logging.getLogger("dmdesk.api.housekeeping")
 
 SendOutbound = Callable[[OutboundRequest], Awaitable[None]]
+Announce = Callable[[set[int]], Awaitable[None]]
 BATCH = 200
 OPEN = ConversationStatus.OPEN.value
 
@@ -47,12 +49,14 @@ class Housekeeper:
         settings: Settings,
         send: SendOutbound,
         metrics: ApiMetrics,
+        announce: Announce | None = None,
         interval_seconds: float = 5.0,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.send = send
         self.metrics = metrics
+        self.announce = announce
         self.interval_seconds = interval_seconds
         self._poke = asyncio.Event()
 
@@ -81,6 +85,8 @@ class Housekeeper:
         ):
             async with transaction(self.sessions) as session:
                 await rule(session, now)
+            if self.announce is not None:
+                await self.announce(changed_in(session))
 
     async def wake_snoozed(self, session: AsyncSession, now: datetime) -> None:
         """Snoozed conversations whose time came are open again, their clocks running."""

@@ -24,12 +24,14 @@ from shared.events import (
     DeadLetter,
     Handoff,
     InboundMessage,
+    MessageUpdate,
     OutboundRequest,
     OutboundResult,
     OutboundStatus,
     Priority,
     StatusEvent,
     StatusKind,
+    UpdateKind,
     utcnow,
 )
 from shared.models import (
@@ -333,6 +335,37 @@ async def project_outbound_result(
         responder = "bot" if author == "bot" else "human"
         await _responded(session, conversation, result.finished_at, responder, metrics)
         conversation.updated_at = utcnow()
+
+
+async def project_update(
+    session: AsyncSession, change: MessageUpdate, metrics: ApiMetrics | None = None
+) -> None:
+    """A reaction, edit or unsend of an earlier message; SLA clocks are not touched."""
+    if change.mid is None:
+        return
+    message = (
+        await session.execute(
+            select(MessageRow)
+            .where(
+                col(MessageRow.channel) == change.conversation.channel.value,
+                col(MessageRow.mid) == change.mid,
+            )
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if message is None:
+        return
+    side = "page" if change.by_page else "customer"
+    if change.kind == UpdateKind.REACT:
+        message.reactions = {**message.reactions, side: change.emoji or change.reaction or "?"}
+    elif change.kind == UpdateKind.UNREACT:
+        message.reactions = {k: v for k, v in message.reactions.items() if k != side}
+    elif change.kind == UpdateKind.EDIT:
+        count = change.edit_count if change.edit_count is not None else message.edit_count + 1
+        if count > message.edit_count:
+            message.text, message.edit_count = change.text, count
+    elif change.kind == UpdateKind.DELETE and message.deleted_at is None:
+        message.deleted_at, message.text = change.platform_ts, None
 
 
 async def project_status(

@@ -64,6 +64,9 @@ class MessageOut(BaseModel):
     language: str | None
     sentiment: float | None
     classification: dict[str, Any] | None
+    reactions: dict[str, str]
+    edit_count: int
+    deleted_at: datetime | None
     platform_ts: datetime
     received_at: datetime
 

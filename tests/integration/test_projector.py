@@ -21,12 +21,14 @@ from shared.events import (
     ConversationRef,
     Handoff,
     InboundMessage,
+    MessageUpdate,
     OutboundRequest,
     OutboundResult,
     OutboundStatus,
     Priority,
     StatusEvent,
     StatusKind,
+    UpdateKind,
 )
 from shared.models import ConversationRow, MessageRow, metadata
 
@@ -206,3 +208,37 @@ async def test_reply_is_pending_then_sent_then_read_never_backwards(
     async with transaction(sessions) as session:
         await projector.project_status(session, delivered)
     assert [m.status for m in await messages(sessions)] == ["received", "read"]
+
+
+async def test_reactions_edits_and_unsends_change_the_message_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    def update(kind: UpdateKind, event_id: str, **fields: object) -> MessageUpdate:
+        return MessageUpdate(
+            event_id=event_id,
+            kind=kind,
+            conversation=REF,
+            mid="m-1",
+            platform_ts=T0 + timedelta(minutes=1),
+            **fields,  # type: ignore[arg-type]
+        )
+
+    async with transaction(sessions) as session:
+        await projector.project_inbound(session, inbound("m-1"))
+    for change in (
+        update(UpdateKind.REACT, "r1", emoji="❤️"),
+        update(UpdateKind.REACT, "r2", emoji="👍", by_page=True),
+        update(UpdateKind.UNREACT, "r3"),
+        update(UpdateKind.EDIT, "e2", text="hello again", edit_count=2),
+        update(UpdateKind.EDIT, "e1", text="stale edit", edit_count=1),
+    ):
+        async with transaction(sessions) as session:
+            await projector.project_update(session, change)
+    [message] = await messages(sessions)
+    assert message.reactions == {"page": "👍"}
+    assert (message.text, message.edit_count) == ("hello again", 2)
+
+    async with transaction(sessions) as session:
+        await projector.project_update(session, update(UpdateKind.DELETE, "d1"))
+    [message] = await messages(sessions)
+    assert (message.text, message.deleted_at) == (None, T0 + timedelta(minutes=1))

@@ -1,0 +1,135 @@
+"""The change feed: every committed change of a conversation, as ``dm.conversation.changed``.
+
+Sessions note the conversations they flush (an ORM event); whoever commits
+calls :meth:`ChangeFeed.publish` with them. The events are stored in the stream,
+so ``GET /v1/events`` can resume from a ``Last-Event-ID`` (the stream sequence).
+"""
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from faststream.nats import NatsBroker
+from faststream.nats.publisher.usecase import LogicPublisher
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from services.api.auth import ReadKey
+from shared.bus import publish_event
+from shared.events import Channel, ConversationChanged, Priority
+from shared.models import ContactRow, ConversationRow
+from shared.settings import Settings
+from shared.streams import CONVERSATION_CHANGED
+
+logger = logging.getLogger("dmdesk.api.changes")
+CHANGED = "dmdesk.changed_conversations"
+
+
+@event.listens_for(Session, "after_flush")
+def _note_changed(session: Session, _context: Any) -> None:
+    noted: set[int] = session.info.setdefault(CHANGED, set())
+    for instance in (*session.new, *session.dirty):
+        if isinstance(instance, ConversationRow) and instance.id is not None:
+            noted.add(instance.id)
+
+
+def changed_in(session: AsyncSession) -> set[int]:
+    """The conversations ``session`` changed (and forgets them)."""
+    noted: set[int] = session.info.pop(CHANGED, set())
+    return noted
+
+
+class ChangeFeed:
+    """Publishes the current state of changed conversations."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        publisher: LogicPublisher,
+        settings: Settings,
+    ) -> None:
+        self.sessions = sessions
+        self.publisher = publisher
+        self.settings = settings
+
+    async def publish(self, conversation_ids: Iterable[int]) -> None:
+        """Publish each conversation's state as it is now (best effort: logged on failure)."""
+        ids = sorted(set(conversation_ids))
+        if not ids:
+            return
+        try:
+            async with self.sessions() as session:
+                rows = await session.execute(
+                    select(ConversationRow, col(ContactRow.platform_id))
+                    .join(ContactRow, col(ContactRow.id) == col(ConversationRow.contact_id))
+                    .where(col(ConversationRow.id).in_(ids))
+                )
+                changes = [_change(row, contact_id) for row, contact_id in rows.all()]
+            for change in changes:
+                await publish_event(
+                    self.publisher,
+                    change,
+                    msg_id=f"changed:{change.conversation_id}:{change.updated_at.isoformat()}",
+                    settings=self.settings,
+                )
+        except Exception:
+            logger.exception("conversation changes not published", extra={"count": len(ids)})
+
+
+def _change(row: ConversationRow, contact_id: str) -> ConversationChanged:
+    assert row.id is not None
+    return ConversationChanged(
+        conversation_id=row.id,
+        channel=Channel(row.channel),
+        account_id=row.account_id,
+        contact_id=contact_id,
+        status=row.status,
+        team=row.team,
+        assignee=row.assignee,
+        priority=Priority(row.priority),
+        category=row.category,
+        sla_due_at=row.sla_due_at,
+        updated_at=row.updated_at,
+    )
+
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+
+@router.get("/events", response_class=EventSourceResponse)
+async def conversation_events(
+    request: Request,
+    _key: ReadKey,
+    team: str | None = None,
+    last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-sent events of conversation changes; reconnect with Last-Event-ID to resume."""
+    broker: NatsBroker = request.app.state.broker
+    settings: Settings = request.app.state.settings
+    js = broker.connection.jetstream()
+    if last_event_id and last_event_id.isdigit():
+        start = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=int(last_event_id) + 1
+        )
+    else:
+        start = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+    subscription = await js.subscribe(
+        CONVERSATION_CHANGED, stream=settings.stream_name, ordered_consumer=True, config=start
+    )
+    try:
+        async for message in subscription.messages:
+            change = ConversationChanged.model_validate_json(message.data)
+            if team is not None and change.team != team:
+                continue
+            yield ServerSentEvent(
+                id=str(message.metadata.sequence.stream),
+                event="conversation.changed",
+                data=change,
+            )
+    finally:
+        await subscription.unsubscribe()

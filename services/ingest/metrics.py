@@ -1,0 +1,52 @@
+"""Ingest's Prometheus metrics."""
+
+import re
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_LABEL_SAFE = re.compile(r"^[a-z0-9_:]{1,48}$")
+
+
+def label(value: str) -> str:
+    """``value`` as a metric label, or ``other``: platform-chosen names must not explode series."""
+    return value if _LABEL_SAFE.match(value) else "other"
+
+
+class IngestMetrics:
+    """Received events, rejected requests, duplicates and publish latency."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.received = Counter(
+            "dmdesk_ingest_events_total",
+            "Events stored in JetStream, by channel and kind.",
+            ["channel", "kind"],
+            registry=registry,
+        )
+        self.unknown = Counter(
+            "dmdesk_ingest_unknown_events_total",
+            "Platform events kept raw (unknown kind or fields that do not fit), by kind.",
+            ["channel", "kind"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "dmdesk_ingest_rejected_total",
+            "Requests refused before anything was published, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "dmdesk_ingest_duplicates_total",
+            "Events JetStream had already stored (dedupe by message id).",
+            ["channel"],
+            registry=registry,
+        )
+        self.publish_latency = Histogram(
+            "dmdesk_ingest_publish_seconds",
+            "Time to store one event in JetStream (until its PubAck).",
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+
+    def reject(self, reason: str) -> None:
+        """Count a refused request."""
+        self.rejected.labels(label(reason)).inc()

@@ -1,0 +1,160 @@
+"""Message requests: is this DM from someone the page never talked to?
+
+Ingest is stateless and may run as many replicas, so what it remembers about a
+contact lives in a NATS KV bucket (``settings.contacts_bucket``), keyed
+``<channel>.<account>.<contact>``: ``request`` once the contact has written while
+the page never has, ``known`` once the page has written to them (an echo, or a
+send status for one of its messages). A DM is a request unless the contact is
+known. A contact's first DM in a body is decided before it is published, and a
+retried body decides the same, because a request stays a request until the page
+answers. Contacts who talked to the page before dmdesk was installed look new
+to it; the queue shows them as requests until the page answers once.
+"""
+
+import asyncio
+import dataclasses
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+from faststream.nats import NatsBroker
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from services.ingest.meta import Normalised
+from shared.events import Channel, ConversationRef, InboundMessage, StatusEvent, StatusKind
+from shared.settings import Settings
+
+REQUEST = b"request"
+KNOWN = b"known"
+_KEY_TOKEN = re.compile(r"^[A-Za-z0-9_=-]{1,64}$")
+KNOWN_CACHE_SIZE = 100_000
+
+
+class ContactStore(Protocol):
+    """Where contact states are kept (a NATS KV bucket; a dict in unit tests)."""
+
+    async def get(self, key: str) -> bytes | None:
+        """The state stored under ``key``, or None."""
+        ...
+
+    async def create(self, key: str, state: bytes) -> bytes | None:
+        """Store ``state`` unless ``key`` exists; return the state found if it did."""
+        ...
+
+    async def put(self, key: str, state: bytes) -> None:
+        """Store ``state`` under ``key``."""
+        ...
+
+
+def contact_key(conversation: ConversationRef) -> str:
+    """The KV key of a conversation; ids KV keys cannot hold are replaced by a hash."""
+    tokens = (conversation.channel.value, conversation.account_id, conversation.contact_id)
+    return ".".join(
+        token if _KEY_TOKEN.match(token) else "h" + hashlib.sha256(token.encode()).hexdigest()[:40]
+        for token in tokens
+    )
+
+
+class MessageRequests:
+    """Marks first DMs from unknown contacts ``is_request`` and learns who the page wrote to."""
+
+    def __init__(self, store: ContactStore) -> None:
+        self.store = store
+        # "known" never goes back to "request": remembering it saves a round trip per DM.
+        self.known: dict[str, None] = {}
+
+    async def annotate(self, events: Sequence[Normalised]) -> list[Normalised]:
+        """``events`` with ``is_request`` set on DMs from contacts the page never wrote to."""
+        annotated: list[Normalised] = []
+        for original in events:
+            normalised, event = original, original.event
+            if isinstance(event, InboundMessage) and event.channel != Channel.GENERIC:
+                key = contact_key(event.conversation)
+                if event.is_echo:
+                    await self._remember_known(key)
+                elif await self._is_request(key):
+                    normalised = dataclasses.replace(
+                        normalised, event=event.model_copy(update={"is_request": True})
+                    )
+            elif isinstance(event, StatusEvent) and event.kind != StatusKind.FAILED:
+                await self._remember_known(contact_key(event.conversation))
+            annotated.append(normalised)
+        return annotated
+
+    async def _is_request(self, key: str) -> bool:
+        if key in self.known:
+            return False
+        state = await self.store.get(key)
+        if state is None:
+            state = await self.store.create(key, REQUEST) or REQUEST
+        if state == KNOWN:
+            self._cache(key)
+        return state != KNOWN
+
+    async def _remember_known(self, key: str) -> None:
+        if key not in self.known:
+            await self.store.put(key, KNOWN)
+            self._cache(key)
+
+    def _cache(self, key: str) -> None:
+        if len(self.known) >= KNOWN_CACHE_SIZE:
+            self.known.pop(next(iter(self.known)))
+        self.known[key] = None
+
+
+class KvContactStore:
+    """:class:`ContactStore` on a JetStream KV bucket, created on first use."""
+
+    def __init__(self, broker: NatsBroker, settings: Settings) -> None:
+        self.broker = broker
+        self.settings = settings
+        self._bucket: KeyValue | None = None
+        self._lock = asyncio.Lock()
+
+    async def bucket(self) -> KeyValue:
+        """The bucket, created when missing (also the readiness check)."""
+        if self._bucket is not None:
+            return self._bucket
+        async with self._lock:
+            if self._bucket is None:
+                js = self.broker.connection.jetstream()
+                try:
+                    self._bucket = await js.key_value(self.settings.contacts_bucket)
+                except BucketNotFoundError:
+                    self._bucket = await js.create_key_value(
+                        KeyValueConfig(
+                            bucket=self.settings.contacts_bucket,
+                            description="ingest: contacts seen and written to (message requests)",
+                            history=1,
+                            storage=StorageType.FILE,
+                            replicas=self.settings.stream_replicas,
+                        )
+                    )
+            return self._bucket
+
+    async def ready(self) -> None:
+        """Readiness: the bucket exists (created if needed)."""
+        await self.bucket()
+
+    async def get(self, key: str) -> bytes | None:
+        """See :class:`ContactStore`."""
+        try:
+            entry = await (await self.bucket()).get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value
+
+    async def create(self, key: str, state: bytes) -> bytes | None:
+        """See :class:`ContactStore`."""
+        try:
+            await (await self.bucket()).create(key, state)
+        except KeyWrongLastSequenceError:
+            return await self.get(key)
+        return None
+
+    async def put(self, key: str, state: bytes) -> None:
+        """See :class:`ContactStore`."""
+        await (await self.bucket()).put(key, state)
