@@ -5,6 +5,8 @@ Each service builds a :class:`ServiceSpec` and hands it to :func:`service_app`;
 finish in-flight messages (``graceful_timeout``) before the process exits.
 """
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +18,7 @@ from fastapi import APIRouter, FastAPI
 from faststream.nats import NatsBroker
 from prometheus_client import CollectorRegistry
 
+from shared.lag import ConsumerLagCollector
 from shared.logs import configure_logging
 from shared.ops import ReadinessCheck, nats_checks, ops_router
 from shared.settings import Settings
@@ -47,17 +50,25 @@ class ServiceSpec:
 def service_app(spec: ServiceSpec) -> FastAPI:
     """The ASGI app of one service: its routes plus health, readiness and metrics."""
 
+    lag = consumer_lag(spec)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         for hook in spec.on_startup:
             await hook()
         await spec.broker.connect()
-        await provision(spec.broker.connection.jetstream(), spec.settings, *spec.consumers)
+        js = spec.broker.connection.jetstream()
+        await provision(js, spec.settings, *spec.consumers)
         await spec.broker.start()
+        lag_task = asyncio.create_task(lag.keep_fresh(js)) if lag else None
         logger.info("service started", extra={"consumers": [c.durable for c in spec.consumers]})
         try:
             yield
         finally:
+            if lag_task is not None:
+                lag_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lag_task
             await spec.broker.stop()
             for hook in spec.on_shutdown:
                 await hook()
@@ -76,6 +87,17 @@ def service_app(spec: ServiceSpec) -> FastAPI:
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+def consumer_lag(spec: ServiceSpec) -> ConsumerLagCollector | None:
+    """The consumer-lag collector of a service that reads durables, on its registry."""
+    if not spec.consumers:
+        return None
+    collector = ConsumerLagCollector(
+        spec.settings.stream_name, [consumer.durable for consumer in spec.consumers]
+    )
+    spec.registry.register(collector)
+    return collector
 
 
 def serve(app: FastAPI, service: str, settings: Settings, port: int) -> None:
