@@ -104,9 +104,15 @@ def parser() -> argparse.ArgumentParser:
 def _command_modules() -> list[
     Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 ]:
-    from dmdesk import apikeys, bench_api, bench_ingest
+    from dmdesk import apikeys, bench, bench_api, bench_ingest, classifier_commands
 
-    return [apikeys.register, bench_api.register, bench_ingest.register]
+    return [
+        apikeys.register,
+        bench.register,
+        bench_api.register,
+        bench_ingest.register,
+        classifier_commands.register,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any
 
 import nats.errors
+import sqlalchemy.exc
 from faststream import AckPolicy, ContextRepo
 from faststream.exceptions import HandlerException
 from faststream.middlewares import BaseMiddleware
@@ -34,6 +35,18 @@ RETRYABLE_PUBLISH_ERRORS = (
 MAX_REDELIVERY_DELAY_SECONDS = 30.0
 # A message that does not decode or validate will fail the same way on every delivery.
 PERMANENT_ERRORS = (ValidationError, UnicodeDecodeError, json.JSONDecodeError)
+# A dependency that is down (the database, NATS) says nothing about the message: it is
+# redelivered with back-off for as long as the outage lasts, never dead-lettered for it.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.TimeoutError,
+    nats.errors.NoServersError,
+    NoStreamResponseError,
+)
 
 
 def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -> NatsBroker:
@@ -167,7 +180,8 @@ class DeadLetterMiddleware(BaseMiddleware[Any, Msg]):
         metadata = msg.metadata
         deliveries = metadata.num_delivered or 1
         permanent = isinstance(exc_val, PERMANENT_ERRORS)
-        if permanent or deliveries >= self.settings.max_deliveries:
+        unavailable = _dependency_unavailable(exc_val)
+        if permanent or (deliveries >= self.settings.max_deliveries and not unavailable):
             await self._dead_letter(exc_val, deliveries, metadata.sequence.stream)
             await msg.ack()
             return True
@@ -180,6 +194,7 @@ class DeadLetterMiddleware(BaseMiddleware[Any, Msg]):
                 "deliveries": deliveries,
                 "delay_s": delay,
                 "error_type": type(exc_val).__name__,
+                "dependency_unavailable": unavailable,
             },
         )
         await msg.nak(delay=delay)
@@ -214,6 +229,18 @@ class DeadLetterMiddleware(BaseMiddleware[Any, Msg]):
                 "error_type": type(exc).__name__,
             },
         )
+
+
+def _dependency_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says a dependency is down, not the message bad."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, UNAVAILABLE_ERRORS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def dead_letters(stage: str, settings: Settings) -> Callable[..., DeadLetterMiddleware]:

@@ -32,11 +32,13 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(url: str, *, exclusive_writes: bool = True, **kwargs: Any) -> AsyncEngine:
     """An async engine; on SQLite, WAL mode and write transactions that start exclusive.
 
     SQLite allows one writer: ``BEGIN IMMEDIATE`` takes the write lock up front, so
-    concurrent transactions queue on the busy timeout instead of deadlocking.
+    concurrent transactions queue on the busy timeout instead of deadlocking. An engine
+    for reads only (``exclusive_writes=False``) begins plainly: WAL lets its readers
+    run beside the writer.
     """
     if not is_sqlite(url):
         kwargs.setdefault("pool_size", 10)
@@ -57,9 +59,14 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if exclusive_writes else "BEGIN")
 
     return engine
+
+
+def read_engine(url: str, writer: AsyncEngine) -> AsyncEngine:
+    """The engine for reads: on SQLite one that does not take the write lock, else ``writer``."""
+    return create_engine(url, exclusive_writes=False) if is_sqlite(url) else writer
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -243,6 +243,11 @@ class Classification(Event):
     priority: Priority
     private_info: list[PrivateInfoFinding] = Field(default_factory=list)
     spam: bool = False
+    complaint: bool = Field(
+        default=False,
+        description="The customer reports something that went wrong or is unhappy, "
+        "whatever the category (a delayed order can be order_shipping and a complaint).",
+    )
     reasons: list[str] = Field(default_factory=list)
     model_version: str
 

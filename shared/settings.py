@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     )
 
     default_team: str = Field(default="support", description="Team that gets hand-offs.")
+    priority_policy: Path | None = Field(
+        default=None,
+        description="The classifier's priority policy (YAML, hot-reloaded); empty: the default.",
+    )
     auto_close_after_hours: float = Field(
         default=0,
         description="Resolve a conversation waiting on a silent customer after this; 0: never.",

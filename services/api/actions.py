@@ -39,6 +39,7 @@ from services.api.schemas import (
     TagsRequest,
     TransferRequest,
 )
+from services.classifier import pii
 from shared.bus import publish_event
 from shared.events import Author, Channel, ConversationRef, OutboundRequest, utcnow
 from shared.models import (
@@ -239,7 +240,7 @@ async def reply(
         if body.wait_for_customer:
             conversation.status = ConversationStatus.WAITING.value
             await clocks.pause(session, conversation, utcnow())
-        return ReplyAccepted(request_id=request_id)
+        return ReplyAccepted(request_id=request_id, private_info=private_info_kinds(body.text))
 
     async with committing(session):
         accepted = await _idempotent(
@@ -247,6 +248,11 @@ async def reply(
         )
     await request.app.state.changes.publish(changed_in(session))
     return accepted
+
+
+def private_info_kinds(text: str) -> list[str]:
+    """Kinds of private information in an agent's reply: the agent is warned, not stopped."""
+    return sorted({finding.kind.value for finding in pii.find(text)})
 
 
 @router.post("/conversations/{conversation_id}/assign")

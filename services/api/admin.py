@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from services.api.auth import AdminKey, AgentKey, ReadKey
-from services.api.deps import RowId, SessionDep, committing
+from services.api.deps import ReadSessionDep, RowId, SessionDep, committing
 from services.api.schemas import Problem
 from services.api.sla import Calendar
 from shared.events import Category, Channel, Priority, utcnow
@@ -76,7 +76,7 @@ def _policy_out(row: SlaPolicyRow) -> PolicyOut:
 
 
 @router.get("/sla/policies")
-async def list_policies(session: SessionDep, _key: ReadKey) -> list[PolicyOut]:
+async def list_policies(session: ReadSessionDep, _key: ReadKey) -> list[PolicyOut]:
     """The active SLA policies."""
     rows = await session.execute(
         select(SlaPolicyRow)
@@ -141,7 +141,7 @@ class Attainment(BaseModel):
 
 @router.get("/sla/summary")
 async def sla_summary(
-    session: SessionDep,
+    session: ReadSessionDep,
     _key: ReadKey,
     by: SummaryGroup = SummaryGroup.POLICY,
     since: Annotated[datetime | None, Query(description="Default: 7 days ago.")] = None,
@@ -203,7 +203,7 @@ class DeadLetterOut(BaseModel):
 
 @router.get("/dead-letters")
 async def list_dead_letters(
-    session: SessionDep,
+    session: ReadSessionDep,
     _key: ReadKey,
     stage: str | None = None,
     replayed: bool | None = None,
@@ -259,7 +259,7 @@ class CorrectionOut(BaseModel):
 
 @router.get("/corrections")
 async def list_corrections(
-    session: SessionDep,
+    session: ReadSessionDep,
     _key: ReadKey,
     since: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
@@ -310,7 +310,7 @@ AgentName = Annotated[str, FastApiPath(min_length=1, max_length=128)]
 
 
 @router.get("/agents")
-async def list_agents(session: SessionDep, _key: ReadKey) -> list[AgentOut]:
+async def list_agents(session: ReadSessionDep, _key: ReadKey) -> list[AgentOut]:
     """Every agent."""
     rows = await session.execute(select(AgentRow).order_by(col(AgentRow.name)))
     return [AgentOut.model_validate(row, from_attributes=True) for row in rows.scalars()]
@@ -334,7 +334,7 @@ async def put_agent(
 
 
 @router.get("/teams")
-async def list_teams(session: SessionDep, _key: ReadKey) -> list[TeamOut]:
+async def list_teams(session: ReadSessionDep, _key: ReadKey) -> list[TeamOut]:
     """Every team with queue settings."""
     rows = await session.execute(select(TeamRow).order_by(col(TeamRow.name)))
     return [TeamOut.model_validate(row, from_attributes=True) for row in rows.scalars()]

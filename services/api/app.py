@@ -23,7 +23,7 @@ from services.api.routes import router as queue_router
 from services.api.sla_scheduler import SlaScheduler
 from shared import streams
 from shared.bus import durable_subscriber, event_publisher, make_broker, publish_event, stage_router
-from shared.db import create_engine, migrate, ping, session_factory, transaction
+from shared.db import create_engine, migrate, ping, read_engine, session_factory, transaction
 from shared.events import (
     BotReply,
     ClassifiedMessage,
@@ -142,6 +142,8 @@ def build(settings: Settings) -> ServiceSpec:
     metrics = ApiMetrics(registry)
     engine = create_engine(settings.sqlalchemy_url)
     sessions = session_factory(engine)
+    reader = read_engine(settings.sqlalchemy_url, engine)
+    read_sessions = session_factory(reader)
     broker = make_broker(settings, STAGE, registry)
     router = stage_router(STAGE, settings)
     api, outbound_out = _wire(settings, router, metrics, sessions)
@@ -171,7 +173,7 @@ def build(settings: Settings) -> ServiceSpec:
         await migrate(engine)
         background.append(asyncio.create_task(scheduler.run(), name="sla-scheduler"))
         background.append(
-            asyncio.create_task(metrics.keep_gauges_fresh(sessions), name="queue-gauges")
+            asyncio.create_task(metrics.keep_gauges_fresh(read_sessions), name="queue-gauges")
         )
         background.append(asyncio.create_task(housekeeper.run(), name="housekeeping"))
 
@@ -181,6 +183,7 @@ def build(settings: Settings) -> ServiceSpec:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await engine.dispose()
+        await reader.dispose()
 
     async def database_ready() -> None:
         await ping(engine)
@@ -209,6 +212,7 @@ def build(settings: Settings) -> ServiceSpec:
         description="The agent queue, conversations, SLA figures and administration.",
         state={
             "sessions": sessions,
+            "read_sessions": read_sessions,
             "settings": settings,
             "metrics": metrics,
             "outbound": outbound_out,

@@ -86,7 +86,7 @@ async def _principal(
         )
     # A session of its own, closed at once: a long response (the event stream) must not
     # hold a transaction, and on SQLite a transaction holds the write lock.
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.read_sessions
     async with sessions() as session:
         row = (
             await session.execute(

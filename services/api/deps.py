@@ -14,7 +14,15 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.read_sessions
+    async with sessions() as session:
+        yield session
+
+
 SessionDep = Annotated[AsyncSession, Depends(_session)]
+# For endpoints that only read: on SQLite they then never wait for the writer.
+ReadSessionDep = Annotated[AsyncSession, Depends(_read_session)]
 # Ids are PostgreSQL integers: anything outside their range names no row.
 RowId = Annotated[int, Path(ge=1, le=2_147_483_647, description="A row id.")]
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.api.auth import ReadKey
-from services.api.deps import RowId, SessionDep
+from services.api.deps import ReadSessionDep, RowId
 from services.api.schemas import (
     ContactOut,
     ConversationDetail,
@@ -71,7 +71,7 @@ def queue_item(conversation: ConversationRow, contact: ContactRow) -> QueueItem:
 
 @router.get("/queue", responses={400: {"model": Problem}})
 async def get_queue(
-    session: SessionDep,
+    session: ReadSessionDep,
     _key: ReadKey,
     team: str | None = None,
     priority: Annotated[list[Priority] | None, Query()] = None,
@@ -164,7 +164,7 @@ async def conversation_detail(session: AsyncSession, conversation_id: int) -> Co
 
 @router.get("/conversations/{conversation_id}", responses={404: {"model": Problem}})
 async def get_conversation(
-    conversation_id: RowId, session: SessionDep, _key: ReadKey
+    conversation_id: RowId, session: ReadSessionDep, _key: ReadKey
 ) -> ConversationDetail:
     """One conversation with its messages, SLA clocks and notes."""
     return await conversation_detail(session, conversation_id)

@@ -131,6 +131,11 @@ class ReplyAccepted(BaseModel):
     """The reply is on its way; its delivery result shows on the conversation."""
 
     request_id: str
+    private_info: list[str] = Field(
+        default_factory=list,
+        description="Kinds of private information in the reply (card, email, phone...): a "
+        "warning to the agent; the reply is sent all the same.",
+    )
 
 
 class AssignRequest(BaseModel):

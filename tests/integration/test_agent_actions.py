@@ -127,6 +127,7 @@ async def test_reply_publishes_an_outbound_request_once_per_idempotency_key(
         )
     assert first.status_code == again.status_code == 202
     assert first.json() == again.json()
+    assert first.json()["private_info"] == []
     assert other.status_code == 409
 
     connection = await nats.connect(settings_factory().nats_url)
@@ -142,6 +143,15 @@ async def test_reply_publishes_an_outbound_request_once_per_idempotency_key(
     assert requests[0].author == "agent"
     assert requests[0].conversation.contact_id == "ana"
     assert info.state.messages >= 1
+
+
+async def test_reply_with_private_information_carries_a_warning(api: Api) -> None:
+    conversation = await api.seed("ana")
+    body = {"agent": "ben", "text": "Card 4111 1111 1111 1111 or mail ana@example.com"}
+    async with api.client(Scope.AGENT) as client:
+        reply = await client.post(f"/v1/conversations/{conversation}/reply", json=body)
+    assert reply.status_code == 202
+    assert reply.json()["private_info"] == ["card", "email"]
 
 
 async def test_conversation_lifecycle(api: Api) -> None:

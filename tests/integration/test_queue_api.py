@@ -47,7 +47,7 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     await migrate(engine)
     app = FastAPI()
     app.include_router(router)
-    app.state.sessions = session_factory(engine)
+    app.state.sessions = app.state.read_sessions = session_factory(engine)
     seeds = [
         classified("low-early", Priority.LOW, 0),
         classified("normal-late", Priority.NORMAL, 30),

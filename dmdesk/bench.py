@@ -1,0 +1,932 @@
+"""``dmdesk bench``: signed Messenger webhooks through the whole stack, against raw JetStream.
+
+Starts the embedded stack (a nats-server and the four services as processes on free
+loopback ports, a temporary SQLite file or ``--database-url``), or uses a running one
+(``--use-running``). A local Send API stub stands in for Meta's Graph API, so a bot
+reply's arrival is timed. Then, in one run:
+
+1. **Offered rate**: signed ``POST /webhooks/messenger`` (one DM each, one new contact
+   each) at a fixed rate (default 200/s for 20 s). Latency is measured from just before
+   the POST to the conversation being queued and routed (its ``updated_at`` once the
+   team is set: the last of the inbound, classified and hand-off projections), and to
+   the bot reply reaching the Send API stub.
+2. **Saturation**: a bounded number of DMs (default 10,000) sent as fast as ingest
+   accepts them, batched like Meta does under load (several events per webhook). The
+   sustained rate is DMs divided by the time from the first POST to the last DM queued
+   and routed in the database.
+3. **Raw JetStream** on the same server: publish with a PubAck to a scratch stream
+   (file storage), then pull-consume with an ack; messages per second over both.
+
+Peak memory is each service's VmHWM from ``/proc/<pid>/status``. ``--profile DIR``
+samples every service with py-spy during the saturation phase (py-spy must be on PATH
+or beside Python; it is not a dmdesk dependency) and prints where time goes.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dmdesk.natsserver import NatsServer, free_port
+from shared.db import as_utc, create_engine
+
+SERVICES = ("api", "ingest", "classifier", "responder")
+APP_SECRET = "bench-app-secret"  # noqa: S105 - a throw-away secret of a local stack
+PAGE_ID = "100000000000001"
+PAGE_TOKEN = "bench-page-token"  # noqa: S105 - the Send API stub accepts anything
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+# Texts the default rules hand to a team, and texts a bot rule may answer itself.
+HANDOFF_TEXTS = (
+    "Hi, where is my order {n}? It was due on Monday.",
+    "I was charged twice for order {n}, I want a refund",
+    "I cannot login to my account since yesterday ({n})",
+    "This is the worst service ever, order {n} arrived broken",
+)
+BOT_TEXTS = (
+    "What are your opening hours?",
+    "Do you ship internationally?",
+    "How can I return an item?",
+)
+READY_TIMEOUT_SECONDS = 60.0
+POLL_SECONDS = 0.25
+
+
+# --- Meta's side: signed webhooks and a Send API stub -------------------------------
+
+
+def sign(body: bytes, secret: str) -> str:
+    """``X-Hub-Signature-256`` for ``body``: ``sha256=<HMAC-SHA256 hex>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Dm:
+    """One customer DM: a new contact (``psid``) writing ``text``."""
+
+    psid: str
+    mid: str
+    text: str
+
+
+def messenger_body(dms: Sequence[Dm], page_id: str = PAGE_ID) -> bytes:
+    """A Messenger webhook body (``object: page``) carrying ``dms``, one entry each."""
+    now_ms = int(time.time() * 1000)
+    entries = [
+        {
+            "id": page_id,
+            "time": now_ms,
+            "messaging": [
+                {
+                    "sender": {"id": dm.psid},
+                    "recipient": {"id": page_id},
+                    "timestamp": now_ms,
+                    "message": {"mid": dm.mid, "text": dm.text},
+                }
+            ],
+        }
+        for dm in dms
+    ]
+    return json.dumps({"object": "page", "entry": entries}, separators=(",", ":")).encode()
+
+
+def make_dms(prefix: str, count: int, bot_share: float = 0.0, start: int = 0) -> list[Dm]:
+    """``count`` DMs from new contacts; every ``1/bot_share``-th asks a bot question."""
+    every = round(1 / bot_share) if bot_share > 0 else 0
+    dms = []
+    for n in range(start, start + count):
+        if every and n % every == 0:
+            body = BOT_TEXTS[n % len(BOT_TEXTS)]
+        else:
+            body = HANDOFF_TEXTS[n % len(HANDOFF_TEXTS)].format(n=n)
+        dms.append(Dm(psid=f"{prefix}-{n}", mid=f"m_{prefix}_{n}", text=body))
+    return dms
+
+
+@dataclass(frozen=True, slots=True)
+class StubCall:
+    """One request the Send API stub received."""
+
+    path: str
+    body: dict[str, Any]
+    at: float
+
+    @property
+    def recipient(self) -> str | None:
+        """The recipient's id (Messenger/Instagram ``recipient.id``, WhatsApp ``to``)."""
+        recipient = self.body.get("recipient")
+        if isinstance(recipient, dict):
+            return str(recipient.get("id"))
+        to = self.body.get("to")
+        return None if to is None else str(to)
+
+
+class SendApiStub:
+    """Meta's Graph API on loopback: answers every POST with success and records it."""
+
+    def __init__(self) -> None:
+        self.calls: list[StubCall] = []
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """Base URL to give the responder as ``DMDESK_GRAPH_API_URL``."""
+        return f"http://127.0.0.1:{self.port}/v21.0"
+
+    async def start(self) -> None:
+        """Listen on a free loopback port."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def by_recipient(self) -> Counter[str]:
+        """How many messages each recipient was sent."""
+        return Counter(call.recipient or "?" for call in self.calls)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                request = await read_http_message(reader)
+                if request is None:
+                    return
+                start_line, _headers, body = request
+                method, path = start_line.split(" ")[:2]
+                payload: dict[str, Any] = {}
+                with contextlib.suppress(ValueError):
+                    parsed = json.loads(body or b"{}")
+                    payload = parsed if isinstance(parsed, dict) else {}
+                number = len(self.calls) + 1
+                if method == "POST":
+                    self.calls.append(StubCall(path, payload, time.time()))
+                answer = json.dumps(
+                    {
+                        "recipient_id": StubCall(path, payload, 0).recipient,
+                        "message_id": f"m_stub_{number}",
+                        "messages": [{"id": f"wamid.stub{number}"}],
+                    }
+                ).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + f"content-length: {len(answer)}\r\n\r\n".encode()
+                    + answer
+                )
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+
+async def read_http_message(
+    reader: asyncio.StreamReader,
+) -> tuple[str, dict[str, str], bytes] | None:
+    """One HTTP/1.1 request or response: start line, headers (lower-case), body."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name:
+            headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0") or 0)
+    body = await reader.readexactly(length) if length else b""
+    return lines[0], headers, body
+
+
+class LoopbackClient:
+    """A lean HTTP/1.1 keep-alive client for loopback POSTs (the load generator).
+
+    httpx costs about a millisecond of CPU per request; on two shared cores the load
+    generator must leave the CPU to the stack it measures.
+    """
+
+    def __init__(self, url: str, connections: int) -> None:
+        host_port = url.removeprefix("http://").rstrip("/")
+        self.host, _, port = host_port.partition(":")
+        self.port = int(port or 80)
+        self.size = connections
+        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self._opened = 0
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST ``body``; the status code. Raises OSError when the server is unreachable."""
+        reader, writer = await self._connection()
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            + "\r\n"
+        )
+        try:
+            writer.write(head.encode() + body)
+            await writer.drain()
+            response = await read_http_message(reader)
+            if response is None:
+                raise ConnectionResetError("connection closed before the response")
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self._discard(writer)
+            raise ConnectionError(str(exc)) from exc
+        self._idle.put_nowait((reader, writer))
+        return int(response[0].split(" ")[1])
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._idle.empty() and self._opened < self.size:
+            self._opened += 1
+            try:
+                return await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                self._opened -= 1
+                raise
+        return await self._idle.get()
+
+    def _discard(self, writer: asyncio.StreamWriter) -> None:
+        self._opened -= 1
+        writer.close()
+
+    async def close(self) -> None:
+        """Close every idle connection."""
+        while not self._idle.empty():
+            _reader, writer = self._idle.get_nowait()
+            writer.close()
+        self._opened = 0
+
+
+# --- The stack -----------------------------------------------------------------------
+
+
+@dataclass
+class Endpoints:
+    """Where the stack answers, and the services' process ids when this run started them."""
+
+    ingest_url: str
+    api_url: str
+    nats_url: str
+    database_url: str
+    pids: dict[str, int] = field(default_factory=dict)
+
+
+class EmbeddedStack:
+    """A nats-server and the four services as processes on free loopback ports."""
+
+    def __init__(
+        self, workdir: Path, database_url: str | None, graph_api_url: str, log_level: str
+    ) -> None:
+        self.workdir = workdir
+        self.database_url = database_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+        self.graph_api_url = graph_api_url
+        self.log_level = log_level
+        self.nats = NatsServer(workdir / "nats", log_file=workdir / "nats-server.log")
+        self.ports = {name: free_port() for name in SERVICES}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """URLs and pids of the running stack."""
+        return Endpoints(
+            ingest_url=f"http://127.0.0.1:{self.ports['ingest']}",
+            api_url=f"http://127.0.0.1:{self.ports['api']}",
+            nats_url=self.nats.url,
+            database_url=self.database_url,
+            pids={name: process.pid for name, process in self.processes.items()},
+        )
+
+    def env(self) -> dict[str, str]:
+        """The services' environment."""
+        return os.environ | {
+            "DMDESK_NATS_URL": self.nats.url,
+            "DMDESK_DATABASE_URL": self.database_url,
+            "DMDESK_DATA_DIR": str(self.workdir / "data"),
+            "DMDESK_META_APP_SECRET": APP_SECRET,
+            "DMDESK_LOG_LEVEL": self.log_level,
+            "DMDESK_SEND_ADAPTER": "meta",
+            "DMDESK_GRAPH_API_URL": self.graph_api_url,
+            "DMDESK_PAGE_ACCESS_TOKENS": json.dumps({PAGE_ID: PAGE_TOKEN}),
+            **{f"DMDESK_{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
+        }
+
+    async def start(self) -> None:
+        """Start NATS, then the api (it migrates the database), then the other three."""
+        self.nats.start()
+        env = self.env()
+        for name in SERVICES:
+            self.processes[name] = self._spawn(name, env)
+            if name == "api":
+                await wait_ready(self.endpoints.api_url, self.processes[name])
+        await asyncio.gather(
+            *(
+                wait_ready(f"http://127.0.0.1:{self.ports[name]}", process)
+                for name, process in self.processes.items()
+            )
+        )
+
+    def _spawn(self, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            return subprocess.Popen(  # noqa: S603 - our own interpreter
+                [sys.executable, "-m", f"services.{name}"], env=env, stdout=log, stderr=log
+            )
+
+    def stop(self) -> None:
+        """SIGTERM every service, then stop NATS."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.nats.stop()
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        """The end of a service's log."""
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+async def wait_ready(url: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until ``url``/readyz answers 200."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    reader_writer: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    host, _, port = url.removeprefix("http://").partition(":")
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the service exited with {process.returncode}")
+        try:
+            reader_writer = await asyncio.open_connection(host, int(port))
+            reader, writer = reader_writer
+            writer.write(f"GET /readyz HTTP/1.1\r\nhost: {host}\r\n\r\n".encode())
+            await writer.drain()
+            response = await read_http_message(reader)
+            writer.close()
+            if response is not None and response[0].split(" ")[1] == "200":
+                return
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {READY_TIMEOUT_SECONDS}s")
+
+
+# --- Measuring -----------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    """When each DM's webhook was posted (wall clock, to compare with database times)."""
+
+    at: dict[str, float] = field(default_factory=dict)
+    refused: Counter[int] = field(default_factory=Counter)
+
+
+async def post_webhook(
+    client: LoopbackClient, dms: Sequence[Dm], sent: Sent, retry_for: float = 30.0
+) -> None:
+    """POST one signed Messenger webhook, retrying (as Meta does) until it is accepted."""
+    body = messenger_body(dms)
+    headers = {SIGNATURE_HEADER: sign(body, APP_SECRET)}
+    deadline = time.monotonic() + retry_for
+    posted_at = time.time()
+    while True:
+        try:
+            status = await client.post("/webhooks/messenger", body, headers)
+        except ConnectionError:
+            status = 0
+        if status == 200:
+            for dm in dms:
+                sent.at[dm.psid] = posted_at
+            return
+        sent.refused[status] += 1
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def offer(client: LoopbackClient, dms: Sequence[Dm], rate: float, sent: Sent) -> float:
+    """Post ``dms`` one per webhook at ``rate`` per second; the seconds it took."""
+    started = time.monotonic()
+    tasks = []
+    for index, dm in enumerate(dms):
+        delay = started + index / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(post_webhook(client, [dm], sent)))
+    await asyncio.gather(*tasks)
+    return time.monotonic() - started
+
+
+async def flood(client: LoopbackClient, dms: Sequence[Dm], batch: int, sent: Sent) -> float:
+    """Post ``dms`` in webhooks of ``batch`` as fast as ingest answers; the seconds it took."""
+    started = time.monotonic()
+    batches = [dms[i : i + batch] for i in range(0, len(dms), batch)]
+    queue: asyncio.Queue[Sequence[Dm]] = asyncio.Queue()
+    for item in batches:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while not queue.empty():
+            await post_webhook(client, queue.get_nowait(), sent)
+
+    await asyncio.gather(*(worker() for _ in range(client.size)))
+    return time.monotonic() - started
+
+
+ROUTED_SQL = """
+SELECT ct.platform_id, cv.updated_at
+FROM conversations cv JOIN contacts ct ON ct.id = cv.contact_id
+WHERE cv.channel = 'messenger' AND cv.team IS NOT NULL AND ct.platform_id LIKE :prefix
+"""
+ROUTED_COUNT_SQL = """
+SELECT count(*) FROM conversations cv JOIN contacts ct ON ct.id = cv.contact_id
+WHERE cv.channel = 'messenger' AND cv.team IS NOT NULL AND ct.platform_id LIKE :prefix
+"""
+
+
+async def routed(engine: AsyncEngine, prefix: str) -> dict[str, float]:
+    """Queued-and-routed conversations of contacts named ``prefix-*``: when, epoch seconds."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(text(ROUTED_SQL), {"prefix": f"{prefix}-%"})
+        return {str(psid): _epoch(updated) for psid, updated in rows}
+
+
+async def wait_routed(engine: AsyncEngine, prefix: str, count: int, within: float) -> int:
+    """Wait until ``count`` conversations of ``prefix`` are routed; how many are."""
+    deadline = time.monotonic() + within
+    done = 0
+    while time.monotonic() < deadline:
+        async with engine.connect() as connection:
+            result = await connection.execute(text(ROUTED_COUNT_SQL), {"prefix": f"{prefix}-%"})
+            done = int(result.scalar_one())
+        if done >= count:
+            return done
+        await asyncio.sleep(POLL_SECONDS)
+    return done
+
+
+def _epoch(value: datetime | str) -> float:
+    return as_utc(value).timestamp()
+
+
+def percentile(samples: Sequence[float], share: float) -> float | None:
+    """The ``share`` quantile (nearest rank), or None without samples."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def latency_ms(sent: Sent, done: dict[str, float]) -> list[float]:
+    """Milliseconds from each DM's POST to ``done``."""
+    return [(done[psid] - at) * 1000 for psid, at in sent.at.items() if psid in done]
+
+
+def summary(samples: Sequence[float]) -> dict[str, float | None]:
+    """p50/p95/p99 and max of ``samples`` in ms, rounded."""
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 1)
+
+    return {
+        "p50_ms": rounded(percentile(samples, 0.50)),
+        "p95_ms": rounded(percentile(samples, 0.95)),
+        "p99_ms": rounded(percentile(samples, 0.99)),
+        "max_ms": rounded(max(samples) if samples else None),
+        "samples": len(samples),
+    }
+
+
+def peak_rss_mb(pids: dict[str, int]) -> dict[str, float | None]:
+    """Each process's peak resident set (VmHWM) in MB, None when it cannot be read."""
+    peaks: dict[str, float | None] = {}
+    for name, pid in pids.items():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            peaks[name] = None
+            continue
+        line = next((ln for ln in status.splitlines() if ln.startswith("VmHWM:")), "")
+        peaks[name] = round(int(line.split()[1]) / 1024, 1) if line else None
+    return peaks
+
+
+async def raw_jetstream(nats_url: str, count: int, payload_size: int) -> dict[str, float]:
+    """nats-py alone on the same server: publish with PubAck, then pull and ack."""
+    client = await nats.connect(nats_url)
+    stream = f"BENCH_RAW_{uuid.uuid4().hex[:8]}"
+    try:
+        js = client.jetstream(publish_async_max_pending=1024)
+        await js.add_stream(
+            StreamConfig(name=stream, subjects=[f"{stream}.>"], storage=StorageType.FILE)
+        )
+        payload = b"x" * payload_size
+        started = time.perf_counter()
+        futures = [
+            await js.publish_async(
+                f"{stream}.m", payload, headers={"Nats-Msg-Id": f"raw-{n}"}, stream=stream
+            )
+            for n in range(count)
+        ]
+        await asyncio.gather(*futures)
+        published = time.perf_counter() - started
+        subscription = await js.pull_subscribe(
+            f"{stream}.>",
+            durable="raw",
+            stream=stream,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=-1),
+        )
+        started = time.perf_counter()
+        consumed = 0
+        while consumed < count:
+            for message in await subscription.fetch(min(500, count - consumed), timeout=5):
+                await message.ack()
+                consumed += 1
+        await client.flush()
+        pulled = time.perf_counter() - started
+        await js.delete_stream(stream)
+    finally:
+        await client.close()
+    return {
+        "messages": count,
+        "publish_msgs_per_s": round(count / published),
+        "consume_msgs_per_s": round(count / pulled),
+        "msgs_per_s": round(count / (published + pulled)),
+    }
+
+
+# --- Profiling -----------------------------------------------------------------------
+
+
+def py_spy() -> str | None:
+    """The py-spy executable, if installed (beside Python or on PATH)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+@contextlib.asynccontextmanager
+async def profiled(pids: dict[str, int], out_dir: Path | None) -> AsyncIterator[None]:
+    """Sample every service with py-spy (raw, collapsed stacks) while the block runs."""
+    spy = py_spy() if out_dir is not None else None
+    if out_dir is None or spy is None:
+        if out_dir is not None:
+            print("py-spy not found: pip install py-spy (not a dmdesk dependency)")
+        yield
+        return
+    samplers = start_samplers(spy, pids, out_dir)
+    try:
+        yield
+    finally:
+        for sampler in samplers.values():
+            sampler.send_signal(signal.SIGINT)
+        for sampler in samplers.values():
+            try:
+                sampler.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                sampler.kill()
+
+
+def start_samplers(
+    spy: str, pids: dict[str, int], out_dir: Path
+) -> dict[str, subprocess.Popen[bytes]]:
+    """One ``py-spy record`` per process, writing collapsed stacks to ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        name: subprocess.Popen(  # noqa: S603 - py-spy on our own children
+            [
+                *(spy, "record", "--format", "raw", "--rate", "100", "--nonblocking"),
+                *("--pid", str(pid), "--output", str(out_dir / f"{name}.txt")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    }
+
+
+def hot_spots(collapsed: Path, top: int = 12) -> dict[str, Any]:
+    """Share of samples per function, inclusive and self, from py-spy's raw output."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [frame.strip() for frame in stack.split(";") if frame.strip()]
+        total += count
+        for frame in set(frames):
+            inclusive[_short(frame)] += count
+        if frames:
+            own[_short(frames[-1])] += count
+    if not total:
+        return {"samples": 0}
+
+    def shares(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, round(100 * n / total, 1)) for name, n in counter.most_common(top)]
+
+    return {"samples": total, "self_pct": shares(own), "inclusive_pct": shares(inclusive)}
+
+
+def _short(frame: str) -> str:
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+    return f"{name} ({where.split(':')[0]})"
+
+
+# --- The run -------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    """What ``dmdesk bench`` was asked to do."""
+
+    rate: float = 200.0
+    duration: float = 20.0
+    burst: int = 5_000
+    burst_batch: int = 10
+    connections: int = 32
+    bot_share: float = 0.1
+    raw_messages: int = 20_000
+    database_url: str | None = None
+    use_running: Endpoints | None = None
+    profile_dir: Path | None = None
+    settle_timeout: float = 90.0
+    log_level: str = "WARNING"
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> dict[str, Any]:
+    """Warm up, then the offered-rate and saturation phases, then raw JetStream."""
+    run = uuid.uuid4().hex[:6]
+    engine = create_engine(endpoints.database_url)
+    client = LoopbackClient(endpoints.ingest_url, options.connections)
+    figures: dict[str, Any] = {"offered_rate": options.rate, "run": run}
+    try:
+        _log("warm-up: 50 DMs")
+        warm = make_dms(f"w{run}", 50)
+        await flood(client, warm, 1, Sent())
+        await wait_routed(engine, f"w{run}", len(warm), options.settle_timeout)
+
+        count = int(options.rate * options.duration)
+        _log(f"offered rate: {count} DMs at {options.rate}/s")
+        offered, sent = make_dms(f"o{run}", count, options.bot_share), Sent()
+        calls_before = len(stub.calls)
+        took = await offer(client, offered, options.rate, sent)
+        settled = await wait_routed(
+            engine, f"o{run}", count - _bot_only(offered), options.settle_timeout
+        )
+        await asyncio.sleep(1.0)  # bot replies still on their way to the stub
+        queued = latency_ms(sent, await routed(engine, f"o{run}"))
+        replies = {
+            call.recipient or "": call.at
+            for call in stub.calls[calls_before:]
+            if (call.recipient or "").startswith(f"o{run}-")
+        }
+        bot = latency_ms(sent, replies)
+        figures["offered"] = {
+            "dms": count,
+            "achieved_rate": round(count / took, 1),
+            "accepted": len(sent.at),
+            "refused_attempts": dict(sent.refused),
+            "routed": settled,
+            "webhook_to_queued": summary(queued),
+            "webhook_to_bot_reply": summary(bot),
+        }
+        figures |= {k: v for k, v in summary(queued).items() if k.startswith("p")}
+        figures["bot_reply_p99_ms"] = summary(bot)["p99_ms"]
+        figures["bot_replies_measured"] = bool(bot)
+
+        _log(f"saturation: {options.burst} DMs, {options.burst_batch} per webhook")
+        burst, sent = make_dms(f"b{run}", options.burst), Sent()
+        started = time.time()
+        async with profiled(endpoints.pids, options.profile_dir):
+            took = await flood(client, burst, options.burst_batch, sent)
+            settled = await wait_routed(engine, f"b{run}", len(burst), options.settle_timeout)
+            finished = time.time()
+        done = await routed(engine, f"b{run}")
+        if settled >= len(burst):
+            finished = max(done.values(), default=finished)
+        # Every DM of this run routed while saturated counts, the offered phase's backlog too.
+        routed_in_window = sum(
+            started <= moment <= finished
+            for moment in [*done.values(), *(await routed(engine, f"o{run}")).values()]
+        )
+        figures["saturation"] = {
+            "dms": len(burst),
+            "dms_per_webhook": options.burst_batch,
+            "ingest_accept_dms_per_s": round(len(sent.at) / took, 1),
+            "routed": settled,
+            "seconds_to_last_routed": round(finished - started, 2),
+            "webhook_to_queued": summary(latency_ms(sent, done)),
+        }
+        figures["saturation"]["routed_in_window_all_phases"] = routed_in_window
+        figures["e2e_dms_per_s"] = round(routed_in_window / max(finished - started, 1e-9), 1)
+
+        figures |= await baseline_and_resources(figures, options, endpoints, stub)
+    finally:
+        await client.close()
+        await engine.dispose()
+    return figures
+
+
+async def baseline_and_resources(
+    figures: dict[str, Any], options: Options, endpoints: Endpoints, stub: SendApiStub
+) -> dict[str, Any]:
+    """Raw JetStream on the same server, the ratio, peak memory and the profile summary."""
+    _log(f"raw JetStream: {options.raw_messages} messages")
+    raw = await raw_jetstream(endpoints.nats_url, options.raw_messages, 600)
+    more: dict[str, Any] = {
+        "raw_jetstream": raw,
+        "raw_jetstream_msgs_per_s": raw["msgs_per_s"],
+        "ratio": round(figures["e2e_dms_per_s"] / raw["msgs_per_s"], 3),
+        "max_rss_mb": peak_rss_mb(endpoints.pids),
+        "bot_replies_per_recipient_max": max(stub.by_recipient().values(), default=0),
+    }
+    if options.profile_dir is not None:
+        more["profile"] = {
+            name: hot_spots(options.profile_dir / f"{name}.txt")
+            for name in endpoints.pids
+            if (options.profile_dir / f"{name}.txt").exists()
+        }
+    return more
+
+
+def _bot_only(dms: Iterable[Dm]) -> int:
+    """DMs a bot rule may answer without a hand-off: not counted as routed."""
+    return sum(1 for dm in dms if dm.text in BOT_TEXTS)
+
+
+async def run(options: Options) -> dict[str, Any]:
+    """Start (or use) the stack, measure, stop."""
+    stub = SendApiStub()
+    await stub.start()
+    try:
+        if options.use_running is not None:
+            return await measure(options, options.use_running, stub)
+        with tempfile.TemporaryDirectory(prefix="dmdesk-bench-") as tmp:
+            stack = EmbeddedStack(Path(tmp), options.database_url, stub.url, options.log_level)
+            _log("starting nats-server and the four services")
+            try:
+                await stack.start()
+                figures = await measure(options, stack.endpoints, stub)
+            except BaseException:
+                for name in SERVICES:
+                    print(f"----- {name} -----\n{stack.log_tail(name)}", file=sys.stderr)
+                raise
+            finally:
+                stack.stop()
+            figures["database"] = stack.database_url.split(":", 1)[0]
+            return figures
+    finally:
+        await stub.stop()
+
+
+def report(figures: dict[str, Any]) -> str:
+    """A human summary of the figures."""
+    offered, saturation = figures["offered"], figures["saturation"]
+    queued, bot = offered["webhook_to_queued"], offered["webhook_to_bot_reply"]
+    lines = [
+        f"database: {figures.get('database', 'running stack')}",
+        f"offered {figures['offered_rate']:.0f} DMs/s x {offered['dms']} "
+        f"(achieved {offered['achieved_rate']}/s, routed {offered['routed']})",
+        f"  webhook -> queued:    p50 {queued['p50_ms']} ms  p95 {queued['p95_ms']} ms  "
+        f"p99 {queued['p99_ms']} ms  max {queued['max_ms']} ms",
+        "  webhook -> bot reply: "
+        + (
+            f"p50 {bot['p50_ms']} ms  p95 {bot['p95_ms']} ms  p99 {bot['p99_ms']} ms "
+            f"({bot['samples']} replies)"
+            if bot["samples"]
+            else "not measured (no bot reply reached the Send API stub)"
+        ),
+        f"saturation: {saturation['dms']} DMs, {saturation['dms_per_webhook']} per webhook: "
+        f"ingest accepted {saturation['ingest_accept_dms_per_s']} DMs/s, "
+        f"e2e {figures['e2e_dms_per_s']} DMs/s",
+        f"raw JetStream: {figures['raw_jetstream_msgs_per_s']} msgs/s "
+        f"(publish {figures['raw_jetstream']['publish_msgs_per_s']}/s, "
+        f"consume {figures['raw_jetstream']['consume_msgs_per_s']}/s); "
+        f"ratio e2e/raw {figures['ratio']}",
+        "peak RSS (MB): " + ", ".join(f"{name} {mb}" for name, mb in figures["max_rss_mb"].items()),
+    ]
+    for name, spots in figures.get("profile", {}).items():
+        lines.append(f"profile {name} ({spots.get('samples', 0)} samples), self time:")
+        lines += [f"    {pct:5.1f}%  {fn}" for fn, pct in spots.get("self_pct", [])]
+    return "\n".join(lines)
+
+
+def _options(args: argparse.Namespace) -> Options:
+    running = None
+    if args.use_running:
+        if not (args.ingest_url and args.api_url and args.nats_url and args.database_url):
+            raise SystemExit(
+                "--use-running needs --ingest-url, --api-url, --nats-url and --database-url"
+            )
+        pids = dict(item.split("=", 1) for item in args.pid or [])
+        running = Endpoints(
+            args.ingest_url,
+            args.api_url,
+            args.nats_url,
+            args.database_url,
+            {name: int(pid) for name, pid in pids.items()},
+        )
+    return Options(
+        rate=args.rate,
+        duration=args.duration,
+        burst=args.burst,
+        burst_batch=args.burst_batch,
+        connections=args.connections,
+        bot_share=args.bot_share,
+        raw_messages=args.raw_messages,
+        database_url=args.database_url,
+        use_running=running,
+        profile_dir=Path(args.profile) if args.profile else None,
+    )
+
+
+def _main(args: argparse.Namespace) -> int:
+    figures = asyncio.run(run(_options(args)))
+    print(json.dumps(figures) if args.json else report(figures))
+    return 0
+
+
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``dmdesk bench``."""
+    bench = commands.add_parser(
+        "bench", help="end-to-end throughput and latency of signed webhooks vs raw JetStream"
+    )
+    bench.add_argument("--rate", type=float, default=200.0, help="offered DMs/s (default 200)")
+    bench.add_argument("--duration", type=float, default=20.0, help="seconds at the offered rate")
+    bench.add_argument("--burst", type=int, default=5_000, help="DMs in the saturation phase")
+    bench.add_argument("--burst-batch", type=int, default=10, help="DMs per saturation webhook")
+    bench.add_argument("--connections", type=int, default=32, help="HTTP connections to ingest")
+    bench.add_argument(
+        "--bot-share", type=float, default=0.1, help="share of offered DMs asking a bot question"
+    )
+    bench.add_argument("--raw-messages", type=int, default=20_000, help="raw JetStream messages")
+    bench.add_argument("--database-url", help="default: a temporary SQLite file")
+    bench.add_argument("--use-running", action="store_true", help="measure a running stack")
+    bench.add_argument("--ingest-url", help="with --use-running")
+    bench.add_argument("--api-url", help="with --use-running")
+    bench.add_argument("--nats-url", help="with --use-running")
+    bench.add_argument(
+        "--pid", action="append", help="with --use-running: NAME=PID, for peak memory"
+    )
+    bench.add_argument("--profile", metavar="DIR", help="py-spy every service while saturated")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(handler=_main)
+
+
+__all__ = [
+    "APP_SECRET",
+    "PAGE_ID",
+    "Dm",
+    "SendApiStub",
+    "StubCall",
+    "make_dms",
+    "messenger_body",
+    "register",
+    "sign",
+]

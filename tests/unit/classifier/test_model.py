@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.sparse import hstack
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from services.classifier import datasets
+from services.classifier.features import char_features, normalise, word_features
+from services.classifier.model import DEFAULT_ARTIFACT, ModelError, load
+from services.classifier.pipeline import Classifier
+from services.classifier.training import TrainingConfig, train
+from shared.events import Category
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("Where is my order? It should have arrived on Monday", Category.ORDER_SHIPPING),
+        ("I forgot my password and can't log in", Category.ACCOUNT),
+        (
+            "Hi! I'm an influencer with 80k followers, would you like to collaborate?",
+            Category.PARTNERSHIP,
+        ),
+        ("¿Dónde está mi pedido? Lo compré hace dos semanas", Category.ORDER_SHIPPING),
+        ("Je voudrais être remboursé, j'ai été débité deux fois", Category.REFUND_BILLING),
+        ("Die App stürzt ständig ab, wenn ich sie öffne", Category.TECHNICAL),
+        ("Esqueci minha senha e não consigo entrar na conta", Category.ACCOUNT),
+        (
+            "Il peggior prodotto mai comprato, si è rotto subito. Sconsigliato",
+            Category.NEGATIVE_REVIEW,
+        ),
+        ("Gana dinero desde casa, haz clic en el enlace de mi bio", Category.SPAM),
+    ],
+)
+def test_clear_examples_in_each_language_get_their_category(
+    classifier: Classifier, text: str, category: Category
+) -> None:
+    assert classifier.classify(text).category is category
+
+
+def test_every_classification_carries_version_reasons_and_languages(classifier: Classifier) -> None:
+    results = classifier.classify_batch([])
+    assert results == []
+    result = classifier.classify("Mi pedido llegó roto y nadie responde, es una vergüenza")
+    assert result.language == "es"
+    assert result.sentiment < 0
+    assert result.complaint
+    assert result.model_version.startswith(classifier.model.version)
+    assert any(reason.startswith("top features:") for reason in result.reasons)
+
+
+def test_missing_artefact_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="train-classifier"):
+        load(tmp_path / "none.npz")
+
+
+def test_shipped_artefact_is_small() -> None:
+    assert DEFAULT_ARTIFACT.stat().st_size < 5_000_000
+
+
+def test_trained_artefact_round_trips_and_features_match_scikit_learn(tmp_path: Path) -> None:
+    examples = datasets.own_examples()
+    output = tmp_path / "model.npz"
+    report = train(output, TrainingConfig(char_min_df=1), {"own": examples})
+    model = load(output)
+    assert model.version == report.version
+    texts = [normalise(example.text) for example in examples[:50]]
+    words = TfidfVectorizer(analyzer=word_features, sublinear_tf=True, dtype=np.float32)
+    chars = TfidfVectorizer(analyzer=char_features, sublinear_tf=True, dtype=np.float32)
+    all_texts = [normalise(example.text) for example in examples]
+    words.fit(all_texts)
+    chars.fit(all_texts)
+    expected = hstack([words.transform(texts), chars.transform(texts)]).toarray()
+    rows = model.featurizer.transform([example.text for example in examples[:50]])
+    actual = np.zeros_like(expected)
+    for position in range(len(texts)):
+        indices, values = rows.row(position)
+        actual[position, indices] = values
+    assert np.allclose(actual, expected, atol=1e-5)
+    predictions = model.predict([example.text for example in examples])
+    correct = sum(p.category is e.category for p, e in zip(predictions, examples, strict=True))
+    assert correct / len(examples) > 0.9
