@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
+import asyncpg.exceptions  # type: ignore[import-untyped]
 import nats.errors
 import sqlalchemy.exc
 from faststream import AckPolicy, ContextRepo
@@ -31,6 +32,9 @@ RETRYABLE_PUBLISH_ERRORS = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
     NoStreamResponseError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InterfaceError,
 )
 MAX_REDELIVERY_DELAY_SECONDS = 30.0
 # A message that does not decode or validate will fail the same way on every delivery.
@@ -46,6 +50,9 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     nats.errors.TimeoutError,
     nats.errors.NoServersError,
     NoStreamResponseError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InterfaceError,
 )
 
 
@@ -238,6 +245,9 @@ def _dependency_unavailable(exc: BaseException) -> bool:
         if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
             return True
         if isinstance(seen, UNAVAILABLE_ERRORS):
+            return True
+        original = getattr(seen, "orig", None)
+        if isinstance(original, BaseException) and _dependency_unavailable(original):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

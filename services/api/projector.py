@@ -227,21 +227,28 @@ async def project_classified(
 ) -> None:
     """Record a message's classification on it and on its conversation."""
     message, classification = classified.message, classified.classification
-    await project_inbound(session, message, metrics)
-    await _classify_message(session, message, classification)
+    if not await _classify_message(session, message, classification):
+        # The classification arrived before the message itself: store the message first.
+        await project_inbound(session, message, metrics)
+        await _classify_message(session, message, classification)
     conversation = await _conversation(session, message.conversation, message.contact)
-    await _set_priority(session, conversation, classification.priority)
-    if conversation.category != classification.category.value:
-        conversation.category = classification.category.value
-        await clocks.retarget(session, conversation)
+    priority = classification.priority
+    retarget = conversation.category != classification.category.value
+    if conversation.category is None or priority.rank < conversation.priority_rank:
+        conversation.priority, conversation.priority_rank = priority.value, priority.rank
+        retarget = True
+    conversation.category = classification.category.value
     conversation.language = classification.language or conversation.language
     conversation.updated_at = utcnow()
+    if retarget:
+        await clocks.retarget(session, conversation)
 
 
 async def _classify_message(
     session: AsyncSession, message: InboundMessage, classification: Classification
-) -> None:
-    await session.execute(
+) -> bool:
+    """Store the classification on the message; False when the message is not stored yet."""
+    updated = await session.execute(
         update(MessageRow)
         .where(col(MessageRow.channel) == message.channel.value, col(MessageRow.mid) == message.mid)
         .values(
@@ -251,7 +258,9 @@ async def _classify_message(
             sentiment=classification.sentiment,
             classification=classification.model_dump(mode="json"),
         )
+        .returning(col(MessageRow.id))
     )
+    return updated.first() is not None
 
 
 async def project_handoff(
