@@ -104,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
 def _command_modules() -> list[
     Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 ]:
-    from dmdesk import apikeys, bench, bench_api, bench_ingest, classifier_commands
+    from dmdesk import apikeys, bench, bench_api, bench_ingest, classifier_commands, faq_commands
 
     return [
         apikeys.register,
@@ -112,6 +112,7 @@ def _command_modules() -> list[
         bench_api.register,
         bench_ingest.register,
         classifier_commands.register,
+        faq_commands.register,
     ]
 
 

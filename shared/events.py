@@ -306,6 +306,9 @@ class OutboundResult(Event):
     error: PlatformError | None = None
     attempts: int = Field(default=1, ge=1)
     finished_at: datetime = Field(default_factory=utcnow)
+    author: Author | None = Field(
+        default=None, description="Who wrote the request (so the result stands on its own)."
+    )
 
 
 class BotReply(Event):

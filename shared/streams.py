@@ -122,6 +122,7 @@ CONSUMERS = (
     API_OUTBOUND_REQUESTED,
     API_OUTBOUND_RESULT,
     API_DEAD_LETTER,
+    API_CLOSED,
 )
 
 # The responder's key-value buckets (names come from settings; these are the keys).

@@ -233,6 +233,7 @@ async def reply(
             text=body.text,
             author=Author.AGENT,
             agent_id=body.agent,
+            customer_last_message_at=conversation.last_customer_message_at,
         )
         await publish_event(outbound, event, msg_id=request_id, settings=settings)
         if conversation.assignee is None:

@@ -20,6 +20,7 @@ from services.api.changes import router as events_router
 from services.api.housekeeping import Housekeeper
 from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
+from services.api.rules_routes import rules_router
 from services.api.sla_scheduler import SlaScheduler
 from shared import streams
 from shared.bus import durable_subscriber, event_publisher, make_broker, publish_event, stage_router
@@ -28,6 +29,7 @@ from shared.events import (
     BotReply,
     ClassifiedMessage,
     ConversationChanged,
+    ConversationClosed,
     DeadLetter,
     Handoff,
     InboundMessage,
@@ -165,6 +167,7 @@ def build(settings: Settings) -> ServiceSpec:
         router, streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result
     )
     api.project(router, streams.API_DEAD_LETTER, DeadLetter, projector.project_dead_letter)
+    api.project(router, streams.API_CLOSED, ConversationClosed, projector.project_closed)
     broker.include_router(router)
 
     background: list[asyncio.Task[None]] = []
@@ -203,8 +206,16 @@ def build(settings: Settings) -> ServiceSpec:
             streams.API_OUTBOUND_REQUESTED,
             streams.API_OUTBOUND_RESULT,
             streams.API_DEAD_LETTER,
+            streams.API_CLOSED,
         ),
-        routers=(queue_router, actions_router, admin_router, events_router),
+        routers=(
+            queue_router,
+            actions_router,
+            admin_router,
+            events_router,
+            # A lambda: the connection exists only once the broker has connected.
+            rules_router(lambda: broker.connection.jetstream(), settings),  # noqa: PLW0108
+        ),
         checks={"database": database_ready},
         on_startup=(start,),
         on_shutdown=(stop,),

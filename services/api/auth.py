@@ -72,11 +72,12 @@ async def list_keys(session: AsyncSession) -> list[ApiKeyRow]:
     return list(rows.scalars())
 
 
-async def _principal(
+async def authenticated(
     request: Request,
     header_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
+    """The caller's key (X-API-Key or a bearer token), or 401 with the reason."""
     secret = header_key or (bearer.credentials if bearer else None)
     if not secret:
         raise HTTPException(
@@ -108,7 +109,7 @@ async def _principal(
 def require(scope: Scope) -> Any:
     """A dependency that admits keys with ``scope`` or a broader one (403 otherwise)."""
 
-    async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
         if _SCOPE_ORDER[principal.scope] < _SCOPE_ORDER[scope]:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,

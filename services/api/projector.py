@@ -20,6 +20,7 @@ from shared.events import (
     Classification,
     ClassifiedMessage,
     Contact,
+    ConversationClosed,
     ConversationRef,
     DeadLetter,
     Handoff,
@@ -188,6 +189,11 @@ async def _customer_wrote(
 ) -> None:
     previous = conversation.last_customer_message_at
     conversation.last_customer_message_at = max(filter(None, (previous, ts)))
+    resolved_at = conversation.resolved_at
+    if resolved_at is not None and ts <= resolved_at:
+        # Projected after the resolution it led to (events arrive in any order): a message
+        # the conversation was closed for does not reopen it.
+        return
     if conversation.status != ConversationStatus.OPEN.value:
         if conversation.status == ConversationStatus.RESOLVED.value:
             conversation.resolved_at = None
@@ -271,6 +277,8 @@ async def project_handoff(
     if conversation.team is None and metrics is not None:
         metrics.containment.labels("handed_off").inc()
     conversation.team = handoff.team
+    _add_tags(conversation, handoff.tags)
+    conversation.language = conversation.language or handoff.language
     await _set_priority(session, conversation, handoff.priority)
     if handoff.category is not None and conversation.category is None:
         conversation.category = handoff.category.value
@@ -284,11 +292,36 @@ async def project_bot_reply(
 ) -> None:
     """The bot is handling the conversation, unless a team already has it."""
     conversation = await _conversation(session, reply.conversation, None)
+    _add_tags(conversation, reply.tags)
+    if reply.priority is not None:
+        await _set_priority(session, conversation, reply.priority)
     if conversation.team is None and conversation.status == ConversationStatus.OPEN.value:
         conversation.status = ConversationStatus.PENDING.value
         if metrics is not None:
             metrics.containment.labels("answered").inc()
     conversation.updated_at = utcnow()
+
+
+async def project_closed(
+    session: AsyncSession, closed: ConversationClosed, metrics: ApiMetrics | None = None
+) -> None:
+    """The bot closed the conversation (spam, a finished exchange): resolved, tagged."""
+    conversation = await _conversation(session, closed.conversation, None)
+    if conversation.status != ConversationStatus.RESOLVED.value:
+        conversation.status = ConversationStatus.RESOLVED.value
+        conversation.resolved_at = closed.decided_at
+        stopped = await clocks.resolved(session, conversation, closed.decided_at, responder="bot")
+        if metrics is not None:
+            metrics.observe(conversation, stopped)
+    if closed.category is not None and conversation.category is None:
+        conversation.category = closed.category.value
+    _add_tags(conversation, closed.tags)
+    conversation.updated_at = utcnow()
+
+
+def _add_tags(conversation: ConversationRow, tags: list[str]) -> None:
+    if tags:
+        conversation.tags = [*conversation.tags, *(t for t in tags if t not in conversation.tags)]
 
 
 async def project_outbound_requested(
@@ -311,7 +344,11 @@ async def project_outbound_requested(
             platform_ts=request.requested_at,
             received_at=request.requested_at,
         )
-        .on_conflict_do_nothing(index_elements=["channel", "mid"])
+        # The result may have been projected first (it has no text): fill the text in.
+        .on_conflict_do_update(
+            index_elements=["channel", "mid"],
+            set_={"text": request.text, "author": request.author.value},
+        )
     )
 
 
@@ -323,9 +360,16 @@ def request_mid(request_id: str) -> str:
 async def project_outbound_result(
     session: AsyncSession, result: OutboundResult, metrics: ApiMetrics | None = None
 ) -> None:
-    """Mark a reply sent (a response for the SLA) or failed with the platform's reason."""
+    """Mark a reply sent (a response for the SLA) or failed with the platform's reason.
+
+    The result may arrive before its request (separate consumers): then the message is
+    stored from the result, and the request fills its text in later.
+    """
     conversation = await _conversation(session, result.conversation, None)
+    assert conversation.id is not None
     sent = result.status == OutboundStatus.SENT
+    status = (MessageStatus.SENT if sent else MessageStatus.FAILED).value
+    error = None if result.error is None else result.error.message
     updated = await session.execute(
         update(MessageRow)
         .where(
@@ -333,13 +377,29 @@ async def project_outbound_result(
             col(MessageRow.mid) == request_mid(result.request_id),
             col(MessageRow.status).in_([MessageStatus.PENDING.value, MessageStatus.FAILED.value]),
         )
-        .values(
-            status=(MessageStatus.SENT if sent else MessageStatus.FAILED).value,
-            error=None if result.error is None else result.error.message,
-        )
+        .values(status=status, error=error)
         .returning(col(MessageRow.author))
     )
     author = updated.scalar_one_or_none()
+    if author is None and result.author is not None:
+        inserted = await session.execute(
+            _insert(session, MessageRow)
+            .values(
+                conversation_id=conversation.id,
+                channel=result.conversation.channel.value,
+                mid=request_mid(result.request_id),
+                direction=Direction.OUTBOUND.value,
+                author=result.author.value,
+                attachments=[],
+                status=status,
+                error=error,
+                platform_ts=result.finished_at,
+                received_at=result.finished_at,
+            )
+            .on_conflict_do_nothing(index_elements=["channel", "mid"])
+            .returning(col(MessageRow.author))
+        )
+        author = inserted.scalar_one_or_none()
     if sent and author is not None:
         responder = "bot" if author == "bot" else "human"
         await _responded(session, conversation, result.finished_at, responder, metrics)

@@ -1,17 +1,329 @@
-"""The responder service: ``dm.classified`` in, ``dm.handoff`` / ``dm.reply.bot`` out;
-``dm.outbound.requested`` in, the platform's Send API and ``dm.outbound.result`` out."""
+"""The responder service: ``dm.classified`` in, ``dm.handoff`` / ``dm.reply.bot`` /
+``dm.closed`` out; ``dm.outbound.requested`` in, the platform's Send API and
+``dm.outbound.result`` out.
 
+Per-conversation state and the live rule set live in NATS KV buckets (see
+``state.py`` and ``live_rules.py``), so any number of replicas share them.
+"""
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry, Counter
 
-from services.responder.adapters import LogAdapter, SendAdapter
-from services.responder.routing import route
+from services.responder.adapters import SendAdapter
+from services.responder.decide import Decision, apply_decision, decide
+from services.responder.faq import FaqIndex, load_knowledge_base
+from services.responder.guards import promotional_match
+from services.responder.live_rules import (
+    LiveRules,
+    open_bucket,
+    open_rules_bucket,
+    read_document,
+    seed_defaults,
+)
+from services.responder.meta import make_adapter
+from services.responder.rules import compile_rule_set, load_rule_set_document
+from services.responder.state import ConversationState, ConversationStates, HandledMessage
+from services.responder.window import RESPONSE, Refusal, messaging_policy
 from shared import streams
 from shared.bus import durable_subscriber, event_publisher, make_broker, publish_event, stage_router
-from shared.events import BotReply, ClassifiedMessage, Handoff, OutboundRequest, OutboundResult
+from shared.events import (
+    Author,
+    BotReply,
+    Channel,
+    ClassifiedMessage,
+    ConversationClosed,
+    Handoff,
+    OutboundRequest,
+    OutboundResult,
+    OutboundStatus,
+    PlatformError,
+    utcnow,
+)
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
 
 STAGE = "responder"
+logger = logging.getLogger("dmdesk.responder")
+
+EVENT_TYPES: dict[str, type[Any]] = {
+    streams.HANDOFF: Handoff,
+    streams.BOT_REPLY: BotReply,
+    streams.OUTBOUND_REQUESTED: OutboundRequest,
+    streams.CLOSED: ConversationClosed,
+}
+
+
+def bot_request_id(classified: ClassifiedMessage, position: int) -> str:
+    """The request id of the bot's ``position``-th reply to a message (stable on redelivery)."""
+    message = classified.message
+    digest = hashlib.sha256(
+        f"{message.channel.value}\x00{message.account_id}\x00{message.mid}".encode()
+    ).hexdigest()[:32]
+    return f"bot-{digest}-{position}"
+
+
+def decision_events(classified: ClassifiedMessage, decision: Decision) -> list[dict[str, Any]]:
+    """The events a decision publishes, as outbox entries (subject, msg_id, event)."""
+    message, classification = classified.message, classified.classification
+    ref = message.conversation
+    channel = ref.channel.value
+    priority = decision.priority if decision.priority != classification.priority else None
+    events: list[tuple[str, str, Any]] = []
+    for position, reply in enumerate(decision.replies):
+        request_id = bot_request_id(classified, position)
+        events.append(
+            (
+                streams.BOT_REPLY,
+                f"bot:{request_id}",
+                BotReply(
+                    conversation=ref,
+                    trigger_mid=message.mid,
+                    request_id=request_id,
+                    rule_id=reply.rule_id,
+                    text=reply.text,
+                    tags=decision.tags,
+                    priority=priority,
+                    kind=reply.kind,
+                ),
+            )
+        )
+        events.append(
+            (
+                streams.OUTBOUND_REQUESTED,
+                request_id,
+                OutboundRequest(
+                    request_id=request_id,
+                    conversation=ref,
+                    text=reply.text,
+                    author=Author.BOT,
+                    in_reply_to=message.mid,
+                    customer_last_message_at=message.platform_ts,
+                ),
+            )
+        )
+    if decision.handoff is not None:
+        handoff = decision.handoff
+        events.append(
+            (
+                streams.HANDOFF,
+                f"handoff:{channel}:{message.mid}",
+                Handoff(
+                    conversation=ref,
+                    trigger_mid=message.mid,
+                    team=handoff.team,
+                    priority=handoff.priority,
+                    category=classification.category,
+                    reason=handoff.reason,
+                    rule_id=handoff.rule_id,
+                    tags=decision.tags,
+                    language=decision.language,
+                ),
+            )
+        )
+    if decision.close is not None:
+        events.append(
+            (
+                streams.CLOSED,
+                f"closed:{channel}:{message.mid}",
+                ConversationClosed(
+                    conversation=ref,
+                    trigger_mid=message.mid,
+                    reason=decision.close.reason,
+                    rule_id=decision.close.rule_id,
+                    category=classification.category,
+                    tags=decision.tags,
+                ),
+            )
+        )
+    return [
+        {"subject": subject, "msg_id": msg_id, "event": event.model_dump(mode="json")}
+        for subject, msg_id, event in events
+    ]
+
+
+class ResponderRuntime:
+    """What the handlers share: the KV buckets, the live rules, the FAQ and the adapter."""
+
+    def __init__(self, settings: Settings, adapter: SendAdapter) -> None:
+        self.settings = settings
+        self.adapter = adapter
+        self.faq = FaqIndex(load_knowledge_base(settings.faq_path))
+        self.defaults = load_rule_set_document(settings.rules_path)
+        # Fail at start-up, not at the first DM, when the defaults are broken.
+        self.initial = compile_rule_set(self.defaults)
+        self._client: NatsClient | None = None
+        self._states: ConversationStates | None = None
+        self._rules: LiveRules | None = None
+
+    @property
+    def states(self) -> ConversationStates:
+        """The conversation-state bucket (after :meth:`start`)."""
+        assert self._states is not None, "responder runtime not started"
+        return self._states
+
+    @property
+    def rules(self) -> LiveRules:
+        """The live rule set (after :meth:`start`)."""
+        assert self._rules is not None, "responder runtime not started"
+        return self._rules
+
+    async def start(self) -> None:
+        """Connect, open the buckets, seed the default rules, load and follow the live set."""
+        self._client = await nats.connect(
+            self.settings.nats_url.split(","),
+            name="dmdesk-responder-kv",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+        )
+        js = self._client.jetstream()
+        state_kv = await open_bucket(js, self.settings.conversation_state_bucket)
+        rules_kv = await open_rules_bucket(js, self.settings)
+        document, _ = await read_document(rules_kv)
+        if document is None:
+            await seed_defaults(rules_kv, self.defaults)
+        self._states = ConversationStates(state_kv)
+        self._rules = LiveRules(rules_kv, self.initial)
+        await self._rules.refresh()
+        self._rules.start()
+
+    async def stop(self) -> None:
+        """Stop following the rules and close the connection and the adapter."""
+        if self._rules is not None:
+            await self._rules.stop()
+        if self._client is not None:
+            await self._client.drain()
+        await self.adapter.aclose()
+
+    async def handle(self, classified: ClassifiedMessage) -> tuple[HandledMessage, Decision | None]:
+        """Decide on a DM once: the events to publish, and the decision if made just now.
+
+        The decision and the state change are written together (optimistic
+        concurrency); a redelivered DM finds its earlier events in the state.
+        """
+        message = classified.message
+        ref = message.conversation
+        state, _ = await self.states.read(ref)
+        if (earlier := state.handled_message(message.mid)) is not None:
+            return earlier, None
+        decided: list[Decision] = []
+
+        async def decide_and_remember(state: ConversationState) -> HandledMessage:
+            if (earlier := state.handled_message(message.mid)) is not None:
+                decided.clear()
+                return earlier
+            decision = decide(
+                classified,
+                state,
+                self.rules.current,
+                self.faq,
+                default_team=self.settings.default_team,
+                now=utcnow(),
+            )
+            decided[:] = [decision]
+            handled = HandledMessage(mid=message.mid, events=decision_events(classified, decision))
+            apply_decision(state, classified, decision)
+            state.remember(handled)
+            return handled
+
+        handled = await self.states.change(ref, decide_and_remember)
+        decision = decided[0] if decided else None
+        if decision is not None:
+            kind, team = decision_kind(decision)
+            logger.info(
+                "decided",
+                extra={
+                    "channel": ref.channel.value,
+                    "kind": kind,
+                    "team": team,
+                    "rules": decision.matched_rules,
+                    "replies": len(decision.replies),
+                    "rules_revision": self.rules.current.revision,
+                },
+            )
+        return handled, decision
+
+    async def deliver(self, request: OutboundRequest) -> OutboundResult:
+        """Send ``request`` unless a guard or the reply window refuses it; say how it ended."""
+        ref = request.conversation
+        state, _ = await self.states.read(ref)
+        if (mid := state.sent.get(request.request_id)) is not None:
+            return OutboundResult(
+                request_id=request.request_id, conversation=ref, status=OutboundStatus.SENT, mid=mid
+            )
+        now = utcnow()
+        if request.author == Author.AGENT:
+            await self.states.change(ref, _human_replied(now))
+        elif (reason := self._bot_refusal(request, state)) is not None:
+            return refused(request, *reason)
+        known = (state.last_customer_message_at, request.customer_last_message_at)
+        last = max((at for at in known if at is not None), default=None)
+        policy = (
+            RESPONSE
+            if ref.channel == Channel.GENERIC
+            else messaging_policy(ref.channel, request.author, last, now)
+        )
+        if isinstance(policy, Refusal):
+            return refused(request, policy.reason, policy.kind)
+        result = await self.adapter.send(request, policy)
+        if result.status == OutboundStatus.SENT and result.mid is not None:
+            await self.states.change(ref, _sent(request.request_id, result.mid))
+        return result
+
+    def _bot_refusal(
+        self, request: OutboundRequest, state: ConversationState
+    ) -> tuple[str, str] | None:
+        agent_at = state.agent_replied_at
+        if agent_at is not None and agent_at >= request.requested_at:
+            return "a human has taken the conversation", "human_took_over"
+        promo = promotional_match(request.text, self.rules.current.promotional)
+        if promo is not None:
+            return f"promotional wording ({promo!r}) in a bot reply", "promotional"
+        return None
+
+
+def _human_replied(at: datetime) -> Callable[[ConversationState], Awaitable[None]]:
+    async def apply(state: ConversationState) -> None:
+        state.human_took_over = True
+        state.human_took_over_at = state.human_took_over_at or at
+        if state.agent_replied_at is None or at > state.agent_replied_at:
+            state.agent_replied_at = at
+
+    return apply
+
+
+def _sent(request_id: str, mid: str) -> Callable[[ConversationState], Awaitable[None]]:
+    async def apply(state: ConversationState) -> None:
+        state.remember_sent(request_id, mid)
+
+    return apply
+
+
+def refused(request: OutboundRequest, reason: str, kind: str) -> OutboundResult:
+    """A failed result for a request dmdesk refused to send (``kind``: which guard)."""
+    return OutboundResult(
+        request_id=request.request_id,
+        conversation=request.conversation,
+        status=OutboundStatus.FAILED,
+        error=PlatformError(type=f"dmdesk.{kind}", message=reason, retryable=False),
+    )
+
+
+def decision_kind(decision: Decision) -> tuple[str, str]:
+    """The metric labels of a decision: kind and team."""
+    if decision.handoff is not None:
+        return "handoff", decision.handoff.team
+    if decision.close is not None:
+        return "close", ""
+    if decision.replies:
+        return "bot_reply", ""
+    return "silent", ""
 
 
 def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec:
@@ -19,7 +331,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
     registry = CollectorRegistry()
     decisions_total = Counter(
         "dmdesk_responder_decisions_total",
-        "Routing decisions, by kind and team.",
+        "Decisions on classified DMs, by kind (bot_reply, handoff, close, silent) and team.",
         ["kind", "team"],
         registry=registry,
     )
@@ -29,40 +341,63 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         ["channel", "author", "status"],
         registry=registry,
     )
-    sender = adapter or LogAdapter()
+    refused_total = Counter(
+        "dmdesk_outbound_refused_total",
+        "Outbound messages refused before the platform, by reason.",
+        ["reason"],
+        registry=registry,
+    )
+    runtime = ResponderRuntime(settings, adapter or make_adapter(settings))
     broker = make_broker(settings, STAGE, registry)
     router = stage_router(STAGE, settings)
-    handoff_out = event_publisher(
-        router, streams.HANDOFF, Handoff, "A conversation handed to a human team."
-    )
-    event_publisher(router, streams.BOT_REPLY, BotReply, "The bot answered a DM itself.")
-    event_publisher(router, streams.OUTBOUND_REQUESTED, OutboundRequest, "A bot reply to send.")
+    publishers = {
+        streams.HANDOFF: event_publisher(
+            router, streams.HANDOFF, Handoff, "A conversation handed to a human team."
+        ),
+        streams.BOT_REPLY: event_publisher(
+            router, streams.BOT_REPLY, BotReply, "The bot answered a DM itself."
+        ),
+        streams.OUTBOUND_REQUESTED: event_publisher(
+            router, streams.OUTBOUND_REQUESTED, OutboundRequest, "A bot reply to send."
+        ),
+        streams.CLOSED: event_publisher(
+            router, streams.CLOSED, ConversationClosed, "The bot closed a conversation (spam)."
+        ),
+    }
     result_out = event_publisher(
         router, streams.OUTBOUND_RESULT, OutboundResult, "How sending a reply ended."
     )
 
+    async def publish_outbox(handled: HandledMessage) -> None:
+        for item in handled.events:
+            subject = item["subject"]
+            event = EVENT_TYPES[subject].model_validate(item["event"])
+            await publish_event(
+                publishers[subject], event, msg_id=item["msg_id"], settings=settings
+            )
+
     @durable_subscriber(router, streams.RESPONDER, settings, title="route classified DMs")
     async def on_classified(classified: ClassifiedMessage) -> None:
-        """Apply the rules to a classified DM."""
-        handoff = route(classified, settings.default_team)
-        await publish_event(
-            handoff_out,
-            handoff,
-            msg_id=f"handoff:{handoff.conversation.channel.value}:{handoff.trigger_mid}",
-            settings=settings,
-        )
-        decisions_total.labels("handoff", handoff.team).inc()
+        """Apply guards, rules and the FAQ to a classified DM; publish what was decided."""
+        handled, decision = await runtime.handle(classified)
+        await publish_outbox(handled)
+        if decision is not None:
+            kind, team = decision_kind(decision)
+            decisions_total.labels(kind, team).inc()
 
     @durable_subscriber(router, streams.SENDER, settings, title="send outbound messages")
     async def on_outbound(request: OutboundRequest) -> None:
-        """Send a reply through the platform and publish how it ended."""
-        result = await sender.send(request)
+        """Check the guards and the reply window, send, and publish how it ended."""
+        result = (await runtime.deliver(request)).model_copy(update={"author": request.author})
         await publish_event(
-            result_out,
-            result,
-            msg_id=f"result:{request.request_id}",
-            settings=settings,
+            result_out, result, msg_id=f"result:{request.request_id}", settings=settings
         )
+        if (
+            result.error is not None
+            and result.error.type
+            and result.error.type.startswith("dmdesk.")
+        ):
+            refused_total.labels(result.error.type.removeprefix("dmdesk.")).inc()
         sent_total.labels(
             request.conversation.channel.value, request.author.value, result.status.value
         ).inc()
@@ -74,7 +409,10 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         broker=broker,
         registry=registry,
         consumers=(streams.RESPONDER, streams.SENDER),
-        description="Routes classified DMs and sends replies; see docs/architecture.md.",
+        on_startup=(runtime.start,),
+        on_shutdown=(runtime.stop,),
+        description="Answers DMs with rules and the FAQ, hands off, sends; see docs/responder.md.",
+        state={"runtime": runtime},
     )
 
 

@@ -46,12 +46,16 @@ async def test_posted_dm_is_classified_and_routed_into_the_queue(
     assert item["team"] == "support"
     assert item["contact"]["platform_id"] == "ana"
     assert item["sla_due_at"] is not None
+
     # Classification and hand-off reach the api on separate consumers, in either order.
+    def inbound(detail: dict[str, Any]) -> list[dict[str, Any]]:
+        return [m for m in detail["messages"] if m["direction"] == "inbound"]
+
     detail = await eventually(
         lambda: stack.conversation(item["id"]),
-        lambda d: bool(d["messages"]) and d["messages"][0]["classification"] is not None,
+        lambda d: bool(inbound(d)) and inbound(d)[0]["classification"] is not None,
     )
-    [message] = detail["messages"]
+    [message] = inbound(detail)
     assert message["mid"] == "m-1"
     assert message["classification"]["model_version"]
 

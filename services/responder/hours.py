@@ -1,0 +1,85 @@
+"""Business hours: weekly opening times in a time zone, with holidays (no framework).
+
+A range may cross midnight (``22:00-02:00`` on Monday runs until Tuesday 02:00).
+A holiday closes the ranges that *start* on that local date; a night shift that
+began the evening before still runs into it.
+"""
+
+from datetime import date, datetime, time, timedelta
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+HoursRange = Annotated[str, Field(pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$", examples=["09:00-18:00"])]
+
+
+def _parse_clock(text: str) -> time:
+    hours, minutes = (int(part) for part in text.split(":"))
+    if hours == 24 and minutes == 0:
+        return time.max
+    return time(hours, minutes)
+
+
+def parse_range(text: str) -> tuple[time, time]:
+    """``"09:00-18:00"`` as (start, end); ``24:00`` is the end of the day."""
+    start, end = text.split("-")
+    return _parse_clock(start), _parse_clock(end)
+
+
+class Calendar(BaseModel):
+    """When a team is at work: weekly ranges in ``timezone``, minus ``holidays``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timezone: str = "UTC"
+    hours: dict[str, list[HoursRange]] = Field(
+        default_factory=dict, description="Weekday (mon..sun) to opening ranges; absent: closed."
+    )
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {value!r}") from error
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_hours(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for day, ranges in value.items():
+            if day not in WEEKDAYS:
+                raise ValueError(f"unknown weekday {day!r}; use one of {', '.join(WEEKDAYS)}")
+            for text in ranges:
+                try:
+                    start, end = parse_range(text)
+                except ValueError as error:
+                    raise ValueError(f"{day}: bad range {text!r} ({error})") from error
+                if start == end:
+                    raise ValueError(f"{day}: empty range {text!r}")
+        return value
+
+    def is_open(self, at: datetime) -> bool:
+        """Whether ``at`` (timezone-aware) falls inside business hours."""
+        local = at.astimezone(ZoneInfo(self.timezone))
+        today, clock = local.date(), local.time()
+        for start, end in self._ranges(today):
+            if start < end and start <= clock < end:
+                return True
+            if start > end and clock >= start:  # crosses midnight: the evening part
+                return True
+        yesterday = today - timedelta(days=1)
+        return any(start > end and clock < end for start, end in self._ranges(yesterday))
+
+    def _ranges(self, day: date) -> list[tuple[time, time]]:
+        if day in self.holidays:
+            return []
+        return [parse_range(text) for text in self.hours.get(WEEKDAYS[day.weekday()], [])]
+
+
+ALWAYS_OPEN = Calendar(hours={day: ["00:00-24:00"] for day in WEEKDAYS})

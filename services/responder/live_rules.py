@@ -1,0 +1,148 @@
+"""The live rule set: stored in a NATS KV bucket, watched by every responder replica.
+
+The api validates and stores a rule set (``PUT /v1/rules``); each replica's
+:class:`LiveRules` watches the key and swaps its compiled rule set in one
+assignment, so a DM is decided entirely by the old set or entirely by the new.
+A stored set that does not compile (written around the api) is logged and
+ignored: the replica keeps the set it has.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
+from nats.js.kv import KeyValue
+
+from services.responder.rules import CompiledRuleSet, RuleSetError, compile_rule_set
+from shared.settings import Settings
+from shared.streams import RULES_KEY
+
+logger = logging.getLogger("dmdesk.responder.rules")
+
+RECHECK_SECONDS = 5.0
+RULES_HISTORY = 10
+
+
+async def open_bucket(js: JetStreamContext, bucket: str, *, history: int = 1) -> KeyValue:
+    """Bind the KV ``bucket``, creating it (file storage) when it does not exist yet."""
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
+        )
+    except nats.js.errors.BadRequestError:
+        # Another replica created it a moment ago.
+        return await js.key_value(bucket)
+
+
+async def open_rules_bucket(js: JetStreamContext, settings: Settings) -> KeyValue:
+    """The rules bucket (keeps the last few versions for inspection)."""
+    return await open_bucket(js, settings.rules_bucket, history=RULES_HISTORY)
+
+
+async def read_document(kv: KeyValue) -> tuple[dict[str, Any] | None, int]:
+    """The stored rule-set document and its revision; (None, 0) when there is none."""
+    try:
+        entry = await kv.get(RULES_KEY)
+    except (KeyNotFoundError, KeyDeletedError):
+        return None, 0
+    if not entry.value:
+        return None, entry.revision or 0
+    document = json.loads(entry.value)
+    return (document if isinstance(document, dict) else None), entry.revision or 0
+
+
+def encode_document(document: dict[str, Any]) -> bytes:
+    """The stored form of a rule-set document (JSON)."""
+    return json.dumps(document, ensure_ascii=False, default=str).encode()
+
+
+async def seed_defaults(kv: KeyValue, document: dict[str, Any]) -> None:
+    """Store ``document`` unless a rule set is already there (replicas may race: one wins)."""
+    with contextlib.suppress(KeyWrongLastSequenceError):
+        await kv.create(RULES_KEY, encode_document(document))
+
+
+class LiveRules:
+    """The current compiled rule set of this replica, kept in step with the bucket."""
+
+    def __init__(self, kv: KeyValue, initial: CompiledRuleSet) -> None:
+        self.kv = kv
+        self.current = initial
+        self._task: asyncio.Task[None] | None = None
+        self.changed = asyncio.Event()
+
+    async def refresh(self) -> bool:
+        """Load the stored rule set if it is newer than the current one; True if swapped."""
+        document, revision = await read_document(self.kv)
+        return self._offer(document, revision)
+
+    def _offer(self, document: dict[str, Any] | None, revision: int) -> bool:
+        if document is None or revision <= self.current.revision:
+            return False
+        try:
+            compiled = compile_rule_set(document)
+        except RuleSetError as error:
+            logger.error(  # noqa: TRY400 - the problems say it all; no traceback
+                "stored rule set does not compile; keeping the current one",
+                extra={"revision": revision, "problems": [p.as_dict() for p in error.problems]},
+            )
+            self.current = self.current.with_revision(revision)
+            return False
+        self.current = compiled.with_revision(revision)
+        logger.info("rule set switched", extra={"revision": revision})
+        self.changed.set()
+        return True
+
+    def start(self) -> None:
+        """Follow the bucket in the background."""
+        self._task = asyncio.create_task(self._follow(), name="rules-watch")
+
+    async def stop(self) -> None:
+        """Stop following."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        # A watch delivers changes at once; the periodic re-read covers a watch
+        # lost to a reconnect or an inactive-consumer clean-up.
+        while True:
+            watcher = None
+            try:
+                watcher = await self.kv.watch(RULES_KEY)
+                while True:
+                    try:
+                        entry = await watcher.updates(timeout=RECHECK_SECONDS)  # type: ignore[no-untyped-call]
+                    except nats.errors.TimeoutError:
+                        await self.refresh()
+                        continue
+                    if entry is None or not entry.value:
+                        continue
+                    document = json.loads(entry.value)
+                    if isinstance(document, dict):
+                        self._offer(document, entry.revision or 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("rules watch failed; retrying")
+                await asyncio.sleep(1)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()  # type: ignore[no-untyped-call]

@@ -1,0 +1,131 @@
+"""What the responder remembers per conversation, in a NATS KV bucket shared by replicas.
+
+Writes use optimistic concurrency (``kv.update(..., last=revision)``): two replicas
+handling messages of one conversation at once cannot lose each other's update;
+the loser re-reads and decides again.
+"""
+
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import ConversationRef
+
+logger = logging.getLogger("dmdesk.responder.state")
+
+KEEP_HANDLED = 20
+KEEP_SENT = 50
+UPDATE_ATTEMPTS = 20
+T = TypeVar("T")
+
+
+class HandledMessage(BaseModel):
+    """A customer message already decided on, with the events that decision publishes.
+
+    Kept so a redelivered message republishes the same events (deduplicated by
+    their ids) instead of deciding, and counting, twice: a small outbox.
+    """
+
+    mid: str
+    events: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ConversationState(BaseModel):
+    """Per-conversation memory: bot turns, FAQ misses, opt-out, reply window, hand-over."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    bot_turns: int = 0
+    faq_misses: int = 0
+    messages_seen: int = 0
+    opted_out: bool = False
+    human_took_over: bool = False
+    human_took_over_at: datetime | None = None
+    agent_replied_at: datetime | None = None
+    last_customer_message_at: datetime | None = None
+    handled: list[HandledMessage] = Field(default_factory=list)
+    sent: dict[str, str] = Field(default_factory=dict, description="request_id -> platform mid.")
+
+    def handled_message(self, mid: str) -> HandledMessage | None:
+        """The earlier decision on ``mid``, if this conversation has one."""
+        return next((item for item in self.handled if item.mid == mid), None)
+
+    def remember(self, handled: HandledMessage) -> None:
+        """Keep ``handled`` (and only the most recent few)."""
+        self.handled = [*self.handled, handled][-KEEP_HANDLED:]
+
+    def remember_sent(self, request_id: str, mid: str) -> None:
+        """Keep the platform id of a sent request (and only the most recent few)."""
+        items = [*self.sent.items(), (request_id, mid)][-KEEP_SENT:]
+        self.sent = dict(items)
+
+    def customer_wrote(self, at: datetime) -> None:
+        """Move the reply window to ``at`` unless a later message already did."""
+        if self.last_customer_message_at is None or at > self.last_customer_message_at:
+            self.last_customer_message_at = at
+
+
+def state_key(conversation: ConversationRef) -> str:
+    """The bucket key of a conversation (KV keys allow few characters: base64url parts)."""
+
+    def part(value: str) -> str:
+        return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+    account, contact = part(conversation.account_id), part(conversation.contact_id)
+    return f"{conversation.channel.value}.{account}.{contact}"
+
+
+class StateConflictError(RuntimeError):
+    """Too many concurrent writers on one conversation's state."""
+
+
+class ConversationStates:
+    """Reads and atomically updates conversation states in a KV bucket."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def read(self, conversation: ConversationRef) -> tuple[ConversationState, int]:
+        """The state and its revision (0: never written)."""
+        try:
+            entry = await self.kv.get(state_key(conversation))
+        except (KeyNotFoundError, KeyDeletedError):
+            return ConversationState(), 0
+        if not entry.value:
+            return ConversationState(), entry.revision or 0
+        return ConversationState.model_validate_json(entry.value), entry.revision or 0
+
+    async def write(
+        self, conversation: ConversationRef, state: ConversationState, revision: int
+    ) -> int:
+        """Store ``state`` if nobody wrote since ``revision``; KeyWrongLastSequenceError if so."""
+        return await self.kv.update(
+            state_key(conversation), state.model_dump_json().encode(), last=revision
+        )
+
+    async def change(
+        self,
+        conversation: ConversationRef,
+        apply: Callable[[ConversationState], Awaitable[T]],
+    ) -> T:
+        """Read, ``apply`` (which edits the state in place and returns a result), write.
+
+        On a concurrent write the whole read-apply-write is retried with the fresh
+        state, so ``apply`` must depend on nothing but the state it is given.
+        """
+        for _ in range(UPDATE_ATTEMPTS):
+            state, revision = await self.read(conversation)
+            result = await apply(state)
+            try:
+                await self.write(conversation, state, revision)
+            except KeyWrongLastSequenceError:
+                logger.debug("conversation state changed concurrently; retrying")
+                continue
+            return result
+        raise StateConflictError("conversation state kept changing; giving up for now")

@@ -1,0 +1,106 @@
+"""Personal reply templates: Jinja2 in a sandbox, one variant per language (no framework).
+
+Templates are rendered at validation time against sample contexts (a contact with a
+name and one without), so a broken template is refused with its rule set, never at
+send time. Undefined names are errors (``StrictUndefined``): a typo cannot send
+an empty greeting.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict
+
+from shared.events import Contact
+
+MAX_TEXT_CHARS = 2000
+
+
+class TemplateContact(BaseModel):
+    """What a template may say about the contact."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str | None = None
+    first_name: str | None = None
+    tags: list[str] = []
+    vip: bool = False
+
+    @classmethod
+    def of(cls, contact: Contact) -> "TemplateContact":
+        """The template view of a platform contact."""
+        name = (contact.name or "").strip() or None
+        first = name.split()[0] if name else None
+        return cls(name=name, first_name=first, tags=list(contact.tags), vip=contact.vip)
+
+
+class TemplateContext(BaseModel):
+    """Everything a template can use: ``contact``, ``message`` and ``team``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    contact: TemplateContact
+    channel: str = "generic"
+    language: str = "en"
+    category: str = "inquiry"
+    priority: str = "normal"
+    team: str | None = None
+    answer: str | None = None
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The context as the plain mapping Jinja renders with."""
+        return self.model_dump()
+
+
+SAMPLE_CONTEXTS = (
+    TemplateContext(
+        contact=TemplateContact(name="Ana María López", first_name="Ana", tags=["vip"], vip=True),
+        team="support",
+        answer="A sample answer.",
+    ),
+    TemplateContext(contact=TemplateContact(), channel="whatsapp", language="es"),
+)
+
+
+class TemplateRenderError(ValueError):
+    """A template that does not compile or render."""
+
+
+class Renderer:
+    """Compiles and renders templates in a sandboxed Jinja environment."""
+
+    def __init__(self) -> None:
+        self._env = SandboxedEnvironment(
+            undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True
+        )
+
+    def render(self, source: str, context: TemplateContext | Mapping[str, Any]) -> str:
+        """Render ``source``; raises TemplateRenderError with Jinja's reason."""
+        values = context.as_mapping() if isinstance(context, TemplateContext) else dict(context)
+        try:
+            text = self._env.from_string(source).render(values)
+        except TemplateError as error:
+            raise TemplateRenderError(f"{type(error).__name__}: {error}") from error
+        return text.strip()
+
+    def check(self, source: str) -> None:
+        """Render ``source`` against every sample context; raise when any fails or is empty."""
+        for context in SAMPLE_CONTEXTS:
+            text = self.render(source, context)
+            if not text:
+                raise TemplateRenderError("renders to an empty message")
+            if len(text) > MAX_TEXT_CHARS:
+                raise TemplateRenderError(
+                    f"renders to {len(text)} characters (max {MAX_TEXT_CHARS})"
+                )
+
+
+def pick_language(variants: Mapping[str, str], language: str | None, default: str) -> str:
+    """The variant language to use: the customer's when there is one, else the default."""
+    if language and language in variants:
+        return language
+    if language and "-" in language and (base := language.split("-")[0]) in variants:
+        return base
+    return default

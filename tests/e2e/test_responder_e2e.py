@@ -1,0 +1,364 @@
+"""The responder end to end: rules, templates, hand-off and the Send API, across processes.
+
+The services run as real processes with the Meta adapter pointed at a local Send
+API stub that checks every call. DMs enter at ``dm.inbound.messenger`` (ingest's
+webhook handling is covered by its own tests), so the classifier, the responder,
+the stub and the api all take part.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from dmdesk.natsserver import free_port
+from services.responder.rules import compile_rule_set, load_rule_set_document
+from shared.events import (
+    Category,
+    Channel,
+    Classification,
+    ClassifiedMessage,
+    Contact,
+    InboundMessage,
+    OutboundResult,
+    Priority,
+    utcnow,
+)
+from shared.streams import CLASSIFIED, MSG_ID_HEADER, OUTBOUND_RESULT, inbound_subject
+from tests.stack import ServiceProcess, Stack, eventually
+from tests.unit.responder.sendapi_stub import RATE_LIMIT, RecordedCall, SendApiStub
+
+pytestmark = pytest.mark.e2e
+
+PAGE = "page-1"
+TOKENS = {PAGE: "page-token"}
+
+
+@pytest.fixture
+def send_api() -> Iterator[SendApiStub]:
+    with SendApiStub(TOKENS) as stub:
+        yield stub
+
+
+@pytest.fixture
+async def meta_stack(
+    request: pytest.FixtureRequest,
+    clean_nats: str,
+    database_url: str,
+    tmp_path: Path,
+    send_api: SendApiStub,
+) -> AsyncIterator[Stack]:
+    """The four services sending through the stub, plus a second responder replica."""
+    running = Stack(
+        nats_url=clean_nats,
+        database_url=database_url,
+        workdir=tmp_path,
+        extra_env={
+            "DMDESK_SEND_ADAPTER": "meta",
+            "DMDESK_GRAPH_API_URL": send_api.base_url,
+            "DMDESK_PAGE_ACCESS_TOKENS": '{"page-1": "page-token"}',
+            "DMDESK_SEND_BACKOFF_SECONDS": "0.05",
+        },
+    )
+    first = running.services["responder"]
+    port = free_port()
+    second = ServiceProcess(
+        "responder",
+        port,
+        {**first.env, "DMDESK_RESPONDER_PORT": str(port)},
+        tmp_path / "responder-2.log",
+    )
+    running.services["responder-2"] = second
+    try:
+        await running.start()
+        yield running
+    finally:
+        await running.stop()
+        report = getattr(request.node, "report_call", None)
+        if report is None or report.failed:
+            print(running.logs())
+
+
+@pytest.fixture
+async def bus(clean_nats: str) -> AsyncIterator[NatsClient]:
+    client = await nats.connect(clean_nats)
+    yield client
+    await client.close()
+
+
+async def post_dm(
+    bus: NatsClient,
+    mid: str,
+    text: str,
+    contact: str,
+    *,
+    name: str = "Lucía Pérez",
+    at: datetime | None = None,
+) -> None:
+    message = InboundMessage(
+        mid=mid,
+        channel=Channel.MESSENGER,
+        account_id=PAGE,
+        contact=Contact(platform_id=contact, name=name),
+        text=text,
+        platform_ts=at or utcnow(),
+    )
+    ack = await bus.jetstream().publish(
+        inbound_subject(Channel.MESSENGER),
+        message.model_dump_json().encode(),
+        headers={MSG_ID_HEADER: f"messenger:{mid}"},
+    )
+    assert not ack.duplicate
+
+
+async def sent_to(
+    stub: SendApiStub, contact: str, count: int = 1, timeout: float = 10
+) -> list[RecordedCall]:
+    async def probe() -> list[RecordedCall]:
+        return stub.sent(contact)
+
+    return await eventually(probe, lambda calls: len(calls) >= count, timeout=timeout)
+
+
+async def conversation_of(stack: Stack, contact: str, **filters: Any) -> dict[str, Any] | None:
+    items = await stack.queue(**filters)
+    found = [item for item in items if item["contact"]["platform_id"] == contact]
+    return found[0] if found else None
+
+
+async def detail_when(
+    stack: Stack, contact: str, done: Any, timeout: float = 10, **filters: Any
+) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        item = await conversation_of(stack, contact, **filters)
+        return None if item is None else await stack.conversation(item["id"])
+
+    detail = await eventually(probe, lambda d: d is not None and done(d), timeout=timeout)
+    assert detail is not None, f"no conversation for {contact}"
+    return detail
+
+
+async def results_for(bus: NatsClient, contact: str, count: int = 1) -> list[OutboundResult]:
+    """The ``dm.outbound.result`` events of a contact's conversation, as the responder published."""
+
+    async def probe() -> list[OutboundResult]:
+        subscription = await bus.jetstream().pull_subscribe(OUTBOUND_RESULT, stream="DMDESK")
+        try:
+            messages = await subscription.fetch(200, timeout=0.3)
+        except nats.errors.TimeoutError:
+            return []
+        finally:
+            await subscription.unsubscribe()
+        results = [OutboundResult.model_validate_json(m.data) for m in messages]
+        return [r for r in results if r.conversation.contact_id == contact]
+
+    return await eventually(probe, lambda found: len(found) >= count, timeout=10)
+
+
+def outbound(detail: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in detail["messages"] if m["direction"] == "outbound"]
+
+
+async def test_order_status_gets_a_personal_answer_in_the_customers_language_within_a_second(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub, record_property: Any
+) -> None:
+    started = time.monotonic()
+    await post_dm(bus, "m-order", "¿Dónde está mi pedido #123? No ha llegado todavía", "order-1")
+    [call] = await sent_to(send_api, "order-1")
+    elapsed = time.monotonic() - started
+    record_property("dm_to_send_api_seconds", round(elapsed, 3))
+
+    assert call.body["messaging_type"] == "RESPONSE"
+    detail = await detail_when(
+        meta_stack,
+        "order-1",
+        lambda d: d["team"] == "support" and d["messages"][0]["classification"] is not None,
+    )
+    language = detail["messages"][0]["classification"]["language"]
+    greeting = (
+        "Hola Lucía, gracias por preguntar por tu pedido"
+        if language == "es"
+        else "Hi Lucía, thanks for asking about your order"
+    )
+    assert call.body["message"]["text"].startswith(greeting)
+    assert detail["team"] == "support"
+    assert elapsed < 1.0, f"took {elapsed:.2f}s"
+
+
+async def test_complaint_gets_an_acknowledgement_and_lands_in_the_complaints_queue(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    await post_dm(
+        bus,
+        "m-complaint",
+        "This is terrible, the worst service ever. I want to complain!",
+        "angry-1",
+    )
+    [call] = await sent_to(send_api, "angry-1")
+    assert (
+        "sorry to hear" in call.body["message"]["text"]
+        or "sentimos" in call.body["message"]["text"]
+    )
+    detail = await detail_when(meta_stack, "angry-1", lambda d: d["team"] == "complaints")
+    assert detail["team"] == "complaints"
+    items = await meta_stack.queue(team="complaints")
+    assert [item["contact"]["platform_id"] for item in items] == ["angry-1"]
+
+
+async def test_spam_is_closed_without_a_reply(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    # The spam flag is the classifier's call; this test starts after it, at dm.classified.
+    spam = ClassifiedMessage(
+        message=InboundMessage(
+            mid="m-spam",
+            channel=Channel.MESSENGER,
+            account_id=PAGE,
+            contact=Contact(platform_id="spam-1", name="Cheap Followers"),
+            text="Buy 10k followers now at cheapfollowers.example",
+            platform_ts=utcnow(),
+        ),
+        classification=Classification(
+            category=Category.SPAM,
+            confidence=0.97,
+            priority=Priority.LOW,
+            spam=True,
+            model_version="e2e",
+        ),
+    )
+    await bus.jetstream().publish(
+        CLASSIFIED,
+        spam.model_dump_json().encode(),
+        headers={MSG_ID_HEADER: "classified:messenger:m-spam"},
+    )
+    detail = await detail_when(
+        meta_stack, "spam-1", lambda d: d["status"] == "resolved", status="resolved"
+    )
+    assert detail["status"] == "resolved"
+    await asyncio.sleep(0.5)
+    assert send_api.sent("spam-1") == []
+    assert outbound(detail) == []
+
+
+def closed_moment_in_the_last_day() -> datetime:
+    """A recent time outside the default rules' business hours (so a reply is still allowed)."""
+    calendar = compile_rule_set(load_rule_set_document()).calendar(None)
+    at = utcnow() - timedelta(minutes=5)
+    while calendar.is_open(at):
+        at -= timedelta(minutes=15)
+    assert utcnow() - at < timedelta(hours=23)
+    return at
+
+
+async def test_message_outside_business_hours_gets_the_away_reply(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    at = closed_moment_in_the_last_day()
+    await post_dm(bus, "m-night", "Hello, could someone call me back please?", "night-1", at=at)
+    [call] = await sent_to(send_api, "night-1")
+    assert (
+        "away right now" in call.body["message"]["text"]
+        or "no está disponible" in call.body["message"]["text"]
+    )
+
+
+async def test_rule_change_through_the_api_reaches_both_replicas_without_restart(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    document = {
+        "templates": {"hello": {"en": "New rules, {{ contact.first_name or 'friend' }}!"}},
+        "rules": [{"id": "everyone", "then": [{"reply": "hello"}, {"handoff": {"team": "auto"}}]}],
+    }
+    response = await meta_stack.client.put(f"{meta_stack.api_url}/v1/rules", json=document)
+    assert response.status_code == 200, response.text
+    revision = response.json()["revision"]
+
+    def switched(name: str) -> bool:
+        log = meta_stack.services[name].log_path
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return any(
+            "rule set switched" in line and f'"revision": {revision}' in line
+            for line in text.splitlines()
+        )
+
+    async def both() -> bool:
+        return switched("responder") and switched("responder-2")
+
+    assert await eventually(both, bool, timeout=10)
+    contacts = [f"rules-{index}" for index in range(8)]
+    for index, contact in enumerate(contacts):
+        await post_dm(
+            bus, f"m-rules-{index}", "Where is my order? It hasn't arrived", contact, name="Sam Lee"
+        )
+    for contact in contacts:
+        [call] = await sent_to(send_api, contact)
+        assert call.body["message"]["text"] == "New rules, Sam!"
+
+
+async def test_reply_25_hours_later_goes_with_human_agent_tag_and_the_bot_is_refused(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    customer_wrote = utcnow() - timedelta(hours=25)
+    send_api.last_customer_message[(PAGE, "late-1")] = customer_wrote
+    await post_dm(bus, "m-late", "What are your opening hours?", "late-1", at=customer_wrote)
+    [refusal] = await results_for(bus, "late-1")
+    assert refusal.status == "failed"
+    assert refusal.author == "bot"
+    assert refusal.error is not None
+    assert "24-hour reply window closed" in refusal.error.message
+
+    def bot_refused(detail: dict[str, Any]) -> bool:
+        return any(m["author"] == "bot" and m["status"] == "failed" for m in outbound(detail))
+
+    detail = await detail_when(meta_stack, "late-1", bot_refused)
+    [bot] = [m for m in outbound(detail) if m["author"] == "bot"]
+    assert "24-hour reply window closed" in bot["error"]
+    assert send_api.sent("late-1") == []
+
+    response = await meta_stack.client.post(
+        f"{meta_stack.api_url}/v1/conversations/{detail['id']}/reply",
+        json={"agent": "sam", "text": "Sorry for the wait: we open at 9:00 tomorrow."},
+    )
+    assert response.status_code in (200, 202), response.text
+    [call] = await sent_to(send_api, "late-1")
+    assert call.body["messaging_type"] == "MESSAGE_TAG"
+    assert call.body["tag"] == "HUMAN_AGENT"
+    agent = await detail_when(
+        meta_stack,
+        "late-1",
+        lambda d: any(m["author"] == "agent" and m["status"] == "sent" for m in outbound(d)),
+    )
+    assert any(m["author"] == "agent" and m["status"] == "sent" for m in outbound(agent))
+
+
+async def test_rate_limit_is_retried_and_a_permanent_error_shows_on_the_conversation(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    send_api.fail_next("busy-1", 400, RATE_LIMIT, times=2)
+    await post_dm(bus, "m-busy", "Where is my order #55? It hasn't arrived", "busy-1")
+    await post_dm(bus, "m-gone", "Where is my order #56? It hasn't arrived", "unknown-user")
+    [permanent] = await results_for(bus, "unknown-user")
+    assert permanent.status == "failed"
+    assert permanent.error is not None
+    assert (permanent.error.code, permanent.error.message) == (100, "Invalid parameter")
+
+    [call] = await sent_to(send_api, "busy-1")
+    attempts = [c for c in send_api.calls if c.body.get("recipient", {}).get("id") == "busy-1"]
+    assert [c.status for c in attempts] == [400, 400, 200]
+    assert call.body["messaging_type"] == "RESPONSE"
+
+    detail = await detail_when(
+        meta_stack, "unknown-user", lambda d: any(m["status"] == "failed" for m in outbound(d))
+    )
+    [failed] = [m for m in outbound(detail) if m["status"] == "failed"]
+    assert failed["error"] == "Invalid parameter"
+    sent = await detail_when(
+        meta_stack, "busy-1", lambda d: any(m["status"] == "sent" for m in outbound(d))
+    )
+    assert [m["status"] for m in outbound(sent)] == ["sent"]

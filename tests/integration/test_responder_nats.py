@@ -1,0 +1,344 @@
+"""The responder on a real JetStream: live rules in KV, shared conversation state, the flow."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from fastapi import FastAPI
+from nats.aio.client import Client as NatsClient
+
+from services.api.auth import Principal, authenticated
+from services.api.rules_routes import rules_router
+from services.responder.adapters import LogAdapter
+from services.responder.app import ResponderRuntime, build
+from services.responder.live_rules import encode_document
+from services.responder.rules import load_rule_set_document
+from services.responder.window import RESPONSE, MessagingPolicy
+from shared.events import (
+    BotReply,
+    Category,
+    Channel,
+    Classification,
+    ClassifiedMessage,
+    Contact,
+    ConversationClosed,
+    Handoff,
+    InboundMessage,
+    OutboundRequest,
+    OutboundResult,
+    Priority,
+    utcnow,
+)
+from shared.models import Scope
+from shared.service import service_app
+from shared.settings import Settings
+from shared.streams import CLASSIFIED, MSG_ID_HEADER, RULES_KEY, provision
+from tests.stack import eventually
+
+
+def dm(
+    mid: str,
+    text: str,
+    *,
+    contact: str = "ana",
+    category: Category = Category.INQUIRY,
+    priority: Priority = Priority.NORMAL,
+    spam: bool = False,
+) -> ClassifiedMessage:
+    return ClassifiedMessage(
+        message=InboundMessage(
+            mid=mid,
+            channel=Channel.GENERIC,
+            account_id="page-1",
+            contact=Contact(platform_id=contact, name="Ana López"),
+            text=text,
+            platform_ts=utcnow(),
+        ),
+        classification=Classification(
+            language="en",
+            category=category,
+            confidence=0.9,
+            priority=priority,
+            spam=spam,
+            model_version="test",
+        ),
+    )
+
+
+def greeting_rules(text: str) -> dict[str, Any]:
+    """A rule set that answers everything with ``text``."""
+    return {
+        "templates": {"greeting": {"en": text}},
+        "rules": [{"id": "greet", "then": [{"reply": "greeting"}]}],
+    }
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[NatsClient]:
+    connection = await nats.connect(settings.nats_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def replicas(settings: Settings) -> AsyncIterator[list[ResponderRuntime]]:
+    runtimes = [ResponderRuntime(settings, LogAdapter()) for _ in range(2)]
+    for runtime in runtimes:
+        await runtime.start()
+    yield runtimes
+    for runtime in runtimes:
+        await runtime.stop()
+
+
+@pytest.fixture
+async def api(settings: Settings, client: NatsClient) -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    app.include_router(rules_router(client.jetstream, settings))
+    # API keys are the api's concern (tests/integration/test_agent_actions.py): here an admin.
+    app.dependency_overrides[authenticated] = lambda: Principal(
+        key_id=0, name="tests", scope=Scope.ADMIN
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        yield http
+
+
+async def test_both_replicas_seed_the_defaults_once(
+    replicas: list[ResponderRuntime], client: NatsClient, settings: Settings
+) -> None:
+    kv = await client.jetstream().key_value(settings.rules_bucket)
+    history = await kv.history(RULES_KEY)
+    assert len(history) == 1
+    assert {runtime.rules.current.revision for runtime in replicas} == {history[0].revision}
+
+
+async def test_put_rules_switches_both_replicas_without_restart(
+    replicas: list[ResponderRuntime], api: httpx.AsyncClient
+) -> None:
+    response = await api.put(
+        "/v1/rules", json=greeting_rules("Version two, {{ contact.first_name or 'friend' }}")
+    )
+    assert response.status_code == 200, response.text
+    revision = response.json()["revision"]
+
+    switched = await eventually(
+        lambda: _revisions(replicas), lambda found: found == {revision}, timeout=5
+    )
+    assert switched == {revision}
+    _handled, decision = await replicas[1].handle(dm("m-1", "hello"))
+    assert decision is not None
+    assert [reply.text for reply in decision.replies] == ["Version two, Ana"]
+
+
+async def _revisions(replicas: list[ResponderRuntime]) -> set[int]:
+    return {runtime.rules.current.revision for runtime in replicas}
+
+
+async def test_bad_rule_set_is_refused_with_the_rule_and_the_old_one_stays(
+    replicas: list[ResponderRuntime], api: httpx.AsyncClient
+) -> None:
+    before = (await api.get("/v1/rules")).json()
+    bad = greeting_rules("Hi {{ contact.nickname }}")
+    bad["rules"].append({"id": "oops", "then": [{"handoff": {"team": "nobody"}}]})
+    response = await api.put("/v1/rules", json=bad)
+    assert response.status_code == 422
+    problems = response.json()["problems"]
+    assert {
+        "rule_id": "oops",
+        "rule_index": 1,
+        "location": "then.0.handoff.team",
+        "reason": "unknown team 'nobody'",
+    } in problems
+    assert any(
+        p["location"] == "templates.greeting.en" and "nickname" in p["reason"] for p in problems
+    )
+    assert (await api.get("/v1/rules")).json() == before
+
+
+async def test_rules_accept_yaml_and_if_match(
+    api: httpx.AsyncClient, replicas: list[ResponderRuntime]
+) -> None:
+    current = (await api.get("/v1/rules")).json()
+    yaml_body = "templates:\n  t:\n    en: Hello\nrules:\n  - id: r\n    then: [{reply: t}]\n"
+    stale = await api.put(
+        "/v1/rules",
+        content=yaml_body,
+        headers={"Content-Type": "application/yaml", "If-Match": "999999"},
+    )
+    assert stale.status_code == 412
+    ok = await api.put(
+        "/v1/rules",
+        content=yaml_body,
+        headers={"Content-Type": "application/yaml", "If-Match": str(current["revision"])},
+    )
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["rules"]["rules"][0]["id"] == "r"
+
+
+async def test_dry_run_says_what_the_bot_would_do(
+    api: httpx.AsyncClient, replicas: list[ResponderRuntime]
+) -> None:
+    response = await api.post(
+        "/v1/rules/dry-run",
+        json={
+            "text": "This is unacceptable, worst service ever",
+            "category": "complaint",
+            "priority": "high",
+            "language": "es",
+            "contact": {"name": "Lucía Pérez"},
+        },
+    )
+    assert response.status_code == 200, response.text
+    decision = response.json()["decision"]
+    assert decision["matched_rules"] == ["complaints"]
+    assert decision["handoff"]["team"] == "complaints"
+    assert decision["replies"][0]["text"].startswith("Lucía, sentimos")
+    assert response.json()["revision"] > 0
+
+
+async def test_stored_rule_set_that_does_not_compile_is_ignored_by_replicas(
+    replicas: list[ResponderRuntime], client: NatsClient, settings: Settings
+) -> None:
+    before = replicas[0].rules.current
+    kv = await client.jetstream().key_value(settings.rules_bucket)
+    await kv.put(
+        RULES_KEY, encode_document({"rules": [{"id": "x", "then": [{"reply": "missing"}]}]})
+    )
+    await asyncio.sleep(0.5)
+    assert replicas[0].rules.current.source == before.source
+    good = await kv.put(RULES_KEY, encode_document(load_rule_set_document()))
+    await eventually(lambda: _revisions(replicas), lambda found: found == {good}, timeout=5)
+
+
+async def test_conversation_state_is_shared_and_no_update_is_lost(
+    replicas: list[ResponderRuntime], api: httpx.AsyncClient
+) -> None:
+    response = await api.put("/v1/rules", json=greeting_rules("Hi"))
+    revision = response.json()["revision"]
+    await eventually(lambda: _revisions(replicas), lambda found: found == {revision}, timeout=5)
+    # Six messages of one conversation decided at once on two replicas: every bot turn
+    # is counted once (optimistic concurrency), and the reply limit (3) holds across them.
+    messages = [dm(f"m-{i}", "hello") for i in range(6)]
+    results = await asyncio.gather(
+        *(replicas[i % 2].handle(message) for i, message in enumerate(messages))
+    )
+    replies = sum(len(decision.replies) for _, decision in results if decision is not None)
+    state, _ = await replicas[0].states.read(messages[0].message.conversation)
+    assert replies == 3
+    assert state.bot_turns == 3
+    assert state.messages_seen == 6
+    # A redelivered message is not decided again: the same events come back.
+    again, decision = await replicas[1].handle(messages[0])
+    assert decision is None
+    assert again == results[0][0]
+
+
+async def test_agent_reply_marks_the_human_take_over_for_every_replica(
+    replicas: list[ResponderRuntime],
+) -> None:
+    first = dm("m-1", "What are your opening hours?")
+    await replicas[0].handle(first)
+    agent = OutboundRequest(
+        request_id="agent-1",
+        conversation=first.message.conversation,
+        text="Hi, I'm Sam from the team",
+        author="agent",
+        agent_id="sam",
+    )
+    await replicas[1].deliver(agent)
+    _, decision = await replicas[0].handle(dm("m-2", "What are your opening hours?"))
+    assert decision is not None
+    assert decision.publishes_nothing
+    late_bot = OutboundRequest(
+        request_id="bot-late",
+        conversation=first.message.conversation,
+        text="Our hours are...",
+        author="bot",
+        requested_at=utcnow() - timedelta(seconds=5),
+    )
+    result = await replicas[0].deliver(late_bot)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.message == "a human has taken the conversation"
+
+
+class RecordingAdapter:
+    def __init__(self) -> None:
+        self.sent: list[tuple[OutboundRequest, MessagingPolicy]] = []
+
+    async def send(
+        self, request: OutboundRequest, policy: MessagingPolicy = RESPONSE
+    ) -> OutboundResult:
+        self.sent.append((request, policy))
+        return await LogAdapter().send(request, policy)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def fetch(client: NatsClient, settings: Settings, subject: str, count: int) -> list[bytes]:
+    subscription = await client.jetstream().pull_subscribe(subject, stream=settings.stream_name)
+    try:
+        with contextlib.suppress(nats.errors.TimeoutError):
+            return [m.data for m in await subscription.fetch(count, timeout=0.5)]
+        return []
+    finally:
+        await subscription.unsubscribe()
+
+
+async def test_service_answers_hands_off_and_closes_through_the_stream(
+    settings: Settings, client: NatsClient
+) -> None:
+    adapter = RecordingAdapter()
+    app = service_app(build(settings, adapter))
+    js = client.jetstream()
+    async with app.router.lifespan_context(app):
+        await provision(js, settings)
+        for message in (
+            dm("m-order", "Where is my order #123? It hasn't arrived", contact="c1"),
+            dm("m-spam", "buy followers", contact="c2", category=Category.SPAM, spam=True),
+        ):
+            await js.publish(
+                CLASSIFIED,
+                message.model_dump_json().encode(),
+                headers={MSG_ID_HEADER: f"classified:generic:{message.message.mid}"},
+            )
+        results = await eventually(
+            lambda: fetch(client, settings, "dm.outbound.result", 10),
+            lambda found: len(found) >= 1,
+            timeout=10,
+        )
+    [result] = [OutboundResult.model_validate_json(data) for data in results]
+    assert result.status == "sent"
+    [(request, policy)] = adapter.sent
+    assert request.text.startswith("Hi Ana, thanks for asking about your order")
+    assert policy == RESPONSE
+    [reply] = [
+        BotReply.model_validate_json(d) for d in await fetch(client, settings, "dm.reply.bot", 10)
+    ]
+    assert reply.rule_id == "order-status"
+    assert reply.request_id == request.request_id
+    [handoff] = [
+        Handoff.model_validate_json(d) for d in await fetch(client, settings, "dm.handoff", 10)
+    ]
+    assert (handoff.team, handoff.reason, handoff.tags) == (
+        "support",
+        "order status question",
+        ["order-status"],
+    )
+    [closed] = [
+        ConversationClosed.model_validate_json(d)
+        for d in await fetch(client, settings, "dm.closed", 10)
+    ]
+    assert closed.conversation.contact_id == "c2"
+    assert closed.reason == "spam"

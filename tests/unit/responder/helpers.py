@@ -1,0 +1,84 @@
+"""Builders for responder unit tests."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from services.responder.decide import Decision, decide
+from services.responder.faq import FaqIndex, load_knowledge_base
+from services.responder.rules import CompiledRuleSet, compile_rule_set, load_rule_set_document
+from services.responder.state import ConversationState
+from shared.events import (
+    Category,
+    Channel,
+    Classification,
+    ClassifiedMessage,
+    Contact,
+    InboundMessage,
+    Priority,
+)
+
+# A Wednesday at noon in London: inside the default office hours.
+OFFICE_NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+_FAQ: FaqIndex | None = None
+
+
+def default_rules() -> CompiledRuleSet:
+    return compile_rule_set(load_rule_set_document())
+
+
+def faq_index() -> FaqIndex:
+    global _FAQ  # noqa: PLW0603 - built once: vectorising the KB is the slow part
+    if _FAQ is None:
+        _FAQ = FaqIndex(load_knowledge_base())
+    return _FAQ
+
+
+def classified(
+    text: str,
+    *,
+    category: Category = Category.INQUIRY,
+    priority: Priority = Priority.NORMAL,
+    language: str | None = "en",
+    confidence: float = 0.9,
+    spam: bool = False,
+    name: str | None = "Ana López",
+    tags: list[str] | None = None,
+    channel: Channel = Channel.MESSENGER,
+    at: datetime = OFFICE_NOON,
+    mid: str = "m-1",
+    contact_id: str = "psid-1",
+) -> ClassifiedMessage:
+    return ClassifiedMessage(
+        message=InboundMessage(
+            mid=mid,
+            channel=channel,
+            account_id="page-1",
+            contact=Contact(platform_id=contact_id, name=name, tags=tags or []),
+            text=text,
+            platform_ts=at,
+        ),
+        classification=Classification(
+            language=language,
+            category=category,
+            confidence=confidence,
+            priority=priority,
+            spam=spam,
+            model_version="test",
+        ),
+    )
+
+
+def run(
+    message: ClassifiedMessage,
+    rules: CompiledRuleSet | None = None,
+    state: ConversationState | None = None,
+    **kwargs: Any,
+) -> Decision:
+    return decide(
+        message,
+        state or ConversationState(),
+        rules or default_rules(),
+        faq_index(),
+        default_team="support",
+        now=kwargs.pop("now", message.message.platform_ts),
+    )

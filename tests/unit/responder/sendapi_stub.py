@@ -1,0 +1,238 @@
+"""A local stand-in for Meta's Send API and WhatsApp Cloud API that checks every request.
+
+It validates each call the way Meta documents it (path, access token, JSON shape,
+``messaging_type`` / ``tag`` rules, the 24-hour and 7-day windows) and answers
+with real Graph error bodies; tests script failures (a 613 rate limit, a
+permanent error) per recipient. Standard library only: a thread on a free
+loopback port.
+"""
+
+import json
+import threading
+import uuid
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+API_VERSION = "v21.0"
+MESSAGING_TYPES = {"RESPONSE", "UPDATE", "MESSAGE_TAG"}
+MESSAGE_TAGS = {"HUMAN_AGENT", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE", "ACCOUNT_UPDATE"}
+
+
+def graph_error(
+    code: int, message: str, *, subcode: int | None = None, type_: str = "OAuthException"
+) -> dict[str, Any]:
+    """A Graph API error body as Meta sends it."""
+    error: dict[str, Any] = {
+        "message": message,
+        "type": type_,
+        "code": code,
+        "fbtrace_id": uuid.uuid4().hex[:11],
+    }
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return {"error": error}
+
+
+RATE_LIMIT = graph_error(613, "(#613) Calls to this api have exceeded the rate limit.")
+OUTSIDE_WINDOW = graph_error(
+    10,
+    "(#10) This message is sent outside of allowed window. Learn more about the new policy"
+    " here: https://developers.facebook.com/docs/messenger-platform/policy-overview",
+    subcode=2018278,
+)
+INVALID_PARAMETER = {
+    "error": {
+        "message": "Invalid parameter",
+        "type": "FacebookApiException",
+        "code": 100,
+        "error_data": "No matching user found.",
+        "fbtrace_id": "D2kxCybrKVw",
+    }
+}
+INVALID_TOKEN = graph_error(190, "Invalid OAuth access token - Cannot parse access token")
+
+
+@dataclass
+class RecordedCall:
+    """One request the stub received (after its checks)."""
+
+    path: str
+    account_id: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: dict[str, Any]
+    status: int
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class SendApiStub:
+    """The stub server; ``base_url`` is what DMDESK_GRAPH_API_URL should be."""
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        self.tokens = tokens
+        self.calls: list[RecordedCall] = []
+        self.last_customer_message: dict[tuple[str, str], datetime] = {}
+        self.scripted: dict[str, deque[tuple[int, dict[str, Any]]]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/{API_VERSION}"
+
+    def __enter__(self) -> "SendApiStub":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fail_next(self, recipient: str, status: int, body: dict[str, Any], times: int = 1) -> None:
+        """Answer the next ``times`` sends to ``recipient`` with this error."""
+        for _ in range(times):
+            self.scripted[recipient].append((status, body))
+
+    def sent(self, recipient: str | None = None) -> list[RecordedCall]:
+        """Calls that succeeded, optionally to one recipient."""
+        with self._lock:
+            return [
+                call
+                for call in self.calls
+                if call.status == 200 and (recipient is None or _recipient(call.body) == recipient)
+            ]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return
+
+            def do_POST(self) -> None:
+                url = urlsplit(self.path)
+                query = {key: values[0] for key, values in parse_qs(url.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                status, answer, body, account = stub._answer(url.path, query, self.headers, raw)
+                with stub._lock:
+                    stub.calls.append(
+                        RecordedCall(url.path, account, query, dict(self.headers), body, status)
+                    )
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+    def _answer(
+        self, path: str, query: dict[str, str], headers: Any, raw: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, Any], str]:
+        parts = path.strip("/").split("/")
+        if len(parts) != 3 or parts[0] != API_VERSION or parts[2] != "messages":
+            return 404, graph_error(803, f"Unknown path {path}"), {}, ""
+        account = parts[1]
+        if headers.get("Content-Type", "").split(";")[0] != "application/json":
+            return (
+                400,
+                graph_error(100, "(#100) Content-Type must be application/json"),
+                {},
+                account,
+            )
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return 400, graph_error(100, "(#100) Invalid JSON"), {}, account
+        if body.get("messaging_product") == "whatsapp":
+            return (*self._whatsapp(account, headers, body), body, account)
+        return (*self._messenger(account, query, body), body, account)
+
+    def _token_ok(self, account: str, token: str | None) -> bool:
+        return token is not None and self.tokens.get(account) == token
+
+    def _scripted(self, recipient: str) -> tuple[int, dict[str, Any]] | None:
+        with self._lock:
+            queue = self.scripted.get(recipient)
+            return queue.popleft() if queue else None
+
+    def _messenger(
+        self, account: str, query: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        if not self._token_ok(account, query.get("access_token")):
+            return 400, INVALID_TOKEN
+        recipient = _recipient(body)
+        if not recipient:
+            return 400, graph_error(100, "(#100) The parameter recipient is required")
+        messaging_type = body.get("messaging_type")
+        if messaging_type not in MESSAGING_TYPES:
+            return 400, graph_error(
+                100, "(#100) param messaging_type must be one of {RESPONSE, UPDATE, MESSAGE_TAG}"
+            )
+        tag = body.get("tag")
+        if messaging_type == "MESSAGE_TAG" and tag not in MESSAGE_TAGS:
+            return 400, graph_error(100, "(#100) Param tag must be a valid message tag")
+        if messaging_type != "MESSAGE_TAG" and tag is not None:
+            return 400, graph_error(
+                100, "(#100) tag is only allowed with messaging_type MESSAGE_TAG"
+            )
+        message = body.get("message")
+        text = message.get("text") if isinstance(message, dict) else None
+        if not isinstance(text, str) or not text or len(text) > 2000:
+            return 400, graph_error(
+                100, "(#100) Param message[text] must be a UTF-8 string of at most 2000 characters"
+            )
+        if (scripted := self._scripted(recipient)) is not None:
+            return scripted
+        last = self.last_customer_message.get((account, recipient))
+        if last is not None:
+            age = datetime.now(UTC) - last
+            limit = timedelta(days=7) if tag == "HUMAN_AGENT" else timedelta(hours=24)
+            if age > limit:
+                return 400, OUTSIDE_WINDOW
+        if recipient == "unknown-user":
+            return 400, INVALID_PARAMETER
+        return 200, {"recipient_id": recipient, "message_id": f"m_{uuid.uuid4().hex}"}
+
+    def _whatsapp(
+        self, account: str, headers: Any, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        auth = headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not self._token_ok(
+            account, auth.removeprefix("Bearer ")
+        ):
+            return 401, INVALID_TOKEN
+        to = body.get("to")
+        text = body.get("text")
+        if (
+            body.get("type") != "text"
+            or not to
+            or not isinstance(text, dict)
+            or not text.get("body")
+        ):
+            return 400, graph_error(100, "(#100) Invalid parameter")
+        if (scripted := self._scripted(str(to))) is not None:
+            return scripted
+        wamid = f"wamid.{uuid.uuid4().hex}"
+        return 200, {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [{"id": wamid}],
+        }
+
+
+def _recipient(body: dict[str, Any]) -> str:
+    if body.get("messaging_product") == "whatsapp":
+        return str(body.get("to") or "")
+    recipient = body.get("recipient")
+    return str(recipient.get("id") or "") if isinstance(recipient, dict) else ""
