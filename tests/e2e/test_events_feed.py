@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.stack import Stack
+from tests.stack import Stack, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,12 @@ async def test_feed_streams_changes_and_resumes_from_last_event_id(stack: Stack)
     assert {event["data"]["contact_id"] for event in first_two} == {"ana"}
     conversation_id = first_two[0]["data"]["conversation_id"]
 
+    # The bot may answer first (status pending) before the hand-off opens it for agents.
+    await eventually(
+        stack.queue, lambda items: any(i["status"] == "open" and i["team"] for i in items)
+    )
     claimed = await stack.client.post(f"{stack.api_url}/v1/queue/claim", json={"agent": "ben"})
+    assert claimed.status_code == 200, claimed.text
     assert claimed.json()["id"] == conversation_id
 
     resumed = await asyncio.wait_for(
