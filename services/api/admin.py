@@ -15,7 +15,7 @@ from sqlmodel import col
 from services.api.auth import AdminKey, AgentKey, ReadKey
 from services.api.deps import ReadSessionDep, RowId, SessionDep, committing
 from services.api.schemas import Problem
-from services.api.sla import Calendar
+from shared.business_hours import Calendar
 from shared.events import Category, Channel, Priority, utcnow
 from shared.models import (
     AgentRow,

@@ -13,7 +13,8 @@ from sqlalchemy import case, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.api.sla import Calendar, add_working_time, working_time_between
+from services.api.sla import add_working_time, working_time_between
+from shared.business_hours import Calendar
 from shared.events import Priority
 from shared.models import (
     NO_DEADLINE,

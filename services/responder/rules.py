@@ -40,8 +40,8 @@ from services.responder.guards import (
     compile_patterns,
     promotional_match,
 )
-from services.responder.hours import ALWAYS_OPEN, Calendar
 from services.responder.templates import Renderer, TemplateRenderError
+from shared.business_hours import ALWAYS_OPEN, Calendar
 from shared.events import Category, Channel, Priority
 
 DEFAULT_RULES_RESOURCE = "rules.yaml"

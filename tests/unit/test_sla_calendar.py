@@ -1,17 +1,16 @@
 """Business-hours arithmetic: intervals, time zones, midnight, holidays."""
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from services.api.sla import Calendar, Interval, add_working_time, working_time_between
+from services.api.sla import add_working_time, working_time_between
+from shared.business_hours import Calendar
 
 WEEKDAYS_9_TO_5 = Calendar(
     timezone="Europe/Paris",
-    week={
-        day: [Interval(start=time(9), end=time(17))] for day in ("mon", "tue", "wed", "thu", "fri")
-    },
+    hours={day: ["09:00-17:00"] for day in ("mon", "tue", "wed", "thu", "fri")},
     holidays=[date(2026, 12, 25)],
 )
 
@@ -53,7 +52,7 @@ def test_holidays_do_not_count() -> None:
 
 
 def test_interval_across_midnight() -> None:
-    night_shift = Calendar(timezone="UTC", week={"mon": [Interval(start=time(22), end=time(6))]})
+    night_shift = Calendar(timezone="UTC", hours={"mon": ["22:00-06:00"]})
     monday_11pm = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
     assert night_shift.add(monday_11pm, timedelta(hours=3)) == datetime(
         2026, 11, 24, 2, 0, tzinfo=UTC
@@ -74,4 +73,4 @@ def test_calendar_refuses_unknown_zone_and_weekday() -> None:
     with pytest.raises(ValidationError, match="unknown time zone"):
         Calendar(timezone="Mars/Olympus")
     with pytest.raises(ValidationError, match="unknown weekday"):
-        Calendar(week={"someday": []})
+        Calendar(hours={"someday": []})

@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 import pytest
 from pydantic import ValidationError
 
-from services.responder.hours import Calendar
+from shared.business_hours import Calendar
 
 NIGHT_SHIFT = Calendar(
     timezone="America/New_York",
