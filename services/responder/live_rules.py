@@ -129,7 +129,8 @@ class LiveRules:
                 while True:
                     try:
                         entry = await watcher.updates(timeout=RECHECK_SECONDS)  # type: ignore[no-untyped-call]
-                    except nats.errors.TimeoutError:
+                    # nats-py raises its own TimeoutError or asyncio's: both are TimeoutError.
+                    except TimeoutError:
                         await self.refresh()
                         continue
                     if entry is None or not entry.value:

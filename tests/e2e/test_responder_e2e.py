@@ -151,7 +151,7 @@ async def results_for(bus: NatsClient, contact: str, count: int = 1) -> list[Out
         subscription = await bus.jetstream().pull_subscribe(OUTBOUND_RESULT, stream="DMDESK")
         try:
             messages = await subscription.fetch(200, timeout=0.3)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises its own or asyncio's: both are TimeoutError
             return []
         finally:
             await subscription.unsubscribe()

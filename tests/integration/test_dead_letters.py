@@ -53,7 +53,7 @@ async def dead_letters(js: nats.js.JetStreamContext, settings: Settings) -> list
     subscription = await js.pull_subscribe("dm.dlq.classifier", stream=settings.stream_name)
     try:
         messages = await subscription.fetch(10, timeout=0.5)
-    except nats.errors.TimeoutError:
+    except TimeoutError:  # nats-py raises its own or asyncio's: both are TimeoutError
         return []
     finally:
         await subscription.unsubscribe()
