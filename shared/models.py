@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator, UniqueConstraint
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Dialect
-from sqlmodel import Field, SQLModel
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Field, SQLModel, col
 
 from shared.events import utcnow
 
@@ -154,6 +155,11 @@ class ConversationRow(SQLModel, table=True):
     resolved_at: datetime | None = _ts()
     assigned_at: datetime | None = _ts()
     nudged_at: datetime | None = _ts()
+
+
+def unresolved() -> ColumnElement[bool]:
+    """Conversations still in someone's queue; the predicate the partial queue indexes use."""
+    return col(ConversationRow.status) != ConversationStatus.RESOLVED.value
 
 
 class MessageRow(SQLModel, table=True):

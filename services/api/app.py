@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from faststream.nats import NatsRouter
@@ -58,6 +58,7 @@ class Api:
     scheduler: SlaScheduler
     housekeeper: Housekeeper
     changes: ChangeFeed
+    consumers: list[streams.Consumer] = field(default_factory=list)
 
     def project(
         self,
@@ -85,6 +86,7 @@ class Api:
         handle.__name__ = f"project_{name}"
         handle.__doc__ = f"Write {name} events into the queue database."
         durable_subscriber(router, consumer, self.settings, title=f"project {name}")(handle)
+        self.consumers.append(consumer)
 
 
 def _wire(
@@ -196,18 +198,7 @@ def build(settings: Settings) -> ServiceSpec:
         settings=settings,
         broker=broker,
         registry=registry,
-        consumers=(
-            streams.API_INBOUND,
-            streams.API_STATUS,
-            streams.API_UPDATE,
-            streams.API_CLASSIFIED,
-            streams.API_HANDOFF,
-            streams.API_BOT_REPLY,
-            streams.API_OUTBOUND_REQUESTED,
-            streams.API_OUTBOUND_RESULT,
-            streams.API_DEAD_LETTER,
-            streams.API_CLOSED,
-        ),
+        consumers=tuple(api.consumers),
         routers=(
             queue_router,
             actions_router,

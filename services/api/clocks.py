@@ -15,7 +15,6 @@ from sqlmodel import col
 
 from services.api.sla import add_working_time, working_time_between
 from shared.business_hours import Calendar
-from shared.events import Priority
 from shared.models import (
     NO_DEADLINE,
     ClockState,
@@ -242,8 +241,3 @@ async def retarget(session: AsyncSession, conversation: ConversationRow) -> None
             clock.started_at, timedelta(seconds=target * policy.at_risk_share), calendar
         )
     await refresh_due(session, conversation)
-
-
-def priority_of(conversation: ConversationRow) -> Priority:
-    """The conversation's priority as the enum."""
-    return Priority(conversation.priority)

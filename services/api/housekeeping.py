@@ -9,7 +9,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -38,6 +38,8 @@ SendOutbound = Callable[[OutboundRequest], Awaitable[None]]
 Announce = Callable[[set[int]], Awaitable[None]]
 BATCH = 200
 OPEN = ConversationStatus.OPEN.value
+# Sorts before any assignment: an agent never assigned is next in the round robin.
+NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 class Housekeeper:
@@ -141,18 +143,14 @@ class Housekeeper:
     async def auto_assign(self, session: AsyncSession, now: datetime) -> None:
         """Round robin: the online agent assigned least recently, within capacity."""
         teams = await session.execute(select(col(TeamRow.name)).where(col(TeamRow.auto_assign)))
+        online = list(
+            (await session.execute(select(AgentRow).where(col(AgentRow.online)))).scalars()
+        )
         for team in teams.scalars():
-            agents = [
-                agent
-                for agent in (
-                    await session.execute(
-                        select(AgentRow)
-                        .where(col(AgentRow.online))
-                        .order_by(col(AgentRow.last_assigned_at).nulls_first(), col(AgentRow.id))
-                    )
-                ).scalars()
-                if team in agent.teams
-            ]
+            agents = sorted(
+                (agent for agent in online if team in agent.teams),
+                key=lambda agent: (agent.last_assigned_at or NEVER, agent.id or 0),
+            )
             if not agents:
                 continue
             counted = await session.execute(

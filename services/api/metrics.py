@@ -13,7 +13,7 @@ from sqlmodel import col
 from services.api.clocks import StoppedClock
 from shared.db import as_utc
 from shared.events import utcnow
-from shared.models import ConversationRow, ConversationStatus
+from shared.models import ConversationRow, SlaMetric, unresolved
 
 logger = logging.getLogger("dmdesk.api.metrics")
 
@@ -111,19 +111,19 @@ class ApiMetrics:
                 conversation.category or "unknown",
                 item.clock.responder or "human",
             )
-            histogram = self.resolution if item.clock.metric == "resolution" else None
-            if item.clock.metric == "first_response":
-                histogram = self.first_response
+            histogram = {
+                SlaMetric.FIRST_RESPONSE.value: self.first_response,
+                SlaMetric.RESOLUTION.value: self.resolution,
+            }.get(item.clock.metric)
             if histogram is not None:
                 histogram.labels(*labels).observe(item.wall_seconds)
 
     async def refresh_queue_gauges(self, session: AsyncSession, now: datetime) -> None:
         """Recompute the queue gauges with two grouped, indexed queries."""
-        open_statuses = [s.value for s in ConversationStatus if s != ConversationStatus.RESOLVED]
         team = func.coalesce(col(ConversationRow.team), "unassigned")
         depth = await session.execute(
             select(team, col(ConversationRow.priority), col(ConversationRow.status), func.count())
-            .where(col(ConversationRow.status).in_(open_statuses))
+            .where(unresolved())
             .group_by(team, col(ConversationRow.priority), col(ConversationRow.status))
         )
         self.queue_depth.clear()
@@ -137,7 +137,7 @@ class ApiMetrics:
                 func.min(col(ConversationRow.sla_due_at)),
             )
             .where(
-                col(ConversationRow.status).in_(open_statuses),
+                unresolved(),
                 col(ConversationRow.sla_due_at).is_not(None),
             )
             .group_by(team, col(ConversationRow.priority))

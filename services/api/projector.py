@@ -218,13 +218,21 @@ async def _responded(
         metrics.observe(conversation, stopped)
 
 
-async def _set_priority(
-    session: AsyncSession, conversation: ConversationRow, priority: Priority
-) -> None:
-    """Set the conversation's priority, never lowering it below a more urgent one."""
+def _raise_priority(conversation: ConversationRow, priority: Priority) -> bool:
+    """Set the priority unless a more urgent one is set (before classification, any);
+    True when it changed, so running SLA clocks must be re-targeted."""
     if conversation.category is None or priority.rank < conversation.priority_rank:
         conversation.priority = priority.value
         conversation.priority_rank = priority.rank
+        return True
+    return False
+
+
+async def _set_priority(
+    session: AsyncSession, conversation: ConversationRow, priority: Priority
+) -> None:
+    """Raise the priority (see _raise_priority) and re-target the SLA clocks."""
+    if _raise_priority(conversation, priority):
         await clocks.retarget(session, conversation)
 
 
@@ -238,11 +246,8 @@ async def project_classified(
         await project_inbound(session, message, metrics)
         await _classify_message(session, message, classification)
     conversation = await _conversation(session, message.conversation, message.contact)
-    priority = classification.priority
-    retarget = conversation.category != classification.category.value
-    if conversation.category is None or priority.rank < conversation.priority_rank:
-        conversation.priority, conversation.priority_rank = priority.value, priority.rank
-        retarget = True
+    category_changed = conversation.category != classification.category.value
+    retarget = _raise_priority(conversation, classification.priority) or category_changed
     conversation.category = classification.category.value
     conversation.language = classification.language or conversation.language
     conversation.updated_at = utcnow()

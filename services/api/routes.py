@@ -31,12 +31,12 @@ from shared.models import (
     MessageRow,
     NoteRow,
     SlaClockRow,
+    unresolved,
 )
 
 router = APIRouter(prefix="/v1", tags=["queue"], responses={401: {"model": Problem}})
 
 UNASSIGNED = "none"
-UNRESOLVED = col(ConversationRow.status) != ConversationStatus.RESOLVED.value
 
 
 def queue_order() -> tuple[Any, ...]:
@@ -101,7 +101,7 @@ async def get_queue(
     if status_:
         query = query.where(col(ConversationRow.status).in_([s.value for s in status_]))
     else:
-        query = query.where(UNRESOLVED)
+        query = query.where(unresolved())
     if team is not None:
         query = query.where(col(ConversationRow.team) == team)
     if priority:

@@ -1,10 +1,9 @@
-"""The thin stage logic of the skeleton: placeholder classifier, routing, SLA arithmetic."""
+"""The thin stage logic of the skeleton: the keyword baseline and default routing."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
-from services.api.sla import response_due
 from services.classifier.keywords import classify
 from services.responder.routing import route
 from shared.events import (
@@ -48,10 +47,3 @@ def test_every_dm_is_handed_to_the_default_team_with_its_priority() -> None:
     )
     assert (handoff.team, handoff.priority, handoff.trigger_mid) == ("care", Priority.HIGH, "m-1")
     assert handoff.conversation == message.conversation
-
-
-def test_response_is_due_sooner_for_more_urgent_priorities() -> None:
-    start = datetime(2026, 11, 28, tzinfo=UTC)
-    dues = [response_due(start, priority) for priority in sorted(Priority, key=lambda p: p.rank)]
-    assert dues == sorted(dues)
-    assert dues[0] == start + timedelta(minutes=15)
