@@ -1,6 +1,6 @@
 """Time-based rules on a real database: snooze wake-up, round robin, reassignment, auto-close."""
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.api import clocks, projector
 from services.api.housekeeping import Housekeeper
 from services.api.metrics import ApiMetrics
-from shared.db import create_engine, migrate, session_factory, transaction
+from shared.db import transaction
 from shared.events import (
     Channel,
     Contact,
@@ -36,14 +36,6 @@ def customer(contact: str, at: datetime = T0) -> InboundMessage:
         text="hi",
         platform_ts=at,
     )
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    await migrate(engine)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -1,16 +1,14 @@
 """Projecting events into a real database (SQLite and PostgreSQL): idempotent, order-free."""
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import projector
-from shared.db import create_engine, migrate, session_factory, transaction
+from shared.db import create_engine, migrate, transaction
 from shared.events import (
     Author,
     Category,
@@ -61,14 +59,6 @@ def classified(
             model_version="test",
         ),
     )
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    await migrate(engine)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 async def conversation(sessions: async_sessionmaker[AsyncSession]) -> ConversationRow:

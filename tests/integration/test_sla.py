@@ -2,10 +2,8 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.api import clocks, projector
 from services.api.metrics import ApiMetrics
 from services.api.sla_scheduler import SlaScheduler
-from shared.db import create_engine, migrate, session_factory, transaction
+from shared.db import transaction
 from shared.events import (
     Author,
     BotReply,
@@ -56,14 +54,6 @@ async def sent_reply(session: AsyncSession, request_id: str, author: Author, at:
             request_id=request_id, conversation=REF, status=OutboundStatus.SENT, finished_at=at
         ),
     )
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    await migrate(engine)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 async def clock_rows(sessions: async_sessionmaker[AsyncSession]) -> list[SlaClockRow]:
