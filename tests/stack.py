@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -14,6 +15,8 @@ import httpx
 
 from dmdesk.natsserver import free_port
 from services.api.auth import create_key
+from services.responder.rules import load_rule_set_document
+from shared.business_hours import WEEKDAYS
 from shared.db import create_engine, session_factory, transaction
 from shared.models import Scope
 
@@ -22,6 +25,18 @@ META_APP_SECRET = "test-app-secret"
 META_VERIFY_TOKEN = "test-verify-token"
 READY_TIMEOUT_SECONDS = 60.0
 T = TypeVar("T")
+
+
+def rules_with_calendars(hours: dict[str, list[str]]) -> dict[str, Any]:
+    """The default rule set with every calendar set to ``hours`` and no holidays."""
+    document = load_rule_set_document()
+    for calendar in document["calendars"].values():
+        calendar["hours"] = hours
+        calendar["holidays"] = []
+    return document
+
+
+ALWAYS_OPEN_HOURS = {day: ["00:00-24:00"] for day in WEEKDAYS}
 
 
 def docker_available() -> bool:
@@ -119,11 +134,16 @@ class Stack:
         self.workdir = workdir
         self.database_url = database_url
         ports = {name: free_port() for name in SERVICES}
+        # The default rules answer "we are away" outside office hours; tests must not
+        # depend on the hour they run at, so the stack's team is always at work.
+        rules_path = workdir / "rules.json"
+        rules_path.write_text(json.dumps(rules_with_calendars(ALWAYS_OPEN_HOURS)))
         env = {
             **os.environ,
             "DMDESK_NATS_URL": nats_url,
             "DMDESK_DATABASE_URL": database_url,
             "DMDESK_DATA_DIR": str(workdir / "data"),
+            "DMDESK_RULES_PATH": str(rules_path),
             "DMDESK_META_APP_SECRET": META_APP_SECRET,
             "DMDESK_META_VERIFY_TOKEN": META_VERIFY_TOKEN,
             "DMDESK_MAX_DELIVERIES": "3",

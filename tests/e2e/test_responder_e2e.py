@@ -18,7 +18,6 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from dmdesk.natsserver import free_port
-from services.responder.rules import compile_rule_set, load_rule_set_document
 from shared.events import (
     Category,
     Channel,
@@ -31,7 +30,7 @@ from shared.events import (
     utcnow,
 )
 from shared.streams import CLASSIFIED, MSG_ID_HEADER, OUTBOUND_RESULT, inbound_subject
-from tests.stack import ServiceProcess, Stack, eventually
+from tests.stack import ServiceProcess, Stack, eventually, rules_with_calendars
 from tests.unit.responder.sendapi_stub import RATE_LIMIT, RecordedCall, SendApiStub
 
 pytestmark = pytest.mark.e2e
@@ -246,41 +245,14 @@ async def test_spam_is_closed_without_a_reply(
     assert outbound(detail) == []
 
 
-def closed_moment_in_the_last_day() -> datetime:
-    """A recent time outside the default rules' business hours (so a reply is still allowed)."""
-    calendar = compile_rule_set(load_rule_set_document()).calendar(None)
-    at = utcnow() - timedelta(minutes=5)
-    while calendar.is_open(at):
-        at -= timedelta(minutes=15)
-    assert utcnow() - at < timedelta(hours=23)
-    return at
-
-
-async def test_message_outside_business_hours_gets_the_away_reply(
-    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
-) -> None:
-    at = closed_moment_in_the_last_day()
-    await post_dm(bus, "m-night", "Hello, could someone call me back please?", "night-1", at=at)
-    [call] = await sent_to(send_api, "night-1")
-    assert (
-        "away right now" in call.body["message"]["text"]
-        or "no está disponible" in call.body["message"]["text"]
-    )
-
-
-async def test_rule_change_through_the_api_reaches_both_replicas_without_restart(
-    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
-) -> None:
-    document = {
-        "templates": {"hello": {"en": "New rules, {{ contact.first_name or 'friend' }}!"}},
-        "rules": [{"id": "everyone", "then": [{"reply": "hello"}, {"handoff": {"team": "auto"}}]}],
-    }
-    response = await meta_stack.client.put(f"{meta_stack.api_url}/v1/rules", json=document)
+async def put_rules(stack: Stack, document: dict[str, Any]) -> None:
+    """Store ``document`` as the live rule set and wait until both replicas use it."""
+    response = await stack.client.put(f"{stack.api_url}/v1/rules", json=document)
     assert response.status_code == 200, response.text
     revision = response.json()["revision"]
 
     def switched(name: str) -> bool:
-        log = meta_stack.services[name].log_path
+        log = stack.services[name].log_path
         text = log.read_text(errors="replace") if log.exists() else ""
         return any(
             "rule set switched" in line and f'"revision": {revision}' in line
@@ -291,6 +263,31 @@ async def test_rule_change_through_the_api_reaches_both_replicas_without_restart
         return switched("responder") and switched("responder-2")
 
     assert await eventually(both, bool, timeout=10)
+
+
+async def test_message_outside_business_hours_gets_the_away_reply(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    # The stack's team works round the clock; these rules close every calendar.
+    await put_rules(meta_stack, rules_with_calendars({}))
+    await post_dm(bus, "m-night", "Hello, could someone call me back please?", "night-1")
+    [call] = await sent_to(send_api, "night-1")
+    assert (
+        "away right now" in call.body["message"]["text"]
+        or "no está disponible" in call.body["message"]["text"]
+    )
+    # ... and hands it to a team, to answer when it is back.
+    await detail_when(meta_stack, "night-1", lambda d: d["team"] is not None)
+
+
+async def test_rule_change_through_the_api_reaches_both_replicas_without_restart(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    document = {
+        "templates": {"hello": {"en": "New rules, {{ contact.first_name or 'friend' }}!"}},
+        "rules": [{"id": "everyone", "then": [{"reply": "hello"}, {"handoff": {"team": "auto"}}]}],
+    }
+    await put_rules(meta_stack, document)
     contacts = [f"rules-{index}" for index in range(8)]
     for index, contact in enumerate(contacts):
         await post_dm(
