@@ -17,7 +17,7 @@ from faststream.nats import JStream, NatsBroker, NatsRouter, PubAck, PullSub
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.publisher.usecase import LogicPublisher
 from nats.aio.msg import Msg
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
@@ -49,7 +49,9 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     nats.errors.ConnectionClosedError,
     nats.errors.TimeoutError,
     nats.errors.NoServersError,
+    nats.errors.NoRespondersError,
     NoStreamResponseError,
+    ServiceUnavailableError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InterfaceError,
@@ -187,7 +189,7 @@ class DeadLetterMiddleware(BaseMiddleware[Any, Msg]):
         metadata = msg.metadata
         deliveries = metadata.num_delivered or 1
         permanent = isinstance(exc_val, PERMANENT_ERRORS)
-        unavailable = _dependency_unavailable(exc_val)
+        unavailable = dependency_unavailable(exc_val)
         if permanent or (deliveries >= self.settings.max_deliveries and not unavailable):
             await self._dead_letter(exc_val, deliveries, metadata.sequence.stream)
             await msg.ack()
@@ -238,7 +240,7 @@ class DeadLetterMiddleware(BaseMiddleware[Any, Msg]):
         )
 
 
-def _dependency_unavailable(exc: BaseException) -> bool:
+def dependency_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) says a dependency is down, not the message bad."""
     seen: BaseException | None = exc
     while seen is not None:
@@ -247,7 +249,7 @@ def _dependency_unavailable(exc: BaseException) -> bool:
         if isinstance(seen, UNAVAILABLE_ERRORS):
             return True
         original = getattr(seen, "orig", None)
-        if isinstance(original, BaseException) and _dependency_unavailable(original):
+        if isinstance(original, BaseException) and dependency_unavailable(original):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -7,7 +7,9 @@ finish in-flight messages (``graceful_timeout``) before the process exits.
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from fastapi import APIRouter, FastAPI
 from faststream.nats import NatsBroker
 from prometheus_client import CollectorRegistry
 
+from shared.bus import dependency_unavailable
 from shared.lag import ConsumerLagCollector
 from shared.logs import configure_logging
 from shared.ops import ReadinessCheck, nats_checks, ops_router
@@ -27,6 +30,8 @@ from shared.streams import Consumer, provision
 logger = logging.getLogger("dmdesk.service")
 
 Hook = Callable[[], Awaitable[None]]
+STARTUP_PATIENCE_SECONDS = 60.0
+MAX_STARTUP_DELAY_SECONDS = 5.0
 
 
 @dataclass
@@ -52,13 +57,16 @@ def service_app(spec: ServiceSpec) -> FastAPI:
 
     lag = consumer_lag(spec)
 
+    async def connect_and_provision() -> None:
+        await spec.broker.connect()
+        await provision(spec.broker.connection.jetstream(), spec.settings, *spec.consumers)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         for hook in spec.on_startup:
-            await hook()
-        await spec.broker.connect()
+            await patiently(hook)
+        await patiently(connect_and_provision)
         js = spec.broker.connection.jetstream()
-        await provision(js, spec.settings, *spec.consumers)
         await spec.broker.start()
         lag_task = asyncio.create_task(lag.keep_fresh(js)) if lag else None
         logger.info("service started", extra={"consumers": [c.durable for c in spec.consumers]})
@@ -87,6 +95,30 @@ def service_app(spec: ServiceSpec) -> FastAPI:
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+async def patiently(step: Hook) -> None:
+    """Run a start-up step, retrying while a dependency is not up yet.
+
+    NATS answers "no responders" until JetStream has a leader (a cluster just
+    started), the database refuses connections while it starts: a service that
+    starts first waits for them, for up to ``STARTUP_PATIENCE_SECONDS``.
+    """
+    deadline = time.monotonic() + STARTUP_PATIENCE_SECONDS
+    for attempt in itertools.count():
+        try:
+            await step()
+        except Exception as exc:
+            if not dependency_unavailable(exc) or time.monotonic() > deadline:
+                raise
+            delay = min(MAX_STARTUP_DELAY_SECONDS, 0.25 * 2**attempt)
+            logger.warning(
+                "a dependency is not up yet; retrying start-up",
+                extra={"error_type": type(exc).__name__, "delay_s": delay},
+            )
+            await asyncio.sleep(delay)
+        else:
+            return
 
 
 def consumer_lag(spec: ServiceSpec) -> ConsumerLagCollector | None:

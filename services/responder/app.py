@@ -176,12 +176,13 @@ class ResponderRuntime:
 
     async def start(self) -> None:
         """Connect, open the buckets, seed the default rules, load and follow the live set."""
-        self._client = await nats.connect(
-            self.settings.nats_url.split(","),
-            name="dmdesk-responder-kv",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-        )
+        if self._client is None:  # a start-up retried after JetStream was not ready yet
+            self._client = await nats.connect(
+                self.settings.nats_url.split(","),
+                name="dmdesk-responder-kv",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+            )
         js = self._client.jetstream()
         state_kv = await open_bucket(js, self.settings.conversation_state_bucket)
         rules_kv = await open_rules_bucket(js, self.settings)

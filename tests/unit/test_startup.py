@@ -1,0 +1,44 @@
+"""A service that starts before its dependencies waits for them, and only for them."""
+
+import nats.errors
+import pytest
+
+from shared import service
+
+
+async def test_start_up_step_is_retried_while_jetstream_has_no_responders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service, "MAX_STARTUP_DELAY_SECONDS", 0.01)
+    attempts: list[int] = []
+
+    async def step() -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise nats.errors.NoRespondersError
+
+    await service.patiently(step)
+    assert len(attempts) == 3
+
+
+async def test_start_up_step_that_is_wrong_fails_at_once() -> None:
+    attempts: list[int] = []
+
+    async def step() -> None:
+        attempts.append(1)
+        raise ValueError("bad rules file")
+
+    with pytest.raises(ValueError, match="bad rules file"):
+        await service.patiently(step)
+    assert attempts == [1]
+
+
+async def test_start_up_gives_up_after_its_patience(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "STARTUP_PATIENCE_SECONDS", 0.05)
+    monkeypatch.setattr(service, "MAX_STARTUP_DELAY_SECONDS", 0.01)
+
+    async def step() -> None:
+        raise ConnectionRefusedError
+
+    with pytest.raises(ConnectionRefusedError):
+        await service.patiently(step)
