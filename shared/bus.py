@@ -17,7 +17,7 @@ from faststream.nats import JStream, NatsBroker, NatsRouter, PubAck, PullSub
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.publisher.usecase import LogicPublisher
 from nats.aio.msg import Msg
-from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
+from nats.js.errors import NoStreamResponseError
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
@@ -51,7 +51,8 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     nats.errors.NoServersError,
     nats.errors.NoRespondersError,
     NoStreamResponseError,
-    ServiceUnavailableError,
+    # Not nats-py's ServiceUnavailableError: JetStream also answers 503 when a stream
+    # refuses this very message (a per-subject limit), which must be dead-lettered.
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InterfaceError,

@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 from fastapi import APIRouter, FastAPI
 from faststream.nats import NatsBroker
+from nats.js.errors import ServiceUnavailableError
 from prometheus_client import CollectorRegistry
 
 from shared.bus import dependency_unavailable
@@ -101,15 +102,17 @@ async def patiently(step: Hook) -> None:
     """Run a start-up step, retrying while a dependency is not up yet.
 
     NATS answers "no responders" until JetStream has a leader (a cluster just
-    started), the database refuses connections while it starts: a service that
-    starts first waits for them, for up to ``STARTUP_PATIENCE_SECONDS``.
+    started) and 503 while JetStream gets ready; the database refuses connections
+    while it starts: a service that starts first waits for them, for up to
+    ``STARTUP_PATIENCE_SECONDS``.
     """
     deadline = time.monotonic() + STARTUP_PATIENCE_SECONDS
     for attempt in itertools.count():
         try:
             await step()
         except Exception as exc:
-            if not dependency_unavailable(exc) or time.monotonic() > deadline:
+            starting = dependency_unavailable(exc) or isinstance(exc, ServiceUnavailableError)
+            if not starting or time.monotonic() > deadline:
                 raise
             delay = min(MAX_STARTUP_DELAY_SECONDS, 0.25 * 2**attempt)
             logger.warning(

@@ -2,6 +2,7 @@
 
 import nats.errors
 import pytest
+from nats.js.errors import ServiceUnavailableError
 
 from shared import service
 
@@ -42,3 +43,18 @@ async def test_start_up_gives_up_after_its_patience(monkeypatch: pytest.MonkeyPa
 
     with pytest.raises(ConnectionRefusedError):
         await service.patiently(step)
+
+
+async def test_start_up_waits_while_jetstream_is_not_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "MAX_STARTUP_DELAY_SECONDS", 0.01)
+    attempts: list[int] = []
+
+    async def step() -> None:
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise ServiceUnavailableError(
+                code=503, err_code=10008, description="JetStream not ready"
+            )
+
+    await service.patiently(step)
+    assert len(attempts) == 2
