@@ -15,16 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.api import projector
 from services.api.actions import router as actions_router
 from services.api.admin import router as admin_router
-from services.api.changes import ChangeFeed, changed_in
+from services.api.changes import ChangeFeed
 from services.api.changes import router as events_router
 from services.api.housekeeping import Housekeeper
 from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
 from services.api.rules_routes import rules_router
 from services.api.sla_scheduler import SlaScheduler
+from services.api.writer import ProjectionWriter
 from shared import streams
 from shared.bus import durable_subscriber, event_publisher, make_broker, publish_event, stage_router
-from shared.db import create_engine, migrate, ping, read_engine, session_factory, transaction
+from shared.db import create_engine, migrate, ping, read_engine, session_factory
 from shared.events import (
     BotReply,
     ClassifiedMessage,
@@ -58,6 +59,7 @@ class Api:
     scheduler: SlaScheduler
     housekeeper: Housekeeper
     changes: ChangeFeed
+    writer: ProjectionWriter
     consumers: list[streams.Consumer] = field(default_factory=list)
 
     def project(
@@ -67,7 +69,7 @@ class Api:
         event_type: type[EventT],
         apply: Projection[EventT],
     ) -> None:
-        """Subscribe ``apply`` to ``consumer``, one transaction per event.
+        """Subscribe ``apply`` to ``consumer``; the writer commits it with others (group commit).
 
         faststream validates the body against the handler's annotation, so the
         generic handler is given the concrete event type.
@@ -75,12 +77,13 @@ class Api:
         name = event_type.__name__
 
         async def handle(event: BaseModel) -> None:
-            async with transaction(self.sessions) as session:
-                await apply(session, event_type.model_validate(event), self.metrics)
-            await self.changes.publish(changed_in(session))
+            typed = event_type.model_validate(event)
+
+            async def work(session: AsyncSession) -> object:
+                return await apply(session, typed, self.metrics)
+
+            await self.writer.apply(work)
             self.metrics.projected.labels(name).inc()
-            self.scheduler.deadline_changed()
-            self.housekeeper.poke()
 
         handle.__annotations__["event"] = event_type
         handle.__name__ = f"project_{name}"
@@ -129,13 +132,22 @@ def _wire(
         await publish_event(outbound_out, request, msg_id=request.request_id, settings=settings)
 
     changes = ChangeFeed(sessions, changed_out, settings)
+    scheduler = SlaScheduler(sessions, publish_sla, metrics)
+    housekeeper = Housekeeper(sessions, settings, send_outbound, metrics, changes.publish)
+
+    async def committed(conversation_ids: set[int]) -> None:
+        await changes.publish(conversation_ids)
+        scheduler.deadline_changed()
+        housekeeper.poke()
+
     api = Api(
         settings=settings,
         metrics=metrics,
         sessions=sessions,
-        scheduler=SlaScheduler(sessions, publish_sla, metrics),
-        housekeeper=Housekeeper(sessions, settings, send_outbound, metrics, changes.publish),
+        scheduler=scheduler,
+        housekeeper=housekeeper,
         changes=changes,
+        writer=ProjectionWriter(sessions, committed),
     )
     return api, outbound_out
 
@@ -183,6 +195,7 @@ def build(settings: Settings) -> ServiceSpec:
         background.append(asyncio.create_task(housekeeper.run(), name="housekeeping"))
 
     async def stop() -> None:
+        await api.writer.stop()
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,121 @@
+"""Group commit: the projections of many concurrent handlers share one transaction.
+
+faststream runs the messages of a pull batch concurrently, for every consumer. Each
+handler hands its projection to the :class:`ProjectionWriter` and waits for it. The
+writer applies whatever is waiting, in arrival order, in one transaction, each
+projection inside its own savepoint:
+
+- a projection that raises rolls back alone, and only its handler gets the exception
+  (its message is redelivered or dead-lettered, as with a transaction of its own);
+- when a dependency is down, or the commit fails, every handler of the group gets the
+  error, so every message of the group is redelivered: nothing is acknowledged before
+  it is committed.
+
+One commit, one session and (on SQLite) one turn of the write lock per group instead
+of per event is what lets the api keep up with the other stages.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.api.changes import changed_in
+from shared.bus import dependency_unavailable
+from shared.db import transaction
+
+logger = logging.getLogger("dmdesk.api.writer")
+
+Work = Callable[[AsyncSession], Awaitable[object]]
+Committed = Callable[[set[int]], Awaitable[None]]
+MAX_GROUP = 256
+
+
+@dataclass(frozen=True)
+class _Pending:
+    work: Work
+    done: asyncio.Future[None]
+
+
+class ProjectionWriter:
+    """Applies projections in groups, one transaction and one savepoint each."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        committed: Committed,
+        max_group: int = MAX_GROUP,
+    ) -> None:
+        self.sessions = sessions
+        self.committed = committed
+        self.max_group = max_group
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def apply(self, work: Work) -> None:
+        """Run ``work`` in the next group; return once it is committed, or raise its error."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="projection-writer")
+        pending = _Pending(work, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(pending)
+        await pending.done
+
+    async def stop(self) -> None:
+        """Stop writing; handlers still waiting are cancelled (their messages redelivered)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while not self._queue.empty():
+            self._queue.get_nowait().done.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while len(group) < self.max_group and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            # A handler cancelled while it waited (shutdown) no longer wants its work done.
+            live = [pending for pending in group if not pending.done.done()]
+            try:
+                if live:
+                    await self._commit(live)
+            except asyncio.CancelledError:
+                for pending in live:
+                    pending.done.cancel()
+                raise
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        failed: dict[int, Exception] = {}
+        try:
+            async with transaction(self.sessions) as session:
+                for index, pending in enumerate(group):
+                    try:
+                        async with session.begin_nested():
+                            await pending.work(session)
+                    except Exception as error:
+                        if dependency_unavailable(error):
+                            raise
+                        failed[index] = error
+            changed = changed_in(session)
+        except Exception as error:
+            for pending in group:
+                _settle(pending, error)
+            return
+        try:
+            await self.committed(changed)
+        except Exception:  # the data is committed: say so, but do not fail the messages
+            logger.exception("after-commit step failed", extra={"group": len(group)})
+        for index, pending in enumerate(group):
+            _settle(pending, failed.get(index))
+
+
+def _settle(pending: _Pending, error: Exception | None) -> None:
+    if pending.done.done():
+        return
+    if error is None:
+        pending.done.set_result(None)
+    else:
+        pending.done.set_exception(error)

@@ -1,0 +1,139 @@
+"""Group commit: concurrent projections share transactions, and fail alone or together."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.api import projector
+from services.api.writer import ProjectionWriter, Work
+from shared.events import Channel, Contact, InboundMessage
+from shared.models import MessageRow
+
+
+def message(mid: str) -> InboundMessage:
+    return InboundMessage(
+        mid=mid,
+        channel=Channel.MESSENGER,
+        account_id="page-1",
+        contact=Contact(platform_id=f"psid-{mid}"),
+        text=f"hello {mid}",
+        platform_ts=datetime(2026, 11, 28, 10, 0, tzinfo=UTC),
+    )
+
+
+class Recorder:
+    """What the writer reports after each commit."""
+
+    def __init__(self) -> None:
+        self.groups: list[set[int]] = []
+
+    async def __call__(self, conversation_ids: set[int]) -> None:
+        self.groups.append(conversation_ids)
+
+
+@pytest.fixture
+async def writer(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[tuple[ProjectionWriter, Recorder]]:
+    recorder = Recorder()
+    running = ProjectionWriter(sessions, recorder)
+    yield running, recorder
+    await running.stop()
+
+
+async def stored_mids(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+    async with sessions() as session:
+        rows = await session.execute(select(MessageRow.mid).order_by(MessageRow.mid))
+        return list(rows.scalars())
+
+
+def project(mid: str) -> Work:
+    async def work(session: AsyncSession) -> object:
+        return await projector.project_inbound(session, message(mid))
+
+    return work
+
+
+async def test_concurrent_projections_are_committed_in_shared_transactions(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, recorder = writer
+    mids = [f"m-{index:03d}" for index in range(100)]
+    await asyncio.gather(*(running.apply(project(mid)) for mid in mids))
+
+    assert await stored_mids(sessions) == mids
+    assert len(recorder.groups) < len(mids), "every projection had a transaction of its own"
+    assert sum(len(group) for group in recorder.groups) == len(mids)  # one conversation each
+
+
+async def test_a_failing_projection_rolls_back_alone(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+
+    async def half_done_then_fails(session: AsyncSession) -> object:
+        await projector.project_inbound(session, message("m-bad"))
+        raise ValueError("a bug in this projection")
+
+    outcomes = await asyncio.gather(
+        running.apply(project("m-1")),
+        running.apply(half_done_then_fails),
+        running.apply(project("m-2")),
+        return_exceptions=True,
+    )
+
+    assert outcomes[0] is None
+    assert outcomes[2] is None
+    assert isinstance(outcomes[1], ValueError)
+    assert await stored_mids(sessions) == ["m-1", "m-2"]
+
+
+async def test_a_database_outage_fails_the_whole_group_and_commits_nothing(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, recorder = writer
+
+    async def database_gone(session: AsyncSession) -> object:
+        raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+
+    outcomes = await asyncio.gather(
+        running.apply(project("m-1")),
+        running.apply(database_gone),
+        running.apply(project("m-2")),
+        return_exceptions=True,
+    )
+
+    assert all(
+        isinstance(outcome, asyncpg.exceptions.CannotConnectNowError) for outcome in outcomes
+    )
+    assert await stored_mids(sessions) == []
+    assert recorder.groups == []
+
+    # The writer carries on with the next group (the redeliveries).
+    await asyncio.gather(running.apply(project("m-1")), running.apply(project("m-2")))
+    assert await stored_mids(sessions) == ["m-1", "m-2"]
+
+
+async def test_stopping_cancels_the_handlers_still_waiting(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+    started = asyncio.Event()
+
+    async def slow(session: AsyncSession) -> object:
+        started.set()
+        await asyncio.sleep(30)
+        return None
+
+    waiting = asyncio.create_task(running.apply(slow))
+    await started.wait()
+    await running.stop()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    async with sessions() as session:
+        assert (await session.scalar(select(func.count()).select_from(MessageRow))) == 0
