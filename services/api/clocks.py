@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -48,25 +48,33 @@ def _target(policy: SlaPolicyRow, metric: str) -> int | None:
     }[metric]
 
 
+POLICIES = "dmdesk.sla_policies"
+
+
 async def policy_for(session: AsyncSession, conversation: ConversationRow) -> SlaPolicyRow | None:
-    """The most specific active policy for the conversation's priority, category, channel."""
-    specificity = case((col(SlaPolicyRow.category).is_not(None), 2), else_=0) + case(
-        (col(SlaPolicyRow.channel).is_not(None), 1), else_=0
-    )
-    query = (
-        select(SlaPolicyRow)
-        .where(
-            col(SlaPolicyRow.archived_at).is_(None),
-            col(SlaPolicyRow.priority) == conversation.priority,
-            col(SlaPolicyRow.category).is_(None)
-            | (col(SlaPolicyRow.category) == conversation.category),
-            col(SlaPolicyRow.channel).is_(None)
-            | (col(SlaPolicyRow.channel) == conversation.channel),
+    """The most specific active policy for the conversation's priority, category, channel.
+
+    The active policies (a handful of rows) are read once per session: the api's
+    projections apply a whole group of events in one session.
+    """
+    policies: list[SlaPolicyRow] | None = session.info.get(POLICIES)
+    if policies is None:
+        rows = await session.execute(
+            select(SlaPolicyRow).where(col(SlaPolicyRow.archived_at).is_(None))
         )
-        .order_by(specificity.desc(), col(SlaPolicyRow.id).desc())
-        .limit(1)
-    )
-    return (await session.execute(query)).scalar_one_or_none()
+        policies = session.info[POLICIES] = list(rows.scalars())
+    matching = [
+        policy
+        for policy in policies
+        if policy.priority == conversation.priority
+        and policy.category in (None, conversation.category)
+        and policy.channel in (None, conversation.channel)
+    ]
+
+    def specificity(policy: SlaPolicyRow) -> tuple[int, int]:
+        return (2 if policy.category else 0) + (1 if policy.channel else 0), policy.id or 0
+
+    return max(matching, key=specificity, default=None)
 
 
 async def clocks_of(
@@ -81,38 +89,40 @@ async def clocks_of(
 
 async def _start(
     session: AsyncSession, conversation: ConversationRow, metric: SlaMetric, at: datetime
-) -> None:
+) -> SlaClockRow | None:
+    """Start a ``metric`` clock under the policy that applies (None: no target for it)."""
     assert conversation.id is not None
     policy = await policy_for(session, conversation)
     if policy is None or policy.id is None:
-        return
+        return None
     target = _target(policy, metric.value)
     if target is None:
-        return
+        return None
     calendar = _calendar(policy)
-    session.add(
-        SlaClockRow(
-            conversation_id=conversation.id,
-            policy_id=policy.id,
-            metric=metric.value,
-            started_at=at,
-            due_at=add_working_time(at, timedelta(seconds=target), calendar),
-            at_risk_at=add_working_time(
-                at, timedelta(seconds=target * policy.at_risk_share), calendar
-            ),
-            team=conversation.team,
-            assignee=conversation.assignee,
-        )
+    clock = SlaClockRow(
+        conversation_id=conversation.id,
+        policy_id=policy.id,
+        metric=metric.value,
+        started_at=at,
+        due_at=add_working_time(at, timedelta(seconds=target), calendar),
+        at_risk_at=add_working_time(at, timedelta(seconds=target * policy.at_risk_share), calendar),
+        team=conversation.team,
+        assignee=conversation.assignee,
     )
-    await session.flush()
+    session.add(clock)
+    return clock
+
+
+def _set_due(conversation: ConversationRow, clocks: Sequence[SlaClockRow]) -> None:
+    running = [clock.due_at for clock in clocks if clock.state == ClockState.RUNNING.value]
+    conversation.sla_due_at = min(running, default=None)
+    conversation.queue_due_at = conversation.sla_due_at or NO_DEADLINE
 
 
 async def refresh_due(session: AsyncSession, conversation: ConversationRow) -> None:
     """The conversation's ``sla_due_at``: its nearest running deadline (queue order)."""
     assert conversation.id is not None
-    running = await clocks_of(session, conversation.id, (ClockState.RUNNING.value,))
-    conversation.sla_due_at = min((clock.due_at for clock in running), default=None)
-    conversation.queue_due_at = conversation.sla_due_at or NO_DEADLINE
+    _set_due(conversation, await clocks_of(session, conversation.id, (ClockState.RUNNING.value,)))
 
 
 async def customer_wrote(
@@ -120,18 +130,19 @@ async def customer_wrote(
 ) -> None:
     """A customer message: start the response clock due now, resume paused clocks."""
     assert conversation.id is not None
-    await resume(session, conversation, at)
     everything = await clocks_of(session, conversation.id, [state.value for state in ClockState])
+    await _resume(session, everything, at)
     active = [clock for clock in everything if clock.state in ACTIVE]
+    started: list[SlaClockRow | None] = []
     if not any(clock.metric in RESPONSE_METRICS for clock in active):
         first_ever = not any(c.metric == SlaMetric.FIRST_RESPONSE.value for c in everything)
         if first_ever:
-            await _start(session, conversation, SlaMetric.FIRST_RESPONSE, at)
+            started.append(await _start(session, conversation, SlaMetric.FIRST_RESPONSE, at))
         elif conversation.first_response_at is not None:
-            await _start(session, conversation, SlaMetric.NEXT_RESPONSE, at)
+            started.append(await _start(session, conversation, SlaMetric.NEXT_RESPONSE, at))
     if not any(clock.metric == SlaMetric.RESOLUTION.value for clock in active):
-        await _start(session, conversation, SlaMetric.RESOLUTION, at)
-    await refresh_due(session, conversation)
+        started.append(await _start(session, conversation, SlaMetric.RESOLUTION, at))
+    _set_due(conversation, [*everything, *filter(None, started)])
 
 
 async def _stop(
@@ -210,7 +221,16 @@ async def pause(session: AsyncSession, conversation: ConversationRow, at: dateti
 async def resume(session: AsyncSession, conversation: ConversationRow, at: datetime) -> None:
     """Paused clocks count again; their deadlines move by the time they were paused."""
     assert conversation.id is not None
-    for clock in await clocks_of(session, conversation.id, (ClockState.PAUSED.value,)):
+    await _resume(
+        session, await clocks_of(session, conversation.id, (ClockState.PAUSED.value,)), at
+    )
+    await refresh_due(session, conversation)
+
+
+async def _resume(session: AsyncSession, clocks: Sequence[SlaClockRow], at: datetime) -> None:
+    for clock in clocks:
+        if clock.state != ClockState.PAUSED.value:
+            continue
         policy = await session.get(SlaPolicyRow, clock.policy_id)
         assert policy is not None
         assert clock.paused_at is not None
@@ -221,7 +241,6 @@ async def resume(session: AsyncSession, conversation: ConversationRow, at: datet
             risk_left = working_time_between(clock.paused_at, clock.at_risk_at, calendar)
             clock.at_risk_at = add_working_time(at, risk_left, calendar)
         clock.state, clock.paused_at = ClockState.RUNNING.value, None
-    await refresh_due(session, conversation)
 
 
 async def retarget(session: AsyncSession, conversation: ConversationRow) -> None:
@@ -230,7 +249,8 @@ async def retarget(session: AsyncSession, conversation: ConversationRow) -> None
     policy = await policy_for(session, conversation)
     if policy is None or policy.id is None:
         return
-    for clock in await clocks_of(session, conversation.id):
+    active = await clocks_of(session, conversation.id)
+    for clock in active:
         target = _target(policy, clock.metric)
         if clock.policy_id == policy.id or clock.breached_at is not None or target is None:
             continue
@@ -240,4 +260,4 @@ async def retarget(session: AsyncSession, conversation: ConversationRow) -> None
         clock.at_risk_at = add_working_time(
             clock.started_at, timedelta(seconds=target * policy.at_risk_share), calendar
         )
-    await refresh_due(session, conversation)
+    _set_due(conversation, active)

@@ -109,7 +109,26 @@ async def _conversation(
     is_request: bool = False,
     at: datetime | None = None,
 ) -> ConversationRow:
-    """The conversation ``ref`` names, created on first sight, locked for update."""
+    """The conversation ``ref`` names, created on first sight, locked for update.
+
+    Without contact details to store (every event but the message itself), a
+    conversation that exists is found with one query.
+    """
+    if contact is None:
+        found = await session.execute(
+            select(ConversationRow)
+            .join(ContactRow, col(ContactRow.id) == col(ConversationRow.contact_id))
+            .where(
+                col(ConversationRow.channel) == ref.channel.value,
+                col(ConversationRow.account_id) == ref.account_id,
+                col(ContactRow.channel) == ref.channel.value,
+                col(ContactRow.platform_id) == ref.contact_id,
+            )
+            .with_for_update(of=ConversationRow)
+        )
+        existing = found.scalar_one_or_none()
+        if existing is not None:
+            return existing
     contact_id = await _contact_id(session, ref.channel.value, contact, ref.contact_id)
     at = at or utcnow()
     await session.execute(
@@ -245,7 +264,8 @@ async def project_classified(
         # The classification arrived before the message itself: store the message first.
         await project_inbound(session, message, metrics)
         await _classify_message(session, message, classification)
-    conversation = await _conversation(session, message.conversation, message.contact)
+    # The message's projection stored the contact's details.
+    conversation = await _conversation(session, message.conversation, None)
     category_changed = conversation.category != classification.category.value
     retarget = _raise_priority(conversation, classification.priority) or category_changed
     conversation.category = classification.category.value
