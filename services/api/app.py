@@ -97,6 +97,7 @@ def _wire(
     router: NatsRouter,
     metrics: ApiMetrics,
     sessions: async_sessionmaker[AsyncSession],
+    read_sessions: async_sessionmaker[AsyncSession],
 ) -> tuple[Api, LogicPublisher]:
     outbound_out = event_publisher(
         router,
@@ -131,7 +132,7 @@ def _wire(
     async def send_outbound(request: OutboundRequest) -> None:
         await publish_event(outbound_out, request, msg_id=request.request_id, settings=settings)
 
-    changes = ChangeFeed(sessions, changed_out, settings)
+    changes = ChangeFeed(read_sessions, changed_out, settings)
     scheduler = SlaScheduler(sessions, publish_sla, metrics)
     housekeeper = Housekeeper(sessions, settings, send_outbound, metrics, changes.publish)
 
@@ -162,7 +163,7 @@ def build(settings: Settings) -> ServiceSpec:
     read_sessions = session_factory(reader)
     broker = make_broker(settings, STAGE, registry)
     router = stage_router(STAGE, settings)
-    api, outbound_out = _wire(settings, router, metrics, sessions)
+    api, outbound_out = _wire(settings, router, metrics, sessions, read_sessions)
     scheduler, housekeeper = api.scheduler, api.housekeeper
 
     api.project(router, streams.API_INBOUND, InboundMessage, projector.project_inbound)

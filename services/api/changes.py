@@ -5,6 +5,7 @@ calls :meth:`ChangeFeed.publish` with them. The events are stored in the stream,
 so ``GET /v1/events`` can resume from a ``Last-Event-ID`` (the stream sequence).
 """
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -45,7 +46,7 @@ def changed_in(session: AsyncSession) -> set[int]:
 
 
 class ChangeFeed:
-    """Publishes the current state of changed conversations."""
+    """Publishes the current state of changed conversations (read after they committed)."""
 
     def __init__(
         self,
@@ -70,13 +71,17 @@ class ChangeFeed:
                     .where(col(ConversationRow.id).in_(ids))
                 )
                 changes = [_change(row, contact_id) for row, contact_id in rows.all()]
-            for change in changes:
-                await publish_event(
-                    self.publisher,
-                    change,
-                    msg_id=f"changed:{change.conversation_id}:{change.updated_at.isoformat()}",
-                    settings=self.settings,
+            await asyncio.gather(
+                *(
+                    publish_event(
+                        self.publisher,
+                        change,
+                        msg_id=f"changed:{change.conversation_id}:{change.updated_at.isoformat()}",
+                        settings=self.settings,
+                    )
+                    for change in changes
                 )
+            )
         except Exception:
             logger.exception("conversation changes not published", extra={"count": len(ids)})
 
