@@ -49,6 +49,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dmdesk.natsserver import NatsServer, free_port
+from services.responder.rules import ROUND_THE_CLOCK, load_rule_set_document, with_calendar_hours
 from shared.db import as_utc, create_engine
 
 SERVICES = ("api", "ingest", "classifier", "responder")
@@ -330,8 +331,13 @@ class EmbeddedStack:
         )
 
     def env(self) -> dict[str, str]:
-        """The services' environment."""
+        """The services' environment (the default rules, with the team at work round the clock)."""
+        rules_path = self.workdir / "rules.json"
+        rules_path.write_text(
+            json.dumps(with_calendar_hours(load_rule_set_document(), ROUND_THE_CLOCK))
+        )
         return os.environ | {
+            "DMDESK_RULES_PATH": str(rules_path),
             "DMDESK_NATS_URL": self.nats.url,
             "DMDESK_DATABASE_URL": self.database_url,
             "DMDESK_DATA_DIR": str(self.workdir / "data"),

@@ -15,8 +15,7 @@ import httpx
 
 from dmdesk.natsserver import free_port
 from services.api.auth import create_key
-from services.responder.rules import load_rule_set_document
-from shared.business_hours import WEEKDAYS
+from services.responder.rules import ROUND_THE_CLOCK, load_rule_set_document, with_calendar_hours
 from shared.db import create_engine, session_factory, transaction
 from shared.models import Scope
 
@@ -29,14 +28,7 @@ T = TypeVar("T")
 
 def rules_with_calendars(hours: dict[str, list[str]]) -> dict[str, Any]:
     """The default rule set with every calendar set to ``hours`` and no holidays."""
-    document = load_rule_set_document()
-    for calendar in document["calendars"].values():
-        calendar["hours"] = hours
-        calendar["holidays"] = []
-    return document
-
-
-ALWAYS_OPEN_HOURS = {day: ["00:00-24:00"] for day in WEEKDAYS}
+    return with_calendar_hours(load_rule_set_document(), hours)
 
 
 def docker_available() -> bool:
@@ -137,7 +129,7 @@ class Stack:
         # The default rules answer "we are away" outside office hours; tests must not
         # depend on the hour they run at, so the stack's team is always at work.
         rules_path = workdir / "rules.json"
-        rules_path.write_text(json.dumps(rules_with_calendars(ALWAYS_OPEN_HOURS)))
+        rules_path.write_text(json.dumps(rules_with_calendars(ROUND_THE_CLOCK)))
         env = {
             **os.environ,
             "DMDESK_NATS_URL": nats_url,

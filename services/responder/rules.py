@@ -41,7 +41,7 @@ from services.responder.guards import (
     promotional_match,
 )
 from services.responder.templates import Renderer, TemplateRenderError
-from shared.business_hours import ALWAYS_OPEN, Calendar
+from shared.business_hours import ALWAYS_OPEN, WEEKDAYS, Calendar
 from shared.events import Category, Channel, Priority
 
 DEFAULT_RULES_RESOURCE = "rules.yaml"
@@ -498,6 +498,23 @@ def load_rule_set_document(path: Path | None = None) -> dict[str, Any]:
     else:
         text = path.read_text(encoding="utf-8")
     return parse_document(text)
+
+
+ROUND_THE_CLOCK = {day: ["00:00-24:00"] for day in WEEKDAYS}
+
+
+def with_calendar_hours(document: dict[str, Any], hours: dict[str, list[str]]) -> dict[str, Any]:
+    """``document`` with every calendar set to ``hours`` and no holidays.
+
+    Benchmarks and tests run the default rules round the clock, so what they
+    measure does not depend on the hour they run at (outside business hours
+    every DM would get the away reply).
+    """
+    calendars = {
+        name: {**calendar, "hours": hours, "holidays": []}
+        for name, calendar in document.get("calendars", {}).items()
+    }
+    return {**document, "calendars": calendars}
 
 
 def parse_document(text: str | bytes) -> dict[str, Any]:

@@ -7,10 +7,12 @@ import pytest
 
 from services.responder.decide import DEFAULT_RULE
 from services.responder.rules import (
+    ROUND_THE_CLOCK,
     RuleSetError,
     compile_rule_set,
     load_rule_set_document,
     parse_document,
+    with_calendar_hours,
 )
 from shared.events import Category, Channel, Priority
 from tests.unit.responder.helpers import classified, default_rules, run
@@ -249,3 +251,19 @@ def test_default_rules_away_outside_business_hours() -> None:
     assert decision.matched_rules == ["away"]
     assert [reply.template for reply in decision.replies] == ["away"]
     assert decision.handoff is not None
+
+
+def test_default_rules_round_the_clock_never_say_away() -> None:
+    from datetime import UTC, datetime
+
+    christmas_night = datetime(2026, 12, 25, 23, 0, tzinfo=UTC)  # a holiday, at night
+    document = with_calendar_hours(load_rule_set_document(), ROUND_THE_CLOCK)
+    decision = run(
+        classified("Can someone call me back?", at=christmas_night), compile_rule_set(document)
+    )
+    assert "away" not in decision.matched_rules
+    closed = compile_rule_set(with_calendar_hours(load_rule_set_document(), {}))
+    monday_noon = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert run(classified("Can someone call me back?", at=monday_noon), closed).matched_rules == [
+        "away"
+    ]
