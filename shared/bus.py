@@ -39,9 +39,16 @@ RETRYABLE_PUBLISH_ERRORS = (
 MAX_REDELIVERY_DELAY_SECONDS = 30.0
 # A message that does not decode or validate will fail the same way on every delivery.
 PERMANENT_ERRORS = (ValidationError, UnicodeDecodeError, json.JSONDecodeError)
+
+
+class RetryLater(Exception):  # noqa: N818 - it names what the handler asks for
+    """The message is fine but cannot be handled yet (another worker is at it): redeliver."""
+
+
 # A dependency that is down (the database, NATS) says nothing about the message: it is
 # redelivered with back-off for as long as the outage lasts, never dead-lettered for it.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    RetryLater,
     ConnectionError,
     TimeoutError,
     sqlalchemy.exc.OperationalError,

@@ -9,7 +9,7 @@ Per-conversation state and the live rule set live in NATS KV buckets (see
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import nats
@@ -32,7 +32,14 @@ from services.responder.rules import compile_rule_set, load_rule_set_document
 from services.responder.state import ConversationState, ConversationStates, HandledMessage
 from services.responder.window import RESPONSE, Refusal, messaging_policy
 from shared import streams
-from shared.bus import durable_subscriber, event_publisher, make_broker, publish_event, stage_router
+from shared.bus import (
+    RetryLater,
+    durable_subscriber,
+    event_publisher,
+    make_broker,
+    publish_event,
+    stage_router,
+)
 from shared.events import (
     Author,
     BotReply,
@@ -158,6 +165,11 @@ class ResponderRuntime:
         self.defaults = load_rule_set_document(settings.rules_path)
         # Fail at start-up, not at the first DM, when the defaults are broken.
         self.initial = compile_rule_set(self.defaults)
+        # Longer than any one send with its retries: an older claim is from a dead replica.
+        self.send_claim_ttl = timedelta(
+            seconds=settings.send_max_attempts * settings.send_timeout_seconds
+            + settings.send_backoff_seconds * 2**settings.send_max_attempts
+        )
         self._client: NatsClient | None = None
         self._states: ConversationStates | None = None
         self._rules: LiveRules | None = None
@@ -272,9 +284,30 @@ class ResponderRuntime:
         )
         if isinstance(policy, Refusal):
             return refused(request, policy.reason, policy.kind)
+        # At most once: the Send API takes no idempotency key, so a redelivery must not
+        # send again what an earlier delivery (maybe on a replica that died) began to send.
+        sent_mid, earlier = await self.states.change(ref, _claim(request.request_id, now))
+        if sent_mid is not None:
+            return OutboundResult(
+                request_id=request.request_id,
+                conversation=ref,
+                status=OutboundStatus.SENT,
+                mid=sent_mid,
+            )
+        if earlier is not None:
+            if now - earlier < self.send_claim_ttl:
+                raise RetryLater(f"request {request.request_id} is being sent since {earlier}")
+            return refused(
+                request,
+                "sending was interrupted (the responder stopped mid-send): the message may"
+                " or may not have reached the customer, so it is not sent again",
+                "send_interrupted",
+            )
         result = await self.adapter.send(request, policy)
         if result.status == OutboundStatus.SENT and result.mid is not None:
             await self.states.change(ref, _sent(request.request_id, result.mid))
+        else:
+            await self.states.change(ref, _released(request.request_id))
         return result
 
     def _bot_refusal(
@@ -302,6 +335,26 @@ def _human_replied(at: datetime) -> Callable[[ConversationState], Awaitable[None
 def _sent(request_id: str, mid: str) -> Callable[[ConversationState], Awaitable[None]]:
     async def apply(state: ConversationState) -> None:
         state.remember_sent(request_id, mid)
+
+    return apply
+
+
+def _claim(
+    request_id: str, at: datetime
+) -> Callable[[ConversationState], Awaitable[tuple[str | None, datetime | None]]]:
+    """Claim sending ``request_id``: (its mid if already sent, when an earlier try began)."""
+
+    async def apply(state: ConversationState) -> tuple[str | None, datetime | None]:
+        if (mid := state.sent.get(request_id)) is not None:
+            return mid, None
+        return None, state.claim_send(request_id, at)
+
+    return apply
+
+
+def _released(request_id: str) -> Callable[[ConversationState], Awaitable[None]]:
+    async def apply(state: ConversationState) -> None:
+        state.release_send(request_id)
 
     return apply
 

@@ -51,6 +51,9 @@ class ConversationState(BaseModel):
     last_customer_message_at: datetime | None = None
     handled: list[HandledMessage] = Field(default_factory=list)
     sent: dict[str, str] = Field(default_factory=dict, description="request_id -> platform mid.")
+    sending: dict[str, datetime] = Field(
+        default_factory=dict, description="request_id -> when a replica began to send it."
+    )
 
     def handled_message(self, mid: str) -> HandledMessage | None:
         """The earlier decision on ``mid``, if this conversation has one."""
@@ -64,6 +67,18 @@ class ConversationState(BaseModel):
         """Keep the platform id of a sent request (and only the most recent few)."""
         items = [*self.sent.items(), (request_id, mid)][-KEEP_SENT:]
         self.sent = dict(items)
+        self.sending.pop(request_id, None)
+
+    def claim_send(self, request_id: str, at: datetime) -> datetime | None:
+        """Note that sending ``request_id`` begins at ``at``; None, or when an earlier try began."""
+        earlier = self.sending.get(request_id)
+        if earlier is None:
+            self.sending = dict([*self.sending.items(), (request_id, at)][-KEEP_SENT:])
+        return earlier
+
+    def release_send(self, request_id: str) -> None:
+        """Sending ``request_id`` ended without a message on the platform: it may be tried again."""
+        self.sending.pop(request_id, None)
 
     def customer_wrote(self, at: datetime) -> None:
         """Move the reply window to ``at`` unless a later message already did."""

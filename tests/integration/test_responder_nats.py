@@ -19,6 +19,7 @@ from services.responder.app import ResponderRuntime, build
 from services.responder.live_rules import encode_document
 from services.responder.rules import load_rule_set_document
 from services.responder.window import RESPONSE, MessagingPolicy
+from shared.bus import RetryLater
 from shared.events import (
     BotReply,
     Category,
@@ -31,6 +32,8 @@ from shared.events import (
     InboundMessage,
     OutboundRequest,
     OutboundResult,
+    OutboundStatus,
+    PlatformError,
     Priority,
     utcnow,
 )
@@ -284,6 +287,100 @@ class RecordingAdapter:
 
     async def aclose(self) -> None:
         return None
+
+
+class SlowAdapter(RecordingAdapter):
+    """Sends after ``release`` is set, failing with ``error`` if one is given."""
+
+    def __init__(self, error: PlatformError | None = None) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.error = error
+
+    async def send(
+        self, request: OutboundRequest, policy: MessagingPolicy = RESPONSE
+    ) -> OutboundResult:
+        self.sent.append((request, policy))
+        await self.release.wait()
+        if self.error is not None:
+            return OutboundResult(
+                request_id=request.request_id,
+                conversation=request.conversation,
+                status=OutboundStatus.FAILED,
+                error=self.error,
+            )
+        return await LogAdapter().send(request, policy)
+
+
+def bot_reply(request_id: str, contact: str) -> OutboundRequest:
+    return OutboundRequest(
+        request_id=request_id,
+        conversation=dm("m-x", "hi", contact=contact).message.conversation,
+        text="Our hours are 9 to 6",
+        author="bot",
+    )
+
+
+async def test_a_reply_being_sent_is_not_sent_again_by_a_redelivery(settings: Settings) -> None:
+    adapter = SlowAdapter()
+    replicas = [ResponderRuntime(settings, adapter) for _ in range(2)]
+    for runtime in replicas:
+        await runtime.start()
+    try:
+        request = bot_reply("bot-once", "once")
+        first = asyncio.create_task(replicas[0].deliver(request))
+        await eventually(lambda: asyncio.sleep(0, adapter.sent), bool)
+        # Its ack wait ran out while the first replica still waits for the Send API.
+        with pytest.raises(RetryLater):
+            await replicas[1].deliver(request)
+        adapter.release.set()
+        sent = await first
+        assert sent.status == OutboundStatus.SENT
+        again = await replicas[1].deliver(request)
+        assert again.status == OutboundStatus.SENT
+        assert again.mid == sent.mid
+        assert len(adapter.sent) == 1
+    finally:
+        for runtime in replicas:
+            await runtime.stop()
+
+
+async def test_a_send_cut_short_by_a_dead_replica_is_reported_not_repeated(
+    settings: Settings,
+) -> None:
+    adapter = RecordingAdapter()
+    runtime = ResponderRuntime(settings, adapter)
+    await runtime.start()
+    try:
+        request = bot_reply("bot-cut", "cut")
+        # A replica claimed the send, then died before it could record the outcome.
+        long_ago = utcnow() - runtime.send_claim_ttl - timedelta(seconds=1)
+        state, revision = await runtime.states.read(request.conversation)
+        state.claim_send(request.request_id, long_ago)
+        await runtime.states.write(request.conversation, state, revision)
+
+        result = await runtime.deliver(request)
+        assert result.status == OutboundStatus.FAILED
+        assert result.error is not None
+        assert result.error.type == "dmdesk.send_interrupted"
+        assert adapter.sent == []
+    finally:
+        await runtime.stop()
+
+
+async def test_a_failed_send_may_be_tried_again(settings: Settings) -> None:
+    adapter = SlowAdapter(PlatformError(type="OAuthException", message="down", retryable=True))
+    adapter.release.set()
+    runtime = ResponderRuntime(settings, adapter)
+    await runtime.start()
+    try:
+        request = bot_reply("bot-again", "again")
+        assert (await runtime.deliver(request)).status == OutboundStatus.FAILED
+        adapter.error = None
+        assert (await runtime.deliver(request)).status == OutboundStatus.SENT
+        assert len(adapter.sent) == 2
+    finally:
+        await runtime.stop()
 
 
 async def fetch(client: NatsClient, settings: Settings, subject: str, count: int) -> list[bytes]:
