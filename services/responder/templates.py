@@ -6,6 +6,7 @@ send time. Undefined names are errors (``StrictUndefined``): a typo cannot send
 an empty greeting.
 """
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,6 +69,9 @@ class TemplateRenderError(ValueError):
     """A template that does not compile or render."""
 
 
+TEMPLATE_CACHE_SIZE = 1024
+
+
 class Renderer:
     """Compiles and renders templates in a sandboxed Jinja environment."""
 
@@ -75,12 +79,14 @@ class Renderer:
         self._env = SandboxedEnvironment(
             undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True
         )
+        # Compiling is the slow part (Jinja generates and execs Python): once per source.
+        self._compile = functools.lru_cache(maxsize=TEMPLATE_CACHE_SIZE)(self._env.from_string)
 
     def render(self, source: str, context: TemplateContext | Mapping[str, Any]) -> str:
         """Render ``source``; raises TemplateRenderError with Jinja's reason."""
         values = context.as_mapping() if isinstance(context, TemplateContext) else dict(context)
         try:
-            text = self._env.from_string(source).render(values)
+            text = self._compile(source).render(values)
         except TemplateError as error:
             raise TemplateRenderError(f"{type(error).__name__}: {error}") from error
         return text.strip()
