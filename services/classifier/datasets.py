@@ -23,6 +23,8 @@ BANKING77_DIR = DATA_DIR / "banking77"
 BITEXT_CSV = DATA_DIR / "bitext" / "Bitext_Sample_Customer_Support_Training_Dataset.csv"
 OWN_EXAMPLES = DATA_DIR / "own_examples.jsonl"
 OWN_EXAMPLES_TEST = DATA_DIR / "own_examples_test.jsonl"
+SOCIAL_EXAMPLES = DATA_DIR / "social_examples.jsonl"
+SOCIAL_EXAMPLES_TEST = DATA_DIR / "social_examples_test.jsonl"
 LABEL_MAP = DATA_DIR / "label_map.json"
 DEFAULT_COMPLAINTS = Path("../shared/datasets/complaints_social_media/complaints-data.csv")
 BITEXT_TEST_SHARE = 0.2
@@ -90,7 +92,12 @@ class Example:
 
 @dataclass(frozen=True)
 class ComplaintExample:
-    """One row of the complaints set: a tweet, whether it complains, and its domain."""
+    """A tweet, whether it complains, and its domain (the complaints set's or our own).
+
+    Domains are those of the complaints set: a kind of company the tweet is addressed to
+    (``transport``, ``telecom``...), or ``random_tweet`` / ``random_reply`` for chatter
+    addressed to no company.
+    """
 
     text: str
     is_complaint: bool
@@ -189,6 +196,19 @@ def _read_own(path: Path) -> Iterator[Example]:
                 language=record["language"],
                 complaint=bool(record.get("complaint", category in COMPLAINT_CATEGORIES)),
             )
+
+
+def social_examples(path: Path = SOCIAL_EXAMPLES) -> list[ComplaintExample]:
+    """The social-media tweets the dmdesk team wrote (JSON lines: text, complaint, domain)."""
+    with path.open(encoding="utf-8") as lines:
+        return [
+            ComplaintExample(
+                text=record["text"], is_complaint=bool(record["complaint"]), domain=record["domain"]
+            )
+            for line in lines
+            if line.strip()
+            for record in (json.loads(line),)
+        ]
 
 
 def complaints(path: Path) -> list[ComplaintExample]:

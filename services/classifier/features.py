@@ -4,6 +4,9 @@ Two blocks, each L2-normalised on its own: word unigrams and bigrams, and charac
 2- to 5-grams inside word boundaries. Text is lower-cased; digits become ``0``, links,
 e-mail addresses and @handles become placeholders, so a model learns "an order number"
 rather than one order number, and a brand's handle says nothing about the class.
+Social-media spelling is folded: a hashtag also yields its word (``#fail`` reads as
+``# fail``), a letter repeated three times or more is kept twice (``soooo`` and ``sooo``
+are one word), and runs of ``!`` and ``?`` are cut to two.
 """
 
 import itertools
@@ -20,18 +23,24 @@ CHAR_NGRAM_MAX = 5
 _URL = re.compile(r"(?:https?://|www\.)\S+|\b[\w-]+\.(?:com|net|org|shop|io|ly|me)/\S*", re.I)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 _HANDLE = re.compile(r"@\w+")
+_HASHTAG = re.compile(r"#(\w)")
+_ELONGATED = re.compile(r"([^\W\d])\1{2,}")
+_PUNCTUATION_RUN = re.compile(r"([!?])[!?]{2,}")
 _DIGIT = re.compile(r"\d")
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
 
 
 def normalise(text: str) -> str:
-    """Lower-case ``text`` and replace what identifies one person or one thing."""
+    """Lower-case ``text``, replace what identifies one person or one thing, fold spelling."""
     text = text.translate(_APOSTROPHES)
     text = _URL.sub(" xurlx ", text)
     text = _EMAIL.sub(" xemailx ", text)
     text = _HANDLE.sub(" xhandlex ", text)
-    return _DIGIT.sub("0", text.lower())
+    text = _HASHTAG.sub(r"# \1", text)
+    text = _ELONGATED.sub(r"\1\1", text.lower())
+    text = _PUNCTUATION_RUN.sub(r"\1\1", text)
+    return _DIGIT.sub("0", text)
 
 
 def word_features(normalised: str) -> list[str]:

@@ -88,6 +88,8 @@ class CategoryModel:
         self.meta = meta
         self.version: str = str(meta.get("version", "unversioned"))
         self.categories = heads.categories
+        # Chosen at training on the own social-media tweets; 0.5 for older artefacts.
+        self.complaint_threshold = float(meta.get("complaint_threshold") or 0.5)
         self._feature_names: list[str] = [
             *sorted(featurizer.words.vocabulary, key=featurizer.words.vocabulary.__getitem__),
             *sorted(featurizer.chars.vocabulary, key=featurizer.chars.vocabulary.__getitem__),

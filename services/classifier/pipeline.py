@@ -136,7 +136,9 @@ class Classifier:
         reasons.append(f"intent: {prediction.intent}")
         category, spam = _spam_rule(text, category, prediction.confidence, reasons)
         category = _private_info_rule(category, findings, reasons)
-        complaint = policy.is_complaint(category, prediction.complaint, sentiment)
+        complaint = policy.is_complaint(
+            category, prediction.complaint, sentiment, self.model.complaint_threshold
+        )
         if complaint:
             reasons.append(
                 f"complaint: probability {prediction.complaint:.2f}, sentiment {sentiment:+.2f}"

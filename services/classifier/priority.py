@@ -68,10 +68,15 @@ class UrgencyWords(_Strict):
 
 
 class ModelThresholds(_Strict):
-    """Probability mass on urgent (or urgent and high) intents that sets the priority."""
+    """Probability mass on urgent (or urgent and high) intents that sets the priority.
+
+    ``high_at`` is for urgent and high intents together; ``urgent_high_at`` for urgent
+    intents alone: a smaller chance of fraud or a lost card is already worth a human soon.
+    """
 
     urgent_at: float = Field(default=0.5, gt=0.0, le=1.0)
     high_at: float = Field(default=0.5, gt=0.0, le=1.0)
+    urgent_high_at: float = Field(default=0.25, gt=0.0, le=1.0)
 
 
 class SentimentRule(_Strict):
@@ -88,10 +93,14 @@ class NegativeComplaint(_Strict):
 
 
 class ComplaintDetection(_Strict):
-    """When the model's complaint probability flags a message as a complaint."""
+    """When the model's complaint probability flags a message as a complaint.
 
-    probability: float = Field(default=0.5, ge=0.0, le=1.0)
-    with_negative_sentiment: NegativeComplaint = Field(default_factory=NegativeComplaint)
+    ``probability`` None means the threshold the model artefact was trained with.
+    ``with_negative_sentiment`` (off when None) adds a lower threshold for negative text.
+    """
+
+    probability: float | None = Field(default=None, ge=0.0, le=1.0)
+    with_negative_sentiment: NegativeComplaint | None = None
 
 
 class ContactRule(_Strict):
@@ -151,14 +160,30 @@ class Policy(_Strict):
         """The high-priority words as one compiled pattern (None when there are none)."""
         return _alternatives(self.urgency_words.high)
 
-    def is_complaint(self, category: Category, probability: float, sentiment: float) -> bool:
-        """Whether a message counts as a complaint under this policy."""
+    def is_complaint(
+        self,
+        category: Category,
+        probability: float,
+        sentiment: float,
+        model_threshold: float = 0.5,
+    ) -> bool:
+        """Whether a message counts as a complaint under this policy.
+
+        A message categorised complaint or negative_review always does (they are routed to
+        the complaints team); any other when the model's complaint probability reaches the
+        policy's threshold, or the model's (``model_threshold``) when the policy sets none.
+        """
         rule = self.complaint_detection
+        threshold = model_threshold if rule.probability is None else rule.probability
         weak = rule.with_negative_sentiment
         return (
             category in (Category.COMPLAINT, Category.NEGATIVE_REVIEW)
-            or probability >= rule.probability
-            or (probability >= weak.probability and sentiment <= weak.sentiment_at_or_below)
+            or probability >= threshold
+            or (
+                weak is not None
+                and probability >= weak.probability
+                and sentiment <= weak.sentiment_at_or_below
+            )
         )
 
 
@@ -198,10 +223,13 @@ def decide(policy: Policy, signals: Signals) -> tuple[Priority, list[str]]:
 
     mass = signals.priority_mass or {}
     urgent_mass = mass.get(Priority.URGENT, 0.0)
+    high_mass = urgent_mass + mass.get(Priority.HIGH, 0.0)
     if urgent_mass >= policy.model.urgent_at:
         raise_to(Priority.URGENT, f"model: urgent intents {urgent_mass:.2f}")
-    elif urgent_mass + mass.get(Priority.HIGH, 0.0) >= policy.model.high_at:
-        raise_to(Priority.HIGH, f"model: high intents {urgent_mass + mass[Priority.HIGH]:.2f}")
+    elif high_mass >= policy.model.high_at:
+        raise_to(Priority.HIGH, f"model: high intents {high_mass:.2f}")
+    elif urgent_mass >= policy.model.urgent_high_at:
+        raise_to(Priority.HIGH, f"model: urgent intents {urgent_mass:.2f}")
     if signals.complaint:
         raise_to(policy.complaint, "complaint")
     if signals.sentiment <= policy.sentiment.high_at_or_below:

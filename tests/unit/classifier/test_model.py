@@ -9,7 +9,7 @@ from services.classifier import datasets
 from services.classifier.features import char_features, normalise, word_features
 from services.classifier.model import DEFAULT_ARTIFACT, ModelError, load
 from services.classifier.pipeline import Classifier
-from services.classifier.training import TrainingConfig, train
+from services.classifier.training import COMPLAINT_THRESHOLDS, TrainingConfig, train
 from shared.events import Category
 
 
@@ -50,6 +50,69 @@ def test_every_classification_carries_version_reasons_and_languages(classifier: 
     assert any(reason.startswith("top features:") for reason in result.reasons)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@SkyBridgeAir two hours on the runway, no water, no updates. never again",
+        "@MobiCell_Help day 4 with no broadband and still no engineer booked",
+        "@ParcelPostUK tracking says delivered, nothing here, neighbours have nothing either",
+    ],
+)
+def test_social_media_complaints_are_flagged(classifier: Classifier, text: str) -> None:
+    assert classifier.classify(text).complaint
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@SkyBridgeAir thanks so much to the crew today, lovely flight",
+        "@MobiCell_Help do your sim only plans work in canada?",
+        "so cold this morning, could barely feel my fingers on the walk to work",
+        "@jamie_k haha no way, see you at the pub later",
+    ],
+)
+def test_questions_praise_and_chatter_are_not_complaints(classifier: Classifier, text: str) -> None:
+    assert not classifier.classify(text).complaint
+
+
+def test_training_chooses_the_complaint_threshold_on_own_tweets(tmp_path: Path) -> None:
+    tweets = datasets.social_examples()[:300]
+    report = train(
+        tmp_path / "model.npz",
+        TrainingConfig(char_min_df=1),
+        {"own": datasets.own_examples()[:200]},
+        social=tweets,
+    )
+    model = load(tmp_path / "model.npz")
+    assert report.complaint.threshold in COMPLAINT_THRESHOLDS
+    assert report.complaint.macro_f1 is not None
+    assert model.complaint_threshold == report.complaint.threshold
+    assert Category.OTHER in model.categories
+
+
+def test_own_tweets_for_training_and_for_testing_share_no_text() -> None:
+    training = {tweet.text.lower() for tweet in datasets.social_examples()}
+    held_out = {
+        tweet.text.lower() for tweet in datasets.social_examples(datasets.SOCIAL_EXAMPLES_TEST)
+    }
+    assert training.isdisjoint(held_out)
+    domains = {tweet.domain for tweet in datasets.social_examples(datasets.SOCIAL_EXAMPLES_TEST)}
+    assert datasets.RANDOM_TWEET_DOMAINS.issubset(domains)
+
+
+@pytest.mark.parametrize(
+    ("text", "normalised"),
+    [
+        ("@Brand Sooooo slow!!!! #FAIL", " xhandlex  soo slow!! # fail"),
+        ("Pleeease help???", "pleease help??"),
+        ("order 1234, aaa", "order 0000, aa"),
+        ("see https://t.co/x1 or mail a.b@c.com", "see  xurlx  or mail  xemailx "),
+    ],
+)
+def test_normalisation_folds_social_media_spelling(text: str, normalised: str) -> None:
+    assert normalise(text) == normalised
+
+
 def test_missing_artefact_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="train-classifier"):
         load(tmp_path / "none.npz")
@@ -62,7 +125,7 @@ def test_shipped_artefact_is_small() -> None:
 def test_trained_artefact_round_trips_and_features_match_scikit_learn(tmp_path: Path) -> None:
     examples = datasets.own_examples()
     output = tmp_path / "model.npz"
-    report = train(output, TrainingConfig(char_min_df=1), {"own": examples})
+    report = train(output, TrainingConfig(char_min_df=1), {"own": examples}, social=[])
     model = load(output)
     assert model.version == report.version
     texts = [normalise(example.text) for example in examples[:50]]

@@ -127,3 +127,25 @@ def test_repeated_unanswered_and_negative_sentiment_raise_to_high() -> None:
 def test_model_mass_on_urgent_intents_sets_urgent() -> None:
     assert priority(priority_mass={Priority.URGENT: 0.9, Priority.HIGH: 0.05}) is Priority.URGENT
     assert priority(priority_mass={Priority.URGENT: 0.1, Priority.HIGH: 0.5}) is Priority.HIGH
+
+
+def test_a_quarter_of_the_mass_on_urgent_intents_alone_is_high() -> None:
+    assert priority(priority_mass={Priority.URGENT: 0.3, Priority.HIGH: 0.0}) is Priority.HIGH
+    assert priority(priority_mass={Priority.URGENT: 0.1, Priority.HIGH: 0.1}) is Priority.NORMAL
+
+
+def test_complaint_threshold_is_the_models_unless_the_policy_sets_one(policy_file: Path) -> None:
+    packaged = load_policy(DEFAULT_POLICY)
+    assert packaged.is_complaint(Category.INQUIRY, 0.45, 0.0, model_threshold=0.4)
+    assert not packaged.is_complaint(Category.INQUIRY, 0.45, -0.9, model_threshold=0.5)
+    assert packaged.is_complaint(Category.NEGATIVE_REVIEW, 0.0, 0.0, model_threshold=0.5)
+    policy_file.write_text(
+        DEFAULT_POLICY.read_text().replace(
+            "complaint_detection: {}",
+            "complaint_detection:\n  probability: 0.7\n"
+            "  with_negative_sentiment: {probability: 0.3, sentiment_at_or_below: -0.5}",
+        )
+    )
+    strict = load_policy(policy_file)
+    assert not strict.is_complaint(Category.INQUIRY, 0.6, 0.0, model_threshold=0.4)
+    assert strict.is_complaint(Category.INQUIRY, 0.35, -0.6, model_threshold=0.4)
