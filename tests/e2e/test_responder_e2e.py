@@ -196,7 +196,7 @@ async def test_complaint_gets_an_acknowledgement_and_lands_in_the_complaints_que
     await post_dm(
         bus,
         "m-complaint",
-        "This is terrible, the worst service ever. I want to complain!",
+        "This is terrible, the worst service ever. I want to make a complaint about your staff!",
         "angry-1",
     )
     [call] = await sent_to(send_api, "angry-1")
