@@ -57,10 +57,16 @@ class ApiMetrics:
             registry=r,
         )
         self.breaches = Counter(
-            "dmdesk_sla_breaches_total", "SLA targets breached.", ["sla", "priority"], registry=r
+            "dmdesk_sla_breaches_total",
+            "SLA targets breached.",
+            ["sla", "priority", "channel"],
+            registry=r,
         )
         self.at_risk = Counter(
-            "dmdesk_sla_at_risk_total", "SLA targets at risk.", ["sla", "priority"], registry=r
+            "dmdesk_sla_at_risk_total",
+            "SLA targets at risk.",
+            ["sla", "priority", "channel"],
+            registry=r,
         )
         self.containment = Counter(
             "dmdesk_bot_containment_total",

@@ -104,7 +104,7 @@ class SlaScheduler:
                 )
             )
             counter = self.metrics.at_risk if at_risk else self.metrics.breaches
-            counter.labels(clock.metric, conversation.priority).inc()
+            counter.labels(clock.metric, conversation.priority, conversation.channel).inc()
             if at_risk:
                 clock.at_risk_fired = True
             else:

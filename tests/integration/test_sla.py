@@ -192,4 +192,4 @@ async def test_breach_is_published_within_seconds_of_the_deadline_with_no_reques
     assert timedelta(0) <= breach.at - breach.due_at < timedelta(seconds=5)
     first = (await clock_rows(sessions))[0]
     assert first.breached_at == first.due_at
-    assert metrics.breaches.labels("first_response", "normal")._value.get() == 1
+    assert metrics.breaches.labels("first_response", "normal", "whatsapp")._value.get() == 1
