@@ -6,17 +6,13 @@ again instead of acting twice; a reply's ``request_id`` is derived from that key
 so even a publish retried after a crash is sent once.
 """
 
-import hashlib
-import json
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from faststream.nats.publisher.usecase import LogicPublisher
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -24,6 +20,7 @@ from services.api import clocks
 from services.api.auth import AgentKey, Principal
 from services.api.changes import changed_in
 from services.api.deps import RowId, SessionDep, committing
+from services.api.idempotency import IdempotencyKey, committing_once, idempotent
 from services.api.metrics import ApiMetrics
 from services.api.routes import conversation_detail, queue_order
 from services.api.schemas import (
@@ -47,7 +44,6 @@ from shared.models import (
     ConversationRow,
     ConversationStatus,
     CorrectionRow,
-    IdempotencyRow,
     MessageRow,
     NoteRow,
 )
@@ -63,58 +59,6 @@ router = APIRouter(
         409: {"model": Problem, "description": "Idempotency-Key conflict"},
     },
 )
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=255,
-        description="Makes a retried request harmless: the first answer is returned again.",
-    ),
-]
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-async def _idempotent(
-    session: AsyncSession,
-    principal: Principal,
-    key: str | None,
-    request: Request,
-    body: BaseModel | None,
-    model: type[ModelT],
-    run: Callable[[], Awaitable[ModelT]],
-) -> ModelT:
-    if key is None:
-        return await run()
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            [request.method, request.url.path, body.model_dump(mode="json") if body else None]
-        ).encode()
-    ).hexdigest()
-    stored = (
-        await session.execute(
-            select(IdempotencyRow).where(
-                col(IdempotencyRow.api_key_id) == principal.key_id, col(IdempotencyRow.key) == key
-            )
-        )
-    ).scalar_one_or_none()
-    if stored is not None:
-        if stored.request_hash != fingerprint:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                detail="this Idempotency-Key was used for a different request",
-            )
-        return model.model_validate(stored.body)
-    result = await run()
-    session.add(
-        IdempotencyRow(
-            api_key_id=principal.key_id,
-            key=key,
-            request_hash=fingerprint,
-            status_code=200,
-            body=result.model_dump(mode="json"),
-        )
-    )
-    return result
 
 
 async def _locked(session: AsyncSession, conversation_id: int) -> ConversationRow:
@@ -151,15 +95,8 @@ async def _act(
         await session.flush()
         return await conversation_detail(session, conversation_id)
 
-    try:
-        async with committing(session):
-            result = await _idempotent(
-                session, principal, key, request, body, ConversationDetail, run
-            )
-    except IntegrityError as exc:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, detail="a request with this Idempotency-Key is in progress"
-        ) from exc
+    async with committing_once(session):
+        result = await idempotent(session, principal, key, request, body, ConversationDetail, run)
     request.app.state.scheduler.deadline_changed()
     await request.app.state.changes.publish(changed_in(session))
     return result
@@ -243,8 +180,8 @@ async def reply(
             await clocks.pause(session, conversation, utcnow())
         return ReplyAccepted(request_id=request_id, private_info=private_info_kinds(body.text))
 
-    async with committing(session):
-        accepted = await _idempotent(
+    async with committing_once(session):
+        accepted = await idempotent(
             session, principal, idempotency_key, request, body, ReplyAccepted, run
         )
     await request.app.state.changes.publish(changed_in(session))

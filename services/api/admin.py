@@ -14,6 +14,7 @@ from sqlmodel import col
 
 from services.api.auth import AdminKey, AgentKey, ReadKey
 from services.api.deps import ReadSessionDep, RowId, SessionDep, committing
+from services.api.idempotency import IdempotencyKey, committing_once, idempotent
 from services.api.schemas import Problem
 from shared.business_hours import Calendar
 from shared.events import Category, Channel, Priority, utcnow
@@ -222,25 +223,41 @@ async def list_dead_letters(
 
 @router.post(
     "/dead-letters/{letter_id}/replay",
-    responses={404: {"model": Problem}},
+    responses={404: {"model": Problem}, 409: {"model": Problem}},
 )
 async def replay_dead_letter(
-    letter_id: RowId, session: SessionDep, request: Request, _key: AdminKey
+    letter_id: RowId,
+    session: SessionDep,
+    request: Request,
+    principal: AdminKey,
+    idempotency_key: IdempotencyKey = None,
 ) -> DeadLetterOut:
-    """Publish the original message again on its subject (once the cause is fixed)."""
+    """Publish the original message again on its subject (once the cause is fixed).
+
+    Each replay is a new message, so a second replay after a second failure goes
+    through; with an Idempotency-Key, a retried request does not replay twice.
+    """
     broker: NatsBroker = request.app.state.broker
-    async with committing(session):
+
+    async def run() -> DeadLetterOut:
         row = await session.get(DeadLetterRow, letter_id, with_for_update=True)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such dead letter")
         headers = {k: v for k, v in row.headers.items() if k != MSG_ID_HEADER}
-        headers[MSG_ID_HEADER] = f"replay:{row.id}:{uuid.uuid4().hex}"
+        # The key also names the message: a replay retried after a crash between the
+        # publish and the commit is dropped by JetStream's dedupe window.
+        headers[MSG_ID_HEADER] = f"replay:{row.id}:{idempotency_key or uuid.uuid4().hex}"
         await broker.connection.jetstream().publish(
             row.subject, row.original.encode(), headers=headers
         )
         row.replayed_at = utcnow()
         await session.flush()
         return DeadLetterOut.model_validate(row, from_attributes=True)
+
+    async with committing_once(session):
+        return await idempotent(
+            session, principal, idempotency_key, request, None, DeadLetterOut, run
+        )
 
 
 class CorrectionOut(BaseModel):

@@ -61,12 +61,19 @@ async def test_invalid_dm_is_dead_lettered_at_once_and_replay_republishes_it(
         assert letter["original"] == poison.decode()
         assert letter["replayed_at"] is None
 
-        replay = await stack.client.post(f"{stack.api_url}/v1/dead-letters/{letter['id']}/replay")
+        # A client that retries its replay request (same Idempotency-Key) replays once.
+        url = f"{stack.api_url}/v1/dead-letters/{letter['id']}/replay"
+        replay = await stack.client.post(url, headers={"Idempotency-Key": "replay-1"})
         assert replay.status_code == 200, replay.text
         assert replay.json()["replayed_at"] is not None
+        again = await stack.client.post(url, headers={"Idempotency-Key": "replay-1"})
+        assert again.status_code == 200, again.text
+        assert again.json() == replay.json()
         republished = await js.get_last_msg(STREAM, "dm.inbound.generic")
         assert republished.data == poison
-        assert (republished.headers or {})[MSG_ID_HEADER].startswith("replay:")
+        assert (republished.headers or {})[MSG_ID_HEADER] == f"replay:{letter['id']}:replay-1"
+        info = await js.stream_info(STREAM, subjects_filter="dm.inbound.generic")
+        assert info.state.subjects == {"dm.inbound.generic": 2}, "the original and one replay"
 
         # Still poison: dead-lettered again under its new sequence, not dropped.
         letters = await eventually(
