@@ -94,6 +94,9 @@ class Consumer:
 CLASSIFIER = Consumer("classifier-v1", INBOUND_ALL, "classifier: inbound DMs")
 RESPONDER = Consumer("responder-v1", CLASSIFIED, "responder: classified DMs to rules")
 SENDER = Consumer("sender-v1", OUTBOUND_REQUESTED, "responder: outbound messages to platforms")
+RESPONDER_ECHOES = Consumer(
+    "responder-echoes-v1", INBOUND_ALL, "responder: the page's own messages (a human took over)"
+)
 API_INBOUND = Consumer("api-inbound-v1", INBOUND_ALL, "api: inbound DMs into the queue")
 API_STATUS = Consumer("api-status-v1", STATUS_ALL, "api: delivery and read receipts")
 API_CLASSIFIED = Consumer("api-classified-v1", CLASSIFIED, "api: classifications")
@@ -113,6 +116,7 @@ CONSUMERS = (
     CLASSIFIER,
     RESPONDER,
     SENDER,
+    RESPONDER_ECHOES,
     API_INBOUND,
     API_STATUS,
     API_UPDATE,

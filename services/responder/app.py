@@ -47,6 +47,7 @@ from shared.events import (
     ClassifiedMessage,
     ConversationClosed,
     Handoff,
+    InboundMessage,
     OutboundRequest,
     OutboundResult,
     OutboundStatus,
@@ -213,6 +214,23 @@ class ResponderRuntime:
         if self._client is not None:
             await self._client.drain()
         await self.adapter.aclose()
+
+    async def page_wrote(self, echo: InboundMessage) -> bool:
+        """A message the page sent: unless it is the bot's own, a human took over; True if so.
+
+        Meta echoes every message a page sends, the bot's replies too. An echo whose mid
+        the bot recorded, or that arrives while one of the bot's sends is in flight (its
+        mid is not recorded yet), is the bot's; any other was written by a person in
+        Meta's inbox or on a phone, and the bot stays out of the conversation.
+        """
+
+        async def apply(state: ConversationState) -> bool:
+            if echo.mid in state.sent.values() or state.sending:
+                return False
+            await _human_replied(echo.platform_ts)(state)
+            return True
+
+        return await self.states.change(echo.conversation, apply)
 
     async def handle(self, classified: ClassifiedMessage) -> tuple[HandledMessage, Decision | None]:
         """Decide on a DM once: the events to publish, and the decision if made just now.
@@ -439,6 +457,14 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
             kind, team = decision_kind(decision)
             decisions_total.labels(kind, team).inc()
 
+    @durable_subscriber(
+        router, streams.RESPONDER_ECHOES, settings, title="notice humans replying elsewhere"
+    )
+    async def on_inbound(message: InboundMessage) -> None:
+        """The page's own messages (echoes): a human replying outside dmdesk took over."""
+        if message.is_echo and await runtime.page_wrote(message):
+            logger.info("a human took over", extra={"channel": message.channel.value})
+
     @durable_subscriber(router, streams.SENDER, settings, title="send outbound messages")
     async def on_outbound(request: OutboundRequest) -> None:
         """Check the guards and the reply window, send, and publish how it ended."""
@@ -462,7 +488,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         settings=settings,
         broker=broker,
         registry=registry,
-        consumers=(streams.RESPONDER, streams.SENDER),
+        consumers=(streams.RESPONDER, streams.SENDER, streams.RESPONDER_ECHOES),
         on_startup=(runtime.start,),
         on_shutdown=(runtime.stop,),
         description="Answers DMs with rules and the FAQ, hands off, sends; see docs/responder.md.",

@@ -298,6 +298,53 @@ async def test_rule_change_through_the_api_reaches_both_replicas_without_restart
         assert call.body["message"]["text"] == "New rules, Sam!"
 
 
+async def test_a_human_replying_in_metas_inbox_silences_the_bot(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    # Rules that answer every DM and never hand off: only a human's echo can silence them.
+    await put_rules(
+        meta_stack,
+        {
+            "templates": {"hello": {"en": "Hello from the bot"}},
+            "rules": [{"id": "everyone", "then": [{"reply": "hello"}]}],
+        },
+    )
+    await post_dm(bus, "m-inbox-1", "Hello, anyone there?", "inbox-1")
+    [answer] = await sent_to(send_api, "inbox-1")
+    assert answer.body["message"]["text"] == "Hello from the bot"
+
+    # The page's admin answers from Meta's inbox: the platform echoes that message.
+    human = InboundMessage(
+        mid="m-inbox-human",
+        channel=Channel.MESSENGER,
+        account_id=PAGE,
+        contact=Contact(platform_id="inbox-1"),
+        text="Hi, Sam here, I have checked: it leaves the warehouse today",
+        is_echo=True,
+        platform_ts=utcnow(),
+    )
+    ack = await bus.jetstream().publish(
+        inbound_subject(Channel.MESSENGER),
+        human.model_dump_json().encode(),
+        headers={MSG_ID_HEADER: "messenger:m-inbox-human"},
+    )
+    assert not ack.duplicate
+
+    def took_over(name: str) -> bool:
+        log = meta_stack.services[name].log_path
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return "a human took over" in text
+
+    async def noticed() -> bool:
+        return took_over("responder") or took_over("responder-2")
+
+    assert await eventually(noticed, bool, timeout=10)
+    await post_dm(bus, "m-inbox-2", "Hello? Are you still there?", "inbox-1")
+    await detail_when(meta_stack, "inbox-1", lambda d: len(d["messages"]) >= 3)
+    await asyncio.sleep(1.0)  # time enough for a bot reply, were one coming
+    assert len(send_api.sent("inbox-1")) == 1
+
+
 async def test_reply_25_hours_later_goes_with_human_agent_tag_and_the_bot_is_refused(
     meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
 ) -> None:

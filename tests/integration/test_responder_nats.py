@@ -2,8 +2,10 @@
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -273,6 +275,64 @@ async def test_agent_reply_marks_the_human_take_over_for_every_replica(
     assert result.status == "failed"
     assert result.error is not None
     assert result.error.message == "a human has taken the conversation"
+
+
+def echo(mid: str, contact: str = "ana") -> InboundMessage:
+    """A message the page itself sent to ``contact`` (Meta echoes every one)."""
+    return InboundMessage(
+        mid=mid,
+        channel=Channel.GENERIC,
+        account_id="page-1",
+        contact=Contact(platform_id=contact),
+        text="Hi, Sam here from the shop, let me check that for you",
+        is_echo=True,
+        platform_ts=utcnow(),
+    )
+
+
+@pytest.fixture
+async def chatty(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> AsyncIterator[ResponderRuntime]:
+    """A responder whose rules answer every DM (and never hand off)."""
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(greeting_rules("Hello from the bot")))
+    runtime = ResponderRuntime(settings_factory(rules_path=rules), LogAdapter())
+    await runtime.start()
+    yield runtime
+    await runtime.stop()
+
+
+async def test_a_reply_from_metas_inbox_makes_the_bot_step_back(
+    chatty: ResponderRuntime,
+) -> None:
+    _, answered = await chatty.handle(dm("m-1", "hello?"))
+    assert answered is not None
+    assert answered.replies, "the bot answers while no human has written"
+
+    assert await chatty.page_wrote(echo("m-human"))
+
+    _, decision = await chatty.handle(dm("m-2", "hello again?"))
+    assert decision is not None
+    assert decision.publishes_nothing
+
+
+async def test_the_bots_own_reply_echoed_back_is_not_a_human(chatty: ResponderRuntime) -> None:
+    first = dm("m-1", "hello?", contact="bo")
+    await chatty.handle(first)
+    request = OutboundRequest(
+        request_id="bot-hello",
+        conversation=first.message.conversation,
+        text="Hello from the bot",
+        author="bot",
+    )
+    sent = await chatty.deliver(request)
+    assert sent.mid is not None
+
+    assert not await chatty.page_wrote(echo(sent.mid, contact="bo"))
+    _, decision = await chatty.handle(dm("m-2", "hello again?", contact="bo"))
+    assert decision is not None
+    assert decision.replies, "the bot still answers"
 
 
 class RecordingAdapter:
