@@ -220,12 +220,15 @@ class ResponderRuntime:
 
         Meta echoes every message a page sends, the bot's replies too. An echo whose mid
         the bot recorded, or that arrives while one of the bot's sends is in flight (its
-        mid is not recorded yet), is the bot's; any other was written by a person in
-        Meta's inbox or on a phone, and the bot stays out of the conversation.
+        mid is not recorded yet; a claim a dead replica left behind does not count) is the
+        bot's; any other was written by a person in Meta's inbox or on a phone, and the bot
+        stays out of the conversation.
         """
 
+        live_after = utcnow() - self.send_claim_ttl
+
         async def apply(state: ConversationState) -> bool:
-            if echo.mid in state.sent.values() or state.sending:
+            if echo.mid in state.sent.values() or state.sends_in_flight(live_after):
                 return False
             await _human_replied(echo.platform_ts)(state)
             return True
@@ -285,9 +288,7 @@ class ResponderRuntime:
         ref = request.conversation
         state, _ = await self.states.read(ref)
         if (mid := state.sent.get(request.request_id)) is not None:
-            return OutboundResult(
-                request_id=request.request_id, conversation=ref, status=OutboundStatus.SENT, mid=mid
-            )
+            return already_sent(request, mid)
         now = utcnow()
         if request.author == Author.AGENT:
             await self.states.change(ref, _human_replied(now))
@@ -306,14 +307,9 @@ class ResponderRuntime:
         # send again what an earlier delivery (maybe on a replica that died) began to send.
         sent_mid, earlier = await self.states.change(ref, _claim(request.request_id, now))
         if sent_mid is not None:
-            return OutboundResult(
-                request_id=request.request_id,
-                conversation=ref,
-                status=OutboundStatus.SENT,
-                mid=sent_mid,
-            )
+            return already_sent(request, sent_mid)
         if earlier is not None:
-            if now - earlier < self.send_claim_ttl:
+            if earlier > now - self.send_claim_ttl:
                 raise RetryLater(f"request {request.request_id} is being sent since {earlier}")
             return refused(
                 request,
@@ -375,6 +371,16 @@ def _released(request_id: str) -> Callable[[ConversationState], Awaitable[None]]
         state.release_send(request_id)
 
     return apply
+
+
+def already_sent(request: OutboundRequest, mid: str) -> OutboundResult:
+    """The result of a request an earlier delivery sent (as platform message ``mid``)."""
+    return OutboundResult(
+        request_id=request.request_id,
+        conversation=request.conversation,
+        status=OutboundStatus.SENT,
+        mid=mid,
+    )
 
 
 def refused(request: OutboundRequest, reason: str, kind: str) -> OutboundResult:

@@ -76,6 +76,10 @@ class ConversationState(BaseModel):
             self.sending = dict([*self.sending.items(), (request_id, at)][-KEEP_SENT:])
         return earlier
 
+    def sends_in_flight(self, claimed_after: datetime) -> bool:
+        """Whether a send claimed after ``claimed_after`` has not ended yet."""
+        return any(at > claimed_after for at in self.sending.values())
+
     def release_send(self, request_id: str) -> None:
         """Sending ``request_id`` ended without a message on the platform: it may be tried again."""
         self.sending.pop(request_id, None)

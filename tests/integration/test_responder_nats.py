@@ -335,6 +335,34 @@ async def test_the_bots_own_reply_echoed_back_is_not_a_human(chatty: ResponderRu
     assert decision.replies, "the bot still answers"
 
 
+async def test_a_claim_left_by_a_dead_replica_does_not_hide_a_human(
+    chatty: ResponderRuntime,
+) -> None:
+    first = dm("m-1", "hello?", contact="cy")
+    await chatty.handle(first)
+    # A replica died mid-send long ago: its claim stays, so that reply is never resent.
+    state, revision = await chatty.states.read(first.message.conversation)
+    state.claim_send("bot-lost", utcnow() - chatty.send_claim_ttl - timedelta(seconds=1))
+    await chatty.states.write(first.message.conversation, state, revision)
+
+    assert await chatty.page_wrote(echo("m-human", contact="cy"))
+    _, decision = await chatty.handle(dm("m-2", "hello again?", contact="cy"))
+    assert decision is not None
+    assert decision.publishes_nothing
+
+
+async def test_an_echo_during_a_send_in_flight_is_taken_for_the_bots(
+    chatty: ResponderRuntime,
+) -> None:
+    first = dm("m-1", "hello?", contact="dee")
+    await chatty.handle(first)
+    state, revision = await chatty.states.read(first.message.conversation)
+    state.claim_send("bot-now", utcnow())
+    await chatty.states.write(first.message.conversation, state, revision)
+
+    assert not await chatty.page_wrote(echo("m-unknown", contact="dee"))
+
+
 class RecordingAdapter:
     def __init__(self) -> None:
         self.sent: list[tuple[OutboundRequest, MessagingPolicy]] = []
