@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from dmdesk.natsserver import NatsServer
 from shared.settings import Settings
-from tests.stack import Stack, docker_available
+from tests.stack import Stack, docker_available, started
 
 POSTGRES_ENV = "DMDESK_TEST_POSTGRES_URL"
 NATS_ENV = "DMDESK_TEST_NATS_URL"
@@ -131,14 +131,8 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     """ingest, classifier, responder and api as subprocesses, all ready."""
     running = Stack(nats_url=clean_nats, database_url=database_url, workdir=tmp_path)
-    try:
-        await running.start()
+    async with started(running, request):
         yield running
-    finally:
-        await running.stop()
-        report = getattr(request.node, "report_call", None)
-        if report is None or report.failed:
-            print(running.logs())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,11 +7,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
 from dmdesk.natsserver import free_port
 from services.api.auth import create_key
@@ -230,3 +231,26 @@ async def eventually(
         await asyncio.sleep(interval)
         result = await probe()
     return result
+
+
+@contextlib.asynccontextmanager
+async def started(
+    stack: Stack, request: pytest.FixtureRequest | None = None
+) -> AsyncIterator[Stack]:
+    """Start ``stack`` and stop it after the block; print its logs if the test failed.
+
+    A fixture passes its ``request``: the test's failure does not pass through the
+    fixture, so its report says (no report: the test never ran).
+    """
+    failed = True
+    try:
+        await stack.start()
+        yield stack
+        failed = False
+    finally:
+        await stack.stop()
+        if request is not None:
+            report = getattr(request.node, "report_call", None)
+            failed = failed or report is None or report.failed
+        if failed:
+            print(stack.logs())

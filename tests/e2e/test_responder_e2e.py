@@ -30,7 +30,7 @@ from shared.events import (
     utcnow,
 )
 from shared.streams import CLASSIFIED, MSG_ID_HEADER, OUTBOUND_RESULT, inbound_subject
-from tests.stack import ServiceProcess, Stack, eventually, rules_with_calendars
+from tests.stack import ServiceProcess, Stack, eventually, rules_with_calendars, started
 from tests.unit.responder.sendapi_stub import RATE_LIMIT, RecordedCall, SendApiStub
 
 pytestmark = pytest.mark.e2e
@@ -74,14 +74,8 @@ async def meta_stack(
         tmp_path / "responder-2.log",
     )
     running.services["responder-2"] = second
-    try:
-        await running.start()
+    async with started(running, request):
         yield running
-    finally:
-        await running.stop()
-        report = getattr(request.node, "report_call", None)
-        if report is None or report.failed:
-            print(running.logs())
 
 
 @pytest.fixture

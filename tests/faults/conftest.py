@@ -13,7 +13,7 @@ import pytest
 
 from dmdesk.bench import PAGE_ID, PAGE_TOKEN, SendApiStub
 from dmdesk.natsserver import free_port
-from tests.stack import Stack
+from tests.stack import Stack, started
 
 POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
@@ -55,14 +55,8 @@ async def running_stack(
         workdir=workdir,
         extra_env=stub_env(stub) | (extra_env or {}),
     )
-    try:
-        await stack.start()
+    async with started(stack):
         yield stack
-    except BaseException:
-        print(stack.logs())
-        raise
-    finally:
-        await stack.stop()
 
 
 # --- A throw-away PostgreSQL cluster (never the machine's shared one) -----------------
