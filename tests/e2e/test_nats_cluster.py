@@ -10,69 +10,24 @@ even when a NATS node stops half-way.
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import nats
 import pytest
-from nats.js.errors import Error as JetStreamError
 
-from dmdesk.natsserver import NatsServer, free_port
+from dmdesk.natsserver import free_port
 from shared.settings import Settings
+from tests.cluster import NODES, jetstream_ready, loopback_cluster
 from tests.stack import ServiceProcess, Stack, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-NODES = 3
 CLUSTER_NAME = "dmdesk"
 DMS_PER_ROUND = 20
 REPLICATED = ("classifier", "responder")
-
-
-@contextlib.contextmanager
-def nats_cluster(workdir: Path) -> Iterator[list[NatsServer]]:
-    """Three routed JetStream nodes on loopback, each with its own store and ports."""
-    cluster_ports = [free_port() for _ in range(NODES)]
-    routes = ",".join(f"nats-route://127.0.0.1:{port}" for port in cluster_ports)
-    servers = []
-    for index, cluster_port in enumerate(cluster_ports):
-        node = {
-            "--server_name": f"nats-{index}",
-            "--cluster_name": CLUSTER_NAME,
-            "--cluster": f"nats://127.0.0.1:{cluster_port}",
-            "--routes": routes,
-        }
-        servers.append(
-            NatsServer(
-                workdir / f"nats-{index}",
-                extra_args=tuple(part for pair in node.items() for part in pair),
-                log_file=workdir / f"nats-{index}.log",
-            )
-        )
-    try:
-        for server in servers:
-            server.start()
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
-
-
-async def jetstream_ready(url: str) -> bool:
-    """Whether the cluster elected a JetStream meta leader (account info answers)."""
-    try:
-        client = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
-    except Exception:
-        return False
-    try:
-        await client.jetstream(timeout=1).account_info()
-    except (JetStreamError, nats.errors.Error, TimeoutError):
-        return False
-    finally:
-        await client.close()
-    return True
 
 
 @contextlib.asynccontextmanager
@@ -122,7 +77,8 @@ async def counter(process: ServiceProcess, metric: str) -> float:
 async def test_two_replicas_on_a_three_node_cluster_handle_every_dm_exactly_once(
     database_url: str, tmp_path: Path, record_property: Any
 ) -> None:
-    with nats_cluster(tmp_path) as servers:
+    with loopback_cluster(tmp_path, CLUSTER_NAME) as by_name:
+        servers = list(by_name.values())
         urls = ",".join(server.url for server in servers)
         assert await eventually(lambda: jetstream_ready(servers[0].url), bool, timeout=30)
         stack = Stack(

@@ -1,8 +1,6 @@
 """A three-node NATS cluster on loopback loses the stream leader under load."""
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,40 +8,13 @@ import nats
 import pytest
 
 from dmdesk.bench import SendApiStub
-from dmdesk.natsserver import NatsServer, free_port
 from shared.settings import Settings
+from tests.cluster import NODES, jetstream_ready, loopback_cluster
 from tests.faults.conftest import running_stack
 from tests.faults.flow import SteadyFlow, assert_exactly_once, settled_ledger, summary
 from tests.stack import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-NODES = 3
-
-
-@contextlib.contextmanager
-def loopback_cluster(workdir: Path) -> Iterator[dict[str, NatsServer]]:
-    """Three routed JetStream nodes (one cluster name, each its own store), by server name."""
-    route_ports = [free_port() for _ in range(NODES)]
-    routes = ",".join(f"nats-route://127.0.0.1:{port}" for port in route_ports)
-    servers = {
-        f"node-{i}": NatsServer(
-            workdir / f"node-{i}",
-            log_file=workdir / f"node-{i}.log",
-            extra_args=(
-                *("--server_name", f"node-{i}", "--cluster_name", "dmdesk-faults"),
-                *("--cluster", f"nats://127.0.0.1:{port}", "--routes", routes),
-            ),
-        )
-        for i, port in enumerate(route_ports)
-    }
-    try:
-        for server in servers.values():
-            server.start()
-        yield servers
-    finally:
-        for server in servers.values():
-            server.stop()
 
 
 async def stream_leader(urls: list[str]) -> str | None:
@@ -64,21 +35,6 @@ async def stream_leader(urls: list[str]) -> str | None:
     return cluster.leader
 
 
-async def meta_leader_elected(url: str) -> bool:
-    """Whether JetStream answers (the cluster elected its meta leader)."""
-    try:
-        client = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
-    except Exception:
-        return False
-    try:
-        await client.jetstream(timeout=1).account_info()
-    except Exception:
-        return False
-    finally:
-        await client.close()
-    return True
-
-
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_stream_leader_killed_under_load_loses_and_doubles_nothing(
     database_url: str,
@@ -86,9 +42,9 @@ async def test_stream_leader_killed_under_load_loses_and_doubles_nothing(
     send_stub: SendApiStub,
     record_property: Any,
 ) -> None:
-    with loopback_cluster(tmp_path) as servers:
+    with loopback_cluster(tmp_path, "dmdesk-faults") as servers:
         urls = [server.url for server in servers.values()]
-        assert await eventually(lambda: meta_leader_elected(urls[0]), bool, timeout=30)
+        assert await eventually(lambda: jetstream_ready(urls[0]), bool, timeout=30)
         async with running_stack(
             nats_url=",".join(urls),
             database_url=database_url,
