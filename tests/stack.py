@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from nats.js import JetStreamContext
 
 from dmdesk.natsserver import free_port
 from services.api.auth import create_key
@@ -41,6 +42,19 @@ def docker_available() -> bool:
     except Exception:
         return False
     return True
+
+
+async def stored(
+    js: JetStreamContext, subject: str, stream: str = "DMDESK", count: int = 200
+) -> list[bytes]:
+    """The payloads stored on ``subject`` (up to ``count``), read by a throw-away consumer."""
+    subscription = await js.pull_subscribe(subject, stream=stream)
+    try:
+        return [message.data for message in await subscription.fetch(count, timeout=0.5)]
+    except TimeoutError:  # nats-py raises its own or asyncio's: both are TimeoutError
+        return []
+    finally:
+        await subscription.unsubscribe()
 
 
 class ServiceProcess:

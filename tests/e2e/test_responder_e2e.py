@@ -30,7 +30,7 @@ from shared.events import (
     utcnow,
 )
 from shared.streams import CLASSIFIED, MSG_ID_HEADER, OUTBOUND_RESULT, inbound_subject
-from tests.stack import ServiceProcess, Stack, eventually, rules_with_calendars, started
+from tests.stack import ServiceProcess, Stack, eventually, rules_with_calendars, started, stored
 from tests.unit.responder.sendapi_stub import RATE_LIMIT, RecordedCall, SendApiStub
 
 pytestmark = pytest.mark.e2e
@@ -141,14 +141,8 @@ async def results_for(bus: NatsClient, contact: str, count: int = 1) -> list[Out
     """The ``dm.outbound.result`` events of a contact's conversation, as the responder published."""
 
     async def probe() -> list[OutboundResult]:
-        subscription = await bus.jetstream().pull_subscribe(OUTBOUND_RESULT, stream="DMDESK")
-        try:
-            messages = await subscription.fetch(200, timeout=0.3)
-        except TimeoutError:  # nats-py raises its own or asyncio's: both are TimeoutError
-            return []
-        finally:
-            await subscription.unsubscribe()
-        results = [OutboundResult.model_validate_json(m.data) for m in messages]
+        found = await stored(bus.jetstream(), OUTBOUND_RESULT)
+        results = [OutboundResult.model_validate_json(data) for data in found]
         return [r for r in results if r.conversation.contact_id == contact]
 
     return await eventually(probe, lambda found: len(found) >= count, timeout=10)

@@ -12,7 +12,7 @@ from shared.bus import durable_subscriber, make_broker, stage_router
 from shared.events import Channel, Contact, DeadLetter, InboundMessage, utcnow
 from shared.settings import Settings
 from shared.streams import CLASSIFIER, MSG_ID_HEADER, inbound_subject, provision
-from tests.stack import eventually
+from tests.stack import eventually, stored
 
 
 def inbound(mid: str) -> InboundMessage:
@@ -50,14 +50,8 @@ async def run_stage(settings: Settings, handler: Callable[[InboundMessage], obje
 
 
 async def dead_letters(js: nats.js.JetStreamContext, settings: Settings) -> list[DeadLetter]:
-    subscription = await js.pull_subscribe("dm.dlq.classifier", stream=settings.stream_name)
-    try:
-        messages = await subscription.fetch(10, timeout=0.5)
-    except TimeoutError:  # nats-py raises its own or asyncio's: both are TimeoutError
-        return []
-    finally:
-        await subscription.unsubscribe()
-    return [DeadLetter.model_validate_json(m.data) for m in messages]
+    found = await stored(js, "dm.dlq.classifier", settings.stream_name, count=10)
+    return [DeadLetter.model_validate_json(data) for data in found]
 
 
 async def test_failing_handler_is_retried_then_dead_lettered(

@@ -1,7 +1,6 @@
 """The responder on a real JetStream: live rules in KV, shared conversation state, the flow."""
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -43,7 +42,7 @@ from shared.models import Scope
 from shared.service import service_app
 from shared.settings import Settings
 from shared.streams import CLASSIFIED, MSG_ID_HEADER, RULES_KEY, provision
-from tests.stack import eventually
+from tests.stack import eventually, stored
 
 
 def dm(
@@ -471,16 +470,6 @@ async def test_a_failed_send_may_be_tried_again(settings: Settings) -> None:
         await runtime.stop()
 
 
-async def fetch(client: NatsClient, settings: Settings, subject: str, count: int) -> list[bytes]:
-    subscription = await client.jetstream().pull_subscribe(subject, stream=settings.stream_name)
-    try:
-        with contextlib.suppress(nats.errors.TimeoutError):
-            return [m.data for m in await subscription.fetch(count, timeout=0.5)]
-        return []
-    finally:
-        await subscription.unsubscribe()
-
-
 async def test_service_answers_hands_off_and_closes_through_the_stream(
     settings: Settings, client: NatsClient
 ) -> None:
@@ -499,7 +488,7 @@ async def test_service_answers_hands_off_and_closes_through_the_stream(
                 headers={MSG_ID_HEADER: f"classified:generic:{message.message.mid}"},
             )
         results = await eventually(
-            lambda: fetch(client, settings, "dm.outbound.result", 10),
+            lambda: stored(client.jetstream(), "dm.outbound.result", settings.stream_name, 10),
             lambda found: len(found) >= 1,
             timeout=10,
         )
@@ -509,12 +498,14 @@ async def test_service_answers_hands_off_and_closes_through_the_stream(
     assert request.text.startswith("Hi Ana, thanks for asking about your order")
     assert policy == RESPONSE
     [reply] = [
-        BotReply.model_validate_json(d) for d in await fetch(client, settings, "dm.reply.bot", 10)
+        BotReply.model_validate_json(d)
+        for d in await stored(client.jetstream(), "dm.reply.bot", settings.stream_name, 10)
     ]
     assert reply.rule_id == "order-status"
     assert reply.request_id == request.request_id
     [handoff] = [
-        Handoff.model_validate_json(d) for d in await fetch(client, settings, "dm.handoff", 10)
+        Handoff.model_validate_json(d)
+        for d in await stored(client.jetstream(), "dm.handoff", settings.stream_name, 10)
     ]
     assert (handoff.team, handoff.reason, handoff.tags) == (
         "support",
@@ -523,7 +514,7 @@ async def test_service_answers_hands_off_and_closes_through_the_stream(
     )
     [closed] = [
         ConversationClosed.model_validate_json(d)
-        for d in await fetch(client, settings, "dm.closed", 10)
+        for d in await stored(client.jetstream(), "dm.closed", settings.stream_name, 10)
     ]
     assert closed.conversation.contact_id == "c2"
     assert closed.reason == "spam"
