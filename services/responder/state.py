@@ -112,13 +112,18 @@ class ConversationStates:
 
     async def read(self, conversation: ConversationRef) -> tuple[ConversationState, int]:
         """The state and its revision (0: never written)."""
+        state, revision, _ = await self._read(conversation)
+        return state, revision
+
+    async def _read(self, conversation: ConversationRef) -> tuple[ConversationState, int, bytes]:
         try:
             entry = await self.kv.get(state_key(conversation))
         except (KeyNotFoundError, KeyDeletedError):
-            return ConversationState(), 0
+            return ConversationState(), 0, b""
         if not entry.value:
-            return ConversationState(), entry.revision or 0
-        return ConversationState.model_validate_json(entry.value), entry.revision or 0
+            return ConversationState(), entry.revision or 0, b""
+        state = ConversationState.model_validate_json(entry.value)
+        return state, entry.revision or 0, entry.value
 
     async def write(
         self, conversation: ConversationRef, state: ConversationState, revision: int
@@ -136,13 +141,18 @@ class ConversationStates:
         """Read, ``apply`` (which edits the state in place and returns a result), write.
 
         On a concurrent write the whole read-apply-write is retried with the fresh
-        state, so ``apply`` must depend on nothing but the state it is given.
+        state, so ``apply`` must depend on nothing but the state it is given. A state
+        ``apply`` left as it was is not written again (every echo of a bot reply, every
+        redelivery of a message already decided on).
         """
         for _ in range(UPDATE_ATTEMPTS):
-            state, revision = await self.read(conversation)
+            state, revision, stored = await self._read(conversation)
             result = await apply(state)
+            encoded = state.model_dump_json().encode()
+            if encoded == stored:
+                return result
             try:
-                await self.write(conversation, state, revision)
+                await self.kv.update(state_key(conversation), encoded, last=revision)
             except KeyWrongLastSequenceError:
                 logger.debug("conversation state changed concurrently; retrying")
                 continue

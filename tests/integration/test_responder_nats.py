@@ -362,6 +362,29 @@ async def test_an_echo_during_a_send_in_flight_is_taken_for_the_bots(
     assert not await chatty.page_wrote(echo("m-unknown", contact="dee"))
 
 
+async def test_a_redelivered_dm_or_the_bots_own_echo_writes_no_state(
+    chatty: ResponderRuntime,
+) -> None:
+    first = dm("m-1", "hello?", contact="eve")
+    ref = first.message.conversation
+    await chatty.handle(first)
+    _, decided = await chatty.states.read(ref)
+
+    await chatty.handle(first)  # redelivered: decided before, the same events come back
+    assert (await chatty.states.read(ref))[1] == decided
+
+    request = OutboundRequest(
+        request_id="bot-eve", conversation=ref, text="Hello from the bot", author="bot"
+    )
+    sent = await chatty.deliver(request)
+    assert sent.mid is not None
+    _, after_send = await chatty.states.read(ref)
+    assert after_send > decided
+
+    assert not await chatty.page_wrote(echo(sent.mid, contact="eve"))
+    assert (await chatty.states.read(ref))[1] == after_send
+
+
 class RecordingAdapter:
     def __init__(self) -> None:
         self.sent: list[tuple[OutboundRequest, MessagingPolicy]] = []
