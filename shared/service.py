@@ -6,7 +6,6 @@ finish in-flight messages (``graceful_timeout``) before the process exits.
 """
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -27,6 +26,7 @@ from shared.logs import configure_logging
 from shared.ops import ReadinessCheck, nats_checks, ops_router
 from shared.settings import Settings
 from shared.streams import Consumer, provision
+from shared.tasks import stop_task
 
 logger = logging.getLogger("dmdesk.service")
 
@@ -74,10 +74,7 @@ def service_app(spec: ServiceSpec) -> FastAPI:
         try:
             yield
         finally:
-            if lag_task is not None:
-                lag_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lag_task
+            await stop_task(lag_task)
             await spec.broker.stop()
             for hook in spec.on_shutdown:
                 await hook()

@@ -6,6 +6,8 @@ Per-conversation state and the live rule set live in NATS KV buckets (see
 ``state.py`` and ``live_rules.py``), so any number of replicas share them.
 """
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry, Counter
 
@@ -21,6 +24,7 @@ from services.responder.decide import Decision, apply_decision, decide
 from services.responder.faq import FaqIndex, load_knowledge_base
 from services.responder.guards import promotional_match
 from services.responder.live_rules import (
+    STOP_SECONDS,
     LiveRules,
     open_bucket,
     open_rules_bucket,
@@ -208,11 +212,24 @@ class ResponderRuntime:
         self._rules.start()
 
     async def stop(self) -> None:
-        """Stop following the rules and close the connection and the adapter."""
+        """Stop following the rules and close the connection and the adapter.
+
+        No step waits on NATS for long: a connection that does not drain within
+        STOP_SECONDS is closed (its KV writes are all awaited already).
+        """
         if self._rules is not None:
             await self._rules.stop()
         if self._client is not None:
-            await self._client.drain()
+            try:
+                async with asyncio.timeout(STOP_SECONDS):
+                    await self._client.drain()
+            except (TimeoutError, nats.errors.Error) as error:
+                logger.warning(
+                    "KV connection not drained", extra={"error_type": type(error).__name__}
+                )
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(STOP_SECONDS):
+                        await self._client.close()
         await self.adapter.aclose()
 
     async def page_wrote(self, echo: InboundMessage) -> bool:

@@ -27,10 +27,13 @@ from nats.js.kv import KeyValue
 from services.responder.rules import CompiledRuleSet, RuleSetError, compile_rule_set
 from shared.settings import Settings
 from shared.streams import RULES_KEY
+from shared.tasks import stop_task
 
 logger = logging.getLogger("dmdesk.responder.rules")
 
 RECHECK_SECONDS = 5.0
+# Stopping never waits longer than this on NATS (an unsubscribe can block on a sick link).
+STOP_SECONDS = 5.0
 RULES_HISTORY = 10
 
 
@@ -113,11 +116,8 @@ class LiveRules:
         self._task = asyncio.create_task(self._follow(), name="rules-watch")
 
     async def stop(self) -> None:
-        """Stop following."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop following (the watch's unsubscribe is given STOP_SECONDS)."""
+        await stop_task(self._task)
 
     async def _follow(self) -> None:
         # A watch delivers changes at once; the periodic re-read covers a watch
@@ -146,4 +146,5 @@ class LiveRules:
             finally:
                 if watcher is not None:
                     with contextlib.suppress(Exception):
-                        await watcher.stop()  # type: ignore[no-untyped-call]
+                        async with asyncio.timeout(STOP_SECONDS):
+                            await watcher.stop()  # type: ignore[no-untyped-call]

@@ -541,3 +541,20 @@ async def test_service_answers_hands_off_and_closes_through_the_stream(
     ]
     assert closed.conversation.contact_id == "c2"
     assert closed.reason == "spam"
+
+
+async def test_stopping_does_not_wait_forever_on_a_connection_that_will_not_drain(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.responder.app.STOP_SECONDS", 0.5)
+    runtime = ResponderRuntime(settings, LogAdapter())
+    await runtime.start()
+    client = runtime._client
+    assert client is not None
+
+    async def never_drains() -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(client, "drain", never_drains)
+    await asyncio.wait_for(runtime.stop(), timeout=10)
+    assert client.is_closed
