@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, Engine, event, make_url, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -41,13 +42,40 @@ def create_engine(url: str, *, exclusive_writes: bool = True, **kwargs: Any) -> 
     run beside the writer.
     """
     if not is_sqlite(url):
-        kwargs.setdefault("pool_size", 10)
-        kwargs.setdefault("max_overflow", 10)
-        kwargs.setdefault("pool_pre_ping", True)
-        return create_async_engine(url, **kwargs)
+        return create_async_engine(url, **_pool_options(kwargs))
     engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+    _set_up_sqlite(engine.sync_engine, exclusive_writes=exclusive_writes)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def create_sync_engine(url: str, **kwargs: Any) -> Engine:
+    """A blocking engine on the same database as the async ``url``, for a worker thread.
+
+    The api's projections run a whole group of events in one call on a thread of
+    their own (see ``services/api/writer.py``): through an async driver every
+    statement would be a round trip through the event loop (aiosqlite runs each
+    statement on its own thread and wakes the loop for its result). The drivers
+    are the standard library's ``sqlite3`` and psycopg.
+    """
+    async_url = make_url(url)
+    driver = SYNC_DRIVERS.get(async_url.get_backend_name(), async_url.drivername)
+    sync_url = async_url.set(drivername=driver)
+    if not is_sqlite(url):
+        return sqlalchemy.create_engine(sync_url, **_pool_options(kwargs))
+    engine = sqlalchemy.create_engine(sync_url, connect_args={"timeout": 30}, **kwargs)
+    _set_up_sqlite(engine, exclusive_writes=True)
+    return engine
+
+
+SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg"}
+
+
+def _pool_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True} | kwargs
+
+
+def _set_up_sqlite(engine: Engine, *, exclusive_writes: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -57,11 +85,9 @@ def create_engine(url: str, *, exclusive_writes: bool = True, **kwargs: Any) -> 
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if exclusive_writes else "BEGIN")
-
-    return engine
 
 
 def read_engine(url: str, writer: AsyncEngine) -> AsyncEngine:

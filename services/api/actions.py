@@ -177,7 +177,7 @@ async def reply(
             conversation.assignee, conversation.assigned_at = body.agent, utcnow()
         if body.wait_for_customer:
             conversation.status = ConversationStatus.WAITING.value
-            await clocks.pause(session, conversation, utcnow())
+            await session.run_sync(clocks.pause, conversation, utcnow())
         return ReplyAccepted(request_id=request_id, private_info=private_info_kinds(body.text))
 
     async with committing_once(session):
@@ -278,7 +278,7 @@ async def snooze(
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         conversation.status = ConversationStatus.SNOOZED.value
         conversation.snoozed_until = body.until
-        await clocks.pause(session, conversation, utcnow())
+        await session.run_sync(clocks.pause, conversation, utcnow())
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
 
@@ -301,7 +301,8 @@ async def resolve(
         conversation.status, conversation.resolved_at = ConversationStatus.RESOLVED.value, now
         conversation.snoozed_until = None
         metrics.observe(
-            conversation, await clocks.resolved(session, conversation, now, responder="human")
+            conversation,
+            await session.run_sync(clocks.resolved, conversation, now, responder="human"),
         )
 
     return await _act(session, request, principal, idempotency_key, None, conversation_id, change)
@@ -321,8 +322,8 @@ async def reopen(
         now = utcnow()
         conversation.status = ConversationStatus.OPEN.value
         conversation.resolved_at = conversation.snoozed_until = None
-        await clocks.resume(session, conversation, now)
-        await clocks.reopened(session, conversation, now)
+        await session.run_sync(clocks.resume, conversation, now)
+        await session.run_sync(clocks.reopened, conversation, now)
 
     return await _act(session, request, principal, idempotency_key, None, conversation_id, change)
 
@@ -371,6 +372,6 @@ async def correct(
                 body.priority.value,
                 body.priority.rank,
             )
-        await clocks.retarget(session, conversation)
+        await session.run_sync(clocks.retarget, conversation)
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)

@@ -1,8 +1,7 @@
 """The api service: projects every ``dm.*`` event into the database and serves the REST API."""
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -11,6 +10,7 @@ from faststream.nats.publisher.usecase import LogicPublisher
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.api import projector
 from services.api.actions import router as actions_router
@@ -25,7 +25,14 @@ from services.api.sla_scheduler import SlaScheduler
 from services.api.writer import ProjectionWriter
 from shared import streams
 from shared.bus import durable_subscriber, event_publisher, make_broker, publish_event, stage_router
-from shared.db import create_engine, migrate, ping, read_engine, session_factory
+from shared.db import (
+    create_engine,
+    create_sync_engine,
+    migrate,
+    ping,
+    read_engine,
+    session_factory,
+)
 from shared.events import (
     BotReply,
     ClassifiedMessage,
@@ -43,10 +50,11 @@ from shared.events import (
 )
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
+from shared.tasks import stop_task
 
 STAGE = "api"
 EventT = TypeVar("EventT", bound=BaseModel)
-Projection = Callable[[AsyncSession, EventT, ApiMetrics], Awaitable[object]]
+Projection = Callable[[Session, EventT, ApiMetrics], object]
 
 
 @dataclass
@@ -79,8 +87,8 @@ class Api:
         async def handle(event: BaseModel) -> None:
             typed = event_type.model_validate(event)
 
-            async def work(session: AsyncSession) -> object:
-                return await apply(session, typed, self.metrics)
+            def work(session: Session) -> object:
+                return apply(session, typed, self.metrics)
 
             await self.writer.apply(work)
             self.metrics.projected.labels(name).inc()
@@ -98,6 +106,7 @@ def _wire(
     metrics: ApiMetrics,
     sessions: async_sessionmaker[AsyncSession],
     read_sessions: async_sessionmaker[AsyncSession],
+    writer_sessions: sessionmaker[Session],
 ) -> tuple[Api, LogicPublisher]:
     outbound_out = event_publisher(
         router,
@@ -148,7 +157,7 @@ def _wire(
         scheduler=scheduler,
         housekeeper=housekeeper,
         changes=changes,
-        writer=ProjectionWriter(sessions, committed),
+        writer=ProjectionWriter(writer_sessions, committed),
     )
     return api, outbound_out
 
@@ -161,9 +170,11 @@ def build(settings: Settings) -> ServiceSpec:
     sessions = session_factory(engine)
     reader = read_engine(settings.sqlalchemy_url, engine)
     read_sessions = session_factory(reader)
+    writer_engine = create_sync_engine(settings.sqlalchemy_url)
+    writer_sessions = sessionmaker(writer_engine, expire_on_commit=False)
     broker = make_broker(settings, STAGE, registry)
     router = stage_router(STAGE, settings)
-    api, outbound_out = _wire(settings, router, metrics, sessions, read_sessions)
+    api, outbound_out = _wire(settings, router, metrics, sessions, read_sessions, writer_sessions)
     scheduler, housekeeper = api.scheduler, api.housekeeper
 
     api.project(router, streams.API_INBOUND, InboundMessage, projector.project_inbound)
@@ -198,11 +209,10 @@ def build(settings: Settings) -> ServiceSpec:
     async def stop() -> None:
         await api.writer.stop()
         for task in background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         await engine.dispose()
         await reader.dispose()
+        writer_engine.dispose()
 
     async def database_ready() -> None:
         await ping(engine)

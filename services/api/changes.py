@@ -39,7 +39,7 @@ def _note_changed(session: Session, _context: Any) -> None:
             noted.add(instance.id)
 
 
-def changed_in(session: AsyncSession) -> set[int]:
+def changed_in(session: Session | AsyncSession) -> set[int]:
     """The conversations ``session`` changed (and forgets them)."""
     noted: set[int] = session.info.pop(CHANGED, set())
     return noted

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from services.api.sla import add_working_time, working_time_between
@@ -51,7 +51,7 @@ def _target(policy: SlaPolicyRow, metric: str) -> int | None:
 POLICIES = "dmdesk.sla_policies"
 
 
-async def policy_for(session: AsyncSession, conversation: ConversationRow) -> SlaPolicyRow | None:
+def policy_for(session: Session, conversation: ConversationRow) -> SlaPolicyRow | None:
     """The most specific active policy for the conversation's priority, category, channel.
 
     The active policies (a handful of rows) are read once per session: the api's
@@ -59,9 +59,7 @@ async def policy_for(session: AsyncSession, conversation: ConversationRow) -> Sl
     """
     policies: list[SlaPolicyRow] | None = session.info.get(POLICIES)
     if policies is None:
-        rows = await session.execute(
-            select(SlaPolicyRow).where(col(SlaPolicyRow.archived_at).is_(None))
-        )
+        rows = session.execute(select(SlaPolicyRow).where(col(SlaPolicyRow.archived_at).is_(None)))
         policies = session.info[POLICIES] = list(rows.scalars())
     matching = [
         policy
@@ -77,22 +75,22 @@ async def policy_for(session: AsyncSession, conversation: ConversationRow) -> Sl
     return max(matching, key=specificity, default=None)
 
 
-async def clocks_of(
-    session: AsyncSession, conversation_id: int, states: Sequence[str] = ACTIVE
+def clocks_of(
+    session: Session, conversation_id: int, states: Sequence[str] = ACTIVE
 ) -> list[SlaClockRow]:
     """The conversation's clocks in ``states``."""
     query = select(SlaClockRow).where(
         col(SlaClockRow.conversation_id) == conversation_id, col(SlaClockRow.state).in_(states)
     )
-    return list((await session.execute(query)).scalars())
+    return list((session.execute(query)).scalars())
 
 
-async def _start(
-    session: AsyncSession, conversation: ConversationRow, metric: SlaMetric, at: datetime
+def _start(
+    session: Session, conversation: ConversationRow, metric: SlaMetric, at: datetime
 ) -> SlaClockRow | None:
     """Start a ``metric`` clock under the policy that applies (None: no target for it)."""
     assert conversation.id is not None
-    policy = await policy_for(session, conversation)
+    policy = policy_for(session, conversation)
     if policy is None or policy.id is None:
         return None
     target = _target(policy, metric.value)
@@ -119,36 +117,32 @@ def _set_due(conversation: ConversationRow, clocks: Sequence[SlaClockRow]) -> No
     conversation.queue_due_at = conversation.sla_due_at or NO_DEADLINE
 
 
-async def refresh_due(session: AsyncSession, conversation: ConversationRow) -> None:
+def refresh_due(session: Session, conversation: ConversationRow) -> None:
     """The conversation's ``sla_due_at``: its nearest running deadline (queue order)."""
     assert conversation.id is not None
-    _set_due(conversation, await clocks_of(session, conversation.id, (ClockState.RUNNING.value,)))
+    _set_due(conversation, clocks_of(session, conversation.id, (ClockState.RUNNING.value,)))
 
 
-async def customer_wrote(
-    session: AsyncSession, conversation: ConversationRow, at: datetime
-) -> None:
+def customer_wrote(session: Session, conversation: ConversationRow, at: datetime) -> None:
     """A customer message: start the response clock due now, resume paused clocks."""
     assert conversation.id is not None
-    everything = await clocks_of(session, conversation.id, [state.value for state in ClockState])
-    await _resume(session, everything, at)
+    everything = clocks_of(session, conversation.id, [state.value for state in ClockState])
+    _resume(session, everything, at)
     active = [clock for clock in everything if clock.state in ACTIVE]
     started: list[SlaClockRow | None] = []
     if not any(clock.metric in RESPONSE_METRICS for clock in active):
         first_ever = not any(c.metric == SlaMetric.FIRST_RESPONSE.value for c in everything)
         if first_ever:
-            started.append(await _start(session, conversation, SlaMetric.FIRST_RESPONSE, at))
+            started.append(_start(session, conversation, SlaMetric.FIRST_RESPONSE, at))
         elif conversation.first_response_at is not None:
-            started.append(await _start(session, conversation, SlaMetric.NEXT_RESPONSE, at))
+            started.append(_start(session, conversation, SlaMetric.NEXT_RESPONSE, at))
     if not any(clock.metric == SlaMetric.RESOLUTION.value for clock in active):
-        started.append(await _start(session, conversation, SlaMetric.RESOLUTION, at))
+        started.append(_start(session, conversation, SlaMetric.RESOLUTION, at))
     _set_due(conversation, [*everything, *filter(None, started)])
 
 
-async def _stop(
-    session: AsyncSession, clock: SlaClockRow, at: datetime, *, state: ClockState
-) -> None:
-    policy = await session.get(SlaPolicyRow, clock.policy_id)
+def _stop(session: Session, clock: SlaClockRow, at: datetime, *, state: ClockState) -> None:
+    policy = session.get(SlaPolicyRow, clock.policy_id)
     assert policy is not None
     end = clock.paused_at or at
     clock.elapsed_seconds = working_time_between(
@@ -165,73 +159,71 @@ async def _stop(
         clock.state = ClockState.MET.value
 
 
-async def responded(
-    session: AsyncSession, conversation: ConversationRow, at: datetime, *, responder: str
+def responded(
+    session: Session, conversation: ConversationRow, at: datetime, *, responder: str
 ) -> list[StoppedClock]:
     """A reply reached the customer: stop the response clocks it counts for."""
     assert conversation.id is not None
     stopped = []
-    for clock in await clocks_of(session, conversation.id):
+    for clock in clocks_of(session, conversation.id):
         if clock.metric not in RESPONSE_METRICS:
             continue
-        policy = await session.get(SlaPolicyRow, clock.policy_id)
+        policy = session.get(SlaPolicyRow, clock.policy_id)
         if responder == "bot" and not (policy and policy.counts_bot):
             continue
         clock.responder = responder
-        await _stop(session, clock, at, state=ClockState.MET)
+        _stop(session, clock, at, state=ClockState.MET)
         stopped.append(StoppedClock(clock, (at - clock.started_at).total_seconds()))
-    await refresh_due(session, conversation)
+    refresh_due(session, conversation)
     return stopped
 
 
-async def resolved(
-    session: AsyncSession, conversation: ConversationRow, at: datetime, *, responder: str
+def resolved(
+    session: Session, conversation: ConversationRow, at: datetime, *, responder: str
 ) -> list[StoppedClock]:
     """The conversation is resolved: the resolution clock stops, response clocks are moot."""
     assert conversation.id is not None
     stopped = []
-    for clock in await clocks_of(session, conversation.id):
+    for clock in clocks_of(session, conversation.id):
         if clock.metric == SlaMetric.RESOLUTION.value:
             clock.responder = responder
-            await _stop(session, clock, at, state=ClockState.MET)
+            _stop(session, clock, at, state=ClockState.MET)
             stopped.append(StoppedClock(clock, (at - clock.started_at).total_seconds()))
         else:
-            await _stop(session, clock, at, state=ClockState.CANCELLED)
-    await refresh_due(session, conversation)
+            _stop(session, clock, at, state=ClockState.CANCELLED)
+    refresh_due(session, conversation)
     return stopped
 
 
-async def reopened(session: AsyncSession, conversation: ConversationRow, at: datetime) -> None:
+def reopened(session: Session, conversation: ConversationRow, at: datetime) -> None:
     """An agent reopened the conversation: resolution is measured again."""
     assert conversation.id is not None
-    active = await clocks_of(session, conversation.id)
+    active = clocks_of(session, conversation.id)
     if not any(clock.metric == SlaMetric.RESOLUTION.value for clock in active):
-        await _start(session, conversation, SlaMetric.RESOLUTION, at)
-    await refresh_due(session, conversation)
+        _start(session, conversation, SlaMetric.RESOLUTION, at)
+    refresh_due(session, conversation)
 
 
-async def pause(session: AsyncSession, conversation: ConversationRow, at: datetime) -> None:
+def pause(session: Session, conversation: ConversationRow, at: datetime) -> None:
     """Waiting on the customer, or snoozed: running clocks stop counting."""
     assert conversation.id is not None
-    for clock in await clocks_of(session, conversation.id, (ClockState.RUNNING.value,)):
+    for clock in clocks_of(session, conversation.id, (ClockState.RUNNING.value,)):
         clock.state, clock.paused_at = ClockState.PAUSED.value, at
-    await refresh_due(session, conversation)
+    refresh_due(session, conversation)
 
 
-async def resume(session: AsyncSession, conversation: ConversationRow, at: datetime) -> None:
+def resume(session: Session, conversation: ConversationRow, at: datetime) -> None:
     """Paused clocks count again; their deadlines move by the time they were paused."""
     assert conversation.id is not None
-    await _resume(
-        session, await clocks_of(session, conversation.id, (ClockState.PAUSED.value,)), at
-    )
-    await refresh_due(session, conversation)
+    _resume(session, clocks_of(session, conversation.id, (ClockState.PAUSED.value,)), at)
+    refresh_due(session, conversation)
 
 
-async def _resume(session: AsyncSession, clocks: Sequence[SlaClockRow], at: datetime) -> None:
+def _resume(session: Session, clocks: Sequence[SlaClockRow], at: datetime) -> None:
     for clock in clocks:
         if clock.state != ClockState.PAUSED.value:
             continue
-        policy = await session.get(SlaPolicyRow, clock.policy_id)
+        policy = session.get(SlaPolicyRow, clock.policy_id)
         assert policy is not None
         assert clock.paused_at is not None
         calendar = _calendar(policy)
@@ -243,13 +235,13 @@ async def _resume(session: AsyncSession, clocks: Sequence[SlaClockRow], at: date
         clock.state, clock.paused_at = ClockState.RUNNING.value, None
 
 
-async def retarget(session: AsyncSession, conversation: ConversationRow) -> None:
+def retarget(session: Session, conversation: ConversationRow) -> None:
     """Priority or category changed: running clocks follow the policy that now applies."""
     assert conversation.id is not None
-    policy = await policy_for(session, conversation)
+    policy = policy_for(session, conversation)
     if policy is None or policy.id is None:
         return
-    active = await clocks_of(session, conversation.id)
+    active = clocks_of(session, conversation.id)
     for clock in active:
         target = _target(policy, clock.metric)
         if clock.policy_id == policy.id or clock.breached_at is not None or target is None:

@@ -104,7 +104,7 @@ class Housekeeper:
         for conversation in due.scalars():
             conversation.status, conversation.snoozed_until = OPEN, None
             conversation.updated_at = now
-            await clocks.resume(session, conversation, now)
+            await session.run_sync(clocks.resume, conversation, now)
 
     async def reassign_stale(self, session: AsyncSession, now: datetime) -> None:
         """An assignee who left a customer waiting too long loses the conversation."""
@@ -213,7 +213,9 @@ class Housekeeper:
             if silence >= timedelta(hours=close_after):
                 conversation.status = ConversationStatus.RESOLVED.value
                 conversation.resolved_at = now
-                stopped = await clocks.resolved(session, conversation, now, responder="bot")
+                stopped = await session.run_sync(
+                    clocks.resolved, conversation, now, responder="bot"
+                )
                 self.metrics.observe(conversation, stopped)
             elif conversation.nudged_at is None:
                 await self.send(self._nudge(conversation, contact))

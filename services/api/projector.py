@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from services.api import clocks
@@ -54,16 +54,14 @@ _STATUS_ORDER = {
 }
 
 
-def _insert(session: AsyncSession, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
+def _insert(session: Session, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 
 
-async def _contact_id(
-    session: AsyncSession, channel: str, contact: Contact | None, platform_id: str
-) -> int:
+def _contact_id(session: Session, channel: str, contact: Contact | None, platform_id: str) -> int:
     values: dict[str, Any] = {
         "channel": channel,
         "platform_id": platform_id,
@@ -88,10 +86,10 @@ async def _contact_id(
         )
     else:
         statement = statement.on_conflict_do_nothing(index_elements=["channel", "platform_id"])
-    inserted = (await session.execute(statement.returning(col(ContactRow.id)))).scalar_one_or_none()
+    inserted = (session.execute(statement.returning(col(ContactRow.id)))).scalar_one_or_none()
     if inserted is not None:
         return inserted
-    found = await session.execute(
+    found = session.execute(
         select(col(ContactRow.id)).where(
             col(ContactRow.channel) == channel, col(ContactRow.platform_id) == platform_id
         )
@@ -101,8 +99,8 @@ async def _contact_id(
     return contact_id
 
 
-async def _conversation(
-    session: AsyncSession,
+def _conversation(
+    session: Session,
     ref: ConversationRef,
     contact: Contact | None,
     *,
@@ -115,7 +113,7 @@ async def _conversation(
     conversation that exists is found with one query.
     """
     if contact is None:
-        found = await session.execute(
+        found = session.execute(
             select(ConversationRow)
             .join(ContactRow, col(ContactRow.id) == col(ConversationRow.contact_id))
             .where(
@@ -129,9 +127,9 @@ async def _conversation(
         existing = found.scalar_one_or_none()
         if existing is not None:
             return existing
-    contact_id = await _contact_id(session, ref.channel.value, contact, ref.contact_id)
+    contact_id = _contact_id(session, ref.channel.value, contact, ref.contact_id)
     at = at or utcnow()
-    await session.execute(
+    session.execute(
         _insert(session, ConversationRow)
         .values(
             channel=ref.channel.value,
@@ -148,7 +146,7 @@ async def _conversation(
         )
         .on_conflict_do_nothing(index_elements=["channel", "account_id", "contact_id"])
     )
-    result = await session.execute(
+    result = session.execute(
         select(ConversationRow)
         .where(
             col(ConversationRow.channel) == ref.channel.value,
@@ -160,11 +158,11 @@ async def _conversation(
     return result.scalar_one()
 
 
-async def project_inbound(
-    session: AsyncSession, message: InboundMessage, metrics: ApiMetrics | None = None
+def project_inbound(
+    session: Session, message: InboundMessage, metrics: ApiMetrics | None = None
 ) -> bool:
     """Store a platform message in its conversation; False if it was already stored."""
-    conversation = await _conversation(
+    conversation = _conversation(
         session,
         message.conversation,
         message.contact,
@@ -173,7 +171,7 @@ async def project_inbound(
     )
     assert conversation.id is not None
     echo = message.is_echo
-    inserted = await session.execute(
+    inserted = session.execute(
         _insert(session, MessageRow)
         .values(
             conversation_id=conversation.id,
@@ -196,16 +194,14 @@ async def project_inbound(
     conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
     if echo:
         # A reply sent from Meta's own inbox is a human's response.
-        await _responded(session, conversation, ts, "human", metrics)
+        _responded(session, conversation, ts, "human", metrics)
     else:
-        await _customer_wrote(session, conversation, ts)
+        _customer_wrote(session, conversation, ts)
     conversation.updated_at = utcnow()
     return True
 
 
-async def _customer_wrote(
-    session: AsyncSession, conversation: ConversationRow, ts: datetime
-) -> None:
+def _customer_wrote(session: Session, conversation: ConversationRow, ts: datetime) -> None:
     previous = conversation.last_customer_message_at
     conversation.last_customer_message_at = max(filter(None, (previous, ts)))
     resolved_at = conversation.resolved_at
@@ -219,18 +215,18 @@ async def _customer_wrote(
         conversation.status = ConversationStatus.OPEN.value
         conversation.snoozed_until = None
     conversation.nudged_at = None
-    await clocks.customer_wrote(session, conversation, ts)
+    clocks.customer_wrote(session, conversation, ts)
 
 
-async def _responded(
-    session: AsyncSession,
+def _responded(
+    session: Session,
     conversation: ConversationRow,
     ts: datetime,
     responder: str,
     metrics: ApiMetrics | None,
 ) -> None:
     counts = responder == "human" or conversation.first_response_at is None
-    stopped = await clocks.responded(session, conversation, ts, responder=responder)
+    stopped = clocks.responded(session, conversation, ts, responder=responder)
     if stopped or (counts and conversation.first_response_at is None):
         conversation.first_response_at = conversation.first_response_at or ts
     if metrics is not None:
@@ -247,39 +243,37 @@ def _raise_priority(conversation: ConversationRow, priority: Priority) -> bool:
     return False
 
 
-async def _set_priority(
-    session: AsyncSession, conversation: ConversationRow, priority: Priority
-) -> None:
+def _set_priority(session: Session, conversation: ConversationRow, priority: Priority) -> None:
     """Raise the priority (see _raise_priority) and re-target the SLA clocks."""
     if _raise_priority(conversation, priority):
-        await clocks.retarget(session, conversation)
+        clocks.retarget(session, conversation)
 
 
-async def project_classified(
-    session: AsyncSession, classified: ClassifiedMessage, metrics: ApiMetrics | None = None
+def project_classified(
+    session: Session, classified: ClassifiedMessage, metrics: ApiMetrics | None = None
 ) -> None:
     """Record a message's classification on it and on its conversation."""
     message, classification = classified.message, classified.classification
-    if not await _classify_message(session, message, classification):
+    if not _classify_message(session, message, classification):
         # The classification arrived before the message itself: store the message first.
-        await project_inbound(session, message, metrics)
-        await _classify_message(session, message, classification)
+        project_inbound(session, message, metrics)
+        _classify_message(session, message, classification)
     # The message's projection stored the contact's details.
-    conversation = await _conversation(session, message.conversation, None)
+    conversation = _conversation(session, message.conversation, None)
     category_changed = conversation.category != classification.category.value
     retarget = _raise_priority(conversation, classification.priority) or category_changed
     conversation.category = classification.category.value
     conversation.language = classification.language or conversation.language
     conversation.updated_at = utcnow()
     if retarget:
-        await clocks.retarget(session, conversation)
+        clocks.retarget(session, conversation)
 
 
-async def _classify_message(
-    session: AsyncSession, message: InboundMessage, classification: Classification
+def _classify_message(
+    session: Session, message: InboundMessage, classification: Classification
 ) -> bool:
     """Store the classification on the message; False when the message is not stored yet."""
-    updated = await session.execute(
+    updated = session.execute(
         update(MessageRow)
         .where(col(MessageRow.channel) == message.channel.value, col(MessageRow.mid) == message.mid)
         .values(
@@ -294,17 +288,15 @@ async def _classify_message(
     return updated.first() is not None
 
 
-async def project_handoff(
-    session: AsyncSession, handoff: Handoff, metrics: ApiMetrics | None = None
-) -> None:
+def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | None = None) -> None:
     """Put the conversation in the team's queue."""
-    conversation = await _conversation(session, handoff.conversation, None)
+    conversation = _conversation(session, handoff.conversation, None)
     if conversation.team is None and metrics is not None:
         metrics.containment.labels("handed_off").inc()
     conversation.team = handoff.team
     _add_tags(conversation, handoff.tags)
     conversation.language = conversation.language or handoff.language
-    await _set_priority(session, conversation, handoff.priority)
+    _set_priority(session, conversation, handoff.priority)
     if handoff.category is not None and conversation.category is None:
         conversation.category = handoff.category.value
     if conversation.status == ConversationStatus.PENDING.value:
@@ -312,14 +304,12 @@ async def project_handoff(
     conversation.updated_at = utcnow()
 
 
-async def project_bot_reply(
-    session: AsyncSession, reply: BotReply, metrics: ApiMetrics | None = None
-) -> None:
+def project_bot_reply(session: Session, reply: BotReply, metrics: ApiMetrics | None = None) -> None:
     """The bot is handling the conversation, unless a team already has it."""
-    conversation = await _conversation(session, reply.conversation, None)
+    conversation = _conversation(session, reply.conversation, None)
     _add_tags(conversation, reply.tags)
     if reply.priority is not None:
-        await _set_priority(session, conversation, reply.priority)
+        _set_priority(session, conversation, reply.priority)
     if conversation.team is None and conversation.status == ConversationStatus.OPEN.value:
         conversation.status = ConversationStatus.PENDING.value
         if metrics is not None:
@@ -327,15 +317,15 @@ async def project_bot_reply(
     conversation.updated_at = utcnow()
 
 
-async def project_closed(
-    session: AsyncSession, closed: ConversationClosed, metrics: ApiMetrics | None = None
+def project_closed(
+    session: Session, closed: ConversationClosed, metrics: ApiMetrics | None = None
 ) -> None:
     """The bot closed the conversation (spam, a finished exchange): resolved, tagged."""
-    conversation = await _conversation(session, closed.conversation, None)
+    conversation = _conversation(session, closed.conversation, None)
     if conversation.status != ConversationStatus.RESOLVED.value:
         conversation.status = ConversationStatus.RESOLVED.value
         conversation.resolved_at = closed.decided_at
-        stopped = await clocks.resolved(session, conversation, closed.decided_at, responder="bot")
+        stopped = clocks.resolved(session, conversation, closed.decided_at, responder="bot")
         if metrics is not None:
             metrics.observe(conversation, stopped)
     if closed.category is not None and conversation.category is None:
@@ -349,13 +339,13 @@ def _add_tags(conversation: ConversationRow, tags: list[str]) -> None:
         conversation.tags = [*conversation.tags, *(t for t in tags if t not in conversation.tags)]
 
 
-async def project_outbound_requested(
-    session: AsyncSession, request: OutboundRequest, metrics: ApiMetrics | None = None
+def project_outbound_requested(
+    session: Session, request: OutboundRequest, metrics: ApiMetrics | None = None
 ) -> None:
     """Show a requested reply on the conversation, pending until its result arrives."""
-    conversation = await _conversation(session, request.conversation, None)
+    conversation = _conversation(session, request.conversation, None)
     assert conversation.id is not None
-    await session.execute(
+    session.execute(
         _insert(session, MessageRow)
         .values(
             conversation_id=conversation.id,
@@ -382,20 +372,20 @@ def request_mid(request_id: str) -> str:
     return f"request:{request_id}"
 
 
-async def project_outbound_result(
-    session: AsyncSession, result: OutboundResult, metrics: ApiMetrics | None = None
+def project_outbound_result(
+    session: Session, result: OutboundResult, metrics: ApiMetrics | None = None
 ) -> None:
     """Mark a reply sent (a response for the SLA) or failed with the platform's reason.
 
     The result may arrive before its request (separate consumers): then the message is
     stored from the result, and the request fills its text in later.
     """
-    conversation = await _conversation(session, result.conversation, None)
+    conversation = _conversation(session, result.conversation, None)
     assert conversation.id is not None
     sent = result.status == OutboundStatus.SENT
     status = (MessageStatus.SENT if sent else MessageStatus.FAILED).value
     error = None if result.error is None else result.error.message
-    updated = await session.execute(
+    updated = session.execute(
         update(MessageRow)
         .where(
             col(MessageRow.channel) == result.conversation.channel.value,
@@ -407,7 +397,7 @@ async def project_outbound_result(
     )
     author = updated.scalar_one_or_none()
     if author is None and result.author is not None:
-        inserted = await session.execute(
+        inserted = session.execute(
             _insert(session, MessageRow)
             .values(
                 conversation_id=conversation.id,
@@ -427,18 +417,18 @@ async def project_outbound_result(
         author = inserted.scalar_one_or_none()
     if sent and author is not None:
         responder = "bot" if author == "bot" else "human"
-        await _responded(session, conversation, result.finished_at, responder, metrics)
+        _responded(session, conversation, result.finished_at, responder, metrics)
         conversation.updated_at = utcnow()
 
 
-async def project_update(
-    session: AsyncSession, change: MessageUpdate, metrics: ApiMetrics | None = None
+def project_update(
+    session: Session, change: MessageUpdate, metrics: ApiMetrics | None = None
 ) -> None:
     """A reaction, edit or unsend of an earlier message; SLA clocks are not touched."""
     if change.mid is None:
         return
     message = (
-        await session.execute(
+        session.execute(
             select(MessageRow)
             .where(
                 col(MessageRow.channel) == change.conversation.channel.value,
@@ -462,15 +452,15 @@ async def project_update(
         message.deleted_at, message.text = change.platform_ts, None
 
 
-async def project_status(
-    session: AsyncSession, status: StatusEvent, metrics: ApiMetrics | None = None
+def project_status(
+    session: Session, status: StatusEvent, metrics: ApiMetrics | None = None
 ) -> None:
     """Advance outbound messages to delivered/read (never backwards), or mark them failed."""
     ref = status.conversation
     if status.kind == StatusKind.FAILED:
         new = MessageStatus.FAILED.value
         error = status.error.message if status.error else "failed"
-        await session.execute(
+        session.execute(
             update(MessageRow)
             .where(
                 col(MessageRow.channel) == ref.channel.value, col(MessageRow.mid).in_(status.mids)
@@ -478,7 +468,7 @@ async def project_status(
             .values(status=new, error=error)
         )
         return
-    conversation = await _conversation(session, ref, None)
+    conversation = _conversation(session, ref, None)
     query = select(MessageRow).where(
         col(MessageRow.conversation_id) == conversation.id,
         col(MessageRow.direction) == Direction.OUTBOUND.value,
@@ -490,16 +480,16 @@ async def project_status(
     else:
         return
     rank = _STATUS_ORDER[status.kind.value]
-    for row in (await session.execute(query)).scalars():
+    for row in (session.execute(query)).scalars():
         if _STATUS_ORDER.get(row.status, -1) < rank:
             row.status = status.kind.value
 
 
-async def project_dead_letter(
-    session: AsyncSession, letter: DeadLetter, metrics: ApiMetrics | None = None
+def project_dead_letter(
+    session: Session, letter: DeadLetter, metrics: ApiMetrics | None = None
 ) -> None:
     """Keep a dead letter for inspection and replay."""
-    inserted = await session.execute(
+    inserted = session.execute(
         _insert(session, DeadLetterRow)
         .values(
             stage=letter.stage,

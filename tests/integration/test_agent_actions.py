@@ -55,7 +55,7 @@ class Api:
             ),
         )
         async with transaction(self.app.state.sessions) as session:
-            await projector.project_classified(session, event)
+            await session.run_sync(projector.project_classified, event)
         async with self.client() as client:
             items = (await client.get("/v1/queue", params={"limit": 200})).json()["items"]
         return next(i["id"] for i in items if i["contact"]["platform_id"] == contact)

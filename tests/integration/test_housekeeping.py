@@ -65,10 +65,10 @@ async def test_snoozed_conversation_wakes_up_with_its_clocks_running(
     housekeeper: Callable[..., tuple[Housekeeper, list[OutboundRequest]]],
 ) -> None:
     async with transaction(sessions) as session:
-        await projector.project_inbound(session, customer("ana"))
+        await session.run_sync(projector.project_inbound, customer("ana"))
         row = (await session.execute(select(ConversationRow))).scalar_one()
         row.status, row.snoozed_until = "snoozed", T0 + timedelta(hours=1)
-        await clocks.pause(session, row, T0)
+        await session.run_sync(clocks.pause, row, T0)
     keeper, _ = housekeeper()
     await keeper.tick(T0 + timedelta(minutes=30))
     assert (await conversations(sessions))["c1"].status == "snoozed"
@@ -89,11 +89,11 @@ async def test_auto_assignment_is_round_robin_within_capacity(
         session.add(AgentRow(name="off", teams=["care"], online=False, capacity=9))
         session.add(AgentRow(name="else", teams=["billing"], online=True, capacity=9))
         for index, contact in enumerate(["c-a", "c-b", "c-c", "c-d", "c-e"]):
-            await projector.project_inbound(
-                session, customer(contact, T0 + timedelta(minutes=index))
+            await session.run_sync(
+                projector.project_inbound, customer(contact, T0 + timedelta(minutes=index))
             )
-            await projector.project_handoff(
-                session,
+            await session.run_sync(
+                projector.project_handoff,
                 Handoff(
                     conversation=ConversationRef(
                         channel=Channel.INSTAGRAM, account_id="ig", contact_id=contact
@@ -115,7 +115,7 @@ async def test_a_customer_left_waiting_on_an_assignee_goes_back_to_the_queue(
     housekeeper: Callable[..., tuple[Housekeeper, list[OutboundRequest]]],
 ) -> None:
     async with transaction(sessions) as session:
-        await projector.project_inbound(session, customer("ana"))
+        await session.run_sync(projector.project_inbound, customer("ana"))
         row = (await session.execute(select(ConversationRow))).scalar_one()
         row.assignee, row.assigned_at = "ben", T0
     keeper, _ = housekeeper(reassign_after_minutes=30)
@@ -130,7 +130,7 @@ async def test_silent_customer_is_nudged_then_the_conversation_closes(
     housekeeper: Callable[..., tuple[Housekeeper, list[OutboundRequest]]],
 ) -> None:
     async with transaction(sessions) as session:
-        await projector.project_inbound(session, customer("ana"))
+        await session.run_sync(projector.project_inbound, customer("ana"))
         row = (await session.execute(select(ConversationRow))).scalar_one()
         row.status = "waiting"
     keeper, sent = housekeeper(auto_close_after_hours=24, nudge_after_hours=12)

@@ -1,16 +1,20 @@
 """Group commit: concurrent projections share transactions, and fail alone or together."""
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import asyncpg
+import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.api import projector
 from services.api.writer import ProjectionWriter, Work
+from shared.db import create_sync_engine
 from shared.events import Channel, Contact, InboundMessage
 from shared.models import MessageRow
 
@@ -38,12 +42,15 @@ class Recorder:
 
 @pytest.fixture
 async def writer(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], database_url: str
 ) -> AsyncIterator[tuple[ProjectionWriter, Recorder]]:
+    """A writer on the database ``sessions`` migrated, with the api's blocking driver."""
+    engine = create_sync_engine(database_url)
     recorder = Recorder()
-    running = ProjectionWriter(sessions, recorder)
+    running = ProjectionWriter(sessionmaker(engine, expire_on_commit=False), recorder)
     yield running, recorder
     await running.stop()
+    engine.dispose()
 
 
 async def stored_mids(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
@@ -53,8 +60,8 @@ async def stored_mids(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
 
 
 def project(mid: str) -> Work:
-    async def work(session: AsyncSession) -> object:
-        return await projector.project_inbound(session, message(mid))
+    def work(session: Session) -> object:
+        return projector.project_inbound(session, message(mid))
 
     return work
 
@@ -76,8 +83,8 @@ async def test_a_failing_projection_rolls_back_alone(
 ) -> None:
     running, _ = writer
 
-    async def half_done_then_fails(session: AsyncSession) -> object:
-        await projector.project_inbound(session, message("m-bad"))
+    def half_done_then_fails(session: Session) -> object:
+        projector.project_inbound(session, message("m-bad"))
         raise ValueError("a bug in this projection")
 
     outcomes = await asyncio.gather(
@@ -98,8 +105,10 @@ async def test_a_database_outage_fails_the_whole_group_and_commits_nothing(
 ) -> None:
     running, recorder = writer
 
-    async def database_gone(session: AsyncSession) -> object:
-        raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+    starting_up = psycopg.OperationalError("the database system is starting up")
+
+    def database_gone(session: Session) -> object:
+        raise OperationalError("SELECT 1", None, starting_up)
 
     outcomes = await asyncio.gather(
         running.apply(project("m-1")),
@@ -109,7 +118,8 @@ async def test_a_database_outage_fails_the_whole_group_and_commits_nothing(
     )
 
     assert all(
-        isinstance(outcome, asyncpg.exceptions.CannotConnectNowError) for outcome in outcomes
+        isinstance(outcome, OperationalError) and outcome.orig is starting_up
+        for outcome in outcomes
     )
     assert await stored_mids(sessions) == []
     assert recorder.groups == []
@@ -119,21 +129,28 @@ async def test_a_database_outage_fails_the_whole_group_and_commits_nothing(
     assert await stored_mids(sessions) == ["m-1", "m-2"]
 
 
-async def test_stopping_cancels_the_handlers_still_waiting(
+async def test_stopping_cancels_waiting_handlers_and_lets_the_running_group_finish(
     sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
 ) -> None:
     running, _ = writer
-    started = asyncio.Event()
+    started, release = threading.Event(), threading.Event()
 
-    async def slow(session: AsyncSession) -> object:
+    def slow(session: Session) -> object:
         started.set()
-        await asyncio.sleep(30)
+        release.wait(30)
         return None
 
     waiting = asyncio.create_task(running.apply(slow))
-    await started.wait()
-    await running.stop()
+    assert await asyncio.to_thread(started.wait, 30)
+    queued = asyncio.create_task(running.apply(project("m-1")))
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(running.stop())
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    async with sessions() as session:
-        assert (await session.scalar(select(func.count()).select_from(MessageRow))) == 0
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await asyncio.sleep(0.1)
+    assert not stopping.done(), "stop() returned while a group was still on the thread"
+    release.set()
+    await stopping
+    assert await stored_mids(sessions) == []

@@ -90,9 +90,9 @@ async def test_duplicate_inbound_message_is_stored_once(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with transaction(sessions) as session:
-        assert await projector.project_inbound(session, inbound("m-1")) is True
+        assert await session.run_sync(projector.project_inbound, inbound("m-1")) is True
     async with transaction(sessions) as session:
-        assert await projector.project_inbound(session, inbound("m-1")) is False
+        assert await session.run_sync(projector.project_inbound, inbound("m-1")) is False
     assert [m.mid for m in await messages(sessions)] == ["m-1"]
 
 
@@ -103,11 +103,11 @@ async def test_handoff_before_its_message_still_ends_in_one_routed_conversation(
         conversation=REF, trigger_mid="m-1", team="billing", priority=Priority.HIGH, reason="test"
     )
     async with transaction(sessions) as session:
-        await projector.project_handoff(session, handoff)
+        await session.run_sync(projector.project_handoff, handoff)
     async with transaction(sessions) as session:
-        await projector.project_classified(session, classified("m-1", Priority.HIGH))
+        await session.run_sync(projector.project_classified, classified("m-1", Priority.HIGH))
     async with transaction(sessions) as session:
-        await projector.project_inbound(session, inbound("m-1"))
+        await session.run_sync(projector.project_inbound, inbound("m-1"))
 
     routed = await conversation(sessions)
     assert routed.team == "billing"
@@ -124,14 +124,14 @@ async def test_classification_raises_priority_and_never_lowers_it(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with transaction(sessions) as session:
-        await projector.project_classified(
-            session, classified("m-1", Priority.LOW, Category.FEEDBACK)
+        await session.run_sync(
+            projector.project_classified, classified("m-1", Priority.LOW, Category.FEEDBACK)
         )
     assert (await conversation(sessions)).priority == "low"
     async with transaction(sessions) as session:
-        await projector.project_classified(session, classified("m-2", Priority.URGENT))
+        await session.run_sync(projector.project_classified, classified("m-2", Priority.URGENT))
     async with transaction(sessions) as session:
-        await projector.project_classified(session, classified("m-3", Priority.NORMAL))
+        await session.run_sync(projector.project_classified, classified("m-3", Priority.NORMAL))
     row = await conversation(sessions)
     assert (row.priority, row.priority_rank) == ("urgent", 0)
     assert row.sla_due_at == T0 + timedelta(minutes=15)
@@ -141,9 +141,9 @@ async def test_echo_counts_as_the_first_response(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with transaction(sessions) as session:
-        await projector.project_inbound(session, inbound("m-1", T0))
-        await projector.project_inbound(
-            session, inbound("echo-1", T0 + timedelta(minutes=3), echo=True)
+        await session.run_sync(projector.project_inbound, inbound("m-1", T0))
+        await session.run_sync(
+            projector.project_inbound, inbound("echo-1", T0 + timedelta(minutes=3), echo=True)
         )
     row = await conversation(sessions)
     assert row.first_response_at == T0 + timedelta(minutes=3)
@@ -156,12 +156,12 @@ async def test_customer_message_reopens_a_resolved_conversation(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with transaction(sessions) as session:
-        await projector.project_inbound(session, inbound("m-1", T0))
+        await session.run_sync(projector.project_inbound, inbound("m-1", T0))
     async with transaction(sessions) as session:
         row = (await session.execute(select(ConversationRow))).scalar_one()
         row.status = "resolved"
     async with transaction(sessions) as session:
-        await projector.project_inbound(session, inbound("m-2", T0 + timedelta(days=1)))
+        await session.run_sync(projector.project_inbound, inbound("m-2", T0 + timedelta(days=1)))
     assert (await conversation(sessions)).status == "open"
 
 
@@ -172,8 +172,8 @@ async def test_reply_is_pending_then_sent_then_read_never_backwards(
         request_id="r-1", conversation=REF, text="On its way!", author=Author.AGENT, requested_at=T0
     )
     async with transaction(sessions) as session:
-        await projector.project_inbound(session, inbound("m-1", T0 - timedelta(minutes=5)))
-        await projector.project_outbound_requested(session, request)
+        await session.run_sync(projector.project_inbound, inbound("m-1", T0 - timedelta(minutes=5)))
+        await session.run_sync(projector.project_outbound_requested, request)
     assert (await messages(sessions))[1].status == "pending"
 
     result = OutboundResult(
@@ -184,7 +184,7 @@ async def test_reply_is_pending_then_sent_then_read_never_backwards(
         finished_at=T0,
     )
     async with transaction(sessions) as session:
-        await projector.project_outbound_result(session, result)
+        await session.run_sync(projector.project_outbound_result, result)
     assert (await conversation(sessions)).first_response_at == T0
 
     read = StatusEvent(
@@ -194,9 +194,9 @@ async def test_reply_is_pending_then_sent_then_read_never_backwards(
         event_id="dlv-1", kind=StatusKind.DELIVERED, conversation=REF, watermark=T0, platform_ts=T0
     )
     async with transaction(sessions) as session:
-        await projector.project_status(session, read)
+        await session.run_sync(projector.project_status, read)
     async with transaction(sessions) as session:
-        await projector.project_status(session, delivered)
+        await session.run_sync(projector.project_status, delivered)
     assert [m.status for m in await messages(sessions)] == ["received", "read"]
 
 
@@ -214,7 +214,7 @@ async def test_reactions_edits_and_unsends_change_the_message_once(
         )
 
     async with transaction(sessions) as session:
-        await projector.project_inbound(session, inbound("m-1"))
+        await session.run_sync(projector.project_inbound, inbound("m-1"))
     for change in (
         update(UpdateKind.REACT, "r1", emoji="❤️"),
         update(UpdateKind.REACT, "r2", emoji="👍", by_page=True),
@@ -223,12 +223,12 @@ async def test_reactions_edits_and_unsends_change_the_message_once(
         update(UpdateKind.EDIT, "e1", text="stale edit", edit_count=1),
     ):
         async with transaction(sessions) as session:
-            await projector.project_update(session, change)
+            await session.run_sync(projector.project_update, change)
     [message] = await messages(sessions)
     assert message.reactions == {"page": "👍"}
     assert (message.text, message.edit_count) == ("hello again", 2)
 
     async with transaction(sessions) as session:
-        await projector.project_update(session, update(UpdateKind.DELETE, "d1"))
+        await session.run_sync(projector.project_update, update(UpdateKind.DELETE, "d1"))
     [message] = await messages(sessions)
     assert (message.text, message.deleted_at) == (None, T0 + timedelta(minutes=1))

@@ -57,7 +57,7 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     ]
     for seed in seeds:
         async with transaction(app.state.sessions) as session:
-            await projector.project_classified(session, seed)
+            await session.run_sync(projector.project_classified, seed)
     async with transaction(app.state.sessions) as session:
         key = await create_key(session, "reader", Scope.READ)
     async with httpx.AsyncClient(
