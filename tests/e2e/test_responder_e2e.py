@@ -300,6 +300,10 @@ async def test_a_human_replying_in_metas_inbox_silences_the_bot(
     await post_dm(bus, "m-inbox-1", "Hello, anyone there?", "inbox-1")
     [answer] = await sent_to(send_api, "inbox-1")
     assert answer.body["message"]["text"] == "Hello from the bot"
+    # The bot has recorded its send (its result follows that): an echo arriving while a
+    # send is still in flight is taken for the bot's own (no app_id to tell them apart).
+    [result] = await results_for(bus, "inbox-1")
+    assert result.status == "sent"
 
     # The page's admin answers from Meta's inbox: the platform echoes that message.
     human = InboundMessage(
