@@ -110,19 +110,27 @@ def _conversation(
     """The conversation ``ref`` names, created on first sight, locked for update.
 
     Without contact details to store (every event but the message itself), a
-    conversation that exists is found with one query.
+    conversation that exists is found with one query. The contact is a scalar
+    subquery, not a join: with a join PostgreSQL may scan every conversation of the
+    page (its statistics of a young table say it is small) instead of the unique key.
     """
     if contact is None:
-        found = session.execute(
-            select(ConversationRow)
-            .join(ContactRow, col(ContactRow.id) == col(ConversationRow.contact_id))
+        contact_row = (
+            select(col(ContactRow.id))
             .where(
-                col(ConversationRow.channel) == ref.channel.value,
-                col(ConversationRow.account_id) == ref.account_id,
                 col(ContactRow.channel) == ref.channel.value,
                 col(ContactRow.platform_id) == ref.contact_id,
             )
-            .with_for_update(of=ConversationRow)
+            .scalar_subquery()
+        )
+        found = session.execute(
+            select(ConversationRow)
+            .where(
+                col(ConversationRow.channel) == ref.channel.value,
+                col(ConversationRow.account_id) == ref.account_id,
+                col(ConversationRow.contact_id) == contact_row,
+            )
+            .with_for_update()
         )
         existing = found.scalar_one_or_none()
         if existing is not None:
