@@ -70,7 +70,10 @@ BOT_TEXTS = (
     "How can I return an item?",
 )
 READY_TIMEOUT_SECONDS = 60.0
-POLL_SECONDS = 0.25
+# How often the database is asked whether the DMs are routed. The figures come from the
+# rows' own timestamps, so a slow poll costs no precision; a fast one takes CPU from
+# the stack (a scan of the run's contacts on PostgreSQL, which has no index for LIKE).
+POLL_SECONDS = 1.0
 
 
 # --- Meta's side: signed webhooks and a Send API stub -------------------------------
