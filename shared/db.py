@@ -48,6 +48,10 @@ def create_engine(url: str, *, exclusive_writes: bool = True, **kwargs: Any) -> 
     return engine
 
 
+# The blocking driver for each async URL's database (see create_sync_engine).
+SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg"}
+
+
 def create_sync_engine(url: str, **kwargs: Any) -> Engine:
     """A blocking engine on the same database as the async ``url``, for a worker thread.
 
@@ -65,9 +69,6 @@ def create_sync_engine(url: str, **kwargs: Any) -> Engine:
     engine = sqlalchemy.create_engine(sync_url, connect_args={"timeout": 30}, **kwargs)
     _set_up_sqlite(engine, exclusive_writes=True)
     return engine
-
-
-SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg"}
 
 
 def _pool_options(kwargs: dict[str, Any]) -> dict[str, Any]:
