@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -75,14 +75,19 @@ def policy_for(session: Session, conversation: ConversationRow) -> SlaPolicyRow 
     return max(matching, key=specificity, default=None)
 
 
+# Built once (bound parameters): it runs several times for every DM.
+_CLOCKS_OF = select(SlaClockRow).where(
+    col(SlaClockRow.conversation_id) == bindparam("conversation_id"),
+    col(SlaClockRow.state).in_(bindparam("states", expanding=True)),
+)
+
+
 def clocks_of(
     session: Session, conversation_id: int, states: Sequence[str] = ACTIVE
 ) -> list[SlaClockRow]:
     """The conversation's clocks in ``states``."""
-    query = select(SlaClockRow).where(
-        col(SlaClockRow.conversation_id) == conversation_id, col(SlaClockRow.state).in_(states)
-    )
-    return list((session.execute(query)).scalars())
+    found = session.execute(_CLOCKS_OF, {"conversation_id": conversation_id, "states": states})
+    return list(found.scalars())
 
 
 def _start(

@@ -5,13 +5,16 @@ on separate consumers, in any order, possibly more than once. Rows are keyed by
 the platform's ids, so a second projection of the same event changes nothing.
 """
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Result
 from sqlalchemy.orm import Session
-from sqlmodel import col
+from sqlalchemy.sql.base import Executable
+from sqlmodel import SQLModel, col
 
 from services.api import clocks
 from services.api.metrics import ApiMetrics
@@ -55,10 +58,46 @@ _STATUS_ORDER = {
 
 
 def _insert(session: Session, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
+    return _dialect_insert(session.get_bind().dialect.name, table)
+
+
+def _dialect_insert(dialect: str, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def _insert_new(
+    session: Session,
+    table: type[SQLModel],
+    values: dict[str, Any],
+    keys: tuple[str, ...],
+    returning: str | None = None,
+) -> Result[Any]:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` of ``values`` (RETURNING ``returning``).
+
+    The statement is built once per shape, with bound parameters: building and hashing
+    a statement per event was a quarter of the projections' CPU.
+    """
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+    statement = _insert_new_statement(dialect, table, tuple(values), keys, returning)
+    return session.execute(statement, values)
+
+
+@functools.cache
+def _insert_new_statement(
+    dialect: str,
+    table: type[SQLModel],
+    columns: tuple[str, ...],
+    keys: tuple[str, ...],
+    returning: str | None,
+) -> Executable:
+    statement = (
+        _dialect_insert(dialect, table)
+        .values({column: bindparam(column) for column in columns})
+        .on_conflict_do_nothing(index_elements=list(keys))
+    )
+    if returning is None:
+        return statement
+    return statement.returning(getattr(table, returning))
 
 
 def _contact_id(session: Session, channel: str, contact: Contact | None, platform_id: str) -> int:
@@ -99,6 +138,27 @@ def _contact_id(session: Session, channel: str, contact: Contact | None, platfor
     return contact_id
 
 
+# Built once: the lookup runs for nearly every event (bound parameters, no per-call
+# statement building). The contact is a scalar subquery, not a join: with a join
+# PostgreSQL may scan every conversation of the page (its statistics of a young table
+# say it is small) instead of using the unique key.
+_BY_CONTACT = (
+    select(ConversationRow)
+    .where(
+        col(ConversationRow.channel) == bindparam("channel"),
+        col(ConversationRow.account_id) == bindparam("account_id"),
+        col(ConversationRow.contact_id)
+        == select(col(ContactRow.id))
+        .where(
+            col(ContactRow.channel) == bindparam("channel"),
+            col(ContactRow.platform_id) == bindparam("platform_id"),
+        )
+        .scalar_subquery(),
+    )
+    .with_for_update()
+)
+
+
 def _conversation(
     session: Session,
     ref: ConversationRef,
@@ -110,49 +170,39 @@ def _conversation(
     """The conversation ``ref`` names, created on first sight, locked for update.
 
     Without contact details to store (every event but the message itself), a
-    conversation that exists is found with one query. The contact is a scalar
-    subquery, not a join: with a join PostgreSQL may scan every conversation of the
-    page (its statistics of a young table say it is small) instead of the unique key.
+    conversation that exists is found with one query (``_BY_CONTACT``).
     """
     if contact is None:
-        contact_row = (
-            select(col(ContactRow.id))
-            .where(
-                col(ContactRow.channel) == ref.channel.value,
-                col(ContactRow.platform_id) == ref.contact_id,
-            )
-            .scalar_subquery()
-        )
         found = session.execute(
-            select(ConversationRow)
-            .where(
-                col(ConversationRow.channel) == ref.channel.value,
-                col(ConversationRow.account_id) == ref.account_id,
-                col(ConversationRow.contact_id) == contact_row,
-            )
-            .with_for_update()
+            _BY_CONTACT,
+            {
+                "channel": ref.channel.value,
+                "account_id": ref.account_id,
+                "platform_id": ref.contact_id,
+            },
         )
         existing = found.scalar_one_or_none()
         if existing is not None:
             return existing
     contact_id = _contact_id(session, ref.channel.value, contact, ref.contact_id)
     at = at or utcnow()
-    session.execute(
-        _insert(session, ConversationRow)
-        .values(
-            channel=ref.channel.value,
-            account_id=ref.account_id,
-            contact_id=contact_id,
-            status=ConversationStatus.OPEN.value,
-            priority=Priority.NORMAL.value,
-            priority_rank=Priority.NORMAL.rank,
-            is_request=is_request,
-            tags=[],
-            queue_due_at=NO_DEADLINE,
-            created_at=at,
-            updated_at=at,
-        )
-        .on_conflict_do_nothing(index_elements=["channel", "account_id", "contact_id"])
+    _insert_new(
+        session,
+        ConversationRow,
+        {
+            "channel": ref.channel.value,
+            "account_id": ref.account_id,
+            "contact_id": contact_id,
+            "status": ConversationStatus.OPEN.value,
+            "priority": Priority.NORMAL.value,
+            "priority_rank": Priority.NORMAL.rank,
+            "is_request": is_request,
+            "tags": [],
+            "queue_due_at": NO_DEADLINE,
+            "created_at": at,
+            "updated_at": at,
+        },
+        keys=("channel", "account_id", "contact_id"),
     )
     result = session.execute(
         select(ConversationRow)
@@ -179,22 +229,23 @@ def project_inbound(
     )
     assert conversation.id is not None
     echo = message.is_echo
-    inserted = session.execute(
-        _insert(session, MessageRow)
-        .values(
-            conversation_id=conversation.id,
-            channel=message.channel.value,
-            mid=message.mid,
-            direction=(Direction.OUTBOUND if echo else Direction.INBOUND).value,
-            author="page" if echo else "customer",
-            text=message.text,
-            attachments=[a.model_dump(mode="json") for a in message.attachments],
-            status=(MessageStatus.SENT if echo else MessageStatus.RECEIVED).value,
-            platform_ts=message.platform_ts,
-            received_at=message.received_at,
-        )
-        .on_conflict_do_nothing(index_elements=["channel", "mid"])
-        .returning(col(MessageRow.id))
+    inserted = _insert_new(
+        session,
+        MessageRow,
+        {
+            "conversation_id": conversation.id,
+            "channel": message.channel.value,
+            "mid": message.mid,
+            "direction": (Direction.OUTBOUND if echo else Direction.INBOUND).value,
+            "author": "page" if echo else "customer",
+            "text": message.text,
+            "attachments": [a.model_dump(mode="json") for a in message.attachments],
+            "status": (MessageStatus.SENT if echo else MessageStatus.RECEIVED).value,
+            "platform_ts": message.platform_ts,
+            "received_at": message.received_at,
+        },
+        keys=("channel", "mid"),
+        returning="id",
     )
     if inserted.scalar_one_or_none() is None:
         return False
@@ -282,18 +333,35 @@ def _classify_message(
 ) -> bool:
     """Store the classification on the message; False when the message is not stored yet."""
     updated = session.execute(
-        update(MessageRow)
-        .where(col(MessageRow.channel) == message.channel.value, col(MessageRow.mid) == message.mid)
-        .values(
-            category=classification.category.value,
-            priority=classification.priority.value,
-            language=classification.language,
-            sentiment=classification.sentiment,
-            classification=classification.model_dump(mode="json"),
-        )
-        .returning(col(MessageRow.id))
+        _CLASSIFY,
+        {
+            "message_channel": message.channel.value,
+            "message_mid": message.mid,
+            "category": classification.category.value,
+            "priority": classification.priority.value,
+            "language": classification.language,
+            "sentiment": classification.sentiment,
+            "classification": classification.model_dump(mode="json"),
+        },
     )
     return updated.first() is not None
+
+
+# Built once (bound parameters): it runs for every DM.
+_CLASSIFY = (
+    update(MessageRow)
+    .where(
+        col(MessageRow.channel) == bindparam("message_channel"),
+        col(MessageRow.mid) == bindparam("message_mid"),
+    )
+    .values(
+        {
+            column: bindparam(column)
+            for column in ("category", "priority", "language", "sentiment", "classification")
+        }
+    )
+    .returning(col(MessageRow.id))
+)
 
 
 def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | None = None) -> None:
