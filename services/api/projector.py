@@ -18,6 +18,7 @@ from sqlmodel import SQLModel, col
 
 from services.api import clocks
 from services.api.metrics import ApiMetrics
+from services.api.writer import after_commit
 from shared.events import (
     BotReply,
     Classification,
@@ -289,7 +290,7 @@ def _responded(
     if stopped or (counts and conversation.first_response_at is None):
         conversation.first_response_at = conversation.first_response_at or ts
     if metrics is not None:
-        metrics.observe(conversation, stopped)
+        after_commit(session, functools.partial(metrics.observe, conversation, stopped))
 
 
 def _raise_priority(conversation: ConversationRow, priority: Priority) -> bool:
@@ -368,7 +369,7 @@ def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | No
     """Put the conversation in the team's queue."""
     conversation = _conversation(session, handoff.conversation, None)
     if conversation.team is None and metrics is not None:
-        metrics.containment.labels("handed_off").inc()
+        after_commit(session, metrics.containment.labels("handed_off").inc)
     conversation.team = handoff.team
     _add_tags(conversation, handoff.tags)
     conversation.language = conversation.language or handoff.language
@@ -389,7 +390,7 @@ def project_bot_reply(session: Session, reply: BotReply, metrics: ApiMetrics | N
     if conversation.team is None and conversation.status == ConversationStatus.OPEN.value:
         conversation.status = ConversationStatus.PENDING.value
         if metrics is not None:
-            metrics.containment.labels("answered").inc()
+            after_commit(session, metrics.containment.labels("answered").inc)
     conversation.updated_at = utcnow()
 
 
@@ -403,7 +404,7 @@ def project_closed(
         conversation.resolved_at = closed.decided_at
         stopped = clocks.resolved(session, conversation, closed.decided_at, responder="bot")
         if metrics is not None:
-            metrics.observe(conversation, stopped)
+            after_commit(session, functools.partial(metrics.observe, conversation, stopped))
     if closed.category is not None and conversation.category is None:
         conversation.category = closed.category.value
     _add_tags(conversation, closed.tags)
@@ -582,4 +583,4 @@ def project_dead_letter(
         .returning(col(DeadLetterRow.id))
     )
     if inserted.scalar_one_or_none() is not None and metrics is not None:
-        metrics.dead_letters.labels(letter.stage).inc()
+        after_commit(session, metrics.dead_letters.labels(letter.stage).inc)

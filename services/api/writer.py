@@ -19,6 +19,12 @@ A group runs as one blocking call on the writer's own thread, with a blocking dr
 costs several wake-ups of the event loop (aiosqlite hands every call to a thread of
 its own), which made the api three times slower. The event loop only waits for the
 group; the thread competes with it for the GIL for the Python work of the statements.
+
+A group is first applied without savepoints (two statements, and on PostgreSQL two round
+trips, per event); only when one of its projections fails is it rolled back and applied
+again with a savepoint each. Metrics a projection records go through
+:func:`after_commit`, so a group applied twice counts once, and a projection that rolls
+back counts nothing.
 """
 
 import asyncio
@@ -27,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.changes import changed_in
@@ -36,6 +43,7 @@ from shared.tasks import stop_task
 logger = logging.getLogger("dmdesk.api.writer")
 
 Work = Callable[[Session], object]
+AFTER_COMMIT = "dmdesk.after_commit"
 Committed = Callable[[set[int]], Awaitable[None]]
 MAX_GROUP = 256
 
@@ -113,9 +121,25 @@ class ProjectionWriter:
 
     def _write(self, group: list[_Pending]) -> tuple[dict[int, Exception], set[int]]:
         """On the writer's thread: the group's transaction; what failed, what changed."""
+        try:
+            return self._transaction(group, isolated=False)
+        except Exception as error:
+            if dependency_unavailable(error) or len(group) == 1:
+                raise
+        # One of the projections failed: apply the group again, each in a savepoint,
+        # so that one fails alone.
+        return self._transaction(group, isolated=True)
+
+    def _transaction(
+        self, group: list[_Pending], *, isolated: bool
+    ) -> tuple[dict[int, Exception], set[int]]:
         failed: dict[int, Exception] = {}
         with self.sessions() as session, session.begin():
             for index, pending in enumerate(group):
+                if not isolated:
+                    pending.work(session)
+                    continue
+                effects = len(_effects(session))
                 try:
                     with session.begin_nested():
                         pending.work(session)
@@ -123,7 +147,30 @@ class ProjectionWriter:
                     if dependency_unavailable(error):
                         raise
                     failed[index] = error
+                    del _effects(session)[effects:]
         return failed, changed_in(session)
+
+
+def after_commit(session: Session, effect: Callable[[], object]) -> None:
+    """Do ``effect`` (a metric) once ``session``'s transaction commits; never if it rolls back.
+
+    Within the writer, the effects of a projection whose savepoint rolls back are dropped;
+    a transaction that rolls back takes its session, and the effects noted on it, along.
+    """
+    _effects(session).append(effect)
+
+
+def _effects(session: Session) -> list[Callable[[], object]]:
+    effects: list[Callable[[], object]] = session.info.setdefault(AFTER_COMMIT, [])
+    return effects
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
+    for effect in session.info.pop(AFTER_COMMIT, []):
+        effect()
 
 
 def _settle(pending: _Pending, error: Exception | None) -> None:

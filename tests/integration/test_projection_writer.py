@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api import projector
-from services.api.writer import ProjectionWriter, Work
+from services.api.writer import ProjectionWriter, Work, after_commit
 from shared.db import create_sync_engine
 from shared.events import Channel, Contact, InboundMessage
 from shared.models import MessageRow
@@ -154,3 +154,50 @@ async def test_stopping_cancels_waiting_handlers_and_lets_the_running_group_fini
     release.set()
     await stopping
     assert await stored_mids(sessions) == []
+
+
+async def test_metrics_count_once_when_a_failure_makes_the_group_apply_again(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+    counted: list[str] = []
+
+    def counting(mid: str) -> Work:
+        def work(session: Session) -> object:
+            projector.project_inbound(session, message(mid))
+            after_commit(session, lambda: counted.append(mid))
+            assert counted == [], "an effect ran before its transaction committed"
+            return None
+
+        return work
+
+    def fails_after_counting(session: Session) -> object:
+        after_commit(session, lambda: counted.append("m-bad"))
+        raise ValueError("a bug in this projection")
+
+    outcomes = await asyncio.gather(
+        running.apply(counting("m-1")),
+        running.apply(fails_after_counting),
+        running.apply(counting("m-2")),
+        return_exceptions=True,
+    )
+
+    assert isinstance(outcomes[1], ValueError)
+    assert sorted(counted) == ["m-1", "m-2"]
+    assert await stored_mids(sessions) == ["m-1", "m-2"]
+
+
+async def test_no_metric_counts_for_a_group_the_database_refused(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+    counted: list[str] = []
+
+    def counts_then_database_gone(session: Session) -> object:
+        after_commit(session, lambda: counted.append("lost"))
+        raise OperationalError("SELECT 1", None, psycopg.OperationalError("server closed"))
+
+    with pytest.raises(OperationalError):
+        await running.apply(counts_then_database_gone)
+    await running.apply(project("m-1"))
+    assert counted == []
