@@ -474,22 +474,23 @@ def project_outbound_result(
     )
     author = updated.scalar_one_or_none()
     if author is None and result.author is not None:
-        inserted = session.execute(
-            _insert(session, MessageRow)
-            .values(
-                conversation_id=conversation.id,
-                channel=result.conversation.channel.value,
-                mid=request_mid(result.request_id),
-                direction=Direction.OUTBOUND.value,
-                author=result.author.value,
-                attachments=[],
-                status=status,
-                error=error,
-                platform_ts=result.finished_at,
-                received_at=result.finished_at,
-            )
-            .on_conflict_do_nothing(index_elements=["channel", "mid"])
-            .returning(col(MessageRow.author))
+        inserted = _insert_new(
+            session,
+            MessageRow,
+            {
+                "conversation_id": conversation.id,
+                "channel": result.conversation.channel.value,
+                "mid": request_mid(result.request_id),
+                "direction": Direction.OUTBOUND.value,
+                "author": result.author.value,
+                "attachments": [],
+                "status": status,
+                "error": error,
+                "platform_ts": result.finished_at,
+                "received_at": result.finished_at,
+            },
+            keys=("channel", "mid"),
+            returning="author",
         )
         author = inserted.scalar_one_or_none()
     if sent and author is not None:
@@ -566,21 +567,22 @@ def project_dead_letter(
     session: Session, letter: DeadLetter, metrics: ApiMetrics | None = None
 ) -> None:
     """Keep a dead letter for inspection and replay."""
-    inserted = session.execute(
-        _insert(session, DeadLetterRow)
-        .values(
-            stage=letter.stage,
-            subject=letter.subject,
-            stream_sequence=letter.stream_sequence,
-            deliveries=letter.deliveries,
-            error_type=letter.error_type,
-            error=letter.error,
-            original=letter.original,
-            headers=letter.headers,
-            failed_at=letter.failed_at,
-        )
-        .on_conflict_do_nothing(index_elements=["stage", "subject", "stream_sequence"])
-        .returning(col(DeadLetterRow.id))
+    inserted = _insert_new(
+        session,
+        DeadLetterRow,
+        {
+            "stage": letter.stage,
+            "subject": letter.subject,
+            "stream_sequence": letter.stream_sequence,
+            "deliveries": letter.deliveries,
+            "error_type": letter.error_type,
+            "error": letter.error,
+            "original": letter.original,
+            "headers": letter.headers,
+            "failed_at": letter.failed_at,
+        },
+        keys=("stage", "subject", "stream_sequence"),
+        returning="id",
     )
     if inserted.scalar_one_or_none() is not None and metrics is not None:
         after_commit(session, metrics.dead_letters.labels(letter.stage).inc)

@@ -2,11 +2,13 @@
 
 faststream runs the messages of a pull batch concurrently, for every consumer. Each
 handler hands its projection to the :class:`ProjectionWriter` and waits for it. The
-writer applies whatever is waiting, in arrival order, in one transaction, each
-projection inside its own savepoint:
+writer applies whatever is waiting, in arrival order, in one transaction:
 
 - a projection that raises rolls back alone, and only its handler gets the exception
-  (its message is redelivered or dead-lettered, as with a transaction of its own);
+  (its message is redelivered or dead-lettered, as with a transaction of its own): the
+  group is first applied without savepoints (two statements, and on PostgreSQL two round
+  trips, per event), and only when one of its projections fails is it rolled back and
+  applied again with a savepoint each;
 - when a dependency is down, or the commit fails, every handler of the group gets the
   error, so every message of the group is redelivered: nothing is acknowledged before
   it is committed.
@@ -20,11 +22,8 @@ costs several wake-ups of the event loop (aiosqlite hands every call to a thread
 its own), which made the api three times slower. The event loop only waits for the
 group; the thread competes with it for the GIL for the Python work of the statements.
 
-A group is first applied without savepoints (two statements, and on PostgreSQL two round
-trips, per event); only when one of its projections fails is it rolled back and applied
-again with a savepoint each. Metrics a projection records go through
-:func:`after_commit`, so a group applied twice counts once, and a projection that rolls
-back counts nothing.
+Metrics a projection records go through :func:`after_commit`, so a group applied twice
+counts once, and a projection that rolls back counts nothing.
 """
 
 import asyncio
