@@ -3,7 +3,7 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from shared.events import (
     ClassifiedMessage,
     Contact,
     ConversationClosed,
+    ConversationRef,
     Handoff,
     InboundMessage,
     OutboundRequest,
@@ -334,15 +335,27 @@ async def test_the_bots_own_reply_echoed_back_is_not_a_human(chatty: ResponderRu
     assert decision.replies, "the bot still answers"
 
 
+async def claimed(
+    runtime: ResponderRuntime, conversation: ConversationRef, request_id: str, at: datetime
+) -> None:
+    """Leave the claim a replica takes before it sends (and keeps if it dies mid-send)."""
+    state, revision = await runtime.states.read(conversation)
+    state.claim_send(request_id, at)
+    await runtime.states.write(conversation, state, revision)
+
+
+def long_ago(runtime: ResponderRuntime) -> datetime:
+    """Older than any send with its retries: the claim of a replica that died."""
+    return utcnow() - runtime.send_claim_ttl - timedelta(seconds=1)
+
+
 async def test_a_claim_left_by_a_dead_replica_does_not_hide_a_human(
     chatty: ResponderRuntime,
 ) -> None:
     first = dm("m-1", "hello?", contact="cy")
     await chatty.handle(first)
     # A replica died mid-send long ago: its claim stays, so that reply is never resent.
-    state, revision = await chatty.states.read(first.message.conversation)
-    state.claim_send("bot-lost", utcnow() - chatty.send_claim_ttl - timedelta(seconds=1))
-    await chatty.states.write(first.message.conversation, state, revision)
+    await claimed(chatty, first.message.conversation, "bot-lost", long_ago(chatty))
 
     assert await chatty.page_wrote(echo("m-human", contact="cy"))
     _, decision = await chatty.handle(dm("m-2", "hello again?", contact="cy"))
@@ -355,9 +368,7 @@ async def test_an_echo_during_a_send_in_flight_is_taken_for_the_bots(
 ) -> None:
     first = dm("m-1", "hello?", contact="dee")
     await chatty.handle(first)
-    state, revision = await chatty.states.read(first.message.conversation)
-    state.claim_send("bot-now", utcnow())
-    await chatty.states.write(first.message.conversation, state, revision)
+    await claimed(chatty, first.message.conversation, "bot-now", utcnow())
 
     assert not await chatty.page_wrote(echo("m-unknown", contact="dee"))
 
@@ -464,10 +475,7 @@ async def test_a_send_cut_short_by_a_dead_replica_is_reported_not_repeated(
     try:
         request = bot_reply("bot-cut", "cut")
         # A replica claimed the send, then died before it could record the outcome.
-        long_ago = utcnow() - runtime.send_claim_ttl - timedelta(seconds=1)
-        state, revision = await runtime.states.read(request.conversation)
-        state.claim_send(request.request_id, long_ago)
-        await runtime.states.write(request.conversation, state, revision)
+        await claimed(runtime, request.conversation, request.request_id, long_ago(runtime))
 
         result = await runtime.deliver(request)
         assert result.status == OutboundStatus.FAILED
