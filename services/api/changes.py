@@ -29,6 +29,8 @@ from shared.streams import CONVERSATION_CHANGED
 
 logger = logging.getLogger("dmdesk.api.changes")
 CHANGED = "dmdesk.changed_conversations"
+RECONNECT_MS = 3000
+"""What the feed asks clients to wait before reconnecting (the SSE ``retry:`` field)."""
 
 
 @event.listens_for(Session, "after_flush")
@@ -113,7 +115,11 @@ async def conversation_events(
     team: str | None = None,
     last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
 ) -> AsyncIterator[ServerSentEvent]:
-    """Server-sent events of conversation changes; reconnect with Last-Event-ID to resume."""
+    """Server-sent events of conversation changes; reconnect with Last-Event-ID to resume.
+
+    The first message, sent once the feed is subscribed, is a ``: subscribed``
+    comment with the reconnection delay: every change committed after it arrives.
+    """
     broker: NatsBroker = request.app.state.broker
     settings: Settings = request.app.state.settings
     js = broker.connection.jetstream()
@@ -127,6 +133,7 @@ async def conversation_events(
         CONVERSATION_CHANGED, stream=settings.stream_name, ordered_consumer=True, config=start
     )
     try:
+        yield ServerSentEvent(comment="subscribed", retry=RECONNECT_MS)
         async for message in subscription.messages:
             change = ConversationChanged.model_validate_json(message.data)
             if team is not None and change.team != team:

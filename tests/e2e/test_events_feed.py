@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,18 +11,31 @@ from tests.stack import Stack, eventually
 
 pytestmark = pytest.mark.e2e
 
+Event = dict[str, Any]
 
-async def read_events(stack: Stack, count: int, **headers: str) -> list[dict[str, Any]]:
-    """The first ``count`` events of a fresh connection to the feed."""
-    events: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
+
+async def read_events(
+    stack: Stack,
+    until: Callable[[Event], bool],
+    subscribed: asyncio.Event | None = None,
+    **headers: str,
+) -> list[Event]:
+    """The events of a fresh connection to the feed, up to the first that ``until`` accepts.
+
+    ``subscribed`` is set when the feed says it is subscribed: changes committed after
+    that must arrive.
+    """
+    events: list[Event] = []
+    current: Event = {}
     async with stack.client.stream(
         "GET", f"{stack.api_url}/v1/events", headers=headers, timeout=20
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         async for line in response.aiter_lines():
-            if line.startswith("id: "):
+            if line == ": subscribed" and subscribed is not None:
+                subscribed.set()
+            elif line.startswith("id: "):
                 current["id"] = line[4:]
             elif line.startswith("event: "):
                 current["event"] = line[7:]
@@ -30,34 +44,44 @@ async def read_events(stack: Stack, count: int, **headers: str) -> list[dict[str
             elif not line and "data" in current:
                 events.append(current)
                 current = {}
-                if len(events) == count:
+                if until(events[-1]):
                     return events
     return events
 
 
+def handed_off(event: Event) -> bool:
+    return bool(event["data"]["status"] == "open" and event["data"]["team"])
+
+
 async def test_feed_streams_changes_and_resumes_from_last_event_id(stack: Stack) -> None:
-    listener = asyncio.create_task(read_events(stack, 2))
-    await asyncio.sleep(0.5)  # subscribed before the DM arrives
+    subscribed = asyncio.Event()
+    listener = asyncio.create_task(read_events(stack, handed_off, subscribed))
+    await asyncio.wait_for(subscribed.wait(), 20)
     response = await stack.post_dm(
         {"id": "sse-1", "contact": {"id": "ana"}, "text": "where is my order?"}
     )
     assert response.status_code == 202
-    first_two = await asyncio.wait_for(listener, 20)
+    # Changes committed together are published once, so count none but the hand-off.
+    changes = await asyncio.wait_for(listener, 20)
 
-    assert {event["event"] for event in first_two} == {"conversation.changed"}
-    assert {event["data"]["contact_id"] for event in first_two} == {"ana"}
-    conversation_id = first_two[0]["data"]["conversation_id"]
+    assert {event["event"] for event in changes} == {"conversation.changed"}
+    assert {event["data"]["contact_id"] for event in changes} == {"ana"}
+    assert [int(event["id"]) for event in changes] == sorted(int(e["id"]) for e in changes)
+    conversation_id = changes[-1]["data"]["conversation_id"]
 
-    # The bot may answer first (status pending) before the hand-off opens it for agents.
-    await eventually(
-        stack.queue, lambda items: any(i["status"] == "open" and i["team"] for i in items)
-    )
+    await eventually(stack.queue, lambda items: any(handed_off({"data": i}) for i in items))
     claimed = await stack.client.post(f"{stack.api_url}/v1/queue/claim", json={"agent": "ben"})
     assert claimed.status_code == 200, claimed.text
     assert claimed.json()["id"] == conversation_id
 
+    # Disconnected since the hand-off: resuming replays what followed it, the claim.
     resumed = await asyncio.wait_for(
-        read_events(stack, 1, **{"Last-Event-ID": first_two[-1]["id"]}), 20
+        read_events(
+            stack,
+            lambda event: event["data"]["assignee"] == "ben",
+            **{"Last-Event-ID": changes[-1]["id"]},
+        ),
+        20,
     )
-    assert int(resumed[0]["id"]) > int(first_two[-1]["id"])
-    assert resumed[0]["data"]["conversation_id"] == conversation_id
+    assert all(int(event["id"]) > int(changes[-1]["id"]) for event in resumed)
+    assert resumed[-1]["data"]["conversation_id"] == conversation_id
