@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, event, select
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col
 
 from services.api.sla import add_working_time, working_time_between
@@ -75,19 +75,40 @@ def policy_for(session: Session, conversation: ConversationRow) -> SlaPolicyRow 
     return max(matching, key=specificity, default=None)
 
 
-# Built once (bound parameters): it runs several times for every DM.
+# Built once (bound parameters).
 _CLOCKS_OF = select(SlaClockRow).where(
-    col(SlaClockRow.conversation_id) == bindparam("conversation_id"),
-    col(SlaClockRow.state).in_(bindparam("states", expanding=True)),
+    col(SlaClockRow.conversation_id) == bindparam("conversation_id")
 )
+CLOCKS = "dmdesk.sla_clocks"
+
+
+def _all_clocks(session: Session, conversation_id: int) -> list[SlaClockRow]:
+    """Every clock of the conversation, read once per transaction.
+
+    The clocks of a conversation change only under its row lock, through these
+    functions, which keep the list whole (``_start`` appends to it): a DM's events
+    asked for them five times, each a query and an autoflush before it.
+    """
+    known: dict[int, list[SlaClockRow]] = session.info.setdefault(CLOCKS, {})
+    clocks = known.get(conversation_id)
+    if clocks is None:
+        found = session.execute(_CLOCKS_OF, {"conversation_id": conversation_id})
+        clocks = known[conversation_id] = list(found.scalars())
+    return clocks
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_clocks(session: Session, _transaction: SessionTransaction) -> None:
+    # After a commit other writers may change them; a rolled-back savepoint takes the
+    # clocks it added along.
+    session.info.pop(CLOCKS, None)
 
 
 def clocks_of(
     session: Session, conversation_id: int, states: Sequence[str] = ACTIVE
 ) -> list[SlaClockRow]:
     """The conversation's clocks in ``states``."""
-    found = session.execute(_CLOCKS_OF, {"conversation_id": conversation_id, "states": states})
-    return list(found.scalars())
+    return [clock for clock in _all_clocks(session, conversation_id) if clock.state in states]
 
 
 def _start(
@@ -112,7 +133,9 @@ def _start(
         team=conversation.team,
         assignee=conversation.assignee,
     )
+    known = _all_clocks(session, conversation.id)  # read before the new clock is flushed
     session.add(clock)
+    known.append(clock)
     return clock
 
 
