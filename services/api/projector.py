@@ -9,7 +9,7 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Result
 from sqlalchemy.orm import Session
@@ -58,11 +58,7 @@ _STATUS_ORDER = {
 }
 
 
-def _insert(session: Session, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
-    return _dialect_insert(session.get_bind().dialect.name, table)
-
-
-def _dialect_insert(dialect: str, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
+def _dialect_insert(dialect: str, table: Any) -> postgresql.Insert | sqlite.Insert:
     return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
@@ -91,17 +87,28 @@ def _insert_new_statement(
     keys: tuple[str, ...],
     returning: str | None,
 ) -> Executable:
+    # On the Core table, not the ORM entity: the ORM's bulk-insert path (and the
+    # autoflush before it) cost as much as the statement, and these rows are not
+    # loaded as objects anyway.
+    core = _table(table)
     statement = (
-        _dialect_insert(dialect, table)
+        _dialect_insert(dialect, core)
         .values({column: bindparam(column) for column in columns})
         .on_conflict_do_nothing(index_elements=list(keys))
     )
     if returning is None:
         return statement
-    return statement.returning(getattr(table, returning))
+    return statement.returning(core.c[returning])
+
+
+def _table(entity: type[SQLModel]) -> Table:
+    table = entity.__table__  # type: ignore[attr-defined]  # set on table models only
+    assert isinstance(table, Table)
+    return table
 
 
 def _contact_id(session: Session, channel: str, contact: Contact | None, platform_id: str) -> int:
+    """The contact's id, created on first sight; the details the platform sent are kept."""
     values: dict[str, Any] = {
         "channel": channel,
         "platform_id": platform_id,
@@ -109,6 +116,7 @@ def _contact_id(session: Session, channel: str, contact: Contact | None, platfor
         "vip": False,
         "created_at": utcnow(),
     }
+    refreshed: tuple[str, ...] = ()
     if contact is not None:
         values |= {
             "name": contact.name,
@@ -116,27 +124,43 @@ def _contact_id(session: Session, channel: str, contact: Contact | None, platfor
             "vip": contact.vip,
             "followers": contact.followers,
         }
-    statement = _insert(session, ContactRow).values(**values)
-    refreshed = {k: v for k, v in values.items() if k in {"name", "followers"} and v is not None}
-    if contact is not None and (contact.tags or contact.vip):
-        refreshed |= {"tags": contact.tags, "vip": contact.vip}
-    if refreshed:
-        statement = statement.on_conflict_do_update(
-            index_elements=["channel", "platform_id"], set_=refreshed
-        )
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=["channel", "platform_id"])
-    inserted = (session.execute(statement.returning(col(ContactRow.id)))).scalar_one_or_none()
+        refreshed = tuple(k for k in ("name", "followers") if values[k] is not None)
+        if contact.tags or contact.vip:
+            refreshed += ("tags", "vip")
+    dialect = session.get_bind().dialect.name
+    statement = _upsert_contact_statement(dialect, tuple(values), refreshed)
+    inserted: int | None = session.execute(statement, values).scalar_one_or_none()
     if inserted is not None:
         return inserted
-    found = session.execute(
-        select(col(ContactRow.id)).where(
-            col(ContactRow.channel) == channel, col(ContactRow.platform_id) == platform_id
-        )
-    )
+    found = session.execute(_CONTACT_BY_KEY, {"channel": channel, "platform_id": platform_id})
     contact_id = found.scalar_one()
     assert contact_id is not None
     return contact_id
+
+
+@functools.cache
+def _upsert_contact_statement(
+    dialect: str, columns: tuple[str, ...], refreshed: tuple[str, ...]
+) -> Executable:
+    """Insert a contact, or update its ``refreshed`` columns (nothing: DO NOTHING)."""
+    contacts = _table(ContactRow)
+    statement = _dialect_insert(dialect, contacts).values(
+        {column: bindparam(column) for column in columns}
+    )
+    keys = ["channel", "platform_id"]
+    if refreshed:
+        upsert = statement.on_conflict_do_update(
+            index_elements=keys, set_={column: statement.excluded[column] for column in refreshed}
+        )
+    else:
+        upsert = statement.on_conflict_do_nothing(index_elements=keys)
+    return upsert.returning(contacts.c.id)
+
+
+_CONTACT_BY_KEY = select(col(ContactRow.id)).where(
+    col(ContactRow.channel) == bindparam("channel"),
+    col(ContactRow.platform_id) == bindparam("platform_id"),
+)
 
 
 # Built once: the lookup runs for nearly every event (bound parameters, no per-call
@@ -348,9 +372,10 @@ def _classify_message(
     return updated.first() is not None
 
 
-# Built once (bound parameters): it runs for every DM.
+# Built once (bound parameters), on the Core table (see _insert_new_statement): it
+# runs for every DM.
 _CLASSIFY = (
-    update(MessageRow)
+    update(_table(MessageRow))
     .where(
         col(MessageRow.channel) == bindparam("message_channel"),
         col(MessageRow.mid) == bindparam("message_mid"),
@@ -422,25 +447,47 @@ def project_outbound_requested(
     """Show a requested reply on the conversation, pending until its result arrives."""
     conversation = _conversation(session, request.conversation, None)
     assert conversation.id is not None
+    dialect = session.get_bind().dialect.name
     session.execute(
-        _insert(session, MessageRow)
-        .values(
-            conversation_id=conversation.id,
-            channel=request.conversation.channel.value,
-            mid=request_mid(request.request_id),
-            direction=Direction.OUTBOUND.value,
-            author=request.author.value,
-            text=request.text,
-            attachments=[],
-            status=MessageStatus.PENDING.value,
-            platform_ts=request.requested_at,
-            received_at=request.requested_at,
-        )
-        # The result may have been projected first (it has no text): fill the text in.
-        .on_conflict_do_update(
-            index_elements=["channel", "mid"],
-            set_={"text": request.text, "author": request.author.value},
-        )
+        _request_statement(dialect),
+        {
+            "conversation_id": conversation.id,
+            "channel": request.conversation.channel.value,
+            "mid": request_mid(request.request_id),
+            "direction": Direction.OUTBOUND.value,
+            "author": request.author.value,
+            "text": request.text,
+            "attachments": [],
+            "status": MessageStatus.PENDING.value,
+            "platform_ts": request.requested_at,
+            "received_at": request.requested_at,
+        },
+    )
+
+
+@functools.cache
+def _request_statement(dialect: str) -> Executable:
+    """Store a requested reply; the result may have been projected first (it has no
+    text), then the text is filled in."""
+    messages = _table(MessageRow)
+    columns = (
+        "conversation_id",
+        "channel",
+        "mid",
+        "direction",
+        "author",
+        "text",
+        "attachments",
+        "status",
+        "platform_ts",
+        "received_at",
+    )
+    statement = _dialect_insert(dialect, messages).values(
+        {column: bindparam(column) for column in columns}
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["channel", "mid"],
+        set_={"text": statement.excluded.text, "author": statement.excluded.author},
     )
 
 
@@ -463,14 +510,13 @@ def project_outbound_result(
     status = (MessageStatus.SENT if sent else MessageStatus.FAILED).value
     error = None if result.error is None else result.error.message
     updated = session.execute(
-        update(MessageRow)
-        .where(
-            col(MessageRow.channel) == result.conversation.channel.value,
-            col(MessageRow.mid) == request_mid(result.request_id),
-            col(MessageRow.status).in_([MessageStatus.PENDING.value, MessageStatus.FAILED.value]),
-        )
-        .values(status=status, error=error)
-        .returning(col(MessageRow.author))
+        _RESULT,
+        {
+            "result_channel": result.conversation.channel.value,
+            "result_mid": request_mid(result.request_id),
+            "status": status,
+            "error": error,
+        },
     )
     author = updated.scalar_one_or_none()
     if author is None and result.author is not None:
@@ -497,6 +543,20 @@ def project_outbound_result(
         responder = "bot" if author == "bot" else "human"
         _responded(session, conversation, result.finished_at, responder, metrics)
         conversation.updated_at = utcnow()
+
+
+# Built once, on the Core table (see _insert_new_statement): a reply that is still
+# pending (or failed and retried) takes its result.
+_RESULT = (
+    update(_table(MessageRow))
+    .where(
+        col(MessageRow.channel) == bindparam("result_channel"),
+        col(MessageRow.mid) == bindparam("result_mid"),
+        col(MessageRow.status).in_([MessageStatus.PENDING.value, MessageStatus.FAILED.value]),
+    )
+    .values(status=bindparam("status"), error=bindparam("error"))
+    .returning(col(MessageRow.author))
+)
 
 
 def project_update(
