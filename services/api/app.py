@@ -22,7 +22,7 @@ from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
 from services.api.rules_routes import rules_router
 from services.api.sla_scheduler import SlaScheduler
-from services.api.writer import ProjectionWriter
+from services.api.writer import ProjectionWriter, writer_sessions
 from shared import streams
 from shared.bus import durable_subscriber, event_publisher, make_broker, publish_event, stage_router
 from shared.db import (
@@ -171,10 +171,10 @@ def build(settings: Settings) -> ServiceSpec:
     reader = read_engine(settings.sqlalchemy_url, engine)
     read_sessions = session_factory(reader)
     writer_engine = create_sync_engine(settings.sqlalchemy_url)
-    writer_sessions = sessionmaker(writer_engine, expire_on_commit=False)
+    group_sessions = writer_sessions(writer_engine)
     broker = make_broker(settings, STAGE, registry)
     router = stage_router(STAGE, settings)
-    api, outbound_out = _wire(settings, router, metrics, sessions, read_sessions, writer_sessions)
+    api, outbound_out = _wire(settings, router, metrics, sessions, read_sessions, group_sessions)
     scheduler, housekeeper = api.scheduler, api.housekeeper
 
     api.project(router, streams.API_INBOUND, InboundMessage, projector.project_inbound)

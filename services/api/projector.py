@@ -107,6 +107,11 @@ def _table(entity: type[SQLModel]) -> Table:
     return table
 
 
+# Statements whose columns are the ORM entity's attributes go through the ORM
+# (and autoflush) even when built on the table: the fixed ones name the table's columns.
+_MESSAGES = _table(MessageRow)
+
+
 def _contact_id(session: Session, channel: str, contact: Contact | None, platform_id: str) -> int:
     """The contact's id, created on first sight; the details the platform sent are kept."""
     values: dict[str, Any] = {
@@ -375,10 +380,10 @@ def _classify_message(
 # Built once (bound parameters), on the Core table (see _insert_new_statement): it
 # runs for every DM.
 _CLASSIFY = (
-    update(_table(MessageRow))
+    update(_MESSAGES)
     .where(
-        col(MessageRow.channel) == bindparam("message_channel"),
-        col(MessageRow.mid) == bindparam("message_mid"),
+        _MESSAGES.c.channel == bindparam("message_channel"),
+        _MESSAGES.c.mid == bindparam("message_mid"),
     )
     .values(
         {
@@ -386,7 +391,7 @@ _CLASSIFY = (
             for column in ("category", "priority", "language", "sentiment", "classification")
         }
     )
-    .returning(col(MessageRow.id))
+    .returning(_MESSAGES.c.id)
 )
 
 
@@ -548,14 +553,14 @@ def project_outbound_result(
 # Built once, on the Core table (see _insert_new_statement): a reply that is still
 # pending (or failed and retried) takes its result.
 _RESULT = (
-    update(_table(MessageRow))
+    update(_MESSAGES)
     .where(
-        col(MessageRow.channel) == bindparam("result_channel"),
-        col(MessageRow.mid) == bindparam("result_mid"),
-        col(MessageRow.status).in_([MessageStatus.PENDING.value, MessageStatus.FAILED.value]),
+        _MESSAGES.c.channel == bindparam("result_channel"),
+        _MESSAGES.c.mid == bindparam("result_mid"),
+        _MESSAGES.c.status.in_([MessageStatus.PENDING.value, MessageStatus.FAILED.value]),
     )
     .values(status=bindparam("status"), error=bindparam("error"))
-    .returning(col(MessageRow.author))
+    .returning(_MESSAGES.c.author)
 )
 
 

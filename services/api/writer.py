@@ -24,6 +24,9 @@ group; the thread competes with it for the GIL for the Python work of the statem
 
 Metrics a projection records go through :func:`after_commit`, so a group applied twice
 counts once, and a projection that rolls back counts nothing.
+
+The writer's sessions do not autoflush (:func:`writer_sessions`): a conversation's
+changes are written once per group, not before each of its events' queries.
 """
 
 import asyncio
@@ -32,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.changes import changed_in
@@ -45,6 +48,18 @@ Work = Callable[[Session], object]
 AFTER_COMMIT = "dmdesk.after_commit"
 Committed = Callable[[set[int]], Awaitable[None]]
 MAX_GROUP = 256
+
+
+def writer_sessions(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for the writer's groups, on a blocking engine (``create_sync_engine``).
+
+    No autoflush: an event's queries find its conversation and clocks in the session
+    (the identity map, and ``clocks``' per-transaction list), and the inserts and
+    updates of rows that are not loaded as objects run on the Core tables. Flushing
+    before every query wrote a conversation once per event instead of once per group.
+    A savepoint flushes when it ends, so a projection that fails still fails alone.
+    """
+    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
 @dataclass(frozen=True)

@@ -2,31 +2,53 @@
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from services.api import projector
-from services.api.writer import ProjectionWriter, Work, after_commit
+from services.api.writer import ProjectionWriter, Work, after_commit, writer_sessions
 from shared.db import create_sync_engine
-from shared.events import Channel, Contact, InboundMessage
-from shared.models import MessageRow
+from shared.events import (
+    Author,
+    Category,
+    Channel,
+    Classification,
+    ClassifiedMessage,
+    Contact,
+    ConversationRef,
+    Handoff,
+    InboundMessage,
+    MessageUpdate,
+    OutboundRequest,
+    OutboundResult,
+    OutboundStatus,
+    Priority,
+    StatusEvent,
+    StatusKind,
+    UpdateKind,
+)
+from shared.models import ContactRow, ConversationRow, MessageRow, SlaClockRow
+
+T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 
 
-def message(mid: str) -> InboundMessage:
+def message(mid: str, contact: str | None = None, at: datetime = T0) -> InboundMessage:
     return InboundMessage(
         mid=mid,
         channel=Channel.MESSENGER,
         account_id="page-1",
-        contact=Contact(platform_id=f"psid-{mid}"),
+        contact=Contact(platform_id=contact or f"psid-{mid}", name="Ana"),
         text=f"hello {mid}",
-        platform_ts=datetime(2026, 11, 28, 10, 0, tzinfo=UTC),
+        platform_ts=at,
     )
 
 
@@ -47,7 +69,7 @@ async def writer(
     """A writer on the database ``sessions`` migrated, with the api's blocking driver."""
     engine = create_sync_engine(database_url)
     recorder = Recorder()
-    running = ProjectionWriter(sessionmaker(engine, expire_on_commit=False), recorder)
+    running = ProjectionWriter(writer_sessions(engine), recorder)
     yield running, recorder
     await running.stop()
     engine.dispose()
@@ -201,3 +223,146 @@ async def test_no_metric_counts_for_a_group_the_database_refused(
         await running.apply(counts_then_database_gone)
     await running.apply(project("m-1"))
     assert counted == []
+
+
+def conversation_life(contact: str) -> list[Work]:
+    """Every kind of event a conversation goes through, in an order the bus may deliver."""
+    ref = ConversationRef(channel=Channel.MESSENGER, account_id="page-1", contact_id=contact)
+    first, second = (
+        message(f"{contact}-1", contact),
+        message(f"{contact}-2", contact, T0 + timedelta(minutes=30)),
+    )
+    classification = Classification(
+        category=Category.ORDER_SHIPPING,
+        confidence=0.9,
+        priority=Priority.HIGH,
+        language="en",
+        model_version="test",
+    )
+    requested = OutboundRequest(
+        request_id=f"{contact}-r1",
+        conversation=ref,
+        text="on its way",
+        author=Author.AGENT,
+        requested_at=T0 + timedelta(minutes=5),
+    )
+    events: list[tuple[Callable[[Session, Any], object], Any]] = [
+        (
+            projector.project_handoff,
+            Handoff(
+                conversation=ref,
+                trigger_mid=first.mid,
+                team="support",
+                priority=Priority.NORMAL,
+                reason="no rule",
+            ),
+        ),
+        (projector.project_inbound, first),
+        (
+            projector.project_classified,
+            ClassifiedMessage(message=first, classification=classification),
+        ),
+        (
+            projector.project_outbound_result,
+            OutboundResult(
+                request_id=requested.request_id,
+                conversation=ref,
+                status=OutboundStatus.SENT,
+                mid=f"{contact}-o1",
+                author=Author.AGENT,
+                finished_at=T0 + timedelta(minutes=6),
+            ),
+        ),
+        (projector.project_outbound_requested, requested),
+        (
+            projector.project_status,
+            StatusEvent(
+                event_id=f"{contact}-read",
+                kind=StatusKind.READ,
+                conversation=ref,
+                watermark=T0 + timedelta(minutes=7),
+                platform_ts=T0 + timedelta(minutes=7),
+            ),
+        ),
+        (projector.project_inbound, second),
+        (
+            projector.project_update,
+            MessageUpdate(
+                event_id=f"{contact}-edit",
+                kind=UpdateKind.EDIT,
+                conversation=ref,
+                mid=second.mid,
+                text="hello again",
+                platform_ts=T0 + timedelta(minutes=31),
+            ),
+        ),
+        (projector.project_inbound, first),  # redelivered
+    ]
+    return [applying(projection, event) for projection, event in events]
+
+
+def applying(projection: Callable[[Session, Any], object], event: Any) -> Work:
+    def work(session: Session) -> object:
+        return projection(session, event)
+
+    return work
+
+
+async def state_of(sessions: async_sessionmaker[AsyncSession], contact: str) -> dict[str, Any]:
+    """The conversation, its messages and clocks, without ids, names or the times of writing
+    (a conversation first seen in a hand-off is created "now")."""
+    async with sessions() as session:
+        conversation = (
+            await session.execute(
+                select(ConversationRow)
+                .join(ContactRow, col(ContactRow.id) == col(ConversationRow.contact_id))
+                .where(col(ContactRow.platform_id) == contact)
+            )
+        ).scalar_one()
+        messages = await session.execute(
+            select(MessageRow)
+            .where(col(MessageRow.conversation_id) == conversation.id)
+            .order_by(col(MessageRow.platform_ts))
+        )
+        clocks = await session.execute(
+            select(SlaClockRow)
+            .where(col(SlaClockRow.conversation_id) == conversation.id)
+            .order_by(col(SlaClockRow.started_at), col(SlaClockRow.metric))
+        )
+        unnamed = {"id", "conversation_id", "contact_id", "mid", "policy_id", "updated_at"}
+        return {
+            "conversation": conversation.model_dump(exclude=unnamed | {"created_at"}),
+            "messages": [
+                row.model_dump(exclude=unnamed | {"received_at", "classification"})
+                | {"text": (row.text or "").replace(contact, "<contact>")}
+                for row in messages.scalars()
+            ],
+            "clocks": [row.model_dump(exclude=unnamed) for row in clocks.scalars()],
+        }
+
+
+async def test_a_conversation_projected_in_one_group_ends_as_one_event_per_transaction(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+
+    def whole_life(session: Session) -> object:
+        for work in conversation_life("grouped"):
+            work(session)
+        return None
+
+    await running.apply(whole_life)
+    for work in conversation_life("alone"):
+        await running.apply(work)
+
+    grouped, alone = await state_of(sessions, "grouped"), await state_of(sessions, "alone")
+    assert grouped == alone
+    # And the life did happen: a high-priority order issue, answered, then asked again.
+    assert grouped["conversation"]["priority"] == Priority.HIGH.value
+    assert grouped["conversation"]["team"] == "support"
+    assert [m["status"] for m in grouped["messages"]] == ["received", "read", "received"]
+    assert grouped["messages"][2]["text"] == "hello again"
+    assert {(c["metric"], c["state"]) for c in grouped["clocks"]} >= {
+        ("first_response", "met"),
+        ("next_response", "running"),
+    }
