@@ -1,6 +1,6 @@
 """Async database access: engines for SQLite and PostgreSQL, sessions and migrations."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,11 +64,32 @@ def create_sync_engine(url: str, **kwargs: Any) -> Engine:
     async_url = make_url(url)
     driver = SYNC_DRIVERS.get(async_url.get_backend_name(), async_url.drivername)
     sync_url = async_url.set(drivername=driver)
+    if async_url.drivername == "postgresql+asyncpg":
+        sync_url = sync_url.set(query=libpq_options(async_url.query))
     if not is_sqlite(url):
         return sqlalchemy.create_engine(sync_url, **_pool_options(kwargs))
     engine = sqlalchemy.create_engine(sync_url, connect_args={"timeout": 30}, **kwargs)
     _set_up_sqlite(engine, exclusive_writes=True)
     return engine
+
+
+# Options of SQLAlchemy's asyncpg dialect that mean something else, or nothing, to libpq.
+ASYNCPG_ONLY = frozenset(
+    {"prepared_statement_cache_size", "prepared_statement_name_func", "command_timeout"}
+)
+
+
+def libpq_options(query: Mapping[str, str | tuple[str, ...]]) -> dict[str, str | tuple[str, ...]]:
+    """An asyncpg URL's query options as psycopg (libpq) takes them.
+
+    asyncpg's TLS option is ``ssl`` (``disable`` ... ``verify-full``), libpq's the
+    same values as ``sslmode``; asyncpg's cache and timeout options are dropped.
+    Anything else (``application_name``, ``sslrootcert``...) passes through.
+    """
+    options = {key: value for key, value in query.items() if key not in ASYNCPG_ONLY}
+    if "ssl" in options:
+        options["sslmode"] = options.pop("ssl")
+    return options
 
 
 def _pool_options(kwargs: dict[str, Any]) -> dict[str, Any]:
