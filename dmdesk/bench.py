@@ -152,6 +152,7 @@ class SendApiStub:
         self.calls: list[StubCall] = []
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: set[asyncio.Task[Any]] = set()
         self.port = 0
 
     @property
@@ -165,11 +166,14 @@ class SendApiStub:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        """Stop listening and close open connections."""
+        """Stop listening, close open connections and wait for their handlers to end."""
         if self._server is not None:
             self._server.close()
             for writer in list(self._writers):
                 writer.close()
+            # Python 3.11's server neither waits for its handlers nor lets them be
+            # cancelled quietly at shutdown (a traceback each).
+            await asyncio.gather(*self._connections, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
 
@@ -179,6 +183,9 @@ class SendApiStub:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
         try:
             while True:
                 request = await read_http_message(reader)
@@ -210,6 +217,7 @@ class SendApiStub:
             return
         finally:
             self._writers.discard(writer)
+            self._connections.discard(task)
             writer.close()
 
 
