@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, SessionTransaction
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Serialises migrations when several api replicas start at once on PostgreSQL.
@@ -110,6 +111,25 @@ def _set_up_sqlite(engine: Engine, *, exclusive_writes: bool) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if exclusive_writes else "BEGIN")
+
+
+TRANSACTION_CACHES = "dmdesk.transaction_caches"
+
+
+def transaction_cache(session: Session, name: str) -> dict[Any, Any]:
+    """A dict named ``name`` that lives until ``session``'s transaction (or savepoint) ends.
+
+    For rows a transaction holds locked, or changes only itself, and looks up again
+    and again: after a commit other writers may change them, and a rolled-back
+    savepoint takes the rows it added along.
+    """
+    caches: dict[str, dict[Any, Any]] = session.info.setdefault(TRANSACTION_CACHES, {})
+    return caches.setdefault(name, {})
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_transaction_caches(session: Session, _transaction: SessionTransaction) -> None:
+    session.info.pop(TRANSACTION_CACHES, None)
 
 
 def read_engine(url: str, writer: AsyncEngine) -> AsyncEngine:

@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, event, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from services.api.sla import add_working_time, working_time_between
 from shared.business_hours import Calendar
+from shared.db import transaction_cache
 from shared.models import (
     NO_DEADLINE,
     ClockState,
@@ -79,7 +80,6 @@ def policy_for(session: Session, conversation: ConversationRow) -> SlaPolicyRow 
 _CLOCKS_OF = select(SlaClockRow).where(
     col(SlaClockRow.conversation_id) == bindparam("conversation_id")
 )
-CLOCKS = "dmdesk.sla_clocks"
 
 
 def _all_clocks(session: Session, conversation_id: int) -> list[SlaClockRow]:
@@ -87,21 +87,14 @@ def _all_clocks(session: Session, conversation_id: int) -> list[SlaClockRow]:
 
     The clocks of a conversation change only under its row lock, through these
     functions, which keep the list whole (``_start`` appends to it): a DM's events
-    asked for them five times, each a query and an autoflush before it.
+    asked for them five times, each a query.
     """
-    known: dict[int, list[SlaClockRow]] = session.info.setdefault(CLOCKS, {})
+    known: dict[int, list[SlaClockRow]] = transaction_cache(session, "sla_clocks")
     clocks = known.get(conversation_id)
     if clocks is None:
         found = session.execute(_CLOCKS_OF, {"conversation_id": conversation_id})
         clocks = known[conversation_id] = list(found.scalars())
     return clocks
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_clocks(session: Session, _transaction: SessionTransaction) -> None:
-    # After a commit other writers may change them; a rolled-back savepoint takes the
-    # clocks it added along.
-    session.info.pop(CLOCKS, None)
 
 
 def clocks_of(

@@ -19,6 +19,7 @@ from sqlmodel import SQLModel, col
 from services.api import clocks
 from services.api.metrics import ApiMetrics
 from services.api.writer import after_commit
+from shared.db import transaction_cache
 from shared.events import (
     BotReply,
     Classification,
@@ -198,6 +199,31 @@ def _conversation(
     at: datetime | None = None,
 ) -> ConversationRow:
     """The conversation ``ref`` names, created on first sight, locked for update.
+
+    Found once per transaction (it stays locked until the end): a group holds several
+    events of each conversation. A message's contact details are stored every time.
+    """
+    known: dict[tuple[str, str, str], ConversationRow] = transaction_cache(session, "conversations")
+    key = (ref.channel.value, ref.account_id, ref.contact_id)
+    conversation = known.get(key)
+    if conversation is None:
+        conversation = known[key] = _find_conversation(
+            session, ref, contact, is_request=is_request, at=at
+        )
+    elif contact is not None:
+        _contact_id(session, ref.channel.value, contact, ref.contact_id)
+    return conversation
+
+
+def _find_conversation(
+    session: Session,
+    ref: ConversationRef,
+    contact: Contact | None,
+    *,
+    is_request: bool = False,
+    at: datetime | None = None,
+) -> ConversationRow:
+    """The conversation ``ref`` names, from the database: created on first sight, locked.
 
     Without contact details to store (every event but the message itself), a
     conversation that exists is found with one query (``_BY_CONTACT``).
