@@ -122,6 +122,13 @@ class InboundMessage(Event):
         default=None, description="The Instagram story this message replies to."
     )
     is_echo: bool = False
+    app_id: str | None = Field(
+        default=None,
+        description=(
+            "For an echo, the Meta app that sent the message (Meta's app_id), where the"
+            " platform says: dmdesk's own app, Meta's inbox, or another tool."
+        ),
+    )
     is_request: bool = False
     platform_ts: datetime
     received_at: datetime = Field(default_factory=utcnow)

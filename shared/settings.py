@@ -97,6 +97,14 @@ class Settings(BaseSettings):
             " them (or by meta_app_secret) is accepted."
         ),
     )
+    meta_app_ids: list[str] = Field(
+        default_factory=list,
+        description=(
+            "The ids of the Meta apps dmdesk sends with, as JSON. An echo from one of them is"
+            " dmdesk's own reply; from any other app (Meta's inbox, a phone) a human's."
+            " Empty: echoes are told apart by the mids dmdesk recorded and its sends in flight."
+        ),
+    )
     meta_verify_tokens: list[SecretStr] = Field(
         default_factory=list,
         description="More verify tokens (JSON list) accepted in the handshake, one per app.",

@@ -235,17 +235,24 @@ class ResponderRuntime:
     async def page_wrote(self, echo: InboundMessage) -> bool:
         """A message the page sent: unless it is the bot's own, a human took over; True if so.
 
-        Meta echoes every message a page sends, the bot's replies too. An echo whose mid
-        the bot recorded, or that arrives while one of the bot's sends is in flight (its
-        mid is not recorded yet; a claim a dead replica left behind does not count) is the
-        bot's; any other was written by a person in Meta's inbox or on a phone, and the bot
-        stays out of the conversation.
+        Meta echoes every message a page sends, the bot's replies too. An echo that names
+        the app that sent it (Messenger's ``app_id``) is dmdesk's own when that is one of
+        ``DMDESK_META_APP_IDS``, else a person's. Without that, an echo whose mid dmdesk
+        recorded, or that arrives while one of its sends is in flight (its mid is not
+        recorded yet; a claim a dead replica left behind does not count) is dmdesk's; any
+        other was written in Meta's inbox or on a phone, and the bot stays out of the
+        conversation.
         """
-
+        ours = self.settings.meta_app_ids
+        if ours and echo.app_id in ours:
+            return False
+        told_by_app = bool(ours) and echo.app_id is not None
         live_after = utcnow() - self.send_claim_ttl
 
         async def apply(state: ConversationState) -> bool:
-            if echo.mid in state.sent.values() or state.sends_in_flight(live_after):
+            if echo.mid in state.sent.values():
+                return False
+            if not told_by_app and state.sends_in_flight(live_after):
                 return False
             await _human_replied(echo.platform_ts)(state)
             return True

@@ -277,7 +277,11 @@ async def test_agent_reply_marks_the_human_take_over_for_every_replica(
     assert result.error.message == "a human has taken the conversation"
 
 
-def echo(mid: str, contact: str = "ana") -> InboundMessage:
+METAS_INBOX = "263902037430900"
+OUR_APP = "1517776481860111"
+
+
+def echo(mid: str, contact: str = "ana", app_id: str | None = None) -> InboundMessage:
     """A message the page itself sent to ``contact`` (Meta echoes every one)."""
     return InboundMessage(
         mid=mid,
@@ -286,6 +290,7 @@ def echo(mid: str, contact: str = "ana") -> InboundMessage:
         contact=Contact(platform_id=contact),
         text="Hi, Sam here from the shop, let me check that for you",
         is_echo=True,
+        app_id=app_id,
         platform_ts=utcnow(),
     )
 
@@ -371,6 +376,47 @@ async def test_an_echo_during_a_send_in_flight_is_taken_for_the_bots(
     await claimed(chatty, first.message.conversation, "bot-now", utcnow())
 
     assert not await chatty.page_wrote(echo("m-unknown", contact="dee"))
+
+
+@pytest.fixture
+async def knows_its_app(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> AsyncIterator[ResponderRuntime]:
+    """The chatty responder, told which Meta app it sends with."""
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(greeting_rules("Hello from the bot")))
+    settings = settings_factory(rules_path=rules, meta_app_ids=[OUR_APP])
+    runtime = ResponderRuntime(settings, LogAdapter())
+    await runtime.start()
+    yield runtime
+    await runtime.stop()
+
+
+async def test_an_echo_from_metas_inbox_is_a_human_even_during_a_send_in_flight(
+    knows_its_app: ResponderRuntime,
+) -> None:
+    first = dm("m-1", "hello?", contact="fay")
+    await knows_its_app.handle(first)
+    await claimed(knows_its_app, first.message.conversation, "bot-now", utcnow())
+
+    assert await knows_its_app.page_wrote(echo("m-inbox", contact="fay", app_id=METAS_INBOX))
+    _, decision = await knows_its_app.handle(dm("m-2", "hello again?", contact="fay"))
+    assert decision is not None
+    assert decision.publishes_nothing
+
+
+async def test_an_echo_from_our_own_app_is_never_a_human(
+    knows_its_app: ResponderRuntime,
+) -> None:
+    first = dm("m-1", "hello?", contact="gus")
+    await knows_its_app.handle(first)
+
+    # No send in flight and a mid it has not recorded (an echo can beat the Send API's
+    # answer): dmdesk's app sent it, so nobody took over.
+    assert not await knows_its_app.page_wrote(echo("m-ours", contact="gus", app_id=OUR_APP))
+    _, decision = await knows_its_app.handle(dm("m-2", "hello again?", contact="gus"))
+    assert decision is not None
+    assert decision.replies, "the bot still answers"
 
 
 async def test_a_redelivered_dm_or_the_bots_own_echo_writes_no_state(

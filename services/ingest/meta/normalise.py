@@ -403,6 +403,7 @@ def _messaging_message(
         reply_to_mid=reply_to.mid if reply_to else None,
         reply_to_story=StoryRef(id=story.id, url=story.url) if story else None,
         is_echo=echo,
+        app_id=message.app_id if echo else None,
         platform_ts=at,
     )
 

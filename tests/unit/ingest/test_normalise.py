@@ -579,6 +579,18 @@ def test_echo_is_recorded_from_the_page_to_the_contact() -> None:
     # The page is the sender of an echo; the conversation is still page <-> contact.
     assert echo.event.conversation.account_id == PAGE
     assert echo.event.contact.platform_id == PSID
+    # Sent from Meta's inbox (its app id, a number on the wire): the responder can tell
+    # a person's reply from dmdesk's own.
+    assert echo.event.app_id == "263902037430900"
+
+
+def test_only_an_echo_names_the_app_that_sent_it() -> None:
+    body = load_body(OWN_FIXTURES / "messenger_text.json")
+    body["entry"][0]["messaging"][0]["message"]["app_id"] = 263902037430900
+    [customer] = normalise(Channel.MESSENGER, body).events
+    assert isinstance(customer.event, InboundMessage)
+    assert not customer.event.is_echo
+    assert customer.event.app_id is None
 
 
 def test_batch_is_ordered_by_platform_time() -> None:
