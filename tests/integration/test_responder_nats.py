@@ -1,6 +1,7 @@
 """The responder on a real JetStream: live rules in KV, shared conversation state, the flow."""
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
@@ -295,17 +296,28 @@ def echo(mid: str, contact: str = "ana", app_id: str | None = None) -> InboundMe
     )
 
 
+@contextlib.asynccontextmanager
+async def chatty_responder(
+    settings_factory: Callable[..., Settings], tmp_path: Path, **overrides: Any
+) -> AsyncIterator[ResponderRuntime]:
+    """A running responder whose rules answer every DM (and never hand off)."""
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(greeting_rules("Hello from the bot")))
+    runtime = ResponderRuntime(settings_factory(rules_path=rules, **overrides), LogAdapter())
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
 @pytest.fixture
 async def chatty(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> AsyncIterator[ResponderRuntime]:
     """A responder whose rules answer every DM (and never hand off)."""
-    rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps(greeting_rules("Hello from the bot")))
-    runtime = ResponderRuntime(settings_factory(rules_path=rules), LogAdapter())
-    await runtime.start()
-    yield runtime
-    await runtime.stop()
+    async with chatty_responder(settings_factory, tmp_path) as runtime:
+        yield runtime
 
 
 async def test_a_reply_from_metas_inbox_makes_the_bot_step_back(
@@ -383,13 +395,8 @@ async def knows_its_app(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> AsyncIterator[ResponderRuntime]:
     """The chatty responder, told which Meta app it sends with."""
-    rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps(greeting_rules("Hello from the bot")))
-    settings = settings_factory(rules_path=rules, meta_app_ids=[OUR_APP])
-    runtime = ResponderRuntime(settings, LogAdapter())
-    await runtime.start()
-    yield runtime
-    await runtime.stop()
+    async with chatty_responder(settings_factory, tmp_path, meta_app_ids=[OUR_APP]) as runtime:
+        yield runtime
 
 
 async def test_an_echo_from_metas_inbox_is_a_human_even_during_a_send_in_flight(
