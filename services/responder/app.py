@@ -293,8 +293,9 @@ class ResponderRuntime:
         handled = await self.states.change(ref, decide_and_remember)
         decision = decided[0] if decided else None
         if decision is not None:
+            # Per DM, so DEBUG: dmdesk_responder_decisions_total counts them by kind and team.
             kind, team = decision_kind(decision)
-            logger.info(
+            logger.debug(
                 "decided",
                 extra={
                     "channel": ref.channel.value,
