@@ -12,6 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
@@ -102,12 +103,15 @@ def nats_nodes(profile: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def settings_from(environment: dict[str, str]) -> Settings:
+    """The Settings a process gets from ``environment`` and nothing else (lists as JSON...)."""
+    with mock.patch.dict(os.environ, environment, clear=True):
+        return Settings()
+
+
 def settings_of(spec: dict[str, Any]) -> Settings:
     """The Settings a compose service's DMDESK_* environment gives its process."""
-    environment = {k: v for k, v in spec["environment"].items() if k.startswith("DMDESK_")}
-    return Settings.model_validate(
-        {key.removeprefix("DMDESK_").lower(): v for key, v in environment.items()}
-    )
+    return settings_from({k: str(v) for k, v in spec["environment"].items()})
 
 
 def nats_config(spec: dict[str, Any]) -> Path:

@@ -15,7 +15,7 @@ from dmdesk.cli import parser
 from dmdesk.supervisor import SERVICES, service_port
 from shared.service import service_app
 from shared.settings import Settings
-from tests.unit.test_deploy import DMDESK_IMAGE, dmdesk_services
+from tests.unit.test_deploy import DMDESK_IMAGE, dmdesk_services, settings_from
 
 K8S = Path(__file__).parents[2] / "deploy" / "k8s"
 KUSTOMIZATION = yaml.safe_load((K8S / "kustomization.yaml").read_text())
@@ -57,8 +57,7 @@ def environment(service: str) -> dict[str, str]:
 
 
 def settings(service: str) -> Settings:
-    env = environment(service)
-    return Settings.model_validate({k.removeprefix("DMDESK_").lower(): v for k, v in env.items()})
+    return settings_from({k: str(v) for k, v in environment(service).items()})
 
 
 def container_port(service: str, name_or_number: str | int) -> int:
