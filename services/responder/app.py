@@ -263,13 +263,11 @@ class ResponderRuntime:
         """Decide on a DM once: the events to publish, and the decision if made just now.
 
         The decision and the state change are written together (optimistic
-        concurrency); a redelivered DM finds its earlier events in the state.
+        concurrency); a redelivered DM finds its earlier events in the state, and
+        writes nothing.
         """
         message = classified.message
         ref = message.conversation
-        state, _ = await self.states.read(ref)
-        if (earlier := state.handled_message(message.mid)) is not None:
-            return earlier, None
         decided: list[Decision] = []
 
         async def decide_and_remember(state: ConversationState) -> HandledMessage:
