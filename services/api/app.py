@@ -145,8 +145,8 @@ def _wire(
     scheduler = SlaScheduler(sessions, publish_sla, metrics)
     housekeeper = Housekeeper(sessions, settings, send_outbound, metrics, changes.publish)
 
-    async def committed(conversation_ids: set[int]) -> None:
-        await changes.publish(conversation_ids)
+    async def committed(changed: list[ConversationChanged]) -> None:
+        await changes.publish_changes(changed)
         scheduler.deadline_changed()
         housekeeper.poke()
 

@@ -1,7 +1,10 @@
 """The change feed: every committed change of a conversation, as ``dm.conversation.changed``.
 
-Sessions note the conversations they flush (an ORM event); whoever commits
-calls :meth:`ChangeFeed.publish` with them. The events are stored in the stream,
+Sessions note the conversations they flush (an ORM event). The projection writer
+reads their states in its transaction, just before the commit (:func:`read_changes`),
+and hands them to :meth:`ChangeFeed.publish_changes` once committed; the agent actions
+and the housekeeper call :meth:`ChangeFeed.publish` with the ids after their commits,
+which reads them. The events are stored in the stream,
 so ``GET /v1/events`` can resume from a ``Last-Event-ID`` (the stream sequence).
 """
 
@@ -15,7 +18,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from faststream.nats import NatsBroker
 from faststream.nats.publisher.usecase import LogicPublisher
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -47,8 +50,53 @@ def changed_in(session: Session | AsyncSession) -> set[int]:
     return noted
 
 
+# Built once: the columns of a change, read in the session that made it (no ORM rows).
+_CHANGES = (
+    select(
+        col(ConversationRow.id),
+        col(ConversationRow.channel),
+        col(ConversationRow.account_id),
+        col(ContactRow.platform_id),
+        col(ConversationRow.status),
+        col(ConversationRow.team),
+        col(ConversationRow.assignee),
+        col(ConversationRow.priority),
+        col(ConversationRow.category),
+        col(ConversationRow.sla_due_at),
+        col(ConversationRow.updated_at),
+    )
+    .join(ContactRow, col(ContactRow.id) == col(ConversationRow.contact_id))
+    .where(col(ConversationRow.id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(ConversationRow.id))
+)
+
+
+def read_changes(session: Session, conversation_ids: Iterable[int]) -> list[ConversationChanged]:
+    """The conversations' states as ``session`` sees them (the projection writer reads them
+    in the transaction that changed them, just before it commits)."""
+    ids = sorted(set(conversation_ids))
+    if not ids:
+        return []
+    return [
+        ConversationChanged(
+            conversation_id=row.id,
+            channel=Channel(row.channel),
+            account_id=row.account_id,
+            contact_id=row.platform_id,
+            status=row.status,
+            team=row.team,
+            assignee=row.assignee,
+            priority=Priority(row.priority),
+            category=row.category,
+            sla_due_at=row.sla_due_at,
+            updated_at=row.updated_at,
+        )
+        for row in session.execute(_CHANGES, {"ids": ids})
+    ]
+
+
 class ChangeFeed:
-    """Publishes the current state of changed conversations (read after they committed)."""
+    """Publishes the current state of changed conversations, once they are committed."""
 
     def __init__(
         self,
@@ -61,18 +109,21 @@ class ChangeFeed:
         self.settings = settings
 
     async def publish(self, conversation_ids: Iterable[int]) -> None:
-        """Publish each conversation's state as it is now (best effort: logged on failure)."""
-        ids = sorted(set(conversation_ids))
+        """Read each conversation's state as it is now and publish it (best effort)."""
+        ids = set(conversation_ids)
         if not ids:
             return
         try:
             async with self.sessions() as session:
-                rows = await session.execute(
-                    select(ConversationRow, col(ContactRow.platform_id))
-                    .join(ContactRow, col(ContactRow.id) == col(ConversationRow.contact_id))
-                    .where(col(ConversationRow.id).in_(ids))
-                )
-                changes = [_change(row, contact_id) for row, contact_id in rows.all()]
+                changes = await session.run_sync(read_changes, ids)
+        except Exception:
+            logger.exception("conversation changes not read", extra={"count": len(ids)})
+            return
+        await self.publish_changes(changes)
+
+    async def publish_changes(self, changes: list[ConversationChanged]) -> None:
+        """Publish committed states (best effort: logged on failure)."""
+        try:
             await asyncio.gather(
                 *(
                     publish_event(
@@ -85,24 +136,7 @@ class ChangeFeed:
                 )
             )
         except Exception:
-            logger.exception("conversation changes not published", extra={"count": len(ids)})
-
-
-def _change(row: ConversationRow, contact_id: str) -> ConversationChanged:
-    assert row.id is not None
-    return ConversationChanged(
-        conversation_id=row.id,
-        channel=Channel(row.channel),
-        account_id=row.account_id,
-        contact_id=contact_id,
-        status=row.status,
-        team=row.team,
-        assignee=row.assignee,
-        priority=Priority(row.priority),
-        category=row.category,
-        sla_due_at=row.sla_due_at,
-        updated_at=row.updated_at,
-    )
+            logger.exception("conversation changes not published", extra={"count": len(changes)})
 
 
 router = APIRouter(prefix="/v1", tags=["events"])

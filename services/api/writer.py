@@ -38,15 +38,16 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api.changes import changed_in
+from services.api.changes import changed_in, read_changes
 from shared.bus import dependency_unavailable
+from shared.events import ConversationChanged
 from shared.tasks import stop_task
 
 logger = logging.getLogger("dmdesk.api.writer")
 
 Work = Callable[[Session], object]
 AFTER_COMMIT = "dmdesk.after_commit"
-Committed = Callable[[set[int]], Awaitable[None]]
+Committed = Callable[[list[ConversationChanged]], Awaitable[None]]
 MAX_GROUP = 256
 
 
@@ -133,7 +134,9 @@ class ProjectionWriter:
         for index, pending in enumerate(group):
             _settle(pending, failed.get(index))
 
-    def _write(self, group: list[_Pending]) -> tuple[dict[int, Exception], set[int]]:
+    def _write(
+        self, group: list[_Pending]
+    ) -> tuple[dict[int, Exception], list[ConversationChanged]]:
         """On the writer's thread: the group's transaction; what failed, what changed."""
         try:
             return self._transaction(group, isolated=False)
@@ -146,7 +149,7 @@ class ProjectionWriter:
 
     def _transaction(
         self, group: list[_Pending], *, isolated: bool
-    ) -> tuple[dict[int, Exception], set[int]]:
+    ) -> tuple[dict[int, Exception], list[ConversationChanged]]:
         failed: dict[int, Exception] = {}
         with self.sessions() as session, session.begin():
             for index, pending in enumerate(group):
@@ -162,7 +165,11 @@ class ProjectionWriter:
                         raise
                     failed[index] = error
                     del _effects(session)[effects:]
-        return failed, changed_in(session)
+            # The changed conversations as this transaction leaves them, read before it
+            # commits (on this thread, not by the event loop after it).
+            session.flush()
+            changes = read_changes(session, changed_in(session))
+        return failed, changes
 
 
 def after_commit(session: Session, effect: Callable[[], object]) -> None:

@@ -24,6 +24,7 @@ from shared.events import (
     Classification,
     ClassifiedMessage,
     Contact,
+    ConversationChanged,
     ConversationRef,
     Handoff,
     InboundMessage,
@@ -57,9 +58,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.groups: list[set[int]] = []
+        self.changes: list[ConversationChanged] = []
 
-    async def __call__(self, conversation_ids: set[int]) -> None:
-        self.groups.append(conversation_ids)
+    async def __call__(self, changes: list[ConversationChanged]) -> None:
+        self.groups.append({change.conversation_id for change in changes})
+        self.changes.extend(changes)
 
 
 @pytest.fixture
@@ -103,7 +106,7 @@ async def test_concurrent_projections_are_committed_in_shared_transactions(
 async def test_a_failing_projection_rolls_back_alone(
     sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
 ) -> None:
-    running, _ = writer
+    running, recorder = writer
 
     def half_done_then_fails(session: Session) -> object:
         projector.project_inbound(session, message("m-bad"))
@@ -120,6 +123,8 @@ async def test_a_failing_projection_rolls_back_alone(
     assert outcomes[2] is None
     assert isinstance(outcomes[1], ValueError)
     assert await stored_mids(sessions) == ["m-1", "m-2"]
+    # The change feed hears of what was committed, not of the rolled-back conversation.
+    assert {change.contact_id for change in recorder.changes} == {"psid-m-1", "psid-m-2"}
 
 
 async def test_a_database_outage_fails_the_whole_group_and_commits_nothing(
@@ -344,7 +349,7 @@ async def state_of(sessions: async_sessionmaker[AsyncSession], contact: str) -> 
 async def test_a_conversation_projected_in_one_group_ends_as_one_event_per_transaction(
     sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
 ) -> None:
-    running, _ = writer
+    running, recorder = writer
 
     def whole_life(session: Session) -> object:
         for work in conversation_life("grouped"):
@@ -357,6 +362,16 @@ async def test_a_conversation_projected_in_one_group_ends_as_one_event_per_trans
 
     grouped, alone = await state_of(sessions, "grouped"), await state_of(sessions, "alone")
     assert grouped == alone
+    # The change feed gets the state the group committed, once for the group.
+    [change] = [change for change in recorder.changes if change.contact_id == "grouped"]
+    committed = grouped["conversation"]
+    assert (change.status, change.team, change.priority, change.category) == (
+        committed["status"],
+        committed["team"],
+        committed["priority"],
+        committed["category"],
+    )
+    assert change.sla_due_at == committed["sla_due_at"]
     # And the life did happen: a high-priority order issue, answered, then asked again.
     assert grouped["conversation"]["priority"] == Priority.HIGH.value
     assert grouped["conversation"]["team"] == "support"
