@@ -63,39 +63,49 @@ def _dialect_insert(dialect: str, table: Any) -> postgresql.Insert | sqlite.Inse
     return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
-def _insert_new(
+def _upsert(
     session: Session,
     table: type[SQLModel],
     values: dict[str, Any],
     keys: tuple[str, ...],
+    *,
+    refresh: tuple[str, ...] = (),
     returning: str | None = None,
 ) -> Result[Any]:
-    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` of ``values`` (RETURNING ``returning``).
+    """Insert ``values`` unless a row with the same ``keys`` exists; then set its
+    ``refresh`` columns to these values (none: ``DO NOTHING``). RETURNING ``returning``.
 
     The statement is built once per shape, with bound parameters: building and hashing
     a statement per event was a quarter of the projections' CPU.
     """
     dialect = session.get_bind().dialect.name
-    statement = _insert_new_statement(dialect, table, tuple(values), keys, returning)
+    statement = _upsert_statement(dialect, table, tuple(values), keys, refresh, returning)
     return session.execute(statement, values)
 
 
 @functools.cache
-def _insert_new_statement(
+def _upsert_statement(
     dialect: str,
     table: type[SQLModel],
     columns: tuple[str, ...],
     keys: tuple[str, ...],
+    refresh: tuple[str, ...],
     returning: str | None,
 ) -> Executable:
     # On the Core table, not the ORM entity: the ORM's bulk-insert path (and the
     # autoflush before it) cost as much as the statement, and these rows are not
     # loaded as objects anyway.
     core = _table(table)
+    insert = _dialect_insert(dialect, core).values(
+        {column: bindparam(column) for column in columns}
+    )
     statement = (
-        _dialect_insert(dialect, core)
-        .values({column: bindparam(column) for column in columns})
-        .on_conflict_do_nothing(index_elements=list(keys))
+        insert.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={column: insert.excluded[column] for column in refresh},
+        )
+        if refresh
+        else insert.on_conflict_do_nothing(index_elements=list(keys))
     )
     if returning is None:
         return statement
@@ -133,34 +143,21 @@ def _contact_id(session: Session, channel: str, contact: Contact | None, platfor
         refreshed = tuple(k for k in ("name", "followers") if values[k] is not None)
         if contact.tags or contact.vip:
             refreshed += ("tags", "vip")
-    dialect = session.get_bind().dialect.name
-    statement = _upsert_contact_statement(dialect, tuple(values), refreshed)
-    inserted: int | None = session.execute(statement, values).scalar_one_or_none()
+    upserted = _upsert(
+        session,
+        ContactRow,
+        values,
+        keys=("channel", "platform_id"),
+        refresh=refreshed,
+        returning="id",
+    )
+    inserted: int | None = upserted.scalar_one_or_none()
     if inserted is not None:
         return inserted
     found = session.execute(_CONTACT_BY_KEY, {"channel": channel, "platform_id": platform_id})
     contact_id = found.scalar_one()
     assert contact_id is not None
     return contact_id
-
-
-@functools.cache
-def _upsert_contact_statement(
-    dialect: str, columns: tuple[str, ...], refreshed: tuple[str, ...]
-) -> Executable:
-    """Insert a contact, or update its ``refreshed`` columns (nothing: DO NOTHING)."""
-    contacts = _table(ContactRow)
-    statement = _dialect_insert(dialect, contacts).values(
-        {column: bindparam(column) for column in columns}
-    )
-    keys = ["channel", "platform_id"]
-    if refreshed:
-        upsert = statement.on_conflict_do_update(
-            index_elements=keys, set_={column: statement.excluded[column] for column in refreshed}
-        )
-    else:
-        upsert = statement.on_conflict_do_nothing(index_elements=keys)
-    return upsert.returning(contacts.c.id)
 
 
 _CONTACT_BY_KEY = select(col(ContactRow.id)).where(
@@ -242,7 +239,7 @@ def _find_conversation(
             return existing
     contact_id = _contact_id(session, ref.channel.value, contact, ref.contact_id)
     at = at or utcnow()
-    _insert_new(
+    _upsert(
         session,
         ConversationRow,
         {
@@ -285,7 +282,7 @@ def project_inbound(
     )
     assert conversation.id is not None
     echo = message.is_echo
-    inserted = _insert_new(
+    inserted = _upsert(
         session,
         MessageRow,
         {
@@ -403,7 +400,7 @@ def _classify_message(
     return updated.first() is not None
 
 
-# Built once (bound parameters), on the Core table (see _insert_new_statement): it
+# Built once (bound parameters), on the Core table (see _upsert_statement): it
 # runs for every DM.
 _CLASSIFY = (
     update(_MESSAGES)
@@ -478,9 +475,10 @@ def project_outbound_requested(
     """Show a requested reply on the conversation, pending until its result arrives."""
     conversation = _conversation(session, request.conversation, None)
     assert conversation.id is not None
-    dialect = session.get_bind().dialect.name
-    session.execute(
-        _request_statement(dialect),
+    # The result may have been projected first (it has no text): the text is filled in.
+    _upsert(
+        session,
+        MessageRow,
         {
             "conversation_id": conversation.id,
             "channel": request.conversation.channel.value,
@@ -493,32 +491,8 @@ def project_outbound_requested(
             "platform_ts": request.requested_at,
             "received_at": request.requested_at,
         },
-    )
-
-
-@functools.cache
-def _request_statement(dialect: str) -> Executable:
-    """Store a requested reply; the result may have been projected first (it has no
-    text), then the text is filled in."""
-    messages = _table(MessageRow)
-    columns = (
-        "conversation_id",
-        "channel",
-        "mid",
-        "direction",
-        "author",
-        "text",
-        "attachments",
-        "status",
-        "platform_ts",
-        "received_at",
-    )
-    statement = _dialect_insert(dialect, messages).values(
-        {column: bindparam(column) for column in columns}
-    )
-    return statement.on_conflict_do_update(
-        index_elements=["channel", "mid"],
-        set_={"text": statement.excluded.text, "author": statement.excluded.author},
+        keys=("channel", "mid"),
+        refresh=("text", "author"),
     )
 
 
@@ -551,7 +525,7 @@ def project_outbound_result(
     )
     author = updated.scalar_one_or_none()
     if author is None and result.author is not None:
-        inserted = _insert_new(
+        inserted = _upsert(
             session,
             MessageRow,
             {
@@ -576,7 +550,7 @@ def project_outbound_result(
         conversation.updated_at = utcnow()
 
 
-# Built once, on the Core table (see _insert_new_statement): a reply that is still
+# Built once, on the Core table (see _upsert_statement): a reply that is still
 # pending (or failed and retried) takes its result.
 _RESULT = (
     update(_MESSAGES)
@@ -658,7 +632,7 @@ def project_dead_letter(
     session: Session, letter: DeadLetter, metrics: ApiMetrics | None = None
 ) -> None:
     """Keep a dead letter for inspection and replay."""
-    inserted = _insert_new(
+    inserted = _upsert(
         session,
         DeadLetterRow,
         {
