@@ -49,19 +49,17 @@ def _target(policy: SlaPolicyRow, metric: str) -> int | None:
     }[metric]
 
 
-POLICIES = "dmdesk.sla_policies"
-
-
 def policy_for(session: Session, conversation: ConversationRow) -> SlaPolicyRow | None:
     """The most specific active policy for the conversation's priority, category, channel.
 
-    The active policies (a handful of rows) are read once per session: the api's
-    projections apply a whole group of events in one session.
+    The active policies (a handful of rows) are read once per transaction: the api's
+    projections apply a whole group of events in one.
     """
-    policies: list[SlaPolicyRow] | None = session.info.get(POLICIES)
+    known: dict[str, list[SlaPolicyRow]] = transaction_cache(session, "sla_policies")
+    policies = known.get("active")
     if policies is None:
         rows = session.execute(select(SlaPolicyRow).where(col(SlaPolicyRow.archived_at).is_(None)))
-        policies = session.info[POLICIES] = list(rows.scalars())
+        policies = known["active"] = list(rows.scalars())
     matching = [
         policy
         for policy in policies
