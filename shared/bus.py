@@ -1,6 +1,7 @@
 """The NATS plumbing every service shares: broker, durable subscribers, publishing, dead letters."""
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from faststream.nats import JStream, NatsBroker, NatsRouter, PubAck, PullSub
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.publisher.usecase import LogicPublisher
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 from nats.js.errors import NoStreamResponseError
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from shared.events import DeadLetter
 from shared.settings import Settings
 from shared.streams import MSG_ID_HEADER, Consumer, consumer_config, dead_letter_subject
+from shared.tasks import stop_task
 
 logger = logging.getLogger("dmdesk.bus")
 
@@ -132,6 +135,101 @@ def durable_subscriber(
     )
 
 
+BatchHandler = Callable[[list[Msg]], Awaitable[None]]
+FETCH_WAIT_SECONDS = 5.0
+REBIND_DELAY_SECONDS = 1.0
+
+
+class BatchConsumer:
+    """A durable pull consumer whose handler gets each pull's messages in one call.
+
+    The api's projections use it: one call per pull keeps faststream's per-message
+    work (middlewares, context, dependency injection) off its hottest path, and the
+    writer commits the pull in one transaction. The handler settles every message
+    itself: ``msg.ack()`` once its effect is durable, :func:`settle_failure` when it
+    fails, so one bad message fails alone.
+
+    It pulls with nats-py's ``fetch``, which hands over what the server has as soon
+    as there is one message (up to ``pull_batch_size``): a batch adds no wait when
+    the stream is quiet and grows with the load. faststream's batch subscriber waits
+    to fill a batch up to its timeout instead, which costs either latency or, with a
+    short timeout, a stream of empty pulls while idle.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        settings: Settings,
+        handle: BatchHandler,
+        *,
+        schema: type[BaseModel],
+        title: str,
+    ) -> None:
+        self.consumer = consumer
+        self.settings = settings
+        self.handle = handle
+        self.schema = schema  # the event each message holds (for the AsyncAPI document)
+        self.title = title
+        self._task: asyncio.Task[None] | None = None
+        self._running = False
+        self._handling = False
+
+    def start(self, js: JetStreamContext) -> None:
+        """Start pulling (the durable is provisioned, the connection up)."""
+        self._running = True
+        self._task = asyncio.create_task(self._run(js), name=f"pull {self.consumer.durable}")
+
+    async def stop(self) -> None:
+        """Stop pulling; a batch in hand gets ``graceful_timeout_seconds`` to finish.
+
+        What is not acked by then is redelivered (after the consumer's ack wait).
+        """
+        self._running = False
+        if self._task is not None and self._handling:
+            await asyncio.wait({self._task}, timeout=self.settings.graceful_timeout_seconds)
+        await stop_task(self._task)
+
+    async def _run(self, js: JetStreamContext) -> None:
+        subscription: JetStreamContext.PullSubscription | None = None
+        try:
+            while self._running:
+                try:
+                    if subscription is None:
+                        subscription = await js.pull_subscribe_bind(
+                            self.consumer.durable, stream=self.settings.stream_name
+                        )
+                    messages = await subscription.fetch(
+                        self.settings.pull_batch_size, timeout=FETCH_WAIT_SECONDS
+                    )
+                except TimeoutError:  # nothing to do for a while (nats-py's subclasses it)
+                    continue
+                except Exception as error:  # NATS away or restarting: bind again shortly
+                    logger.warning(
+                        "pull failed; retrying",
+                        extra={
+                            "consumer": self.consumer.durable,
+                            "error_type": type(error).__name__,
+                        },
+                    )
+                    await _unsubscribe(subscription)
+                    subscription = None
+                    await asyncio.sleep(REBIND_DELAY_SECONDS)
+                    continue
+                self._handling = True
+                try:
+                    await self.handle(messages)
+                finally:
+                    self._handling = False
+        finally:
+            await _unsubscribe(subscription)
+
+
+async def _unsubscribe(subscription: JetStreamContext.PullSubscription | None) -> None:
+    if subscription is not None:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+
+
 async def publish_event(
     target: NatsBroker | LogicPublisher,
     event: BaseModel,
@@ -170,13 +268,7 @@ def redelivery_delay(deliveries: int) -> float:
 
 
 class DeadLetterMiddleware(BaseMiddleware[Any, Msg]):
-    """Redeliver a failing message with back-off; dead-letter it when retrying is futile.
-
-    A message that fails validation is dead-lettered at once (it would fail the
-    same way forever); any other failure after ``max_deliveries`` deliveries.
-    The dead letter is published with a PubAck before the original is acked, so
-    nothing is dropped.
-    """
+    """Settle a message whose handler raised (see :func:`settle_failure`)."""
 
     def __init__(
         self, msg: Msg, /, *, context: ContextRepo, stage: str, settings: Settings
@@ -193,59 +285,83 @@ class DeadLetterMiddleware(BaseMiddleware[Any, Msg]):
     ) -> bool | None:
         if not isinstance(exc_val, Exception) or isinstance(exc_val, HandlerException):
             return False
-        msg = self.msg
-        metadata = msg.metadata
-        deliveries = metadata.num_delivered or 1
-        permanent = isinstance(exc_val, PERMANENT_ERRORS)
-        unavailable = dependency_unavailable(exc_val)
-        if permanent or (deliveries >= self.settings.max_deliveries and not unavailable):
-            await self._dead_letter(exc_val, deliveries, metadata.sequence.stream)
-            await msg.ack()
-            return True
-        delay = redelivery_delay(deliveries)
-        logger.warning(
-            "handler failed; redelivering",
-            extra={
-                "stage": self.stage,
-                "subject": msg.subject,
-                "deliveries": deliveries,
-                "delay_s": delay,
-                "error_type": type(exc_val).__name__,
-                "dependency_unavailable": unavailable,
-            },
+        broker: NatsBroker = self.context.get("broker")
+        await settle_failure(
+            self.msg, exc_val, stage=self.stage, settings=self.settings, broker=broker
         )
-        await msg.nak(delay=delay)
         return True
 
-    async def _dead_letter(self, exc: Exception, deliveries: int, sequence: int | None) -> None:
-        broker: NatsBroker = self.context.get("broker")
-        letter = DeadLetter(
-            stage=self.stage,
-            subject=self.msg.subject,
-            stream_sequence=sequence,
-            deliveries=deliveries,
-            error_type=type(exc).__name__,
-            error=str(exc)[:4000],
-            original=self.msg.data.decode("utf-8", errors="replace"),
-            headers={k: v for k, v in (self.msg.headers or {}).items() if isinstance(v, str)},
-        )
-        await publish_event(
-            broker,
-            letter,
-            subject=dead_letter_subject(self.stage),
-            msg_id=f"dlq:{self.stage}:{self.msg.subject}:{sequence}",
-            settings=self.settings,
-        )
-        logger.error(
-            "message dead-lettered",
-            extra={
-                "stage": self.stage,
-                "subject": self.msg.subject,
-                "stream_sequence": sequence,
-                "deliveries": deliveries,
-                "error_type": type(exc).__name__,
-            },
-        )
+
+async def settle_failure(
+    msg: Msg, error: Exception, *, stage: str, settings: Settings, broker: NatsBroker
+) -> None:
+    """Redeliver a failed message with back-off, or dead-letter it when retrying is futile.
+
+    A message that fails validation is dead-lettered at once (it would fail the same
+    way forever); any other failure after ``max_deliveries`` deliveries, unless a
+    dependency is down. The dead letter is published with a PubAck before the
+    original is acked, so nothing is dropped.
+    """
+    metadata = msg.metadata
+    deliveries = metadata.num_delivered or 1
+    permanent = isinstance(error, PERMANENT_ERRORS)
+    unavailable = dependency_unavailable(error)
+    if permanent or (deliveries >= settings.max_deliveries and not unavailable):
+        await _dead_letter(msg, error, deliveries, stage=stage, settings=settings, broker=broker)
+        await msg.ack()
+        return
+    delay = redelivery_delay(deliveries)
+    logger.warning(
+        "handler failed; redelivering",
+        extra={
+            "stage": stage,
+            "subject": msg.subject,
+            "deliveries": deliveries,
+            "delay_s": delay,
+            "error_type": type(error).__name__,
+            "dependency_unavailable": unavailable,
+        },
+    )
+    await msg.nak(delay=delay)
+
+
+async def _dead_letter(
+    msg: Msg,
+    error: Exception,
+    deliveries: int,
+    *,
+    stage: str,
+    settings: Settings,
+    broker: NatsBroker,
+) -> None:
+    sequence = msg.metadata.sequence.stream
+    letter = DeadLetter(
+        stage=stage,
+        subject=msg.subject,
+        stream_sequence=sequence,
+        deliveries=deliveries,
+        error_type=type(error).__name__,
+        error=str(error)[:4000],
+        original=msg.data.decode("utf-8", errors="replace"),
+        headers={k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)},
+    )
+    await publish_event(
+        broker,
+        letter,
+        subject=dead_letter_subject(stage),
+        msg_id=f"dlq:{stage}:{msg.subject}:{sequence}",
+        settings=settings,
+    )
+    logger.error(
+        "message dead-lettered",
+        extra={
+            "stage": stage,
+            "subject": msg.subject,
+            "stream_sequence": sequence,
+            "deliveries": deliveries,
+            "error_type": type(error).__name__,
+        },
+    )
 
 
 def dependency_unavailable(exc: BaseException) -> bool:

@@ -20,7 +20,7 @@ from faststream.nats import NatsBroker
 from nats.js.errors import ServiceUnavailableError
 from prometheus_client import CollectorRegistry
 
-from shared.bus import dependency_unavailable
+from shared.bus import BatchConsumer, dependency_unavailable
 from shared.lag import ConsumerLagCollector
 from shared.logs import configure_logging
 from shared.ops import ReadinessCheck, nats_checks, ops_router
@@ -44,6 +44,7 @@ class ServiceSpec:
     broker: NatsBroker
     registry: CollectorRegistry
     consumers: Sequence[Consumer] = ()
+    batch_consumers: Sequence[BatchConsumer] = ()
     routers: Sequence[APIRouter] = ()
     checks: Mapping[str, ReadinessCheck] = field(default_factory=dict)
     on_startup: Sequence[Hook] = ()
@@ -69,12 +70,16 @@ def service_app(spec: ServiceSpec) -> FastAPI:
         await patiently(connect_and_provision)
         js = spec.broker.connection.jetstream()
         await spec.broker.start()
+        for batches in spec.batch_consumers:
+            batches.start(js)
         lag_task = asyncio.create_task(lag.keep_fresh(js)) if lag else None
         logger.info("service started", extra={"consumers": [c.durable for c in spec.consumers]})
         try:
             yield
         finally:
             await stop_task(lag_task)
+            for batches in spec.batch_consumers:
+                await batches.stop()
             await spec.broker.stop()
             for hook in spec.on_shutdown:
                 await hook()

@@ -5,8 +5,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from faststream.nats import NatsRouter
+from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.publisher.usecase import LogicPublisher
+from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,7 +25,14 @@ from services.api.rules_routes import rules_router
 from services.api.sla_scheduler import SlaScheduler
 from services.api.writer import ProjectionWriter, writer_sessions
 from shared import streams
-from shared.bus import durable_subscriber, event_publisher, make_broker, publish_event, stage_router
+from shared.bus import (
+    BatchConsumer,
+    event_publisher,
+    make_broker,
+    publish_event,
+    settle_failure,
+    stage_router,
+)
 from shared.db import (
     create_engine,
     create_sync_engine,
@@ -68,40 +76,63 @@ class Api:
     housekeeper: Housekeeper
     changes: ChangeFeed
     writer: ProjectionWriter
+    broker: NatsBroker
     consumers: list[streams.Consumer] = field(default_factory=list)
+    batches: list[BatchConsumer] = field(default_factory=list)
 
     def project(
         self,
-        router: NatsRouter,
         consumer: streams.Consumer,
         event_type: type[EventT],
         apply: Projection[EventT],
     ) -> None:
-        """Subscribe ``apply`` to ``consumer``; the writer commits it with others (group commit).
+        """Project ``consumer``'s events with ``apply``, a pull at a time (:class:`BatchConsumer`).
 
-        faststream validates the body against the handler's annotation, so the
-        generic handler is given the concrete event type.
+        Each message of a pull is validated on its own and handed to the writer,
+        which commits them with whatever else is waiting (group commit); each is acked
+        once committed, or settled on its own (redelivered, or dead-lettered) when it
+        fails.
         """
         name = event_type.__name__
+        projected = self.metrics.projected.labels(name)
 
-        async def handle(event: BaseModel) -> None:
-            typed = event_type.model_validate(event)
+        async def project_one(body: bytes) -> None:
+            typed = event_type.model_validate_json(body)
 
             def work(session: Session) -> object:
                 return apply(session, typed, self.metrics)
 
             await self.writer.apply(work)
-            self.metrics.projected.labels(name).inc()
 
-        handle.__annotations__["event"] = event_type
-        handle.__name__ = f"project_{name}"
-        handle.__doc__ = f"Write {name} events into the queue database."
-        durable_subscriber(router, consumer, self.settings, title=f"project {name}")(handle)
+        async def handle(messages: list[Msg]) -> None:
+            outcomes = await asyncio.gather(
+                *(project_one(msg.data) for msg in messages), return_exceptions=True
+            )
+            cancelled: BaseException | None = None
+            for msg, outcome in zip(messages, outcomes, strict=True):
+                if outcome is None:
+                    await msg.ack()
+                    projected.inc()
+                elif isinstance(outcome, Exception):
+                    await settle_failure(
+                        msg, outcome, stage=STAGE, settings=self.settings, broker=self.broker
+                    )
+                else:  # cancelled (shutdown): left unacked, so redelivered
+                    cancelled = outcome
+            if cancelled is not None:
+                raise cancelled
+
+        self.batches.append(
+            BatchConsumer(
+                consumer, self.settings, handle, schema=event_type, title=f"project {name}"
+            )
+        )
         self.consumers.append(consumer)
 
 
 def _wire(
     settings: Settings,
+    broker: NatsBroker,
     router: NatsRouter,
     metrics: ApiMetrics,
     sessions: async_sessionmaker[AsyncSession],
@@ -158,6 +189,7 @@ def _wire(
         housekeeper=housekeeper,
         changes=changes,
         writer=ProjectionWriter(writer_sessions, committed),
+        broker=broker,
     )
     return api, outbound_out
 
@@ -174,26 +206,25 @@ def build(settings: Settings) -> ServiceSpec:
     group_sessions = writer_sessions(writer_engine)
     broker = make_broker(settings, STAGE, registry)
     router = stage_router(STAGE, settings)
-    api, outbound_out = _wire(settings, router, metrics, sessions, read_sessions, group_sessions)
+    api, outbound_out = _wire(
+        settings, broker, router, metrics, sessions, read_sessions, group_sessions
+    )
     scheduler, housekeeper = api.scheduler, api.housekeeper
 
-    api.project(router, streams.API_INBOUND, InboundMessage, projector.project_inbound)
-    api.project(router, streams.API_STATUS, StatusEvent, projector.project_status)
-    api.project(router, streams.API_UPDATE, MessageUpdate, projector.project_update)
-    api.project(router, streams.API_CLASSIFIED, ClassifiedMessage, projector.project_classified)
-    api.project(router, streams.API_HANDOFF, Handoff, projector.project_handoff)
-    api.project(router, streams.API_BOT_REPLY, BotReply, projector.project_bot_reply)
+    api.project(streams.API_INBOUND, InboundMessage, projector.project_inbound)
+    api.project(streams.API_STATUS, StatusEvent, projector.project_status)
+    api.project(streams.API_UPDATE, MessageUpdate, projector.project_update)
+    api.project(streams.API_CLASSIFIED, ClassifiedMessage, projector.project_classified)
+    api.project(streams.API_HANDOFF, Handoff, projector.project_handoff)
+    api.project(streams.API_BOT_REPLY, BotReply, projector.project_bot_reply)
     api.project(
-        router,
         streams.API_OUTBOUND_REQUESTED,
         OutboundRequest,
         projector.project_outbound_requested,
     )
-    api.project(
-        router, streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result
-    )
-    api.project(router, streams.API_DEAD_LETTER, DeadLetter, projector.project_dead_letter)
-    api.project(router, streams.API_CLOSED, ConversationClosed, projector.project_closed)
+    api.project(streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result)
+    api.project(streams.API_DEAD_LETTER, DeadLetter, projector.project_dead_letter)
+    api.project(streams.API_CLOSED, ConversationClosed, projector.project_closed)
     broker.include_router(router)
 
     background: list[asyncio.Task[None]] = []
@@ -223,6 +254,7 @@ def build(settings: Settings) -> ServiceSpec:
         broker=broker,
         registry=registry,
         consumers=tuple(api.consumers),
+        batch_consumers=tuple(api.batches),
         routers=(
             queue_router,
             actions_router,

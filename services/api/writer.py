@@ -1,8 +1,9 @@
 """Group commit: the projections of many concurrent handlers share one transaction.
 
-faststream runs the messages of a pull batch concurrently, for every consumer. Each
-handler hands its projection to the :class:`ProjectionWriter` and waits for it. The
-writer applies whatever is waiting, in arrival order, in one transaction:
+Each of the api's consumers hands over a pull at a time (``shared.bus.BatchConsumer``),
+and its handler gives every message's projection to the :class:`ProjectionWriter` and
+waits for them. The writer applies whatever is waiting, from every consumer, in arrival
+order, in one transaction:
 
 - a projection that raises rolls back alone, and only its handler gets the exception
   (its message is redelivered or dead-lettered, as with a transaction of its own): the

@@ -1,0 +1,101 @@
+"""The api projects each pull as one batch, yet settles every message of it on its own.
+
+The api service runs in-process on a real NATS server and a real database.
+"""
+
+from collections import Counter
+from collections.abc import Callable
+
+import nats
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import col
+
+from services.api import projector
+from services.api.app import build
+from services.api.metrics import ApiMetrics
+from shared.events import Channel, Contact, DeadLetter, InboundMessage, utcnow
+from shared.models import MessageRow
+from shared.service import service_app
+from shared.settings import Settings
+from shared.streams import API_INBOUND, MSG_ID_HEADER, inbound_subject, provision
+from tests.stack import eventually, stored
+
+GOOD = 30
+
+
+def inbound(mid: str) -> bytes:
+    message = InboundMessage(
+        mid=mid,
+        channel=Channel.GENERIC,
+        account_id="page",
+        contact=Contact(platform_id=f"contact-{mid}"),
+        text="hello",
+        platform_ts=utcnow(),
+    )
+    return message.model_dump_json().encode()
+
+
+async def test_one_pull_commits_its_good_messages_and_settles_each_bad_one_alone(
+    settings_factory: Callable[..., Settings],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failures: Counter[str] = Counter()
+    project_inbound = projector.project_inbound
+
+    def projection(session: object, message: InboundMessage, metrics: ApiMetrics) -> bool:
+        if message.mid == "broken":
+            raise RuntimeError("projection exploded")
+        if message.mid == "flaky" and not failures["flaky"]:
+            failures["flaky"] += 1
+            raise RuntimeError("fails the first time")
+        return project_inbound(session, message, metrics)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(projector, "project_inbound", projection)
+    settings = settings_factory(database_url=database_url, max_deliveries=3)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    try:
+        # Everything is stored before the api starts, so its first pull holds all of it.
+        await provision(js, settings, API_INBOUND)
+        subject = inbound_subject(Channel.GENERIC)
+        mids = [f"good-{index}" for index in range(GOOD)]
+        for mid in [*mids[:10], "broken", *mids[10:20], "flaky", *mids[20:]]:
+            await js.publish(subject, inbound(mid), headers={MSG_ID_HEADER: mid})
+        await js.publish(subject, b"not json at all")
+
+        app = service_app(build(settings))
+        async with app.router.lifespan_context(app):
+
+            async def stored_messages() -> int:
+                async with app.state.sessions() as session:
+                    count = await session.scalar(select(func.count(col(MessageRow.id))))
+                    return int(count or 0)
+
+            await eventually(stored_messages, lambda count: count == GOOD + 1, timeout=20)
+            letters = await eventually(
+                lambda: stored(js, "dm.dlq.api", settings.stream_name),
+                lambda found: len(found) == 2,
+                timeout=20,
+            )
+            info = await js.consumer_info(settings.stream_name, API_INBOUND.durable)
+    finally:
+        await client.close()
+
+    # Each of the 33 messages was delivered once, then "flaky" once more and "broken"
+    # twice more: the good messages were acked with the batch, not redelivered with it.
+    assert info.delivered.consumer_seq == GOOD + 3 + 1 + 2
+    assert (info.num_ack_pending, info.num_pending) == (0, 0)
+    bad_body, broken = sorted(
+        (DeadLetter.model_validate_json(letter) for letter in letters),
+        key=lambda letter: letter.deliveries,
+    )
+    assert (bad_body.error_type, bad_body.deliveries) == ("ValidationError", 1)
+    assert bad_body.original == "not json at all"
+    assert (broken.error_type, broken.error, broken.deliveries) == (
+        "RuntimeError",
+        "projection exploded",
+        3,
+    )
+    assert InboundMessage.model_validate_json(broken.original).mid == "broken"
