@@ -258,15 +258,21 @@ def _find_conversation(
         keys=("channel", "account_id", "contact_id"),
     )
     result = session.execute(
-        select(ConversationRow)
-        .where(
-            col(ConversationRow.channel) == ref.channel.value,
-            col(ConversationRow.account_id) == ref.account_id,
-            col(ConversationRow.contact_id) == contact_id,
-        )
-        .with_for_update()
+        _BY_KEY,
+        {"channel": ref.channel.value, "account_id": ref.account_id, "contact_id": contact_id},
     )
     return result.scalar_one()
+
+
+_BY_KEY = (
+    select(ConversationRow)
+    .where(
+        col(ConversationRow.channel) == bindparam("channel"),
+        col(ConversationRow.account_id) == bindparam("account_id"),
+        col(ConversationRow.contact_id) == bindparam("contact_id"),
+    )
+    .with_for_update()
+)
 
 
 def project_inbound(
