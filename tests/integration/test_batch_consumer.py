@@ -1,0 +1,55 @@
+"""BatchConsumer on a real JetStream: a pull per call, and a stop that lets the pull finish."""
+
+import asyncio
+from collections.abc import Callable
+
+import nats
+from nats.aio.msg import Msg
+
+from shared.bus import BatchConsumer
+from shared.events import Channel, InboundMessage
+from shared.settings import Settings
+from shared.streams import API_INBOUND, inbound_subject, provision
+from tests.stack import eventually
+
+
+async def test_stop_lets_the_pull_in_hand_finish_then_pulls_no_more(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory(graceful_timeout_seconds=10)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    release = asyncio.Event()
+    pulls: list[list[bytes]] = []
+
+    async def handle(messages: list[Msg]) -> None:
+        pulls.append([msg.data for msg in messages])
+        await release.wait()
+        for msg in messages:
+            await msg.ack()
+
+    consumer = BatchConsumer(API_INBOUND, settings, handle, schema=InboundMessage, title="test")
+    try:
+        await provision(js, settings, API_INBOUND)
+        subject = inbound_subject(Channel.GENERIC)
+        for body in (b"1", b"2", b"3"):
+            await js.publish(subject, body)
+        consumer.start(js)
+        await eventually(lambda: asyncio.sleep(0, pulls), bool)
+        stopping = asyncio.create_task(consumer.stop())
+        await asyncio.sleep(0.5)
+        waited_for_the_pull = not stopping.done()
+        release.set()
+        await asyncio.wait_for(stopping, timeout=5)
+        await js.publish(subject, b"after the stop")
+        await asyncio.sleep(0.5)
+        info = await js.consumer_info(settings.stream_name, API_INBOUND.durable)
+    finally:
+        release.set()
+        await consumer.stop()
+        await client.close()
+
+    assert pulls == [[b"1", b"2", b"3"]]  # what was stored, in one call
+    assert waited_for_the_pull
+    # The pull in hand was acked, and nothing was pulled after the stop.
+    assert (info.num_ack_pending, info.num_pending) == (0, 1)
