@@ -95,6 +95,7 @@ class Api:
         """
         name = event_type.__name__
         projected = self.metrics.projected.labels(name)
+        failed = self.metrics.projection_failures.labels(name)
 
         async def project_one(body: bytes) -> None:
             typed = event_type.model_validate_json(body)
@@ -114,6 +115,7 @@ class Api:
                     await msg.ack()
                     projected.inc()
                 elif isinstance(outcome, Exception):
+                    failed.inc()
                     await settle_failure(
                         msg, outcome, stage=STAGE, settings=self.settings, broker=self.broker
                     )

@@ -36,6 +36,7 @@ class ApiMetrics:
     dead_letters: Counter = field(init=False)
     overrides: Counter = field(init=False)
     projected: Counter = field(init=False)
+    projection_failures: Counter = field(init=False)
     queue_depth: Gauge = field(init=False)
     oldest_waiting: Gauge = field(init=False)
     next_deadline: Gauge = field(init=False)
@@ -86,6 +87,12 @@ class ApiMetrics:
         self.projected = Counter(
             "dmdesk_projected_events_total",
             "Events written to the queue database, by event type.",
+            ["event"],
+            registry=r,
+        )
+        self.projection_failures = Counter(
+            "dmdesk_projection_failures_total",
+            "Events whose projection failed (redelivered later, or dead-lettered), by type.",
             ["event"],
             registry=r,
         )

@@ -80,6 +80,11 @@ async def test_one_pull_commits_its_good_messages_and_settles_each_bad_one_alone
                 timeout=20,
             )
             info = await js.consumer_info(settings.stream_name, API_INBOUND.durable)
+            registry = app.state.metrics.registry
+            counted = [
+                registry.get_sample_value(f"dmdesk_{name}_total", {"event": "InboundMessage"})
+                for name in ("projected_events", "projection_failures")
+            ]
     finally:
         await client.close()
 
@@ -87,6 +92,9 @@ async def test_one_pull_commits_its_good_messages_and_settles_each_bad_one_alone
     # twice more: the good messages were acked with the batch, not redelivered with it.
     assert info.delivered.consumer_seq == GOOD + 3 + 1 + 2
     assert (info.num_ack_pending, info.num_pending) == (0, 0)
+    # Projected: the good ones and "flaky"; failed: "flaky" once, "broken" three times and
+    # the body that does not validate once.
+    assert counted == [GOOD + 1, 5]
     bad_body, broken = sorted(
         (DeadLetter.model_validate_json(letter) for letter in letters),
         key=lambda letter: letter.deliveries,
