@@ -149,6 +149,9 @@ class BatchConsumer:
     itself: ``msg.ack()`` once its effect is durable, :func:`settle_failure` when it
     fails, so one bad message fails alone.
 
+    A handler that raises (NATS gone while it acked, say) does not end the pulling: what
+    it left unsettled is redelivered once the consumer's ack wait has passed.
+
     It pulls with nats-py's ``fetch``, which hands over what the server has as soon
     as there is one message (up to ``pull_batch_size``): a batch adds no wait when
     the stream is quiet and grows with the load. faststream's batch subscriber waits
@@ -218,6 +221,15 @@ class BatchConsumer:
                 self._handling = True
                 try:
                     await self.handle(messages)
+                except Exception as error:  # e.g. NATS went away while it acked: pull on
+                    logger.exception(
+                        "batch handler failed; its unsettled messages are redelivered",
+                        extra={
+                            "consumer": self.consumer.durable,
+                            "messages": len(messages),
+                            "error_type": type(error).__name__,
+                        },
+                    )
                 finally:
                     self._handling = False
         finally:

@@ -53,3 +53,34 @@ async def test_stop_lets_the_pull_in_hand_finish_then_pulls_no_more(
     assert waited_for_the_pull
     # The pull in hand was acked, and nothing was pulled after the stop.
     assert (info.num_ack_pending, info.num_pending) == (0, 1)
+
+
+async def test_a_handler_that_raises_does_not_end_the_pulling(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory(ack_wait_seconds=1)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    pulls: list[list[bytes]] = []
+
+    async def handle(messages: list[Msg]) -> None:
+        pulls.append([msg.data for msg in messages])
+        if len(pulls) == 1:
+            raise ConnectionError("NATS went away while acking")
+        for msg in messages:
+            await msg.ack()
+
+    consumer = BatchConsumer(API_INBOUND, settings, handle, schema=InboundMessage, title="test")
+    try:
+        await provision(js, settings, API_INBOUND)
+        await js.publish(inbound_subject(Channel.GENERIC), b"1")
+        consumer.start(js)
+        await eventually(lambda: asyncio.sleep(0, pulls), lambda found: len(found) == 2)
+        await js.publish(inbound_subject(Channel.GENERIC), b"2")
+        await eventually(lambda: asyncio.sleep(0, pulls), lambda found: len(found) == 3)
+    finally:
+        await consumer.stop()
+        await client.close()
+
+    # Redelivered after the ack wait, then the next message as usual.
+    assert pulls == [[b"1"], [b"1"], [b"2"]]
