@@ -43,7 +43,7 @@ class ServiceSpec:
     settings: Settings
     broker: NatsBroker
     registry: CollectorRegistry
-    consumers: Sequence[Consumer] = ()
+    consumers: Sequence[Consumer] = ()  # read by faststream subscribers
     batch_consumers: Sequence[BatchConsumer] = ()
     routers: Sequence[APIRouter] = ()
     checks: Mapping[str, ReadinessCheck] = field(default_factory=dict)
@@ -53,6 +53,11 @@ class ServiceSpec:
     description: str = ""
     state: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def durables(self) -> tuple[Consumer, ...]:
+        """Every durable consumer the service reads, through faststream or a BatchConsumer."""
+        return (*self.consumers, *(batch.consumer for batch in self.batch_consumers))
+
 
 def service_app(spec: ServiceSpec) -> FastAPI:
     """The ASGI app of one service: its routes plus health, readiness and metrics."""
@@ -61,7 +66,7 @@ def service_app(spec: ServiceSpec) -> FastAPI:
 
     async def connect_and_provision() -> None:
         await spec.broker.connect()
-        await provision(spec.broker.connection.jetstream(), spec.settings, *spec.consumers)
+        await provision(spec.broker.connection.jetstream(), spec.settings, *spec.durables)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -70,16 +75,16 @@ def service_app(spec: ServiceSpec) -> FastAPI:
         await patiently(connect_and_provision)
         js = spec.broker.connection.jetstream()
         await spec.broker.start()
-        for batches in spec.batch_consumers:
-            batches.start(js)
+        for batch_consumer in spec.batch_consumers:
+            batch_consumer.start(js)
         lag_task = asyncio.create_task(lag.keep_fresh(js)) if lag else None
-        logger.info("service started", extra={"consumers": [c.durable for c in spec.consumers]})
+        logger.info("service started", extra={"consumers": [c.durable for c in spec.durables]})
         try:
             yield
         finally:
             await stop_task(lag_task)
-            for batches in spec.batch_consumers:
-                await batches.stop()
+            for batch_consumer in spec.batch_consumers:
+                await batch_consumer.stop()
             await spec.broker.stop()
             for hook in spec.on_shutdown:
                 await hook()
@@ -128,10 +133,10 @@ async def patiently(step: Hook) -> None:
 
 def consumer_lag(spec: ServiceSpec) -> ConsumerLagCollector | None:
     """The consumer-lag collector of a service that reads durables, on its registry."""
-    if not spec.consumers:
+    if not spec.durables:
         return None
     collector = ConsumerLagCollector(
-        spec.settings.stream_name, [consumer.durable for consumer in spec.consumers]
+        spec.settings.stream_name, [consumer.durable for consumer in spec.durables]
     )
     spec.registry.register(collector)
     return collector

@@ -77,7 +77,6 @@ class Api:
     changes: ChangeFeed
     writer: ProjectionWriter
     broker: NatsBroker
-    consumers: list[streams.Consumer] = field(default_factory=list)
     batches: list[BatchConsumer] = field(default_factory=list)
 
     def project(
@@ -129,7 +128,6 @@ class Api:
                 consumer, self.settings, handle, schema=event_type, title=f"project {name}"
             )
         )
-        self.consumers.append(consumer)
 
 
 def _wire(
@@ -255,7 +253,6 @@ def build(settings: Settings) -> ServiceSpec:
         settings=settings,
         broker=broker,
         registry=registry,
-        consumers=tuple(api.consumers),
         batch_consumers=tuple(api.batches),
         routers=(
             queue_router,
