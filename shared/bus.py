@@ -19,7 +19,7 @@ from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.publisher.usecase import LogicPublisher
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
@@ -61,12 +61,16 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     nats.errors.NoServersError,
     nats.errors.NoRespondersError,
     NoStreamResponseError,
-    # Not nats-py's ServiceUnavailableError: JetStream also answers 503 when a stream
-    # refuses this very message (a per-subject limit), which must be dead-lettered.
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InterfaceError,
 )
+# JetStream answers 503 (nats-py's ServiceUnavailableError) both when nobody serves the
+# request now and when a stream refuses this very message (err_code 10077, a per-subject
+# limit), which must be dead-lettered. The first kind is an outage: no error code at all
+# (nats-py's no-responders, say a KV get while the stream elects a leader) or 10008,
+# "JetStream system temporarily unavailable".
+JETSTREAM_UNAVAILABLE_CODES = frozenset({None, 10008})
 
 
 def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -> NatsBroker:
@@ -383,6 +387,11 @@ def dependency_unavailable(exc: BaseException) -> bool:
         if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
             return True
         if isinstance(seen, UNAVAILABLE_ERRORS):
+            return True
+        if (
+            isinstance(seen, ServiceUnavailableError)
+            and seen.err_code in JETSTREAM_UNAVAILABLE_CODES
+        ):
             return True
         original = getattr(seen, "orig", None)
         if isinstance(original, BaseException) and dependency_unavailable(original):

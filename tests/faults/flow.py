@@ -103,7 +103,7 @@ class Ledger:
     classified: set[str] = field(default_factory=set)
     routed: set[str] = field(default_factory=set)
     bot_messages: Counter[str] = field(default_factory=Counter)
-    dead_letters: list[tuple[str, str, str]] = field(default_factory=list)
+    dead_letters: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def settled(self, psids: set[str]) -> bool:
         """Whether every one of ``psids`` is stored, classified and routed or answered."""
@@ -124,7 +124,7 @@ JOIN conversations cv ON cv.id = m.conversation_id
 JOIN contacts ct ON ct.id = cv.contact_id
 WHERE cv.channel = 'messenger' AND ct.platform_id LIKE :prefix
 """
-DEAD_LETTERS_SQL = "SELECT stage, subject, error_type FROM dead_letters"
+DEAD_LETTERS_SQL = "SELECT stage, subject, error_type, error FROM dead_letters"
 
 
 async def ledger(database_url: str, prefix: str) -> Ledger:
@@ -148,7 +148,10 @@ async def ledger(database_url: str, prefix: str) -> Ledger:
                 elif author == "bot":
                     found.bot_messages[psid] += 1
             found.dead_letters = [
-                tuple(row) for row in await connection.execute(text(DEAD_LETTERS_SQL))
+                (stage, subject, error_type, error[:200])
+                for stage, subject, error_type, error in await connection.execute(
+                    text(DEAD_LETTERS_SQL)
+                )
             ]
     finally:
         await engine.dispose()
@@ -191,7 +194,10 @@ def assert_exactly_once(flow: SteadyFlow, found: Ledger, stub: SendApiStub | Non
         for psid in flow.accepted
         if psid not in found.classified or not (psid in found.routed or found.bot_messages[psid])
     )
-    assert not unsettled, f"{len(unsettled)} DMs not classified and routed, e.g. {unsettled[:5]}"
+    assert not unsettled, (
+        f"{len(unsettled)} DMs not classified and routed, e.g. {unsettled[:5]};"
+        f" dead letters: {found.dead_letters[:3]}"
+    )
     repeated = {psid: n for psid, n in found.bot_messages.items() if n > 1}
     assert not repeated, f"conversations with more than one bot reply: {repeated}"
     if stub is not None:
