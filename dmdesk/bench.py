@@ -10,12 +10,17 @@ reply's arrival is timed. Then, in one run:
    the POST to the conversation being queued and routed (its ``updated_at`` once the
    team is set: the last of the inbound, classified and hand-off projections), and to
    the bot reply reaching the Send API stub.
-2. **Saturation**: a bounded number of DMs (default 10,000) sent as fast as ingest
+2. **Saturation**: a bounded number of DMs (default 5,000) sent as fast as ingest
    accepts them, batched like Meta does under load (several events per webhook). The
    sustained rate is DMs divided by the time from the first POST to the last DM queued
-   and routed in the database.
+   and routed in the database. The JetStream traffic of the phase is counted too:
+   messages stored (every stream, the KV buckets' too) and delivered to the durable
+   consumers, per DM.
 3. **Raw JetStream** on the same server: publish with a PubAck to a scratch stream
-   (file storage), then pull-consume with an ack; messages per second over both.
+   (file storage), then pull-consume with an ack; messages per second over both. With
+   the traffic per DM this gives the *bus ceiling*: the DMs/s the stack could not pass
+   even if every service did nothing but its publishes and deliveries, at raw nats-py
+   speed (a KV read, a request, is not counted, so the ceiling is generous).
 
 Peak memory is each service's VmHWM from ``/proc/<pid>/status``. ``--profile DIR``
 samples every service with py-spy during the saturation phase (py-spy must be on PATH
@@ -74,6 +79,7 @@ READY_TIMEOUT_SECONDS = 60.0
 # rows' own timestamps, so a slow poll costs no precision; a fast one takes CPU from
 # the stack (a scan of the run's contacts on PostgreSQL, which has no index for LIKE).
 POLL_SECONDS = 1.0
+RAW_STREAM_PREFIX = "BENCH_RAW_"
 
 
 # --- Meta's side: signed webhooks and a Send API stub -------------------------------
@@ -564,10 +570,65 @@ def peak_rss_mb(pids: dict[str, int]) -> dict[str, float | None]:
     return peaks
 
 
+@dataclass(frozen=True, slots=True)
+class BusCount:
+    """JetStream traffic so far: messages stored (by subject; a KV bucket's all under its
+    stream's name), and deliveries to consumers."""
+
+    stored: Counter[str]
+    delivered: int
+
+    def per_dm(self, before: "BusCount", dms: int) -> dict[str, Any]:
+        """The traffic since ``before``, per DM."""
+        stored = self.stored - before.stored
+        return {
+            "stored_per_dm": round(stored.total() / dms, 2),
+            "delivered_per_dm": round((self.delivered - before.delivered) / dms, 2),
+            "stored_per_dm_by_subject": {
+                subject: round(count / dms, 2) for subject, count in stored.most_common()
+            },
+        }
+
+
+async def bus_count(nats_url: str) -> BusCount:
+    """Messages stored in every stream (the KV buckets' too) and delivered from them."""
+    client = await nats.connect(nats_url)
+    stored: Counter[str] = Counter()
+    delivered = 0
+    try:
+        js = client.jetstream()
+        for stream in await js.streams_info():
+            name = stream.config.name
+            if name is None or name.startswith(RAW_STREAM_PREFIX):
+                continue
+            if name.startswith("KV_"):
+                stored[name] += stream.state.last_seq
+            else:
+                stored.update((await js.stream_info(name, subjects_filter=">")).state.subjects)
+            for consumer in await js.consumers_info(name):
+                delivered += consumer.delivered.consumer_seq if consumer.delivered else 0
+    finally:
+        await client.close()
+    return BusCount(stored, delivered)
+
+
+def bus_ceiling(traffic: dict[str, float], raw: dict[str, float]) -> dict[str, float]:
+    """The DMs/s the bus traffic alone allows at raw nats-py speed, and its ratio to raw."""
+    seconds_per_dm = (
+        traffic["stored_per_dm"] / raw["publish_msgs_per_s"]
+        + traffic["delivered_per_dm"] / raw["consume_msgs_per_s"]
+    )
+    ceiling = 1 / seconds_per_dm
+    return {
+        "ceiling_dms_per_s": round(ceiling, 1),
+        "ceiling_ratio": round(ceiling / raw["msgs_per_s"], 3),
+    }
+
+
 async def raw_jetstream(nats_url: str, count: int, payload_size: int) -> dict[str, float]:
     """nats-py alone on the same server: publish with PubAck, then pull and ack."""
     client = await nats.connect(nats_url)
-    stream = f"BENCH_RAW_{uuid.uuid4().hex[:8]}"
+    stream = f"{RAW_STREAM_PREFIX}{uuid.uuid4().hex[:8]}"
     try:
         js = client.jetstream(publish_async_max_pending=1024)
         await js.add_stream(
@@ -759,11 +820,13 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
 
         _log(f"saturation: {options.burst} DMs, {options.burst_batch} per webhook")
         burst, sent = make_dms(f"b{run}", options.burst), Sent()
+        traffic_before = await bus_count(endpoints.nats_url)
         started = time.time()
         async with profiled(endpoints.pids, options.profile_dir):
             took = await flood(client, burst, options.burst_batch, sent)
             settled = await wait_routed(engine, f"b{run}", len(burst), options.settle_timeout)
             finished = time.time()
+        traffic_after = await bus_count(endpoints.nats_url)
         done = await routed(engine, f"b{run}")
         if settled >= len(burst):
             finished = max(done.values(), default=finished)
@@ -781,6 +844,8 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
             "webhook_to_queued": summary(latency_ms(sent, done)),
         }
         figures["saturation"]["routed_in_window_all_phases"] = routed_in_window
+        if settled >= len(burst):  # otherwise some of the burst's traffic is still to come
+            figures["bus"] = traffic_after.per_dm(traffic_before, len(burst))
         figures["e2e_dms_per_s"] = round(routed_in_window / max(finished - started, 1e-9), 1)
 
         figures |= await baseline_and_resources(figures, options, endpoints, stub)
@@ -803,6 +868,8 @@ async def baseline_and_resources(
         "max_rss_mb": peak_rss_mb(endpoints.pids),
         "bot_replies_per_recipient_max": max(stub.by_recipient().values(), default=0),
     }
+    if "bus" in figures:
+        more["bus"] = figures["bus"] | bus_ceiling(figures["bus"], raw)
     if options.profile_dir is not None:
         more["profile"] = {
             name: hot_spots(options.profile_dir / f"{name}.txt")
@@ -866,6 +933,17 @@ def report(figures: dict[str, Any]) -> str:
         f"(publish {figures['raw_jetstream']['publish_msgs_per_s']}/s, "
         f"consume {figures['raw_jetstream']['consume_msgs_per_s']}/s); "
         f"ratio e2e/raw {figures['ratio']}",
+        *(
+            [
+                f"bus per DM: {bus['stored_per_dm']} messages stored, "
+                f"{bus['delivered_per_dm']} delivered; at raw nats-py speed that traffic alone "
+                f"allows {bus['ceiling_dms_per_s']} DMs/s (ratio {bus['ceiling_ratio']})",
+                "  stored per DM: "
+                + ", ".join(f"{k} {v}" for k, v in bus["stored_per_dm_by_subject"].items()),
+            ]
+            if (bus := figures.get("bus"))
+            else []
+        ),
         "peak RSS (MB): " + ", ".join(f"{name} {mb}" for name, mb in figures["max_rss_mb"].items()),
     ]
     for name, spots in figures.get("profile", {}).items():

@@ -46,3 +46,22 @@ def test_a_short_benchmark_prints_one_json_object_with_every_figure() -> None:
     assert figures["bot_replies_per_recipient_max"] == 1, "a bot reply was sent twice"
     assert set(figures["max_rss_mb"]) == SERVICES
     assert all(10 < mb < 1000 for mb in figures["max_rss_mb"].values())
+
+    # Every saturation DM is handed to a team: one inbound, one classified and one
+    # hand-off event each, stored once, and each delivered to its consumers.
+    bus = figures["bus"]
+    for subject in ("dm.inbound.messenger", "dm.classified", "dm.handoff"):
+        assert bus["stored_per_dm_by_subject"][subject] == 1.0, subject
+    assert bus["stored_per_dm"] == pytest.approx(
+        sum(bus["stored_per_dm_by_subject"].values()), abs=0.05
+    )
+    assert bus["delivered_per_dm"] >= 6, "inbound x3, classified x2, hand-off x1 at least"
+    raw = figures["raw_jetstream"]
+    seconds_per_dm = (
+        bus["stored_per_dm"] / raw["publish_msgs_per_s"]
+        + bus["delivered_per_dm"] / raw["consume_msgs_per_s"]
+    )
+    assert bus["ceiling_dms_per_s"] == pytest.approx(1 / seconds_per_dm, rel=0.01)
+    assert bus["ceiling_ratio"] == pytest.approx(
+        bus["ceiling_dms_per_s"] / figures["raw_jetstream_msgs_per_s"], abs=0.001
+    )
