@@ -247,7 +247,7 @@ async def _unsubscribe(subscription: JetStreamContext.PullSubscription | None) -
 
 
 async def publish_event(
-    target: NatsBroker | LogicPublisher,
+    target: NatsBroker | LogicPublisher | JetStreamContext,
     event: BaseModel,
     *,
     msg_id: str,
@@ -259,16 +259,30 @@ async def publish_event(
     ``target`` is a declared publisher (its subject is used) or the broker with a
     ``subject``. ``msg_id`` is the JetStream dedupe key: a publish that timed out
     may still have been stored, so it is retried with the same id and stored once.
+
+    On a hot path whose readers are not faststream subscribers, ``target`` may be
+    nats-py's JetStream context with a ``subject``: the same JSON body and headers,
+    without faststream's per-publish middlewares (about half the cost of a publish in
+    the api), so without its ``faststream_published_*`` metrics either: count them.
     """
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
-            ack: PubAck = await target.publish(
-                event,
-                subject,
-                stream=settings.stream_name,
-                headers={MSG_ID_HEADER: msg_id},
-                timeout=settings.publish_timeout_seconds,
-            )
+            if isinstance(target, JetStreamContext):
+                ack = await target.publish(
+                    subject,
+                    event.model_dump_json().encode(),
+                    timeout=settings.publish_timeout_seconds,
+                    stream=settings.stream_name,
+                    headers={MSG_ID_HEADER: msg_id, "content-type": "application/json"},
+                )
+            else:
+                ack = await target.publish(
+                    event,
+                    subject,
+                    stream=settings.stream_name,
+                    headers={MSG_ID_HEADER: msg_id},
+                    timeout=settings.publish_timeout_seconds,
+                )
         except RETRYABLE_PUBLISH_ERRORS:
             if attempt == PUBLISH_ATTEMPTS:
                 raise

@@ -154,7 +154,8 @@ def _wire(
             router, streams.SLA_AT_RISK, SlaEvent, "An SLA target is close to its deadline."
         ),
     }
-    changed_out = event_publisher(
+    # Declared for the AsyncAPI document; ChangeFeed publishes with nats-py directly.
+    event_publisher(
         router,
         streams.CONVERSATION_CHANGED,
         ConversationChanged,
@@ -172,7 +173,7 @@ def _wire(
     async def send_outbound(request: OutboundRequest) -> None:
         await publish_event(outbound_out, request, msg_id=request.request_id, settings=settings)
 
-    changes = ChangeFeed(read_sessions, changed_out, settings)
+    changes = ChangeFeed(read_sessions, broker, settings, metrics.conversation_changes)
     scheduler = SlaScheduler(sessions, publish_sla, metrics)
     housekeeper = Housekeeper(sessions, settings, send_outbound, metrics, changes.publish)
 

@@ -16,8 +16,9 @@ from typing import Any
 from fastapi import APIRouter, Header, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from faststream.nats import NatsBroker
-from faststream.nats.publisher.usecase import LogicPublisher
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+from prometheus_client import Counter
 from sqlalchemy import bindparam, event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -96,17 +97,28 @@ def read_changes(session: Session, conversation_ids: Iterable[int]) -> list[Conv
 
 
 class ChangeFeed:
-    """Publishes the current state of changed conversations, once they are committed."""
+    """Publishes the current state of changed conversations, once they are committed.
+
+    About four changes per DM go out, so they are published with nats-py directly
+    (``publish_event`` with the JetStream context): through faststream's publisher they
+    took a tenth of the api's CPU at saturation, most of it its per-publish middlewares.
+    The feed counts what it published in ``dmdesk_conversation_changes_total``; the
+    subject is still declared on the api's router, so the AsyncAPI document lists it.
+    """
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        publisher: LogicPublisher,
+        broker: NatsBroker,
         settings: Settings,
+        counted: Counter,
     ) -> None:
         self.sessions = sessions
-        self.publisher = publisher
+        self.broker = broker
         self.settings = settings
+        self.published = counted.labels("published")
+        self.failed = counted.labels("failed")
+        self._js: JetStreamContext | None = None
 
     async def publish(self, conversation_ids: Iterable[int]) -> None:
         """Read each conversation's state as it is now and publish it (best effort)."""
@@ -122,21 +134,31 @@ class ChangeFeed:
         await self.publish_changes(changes)
 
     async def publish_changes(self, changes: list[ConversationChanged]) -> None:
-        """Publish committed states (best effort: logged on failure)."""
-        try:
-            await asyncio.gather(
-                *(
-                    publish_event(
-                        self.publisher,
-                        change,
-                        msg_id=f"changed:{change.conversation_id}:{change.updated_at.isoformat()}",
-                        settings=self.settings,
-                    )
-                    for change in changes
+        """Publish committed states (best effort: logged and counted on failure)."""
+        if self._js is None:
+            self._js = self.broker.connection.jetstream()
+        outcomes = await asyncio.gather(
+            *(
+                publish_event(
+                    self._js,
+                    change,
+                    subject=CONVERSATION_CHANGED,
+                    msg_id=f"changed:{change.conversation_id}:{change.updated_at.isoformat()}",
+                    settings=self.settings,
                 )
+                for change in changes
+            ),
+            return_exceptions=True,
+        )
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        self.published.inc(len(outcomes) - len(failures))
+        if failures:
+            self.failed.inc(len(failures))
+            logger.error(
+                "conversation changes not published",
+                exc_info=failures[0],
+                extra={"count": len(failures)},
             )
-        except Exception:
-            logger.exception("conversation changes not published", extra={"count": len(changes)})
 
 
 router = APIRouter(prefix="/v1", tags=["events"])

@@ -96,6 +96,12 @@ class ApiMetrics:
             ["event"],
             registry=r,
         )
+        self.conversation_changes = Counter(
+            "dmdesk_conversation_changes_total",
+            "Conversation states published on dm.conversation.changed (published, failed).",
+            ["outcome"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "dmdesk_queue_depth",
             "Conversations not resolved.",

@@ -5,8 +5,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import nats
 import pytest
 
+from shared.events import ConversationChanged
+from shared.settings import Settings
+from shared.streams import MSG_ID_HEADER
 from tests.stack import Stack, eventually
 
 pytestmark = pytest.mark.e2e
@@ -85,3 +89,34 @@ async def test_feed_streams_changes_and_resumes_from_last_event_id(stack: Stack)
     )
     assert all(int(event["id"]) > int(changes[-1]["id"]) for event in resumed)
     assert resumed[-1]["data"]["conversation_id"] == conversation_id
+
+
+async def test_feed_events_are_json_with_a_dedupe_id_and_counted(stack: Stack) -> None:
+    subscribed = asyncio.Event()
+    listener = asyncio.create_task(read_events(stack, handed_off, subscribed))
+    await asyncio.wait_for(subscribed.wait(), 20)
+    response = await stack.post_dm({"id": "sse-2", "contact": {"id": "eva"}, "text": "refund?"})
+    assert response.status_code == 202
+    [*_, last] = await asyncio.wait_for(listener, 20)
+
+    client = await nats.connect(stack.services["api"].env["DMDESK_NATS_URL"])
+    try:
+        stored = await client.jetstream().get_msg(Settings().stream_name, seq=int(last["id"]))
+    finally:
+        await client.close()
+    change = ConversationChanged.model_validate_json(stored.data or b"")
+    assert change.contact_id == "eva"
+    assert stored.headers is not None
+    assert stored.headers["content-type"] == "application/json"  # as faststream sends it
+    assert stored.headers[MSG_ID_HEADER] == (
+        f"changed:{change.conversation_id}:{change.updated_at.isoformat()}"
+    )
+
+    metrics = (await stack.client.get(f"{stack.api_url}/metrics")).text
+    counted = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("dmdesk_conversation_changes_total{")
+    }
+    assert counted["published"] >= 1
+    assert counted["failed"] == 0
