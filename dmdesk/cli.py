@@ -104,13 +104,22 @@ def parser() -> argparse.ArgumentParser:
 def _command_modules() -> list[
     Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 ]:
-    from dmdesk import apikeys, bench, bench_api, bench_ingest, classifier_commands, faq_commands
+    from dmdesk import (
+        apikeys,
+        bench,
+        bench_api,
+        bench_ingest,
+        bench_projections,
+        classifier_commands,
+        faq_commands,
+    )
 
     return [
         apikeys.register,
         bench.register,
         bench_api.register,
         bench_ingest.register,
+        bench_projections.register,
         classifier_commands.register,
         faq_commands.register,
     ]
