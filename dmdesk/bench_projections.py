@@ -16,14 +16,12 @@ import functools
 import json
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from services.api import projector
-from services.api.writer import ProjectionWriter, writer_sessions
+from services.api.writer import ProjectionWriter, Work, writer_sessions
 from shared.db import create_engine, create_sync_engine, migrate
 from shared.events import (
     Category,
@@ -37,6 +35,7 @@ from shared.events import (
     Priority,
     utcnow,
 )
+from shared.settings import Settings
 
 
 def routed_dm(n: int, run: str) -> tuple[InboundMessage, ClassifiedMessage, Handoff]:
@@ -71,9 +70,15 @@ async def _no_feed(_changes: list[ConversationChanged]) -> None:
     """The change feed is not measured here."""
 
 
-async def _stage(writer: ProjectionWriter, works: Sequence[Callable[[Session], object]]) -> None:
-    """Hand every work to the writer at once, as a saturated consumer's pulls do."""
-    await asyncio.gather(*(writer.apply(work) for work in works))
+async def _stage(writer: ProjectionWriter, works: Sequence[Work], pull: int) -> None:
+    """Hand the works to the writer a pull at a time, every pull at once, as a saturated
+    consumer does; a failed projection fails the run."""
+    outcomes = await asyncio.gather(
+        *(writer.apply_all(works[start : start + pull]) for start in range(0, len(works), pull))
+    )
+    failures = [outcome for pulled in outcomes for outcome in pulled if outcome is not None]
+    if failures:
+        raise failures[0]
 
 
 async def measure(database_url: str, dms: int, group: int) -> dict[str, Any]:
@@ -87,7 +92,7 @@ async def measure(database_url: str, dms: int, group: int) -> dict[str, Any]:
     writer = ProjectionWriter(writer_sessions(sync_engine), _no_feed, max_group=group)
     run = f"{time.time_ns():x}"
     events = [routed_dm(n, run) for n in range(dms)]
-    stages: list[list[Callable[[Session], object]]] = [
+    stages: list[list[Work]] = [
         [functools.partial(projector.project_inbound, message=inbound) for inbound, _, _ in events],
         [
             functools.partial(projector.project_classified, classified=classified)
@@ -98,7 +103,7 @@ async def measure(database_url: str, dms: int, group: int) -> dict[str, Any]:
     try:
         cpu, wall = time.process_time(), time.perf_counter()
         for works in stages:
-            await _stage(writer, works)
+            await _stage(writer, works, Settings().pull_batch_size)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     finally:
         await writer.stop()

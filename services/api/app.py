@@ -9,7 +9,7 @@ from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.publisher.usecase import LogicPublisher
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,7 +23,7 @@ from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
 from services.api.rules_routes import rules_router
 from services.api.sla_scheduler import SlaScheduler
-from services.api.writer import ProjectionWriter, writer_sessions
+from services.api.writer import ProjectionWriter, Work, writer_sessions
 from shared import streams
 from shared.bus import (
     BatchConsumer,
@@ -87,41 +87,42 @@ class Api:
     ) -> None:
         """Project ``consumer``'s events with ``apply``, a pull at a time (:class:`BatchConsumer`).
 
-        Each message of a pull is validated on its own and handed to the writer,
-        which commits them with whatever else is waiting (group commit); each is acked
-        once committed, or settled on its own (redelivered, or dead-lettered) when it
-        fails.
+        Each message of a pull is validated on its own; the pull's projections go to the
+        writer in one call, which commits them with whatever else is waiting (group
+        commit). Each message is acked once committed, or settled on its own
+        (redelivered, or dead-lettered) when it fails.
         """
         name = event_type.__name__
         projected = self.metrics.projected.labels(name)
         failed = self.metrics.projection_failures.labels(name)
 
-        async def project_one(body: bytes) -> None:
-            typed = event_type.model_validate_json(body)
-
-            def work(session: Session) -> object:
-                return apply(session, typed, self.metrics)
-
-            await self.writer.apply(work)
+        def bind(event: EventT) -> Work:
+            return lambda session: apply(session, event, self.metrics)
 
         async def handle(messages: list[Msg]) -> None:
-            outcomes = await asyncio.gather(
-                *(project_one(msg.data) for msg in messages), return_exceptions=True
-            )
-            cancelled: BaseException | None = None
+            outcomes: list[Exception | None] = [None] * len(messages)
+            works: list[Work] = []
+            valid: list[int] = []
+            for index, msg in enumerate(messages):
+                try:
+                    works.append(bind(event_type.model_validate_json(msg.data)))
+                    valid.append(index)
+                except ValidationError as error:
+                    outcomes[index] = error
+            try:
+                for index, outcome in zip(valid, await self.writer.apply_all(works), strict=True):
+                    outcomes[index] = outcome
+            finally:  # cancelled (shutdown): what the writer did not answer is left unacked
+                for msg, outcome in zip(messages, outcomes, strict=True):
+                    if outcome is not None:
+                        failed.inc()
+                        await settle_failure(
+                            msg, outcome, stage=STAGE, settings=self.settings, broker=self.broker
+                        )
             for msg, outcome in zip(messages, outcomes, strict=True):
                 if outcome is None:
                     await msg.ack()
                     projected.inc()
-                elif isinstance(outcome, Exception):
-                    failed.inc()
-                    await settle_failure(
-                        msg, outcome, stage=STAGE, settings=self.settings, broker=self.broker
-                    )
-                else:  # cancelled (shutdown): left unacked, so redelivered
-                    cancelled = outcome
-            if cancelled is not None:
-                raise cancelled
 
         self.batches.append(
             BatchConsumer(

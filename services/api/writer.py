@@ -1,9 +1,9 @@
 """Group commit: the projections of many concurrent handlers share one transaction.
 
 Each of the api's consumers hands over a pull at a time (``shared.bus.BatchConsumer``),
-and its handler gives every message's projection to the :class:`ProjectionWriter` and
-waits for them. The writer applies whatever is waiting, from every consumer, in arrival
-order, in one transaction:
+and its handler gives the pull's projections to the :class:`ProjectionWriter` in one
+call (:meth:`ProjectionWriter.apply_all`) and waits for their outcomes. The writer
+applies whatever is waiting, from every consumer, in arrival order, in one transaction:
 
 - a projection that raises rolls back alone, and only its handler gets the exception
   (its message is redelivered or dead-lettered, as with a transaction of its own): the
@@ -32,7 +32,7 @@ changes are written once per group, not before each of its events' queries.
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -64,10 +64,16 @@ def writer_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+Outcome = Exception | None
+"""What became of one work: None once committed, or the error it failed with."""
+
+
 @dataclass(frozen=True)
 class _Pending:
-    work: Work
-    done: asyncio.Future[None]
+    """The works of one call, and the future of their outcomes (one per work, in order)."""
+
+    works: Sequence[Work]
+    done: asyncio.Future[list[Outcome]]
 
 
 class ProjectionWriter:
@@ -88,11 +94,23 @@ class ProjectionWriter:
 
     async def apply(self, work: Work) -> None:
         """Run ``work`` in the next group; return once it is committed, or raise its error."""
+        [outcome] = await self.apply_all([work])
+        if outcome is not None:
+            raise outcome
+
+    async def apply_all(self, works: Sequence[Work]) -> list[Outcome]:
+        """Run ``works`` in the next group (never split); return each one's outcome.
+
+        One call and one future per pull: a task and a future per message cost the
+        api's event loop about as much as validating the message.
+        """
+        if not works:
+            return []
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="projection-writer")
-        pending = _Pending(work, asyncio.get_running_loop().create_future())
+        pending = _Pending(works, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(pending)
-        await pending.done
+        return await pending.done
 
     async def stop(self) -> None:
         """Stop writing; handlers still waiting are cancelled (their messages redelivered).
@@ -108,8 +126,10 @@ class ProjectionWriter:
     async def _run(self) -> None:
         while True:
             group = [await self._queue.get()]
-            while len(group) < self.max_group and not self._queue.empty():
+            size = len(group[0].works)
+            while size < self.max_group and not self._queue.empty():
                 group.append(self._queue.get_nowait())
+                size += len(group[-1].works)
             # A handler cancelled while it waited (shutdown) no longer wants its work done.
             live = [pending for pending in group if not pending.done.done()]
             try:
@@ -122,45 +142,46 @@ class ProjectionWriter:
 
     async def _commit(self, group: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
+        works = [work for pending in group for work in pending.works]
         try:
-            failed, changed = await loop.run_in_executor(self._thread, self._write, group)
+            failed, changed = await loop.run_in_executor(self._thread, self._write, works)
         except Exception as error:
             for pending in group:
-                _settle(pending, error)
+                _settle(pending, [error] * len(pending.works))
             return
         try:
             await self.committed(changed)
         except Exception:  # the data is committed: say so, but do not fail the messages
-            logger.exception("after-commit step failed", extra={"group": len(group)})
-        for index, pending in enumerate(group):
-            _settle(pending, failed.get(index))
+            logger.exception("after-commit step failed", extra={"group": len(works)})
+        start = 0
+        for pending in group:
+            _settle(pending, [failed.get(start + i) for i in range(len(pending.works))])
+            start += len(pending.works)
 
-    def _write(
-        self, group: list[_Pending]
-    ) -> tuple[dict[int, Exception], list[ConversationChanged]]:
+    def _write(self, works: list[Work]) -> tuple[dict[int, Exception], list[ConversationChanged]]:
         """On the writer's thread: the group's transaction; what failed, what changed."""
         try:
-            return self._transaction(group, isolated=False)
+            return self._transaction(works, isolated=False)
         except Exception as error:
-            if dependency_unavailable(error) or len(group) == 1:
+            if dependency_unavailable(error) or len(works) == 1:
                 raise
         # One of the projections failed: apply the group again, each in a savepoint,
         # so that one fails alone.
-        return self._transaction(group, isolated=True)
+        return self._transaction(works, isolated=True)
 
     def _transaction(
-        self, group: list[_Pending], *, isolated: bool
+        self, works: list[Work], *, isolated: bool
     ) -> tuple[dict[int, Exception], list[ConversationChanged]]:
         failed: dict[int, Exception] = {}
         with self.sessions() as session, session.begin():
-            for index, pending in enumerate(group):
+            for index, work in enumerate(works):
                 if not isolated:
-                    pending.work(session)
+                    work(session)
                     continue
                 effects = len(_effects(session))
                 try:
                     with session.begin_nested():
-                        pending.work(session)
+                        work(session)
                 except Exception as error:
                     if dependency_unavailable(error):
                         raise
@@ -195,10 +216,6 @@ def _committed(session: Session) -> None:
         effect()
 
 
-def _settle(pending: _Pending, error: Exception | None) -> None:
-    if pending.done.done():
-        return
-    if error is None:
-        pending.done.set_result(None)
-    else:
-        pending.done.set_exception(error)
+def _settle(pending: _Pending, outcomes: list[Outcome]) -> None:
+    if not pending.done.done():  # not cancelled meanwhile
+        pending.done.set_result(outcomes)

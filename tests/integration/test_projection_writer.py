@@ -127,6 +127,37 @@ async def test_a_failing_projection_rolls_back_alone(
     assert {change.contact_id for change in recorder.changes} == {"psid-m-1", "psid-m-2"}
 
 
+async def test_a_pull_handed_over_in_one_call_gets_each_outcome_in_order(
+    sessions: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    engine = create_sync_engine(database_url)
+    recorder = Recorder()
+    running = ProjectionWriter(writer_sessions(engine), recorder, max_group=2)
+
+    def fails(session: Session) -> object:
+        projector.project_inbound(session, message("m-bad"))
+        raise ValueError("a bug in this projection")
+
+    pulls = [[project("m-1"), fails, project("m-2")], [project("m-3")], []]
+    try:
+        first, second, third = await asyncio.gather(*(running.apply_all(p) for p in pulls))
+    finally:
+        await running.stop()
+        engine.dispose()
+
+    assert first[0] is None
+    assert isinstance(first[1], ValueError)
+    assert first[2] is None
+    assert second == [None]
+    assert third == []
+    assert await stored_mids(sessions) == ["m-1", "m-2", "m-3"]
+    # A pull is never split, even when it is larger than a group.
+    conversations = {change.contact_id: change.conversation_id for change in recorder.changes}
+    assert any(
+        {conversations["psid-m-1"], conversations["psid-m-2"]} <= group for group in recorder.groups
+    )
+
+
 async def test_a_database_outage_fails_the_whole_group_and_commits_nothing(
     sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
 ) -> None:
