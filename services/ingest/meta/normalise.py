@@ -266,7 +266,6 @@ def _messaging_event(
     )
     conversation = ConversationRef(channel=channel, account_id=account_id, contact_id=contact_id)
     at = event.timestamp or entry.time
-    digest = content_hash(channel.value, entry.id, item)
 
     if event.message is not None:
         message = event.message
@@ -285,6 +284,8 @@ def _messaging_event(
         return [
             Normalised(inbound, f"{channel.value}:{message.mid}", "echo" if by_page else "message")
         ]
+    # The other events carry no id of their own: their content is their dedupe key.
+    digest = content_hash(channel.value, entry.id, item)
     if event.message_edit is not None:
         edit = event.message_edit
         key = edit.num_edit if edit.num_edit is not None else digest
