@@ -326,9 +326,15 @@ class EmbeddedStack:
     """A nats-server and the four services as processes on free loopback ports."""
 
     def __init__(
-        self, workdir: Path, database_url: str | None, graph_api_url: str, log_level: str
+        self,
+        workdir: Path,
+        database_url: str | None,
+        graph_api_url: str,
+        log_level: str,
+        app_secret: str = APP_SECRET,
     ) -> None:
         self.workdir = workdir
+        self.app_secret = app_secret
         self.database_url = database_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
         self.graph_api_url = graph_api_url
         self.log_level = log_level
@@ -358,7 +364,7 @@ class EmbeddedStack:
             "DMDESK_NATS_URL": self.nats.url,
             "DMDESK_DATABASE_URL": self.database_url,
             "DMDESK_DATA_DIR": str(self.workdir / "data"),
-            "DMDESK_META_APP_SECRET": APP_SECRET,
+            "DMDESK_META_APP_SECRET": self.app_secret,
             "DMDESK_LOG_LEVEL": self.log_level,
             "DMDESK_SEND_ADAPTER": "meta",
             "DMDESK_GRAPH_API_URL": self.graph_api_url,
@@ -441,11 +447,12 @@ class Sent:
 
 
 async def post_webhook(
-    client: LoopbackClient, dms: Sequence[Dm], sent: Sent, retry_for: float = 30.0
+    client: LoopbackClient, dms: Sequence[Dm], sent: Sent, secret: str, retry_for: float = 30.0
 ) -> None:
-    """POST one signed Messenger webhook, retrying (as Meta does) until it is accepted."""
+    """POST one Messenger webhook signed with ``secret``, retrying (as Meta does) until
+    it is accepted."""
     body = messenger_body(dms)
-    headers = {SIGNATURE_HEADER: sign(body, APP_SECRET)}
+    headers = {SIGNATURE_HEADER: sign(body, secret)}
     deadline = time.monotonic() + retry_for
     posted_at = time.time()
     while True:
@@ -463,7 +470,9 @@ async def post_webhook(
         await asyncio.sleep(0.1)
 
 
-async def offer(client: LoopbackClient, dms: Sequence[Dm], rate: float, sent: Sent) -> float:
+async def offer(
+    client: LoopbackClient, dms: Sequence[Dm], rate: float, sent: Sent, secret: str
+) -> float:
     """Post ``dms`` one per webhook at ``rate`` per second; the seconds it took."""
     started = time.monotonic()
     tasks = []
@@ -471,12 +480,14 @@ async def offer(client: LoopbackClient, dms: Sequence[Dm], rate: float, sent: Se
         delay = started + index / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(post_webhook(client, [dm], sent)))
+        tasks.append(asyncio.create_task(post_webhook(client, [dm], sent, secret)))
     await asyncio.gather(*tasks)
     return time.monotonic() - started
 
 
-async def flood(client: LoopbackClient, dms: Sequence[Dm], batch: int, sent: Sent) -> float:
+async def flood(
+    client: LoopbackClient, dms: Sequence[Dm], batch: int, sent: Sent, secret: str
+) -> float:
     """Post ``dms`` in webhooks of ``batch`` as fast as ingest answers; the seconds it took."""
     started = time.monotonic()
     batches = [dms[i : i + batch] for i in range(0, len(dms), batch)]
@@ -486,7 +497,7 @@ async def flood(client: LoopbackClient, dms: Sequence[Dm], batch: int, sent: Sen
 
     async def worker() -> None:
         while not queue.empty():
-            await post_webhook(client, queue.get_nowait(), sent)
+            await post_webhook(client, queue.get_nowait(), sent, secret)
 
     await asyncio.gather(*(worker() for _ in range(client.size)))
     return time.monotonic() - started
@@ -767,6 +778,7 @@ class Options:
     bot_share: float = 0.1
     raw_messages: int = 20_000
     database_url: str | None = None
+    app_secret: str = APP_SECRET
     use_running: Endpoints | None = None
     profile_dir: Path | None = None
     settle_timeout: float = 90.0
@@ -786,14 +798,14 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
     try:
         _log("warm-up: 50 DMs")
         warm = make_dms(f"w{run}", 50)
-        await flood(client, warm, 1, Sent())
+        await flood(client, warm, 1, Sent(), options.app_secret)
         await wait_routed(engine, f"w{run}", len(warm), options.settle_timeout)
 
         count = int(options.rate * options.duration)
         _log(f"offered rate: {count} DMs at {options.rate}/s")
         offered, sent = make_dms(f"o{run}", count, options.bot_share), Sent()
         calls_before = len(stub.calls)
-        took = await offer(client, offered, options.rate, sent)
+        took = await offer(client, offered, options.rate, sent, options.app_secret)
         settled = await wait_routed(
             engine, f"o{run}", count - _bot_only(offered), options.settle_timeout
         )
@@ -823,7 +835,7 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
         traffic_before = await bus_count(endpoints.nats_url)
         started = time.time()
         async with profiled(endpoints.pids, options.profile_dir):
-            took = await flood(client, burst, options.burst_batch, sent)
+            took = await flood(client, burst, options.burst_batch, sent, options.app_secret)
             settled = await wait_routed(engine, f"b{run}", len(burst), options.settle_timeout)
             finished = time.time()
         traffic_after = await bus_count(endpoints.nats_url)
@@ -892,7 +904,9 @@ async def run(options: Options) -> dict[str, Any]:
         if options.use_running is not None:
             return await measure(options, options.use_running, stub)
         with tempfile.TemporaryDirectory(prefix="dmdesk-bench-") as tmp:
-            stack = EmbeddedStack(Path(tmp), options.database_url, stub.url, options.log_level)
+            stack = EmbeddedStack(
+                Path(tmp), options.database_url, stub.url, options.log_level, options.app_secret
+            )
             _log("starting nats-server and the four services")
             try:
                 await stack.start()
@@ -976,6 +990,7 @@ def _options(args: argparse.Namespace) -> Options:
         bot_share=args.bot_share,
         raw_messages=args.raw_messages,
         database_url=args.database_url,
+        app_secret=args.app_secret,
         use_running=running,
         profile_dir=Path(args.profile) if args.profile else None,
     )
@@ -1003,6 +1018,12 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     bench.add_argument("--raw-messages", type=int, default=20_000, help="raw JetStream messages")
     bench.add_argument("--database-url", help="default: a temporary SQLite file")
     bench.add_argument("--use-running", action="store_true", help="measure a running stack")
+    bench.add_argument(
+        "--app-secret",
+        default=os.environ.get("DMDESK_META_APP_SECRET") or APP_SECRET,
+        help="the Meta app secret the webhooks are signed with (default: "
+        "$DMDESK_META_APP_SECRET, else the embedded stack's own)",
+    )
     bench.add_argument("--ingest-url", help="with --use-running")
     bench.add_argument("--api-url", help="with --use-running")
     bench.add_argument("--nats-url", help="with --use-running")

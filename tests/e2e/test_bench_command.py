@@ -1,10 +1,14 @@
 """`dmdesk bench --json`: the figures issue #8 asks for, from a short run of the whole stack."""
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+
+from tests.stack import META_APP_SECRET, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -65,3 +69,45 @@ def test_a_short_benchmark_prints_one_json_object_with_every_figure() -> None:
     assert bus["ceiling_ratio"] == pytest.approx(
         bus["ceiling_dms_per_s"] / figures["raw_jetstream_msgs_per_s"], abs=0.001
     )
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_benchmark_measures_a_running_stack_with_its_own_app_secret(
+    stack: Stack,
+) -> None:
+    pids = [
+        f"--pid={name}={service.process.pid}"
+        for name, service in stack.services.items()
+        if service.process is not None
+    ]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dmdesk",
+        "bench",
+        "--use-running",
+        f"--ingest-url={stack.ingest_url}",
+        f"--api-url={stack.api_url}",
+        f"--nats-url={stack.services['api'].env['DMDESK_NATS_URL']}",
+        f"--database-url={stack.database_url}",
+        *pids,
+        "--rate=20",
+        "--duration=1",
+        "--burst=30",
+        "--raw-messages=200",
+        "--json",
+        env=os.environ | {"DMDESK_META_APP_SECRET": META_APP_SECRET},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 300)
+    assert process.returncode == 0, stderr.decode()[-4000:]
+    figures = json.loads(stdout)
+
+    # Signed with the running stack's secret, every webhook was accepted.
+    assert figures["offered"]["refused_attempts"] == {}
+    assert figures["offered"]["accepted"] == 20
+    assert figures["saturation"]["routed"] == 30
+    assert figures["e2e_dms_per_s"] > 0
+    assert set(figures["max_rss_mb"]) == SERVICES
+    assert figures["bus"]["stored_per_dm_by_subject"]["dm.handoff"] == 1.0
