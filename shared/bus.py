@@ -147,9 +147,10 @@ REBIND_DELAY_SECONDS = 1.0
 class BatchConsumer:
     """A durable pull consumer whose handler gets each pull's messages in one call.
 
-    The api's projections use it: one call per pull keeps faststream's per-message
-    work (middlewares, context, dependency injection) off its hottest path, and the
-    writer commits the pull in one transaction. The handler settles every message
+    The api's projections and the classifier use it: one call per pull keeps
+    faststream's per-message work (middlewares, context, dependency injection) off
+    their hottest paths; the api's writer commits a pull in one transaction, the
+    classifier's model takes a pull as one batch. The handler settles every message
     itself: ``msg.ack()`` once its effect is durable, :func:`settle_failure` when it
     fails, so one bad message fails alone.
 

@@ -1,17 +1,34 @@
 """The classifier service: ``dm.inbound.*`` in, ``dm.classified`` out."""
 
-from prometheus_client import CollectorRegistry, Counter
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
 
-from services.classifier.pipeline import Classifier
+from nats.aio.msg import Msg
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import ValidationError
+
+from services.classifier.pipeline import Classifier, ClassifyRequest
 from services.classifier.priority import PolicyStore
 from shared import streams
-from shared.bus import durable_subscriber, event_publisher, make_broker, publish_event, stage_router
-from shared.events import ClassifiedMessage, InboundMessage
+from shared.bus import (
+    BatchConsumer,
+    event_publisher,
+    make_broker,
+    publish_event,
+    settle_failure,
+    stage_router,
+)
+from shared.events import Classification, ClassifiedMessage, InboundMessage
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
 
+logger = logging.getLogger("dmdesk.classifier")
+
 STAGE = "classifier"
 NEUTRAL_BAND = 0.05
+PULL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def build(settings: Settings) -> ServiceSpec:
@@ -21,6 +38,18 @@ def build(settings: Settings) -> ServiceSpec:
         "dmdesk_classified_total",
         "DMs classified, by category, priority and sentiment (negative, neutral, positive).",
         ["category", "priority", "sentiment"],
+        registry=registry,
+    )
+    failures_total = Counter(
+        "dmdesk_classification_failures_total",
+        "Inbound DMs whose classification or its publish failed (redelivered later, or "
+        "dead-lettered).",
+        registry=registry,
+    )
+    pull_seconds = Histogram(
+        "dmdesk_classifier_pull_seconds",
+        "Time to classify one pull of inbound DMs and publish the results.",
+        buckets=PULL_BUCKETS,
         registry=registry,
     )
     # Loaded at start-up (about a second), not when the app is merely built.
@@ -35,25 +64,56 @@ def build(settings: Settings) -> ServiceSpec:
         router, streams.CLASSIFIED, ClassifiedMessage, "Every customer DM with its classification."
     )
 
-    @durable_subscriber(router, streams.CLASSIFIER, settings, title="classify inbound DMs")
-    async def on_inbound(message: InboundMessage) -> None:
-        """Classify a customer's message; echoes (the page's own messages) pass by."""
-        if message.is_echo:
-            return
-        classification = classifiers[0].classify(
-            message.text, message.contact, is_request=message.is_request
+    async def on_pull(messages: list[Msg]) -> None:
+        """Classify a pull's customer messages at once; echoes (the page's own) pass by."""
+        started = time.perf_counter()
+        customers: list[tuple[Msg, InboundMessage]] = []
+        for msg in messages:
+            try:
+                message = InboundMessage.model_validate_json(msg.data)
+            except ValidationError as error:
+                await settle(msg, error)
+                continue
+            if message.is_echo:
+                await msg.ack()
+            else:
+                customers.append((msg, message))
+        outcomes = classify_each(classifiers[0], [message for _, message in customers])
+        classified = [
+            i for i, outcome in enumerate(outcomes) if isinstance(outcome, Classification)
+        ]
+        published = await asyncio.gather(
+            *(
+                publish_event(
+                    classified_out,
+                    ClassifiedMessage(message=customers[i][1], classification=outcomes[i]),
+                    msg_id=f"classified:{customers[i][1].channel.value}:{customers[i][1].mid}",
+                    settings=settings,
+                )
+                for i in classified
+            ),
+            return_exceptions=True,
         )
-        await publish_event(
-            classified_out,
-            ClassifiedMessage(message=message, classification=classification),
-            msg_id=f"classified:{message.channel.value}:{message.mid}",
-            settings=settings,
-        )
-        classified_total.labels(
-            classification.category.value,
-            classification.priority.value,
-            sentiment_label(classification.sentiment),
-        ).inc()
+        for i, result in zip(classified, published, strict=True):
+            if isinstance(result, Exception):
+                outcomes[i] = result
+            elif isinstance(result, BaseException):  # cancelled: the pull stays unacked
+                raise result
+        for (msg, _), outcome in zip(customers, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                await settle(msg, outcome)
+                continue
+            await msg.ack()
+            classified_total.labels(
+                outcome.category.value,
+                outcome.priority.value,
+                sentiment_label(outcome.sentiment),
+            ).inc()
+        pull_seconds.observe(time.perf_counter() - started)
+
+    async def settle(msg: Msg, error: Exception) -> None:
+        failures_total.inc()
+        await settle_failure(msg, error, stage=STAGE, settings=settings, broker=broker)
 
     broker.include_router(router)
     return ServiceSpec(
@@ -61,10 +121,40 @@ def build(settings: Settings) -> ServiceSpec:
         settings=settings,
         broker=broker,
         registry=registry,
-        consumers=(streams.CLASSIFIER,),
+        batch_consumers=(
+            BatchConsumer(
+                streams.CLASSIFIER,
+                settings,
+                on_pull,
+                schema=InboundMessage,
+                title="classify inbound DMs",
+            ),
+        ),
         on_startup=(load_model,),
         description="Tags every inbound DM; see docs/architecture.md.",
     )
+
+
+def classify_each(
+    classifier: Classifier, messages: Sequence[InboundMessage]
+) -> list[Classification | Exception]:
+    """Each message's classification, in one batch (faster per DM than one by one).
+
+    When the batch raises, each message is classified alone, so that the one the model
+    fails on fails alone (redelivered, then dead-lettered) and the others go on.
+    """
+    requests = [ClassifyRequest.from_message(message) for message in messages]
+    try:
+        return list(classifier.classify_batch(requests))
+    except Exception:
+        logger.exception("a pull failed to classify; classifying each DM alone")
+    outcomes: list[Classification | Exception] = []
+    for request in requests:
+        try:
+            outcomes.append(classifier.classify_batch([request])[0])
+        except Exception as error:
+            outcomes.append(error)
+    return outcomes
 
 
 def sentiment_label(score: float) -> str:
