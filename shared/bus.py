@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -265,7 +266,12 @@ async def publish_event(
     nats-py's JetStream context with a ``subject``: the same JSON body and headers,
     without faststream's per-publish middlewares (about half the cost of a publish in
     the api), so without its ``faststream_published_*`` metrics either: count them.
+
+    The PubAck's ``duplicate`` says whether the event was stored before this call: when
+    an attempt timed out and the retry is told "duplicate", the attempt that timed out
+    stored it (a server slow to answer), so it is reported as stored by this call.
     """
+    timed_out = False
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
             if isinstance(target, JetStreamContext):
@@ -284,12 +290,13 @@ async def publish_event(
                     headers={MSG_ID_HEADER: msg_id},
                     timeout=settings.publish_timeout_seconds,
                 )
-        except RETRYABLE_PUBLISH_ERRORS:
+        except RETRYABLE_PUBLISH_ERRORS as error:
             if attempt == PUBLISH_ATTEMPTS:
                 raise
+            timed_out = timed_out or isinstance(error, nats.errors.TimeoutError)
             await asyncio.sleep(0.2 * 2**attempt)
         else:
-            return ack
+            return dataclasses.replace(ack, duplicate=False) if timed_out else ack
     raise AssertionError("unreachable")  # pragma: no cover
 
 
