@@ -14,26 +14,19 @@ from sqlmodel import col
 from services.api import projector
 from services.api.app import build
 from services.api.metrics import ApiMetrics
-from shared.events import Channel, Contact, DeadLetter, InboundMessage, utcnow
+from shared.events import Channel, DeadLetter, InboundMessage
 from shared.models import MessageRow
 from shared.service import service_app
 from shared.settings import Settings
 from shared.streams import API_INBOUND, MSG_ID_HEADER, inbound_subject, provision
+from tests.events import generic_inbound
 from tests.stack import eventually, stored
 
 GOOD = 30
 
 
 def inbound(mid: str) -> bytes:
-    message = InboundMessage(
-        mid=mid,
-        channel=Channel.GENERIC,
-        account_id="page",
-        contact=Contact(platform_id=f"contact-{mid}"),
-        text="hello",
-        platform_ts=utcnow(),
-    )
-    return message.model_dump_json().encode()
+    return generic_inbound(mid, contact=f"contact-{mid}").model_dump_json().encode()
 
 
 async def test_one_pull_commits_its_good_messages_and_settles_each_bad_one_alone(

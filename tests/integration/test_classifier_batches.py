@@ -14,14 +14,13 @@ from shared.events import (
     Channel,
     Classification,
     ClassifiedMessage,
-    Contact,
     DeadLetter,
     InboundMessage,
-    utcnow,
 )
 from shared.service import service_app
 from shared.settings import Settings
 from shared.streams import CLASSIFIED, CLASSIFIER, MSG_ID_HEADER, inbound_subject, provision
+from tests.events import generic_inbound
 from tests.stack import eventually, stored
 
 GOOD = 20
@@ -31,15 +30,7 @@ POISON = "the text this model cannot take"
 def inbound(
     mid: str, text: str = "where is my order? it was due on Monday", echo: bool = False
 ) -> bytes:
-    message = InboundMessage(
-        mid=mid,
-        channel=Channel.GENERIC,
-        account_id="page",
-        contact=Contact(platform_id=f"contact-{mid}"),
-        text=text,
-        is_echo=echo,
-        platform_ts=utcnow(),
-    )
+    message = generic_inbound(mid, contact=f"contact-{mid}", text=text, echo=echo)
     return message.model_dump_json().encode()
 
 

@@ -9,21 +9,11 @@ from faststream.nats import NatsBroker
 from prometheus_client import CollectorRegistry
 
 from shared.bus import durable_subscriber, make_broker, stage_router
-from shared.events import Channel, Contact, DeadLetter, InboundMessage, utcnow
+from shared.events import Channel, DeadLetter, InboundMessage
 from shared.settings import Settings
 from shared.streams import CLASSIFIER, MSG_ID_HEADER, inbound_subject, provision
+from tests.events import generic_inbound
 from tests.stack import eventually, stored
-
-
-def inbound(mid: str) -> InboundMessage:
-    return InboundMessage(
-        mid=mid,
-        channel=Channel.GENERIC,
-        account_id="page",
-        contact=Contact(platform_id="ana"),
-        text="hello",
-        platform_ts=utcnow(),
-    )
 
 
 @pytest.fixture
@@ -67,7 +57,7 @@ async def test_failing_handler_is_retried_then_dead_lettered(
     try:
         await js.publish(
             inbound_subject(Channel.GENERIC),
-            inbound("m-1").model_dump_json().encode(),
+            generic_inbound("m-1").model_dump_json().encode(),
             headers={MSG_ID_HEADER: "generic:m-1"},
         )
         letters = await eventually(lambda: dead_letters(js, settings), bool, timeout=15)
@@ -98,7 +88,7 @@ async def test_handler_that_recovers_processes_the_message_once(
     broker = await run_stage(settings, fails_once)
     try:
         await js.publish(
-            inbound_subject(Channel.GENERIC), inbound("m-2").model_dump_json().encode()
+            inbound_subject(Channel.GENERIC), generic_inbound("m-2").model_dump_json().encode()
         )
         await eventually(lambda: asyncio.sleep(0, done), bool, timeout=10)
         await asyncio.sleep(1.0)  # a wrong ack would show up as a third attempt

@@ -9,9 +9,10 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from shared.bus import publish_event
-from shared.events import Channel, Contact, InboundMessage, utcnow
+from shared.events import Channel
 from shared.settings import Settings
 from shared.streams import inbound_subject, provision
+from tests.events import generic_inbound
 from tests.stack import stored
 
 
@@ -28,17 +29,6 @@ class SlowFirstAnswer(JetStreamContext):
         return ack
 
 
-def message(mid: str) -> InboundMessage:
-    return InboundMessage(
-        mid=mid,
-        channel=Channel.GENERIC,
-        account_id="page",
-        contact=Contact(platform_id="ana"),
-        text="hello",
-        platform_ts=utcnow(),
-    )
-
-
 async def test_the_retry_of_a_timed_out_publish_is_not_a_duplicate(
     settings_factory: Callable[..., Settings],
 ) -> None:
@@ -50,11 +40,11 @@ async def test_the_retry_of_a_timed_out_publish_is_not_a_duplicate(
         slow = SlowFirstAnswer(client)
         subject = inbound_subject(Channel.GENERIC)
         first = await publish_event(
-            slow, message("m-1"), subject=subject, msg_id="generic:m-1", settings=settings
+            slow, generic_inbound("m-1"), subject=subject, msg_id="generic:m-1", settings=settings
         )
         # A later delivery of the same event (a webhook retried by the platform) is one.
         again = await publish_event(
-            js, message("m-1"), subject=subject, msg_id="generic:m-1", settings=settings
+            js, generic_inbound("m-1"), subject=subject, msg_id="generic:m-1", settings=settings
         )
         bodies = await stored(js, subject, settings.stream_name)
     finally:
