@@ -25,6 +25,10 @@ SERVICES = ("api", "ingest", "classifier", "responder")
 META_APP_SECRET = "test-app-secret"
 META_VERIFY_TOKEN = "test-verify-token"
 READY_TIMEOUT_SECONDS = 60.0
+# free_port() only says a port was free when asked: a parallel test may take it before
+# the service binds it. A service that lost that race is started again on another port.
+PORT_ATTEMPTS = 3
+LOST_PORT = b"address already in use"
 T = TypeVar("T")
 
 
@@ -58,7 +62,7 @@ async def stored(
 
 
 class ServiceProcess:
-    """One service, ``python -m services.<name>``, logging to a file."""
+    """One service, ``python -m services.<name>``, logging to a file, on ``port``."""
 
     def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path) -> None:
         self.name = name
@@ -66,6 +70,7 @@ class ServiceProcess:
         self.env = env
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
+        self._log_start = 0
 
     @property
     def url(self) -> str:
@@ -73,12 +78,13 @@ class ServiceProcess:
 
     async def start(self) -> None:
         log = self.log_path.open("ab")
+        self._log_start = log.tell()
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 f"services.{self.name}",
-                env=self.env,
+                env=self.env | {f"DMDESK_{self.name.upper()}_PORT": str(self.port)},
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
             )
@@ -87,15 +93,27 @@ class ServiceProcess:
 
     async def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
+        attempts = 1
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.returncode is not None:
+                    if attempts < PORT_ATTEMPTS and self._lost_its_port():
+                        attempts += 1
+                        self.port = free_port()
+                        await self.start()
+                        continue
                     raise RuntimeError(f"{self.name} exited with {self.process.returncode}")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(f"{self.url}/readyz")).status_code == 200:
                         return
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {timeout}s")
+
+    def _lost_its_port(self) -> bool:
+        """Whether the last start failed because another process had taken its port."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return LOST_PORT in log.read()
 
     async def kill(self) -> None:
         """SIGKILL: no chance to finish anything."""
@@ -156,7 +174,6 @@ class Stack:
             "DMDESK_MAX_DELIVERIES": "3",
             "DMDESK_ACK_WAIT_SECONDS": "5",
             "DMDESK_GRACEFUL_TIMEOUT_SECONDS": "10",
-            **{f"DMDESK_{name.upper()}_PORT": str(port) for name, port in ports.items()},
             **(extra_env or {}),
         }
         self.services = {

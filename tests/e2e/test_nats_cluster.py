@@ -35,9 +35,8 @@ async def replicas(stack: Stack, workdir: Path) -> AsyncIterator[list[ServicePro
     """A second process of each replicated service, beside the stack's first one."""
     extra = []
     for name in REPLICATED:
-        port = free_port()
-        env = stack.services[name].env | {f"DMDESK_{name.upper()}_PORT": str(port)}
-        extra.append(ServiceProcess(name, port, env, workdir / f"{name}-2.log"))
+        env = stack.services[name].env
+        extra.append(ServiceProcess(name, free_port(), env, workdir / f"{name}-2.log"))
     try:
         for process in extra:
             await process.start()

@@ -66,13 +66,7 @@ async def meta_stack(
         },
     )
     first = running.services["responder"]
-    port = free_port()
-    second = ServiceProcess(
-        "responder",
-        port,
-        {**first.env, "DMDESK_RESPONDER_PORT": str(port)},
-        tmp_path / "responder-2.log",
-    )
+    second = ServiceProcess("responder", free_port(), first.env, tmp_path / "responder-2.log")
     running.services["responder-2"] = second
     async with started(running, request):
         yield running
