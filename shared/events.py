@@ -240,10 +240,33 @@ class PrivateInfoFinding(Event):
     end: int = Field(ge=0)
 
 
+class CriticalSignal(StrEnum):
+    """A sign that a DM can hurt the customer or the company: urgent, and for a person."""
+
+    SAFETY = "safety"
+    LEGAL = "legal"
+    DISCRIMINATION = "discrimination"
+    PRESS = "press"
+    PERSON_AT_RISK = "person_at_risk"
+    FRAUD = "fraud"
+
+
+class LanguageSource(StrEnum):
+    """What decided a message's language."""
+
+    DETECTOR = "detector"
+    CONTACT = "contact"
+    ACCOUNT_DEFAULT = "account_default"
+
+
 class Classification(Event):
     """What the classifier concluded about a message, and why."""
 
     language: str | None = Field(default=None, description="ISO 639-1 code.")
+    language_source: LanguageSource = Field(
+        default=LanguageSource.DETECTOR,
+        description="detector, the contact's previous language, or the page's default.",
+    )
     sentiment: float = Field(default=0.0, ge=-1.0, le=1.0)
     category: Category
     confidence: float = Field(ge=0.0, le=1.0)
@@ -254,6 +277,11 @@ class Classification(Event):
         default=False,
         description="The customer reports something that went wrong or is unhappy, "
         "whatever the category (a delayed order can be order_shipping and a complaint).",
+    )
+    critical: list[CriticalSignal] = Field(
+        default_factory=list,
+        description="Critical signals found (safety, legal, ...): each makes the DM urgent "
+        "and hands it to a person.",
     )
     reasons: list[str] = Field(default_factory=list)
     model_version: str
