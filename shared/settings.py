@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     )
 
     default_team: str = Field(default="support", description="Team that gets hand-offs.")
+    default_language: str = Field(
+        default="en",
+        description="ISO 639-1 language of a page not in account_languages: the language a"
+        " DM falls back to when it cannot be told, and the bot's fallback for a missing"
+        " translation.",
+    )
+    account_languages: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="The languages each page serves, as JSON {account id: [ISO 639-1, ...]};"
+        " the first is that page's default. Pages not listed serve every supported language"
+        " with default_language first.",
+    )
     priority_policy: Path | None = Field(
         default=None,
         description="The classifier's priority policy (YAML, hot-reloaded); empty: the default.",
@@ -164,6 +176,15 @@ class Settings(BaseSettings):
         default="dmdesk_conversation_state",
         description="NATS KV bucket of the responder's per-conversation state.",
     )
+
+    def languages_of(self, account_id: str) -> list[str]:
+        """The languages a page serves, its default first; empty means all of them."""
+        return self.account_languages.get(account_id, [])
+
+    def default_language_of(self, account_id: str) -> str:
+        """The language a page falls back to."""
+        languages = self.languages_of(account_id)
+        return languages[0] if languages else self.default_language
 
     @property
     def sqlalchemy_url(self) -> str:
