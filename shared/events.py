@@ -100,6 +100,16 @@ class ConversationRef(Event):
     contact_id: str = Field(min_length=1, max_length=256)
 
 
+class PrivateInfoKind(StrEnum):
+    """Kinds of private information found in a message."""
+
+    CARD = "card"
+    EMAIL = "email"
+    PHONE = "phone"
+    IBAN = "iban"
+    ADDRESS = "address"
+
+
 class InboundMessage(Event):
     """A message in a conversation, as received from a platform (``dm.inbound.<channel>``).
 
@@ -130,6 +140,11 @@ class InboundMessage(Event):
         ),
     )
     is_request: bool = False
+    masked: list[PrivateInfoKind] = Field(
+        default_factory=list,
+        description="Kinds of private information ingest masked in the text before publishing"
+        " (a card number keeps its last four digits): the customer is told not to send them.",
+    )
     platform_ts: datetime
     received_at: datetime = Field(default_factory=utcnow)
 
@@ -220,16 +235,6 @@ class MessageUpdate(Event):
     edit_count: int | None = Field(default=None, ge=0)
     platform_ts: datetime
     received_at: datetime = Field(default_factory=utcnow)
-
-
-class PrivateInfoKind(StrEnum):
-    """Kinds of private information found in a message."""
-
-    CARD = "card"
-    EMAIL = "email"
-    PHONE = "phone"
-    IBAN = "iban"
-    ADDRESS = "address"
 
 
 class PrivateInfoFinding(Event):
