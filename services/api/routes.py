@@ -2,11 +2,11 @@
 
 import base64
 import binascii
-import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -48,16 +48,31 @@ def queue_order() -> tuple[Any, ...]:
     )
 
 
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("out of range in UTC") from exc
+
+
+RowIdValue = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
+QueueCursor = TypeAdapter(
+    tuple[RowIdValue, Annotated[AwareDatetime, AfterValidator(_in_utc)], RowIdValue]
+)
+"""A queue position: priority rank, queue due time, conversation id (JSON, base64url)."""
+
+CURSOR_MAX_LENGTH = 512
+
+
 def _encode_cursor(row: ConversationRow) -> str:
-    raw = json.dumps([row.priority_rank, row.queue_due_at.isoformat(), row.id]).encode()
+    raw = QueueCursor.dump_json((row.priority_rank, row.queue_due_at, row.id))
     return base64.urlsafe_b64encode(raw).decode()
 
 
 def _decode_cursor(cursor: str) -> tuple[int, datetime, int]:
     try:
-        rank, due, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return int(rank), datetime.fromisoformat(due), int(row_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
+        return QueueCursor.validate_json(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, binascii.Error) as exc:  # pydantic's ValidationError is a ValueError
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="invalid cursor") from exc
 
 
@@ -89,7 +104,7 @@ async def get_queue(
     ] = None,
     language: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=CURSOR_MAX_LENGTH)] = None,
 ) -> QueuePage:
     """Conversations by priority, then by the nearest SLA deadline; filtered; paged."""
     query = (

@@ -1,5 +1,6 @@
 """GET /v1/queue and GET /v1/conversations/{id} over a real database."""
 
+import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -112,3 +113,42 @@ async def test_conversation_shows_its_messages(client: httpx.AsyncClient) -> Non
     detail = (await client.get(f"/v1/conversations/{first['id']}")).json()
     assert [m["mid"] for m in detail["messages"]] == ["m-urgent"]
     assert detail["messages"][0]["classification"]["priority"] == "urgent"
+
+
+def forged(payload: str) -> str:
+    return base64.urlsafe_b64encode(payload.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        forged('[1e999, "2026-11-28T09:00:00+00:00", 1]'),
+        forged('[1, "2026-11-28T09:00:00+00:00", 1180591620717411303424]'),
+        forged("[" * 5000 + "]" * 5000),
+        forged('[1, "2026-11-28T09:00:00+00:00", 1.5]'),
+        forged('[true, "2026-11-28T09:00:00+00:00", 1]'),
+        forged('[1, "not a time", 1]'),
+        forged('[1, "2026-11-28T09:00:00", 1]'),
+        forged('[1, "9999-12-31T23:59:59-23:59", 1]'),
+        forged('{"a": 1}'),
+        base64.urlsafe_b64encode(b"\xff\xfe[1]").decode(),
+        "x" * 10_000,
+    ],
+    ids=[
+        "infinity",
+        "huge-id",
+        "deep",
+        "float",
+        "bool",
+        "bad-time",
+        "naive",
+        "year-10000",
+        "object",
+        "not-utf8",
+        "long",
+    ],
+)
+async def test_forged_cursor_is_a_400_never_a_500(client: httpx.AsyncClient, cursor: str) -> None:
+    response = await client.get("/v1/queue", params={"cursor": cursor})
+    assert response.status_code in {400, 422}
+    assert response.json()["detail"]
