@@ -24,6 +24,7 @@ from services.api.idempotency import IdempotencyKey, committing_once, idempotent
 from services.api.metrics import ApiMetrics
 from services.api.routes import conversation_detail, queue_order
 from services.api.schemas import (
+    MAX_TAGS,
     AssignRequest,
     ClaimRequest,
     ConversationDetail,
@@ -241,7 +242,13 @@ async def tag(
 
     async def change(_session: AsyncSession, conversation: ConversationRow) -> None:
         tags = [t for t in conversation.tags if t not in body.remove]
-        conversation.tags = tags + [t for t in dict.fromkeys(body.add) if t not in tags]
+        tags += [t for t in dict.fromkeys(body.add) if t not in tags]
+        if len(tags) > MAX_TAGS:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=f"a conversation keeps at most {MAX_TAGS} tags",
+            )
+        conversation.tags = tags
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
 

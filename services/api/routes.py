@@ -2,11 +2,11 @@
 
 import base64
 import binascii
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -22,6 +22,7 @@ from services.api.schemas import (
     QueueItem,
     QueuePage,
     SlaClockOut,
+    UtcTime,
 )
 from shared.events import Category, Channel, Priority
 from shared.models import (
@@ -48,17 +49,8 @@ def queue_order() -> tuple[Any, ...]:
     )
 
 
-def _in_utc(moment: datetime) -> datetime:
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as exc:
-        raise ValueError("out of range in UTC") from exc
-
-
 RowIdValue = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
-QueueCursor = TypeAdapter(
-    tuple[RowIdValue, Annotated[AwareDatetime, AfterValidator(_in_utc)], RowIdValue]
-)
+QueueCursor = TypeAdapter(tuple[RowIdValue, UtcTime, RowIdValue])
 """A queue position: priority rank, queue due time, conversation id (JSON, base64url)."""
 
 CURSOR_MAX_LENGTH = 512

@@ -1,11 +1,35 @@
 """What the REST API returns."""
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from shared.events import Category, Priority, utcnow
+
+
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("out of range in UTC") from exc
+
+
+UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""A time with its offset (naive times are refused), converted to UTC."""
+
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+MAX_TAGS = 50
+"""Tags a conversation keeps at most."""
+MAX_SNOOZE = timedelta(days=366)
 
 
 class ContactOut(BaseModel):
@@ -153,8 +177,8 @@ class TransferRequest(BaseModel):
 class TagsRequest(BaseModel):
     """Tags to add and remove."""
 
-    add: list[str] = Field(default_factory=list, max_length=50)
-    remove: list[str] = Field(default_factory=list, max_length=50)
+    add: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    remove: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 
 
 class NoteRequest(BaseModel):
@@ -167,13 +191,16 @@ class NoteRequest(BaseModel):
 class SnoozeRequest(BaseModel):
     """Hide the conversation until a time; SLA clocks pause meanwhile."""
 
-    until: datetime
+    until: UtcTime = Field(description="With its UTC offset; at most a year ahead.")
 
     @field_validator("until")
     @classmethod
     def _in_the_future(cls, value: datetime) -> datetime:
-        if value <= utcnow():
+        now = utcnow()
+        if value <= now:
             raise ValueError("must be in the future")
+        if value > now + MAX_SNOOZE:
+            raise ValueError("must be within a year")
         return value
 
 

@@ -220,3 +220,38 @@ async def test_metrics_export_the_fixed_names(api: Api) -> None:
         assert f"# HELP {name} " in text, name
     assert 'dmdesk_queue_depth{priority="high",status="open",team="unassigned"} 1.0' in text
     assert "dmdesk_sla_next_deadline_seconds{" in text
+
+
+@pytest.mark.parametrize(
+    ("action", "body"),
+    [
+        ("snooze", {"until": "2030-01-01T00:00:00"}),
+        ("snooze", {"until": "9999-12-31T23:59:59-23:59"}),
+        ("snooze", {"until": "2999-01-01T00:00:00Z"}),
+        ("tags", {"add": ["x" * 10_000]}),
+        ("tags", {"add": [f"t{i}" for i in range(51)]}),
+        ("tags", {"add": ["   "]}),
+    ],
+    ids=["naive-time", "past-year-9999", "centuries-ahead", "long-tag", "many-tags", "blank-tag"],
+)
+async def test_bad_action_bodies_are_422_with_a_reason(
+    api: Api, action: str, body: dict[str, object]
+) -> None:
+    conversation = await api.seed("eve")
+    async with api.client(Scope.AGENT) as client:
+        response = await client.post(f"/v1/conversations/{conversation}/{action}", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+async def test_a_conversation_keeps_at_most_fifty_tags(api: Api) -> None:
+    conversation = await api.seed("finn")
+    url = f"/v1/conversations/{conversation}/tags"
+    async with api.client(Scope.AGENT) as client:
+        first = await client.post(url, json={"add": [f"a{i}" for i in range(30)]})
+        assert first.status_code == 200
+        more = await client.post(url, json={"add": [f"b{i}" for i in range(30)]})
+        assert more.status_code == 422
+        assert "50" in more.json()["detail"]
+        kept = (await client.get(f"/v1/conversations/{conversation}")).json()
+    assert len(kept["tags"]) == 30
