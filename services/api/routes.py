@@ -57,6 +57,7 @@ CURSOR_MAX_LENGTH = 512
 
 
 def _encode_cursor(row: ConversationRow) -> str:
+    assert row.id is not None  # a row read from the database
     raw = QueueCursor.dump_json((row.priority_rank, row.queue_due_at, row.id))
     return base64.urlsafe_b64encode(raw).decode()
 
