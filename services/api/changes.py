@@ -169,7 +169,12 @@ async def conversation_events(
     request: Request,
     _key: ReadKey,
     team: str | None = None,
-    last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
+    last_event_id: str | None = Header(
+        default=None,
+        alias="Last-Event-ID",
+        pattern=r"^[0-9]{1,18}$",
+        description="The id of the last event received (a stream sequence): resume after it.",
+    ),
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events of conversation changes; reconnect with Last-Event-ID to resume.
 
@@ -179,7 +184,7 @@ async def conversation_events(
     broker: NatsBroker = request.app.state.broker
     settings: Settings = request.app.state.settings
     js = broker.connection.jetstream()
-    if last_event_id and last_event_id.isdigit():
+    if last_event_id is not None:
         start = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=int(last_event_id) + 1
         )

@@ -255,3 +255,11 @@ async def test_a_conversation_keeps_at_most_fifty_tags(api: Api) -> None:
         assert "50" in more.json()["detail"]
         kept = (await client.get(f"/v1/conversations/{conversation}")).json()
     assert len(kept["tags"]) == 30
+
+
+@pytest.mark.parametrize("last_event_id", [str(2**70), "abc", "-1", "1.5", ""])
+async def test_a_forged_last_event_id_is_a_422(api: Api, last_event_id: str) -> None:
+    async with api.client(Scope.READ) as client:
+        response = await client.get("/v1/events", headers={"Last-Event-ID": last_event_id})
+    assert response.status_code == 422
+    assert response.json()["detail"]
