@@ -4,8 +4,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.ratelimit import parse_rule
 
 
 class Settings(BaseSettings):
@@ -101,6 +103,20 @@ class Settings(BaseSettings):
         description="Unassign a conversation whose customer waited this long; 0: never.",
     )
     log_level: str = Field(default="INFO", description="Root log level.")
+    api_rate_limit_per_key: str = Field(
+        default="100/second;3000/minute",
+        description="Requests each API key may make to an api replica (429 past it), in the"
+        " `limits` notation: `N/second;M/minute`.",
+    )
+    api_rate_limit_per_address: str = Field(
+        default="200/second;6000/minute",
+        description="Requests each client address may make to an api replica (429 past it).",
+    )
+    api_auth_failure_limit: str = Field(
+        default="20/minute",
+        description="Failed authentications a client address may make before its requests"
+        " are refused (429) until the window passes.",
+    )
 
     meta_app_secrets: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -185,6 +201,14 @@ class Settings(BaseSettings):
         """The language a page falls back to."""
         languages = self.languages_of(account_id)
         return languages[0] if languages else self.default_language
+
+    @field_validator(
+        "api_rate_limit_per_key", "api_rate_limit_per_address", "api_auth_failure_limit"
+    )
+    @classmethod
+    def _a_rate_limit(cls, rule: str) -> str:
+        parse_rule(rule)
+        return rule
 
     @property
     def sqlalchemy_url(self) -> str:

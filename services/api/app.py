@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.api import projector
 from services.api.actions import router as actions_router
 from services.api.admin import router as admin_router
+from services.api.auth import ApiLimits
 from services.api.changes import ChangeFeed
 from services.api.changes import router as events_router
 from services.api.housekeeping import Housekeeper
@@ -279,6 +280,7 @@ def build(settings: Settings) -> ServiceSpec:
             "housekeeper": housekeeper,
             "changes": api.changes,
             "broker": broker,
+            "limits": ApiLimits(settings, metrics.rate_limited),
         },
     )
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import Counter
 from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,6 +14,8 @@ from sqlmodel import col
 
 from shared.events import utcnow
 from shared.models import ApiKeyRow, Scope
+from shared.ratelimit import RateLimit, retry_after
+from shared.settings import Settings
 
 KEY_PREFIX = "dmd_"
 _SCOPE_ORDER = {Scope.READ: 0, Scope.AGENT: 1, Scope.ADMIN: 2}
@@ -21,6 +24,38 @@ _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An API key from `dmdesk apikey create`."
 )
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+
+
+class ApiLimits:
+    """The api's rate limits: per key, per client address, and on failed authentication."""
+
+    def __init__(self, settings: Settings, rejected: Counter) -> None:
+        self.per_key = RateLimit(settings.api_rate_limit_per_key)
+        self.per_address = RateLimit(settings.api_rate_limit_per_address)
+        self.auth_failures = RateLimit(settings.api_auth_failure_limit)
+        self.rejected = rejected
+
+    def too_many(self, wait: float, reason: str) -> HTTPException:
+        """The 429 to raise, counted by reason."""
+        self.rejected.labels(reason).inc()
+        return HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many requests: {_REASONS[reason]}",
+            headers=retry_after(wait),
+        )
+
+
+_REASONS = {
+    "auth_failures": "too many failed authentications from this address; wait",
+    "address": "this address's rate limit is reached",
+    "key": "this API key's rate limit is reached",
+}
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 class Principal(BaseModel):
@@ -77,14 +112,21 @@ async def authenticated(
     header_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
-    """The caller's key (X-API-Key or a bearer token), or 401 with the reason."""
+    """The caller's key (X-API-Key or a bearer token), or 401 with the reason.
+
+    429 with ``Retry-After`` past a rate limit: the client address's, the key's, or, after
+    repeated failed authentications from an address, every request from it for a while.
+    """
+    limits: ApiLimits = request.app.state.limits
+    address = request.client.host if request.client else "unknown"
+    if (wait := await limits.auth_failures.exhausted(address)) is not None:
+        raise limits.too_many(wait, "auth_failures")
+    if (wait := await limits.per_address.hit(address)) is not None:
+        raise limits.too_many(wait, "address")
     secret = header_key or (bearer.credentials if bearer else None)
     if not secret:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="missing API key: send X-API-Key or Authorization: Bearer",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        await limits.auth_failures.hit(address)
+        raise _unauthorized("missing API key: send X-API-Key or Authorization: Bearer")
     # A session of its own, closed at once: a long response (the event stream) must not
     # hold a transaction, and on SQLite a transaction holds the write lock.
     sessions: async_sessionmaker[AsyncSession] = request.app.state.read_sessions
@@ -98,11 +140,10 @@ async def authenticated(
             )
         ).scalar_one_or_none()
     if row is None or row.id is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="unknown or revoked API key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        await limits.auth_failures.hit(address)
+        raise _unauthorized("unknown or revoked API key")
+    if (wait := await limits.per_key.hit(str(row.id))) is not None:
+        raise limits.too_many(wait, "key")
     return Principal(key_id=row.id, name=row.name, scope=Scope(row.scope))
 
 

@@ -40,6 +40,7 @@ class ApiMetrics:
     queue_depth: Gauge = field(init=False)
     oldest_waiting: Gauge = field(init=False)
     next_deadline: Gauge = field(init=False)
+    rate_limited: Counter = field(init=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -100,6 +101,12 @@ class ApiMetrics:
             "dmdesk_conversation_changes_total",
             "Conversation states published on dm.conversation.changed (published, failed).",
             ["outcome"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "dmdesk_api_rate_limited_total",
+            "Requests refused with 429, by reason (key, address, auth_failures).",
+            ["reason"],
             registry=r,
         )
         self.queue_depth = Gauge(

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import Counter
 
 from services.api import projector
-from services.api.auth import create_key
+from services.api.auth import ApiLimits, create_key
 from services.api.routes import router
 from shared.db import create_engine, migrate, session_factory, transaction
 from shared.events import (
@@ -22,6 +23,7 @@ from shared.events import (
     Priority,
 )
 from shared.models import Scope
+from shared.settings import Settings
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -49,6 +51,7 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.include_router(router)
     app.state.sessions = app.state.read_sessions = session_factory(engine)
+    app.state.limits = ApiLimits(Settings(), Counter("rejected", "", ["reason"], registry=None))
     seeds = [
         classified("low-early", Priority.LOW, 0),
         classified("normal-late", Priority.NORMAL, 30),
