@@ -25,8 +25,15 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
 from shared.events import DeadLetter
+from shared.logs import error_fields
 from shared.settings import Settings
-from shared.streams import MSG_ID_HEADER, Consumer, consumer_config, dead_letter_subject
+from shared.streams import (
+    MSG_ID_HEADER,
+    Consumer,
+    consumer_config,
+    dead_letter_subject,
+    is_dead_letter,
+)
 from shared.tasks import stop_task
 
 logger = logging.getLogger("dmdesk.bus")
@@ -344,6 +351,9 @@ async def settle_failure(
     deliveries = metadata.num_delivered or 1
     permanent = isinstance(error, PERMANENT_ERRORS)
     unavailable = dependency_unavailable(error)
+    if is_dead_letter(msg.subject):
+        await _keep_dead_letter(msg, error, deliveries, permanent=permanent, stage=stage)
+        return
     if permanent or (deliveries >= settings.max_deliveries and not unavailable):
         await _dead_letter(msg, error, deliveries, stage=stage, settings=settings, broker=broker)
         await msg.ack()
@@ -356,9 +366,33 @@ async def settle_failure(
             "subject": msg.subject,
             "deliveries": deliveries,
             "delay_s": delay,
-            "error_type": type(error).__name__,
             "dependency_unavailable": unavailable,
-        },
+        }
+        | error_fields(error),
+    )
+    await msg.nak(delay=delay)
+
+
+async def _keep_dead_letter(
+    msg: Msg, error: Exception, deliveries: int, *, permanent: bool, stage: str
+) -> None:
+    """A dead letter that could not be recorded stays in the stream: never a dead letter's.
+
+    One that does not even decode is terminated (it stays stored; replaying is by hand);
+    any other is redelivered with back-off until it is recorded.
+    """
+    fields = {"stage": stage, "subject": msg.subject, "deliveries": deliveries}
+    if permanent:
+        logger.error(
+            "dead letter unreadable; left in the stream",
+            extra=fields | {"stream_sequence": msg.metadata.sequence.stream} | error_fields(error),
+        )
+        await msg.term()
+        return
+    delay = redelivery_delay(deliveries)
+    logger.error(
+        "dead letter not recorded; redelivering",
+        extra=fields | {"delay_s": delay} | error_fields(error),
     )
     await msg.nak(delay=delay)
 
@@ -397,8 +431,8 @@ async def _dead_letter(
             "subject": msg.subject,
             "stream_sequence": sequence,
             "deliveries": deliveries,
-            "error_type": type(error).__name__,
-        },
+        }
+        | error_fields(error),
     )
 
 

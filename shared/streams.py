@@ -68,6 +68,11 @@ def dead_letter_subject(stage: str) -> str:
     return f"dm.dlq.{stage}"
 
 
+def is_dead_letter(subject: str) -> bool:
+    """Whether ``subject`` carries dead letters (which are never dead-lettered again)."""
+    return subject.startswith("dm.dlq.")
+
+
 def stream_config(settings: Settings) -> StreamConfig:
     """The one stream carrying every ``dm.>`` subject, on disk."""
     return StreamConfig(

@@ -41,6 +41,7 @@ from shared.db import (
     ping,
     read_engine,
     session_factory,
+    transaction,
 )
 from shared.events import (
     BotReply,
@@ -128,6 +129,46 @@ class Api:
         self.batches.append(
             BatchConsumer(
                 consumer, self.settings, handle, schema=event_type, title=f"project {name}"
+            )
+        )
+
+
+    def record_dead_letters(self) -> None:
+        """Record dead letters through the async engine, one transaction each.
+
+        Not through the writer: a dead letter is often there because the writer's path
+        failed, and recording it must not fail the same way. One that cannot be recorded
+        is never dead-lettered again (``settle_failure``): it stays in the stream, and
+        ``dmdesk_projection_failures_total{event="DeadLetter"}`` says so.
+        """
+        recorded = self.metrics.projected.labels(DeadLetter.__name__)
+        failed = self.metrics.projection_failures.labels(DeadLetter.__name__)
+
+        async def record(msg: Msg) -> None:
+            letter = DeadLetter.model_validate_json(msg.data)
+            async with transaction(self.sessions) as session:
+                await session.run_sync(projector.project_dead_letter, letter, self.metrics)
+
+        async def handle(messages: list[Msg]) -> None:
+            for msg in messages:
+                try:
+                    await record(msg)
+                except Exception as error:  # settled alone: redelivered, never dead-lettered
+                    failed.inc()
+                    await settle_failure(
+                        msg, error, stage=STAGE, settings=self.settings, broker=self.broker
+                    )
+                else:
+                    await msg.ack()
+                    recorded.inc()
+
+        self.batches.append(
+            BatchConsumer(
+                streams.API_DEAD_LETTER,
+                self.settings,
+                handle,
+                schema=DeadLetter,
+                title="record DeadLetter",
             )
         )
 
@@ -226,7 +267,7 @@ def build(settings: Settings) -> ServiceSpec:
         projector.project_outbound_requested,
     )
     api.project(streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result)
-    api.project(streams.API_DEAD_LETTER, DeadLetter, projector.project_dead_letter)
+    api.record_dead_letters()
     api.project(streams.API_CLOSED, ConversationClosed, projector.project_closed)
     broker.include_router(router)
 
