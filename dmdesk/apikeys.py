@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from services.api.auth import create_key, list_keys, revoke_key
-from shared.db import create_engine, migrate, session_factory, transaction
+from shared.db import create_engine, prepare, session_factory, transaction
 from shared.models import Scope
 from shared.settings import get_settings
 
@@ -14,7 +14,7 @@ from shared.settings import get_settings
 async def _run(args: argparse.Namespace) -> int:
     engine = create_engine(get_settings().sqlalchemy_url)
     try:
-        await migrate(engine)
+        await prepare(engine)
         sessions = session_factory(engine)
         async with transaction(sessions) as session:
             if args.action == "create":

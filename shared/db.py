@@ -9,6 +9,8 @@ from typing import Any
 import sqlalchemy
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, event, make_url, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -173,6 +175,39 @@ async def migrate(engine: AsyncEngine) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
+
+
+class UnfitDatabaseError(RuntimeError):
+    """The database cannot hold what dmdesk writes; the message says what to do."""
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def prepare(engine: AsyncEngine) -> None:
+    """Check the database can hold what dmdesk writes, migrate it, and check it is current.
+
+    PostgreSQL must store text as UTF8: in SQL_ASCII a driver hands back bytes, and every
+    projection would fail. Raises :class:`UnfitDatabaseError` with what to do.
+    """
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as connection:
+            encoding = str((await connection.execute(text("SHOW server_encoding"))).scalar_one())
+        if encoding.upper() not in {"UTF8", "UTF-8"}:
+            raise UnfitDatabaseError(
+                f"the database {engine.url.database} has the encoding {encoding}; dmdesk"
+                " needs UTF8 (CREATE DATABASE ... ENCODING UTF8 TEMPLATE template0)"
+            )
+    await migrate(engine)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    async with engine.connect() as connection:
+        current = await connection.run_sync(_current_revision)
+    if current != head:
+        raise UnfitDatabaseError(
+            f"the database schema is at migration {current}, not {head}: is a newer dmdesk"
+            " writing to it? Run one version of the api per database."
+        )
 
 
 async def ping(engine: AsyncEngine) -> None:

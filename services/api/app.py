@@ -1,6 +1,7 @@
 """The api service: projects every ``dm.*`` event into the database and serves the REST API."""
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -35,10 +36,11 @@ from shared.bus import (
     stage_router,
 )
 from shared.db import (
+    UnfitDatabaseError,
     create_engine,
     create_sync_engine,
-    migrate,
     ping,
+    prepare,
     read_engine,
     session_factory,
     transaction,
@@ -63,6 +65,7 @@ from shared.settings import Settings, get_settings
 from shared.tasks import stop_task
 
 STAGE = "api"
+logger = logging.getLogger("dmdesk.api")
 EventT = TypeVar("EventT", bound=BaseModel)
 Projection = Callable[[Session, EventT, ApiMetrics], object]
 
@@ -131,7 +134,6 @@ class Api:
                 consumer, self.settings, handle, schema=event_type, title=f"project {name}"
             )
         )
-
 
     def record_dead_letters(self) -> None:
         """Record dead letters through the async engine, one transaction each.
@@ -274,7 +276,11 @@ def build(settings: Settings) -> ServiceSpec:
     background: list[asyncio.Task[None]] = []
 
     async def start() -> None:
-        await migrate(engine)
+        try:
+            await prepare(engine)
+        except UnfitDatabaseError as unfit:
+            logger.critical("database unfit; the api does not start", extra={"reason": str(unfit)})
+            raise
         background.append(asyncio.create_task(scheduler.run(), name="sla-scheduler"))
         background.append(
             asyncio.create_task(metrics.keep_gauges_fresh(read_sessions), name="queue-gauges")
