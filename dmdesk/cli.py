@@ -45,6 +45,7 @@ def _up(args: argparse.Namespace) -> int:
         asyncio.run(Supervisor(child_settings, env).run())
     finally:
         if nats is not None:
+            print("dmdesk: stopping NATS", flush=True)
             nats.stop()
     return 0
 

@@ -72,7 +72,11 @@ class NatsServer:
         output = subprocess.DEVNULL
         if self.log_file is not None:
             command += ["--log", str(self.log_file)]
-        self.process = subprocess.Popen(command, stdout=output, stderr=output)  # noqa: S603
+        # A session of its own: Ctrl-C on `dmdesk up` reaches the supervisor, which stops
+        # the services first; NATS, which they need to stop cleanly, is stopped last.
+        self.process = subprocess.Popen(  # noqa: S603
+            command, stdout=output, stderr=output, start_new_session=True
+        )
         self._wait_until_listening()
 
     def _wait_until_listening(self) -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ async def test_dmdesk_up_runs_the_stack_restarts_a_dead_child_and_stops_on_ctrl_
         env=env,
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # a process group of its own, as in a terminal
     )
 
     def output() -> str:
@@ -101,8 +103,16 @@ async def test_dmdesk_up_runs_the_stack_restarts_a_dead_child_and_stops_on_ctrl_
         assert (tmp_path / "data" / "dmdesk.db").exists()
         assert (tmp_path / "data" / "nats").is_dir()
     finally:
-        up.send_signal(signal.SIGINT)
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
         code = await asyncio.wait_for(up.wait(), 60)
         log.close()
-    assert code == 0, output()
-    assert "stopped" in output()
+    text = output()
+    assert code == 0, text
+    assert "killing it" not in text, text
+    # Every service stops gracefully while NATS still runs; NATS stops last.
+    stops = text.split("stopping every service", 1)[1]
+    stopping_nats = stops.index("dmdesk: stopping NATS")
+    for name in ports:
+        stopped = re.search(rf"^{name} *\|.* service stopped", stops, re.MULTILINE)
+        assert stopped is not None, text
+        assert stopped.start() < stopping_nats, text
