@@ -24,6 +24,7 @@ from services.api.idempotency import IdempotencyKey, committing_once, idempotent
 from services.api.metrics import ApiMetrics
 from services.api.routes import conversation_detail, queue_order
 from services.api.schemas import (
+    KEYED,
     MAX_TAGS,
     AssignRequest,
     ClaimRequest,
@@ -54,7 +55,7 @@ router = APIRouter(
     prefix="/v1",
     tags=["agent actions"],
     responses={
-        401: {"model": Problem},
+        **KEYED,
         403: {"model": Problem},
         404: {"model": Problem},
         409: {"model": Problem, "description": "Idempotency-Key conflict"},

@@ -15,7 +15,7 @@ from sqlmodel import col
 from services.api.auth import AdminKey, AgentKey, ReadKey
 from services.api.deps import ReadSessionDep, RowId, SessionDep, committing
 from services.api.idempotency import IdempotencyKey, committing_once, idempotent
-from services.api.schemas import Problem
+from services.api.schemas import KEYED, Problem
 from shared.business_hours import Calendar
 from shared.events import Category, Channel, Priority, utcnow
 from shared.models import (
@@ -34,7 +34,7 @@ from shared.streams import MSG_ID_HEADER
 router = APIRouter(
     prefix="/v1",
     tags=["administration"],
-    responses={401: {"model": Problem}, 403: {"model": Problem}},
+    responses={**KEYED, 403: {"model": Problem}},
 )
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from services.api.auth import ReadKey
+from services.api.schemas import KEYED
 from shared.bus import publish_event
 from shared.events import Channel, ConversationChanged, Priority
 from shared.models import ContactRow, ConversationRow
@@ -161,7 +162,7 @@ class ChangeFeed:
             )
 
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(prefix="/v1", tags=["events"], responses=KEYED)
 
 
 @router.get("/events", response_class=EventSourceResponse)

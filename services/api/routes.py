@@ -14,6 +14,7 @@ from sqlmodel import col
 from services.api.auth import ReadKey
 from services.api.deps import ReadSessionDep, RowId
 from services.api.schemas import (
+    KEYED,
     ContactOut,
     ConversationDetail,
     MessageOut,
@@ -35,7 +36,7 @@ from shared.models import (
     unresolved,
 )
 
-router = APIRouter(prefix="/v1", tags=["queue"], responses={401: {"model": Problem}})
+router = APIRouter(prefix="/v1", tags=["queue"], responses=KEYED)
 
 UNASSIGNED = "none"
 

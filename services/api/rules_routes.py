@@ -20,7 +20,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.auth import AdminKey, ReadKey
-from services.api.schemas import Problem
+from services.api.schemas import KEYED, Problem
 from services.responder.decide import Decision, decide
 from services.responder.faq import FaqIndex, load_knowledge_base
 from services.responder.live_rules import encode_document, open_rules_bucket, read_document
@@ -160,7 +160,7 @@ def rules_router(get_js: Callable[[], JetStreamContext], settings: Settings) -> 
     router = APIRouter(
         prefix="/v1",
         tags=["rules"],
-        responses={401: {"model": Problem}, 403: {"model": Problem}},
+        responses={**KEYED, 403: {"model": Problem}},
     )
 
     async def stored() -> tuple[dict[str, Any] | None, int]:

@@ -110,6 +110,17 @@ class Problem(BaseModel):
     detail: str
 
 
+KEYED: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing, unknown or revoked API key."},
+    429: {
+        "model": Problem,
+        "description": "A rate limit is reached: retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+}
+"""The answers of every endpoint that needs an API key, besides its own."""
+
+
 class SlaClockOut(BaseModel):
     """One SLA target measured on the conversation."""
 

@@ -4,6 +4,8 @@ The api runs as a real process against its own nats-server and a SQLite file;
 every operation is called with an admin key and hypothesis-generated input.
 """
 
+import base64
+import json
 import subprocess
 import sys
 import time
@@ -13,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from schemathesis import checks
 
 from dmdesk.natsserver import NatsServer, free_port
@@ -38,6 +41,11 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
             "DMDESK_DATA_DIR": str(workdir / "data"),
             "DMDESK_API_PORT": str(port),
             "DMDESK_LOG_LEVEL": "WARNING",
+            # Thousands of calls a minute, some without a key: the limits have tests of
+            # their own (tests/integration/test_api_limits.py).
+            "DMDESK_API_RATE_LIMIT_PER_KEY": "100000/second",
+            "DMDESK_API_RATE_LIMIT_PER_ADDRESS": "100000/second",
+            "DMDESK_API_AUTH_FAILURE_LIMIT": "100000/second",
         }
         log = (workdir / "api.log").open("wb")
         api = subprocess.Popen(
@@ -97,3 +105,42 @@ def test_api_honours_its_openapi_document(api_url: tuple[str, str]) -> None:
         except Exception as exc:
             failures[operation.label] = str(exc)[:2000]
     assert failures == {}
+
+
+JSON_SCALARS = (
+    st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=30)
+    | st.datetimes(timezones=st.none() | st.timezones()).map(lambda d: d.isoformat())
+)
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+
+
+def cursor_of(payload: object) -> str:
+    text = payload if isinstance(payload, Deep) else json.dumps(payload)
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+class Deep(str):
+    """JSON text nested too deep for Python's json module to build or write."""
+
+
+@example(payload=Deep("[" * 3000 + "]" * 3000))
+@example(payload=[float("inf"), "2026-01-01T00:00:00+00:00", 1])
+@example(payload=[1, "9999-12-31T23:59:59-23:59", 2**70])
+@given(
+    payload=st.tuples(JSON_VALUES, JSON_VALUES, JSON_VALUES).map(list)
+    | st.tuples(st.integers(), JSON_SCALARS, st.integers()).map(list)
+    | JSON_VALUES
+)
+@settings(max_examples=150, deadline=None, derandomize=True)
+def test_a_forged_queue_cursor_never_gets_a_server_error(
+    api_url: tuple[str, str], payload: object
+) -> None:
+    url, key = api_url
+    response = httpx.get(
+        f"{url}/v1/queue", params={"cursor": cursor_of(payload)}, headers={"X-API-Key": key}
+    )
+    assert response.status_code in {200, 400, 422}, response.text
