@@ -34,6 +34,8 @@ class ApiLimits:
         self.per_address = RateLimit(settings.api_rate_limit_per_address)
         self.auth_failures = RateLimit(settings.api_auth_failure_limit)
         self.rejected = rejected
+        for reason in _REASONS:  # every series from the start, so rate() sees the first
+            rejected.labels(reason)
 
     def too_many(self, wait: float, reason: str) -> HTTPException:
         """The 429 to raise, counted by reason."""
