@@ -69,6 +69,24 @@ def error_fields(error: BaseException) -> dict[str, Any]:
     }
 
 
+_TRACEBACK = "Traceback (most recent call last)"
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<name>.+)$')
+
+
+def redacted_traceback(text: str) -> str:
+    """A traceback printed as text, with its frames kept and everything else redacted.
+
+    Source lines are dropped (they can quote literals); exception lines are redacted.
+    """
+    lines: list[str] = []
+    for line in text.splitlines():
+        if frame := _FRAME.match(line):
+            lines.append(f"  at {frame['file']}:{frame['line']} in {frame['name']}")
+        elif line and not line[0].isspace():
+            lines.append(redacted(line))
+    return "\n".join(lines)
+
+
 class RedactingJsonFormatter(JsonFormatter):
     """JSON lines whose tracebacks are redacted (see :func:`error_fields`).
 
@@ -76,6 +94,12 @@ class RedactingJsonFormatter(JsonFormatter):
     faststream, SQLAlchemy) goes through this: an exception's message often quotes the
     values it failed on, and those can be a customer's text.
     """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as JSON, a traceback logged as text (uvicorn's lifespan) redacted."""
+        if isinstance(record.msg, str) and record.msg.startswith(_TRACEBACK):
+            record.msg, record.args = redacted_traceback(record.msg), ()
+        return super().format(record)
 
     def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
         """The exception's type, redacted message and frames, each cause after it."""
