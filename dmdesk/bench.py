@@ -22,7 +22,10 @@ reply's arrival is timed. Then, in one run:
    even if every service did nothing but its publishes and deliveries, at raw nats-py
    speed (a KV read, a request, is not counted, so the ceiling is generous).
 
-Peak memory is each service's VmHWM from ``/proc/<pid>/status``. ``--profile DIR``
+Peak memory is each service's VmHWM from ``/proc/<pid>/status``; ``cpu_ms_per_dm`` is
+the CPU time (user + system, ``/proc/<pid>/stat``) each service and the nats-server
+spent during the saturation phase, divided by the DMs routed in it, and their total
+(with ``--use-running``, for the pids given). ``--profile DIR``
 samples every service with py-spy during the saturation phase (py-spy must be on PATH
 or beside Python; it is not a dmdesk dependency) and prints where time goes.
 """
@@ -320,6 +323,7 @@ class Endpoints:
     nats_url: str
     database_url: str
     pids: dict[str, int] = field(default_factory=dict)
+    nats_pid: int | None = None
 
 
 class EmbeddedStack:
@@ -351,6 +355,7 @@ class EmbeddedStack:
             nats_url=self.nats.url,
             database_url=self.database_url,
             pids={name: process.pid for name, process in self.processes.items()},
+            nats_pid=self.nats.process.pid if self.nats.process else None,
         )
 
     def env(self) -> dict[str, str]:
@@ -579,6 +584,32 @@ def peak_rss_mb(pids: dict[str, int]) -> dict[str, float | None]:
         line = next((ln for ln in status.splitlines() if ln.startswith("VmHWM:")), "")
         peaks[name] = round(int(line.split()[1]) / 1024, 1) if line else None
     return peaks
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float | None]:
+    """Each process's CPU time so far (user + system, ``/proc/<pid>/stat``), None if unknown."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float | None] = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            used[name] = None
+            continue
+        used[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return used
+
+
+def cpu_ms_per_dm(
+    before: dict[str, float | None], after: dict[str, float | None], dms: int
+) -> dict[str, float | None]:
+    """CPU milliseconds each process spent per DM between two readings, and their total."""
+    spent: dict[str, float | None] = {}
+    for name, start in before.items():
+        end = after.get(name)
+        spent[name] = None if start is None or end is None else round((end - start) * 1000 / dms, 3)
+    known = [ms for ms in spent.values() if ms is not None]
+    return spent | {"total": round(sum(known), 3) if len(known) == len(spent) else None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -830,24 +861,46 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
         figures["bot_reply_p99_ms"] = summary(bot)["p99_ms"]
         figures["bot_replies_measured"] = bool(bot)
 
-        _log(f"saturation: {options.burst} DMs, {options.burst_batch} per webhook")
-        burst, sent = make_dms(f"b{run}", options.burst), Sent()
-        traffic_before = await bus_count(endpoints.nats_url)
-        started = time.time()
-        async with profiled(endpoints.pids, options.profile_dir):
-            took = await flood(client, burst, options.burst_batch, sent, options.app_secret)
-            settled = await wait_routed(engine, f"b{run}", len(burst), options.settle_timeout)
-            finished = time.time()
-        traffic_after = await bus_count(endpoints.nats_url)
-        done = await routed(engine, f"b{run}")
-        if settled >= len(burst):
-            finished = max(done.values(), default=finished)
-        # Every DM of this run routed while saturated counts, the offered phase's backlog too.
-        routed_in_window = sum(
-            started <= moment <= finished
-            for moment in [*done.values(), *(await routed(engine, f"o{run}")).values()]
-        )
-        figures["saturation"] = {
+        figures |= await saturate(options, endpoints, client, engine, run)
+        figures |= await baseline_and_resources(figures, options, endpoints, stub)
+    finally:
+        await client.close()
+        await engine.dispose()
+    return figures
+
+
+async def saturate(
+    options: Options,
+    endpoints: Endpoints,
+    client: LoopbackClient,
+    engine: AsyncEngine,
+    run: str,
+) -> dict[str, Any]:
+    """The saturation phase: a burst as fast as ingest takes it; rate, bus traffic, CPU."""
+    _log(f"saturation: {options.burst} DMs, {options.burst_batch} per webhook")
+    burst, sent = make_dms(f"b{run}", options.burst), Sent()
+    traffic_before = await bus_count(endpoints.nats_url)
+    measured = endpoints.pids | (
+        {"nats-server": endpoints.nats_pid} if endpoints.nats_pid is not None else {}
+    )
+    cpu_before = cpu_seconds(measured)
+    started = time.time()
+    async with profiled(endpoints.pids, options.profile_dir):
+        took = await flood(client, burst, options.burst_batch, sent, options.app_secret)
+        settled = await wait_routed(engine, f"b{run}", len(burst), options.settle_timeout)
+        finished = time.time()
+    cpu_after = cpu_seconds(measured)
+    traffic_after = await bus_count(endpoints.nats_url)
+    done = await routed(engine, f"b{run}")
+    if settled >= len(burst):
+        finished = max(done.values(), default=finished)
+    # Every DM of this run routed while saturated counts, the offered phase's backlog too.
+    routed_in_window = sum(
+        started <= moment <= finished
+        for moment in [*done.values(), *(await routed(engine, f"o{run}")).values()]
+    )
+    figures: dict[str, Any] = {
+        "saturation": {
             "dms": len(burst),
             "dms_per_webhook": options.burst_batch,
             "ingest_accept_dms_per_s": round(len(sent.at) / took, 1),
@@ -855,15 +908,13 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
             "seconds_to_last_routed": round(finished - started, 2),
             "webhook_to_queued": summary(latency_ms(sent, done)),
         }
-        figures["saturation"]["routed_in_window_all_phases"] = routed_in_window
-        if settled >= len(burst):  # otherwise some of the burst's traffic is still to come
-            figures["bus"] = traffic_after.per_dm(traffic_before, len(burst))
-        figures["e2e_dms_per_s"] = round(routed_in_window / max(finished - started, 1e-9), 1)
-
-        figures |= await baseline_and_resources(figures, options, endpoints, stub)
-    finally:
-        await client.close()
-        await engine.dispose()
+    }
+    figures["saturation"]["routed_in_window_all_phases"] = routed_in_window
+    if settled >= len(burst):  # otherwise some of the burst's traffic is still to come
+        figures["bus"] = traffic_after.per_dm(traffic_before, len(burst))
+    figures["e2e_dms_per_s"] = round(routed_in_window / max(finished - started, 1e-9), 1)
+    if measured:
+        figures["cpu_ms_per_dm"] = cpu_ms_per_dm(cpu_before, cpu_after, max(routed_in_window, 1))
     return figures
 
 
@@ -959,6 +1010,14 @@ def report(figures: dict[str, Any]) -> str:
             else []
         ),
         "peak RSS (MB): " + ", ".join(f"{name} {mb}" for name, mb in figures["max_rss_mb"].items()),
+        *(
+            [
+                "CPU per routed DM while saturated (ms): "
+                + ", ".join(f"{name} {ms}" for name, ms in cpu.items())
+            ]
+            if (cpu := figures.get("cpu_ms_per_dm"))
+            else []
+        ),
     ]
     for name, spots in figures.get("profile", {}).items():
         lines.append(f"profile {name} ({spots.get('samples', 0)} samples), self time:")

@@ -49,6 +49,11 @@ def test_a_short_benchmark_prints_one_json_object_with_every_figure() -> None:
     assert figures["bot_reply_p99_ms"] > 0
     assert figures["bot_replies_per_recipient_max"] == 1, "a bot reply was sent twice"
     assert set(figures["max_rss_mb"]) == SERVICES
+    cpu = figures["cpu_ms_per_dm"]
+    assert set(cpu) == {*SERVICES, "nats-server", "total"}
+    assert all(ms is not None and ms >= 0 for ms in cpu.values())
+    assert cpu["total"] == pytest.approx(sum(ms for n, ms in cpu.items() if n != "total"), abs=0.01)
+    assert cpu["total"] > 0
     assert all(10 < mb < 1000 for mb in figures["max_rss_mb"].values())
 
     # Every saturation DM is handed to a team: one inbound, one classified and one
@@ -110,4 +115,9 @@ async def test_the_benchmark_measures_a_running_stack_with_its_own_app_secret(
     assert figures["saturation"]["routed"] == 30
     assert figures["e2e_dms_per_s"] > 0
     assert set(figures["max_rss_mb"]) == SERVICES
+    cpu = figures["cpu_ms_per_dm"]
+    assert set(cpu) == {*SERVICES, "total"}, "the pids given: the services, not NATS"
+    assert all(ms is not None and ms >= 0 for ms in cpu.values())
+    assert cpu["total"] == pytest.approx(sum(ms for n, ms in cpu.items() if n != "total"), abs=0.01)
+    assert cpu["total"] > 0
     assert figures["bus"]["stored_per_dm_by_subject"]["dm.handoff"] == 1.0
