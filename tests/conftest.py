@@ -25,6 +25,8 @@ from tests.stack import Stack, docker_available, started
 
 POSTGRES_ENV = "DMDESK_TEST_POSTGRES_URL"
 NATS_ENV = "DMDESK_TEST_NATS_URL"
+NATS_IMAGE = "nats:2.12"
+POSTGRES_IMAGE = "postgres:16-alpine"
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +35,10 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url := os.environ.get(NATS_ENV):
         yield url
         return
-    if docker_available():
+    if docker_available(NATS_IMAGE):
         from testcontainers.nats import NatsContainer
 
-        with NatsContainer(jetstream=True) as container:
+        with NatsContainer(NATS_IMAGE, jetstream=True) as container:
             yield container.nats_uri()
         return
     with NatsServer(tmp_path_factory.mktemp("nats")) as server:
@@ -67,10 +69,10 @@ def postgres_admin_url() -> Iterator[str | None]:
     if url := os.environ.get(POSTGRES_ENV):
         yield url
         return
-    if docker_available():
+    if docker_available(POSTGRES_IMAGE):
         from testcontainers.postgres import PostgresContainer
 
-        with PostgresContainer("postgres:16-alpine", driver="asyncpg") as container:
+        with PostgresContainer(POSTGRES_IMAGE, driver="asyncpg") as container:
             yield container.get_connection_url()
         return
     yield None

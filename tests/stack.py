@@ -37,12 +37,21 @@ def rules_with_calendars(hours: dict[str, list[str]]) -> dict[str, Any]:
     return with_calendar_hours(load_rule_set_document(), hours)
 
 
-def docker_available() -> bool:
-    """Whether a Docker engine answers (testcontainers needs one)."""
+def docker_available(image: str) -> bool:
+    """Whether a Docker engine answers and has ``image`` or can pull it (testcontainers).
+
+    An engine with no registry in reach (this project's CI starts one for the compose
+    test) is no use to testcontainers unless the image is already there.
+    """
     try:
         import docker
 
-        docker.from_env().ping()
+        client = docker.from_env()
+        client.ping()
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            client.images.pull(image)
     except Exception:
         return False
     return True
