@@ -25,7 +25,7 @@ from pydantic import (
     field_validator,
 )
 
-from shared.events import Category, Contact, Priority
+from shared.events import Category, Contact, CriticalSignal, Priority
 from shared.settings import get_settings
 
 DEFAULT_POLICY = Path(__file__).parent / "priority_policy.yaml"
@@ -58,6 +58,16 @@ def _compiles(pattern: str) -> str:
 
 
 Pattern = Annotated[str, AfterValidator(_compiles)]
+
+
+CRITICAL_REASONS: dict[CriticalSignal, str] = {
+    CriticalSignal.SAFETY: "safety hazard",
+    CriticalSignal.LEGAL: "legal or regulatory threat",
+    CriticalSignal.DISCRIMINATION: "discrimination, harassment or abuse by staff",
+    CriticalSignal.PRESS: "press or public escalation",
+    CriticalSignal.PERSON_AT_RISK: "person at risk",
+    CriticalSignal.FRAUD: "fraud or account takeover",
+}
 
 
 class UrgencyWords(_Strict):
@@ -130,6 +140,7 @@ class Policy(_Strict):
 
     version: int = Field(default=1, ge=1, le=1)
     categories: dict[Category, Priority]
+    critical: dict[CriticalSignal, list[Pattern]] = Field(default_factory=dict)
     urgency_words: UrgencyWords = Field(default_factory=UrgencyWords)
     model: ModelThresholds = Field(default_factory=ModelThresholds)
     sentiment: SentimentRule = Field(default_factory=SentimentRule)
@@ -149,6 +160,20 @@ class Policy(_Strict):
         if missing:
             raise ValueError(f"no priority for categories: {', '.join(missing)}")
         return categories
+
+    @cached_property
+    def critical_patterns(self) -> dict[CriticalSignal, re.Pattern[str]]:
+        """Each critical signal's patterns as one compiled pattern."""
+        compiled = {signal: _alternatives(patterns) for signal, patterns in self.critical.items()}
+        return {signal: pattern for signal, pattern in compiled.items() if pattern is not None}
+
+    def critical_signals(self, text: str) -> list[tuple[CriticalSignal, str]]:
+        """The critical signals in ``text``, each with the words that showed it."""
+        return [
+            (signal, match.group(0))
+            for signal, pattern in self.critical_patterns.items()
+            if (match := pattern.search(text))
+        ]
 
     @cached_property
     def urgent_pattern(self) -> re.Pattern[str] | None:
@@ -206,10 +231,23 @@ class Signals:
     is_request: bool = False
     unanswered: int = 0
     priority_mass: Mapping[Priority, float] | None = None
+    # The critical signals already found in ``text``; None: find them here.
+    critical: Sequence[CriticalSignal] | None = None
 
 
 def decide(policy: Policy, signals: Signals) -> tuple[Priority, list[str]]:
-    """The priority of a message and the rules that set it, in the order they fired."""
+    """The priority of a message and the rules that set it, in the order they fired.
+
+    A critical signal makes it urgent before anything else (even spam or a message
+    request): those DMs can hurt the customer or the company.
+    """
+    critical = signals.critical
+    if critical is None:
+        critical = [signal for signal, _ in policy.critical_signals(signals.text)]
+    if critical:
+        return Priority.URGENT, [
+            f"{CRITICAL_REASONS[signal]} -> {Priority.URGENT.value}" for signal in critical
+        ]
     if signals.category is Category.SPAM:
         return policy.spam, [f"spam -> {policy.spam.value}"]
     priority = policy.categories[signals.category]
