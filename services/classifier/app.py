@@ -149,6 +149,7 @@ def build(settings: Settings) -> ServiceSpec:
         ),
         on_startup=(load_model,),
         on_shutdown=(follower.stop,),
+        state={"model_follower": follower},
         description="Tags every inbound DM; see docs/architecture.md.",
     )
 
