@@ -112,6 +112,18 @@ class Evaluation:
     per_language: list[tuple[str, Report, Report]] = field(default_factory=list)
     priority_checks: list[str] = field(default_factory=list)
     criticality: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        """Every headline figure by name (macro-F1s, per-language F1s, critical, spam)."""
+        figures = {model.name: model.macro_f1 for model, _ in self.reports}
+        figures.update(
+            {
+                f"own held-out {language} macro-F1": m.macro_f1
+                for language, m, _ in self.per_language
+            }
+        )
+        return figures | self.figures
 
     def lines(self) -> list[str]:
         """The whole evaluation as text."""
@@ -190,21 +202,25 @@ def evaluate(complaints_path: Path | None, classifier: Classifier | None = None)
     evaluation.priority_checks = _urgent_check(banking_test, banking_model, baseline)
     critical_test = datasets.critical_examples(datasets.CRITICAL_SIGNALS_TEST)
     critical_predictions = model([example.text for example in critical_test])
+    figures = evaluation.figures
     evaluation.criticality = [
-        *critical_lines(critical_test, critical_predictions),
-        *short_dm_lines(classifier, datasets.short_dms(datasets.SHORT_DMS_TEST)),
+        *critical_lines(critical_test, critical_predictions, figures),
+        *short_dm_lines(classifier, datasets.short_dms(datasets.SHORT_DMS_TEST), figures),
         *spam_lines(
             [example.text for example in own_test if example.category.value != "spam"]
             + [example.text for example in critical_test]
             + [text for text, _ in datasets.short_dms(datasets.SHORT_DMS_TEST)],
             model,
+            figures,
         ),
     ]
     return evaluation
 
 
 def critical_lines(
-    examples: Sequence[datasets.CriticalExample], predictions: Sequence[Classification]
+    examples: Sequence[datasets.CriticalExample],
+    predictions: Sequence[Classification],
+    figures: dict[str, float],
 ) -> list[str]:
     """Urgent precision and recall on critical-signal DMs, per language and overall."""
     lines = [
@@ -229,6 +245,8 @@ def critical_lines(
         )
         precision = hits / sum(urgent) if sum(urgent) else 0.0
         recall = hits / gold if gold else 0.0
+        figures[f"critical {language} urgent precision"] = precision
+        figures[f"critical {language} urgent recall"] = recall
         lines.append(
             f"  {language}: precision {precision:.3f}  recall {recall:.3f}  "
             f"signal named {named}/{gold}  (n={len(pairs)}, critical {gold})"
@@ -236,12 +254,16 @@ def critical_lines(
     return lines
 
 
-def short_dm_lines(classifier: Classifier, dms: Sequence[tuple[str, str]]) -> list[str]:
-    """Language accuracy on short DMs: the detector, and lingua low-accuracy alone before."""
+def short_dm_lines(
+    classifier: Classifier, dms: Sequence[tuple[str, str]], figures: dict[str, float]
+) -> list[str]:
+    """Language accuracy of the detector on short DMs, and how many it leaves unsure."""
     detected = classifier.languages.detect_batch([text for text, _ in dms])
     right = sum(found.language == gold for found, (_, gold) in zip(detected, dms, strict=True))
     unsure = sum(found.language is None for found in detected)
     wrong = len(dms) - right - unsure
+    figures["short DMs language right"] = right / len(dms)
+    figures["short DMs language wrong"] = wrong / len(dms)
     lines = [f"short DMs, language (n={len(dms)})"]
     lines.append(
         f"  detector: right {right / len(dms):.3f}, wrong {wrong / len(dms):.3f}, "
@@ -257,10 +279,13 @@ def short_dm_lines(classifier: Classifier, dms: Sequence[tuple[str, str]]) -> li
     return lines
 
 
-def spam_lines(customer_texts: Sequence[str], model: Predictor) -> list[str]:
+def spam_lines(
+    customer_texts: Sequence[str], model: Predictor, figures: dict[str, float]
+) -> list[str]:
     """The share of customer DMs (none of them spam) closed as spam without reply."""
     predictions = model(list(customer_texts))
     closed = sum(prediction.spam for prediction in predictions)
+    figures["spam false-positive rate"] = closed / len(predictions)
     review = sum(
         prediction.category.value == "spam" and not prediction.spam for prediction in predictions
     )
