@@ -163,16 +163,24 @@ class Policy(_Strict):
 
     @cached_property
     def critical_patterns(self) -> dict[CriticalSignal, re.Pattern[str]]:
-        """Each critical signal's patterns as one compiled pattern."""
-        compiled = {signal: _alternatives(patterns) for signal, patterns in self.critical.items()}
-        return {signal: pattern for signal, pattern in compiled.items() if pattern is not None}
+        """Each critical signal's patterns as one pattern, in lower case, for lower-case text.
+
+        Matching lower-cased text without IGNORECASE is 2-3 times faster here (the
+        patterns hold many accented letters), and every DM goes through them.
+        """
+        return {
+            signal: re.compile(r"\b(?:" + "|".join(f"(?:{_lower(p)})" for p in patterns) + r")\b")
+            for signal, patterns in self.critical.items()
+            if patterns
+        }
 
     def critical_signals(self, text: str) -> list[tuple[CriticalSignal, str]]:
         """The critical signals in ``text``, each with the words that showed it."""
+        lowered = text.lower()
         return [
             (signal, match.group(0))
             for signal, pattern in self.critical_patterns.items()
-            if (match := pattern.search(text))
+            if (match := pattern.search(lowered))
         ]
 
     @cached_property
@@ -210,6 +218,17 @@ class Policy(_Strict):
                 and sentiment <= weak.sentiment_at_or_below
             )
         )
+
+
+_ESCAPE_OR_TEXT = re.compile(r"\\.|[^\\]+")
+
+
+def _lower(pattern: str) -> str:
+    """``pattern`` in lower case, its escapes (``\\W``, ``\\S``...) kept as written."""
+    return _ESCAPE_OR_TEXT.sub(
+        lambda part: part.group(0) if part.group(0).startswith("\\") else part.group(0).lower(),
+        pattern,
+    )
 
 
 def _alternatives(patterns: Sequence[str]) -> re.Pattern[str] | None:
