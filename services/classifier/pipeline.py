@@ -26,13 +26,12 @@ from shared.events import (
 )
 
 # Promotional or scam markers: two of them make a message spam unless the model is sure
-# of something else.
+# of something else. Matched on lower-cased text (faster than IGNORECASE).
 _SPAM_MARKERS = re.compile(
     r"bit\.ly|tinyurl|t\.me/|telegram|crypto|bitcoin|forex|casino|giveaway|"
     r"\bfollowers?\b|\blikes\b|link in (?:my )?bio|click (?:here|the link)|"
     r"earn \$?\d+|make money|get rich|guaranteed|100% (?:free|safe)|\bprize\b|"
-    r"\bdm me\b|cheap|promo code|limited offer|verify (?:your|now)",
-    re.IGNORECASE,
+    r"\bdm me\b|cheap|promo code|limited offer|verify (?:your|now)"
 )
 SPAM_MARKERS_NEEDED = 2
 SPAM_OVERRIDE_BELOW = 0.8
@@ -265,7 +264,7 @@ def _spam_rule(
     asks the business nothing is closed; other spam-looking DMs keep the category spam
     for a person to review (``GET /v1/queue?category=spam``).
     """
-    markers = sorted({match.group(0).lower() for match in _SPAM_MARKERS.finditer(text)})
+    markers = sorted({match.group(0) for match in _SPAM_MARKERS.finditer(text.lower())})
     by_markers = len(markers) >= SPAM_MARKERS_NEEDED and (
         category is Category.SPAM or confidence < SPAM_OVERRIDE_BELOW
     )
