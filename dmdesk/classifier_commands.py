@@ -26,6 +26,7 @@ def output_record(classification: Classification) -> dict[str, Any]:
     """The JSON object ``dmdesk classify`` writes for one classification."""
     return {
         "language": classification.language,
+        "language_source": classification.language_source.value,
         "sentiment": classification.sentiment,
         "category": classification.category.value,
         "confidence": classification.confidence,
@@ -33,6 +34,7 @@ def output_record(classification: Classification) -> dict[str, Any]:
         "private_info": [finding.kind.value for finding in classification.private_info],
         "spam": classification.spam,
         "complaint": classification.complaint,
+        "critical": [signal.value for signal in classification.critical],
         "reasons": classification.reasons,
         "model_version": classification.model_version,
     }
