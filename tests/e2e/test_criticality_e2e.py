@@ -21,25 +21,15 @@ from services.classifier.training import correction_examples, train
 from shared.events import BotReply, ClassifiedMessage, Handoff
 from shared.settings import Settings
 from shared.streams import BOT_REPLY, CLASSIFIED, HANDOFF
+from tests.e2e.test_priority_queue import ROUTINE, dm
 from tests.stack import ROUND_THE_CLOCK, Stack, eventually, rules_with_calendars, stored
 
 pytestmark = pytest.mark.e2e
 
-ROUTINE = (
-    "Do you ship to Italy?",
-    "What are your opening hours on Saturday?",
-    "Can I pay with PayPal?",
-    "Is the blue jacket available in size M?",
-    "How long does delivery to Berlin take?",
-)
 HAZARD = (
     "La stufa elettrica che ho comprato da voi ha preso fuoco stanotte "
     "e mio figlio si è bruciato la mano"
 )
-
-
-def dm(mid: str, text: str, contact: str) -> dict[str, Any]:
-    return {"id": mid, "account_id": "page", "contact": {"id": contact}, "text": text}
 
 
 async def events(nats_url: str, subject: str) -> list[bytes]:
