@@ -162,9 +162,14 @@ async def classify_remembering_languages(
 ) -> list[Classification | Exception]:
     """:func:`classify_each` with the contacts' previous languages read from ``store``
     for the whole pull, and the languages the detector was sure of written back when
-    they changed."""
+    they changed. The bucket only helps: when it fails, the pull is classified without
+    it."""
     keys = [contact_key(message) for message in messages]
-    previous = await store.read(keys)
+    try:
+        previous = await store.read(keys)
+    except Exception as error:  # the languages help; they never stop classification
+        logger.warning("contact languages unreadable", extra={"error_type": type(error).__name__})
+        previous = {}
     outcomes = classify_each(classifier, messages, settings, previous)
     changed = {
         key: outcome.language
@@ -175,7 +180,12 @@ async def classify_remembering_languages(
         and previous.get(key) != outcome.language
     }
     if changed:
-        await store.write(changed)
+        try:
+            await store.write(changed)
+        except Exception as error:
+            logger.warning(
+                "contact languages not stored", extra={"error_type": type(error).__name__}
+            )
     return outcomes
 
 
