@@ -18,11 +18,12 @@ from services.classifier import datasets
 from services.classifier.language import LanguageDetection
 from services.classifier.stores import publish_model
 from services.classifier.training import correction_examples, train
+from services.responder.rules import ROUND_THE_CLOCK
 from shared.events import BotReply, ClassifiedMessage, Handoff
 from shared.settings import Settings
 from shared.streams import BOT_REPLY, CLASSIFIED, HANDOFF
 from tests.e2e.test_priority_queue import ROUTINE, dm
-from tests.stack import ROUND_THE_CLOCK, Stack, eventually, rules_with_calendars, stored
+from tests.stack import Stack, eventually, rules_with_calendars, stored
 
 pytestmark = pytest.mark.e2e
 
