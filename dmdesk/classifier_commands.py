@@ -26,6 +26,7 @@ def output_record(classification: Classification) -> dict[str, Any]:
     """The JSON object ``dmdesk classify`` writes for one classification."""
     return {
         "language": classification.language,
+        "language_source": classification.language_source.value,
         "sentiment": classification.sentiment,
         "category": classification.category.value,
         "confidence": classification.confidence,
@@ -33,6 +34,7 @@ def output_record(classification: Classification) -> dict[str, Any]:
         "private_info": [finding.kind.value for finding in classification.private_info],
         "spam": classification.spam,
         "complaint": classification.complaint,
+        "critical": [signal.value for signal in classification.critical],
         "reasons": classification.reasons,
         "model_version": classification.model_version,
     }
@@ -130,24 +132,118 @@ def _classify(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from services.classifier.model import DEFAULT_ARTIFACT  # noqa: PLC0415 (lazy: numpy)
-    from services.classifier.training import train  # noqa: PLC0415 (lazy: scikit-learn)
+def corrections_from_api(url: str, api_key: str) -> list[tuple[str | None, str | None]]:
+    """(text, corrected category) of every correction ``GET /v1/corrections`` lists.
 
-    report = train(Path(args.output) if args.output else DEFAULT_ARTIFACT)
+    Raises:
+        httpx.HTTPError: the API cannot be reached or refuses the key.
+    """
+    import httpx  # noqa: PLC0415 (lazy)
+
+    response = httpx.get(
+        f"{url.rstrip('/')}/v1/corrections",
+        params={"limit": 5000},
+        headers={"X-API-Key": api_key},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return [(row.get("text"), row.get("new_category")) for row in response.json()]
+
+
+async def corrections_from_database(url: str) -> list[tuple[str | None, str | None]]:
+    """(text, corrected category) of every correction stored in the database at ``url``."""
+    from sqlmodel import col, select  # noqa: PLC0415 (lazy)
+
+    from shared.db import create_engine, session_factory  # noqa: PLC0415 (lazy)
+    from shared.models import CorrectionRow, MessageRow  # noqa: PLC0415 (lazy)
+
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            rows = await session.execute(
+                select(col(MessageRow.text), col(CorrectionRow.new_category))
+                .join(MessageRow, col(MessageRow.id) == col(CorrectionRow.message_id))
+                .order_by(col(CorrectionRow.id))
+            )
+            return [(text, category) for text, category in rows]
+    finally:
+        await engine.dispose()
+
+
+def _train(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from services.classifier.model import DEFAULT_ARTIFACT  # noqa: PLC0415 (lazy: numpy)
+    from services.classifier.training import (  # noqa: PLC0415 (lazy: scikit-learn)
+        TrainingConfig,
+        correction_examples,
+        train,
+    )
+    from shared.settings import get_settings  # noqa: PLC0415
+
+    settings = get_settings()
+    pairs: list[tuple[str | None, str | None]] = []
+    if args.corrections_from_db is not None:
+        pairs += asyncio.run(
+            corrections_from_database(args.corrections_from_db or settings.sqlalchemy_url)
+        )
+    if args.corrections_url:
+        pairs += corrections_from_api(args.corrections_url, args.api_key or "")
+    corrections = correction_examples(pairs)
+    if pairs:
+        print(f"corrections: {len(corrections)} usable of {len(pairs)}")
+    output = Path(args.output) if args.output else DEFAULT_ARTIFACT
+    report = train(
+        output,
+        TrainingConfig(correction_weight=args.correction_weight),
+        corrections=corrections,
+    )
     print("\n".join(report.lines()))
+    if args.publish:
+        version = asyncio.run(_publish(output))
+        print(f"published {version} to the {settings.models_bucket} object store")
     return 0
+
+
+async def _publish(artefact: Path) -> str:
+    import nats  # noqa: PLC0415
+
+    from services.classifier.stores import publish_model  # noqa: PLC0415 (lazy: numpy)
+    from shared.settings import get_settings  # noqa: PLC0415
+
+    settings = get_settings()
+    client = await nats.connect(settings.nats_url.split(","))
+    try:
+        return await publish_model(client.jetstream(), settings, artefact)
+    finally:
+        await client.close()
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from services.classifier.evaluation import evaluate  # noqa: PLC0415 (lazy: heavy)
+    from services.classifier.model import load  # noqa: PLC0415 (lazy: numpy)
+    from services.classifier.pipeline import Classifier  # noqa: PLC0415 (lazy: heavy)
 
     complaints = Path(args.complaints)
     if not complaints.is_file():
         print(f"eval-classifier: no complaints set at {complaints}; skipping it", file=sys.stderr)
-    evaluation = evaluate(complaints if complaints.is_file() else None)
+    path = complaints if complaints.is_file() else None
+    evaluation = evaluate(path, Classifier(load(Path(args.model))) if args.model else None)
     print("\n".join(evaluation.lines()))
+    if args.before:
+        before = evaluate(path, Classifier(load(Path(args.before))))
+        print("\nbefore -> after (same held-out sets)")
+        print("\n".join(compare(before.summary(), evaluation.summary())))
     return 0
+
+
+def compare(before: dict[str, float], after: dict[str, float]) -> list[str]:
+    """One line per figure: before, after and the change."""
+    return [
+        f"  {name}: {before[name]:.4f} -> {value:.4f} ({value - before[name]:+.4f})"
+        for name, value in after.items()
+        if name in before
+    ]
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -170,6 +266,25 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     train.add_argument(
         "--output", help="artefact to write (default: the one shipped in the package)"
     )
+    train.add_argument(
+        "--corrections-from-db",
+        nargs="?",
+        const="",
+        metavar="DATABASE_URL",
+        help="add the agents' corrections stored in this database (default: DMDESK_DATABASE_URL)",
+    )
+    train.add_argument(
+        "--corrections-url", metavar="API_URL", help="add the corrections GET /v1/corrections lists"
+    )
+    train.add_argument("--api-key", help="read-scoped API key for --corrections-url")
+    train.add_argument(
+        "--correction-weight", type=float, default=3.0, help="weight of each correction"
+    )
+    train.add_argument(
+        "--publish",
+        action="store_true",
+        help="publish the artefact to the NATS model bucket: running classifiers load it",
+    )
     train.set_defaults(handler=_train)
     evaluate = commands.add_parser(
         "eval-classifier", help="measure the classifier and the keyword baseline on held-out data"
@@ -178,6 +293,10 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
         "--complaints",
         default=str(DEFAULT_COMPLAINTS),
         help="path of complaints-data.csv (read in place, never copied)",
+    )
+    evaluate.add_argument("--model", help="artefact to measure (default: the shipped one)")
+    evaluate.add_argument(
+        "--before", help="also measure this artefact and print before -> after for each figure"
     )
     evaluate.set_defaults(handler=_evaluate)
     bench = commands.add_parser("bench-classifier", help="DMs/s and peak memory of classification")

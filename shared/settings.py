@@ -151,6 +151,16 @@ class Settings(BaseSettings):
         default="dmdesk_contacts",
         description="NATS KV bucket where ingest remembers contacts (message requests).",
     )
+    contact_languages_bucket: str = Field(
+        default="dmdesk_contact_languages",
+        description="NATS KV bucket where the classifier keeps each contact's last detected"
+        " language (the fallback for short DMs).",
+    )
+    models_bucket: str = Field(
+        default="dmdesk_models",
+        description="NATS object store bucket the classifiers load their category model from"
+        " (`dmdesk train-classifier --publish`); they follow it without a restart.",
+    )
 
     send_adapter: Literal["log", "meta"] = Field(
         default="log",

@@ -3,14 +3,20 @@
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 
+from services.classifier.model import CategoryModel
 from services.classifier.pipeline import Classifier, ClassifyRequest
 from services.classifier.priority import PolicyStore
+from services.classifier.stores import (
+    ContactLanguages,
+    ModelFollower,
+    contact_key,
+)
 from shared import streams
 from shared.bus import (
     BatchConsumer,
@@ -20,7 +26,7 @@ from shared.bus import (
     settle_failure,
     stage_router,
 )
-from shared.events import Classification, ClassifiedMessage, InboundMessage
+from shared.events import Classification, ClassifiedMessage, InboundMessage, LanguageSource
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
 
@@ -55,10 +61,19 @@ def build(settings: Settings) -> ServiceSpec:
     # Loaded at start-up (about a second), not when the app is merely built.
     classifiers: list[Classifier] = []
 
+    def swap_model(model: CategoryModel) -> None:
+        classifiers[0].model = model
+
+    follower = ModelFollower(settings, swap_model)
+
     async def load_model() -> None:
-        classifiers.append(Classifier(policy=PolicyStore(settings.priority_policy)))
+        if not classifiers:
+            classifiers.append(Classifier(policy=PolicyStore(settings.priority_policy)))
+        await follower.start()
 
     broker = make_broker(settings, STAGE, registry)
+    # broker.connection exists only once connected: look it up at first use.
+    contact_languages = ContactLanguages(lambda: broker.connection.jetstream(), settings)  # noqa: PLW0108
     router = stage_router(STAGE, settings)
     classified_out = event_publisher(
         router, streams.CLASSIFIED, ClassifiedMessage, "Every customer DM with its classification."
@@ -78,7 +93,9 @@ def build(settings: Settings) -> ServiceSpec:
                 await msg.ack()
             else:
                 customers.append((msg, message))
-        outcomes = classify_each(classifiers[0], [message for _, message in customers])
+        outcomes = await classify_remembering_languages(
+            classifiers[0], contact_languages, [message for _, message in customers], settings
+        )
         classified = [
             i for i, outcome in enumerate(outcomes) if isinstance(outcome, Classification)
         ]
@@ -131,19 +148,70 @@ def build(settings: Settings) -> ServiceSpec:
             ),
         ),
         on_startup=(load_model,),
+        on_shutdown=(follower.stop,),
+        state={"model_follower": follower},
         description="Tags every inbound DM; see docs/architecture.md.",
     )
 
 
+async def classify_remembering_languages(
+    classifier: Classifier,
+    store: ContactLanguages,
+    messages: Sequence[InboundMessage],
+    settings: Settings,
+) -> list[Classification | Exception]:
+    """:func:`classify_each` with the contacts' previous languages read from ``store``
+    for the whole pull, and the languages the detector was sure of written back when
+    they changed. The bucket only helps: when it fails, the pull is classified without
+    it."""
+    keys = [contact_key(message) for message in messages]
+    try:
+        previous = await store.read(keys)
+    except Exception as error:  # the languages help; they never stop classification
+        logger.warning("contact languages unreadable", extra={"error_type": type(error).__name__})
+        previous = {}
+    outcomes = classify_each(classifier, messages, settings, previous)
+    changed = {
+        key: outcome.language
+        for key, outcome in zip(keys, outcomes, strict=True)
+        if isinstance(outcome, Classification)
+        and outcome.language_source is LanguageSource.DETECTOR
+        and outcome.language is not None
+        and previous.get(key) != outcome.language
+    }
+    if changed:
+        try:
+            await store.write(changed)
+        except Exception as error:
+            logger.warning(
+                "contact languages not stored", extra={"error_type": type(error).__name__}
+            )
+    return outcomes
+
+
 def classify_each(
-    classifier: Classifier, messages: Sequence[InboundMessage]
+    classifier: Classifier,
+    messages: Sequence[InboundMessage],
+    settings: Settings,
+    previous_languages: Mapping[str, str] | None = None,
 ) -> list[Classification | Exception]:
     """Each message's classification, in one batch (faster per DM than one by one).
 
+    Each is classified among its page's languages, with the contact's previous language
+    (``previous_languages``, by :func:`contact_key`) and the page's default as fallbacks.
     When the batch raises, each message is classified alone, so that the one the model
     fails on fails alone (redelivered, then dead-lettered) and the others go on.
     """
-    requests = [ClassifyRequest.from_message(message) for message in messages]
+    known = previous_languages or {}
+    requests = [
+        ClassifyRequest.from_message(
+            message,
+            languages=settings.languages_of(message.account_id),
+            default_language=settings.default_language_of(message.account_id),
+            previous_language=known.get(contact_key(message)),
+        )
+        for message in messages
+    ]
     try:
         return list(classifier.classify_batch(requests))
     except Exception:

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from shared.events import Category, Priority
+from shared.events import Category, CriticalSignal, Priority
 
 DATA_DIR = Path(__file__).parent / "data"
 BANKING77_DIR = DATA_DIR / "banking77"
@@ -26,6 +26,10 @@ OWN_EXAMPLES_TEST = DATA_DIR / "own_examples_test.jsonl"
 SOCIAL_EXAMPLES = DATA_DIR / "social_examples.jsonl"
 SOCIAL_EXAMPLES_TEST = DATA_DIR / "social_examples_test.jsonl"
 LABEL_MAP = DATA_DIR / "label_map.json"
+CRITICAL_SIGNALS = DATA_DIR / "critical_signals.jsonl"
+CRITICAL_SIGNALS_TEST = DATA_DIR / "critical_signals_test.jsonl"
+SHORT_DMS = DATA_DIR / "short_dms.jsonl"
+SHORT_DMS_TEST = DATA_DIR / "short_dms_test.jsonl"
 DEFAULT_COMPLAINTS = Path("../shared/datasets/complaints_social_media/complaints-data.csv")
 BITEXT_TEST_SHARE = 0.2
 BITEXT_SPLIT_SEED = 77
@@ -219,3 +223,34 @@ def complaints(path: Path) -> list[ComplaintExample]:
             for row in csv.reader(rows)
             if len(row) >= 4
         ]
+
+
+@dataclass(frozen=True)
+class CriticalExample:
+    """A DM labelled with the critical signals it carries (none for a hard negative)."""
+
+    text: str
+    language: str
+    critical: frozenset[CriticalSignal]
+
+
+def critical_examples(path: Path = CRITICAL_SIGNALS) -> list[CriticalExample]:
+    """The team's critical-signal DMs (JSON lines: text, language, critical)."""
+    return [
+        CriticalExample(
+            text=record["text"],
+            language=record["language"],
+            critical=frozenset(CriticalSignal(signal) for signal in record["critical"]),
+        )
+        for record in _json_lines(path)
+    ]
+
+
+def short_dms(path: Path = SHORT_DMS) -> list[tuple[str, str]]:
+    """The team's short DMs with their language (JSON lines: text, language)."""
+    return [(record["text"], record["language"]) for record in _json_lines(path)]
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]

@@ -7,7 +7,12 @@
   chatter); nothing was trained, tuned or chosen on any part of it;
 - the team's own held-out examples, overall, per language, and complaint against not;
 - the team's own held-out social-media tweets, complaint against not;
-- priority: urgent BANKING77 test messages must never be classified below high.
+- priority: urgent BANKING77 test messages must never be classified below high;
+- critical signals: urgent precision and recall per language on the team's held-out
+  critical-signal DMs (with hard negatives);
+- the language of short DMs (detector alone, and how many it leaves to the fallbacks);
+- spam: the share of held-out customer DMs (every own held-out DM that is not spam) closed
+  as spam without reply.
 
 Macro-F1 averages the classes present in the gold labels; a prediction of any other
 class counts as an error of the gold class (it lowers recall, it adds no zero-F1 class).
@@ -106,6 +111,19 @@ class Evaluation:
     reports: list[tuple[Report, Report]] = field(default_factory=list)
     per_language: list[tuple[str, Report, Report]] = field(default_factory=list)
     priority_checks: list[str] = field(default_factory=list)
+    criticality: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        """Every headline figure by name (macro-F1s, per-language F1s, critical, spam)."""
+        figures = {model.name: model.macro_f1 for model, _ in self.reports}
+        figures.update(
+            {
+                f"own held-out {language} macro-F1": m.macro_f1
+                for language, m, _ in self.per_language
+            }
+        )
+        return figures | self.figures
 
     def lines(self) -> list[str]:
         """The whole evaluation as text."""
@@ -122,6 +140,8 @@ class Evaluation:
         )
         out.append("")
         out.extend(self.priority_checks)
+        out.append("")
+        out.extend(self.criticality)
         out.append("")
         out.append("summary (macro-F1, model vs keyword baseline)")
         out.extend(f"  {m.name}: {m.macro_f1:.4f} vs {b.macro_f1:.4f}" for m, b in self.reports)
@@ -180,7 +200,100 @@ def evaluate(complaints_path: Path | None, classifier: Classifier | None = None)
         evaluation.reports.extend(_complaints(complaints_path, model, baseline))
     evaluation.per_language = _per_language(own_test, model, baseline)
     evaluation.priority_checks = _urgent_check(banking_test, banking_model, baseline)
+    critical_test = datasets.critical_examples(datasets.CRITICAL_SIGNALS_TEST)
+    critical_predictions = model([example.text for example in critical_test])
+    figures = evaluation.figures
+    evaluation.criticality = [
+        *critical_lines(critical_test, critical_predictions, figures),
+        *short_dm_lines(classifier, datasets.short_dms(datasets.SHORT_DMS_TEST), figures),
+        *spam_lines(
+            [example.text for example in own_test if example.category.value != "spam"]
+            + [example.text for example in critical_test]
+            + [text for text, _ in datasets.short_dms(datasets.SHORT_DMS_TEST)],
+            model,
+            figures,
+        ),
+    ]
     return evaluation
+
+
+def critical_lines(
+    examples: Sequence[datasets.CriticalExample],
+    predictions: Sequence[Classification],
+    figures: dict[str, float],
+) -> list[str]:
+    """Urgent precision and recall on critical-signal DMs, per language and overall."""
+    lines = [
+        f"critical signals, held-out DMs (n={len(examples)}): urgent precision / recall,"
+        " signal named (of the critical ones)"
+    ]
+    languages = sorted({example.language for example in examples})
+    for language in [*languages, "all"]:
+        pairs = [
+            (example, prediction)
+            for example, prediction in zip(examples, predictions, strict=True)
+            if language in ("all", example.language)
+        ]
+        gold = sum(bool(example.critical) for example, _ in pairs)
+        urgent = [prediction.priority is Priority.URGENT for _, prediction in pairs]
+        hits = sum(
+            bool(example.critical) and is_urgent
+            for (example, _), is_urgent in zip(pairs, urgent, strict=True)
+        )
+        named = sum(
+            bool(example.critical & set(prediction.critical)) for example, prediction in pairs
+        )
+        precision = hits / sum(urgent) if sum(urgent) else 0.0
+        recall = hits / gold if gold else 0.0
+        figures[f"critical {language} urgent precision"] = precision
+        figures[f"critical {language} urgent recall"] = recall
+        lines.append(
+            f"  {language}: precision {precision:.3f}  recall {recall:.3f}  "
+            f"signal named {named}/{gold}  (n={len(pairs)}, critical {gold})"
+        )
+    return lines
+
+
+def short_dm_lines(
+    classifier: Classifier, dms: Sequence[tuple[str, str]], figures: dict[str, float]
+) -> list[str]:
+    """Language accuracy of the detector on short DMs, and how many it leaves unsure."""
+    detected = classifier.languages.detect_batch([text for text, _ in dms])
+    right = sum(found.language == gold for found, (_, gold) in zip(detected, dms, strict=True))
+    unsure = sum(found.language is None for found in detected)
+    wrong = len(dms) - right - unsure
+    figures["short DMs language right"] = right / len(dms)
+    figures["short DMs language wrong"] = wrong / len(dms)
+    lines = [f"short DMs, language (n={len(dms)})"]
+    lines.append(
+        f"  detector: right {right / len(dms):.3f}, wrong {wrong / len(dms):.3f}, "
+        f"left to the contact's or the page's language {unsure / len(dms):.3f}"
+    )
+    for language in sorted({gold for _, gold in dms}):
+        subset = [
+            found.language == gold
+            for found, (_, gold) in zip(detected, dms, strict=True)
+            if gold == language
+        ]
+        lines.append(f"    {language}: right {sum(subset)}/{len(subset)}")
+    return lines
+
+
+def spam_lines(
+    customer_texts: Sequence[str], model: Predictor, figures: dict[str, float]
+) -> list[str]:
+    """The share of customer DMs (none of them spam) closed as spam without reply."""
+    predictions = model(list(customer_texts))
+    closed = sum(prediction.spam for prediction in predictions)
+    figures["spam false-positive rate"] = closed / len(predictions)
+    review = sum(
+        prediction.category.value == "spam" and not prediction.spam for prediction in predictions
+    )
+    return [
+        f"spam on held-out customer DMs (n={len(predictions)}): closed without reply "
+        f"{closed} (false-positive rate {closed / len(predictions):.4f}), "
+        f"sent to the spam review view {review}"
+    ]
 
 
 def _complaints(path: Path, model: Predictor, baseline: Predictor) -> list[tuple[Report, Report]]:

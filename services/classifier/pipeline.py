@@ -5,12 +5,12 @@ Framework-free: the service, the CLI and the benchmark all call ``Classifier``.
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.classifier import pii
-from services.classifier.language import DEFAULT_LANGUAGES, LanguageDetection
+from services.classifier.language import DEFAULT_LANGUAGES, Detected, LanguageDetection, choose
 from services.classifier.model import DEFAULT_ARTIFACT, CategoryModel, Prediction, load
 from services.classifier.priority import Policy, PolicyStore, Signals, decide
 from services.classifier.sentiment import SentimentScorer
@@ -18,22 +18,32 @@ from shared.events import (
     Category,
     Classification,
     Contact,
+    CriticalSignal,
     InboundMessage,
+    LanguageSource,
     PrivateInfoFinding,
     PrivateInfoKind,
 )
 
 # Promotional or scam markers: two of them make a message spam unless the model is sure
-# of something else.
+# of something else. Matched on lower-cased text (faster than IGNORECASE).
 _SPAM_MARKERS = re.compile(
     r"bit\.ly|tinyurl|t\.me/|telegram|crypto|bitcoin|forex|casino|giveaway|"
     r"\bfollowers?\b|\blikes\b|link in (?:my )?bio|click (?:here|the link)|"
     r"earn \$?\d+|make money|get rich|guaranteed|100% (?:free|safe)|\bprize\b|"
-    r"\bdm me\b|cheap|promo code|limited offer|verify (?:your|now)",
-    re.IGNORECASE,
+    r"\bdm me\b|cheap|promo code|limited offer|verify (?:your|now)"
 )
 SPAM_MARKERS_NEEDED = 2
 SPAM_OVERRIDE_BELOW = 0.8
+# The model's spam verdict is confident (closed without reply) from this probability.
+SPAM_CONFIDENT = 0.8
+# A DM that asks the business something, or speaks of the customer's own order, prize,
+# code...: never closed as spam without a person seeing it.
+_ADDRESSES_BUSINESS = re.compile(
+    r"[?¿]|\b(?:my|our|mi|mis|mon|ma|mes|mein|meine|meinen|mio|mia|miei|meu|minha|meus)\b"
+    r"(?!\s+(?:bio|profile|page|channel|link|website|site|shop|store|perfil|canal|seite)\b)",
+    re.IGNORECASE,
+)
 _PAYMENT_DETAILS = frozenset({PrivateInfoKind.CARD, PrivateInfoKind.IBAN})
 _VAGUE_CATEGORIES = frozenset({Category.INQUIRY, Category.OTHER, Category.FEEDBACK})
 
@@ -46,11 +56,38 @@ class ClassifyRequest:
     contact: Contact | None = None
     is_request: bool = False
     unanswered: int = 0
+    languages: tuple[str, ...] = ()
+    default_language: str | None = None
+    previous_language: str | None = None
 
     @classmethod
-    def from_message(cls, message: InboundMessage, unanswered: int = 0) -> "ClassifyRequest":
-        """The request for an inbound message (``unanswered``: earlier unanswered DMs)."""
-        return cls(message.text, message.contact, message.is_request, unanswered)
+    def from_message(
+        cls,
+        message: InboundMessage,
+        unanswered: int = 0,
+        *,
+        languages: Sequence[str] = (),
+        default_language: str | None = None,
+        previous_language: str | None = None,
+    ) -> "ClassifyRequest":
+        """The request for an inbound message.
+
+        Args:
+            message: the inbound message.
+            unanswered: earlier unanswered DMs of the conversation.
+            languages: the languages the page serves (empty: all the classifier's).
+            default_language: the page's default language, the last fallback.
+            previous_language: the contact's language in earlier DMs, if known.
+        """
+        return cls(
+            message.text,
+            message.contact,
+            message.is_request,
+            unanswered,
+            tuple(languages),
+            default_language,
+            previous_language,
+        )
 
 
 class Classifier:
@@ -97,7 +134,8 @@ class Classifier:
     def classify_batch(self, items: Sequence[ClassifyRequest]) -> list[Classification]:
         """Classify many DMs at once (faster per DM than one by one), in order."""
         texts = [item.text.strip() if item.text else "" for item in items]
-        languages = self.languages.detect_batch(texts)
+        detected = self.languages.detect_batch(texts, [item.languages for item in items])
+        languages = [_language(item, found) for item, found in zip(items, detected, strict=True)]
         with_text = [position for position, text in enumerate(texts) if text]
         predictions = dict(
             zip(with_text, self.model.predict([texts[i] for i in with_text]), strict=True)
@@ -121,11 +159,12 @@ class Classifier:
         self,
         item: ClassifyRequest,
         text: str,
-        language: str | None,
+        detected: tuple[str | None, LanguageSource],
         prediction: Prediction,
         policy: Policy,
         version: str,
     ) -> Classification:
+        language, language_source = detected
         sentiment = self.sentiment.score(text, language)
         findings = pii.find(text)
         category = prediction.category
@@ -134,7 +173,14 @@ class Classifier:
             features = ", ".join(f"'{name}' +{weight}" for name, weight in prediction.top_features)
             reasons.append(f"top features: {features}")
         reasons.append(f"intent: {prediction.intent}")
+        if language_source is not LanguageSource.DETECTOR:
+            reasons.append(f"language: {language} from {language_source.value}")
+        critical = policy.critical_signals(text)
+        reasons.extend(f"critical: {signal.value} '{words}'" for signal, words in critical)
         category, spam = _spam_rule(text, category, prediction.confidence, reasons)
+        if critical and category is Category.SPAM:
+            reasons.append("critical signal: not spam -> other")
+            category, spam = Category.OTHER, False
         category = _private_info_rule(category, findings, reasons)
         complaint = policy.is_complaint(
             category, prediction.complaint, sentiment, self.model.complaint_threshold
@@ -155,11 +201,13 @@ class Classifier:
                 is_request=item.is_request,
                 unanswered=item.unanswered,
                 priority_mass=prediction.priority_mass,
+                critical=[signal for signal, _ in critical],
             ),
         )
         reasons.extend(f"priority: {reason}" for reason in priority_reasons)
         return Classification(
             language=language,
+            language_source=language_source,
             sentiment=sentiment,
             category=category,
             confidence=round(prediction.confidence, 4),
@@ -167,13 +215,15 @@ class Classifier:
             private_info=findings,
             spam=spam,
             complaint=complaint,
+            critical=_unique(signal for signal, _ in critical),
             reasons=reasons,
             model_version=version,
         )
 
     def _without_text(
-        self, item: ClassifyRequest, language: str | None, version: str
+        self, item: ClassifyRequest, detected: tuple[str | None, LanguageSource], version: str
     ) -> Classification:
+        language, language_source = detected
         priority, priority_reasons = decide(
             self.policy.current(),
             Signals(
@@ -188,6 +238,7 @@ class Classifier:
         reasons.extend(f"priority: {reason}" for reason in priority_reasons)
         return Classification(
             language=language,
+            language_source=language_source,
             category=Category.OTHER,
             confidence=0.0,
             priority=priority,
@@ -196,16 +247,39 @@ class Classifier:
         )
 
 
+def _language(item: ClassifyRequest, detected: Detected) -> tuple[str | None, LanguageSource]:
+    return choose(detected, item.previous_language, item.default_language, item.languages)
+
+
+def _unique(signals: Iterable[CriticalSignal]) -> list[CriticalSignal]:
+    return list(dict.fromkeys(signals))
+
+
 def _spam_rule(
     text: str, category: Category, confidence: float, reasons: list[str]
 ) -> tuple[Category, bool]:
-    if category is Category.SPAM:
-        return category, True
-    markers = sorted({match.group(0).lower() for match in _SPAM_MARKERS.finditer(text)})
-    if len(markers) >= SPAM_MARKERS_NEEDED and confidence < SPAM_OVERRIDE_BELOW:
+    """The category and whether the DM is closed as spam without a reply.
+
+    Only a confident verdict (the model sure, or enough promotional markers) on a DM that
+    asks the business nothing is closed; other spam-looking DMs keep the category spam
+    for a person to review (``GET /v1/queue?category=spam``).
+    """
+    markers = sorted({match.group(0) for match in _SPAM_MARKERS.finditer(text.lower())})
+    by_markers = len(markers) >= SPAM_MARKERS_NEEDED and (
+        category is Category.SPAM or confidence < SPAM_OVERRIDE_BELOW
+    )
+    if category is not Category.SPAM and not by_markers:
+        return category, False
+    if by_markers:
         reasons.append(f"spam markers: {', '.join(markers)} -> spam")
-        return Category.SPAM, True
-    return category, False
+    confident = by_markers or confidence >= SPAM_CONFIDENT
+    if not confident:
+        reasons.append("spam: not confident -> review by a person")
+        return Category.SPAM, False
+    if _ADDRESSES_BUSINESS.search(text):
+        reasons.append("spam: asks the business or speaks of the customer's own -> review")
+        return Category.SPAM, False
+    return Category.SPAM, True
 
 
 def _private_info_rule(

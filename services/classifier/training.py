@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +67,7 @@ class TrainingConfig:
     complaint_social_example_weight: float = 100.0
     chatter_weight: float = 1.0
     own_example_weight: float = 3.0
+    correction_weight: float = 3.0
     intent_temperature: float = 0.1
     intent_weight: float = 0.1
     word_min_df: int = 1
@@ -126,11 +127,42 @@ def training_examples() -> dict[str, list[Example]]:
     }
 
 
+CORRECTIONS = "corrections"
+
+
+def correction_examples(corrections: Iterable[tuple[str | None, str | None]]) -> list[Example]:
+    """Agents' corrections, as (message text, corrected category) pairs, as examples.
+
+    Pairs without text or without a corrected category (a priority-only correction),
+    or with a category dmdesk does not know, teach nothing and are left out.
+    """
+    known = {category.value for category in Category}
+    return [
+        Example(
+            text=text,
+            category=Category(category),
+            intent=f"own:{category}",
+            priority=None,
+            language="",
+            complaint=Category(category) in datasets.COMPLAINT_CATEGORIES,
+        )
+        for text, category in corrections
+        if text and text.strip() and category in known
+    ]
+
+
+def _weight(source: str, example: Example, config: TrainingConfig) -> float:
+    if source == CORRECTIONS:
+        return config.correction_weight
+    return config.own_example_weight if example.intent.startswith("own:") else 1.0
+
+
 def train(
     output: Path = DEFAULT_ARTIFACT,
     config: TrainingConfig | None = None,
     examples: dict[str, list[Example]] | None = None,
     social: Sequence[ComplaintExample] | None = None,
+    corrections: Sequence[Example] = (),
 ) -> TrainingReport:
     """Fit the category model, choose its complaint threshold and write its artefact.
 
@@ -140,19 +172,24 @@ def train(
         examples: training data by source; ``training_examples()`` when None.
         social: social-media tweets for the complaint head only (and its threshold);
             ``datasets.social_examples()`` when None.
+        corrections: agents' corrections (see ``correction_examples``), extra training
+            data weighted ``config.correction_weight``.
 
     Returns:
         What was trained, with its version and size.
     """
     started = time.perf_counter()
     config = config or TrainingConfig()
-    by_source = examples if examples is not None else training_examples()
+    by_source = dict(examples if examples is not None else training_examples())
+    if corrections:
+        by_source[CORRECTIONS] = list(corrections)
     tweets = list(social if social is not None else datasets.social_examples())
     everything = [example for source in by_source.values() for example in source]
     weights = np.array(
         [
-            config.own_example_weight if example.intent.startswith("own:") else 1.0
-            for example in everything
+            _weight(source, example, config)
+            for source, items in by_source.items()
+            for example in items
         ]
     )
     fitting, calibration = _stratified_split(everything, config.calibration_share, config.seed)

@@ -144,3 +144,19 @@ def test_trained_artefact_round_trips_and_features_match_scikit_learn(tmp_path: 
     predictions = model.predict([example.text for example in examples])
     correct = sum(p.category is e.category for p, e in zip(predictions, examples, strict=True))
     assert correct / len(examples) > 0.9
+
+
+def test_corrections_become_examples_of_the_corrected_category() -> None:
+    from services.classifier.training import correction_examples
+
+    examples = correction_examples(
+        [
+            ("my prize never arrived", "order_shipping"),
+            ("text without a category", None),
+            (None, "complaint"),
+            ("an unknown category", "weather"),
+        ]
+    )
+    assert [(example.text, example.category.value) for example in examples] == [
+        ("my prize never arrived", "order_shipping")
+    ]

@@ -111,11 +111,10 @@ def test_message_requests_are_capped_but_urgency_words_still_win() -> None:
     assert priority(category=Category.COMPLAINT, is_request=True, text="fraud") is Priority.URGENT
 
 
-def test_spam_is_low_whatever_else() -> None:
-    assert (
-        priority(category=Category.SPAM, text="hacked", contact=Contact(platform_id="1", vip=True))
-        is Priority.LOW
-    )
+def test_spam_is_low_whatever_else_but_a_critical_signal() -> None:
+    vip = Contact(platform_id="1", vip=True)
+    assert priority(category=Category.SPAM, text="urgent!!", contact=vip) is Priority.LOW
+    assert priority(category=Category.SPAM, text="my account was hacked") is Priority.URGENT
 
 
 def test_repeated_unanswered_and_negative_sentiment_raise_to_high() -> None:

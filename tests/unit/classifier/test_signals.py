@@ -21,7 +21,8 @@ def test_languages_are_detected(text: str, language: str) -> None:
 
 
 def test_too_little_text_has_no_language() -> None:
-    assert LanguageDetection().detect_batch(["👍", "", None, "ok"]) == [None, None, None, None]
+    detected = LanguageDetection().detect_batch(["👍", "", None, "ok"])
+    assert [found.language for found in detected] == [None, None, None, None]
 
 
 def test_unknown_language_code_is_refused() -> None:
