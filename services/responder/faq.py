@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -114,6 +115,10 @@ class FaqEntry(BaseModel):
     id: str = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9_.-]+$")
     questions: dict[str, list[str]] = Field(description="Language to question variants.")
     answers: dict[str, str] = Field(description="Language to answer.")
+    topic: Literal["hours"] | None = Field(
+        default=None,
+        description="hours: the bot checks the business-hours calendar for the day asked about.",
+    )
 
     @model_validator(mode="after")
     def _has_content(self) -> "FaqEntry":
