@@ -1,4 +1,4 @@
-"""``dmdesk eval-faq``: measure the FAQ on held-out paraphrases."""
+"""``dmdesk eval-faq`` and ``dmdesk eval-bot``: measure the FAQ and what customers read."""
 
 import argparse
 import json
@@ -26,15 +26,77 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     parser.add_argument("--misses", type=int, default=None, help="misses before hand-off")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=run_eval_faq)
+    bot = commands.add_parser(
+        "eval-bot",
+        help="measure what customers read: right answers, wrong answers, silent hand-offs",
+        description="Runs the labelled customer messages (six languages) through the default "
+        "rules and FAQ and reports, per language, right and wrong answers and silent hand-offs.",
+    )
+    bot.add_argument("--set", type=Path, help="evaluation set YAML (default: packaged)")
+    bot.add_argument("--faq", type=Path, help="knowledge base YAML (default: packaged)")
+    bot.add_argument("--rules", type=Path, help="rule set YAML (default: packaged)")
+    bot.add_argument(
+        "--split",
+        choices=("dev", "heldout", "all"),
+        action="append",
+        help="which part to report (default: dev and heldout apart, then all)",
+    )
+    bot.add_argument("--mistakes", action="store_true", help="list every message not right")
+    bot.add_argument("--json", action="store_true", help="print JSON")
+    bot.set_defaults(handler=run_eval_bot)
+
+
+def run_eval_bot(args: argparse.Namespace) -> int:
+    """Print the per-language figures of the bot on the labelled set."""
+    from dataclasses import asdict  # noqa: PLC0415 - heavy imports only when the command runs
+
+    from services.responder.bot_eval import Split, evaluate_bot, load_eval_set  # noqa: PLC0415
+    from services.responder.faq import FaqIndex, load_knowledge_base  # noqa: PLC0415
+    from services.responder.rules import (  # noqa: PLC0415
+        compile_rule_set,
+        load_rule_set_document,
+    )
+
+    rules = compile_rule_set(load_rule_set_document(args.rules))
+    index = FaqIndex(load_knowledge_base(args.faq))
+    eval_set = load_eval_set(args.set)
+    choices = args.split or ["dev", "heldout", "all"]
+    report: dict[str, Any] = {}
+    for choice in choices:
+        splits: tuple[Split, ...] = ("dev", "heldout") if choice == "all" else (choice,)
+        figures = evaluate_bot(eval_set, rules, index, splits)
+        report[choice] = {language: asdict(counts) for language, counts in figures.items()}
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    for choice, languages in report.items():
+        print(f"\n{choice}: language  messages  right  wrong  silent  missed  right-of-covered")
+        for language, row in languages.items():
+            covered = row["covered_right"] / max(1, row["covered"])
+            wrong = row["wrong"] / max(1, row["messages"])
+            print(
+                f"{'':>{len(choice) + 2}}{language:<8}  {row['messages']:>8}  {row['right']:>5}"
+                f"  {row['wrong']:>2} ({wrong:4.1%})  {row['silent']:>6}  {row['missed']:>6}"
+                f"  {covered:>16.1%}"
+            )
+            if args.mistakes:
+                for note in row["mistakes"]:
+                    print(f"{'':>12}{note}")
+    return 0
 
 
 def run_eval_faq(args: argparse.Namespace) -> int:
     """Print the FAQ figures for each threshold."""
     from dataclasses import asdict  # noqa: PLC0415 - heavy imports only when the command runs
 
+    from services.responder.bot_eval import missing_translations  # noqa: PLC0415
     from services.responder.faq import FaqIndex, load_knowledge_base  # noqa: PLC0415
     from services.responder.faq_eval import evaluate, load_heldout  # noqa: PLC0415
-    from services.responder.rules import load_rule_set_document, parse_rule_set  # noqa: PLC0415
+    from services.responder.rules import (  # noqa: PLC0415
+        compile_rule_set,
+        load_rule_set_document,
+        parse_rule_set,
+    )
 
     guards = parse_rule_set(load_rule_set_document()).guards
     index = FaqIndex(load_knowledge_base(args.faq))
@@ -53,6 +115,10 @@ def run_eval_faq(args: argparse.Namespace) -> int:
         f"({first['answerable']} answerable), {misses} tries before hand-off"
     )
     print(f"top-1 accuracy (best match is right): {first['top1_accuracy']:.1%}")
+    missing = missing_translations(index.knowledge_base, compile_rule_set(load_rule_set_document()))
+    print(f"missing translations (en es de fr it pt): {len(missing) or 'none'}")
+    for line in missing:
+        print(f"  {line}")
     header = "threshold  answered-right  wrong-answer  hand-off  out-of-scope-refused"
     print(header)
     for row in rows:

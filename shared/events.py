@@ -367,7 +367,14 @@ class BotReply(Event):
     tags: list[str] = Field(default_factory=list, description="Tags the rules added.")
     priority: Priority | None = Field(default=None, description="Priority a rule set, if any.")
     kind: str = Field(
-        default="template", description="template, faq, clarify (an open question) or away."
+        default="template",
+        description="template, faq, clarify (an open question), handoff_ack, opt_out or opt_in.",
+    )
+    language: str | None = Field(default=None, description="The language the reply is in.")
+    opt_out: Literal["out", "in"] | None = Field(
+        default=None,
+        description="out: the contact opted out of automated replies (this confirms it); "
+        "in: they opted back in.",
     )
 
 
@@ -385,6 +392,16 @@ class Handoff(Event):
     decided_at: datetime = Field(default_factory=utcnow)
     tags: list[str] = Field(default_factory=list, description="Tags the rules added.")
     language: str | None = Field(default=None, description="The customer's language.")
+    signals: list[str] = Field(
+        default_factory=list,
+        description="What made the rule hand off, for the agent: critical:legal, complaint, "
+        "sentiment:-0.80, keyword:agent, category:complaint, opt_out...",
+    )
+    faq_entry: str | None = Field(default=None, description="The FAQ's best entry, if it ran.")
+    faq_score: float | None = Field(default=None, description="That entry's match score (0..1).")
+    opt_out: Literal["out", "in"] | None = Field(
+        default=None, description="out: the hand-off is the contact's opt-out."
+    )
 
 
 class ConversationClosed(Event):

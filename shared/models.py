@@ -90,6 +90,9 @@ class ContactRow(SQLModel, table=True):
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     vip: bool = False
     followers: int | None = None
+    bot_opted_out: bool = Field(
+        default=False, description="The contact asked for no automated replies (STOP)."
+    )
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
@@ -155,6 +158,16 @@ class ConversationRow(SQLModel, table=True):
     resolved_at: datetime | None = _ts()
     assigned_at: datetime | None = _ts()
     nudged_at: datetime | None = _ts()
+    bot_opted_out: bool = Field(
+        default=False, description="The contact opted out of automated replies here."
+    )
+    handoff_reason: str | None = Field(default=None, max_length=512)
+    handoff_rule: str | None = Field(default=None, max_length=128)
+    handoff_signals: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    faq_entry: str | None = Field(default=None, max_length=128)
+    faq_score: float | None = None
 
 
 def unresolved() -> ColumnElement[bool]:

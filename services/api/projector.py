@@ -7,7 +7,7 @@ the platform's ids, so a second projection of the same event changes nothing.
 
 import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -435,9 +435,27 @@ def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | No
     _set_priority(session, conversation, handoff.priority)
     if handoff.category is not None and conversation.category is None:
         conversation.category = handoff.category.value
+    conversation.handoff_reason = handoff.reason[:512]
+    conversation.handoff_rule = handoff.rule_id
+    conversation.handoff_signals = list(handoff.signals)
+    conversation.faq_entry, conversation.faq_score = handoff.faq_entry, handoff.faq_score
+    _record_opt_out(session, conversation, handoff.opt_out)
     if conversation.status == ConversationStatus.PENDING.value:
         conversation.status = ConversationStatus.OPEN.value
     conversation.updated_at = utcnow()
+
+
+def _record_opt_out(
+    session: Session, conversation: ConversationRow, opt_out: Literal["out", "in"] | None
+) -> None:
+    """Show the contact's opt-out (or opt-in) on the conversation and on the contact."""
+    if opt_out is None:
+        return
+    opted_out = opt_out == "out"
+    conversation.bot_opted_out = opted_out
+    contact = session.get(ContactRow, conversation.contact_id)
+    if contact is not None:
+        contact.bot_opted_out = opted_out
 
 
 def project_bot_reply(session: Session, reply: BotReply, metrics: ApiMetrics | None = None) -> None:
@@ -446,6 +464,7 @@ def project_bot_reply(session: Session, reply: BotReply, metrics: ApiMetrics | N
     _add_tags(conversation, reply.tags)
     if reply.priority is not None:
         _set_priority(session, conversation, reply.priority)
+    _record_opt_out(session, conversation, reply.opt_out)
     if conversation.team is None and conversation.status == ConversationStatus.OPEN.value:
         conversation.status = ConversationStatus.PENDING.value
         if metrics is not None:

@@ -15,6 +15,7 @@ from services.api.auth import ReadKey
 from services.api.deps import ReadSessionDep, RowId
 from services.api.schemas import (
     KEYED,
+    BotHandoffOut,
     ContactOut,
     ConversationDetail,
     MessageOut,
@@ -165,6 +166,16 @@ async def conversation_detail(session: AsyncSession, conversation_id: int) -> Co
     return ConversationDetail(
         **queue_item(conversation, contact).model_dump(),
         first_response_at=conversation.first_response_at,
+        bot_opted_out=conversation.bot_opted_out,
+        bot_handoff=None
+        if conversation.handoff_reason is None
+        else BotHandoffOut(
+            reason=conversation.handoff_reason,
+            rule_id=conversation.handoff_rule,
+            signals=conversation.handoff_signals,
+            faq_entry=conversation.faq_entry,
+            faq_score=conversation.faq_score,
+        ),
         messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages.scalars()],
         sla=[SlaClockOut.model_validate(c, from_attributes=True) for c in clocks.scalars()],
         notes=[NoteOut.model_validate(n, from_attributes=True) for n in notes.scalars()],

@@ -38,8 +38,10 @@ from shared.events import (
     Classification,
     ClassifiedMessage,
     Contact,
+    CriticalSignal,
     InboundMessage,
     Priority,
+    PrivateInfoKind,
     utcnow,
 )
 from shared.settings import Settings
@@ -108,6 +110,14 @@ class DryRunRequest(BaseModel):
     priority: Priority = Priority.NORMAL
     confidence: float = Field(default=1.0, ge=0, le=1)
     spam: bool = False
+    complaint: bool = Field(default=False, description="The classifier's complaint flag.")
+    sentiment: float = Field(default=0.0, ge=-1, le=1)
+    critical: list[CriticalSignal] = Field(
+        default_factory=list, description="Critical signals the classifier found."
+    )
+    masked: list[PrivateInfoKind] = Field(
+        default_factory=list, description="Kinds of private information ingest masked."
+    )
     contact: DryRunContact = Field(default_factory=DryRunContact)
     at: datetime | None = Field(default=None, description="When it was sent; now if absent.")
     state: DryRunState = Field(default_factory=DryRunState)
@@ -251,6 +261,7 @@ def rules_router(get_js: Callable[[], JetStreamContext], settings: Settings) -> 
                     vip=body.contact.vip,
                 ),
                 text=body.text,
+                masked=body.masked,
                 platform_ts=at,
             ),
             classification=Classification(
@@ -259,6 +270,9 @@ def rules_router(get_js: Callable[[], JetStreamContext], settings: Settings) -> 
                 confidence=body.confidence,
                 priority=body.priority,
                 spam=body.spam,
+                complaint=body.complaint,
+                sentiment=body.sentiment,
+                critical=body.critical,
                 model_version="dry-run",
             ),
         )

@@ -40,6 +40,9 @@ class ContactOut(BaseModel):
     tags: list[str]
     vip: bool
     followers: int | None
+    bot_opted_out: bool = Field(
+        default=False, description="The contact asked for no automated replies (STOP)."
+    )
 
 
 class QueueItem(BaseModel):
@@ -95,10 +98,26 @@ class MessageOut(BaseModel):
     received_at: datetime
 
 
+class BotHandoffOut(BaseModel):
+    """Why the bot handed the conversation to people: the rule, the signals, the FAQ score."""
+
+    reason: str
+    rule_id: str | None
+    signals: list[str] = Field(description="critical:legal, complaint, keyword:agent...")
+    faq_entry: str | None = Field(description="The FAQ's best entry, when the FAQ ran.")
+    faq_score: float | None = Field(description="Its match score (0..1).")
+
+
 class ConversationDetail(QueueItem):
     """A conversation with its messages (oldest first), SLA clocks and notes."""
 
     first_response_at: datetime | None
+    bot_opted_out: bool = Field(
+        default=False, description="The contact opted out of automated replies here."
+    )
+    bot_handoff: BotHandoffOut | None = Field(
+        default=None, description="The bot's last hand-off and why; none if it never handed off."
+    )
     messages: list[MessageOut]
     sla: list["SlaClockOut"]
     notes: list["NoteOut"]

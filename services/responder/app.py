@@ -103,6 +103,8 @@ def decision_events(classified: ClassifiedMessage, decision: Decision) -> list[d
                     tags=decision.tags,
                     priority=priority,
                     kind=reply.kind,
+                    language=reply.language,
+                    opt_out=decision.opt_out,
                 ),
             )
         )
@@ -136,6 +138,10 @@ def decision_events(classified: ClassifiedMessage, decision: Decision) -> list[d
                     rule_id=handoff.rule_id,
                     tags=decision.tags,
                     language=decision.language,
+                    signals=handoff.signals,
+                    faq_entry=decision.faq.entry_id if decision.faq else None,
+                    faq_score=decision.faq.score if decision.faq else None,
+                    opt_out=decision.opt_out,
                 ),
             )
         )

@@ -11,8 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from services.responder.faq import FaqIndex
-from services.responder.guards import is_command, promotional_match
+from services.responder.calendar_words import day_asked_about, say_day, say_moment
+from services.responder.faq import FaqIndex, FaqMatch
+from services.responder.guards import is_command, normalised_command, promotional_match
 from services.responder.rules import (
     AUTO_TEAM,
     CloseAction,
@@ -27,11 +28,12 @@ from services.responder.rules import (
 )
 from services.responder.state import ConversationState
 from services.responder.templates import TemplateContact, TemplateContext, pick_language
+from shared.business_hours import Calendar
 from shared.events import ClassifiedMessage, Priority
 
 DEFAULT_RULE = "default-handoff"
 GUARD_RULE = "guard"
-ReplyKind = Literal["template", "faq", "clarify"]
+ReplyKind = Literal["template", "faq", "clarify", "handoff_ack", "opt_out", "opt_in"]
 
 
 class PlannedReply(BaseModel):
@@ -51,6 +53,11 @@ class PlannedHandoff(BaseModel):
     team: str
     priority: Priority
     reason: str
+    signals: list[str] = Field(
+        default_factory=list,
+        description="What made the rule hand off: critical:legal, complaint...",
+    )
+    acknowledge: bool = True
 
 
 class PlannedClose(BaseModel):
@@ -122,26 +129,22 @@ def decide(
     trace = decision.trace
 
     bot_turns, faq_misses, took_over = _session(state, at, guards.bot_resumes_after_hours, decision)
+    opted_out = state.opted_out
+    if opted_out and is_command(message.text, guards.opt_in_words):
+        # The way back works even though the opt-out handed the conversation to people.
+        decision.opt_out = "in"
+        trace.append("the contact opted back in to automated replies")
+        turn = _Turn(decision, True, 1)
+        _system_reply(turn, rules, classified, source.system_templates.opt_in, "opt_in", at)
+        return decision
     if took_over:
         decision.silent_reason = "a human has taken the conversation"
         trace.append("guard: a human has taken the conversation; the bot stays out")
         return decision
 
-    opted_out = state.opted_out
     if is_command(message.text, guards.opt_out_words):
-        decision.opt_out = "out"
-        trace.append("guard: the contact opted out of automated replies")
-        decision.handoff = PlannedHandoff(
-            rule_id=GUARD_RULE,
-            team=_team(rules, AUTO_TEAM, classified, language, default_team),
-            priority=Priority.LOW,
-            reason="contact opted out of automated replies",
-        )
+        _opt_out(decision, rules, classified, default_team, at, already=opted_out)
         return decision
-    if opted_out and is_command(message.text, guards.opt_in_words):
-        decision.opt_out = "in"
-        opted_out = False
-        trace.append("the contact opted back in to automated replies")
 
     turn = _Turn(decision, True, max(0, guards.max_bot_replies - bot_turns))
     if opted_out:
@@ -158,8 +161,14 @@ def decide(
         if not _applies(compiled, classified, rules, turn, first_message, bot_turns, at):
             continue
         decision.matched_rules.append(compiled.rule.id)
-        trace.append(f"rule {compiled.rule.id} (#{compiled.index}) matched")
-        _run_actions(compiled, classified, rules, faq, turn, faq_misses, default_team)
+        evidence = _evidence(compiled, classified)
+        trace.append(
+            f"rule {compiled.rule.id} (#{compiled.index}) matched"
+            + (f" on {', '.join(evidence)}" if evidence else "")
+        )
+        _run_actions(compiled, classified, rules, faq, turn, faq_misses, default_team, at)
+        if decision.handoff is not None and decision.handoff.rule_id == compiled.rule.id:
+            decision.handoff.signals = evidence
         if not compiled.rule.continue_:
             break
 
@@ -172,7 +181,94 @@ def decide(
             reason=reason,
         )
         trace.append(f"hand-off to {decision.handoff.team}: {reason}")
+    if not opted_out:
+        _acknowledge_handoff(turn, rules, classified, at)
     return decision
+
+
+def _acknowledge_handoff(
+    turn: _Turn, rules: CompiledRuleSet, classified: ClassifiedMessage, at: datetime
+) -> None:
+    """Never a silent hand-off: a person will answer, and roughly when."""
+    decision = turn.decision
+    handoff = decision.handoff
+    if handoff is None or not handoff.acknowledge or decision.replies:
+        return
+    # Past the reply limit too: the conversation goes to people, this is the bot's last word.
+    turn.bot_may_reply, turn.replies_left = True, max(turn.replies_left, 1)
+    ack = rules.source.system_templates.handoff_ack
+    _system_reply(turn, rules, classified, ack, "handoff_ack", at)
+
+
+def _opt_out(
+    decision: Decision,
+    rules: CompiledRuleSet,
+    classified: ClassifiedMessage,
+    default_team: str,
+    at: datetime,
+    *,
+    already: bool,
+) -> None:
+    """The contact wants no more automated replies: confirm once, and leave it to people."""
+    decision.opt_out = "out"
+    decision.trace.append("guard: the contact opted out of automated replies")
+    decision.handoff = PlannedHandoff(
+        rule_id=GUARD_RULE,
+        team=_team(rules, AUTO_TEAM, classified, decision.language, default_team),
+        priority=Priority.LOW,
+        reason="contact opted out of automated replies",
+        signals=["opt_out"],
+        acknowledge=False,
+    )
+    if not already:
+        turn = _Turn(decision, True, 1)
+        _system_reply(turn, rules, classified, rules.source.system_templates.opt_out, "opt_out", at)
+
+
+def _system_reply(
+    turn: _Turn,
+    rules: CompiledRuleSet,
+    classified: ClassifiedMessage,
+    template: str,
+    kind: ReplyKind,
+    at: datetime,
+) -> None:
+    """Send one of the bot's own messages, when the rule set has that template."""
+    if template not in rules.source.templates:
+        turn.decision.trace.append(f"no {template!r} template: nothing said ({kind})")
+        return
+    handoff = turn.decision.handoff
+    rule_id = handoff.rule_id if kind == "handoff_ack" and handoff is not None else GUARD_RULE
+    _reply(turn, rules, classified, rule_id, template, kind, at)
+
+
+def _evidence(compiled: CompiledRule, classified: ClassifiedMessage) -> list[str]:
+    """The signals that made ``compiled`` match, for the agent: critical:legal, complaint..."""
+    when, classification = compiled.rule.when, classified.classification
+    found: list[str] = []
+    if when.critical is not None:
+        found += [f"critical:{signal.value}" for signal in classification.critical
+                  if signal in when.critical]  # fmt: skip
+    if when.complaint:
+        found.append("complaint")
+    if when.sentiment_below is not None:
+        found.append(f"sentiment:{classification.sentiment:.2f}")
+    if when.category is not None:
+        found.append(f"category:{classification.category.value}")
+    if when.priority is not None:
+        found.append(f"priority:{classification.priority.value}")
+    if compiled.keywords is not None and (
+        match := compiled.keywords.search(classified.message.text or "")
+    ):
+        found.append(f"keyword:{match.group(0).lower()}")
+    if when.masked is not None:
+        found += [f"masked:{kind.value}" for kind in classified.message.masked
+                  if kind in when.masked]  # fmt: skip
+    if when.has_text is False:
+        found.append("no text")
+    if when.business_hours is False:
+        found.append("outside business hours")
+    return found
 
 
 def _session(
@@ -255,6 +351,18 @@ def _mismatch(
         checks.append(("spam", classification.spam == when.spam))
     if when.private_info is not None:
         checks.append(("private_info", bool(classification.private_info) == when.private_info))
+    if when.complaint is not None:
+        checks.append(("complaint", classification.complaint == when.complaint))
+    if when.sentiment_below is not None:
+        checks.append(("sentiment_below", classification.sentiment <= when.sentiment_below))
+    if when.critical is not None:
+        checks.append(("critical", bool(set(when.critical) & set(classification.critical))))
+    if when.masked is not None:
+        checks.append(("masked", bool(set(when.masked) & set(message.masked))))
+    if when.has_text is not None:
+        checks.append(("has_text", bool(text.strip()) == when.has_text))
+    if compiled.message_is is not None:
+        checks.append(("message_is", normalised_command(text) in compiled.message_is))
     if when.bot_turns is not None:
         low, high = when.bot_turns.at_least, when.bot_turns.at_most
         checks.append(
@@ -274,15 +382,16 @@ def _run_actions(
     turn: _Turn,
     faq_misses: int,
     default_team: str,
+    at: datetime,
 ) -> None:
     rule = compiled.rule
     decision = turn.decision
     for action in rule.then:
         if isinstance(action, ReplyAction):
-            _reply(turn, rules, classified, rule.id, action.reply, "template")
+            _reply(turn, rules, classified, rule.id, action.reply, "template", at)
         elif isinstance(action, FaqAction):
             _answer_from_faq(
-                turn, rules, classified, faq, rule.id, action, faq_misses, default_team
+                turn, rules, classified, faq, rule.id, action, faq_misses, default_team, at
             )
         elif isinstance(action, TagAction):
             decision.tags += [tag for tag in action.tag if tag not in decision.tags]
@@ -296,7 +405,11 @@ def _run_actions(
             priority = options.priority or decision.priority
             decision.priority = priority
             decision.handoff = PlannedHandoff(
-                rule_id=rule.id, team=team, priority=priority, reason=options.reason
+                rule_id=rule.id,
+                team=team,
+                priority=priority,
+                reason=options.reason,
+                acknowledge=options.acknowledge,
             )
         elif isinstance(action, CloseAction):
             decision.close = PlannedClose(rule_id=rule.id, reason=action.close.reason)
@@ -311,7 +424,9 @@ def _reply(
     rule_id: str,
     template: str,
     kind: ReplyKind,
+    at: datetime,
     answer: str | None = None,
+    asked_day: str | None = None,
 ) -> None:
     decision = turn.decision
     if not turn.bot_may_reply or turn.replies_left <= 0:
@@ -322,14 +437,20 @@ def _reply(
     variants = source.templates[template]
     language = pick_language(variants, decision.language, source.default_language)
     message, classification = classified.message, classified.classification
+    team = decision.handoff.team if decision.handoff else None
+    calendar = _team_calendar(rules, team)
+    back = _next_opening(calendar, at)
     context = TemplateContext(
         contact=TemplateContact.of(message.contact),
         channel=message.channel.value,
         language=decision.language,
         category=classification.category.value,
         priority=decision.priority.value,
-        team=decision.handoff.team if decision.handoff else None,
+        team=team,
         answer=answer,
+        open_now=calendar.is_open(at),
+        back_at=say_moment(back, calendar.timezone, language) if back else None,
+        asked_day=asked_day,
     )
     text = rules.renderer.render(variants[language], context)
     _add_reply(
@@ -337,6 +458,22 @@ def _reply(
         rules,
         PlannedReply(rule_id=rule_id, text=text, kind=kind, template=template, language=language),
     )
+
+
+def _next_opening(calendar: Calendar, at: datetime) -> datetime | None:
+    """When the calendar next opens after ``at`` (None while open, or when it never does)."""
+    if calendar.is_open(at):
+        return None
+    try:
+        return calendar.add(at, timedelta())
+    except ValueError:  # a calendar with no hours at all
+        return None
+
+
+def _team_calendar(rules: CompiledRuleSet, team: str | None) -> Calendar:
+    """The calendar of ``team`` (the default calendar for none or an unknown team)."""
+    known = rules.source.teams.get(team) if team is not None else None
+    return rules.calendar(known.calendar if known is not None else None)
 
 
 def _add_reply(turn: _Turn, rules: CompiledRuleSet, reply: PlannedReply) -> None:
@@ -358,6 +495,7 @@ def _answer_from_faq(
     action: FaqAction,
     faq_misses: int,
     default_team: str,
+    at: datetime,
 ) -> None:
     decision = turn.decision
     guards = rules.source.guards
@@ -366,17 +504,17 @@ def _answer_from_faq(
         decision.faq = FaqOutcome(
             entry_id=match.entry.id, score=round(match.score, 4), answered=True
         )
+        decision.trace.append(f"FAQ {match.entry.id} answers (score {match.score:.2f})")
+        if not (turn.bot_may_reply and turn.replies_left > 0):
+            turn.needs_human_reason = turn.needs_human_reason or "bot reply limit reached"
+            return
+        if _holiday_answer(turn, rules, classified, match, rule_id, at):
+            return
         default_language = faq.knowledge_base.default_language
         answers = match.entry.answers
         language = decision.language if decision.language in answers else default_language
-        decision.trace.append(f"FAQ {match.entry.id} answers (score {match.score:.2f})")
-        if turn.bot_may_reply and turn.replies_left > 0:
-            reply = PlannedReply(
-                rule_id=rule_id, text=answers[language], kind="faq", language=language
-            )
-            _add_reply(turn, rules, reply)
-        else:
-            turn.needs_human_reason = turn.needs_human_reason or "bot reply limit reached"
+        reply = PlannedReply(rule_id=rule_id, text=answers[language], kind="faq", language=language)
+        _add_reply(turn, rules, reply)
         return
     score = match.score if match is not None else 0.0
     decision.faq = FaqOutcome(
@@ -385,20 +523,45 @@ def _answer_from_faq(
         answered=False,
     )
     misses = faq_misses + 1
-    if misses >= guards.faq_misses_before_handoff:
+    clarify = action.faq.clarify_template
+    if clarify is None or misses >= guards.faq_misses_before_handoff:
         team = _team(
             rules, action.faq.handoff_team or AUTO_TEAM, classified, decision.language, default_team
         )
+        reason = (
+            f"the FAQ could not answer after {misses} tries"
+            if clarify is not None
+            else turn.needs_human_reason or "the FAQ has no answer to this question"
+        )
         decision.handoff = PlannedHandoff(
-            rule_id=rule_id,
-            team=team,
-            priority=decision.priority,
-            reason=f"the FAQ could not answer after {misses} tries",
+            rule_id=rule_id, team=team, priority=decision.priority, reason=reason
         )
         decision.trace.append(f"FAQ miss {misses} (score {score:.2f}): hand-off to {team}")
         return
     decision.trace.append(f"FAQ miss {misses} (score {score:.2f}): asking an open question")
-    _reply(turn, rules, classified, rule_id, action.faq.clarify_template, "clarify")
+    _reply(turn, rules, classified, rule_id, clarify, "clarify", at)
+
+
+def _holiday_answer(
+    turn: _Turn,
+    rules: CompiledRuleSet,
+    classified: ClassifiedMessage,
+    match: FaqMatch,
+    rule_id: str,
+    at: datetime,
+) -> bool:
+    """An hours question about a day the calendar closes gets the holiday answer."""
+    template = rules.source.system_templates.holiday
+    if match.entry.topic != "hours" or template not in rules.source.templates:
+        return False
+    calendar = rules.calendar(None)
+    day = day_asked_about(classified.message.text or "", at, calendar.timezone)
+    if day is None or day not in calendar.holidays:
+        return False
+    turn.decision.trace.append(f"the calendar closes on {day.isoformat()}: holiday answer")
+    asked = say_day(day, turn.decision.language)
+    _reply(turn, rules, classified, rule_id, template, "faq", at, asked_day=asked)
+    return True
 
 
 def _team(
@@ -441,6 +604,7 @@ def apply_decision(
         state.opted_out = True
     elif decision.opt_out == "in":
         state.opted_out = False
+        state.human_took_over, state.human_took_over_at = False, None
     if decision.handoff is not None and not state.human_took_over:
         state.human_took_over = True
         state.human_took_over_at = classified.message.platform_ts

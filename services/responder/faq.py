@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -94,8 +95,30 @@ _SPANISH_STOP_WORDS = frozenset(
         "hay",
     ]
 )
+# German, French, Italian and Portuguese function words, accents already removed.
+_OTHER_STOP_WORDS = frozenset(
+    """
+    der die das den dem des ein eine einen einem einer ich du er sie es wir ihr mir mich
+    ihnen ihre ihren ihrem ihr euch euer eure uns und oder aber ist sind bin bist war
+    habe hat haben hast kann konnen koennen kannst wie was wo wann wer noch schon auch
+    nicht kein keine mit von zu zum zur im in an am auf fur fuer bei nach aus um ob man
+    bitte mal doch denn ja nein gibt es
+    le la les l un une des du de d au aux je j tu il elle on nous vous ils elles me m te
+    t se s mon ma mes ton ta tes son sa ses notre votre vos leur leurs et ou mais est
+    suis es sont ai as a avez ont peux peut pouvez pour par avec dans sur en ce cet
+    cette ces qui que qu quoi quel quelle quels quelles comment combien ne pas plus y
+    il lo gli i una uno di da del della dei degli delle al alla ai agli alle nel nella
+    io tu lui lei noi voi loro mi ti ci vi si mio mia miei mie tuo tua vostro vostra e
+    ed o ma sono sei siete ho hai ha abbiamo avete hanno posso puoi potete per con su
+    che chi cosa come quanto quanta quanti quante non piu
+    o os as um uma uns umas do da dos das no na nos nas ao aos eu ele ela nos voces
+    vos meu minha meus minhas seu sua seus suas vosso vossa e ou mas sou somos sao tem
+    tenho temos teem posso pode podem para pra com em que quem qual quais como quanto
+    quantos quanta nao mais ainda encore ancora still todavia
+    """.split(),  # noqa: SIM905 - a word list reads better as text
+)
 _CHAT_FILLERS = frozenset({"u", "hey", "hi", "hello", "guys", "help", "please", "pls", "thanks"})
-STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) | _SPANISH_STOP_WORDS | _CHAT_FILLERS
+STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) | _SPANISH_STOP_WORDS | _OTHER_STOP_WORDS | _CHAT_FILLERS
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -114,6 +137,10 @@ class FaqEntry(BaseModel):
     id: str = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9_.-]+$")
     questions: dict[str, list[str]] = Field(description="Language to question variants.")
     answers: dict[str, str] = Field(description="Language to answer.")
+    topic: Literal["hours"] | None = Field(
+        default=None,
+        description="hours: the bot checks the business-hours calendar for the day asked about.",
+    )
 
     @model_validator(mode="after")
     def _has_content(self) -> "FaqEntry":

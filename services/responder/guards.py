@@ -19,10 +19,47 @@ DEFAULT_PROMOTIONAL_PATTERNS = (
     r"\bpromoci[oó]n\b",
 )
 
-DEFAULT_OPT_OUT_WORDS = ("stop", "unsubscribe", "stop bot", "opt out", "baja", "parar", "arrêt")
-DEFAULT_OPT_IN_WORDS = ("start", "unstop", "resume")
+# Whole messages that ask the bot to stop (or to come back), as people write them in the
+# six supported languages; polite fillers around them ("stop please") do not count.
+DEFAULT_OPT_OUT_WORDS = (
+    # en
+    "stop", "stop it", "stop bot", "stop the bot", "stop messages", "stop messaging me",
+    "stop texting me", "unsubscribe", "unsub", "opt out", "optout", "quit",
+    "no more messages", "leave me alone",
+    # es
+    "baja", "darme de baja", "dar de baja", "parar", "para", "basta", "no más mensajes",
+    "no quiero más mensajes", "cancelar suscripción",
+    # de
+    "stopp", "abmelden", "abbestellen", "austragen", "keine nachrichten mehr", "aufhören",
+    "hör auf",
+    # fr
+    "arrêt", "arret", "arrête", "arrêter", "arretez", "arrêtez", "désabonner",
+    "me désabonner", "désinscription", "se désinscrire", "plus de messages",
+    # it
+    "basta messaggi", "disiscrivimi", "annulla iscrizione", "cancellami", "non scrivermi più",
+    "smettila",
+    # pt
+    "pare", "parem", "sair", "descadastrar", "não quero mais mensagens",
+    "chega",
+)  # fmt: skip
+DEFAULT_OPT_IN_WORDS = (
+    "start", "unstop", "resume", "start bot", "subscribe",  # en
+    "alta", "empezar", "iniciar", "volver",  # es
+    "anmelden", "weiter", "fortsetzen",  # de
+    "reprendre", "démarrer", "demarrer", "recommencer",  # fr
+    "riprendi", "inizia", "ricomincia",  # it
+    "começar", "comecar", "voltar", "retomar",  # pt
+)  # fmt: skip
+POLITE_FILLERS = (
+    "please", "pls", "plz", "now", "thanks", "thank you", "por favor", "porfa", "ya", "gracias",
+    "bitte", "danke", "sofort", "s il vous plaît", "s il vous plait", "svp", "merci",
+    "per favore", "grazie", "obrigado", "obrigada", "agora", "ok", "okay",
+)  # fmt: skip
 
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
+_FILLERS = "|".join(re.escape(filler) for filler in sorted(POLITE_FILLERS, key=len, reverse=True))
+_LEADING_FILLERS = re.compile(rf"^(?:(?:{_FILLERS})\s+)+")
+_TRAILING_FILLERS = re.compile(rf"(?:\s+(?:{_FILLERS}))+$")
 
 
 def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
@@ -39,8 +76,13 @@ def promotional_match(text: str, patterns: Iterable[re.Pattern[str]]) -> str | N
 
 
 def normalised_command(text: str | None) -> str:
-    """A short message reduced to lower-case words, to compare with command words."""
-    return " ".join(_PUNCTUATION.sub(" ", (text or "").lower()).split())
+    """A short message reduced to lower-case words, polite fillers around it removed.
+
+    "Stop please!", "STOP 🙏" and "por favor, baja" all read as the command word.
+    """
+    words = " ".join(_PUNCTUATION.sub(" ", (text or "").lower().replace("_", " ")).split())
+    core = _TRAILING_FILLERS.sub("", _LEADING_FILLERS.sub("", words))
+    return core or words
 
 
 def is_command(text: str | None, words: Iterable[str]) -> bool:

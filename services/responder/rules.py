@@ -38,11 +38,12 @@ from services.responder.guards import (
     DEFAULT_OPT_OUT_WORDS,
     DEFAULT_PROMOTIONAL_PATTERNS,
     compile_patterns,
+    normalised_command,
     promotional_match,
 )
 from services.responder.templates import Renderer, TemplateRenderError
 from shared.business_hours import ALWAYS_OPEN, WEEKDAYS, Calendar
-from shared.events import Category, Channel, Priority
+from shared.events import Category, Channel, CriticalSignal, Priority, PrivateInfoKind
 
 DEFAULT_RULES_RESOURCE = "rules.yaml"
 AUTO_TEAM = "auto"
@@ -99,6 +100,26 @@ class Conditions(Strict):
     spam: bool | None = None
     private_info: bool | None = None
     bot_turns: BotTurns | None = None
+    complaint: bool | None = Field(
+        default=None, description="The classifier's complaint flag, whatever the category."
+    )
+    sentiment_below: float | None = Field(
+        default=None, ge=-1, le=1, description="The sentiment is at or below this value."
+    )
+    critical: list[CriticalSignal] | None = Field(
+        default=None, description="Any of these critical signals was found."
+    )
+    masked: list[PrivateInfoKind] | None = Field(
+        default=None, description="Ingest masked any of these kinds of private information."
+    )
+    has_text: bool | None = Field(
+        default=None, description="False: the DM has no words (an image, a sticker...)."
+    )
+    message_is: list[str] | None = Field(
+        default=None,
+        description="The whole message is one of these (case, punctuation, emoji and "
+        "polite fillers aside): greetings, thanks.",
+    )
 
     @field_validator("regex")
     @classmethod
@@ -125,7 +146,9 @@ class ReplyAction(Strict):
 class FaqOptions(Strict):
     """Answer from the knowledge base; when unsure, ask an open question or hand off."""
 
-    clarify_template: str = "faq_clarify"
+    clarify_template: str | None = Field(
+        default="faq_clarify", description="None: a miss hands off at once, no open question."
+    )
     handoff_team: str | None = None
 
 
@@ -153,6 +176,11 @@ class HandoffOptions(Strict):
     team: str = AUTO_TEAM
     reason: str = "handed off by rule"
     priority: Priority | None = None
+    acknowledge: bool = Field(
+        default=True,
+        description="Tell the customer a person will answer (the `handoff_ack` system "
+        "template) when the rule sent nothing else.",
+    )
 
 
 class HandoffAction(Strict):
@@ -270,6 +298,19 @@ class Guards(Strict):
         return value
 
 
+class SystemTemplates(Strict):
+    """The templates the bot sends on its own; one that is not in `templates` is not sent."""
+
+    handoff_ack: str = Field(
+        default="handoff_ack", description="A hand-off with no other reply: a person will answer."
+    )
+    opt_out: str = Field(default="opt_out_confirm", description="Confirms an opt-out.")
+    opt_in: str = Field(default="opt_in_confirm", description="Confirms the bot is back.")
+    holiday: str = Field(
+        default="hours_holiday", description="An hours question about a day the calendar closes."
+    )
+
+
 class RuleSet(Strict):
     """The whole chatbot configuration."""
 
@@ -280,6 +321,7 @@ class RuleSet(Strict):
     )
     default_calendar: str | None = None
     guards: Guards = Field(default_factory=Guards)
+    system_templates: SystemTemplates = Field(default_factory=SystemTemplates)
     calendars: dict[str, Calendar] = Field(default_factory=dict)
     teams: dict[str, Team] = Field(default_factory=dict)
     templates: dict[str, dict[str, str]] = Field(
@@ -331,6 +373,7 @@ class CompiledRule:
     index: int
     keywords: re.Pattern[str] | None
     regex: re.Pattern[str] | None
+    message_is: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -411,6 +454,9 @@ def compile_rule_set(raw: Any, *, faq_available: bool = True) -> CompiledRuleSet
             index,
             _keyword_pattern(rule.when.keywords) if rule.when.keywords else None,
             re.compile(rule.when.regex, re.IGNORECASE) if rule.when.regex else None,
+            frozenset(normalised_command(text) for text in rule.when.message_is)
+            if rule.when.message_is is not None
+            else None,
         )
         for index, rule in enumerate(rule_set.rules)
     )
@@ -483,7 +529,8 @@ def _rule_problems(
         elif isinstance(action, FaqAction):
             if not faq_available:
                 problem("no FAQ knowledge base is loaded", location)
-            check_template(action.faq.clarify_template, f"{location}.faq.clarify_template")
+            if action.faq.clarify_template is not None:
+                check_template(action.faq.clarify_template, f"{location}.faq.clarify_template")
             check_team(action.faq.handoff_team, f"{location}.faq.handoff_team")
         elif isinstance(action, HandoffAction):
             check_team(action.handoff.team, f"{location}.handoff.team")

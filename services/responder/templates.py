@@ -7,16 +7,82 @@ an empty greeting.
 """
 
 import functools
+import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import Contact
 
 MAX_TEXT_CHARS = 2000
+
+
+# Honorifics people put before their name on a profile, in the six supported languages.
+TITLES = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "mx",
+        "dr",
+        "prof",
+        "sir",
+        "dame",
+        "rev",
+        "herr",
+        "frau",
+        "fr",
+        "hr",
+        "dipl",
+        "ing",
+        "mag",
+        "sr",
+        "sra",
+        "srta",
+        "don",
+        "doña",
+        "dona",
+        "dra",
+        "mme",
+        "mlle",
+        "m",
+        "monsieur",
+        "madame",
+        "dott",
+        "dottssa",
+        "dottoressa",
+        "dottsa",
+        "sig",
+        "sigra",
+        "signor",
+        "signora",
+        "avv",
+        "srª",
+    ]
+)
+_APOSTROPHES = "'\u2019-"
+_NAME_CHARS = re.compile(rf"[^\w{_APOSTROPHES}]+", re.UNICODE)
+
+
+def greeting_name(name: str | None) -> str | None:
+    """The word to greet a contact by: the first real name, without titles or emoji.
+
+    "Dr. Hans Müller" -> "Hans", "🌸 mia 🌸" -> "Mia", "" or "🌸" -> None. A template
+    writes ``{% if contact.greeting_name %}`` so no greeting reads "Thanks !".
+    """
+    for raw in unicodedata.normalize("NFC", name or "").split():
+        word = _NAME_CHARS.sub("", raw).strip(_APOSTROPHES)
+        if raw.lower().replace(".", "").strip(",") in TITLES or word.lower() in TITLES:
+            continue
+        if len(word) < 2 or not any(char.isalpha() for char in word):
+            continue
+        return word[0].upper() + word[1:] if word.islower() else word
+    return None
 
 
 class TemplateContact(BaseModel):
@@ -26,6 +92,7 @@ class TemplateContact(BaseModel):
 
     name: str | None = None
     first_name: str | None = None
+    greeting_name: str | None = None
     tags: list[str] = []
     vip: bool = False
 
@@ -34,7 +101,13 @@ class TemplateContact(BaseModel):
         """The template view of a platform contact."""
         name = (contact.name or "").strip() or None
         first = name.split()[0] if name else None
-        return cls(name=name, first_name=first, tags=list(contact.tags), vip=contact.vip)
+        return cls(
+            name=name,
+            first_name=first,
+            greeting_name=greeting_name(name),
+            tags=list(contact.tags),
+            vip=contact.vip,
+        )
 
 
 class TemplateContext(BaseModel):
@@ -49,6 +122,13 @@ class TemplateContext(BaseModel):
     priority: str = "normal"
     team: str | None = None
     answer: str | None = None
+    open_now: bool = True
+    back_at: str | None = Field(
+        default=None, description="When the team is next in, in the customer's language."
+    )
+    asked_day: str | None = Field(
+        default=None, description="The day an hours question is about, in the customer's words."
+    )
 
     def as_mapping(self) -> dict[str, Any]:
         """The context as the plain mapping Jinja renders with."""
@@ -57,11 +137,20 @@ class TemplateContext(BaseModel):
 
 SAMPLE_CONTEXTS = (
     TemplateContext(
-        contact=TemplateContact(name="Ana María López", first_name="Ana", tags=["vip"], vip=True),
+        contact=TemplateContact(
+            name="Ana María López", first_name="Ana", greeting_name="Ana", tags=["vip"], vip=True
+        ),
         team="support",
         answer="A sample answer.",
     ),
-    TemplateContext(contact=TemplateContact(), channel="whatsapp", language="es"),
+    TemplateContext(
+        contact=TemplateContact(),
+        channel="whatsapp",
+        language="es",
+        open_now=False,
+        back_at="Monday at 9:00",
+        asked_day="Friday 25 December",
+    ),
 )
 
 

@@ -9,7 +9,7 @@ the stub and the api all take part.
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from dmdesk.natsserver import free_port
+from services.responder.rules import ROUND_THE_CLOCK
 from shared.events import (
     Category,
     Channel,
@@ -150,7 +151,9 @@ async def test_order_status_gets_a_personal_answer_in_the_customers_language_wit
     meta_stack: Stack, bus: NatsClient, send_api: SendApiStub, record_property: Any
 ) -> None:
     started = time.monotonic()
-    await post_dm(bus, "m-order", "¿Dónde está mi pedido #123? No ha llegado todavía", "order-1")
+    # Without "it has not arrived yet": the classifier flags that as a complaint, and
+    # complaints go to the complaints team before any template rule.
+    await post_dm(bus, "m-order", "Hola, ¿dónde está mi pedido #123?", "order-1")
     [call] = await sent_to(send_api, "order-1")
     elapsed = time.monotonic() - started
     record_property("dm_to_send_api_seconds", round(elapsed, 3))
@@ -392,3 +395,104 @@ async def test_rate_limit_is_retried_and_a_permanent_error_shows_on_the_conversa
         meta_stack, "busy-1", lambda d: any(m["status"] == "sent" for m in outbound(d))
     )
     assert [m["status"] for m in outbound(sent)] == ["sent"]
+
+
+# The bot a customer meets (issue #15): what customers read, through the Send API stub.
+HANDOFF_ACK = {
+    "en": "passing this to a colleague",
+    "es": "Le paso tu mensaje",
+    "de": "Ich gebe Ihre Nachricht",
+    "fr": "Je transmets votre message",
+    "it": "Passo il tuo messaggio",
+    "pt": "Vou passar a sua mensagem",
+}
+
+
+async def test_abusive_complaint_goes_to_complaints_with_an_acknowledgement_and_no_faq_answer(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    await post_dm(
+        bus,
+        "m-abuse",
+        "YOU ARE IDIOTS, THE WORST COMPANY EVER. Nobody answers, what are your hours even for??",
+        "abuse-1",
+    )
+    [call] = await sent_to(send_api, "abuse-1")
+    text = call.body["message"]["text"]
+    assert "sorry" in text
+    assert "Monday to Friday" not in text
+    detail = await detail_when(meta_stack, "abuse-1", lambda d: d["team"] is not None)
+    assert detail["team"] == "complaints"
+    assert detail["bot_handoff"]["rule_id"] in {
+        "complaints",
+        "complaint-flag",
+        "negative-sentiment",
+    }
+    await asyncio.sleep(0.5)
+    assert len(send_api.sent("abuse-1")) == 1
+
+
+async def test_returns_question_in_german_is_answered_in_german(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    await post_dm(
+        bus,
+        "m-rueck",
+        "Hallo, wie funktioniert bei Ihnen die Rücksendung? Ich möchte eine Jacke zurückschicken.",
+        "rueck-1",
+        name="Dr. Hans Müller",
+    )
+    [call] = await sent_to(send_api, "rueck-1")
+    assert "innerhalb von 30 Tagen zurückgeben" in call.body["message"]["text"]
+
+
+async def test_agent_please_gets_a_hand_off_message_in_the_customers_language(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    await post_dm(bus, "m-agent", "agent please", "agent-1", name="🌸 mia 🌸")
+    [call] = await sent_to(send_api, "agent-1")
+    detail = await detail_when(
+        meta_stack,
+        "agent-1",
+        lambda d: d["team"] is not None and d["messages"][0]["classification"] is not None,
+    )
+    language = detail["messages"][0]["classification"]["language"]
+    assert language == "en"
+    text = call.body["message"]["text"]
+    assert HANDOFF_ACK["en"] in text
+    assert text.startswith("Thanks Mia,")
+    assert detail["bot_handoff"]["signals"] == ["keyword:agent"]
+    assert detail["bot_handoff"]["reason"] == "the customer asked for a person"
+
+
+async def test_christmas_day_hours_question_gets_the_holiday_answer(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    today = utcnow().date()
+    christmas = date(today.year, 12, 25)
+    if christmas < today:
+        christmas = date(today.year + 1, 12, 25)
+    document = rules_with_calendars(ROUND_THE_CLOCK)
+    document["calendars"]["office"]["holidays"] = [christmas.isoformat()]
+    await put_rules(meta_stack, document)
+    await post_dm(bus, "m-xmas", "Are you open on Christmas Day?", "xmas-1")
+    [call] = await sent_to(send_api, "xmas-1")
+    text = call.body["message"]["text"]
+    assert f"closed on {christmas:%A} 25 December" in text
+
+
+async def test_stop_please_opts_out_with_a_confirmation_and_start_opts_back_in(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    await post_dm(bus, "m-stop", "stop please", "stop-1")
+    [confirmation] = await sent_to(send_api, "stop-1")
+    assert "START" in confirmation.body["message"]["text"]
+    detail = await detail_when(meta_stack, "stop-1", lambda d: d["bot_opted_out"])
+    assert detail["contact"]["bot_opted_out"] is True
+    assert detail["bot_handoff"]["signals"] == ["opt_out"]
+
+    await post_dm(bus, "m-start", "start", "stop-1")
+    [_, welcome] = await sent_to(send_api, "stop-1", count=2)
+    assert "START" not in welcome.body["message"]["text"]
+    detail = await detail_when(meta_stack, "stop-1", lambda d: not d["bot_opted_out"])
+    assert detail["contact"]["bot_opted_out"] is False

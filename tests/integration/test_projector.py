@@ -11,6 +11,7 @@ from services.api import projector
 from shared.db import create_engine, migrate, transaction
 from shared.events import (
     Author,
+    BotReply,
     Category,
     Channel,
     Classification,
@@ -28,7 +29,7 @@ from shared.events import (
     StatusKind,
     UpdateKind,
 )
-from shared.models import ConversationRow, MessageRow, metadata
+from shared.models import ContactRow, ConversationRow, MessageRow, metadata
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 REF = ConversationRef(channel=Channel.MESSENGER, account_id="page-1", contact_id="psid-1")
@@ -232,3 +233,46 @@ async def test_reactions_edits_and_unsends_change_the_message_once(
         await session.run_sync(projector.project_update, update(UpdateKind.DELETE, "d1"))
     [message] = await messages(sessions)
     assert (message.text, message.deleted_at) == (None, T0 + timedelta(minutes=1))
+
+
+async def test_the_bots_hand_off_reason_and_the_opt_out_show_on_conversation_and_contact(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await session.run_sync(projector.project_inbound, inbound("m-1"))
+    handoff = Handoff(
+        conversation=REF,
+        trigger_mid="m-1",
+        team="complaints",
+        priority=Priority.HIGH,
+        reason="complaint",
+        rule_id="complaint-flag",
+        signals=["complaint"],
+        faq_entry="opening-hours",
+        faq_score=0.31,
+    )
+    async with transaction(sessions) as session:
+        await session.run_sync(projector.project_handoff, handoff)
+    routed = await conversation(sessions)
+    assert (routed.handoff_reason, routed.handoff_rule) == ("complaint", "complaint-flag")
+    assert routed.handoff_signals == ["complaint"]
+    assert (routed.faq_entry, routed.faq_score) == ("opening-hours", 0.31)
+    assert routed.bot_opted_out is False
+
+    def reply(mid: str, opt_out: str) -> BotReply:
+        return BotReply.model_validate(
+            {"conversation": REF, "trigger_mid": mid, "request_id": f"r-{mid}",
+             "rule_id": "guard", "text": "ok", "opt_out": opt_out}
+        )  # fmt: skip
+
+    async def opted_out() -> tuple[bool, bool]:
+        async with sessions() as session:
+            contact = (await session.execute(select(ContactRow))).scalar_one()
+        return (await conversation(sessions)).bot_opted_out, contact.bot_opted_out
+
+    async with transaction(sessions) as session:
+        await session.run_sync(projector.project_bot_reply, reply("m-2", "out"))
+    assert await opted_out() == (True, True)
+    async with transaction(sessions) as session:
+        await session.run_sync(projector.project_bot_reply, reply("m-3", "in"))
+    assert await opted_out() == (False, False)

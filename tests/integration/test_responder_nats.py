@@ -212,6 +212,28 @@ async def test_dry_run_says_what_the_bot_would_do(
     assert response.json()["revision"] > 0
 
 
+async def test_dry_run_shows_which_signal_decided_before_any_category_rule(
+    api: httpx.AsyncClient, replicas: list[ResponderRuntime]
+) -> None:
+    response = await api.post(
+        "/v1/rules/dry-run",
+        json={
+            "text": "What are your opening hours? I will see you in court",
+            "category": "inquiry",
+            "critical": ["legal"],
+            "language": "it",
+        },
+    )
+    assert response.status_code == 200, response.text
+    decision = response.json()["decision"]
+    assert decision["matched_rules"] == ["critical"]
+    assert decision["faq"] is None
+    assert decision["handoff"]["signals"] == ["critical:legal"]
+    assert decision["handoff"]["priority"] == "urgent"
+    assert "rule critical (#3) matched on critical:legal" in decision["trace"]
+    assert decision["replies"][0]["language"] == "it"
+
+
 async def test_stored_rule_set_that_does_not_compile_is_ignored_by_replicas(
     replicas: list[ResponderRuntime], client: NatsClient, settings: Settings
 ) -> None:

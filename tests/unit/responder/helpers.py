@@ -13,8 +13,10 @@ from shared.events import (
     Classification,
     ClassifiedMessage,
     Contact,
+    CriticalSignal,
     InboundMessage,
     Priority,
+    PrivateInfoKind,
 )
 
 # A Wednesday at noon in London: inside the default office hours.
@@ -47,6 +49,10 @@ def classified(
     at: datetime = OFFICE_NOON,
     mid: str = "m-1",
     contact_id: str = "psid-1",
+    complaint: bool = False,
+    sentiment: float = 0.0,
+    critical: list[CriticalSignal] | None = None,
+    masked: list[PrivateInfoKind] | None = None,
 ) -> ClassifiedMessage:
     return ClassifiedMessage(
         message=InboundMessage(
@@ -55,6 +61,7 @@ def classified(
             account_id="page-1",
             contact=Contact(platform_id=contact_id, name=name, tags=tags or []),
             text=text,
+            masked=masked or [],
             platform_ts=at,
         ),
         classification=Classification(
@@ -63,6 +70,9 @@ def classified(
             confidence=confidence,
             priority=priority,
             spam=spam,
+            complaint=complaint,
+            sentiment=sentiment,
+            critical=critical or [],
             model_version="test",
         ),
     )

@@ -15,7 +15,7 @@ from tests.unit.responder.helpers import OFFICE_NOON, classified, run
 def test_low_confidence_classification_is_never_answered_by_a_category_rule() -> None:
     decision = run(classified("This is bad", category=Category.COMPLAINT, confidence=0.2))
     assert "complaints" not in decision.matched_rules
-    assert not decision.replies
+    assert [reply.kind for reply in decision.replies] == ["handoff_ack"]
     assert decision.handoff is not None
     assert decision.handoff.reason == "low-confidence classification"
 
@@ -23,7 +23,8 @@ def test_low_confidence_classification_is_never_answered_by_a_category_rule() ->
 def test_bot_reply_limit_hands_off_instead() -> None:
     state = ConversationState(messages_seen=3, bot_turns=3, last_customer_message_at=OFFICE_NOON)
     decision = run(classified("What are your opening hours?"), state=state)
-    assert not decision.replies
+    # No answer past the limit; the customer is still told a person will answer.
+    assert [reply.kind for reply in decision.replies] == ["handoff_ack"]
     assert decision.handoff is not None
     assert "limit" in decision.handoff.reason
 
@@ -63,7 +64,7 @@ def test_opt_out_silences_the_bot_for_that_contact() -> None:
     stop = classified("STOP", mid="m-stop")
     decision = run(stop, state=state)
     assert decision.opt_out == "out"
-    assert not decision.replies
+    assert [reply.kind for reply in decision.replies] == ["opt_out"]
     apply_decision(state, stop, decision)
     assert state.opted_out
     state.human_took_over = False  # even without a human on it, the bot stays quiet
@@ -97,7 +98,7 @@ def test_faq_miss_asks_an_open_question_then_hands_off() -> None:
     apply_decision(state, first, decision)
     assert state.faq_misses == 1
     second = run(classified("qwerty plugh", mid="m-2"), state=state)
-    assert not second.replies
+    assert [reply.kind for reply in second.replies] == ["handoff_ack"]
     assert second.handoff is not None
     assert "FAQ could not answer" in second.handoff.reason
 

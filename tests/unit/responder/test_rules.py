@@ -35,7 +35,10 @@ def test_deploy_rules_yaml_is_the_packaged_default() -> None:
 
 def test_default_rule_set_compiles() -> None:
     rules = default_rules()
-    assert [rule.rule.id for rule in rules.rules][:3] == ["spam", "spam-category", "complaints"]
+    ids = [rule.rule.id for rule in rules.rules]
+    assert ids[:3] == ["spam", "person-at-risk", "card-details"]
+    # Signals before categories: no FAQ or template rule comes before a hand-off on a signal.
+    assert ids.index("complaint-flag") < ids.index("faq") < ids.index("faq-any-category")
 
 
 def test_unknown_template_is_refused_with_rule_id_and_index() -> None:

@@ -1,0 +1,186 @@
+"""What customers read, measured: the default rules and FAQ on a labelled set (no framework).
+
+``defaults/bot_eval.yaml`` holds hand-written customer messages in the six supported
+languages, each with the outcome a customer should get: a FAQ entry, a person (with a
+message in their language), a greeting or an opt-out. Every message is decided by
+:func:`~services.responder.decide.decide` on a fresh conversation inside business hours,
+with the classification the message would get (its language, a category, flags).
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.responder.decide import Decision, decide
+from services.responder.faq import FaqIndex, KnowledgeBase
+from services.responder.rules import CompiledRuleSet
+from services.responder.state import ConversationState
+from shared.events import (
+    Category,
+    Channel,
+    Classification,
+    ClassifiedMessage,
+    Contact,
+    InboundMessage,
+    Priority,
+)
+
+EVAL_RESOURCE = "bot_eval.yaml"
+SUPPORTED_LANGUAGES = ("en", "es", "de", "fr", "it", "pt")
+# A Wednesday at noon in London: inside the default office hours, no holiday.
+EVAL_AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+Split = Literal["dev", "heldout"]
+Verdict = Literal["right", "wrong", "silent", "missed"]
+
+
+class EvalMessage(BaseModel):
+    """A customer message and the outcome it should get."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    t: str = Field(description="The text.")
+    e: str = Field(description="A FAQ entry id, handoff, greet or opt_out.")
+    c: Category = Category.INQUIRY
+    f: list[Literal["complaint", "negative"]] = Field(default_factory=list)
+
+
+class LanguageSet(BaseModel):
+    """One language's messages: tuned on (dev) and never tuned on (heldout)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dev: list[EvalMessage]
+    heldout: list[EvalMessage]
+
+
+def load_eval_set(path: Path | None = None) -> dict[str, LanguageSet]:
+    """The evaluation set at ``path``, or the one packaged with dmdesk."""
+    if path is None:
+        text = resources.files("services.responder.defaults").joinpath(EVAL_RESOURCE)
+        raw = yaml.safe_load(text.read_text(encoding="utf-8"))
+    else:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return {language: LanguageSet.model_validate(value) for language, value in raw.items()}
+
+
+@dataclass
+class LanguageFigures:
+    """The counts of one language (and split)."""
+
+    messages: int = 0
+    right: int = 0
+    wrong: int = 0
+    """Answered with the wrong FAQ entry, answered when a person should, or the wrong language."""
+    silent: int = 0
+    """Handed to a person without a word to the customer."""
+    missed: int = 0
+    """Neither right nor wrong: a covered question handed off or asked to rephrase."""
+    covered: int = 0
+    covered_right: int = 0
+    mistakes: list[str] = field(default_factory=list)
+
+    def add(self, verdict: Verdict, covered: bool, note: str) -> None:
+        """Count one message."""
+        self.messages += 1
+        setattr(self, verdict, getattr(self, verdict) + 1)
+        if covered:
+            self.covered += 1
+            self.covered_right += verdict == "right"
+        if verdict != "right":
+            self.mistakes.append(note)
+
+
+def classified_for(message: EvalMessage, language: str, position: int) -> ClassifiedMessage:
+    """The classified DM an evaluation message stands for."""
+    return ClassifiedMessage(
+        message=InboundMessage(
+            mid=f"eval-{language}-{position}",
+            channel=Channel.MESSENGER,
+            account_id="eval-page",
+            contact=Contact(platform_id=f"eval-{language}-{position}", name="Alex Doe"),
+            text=message.t,
+            platform_ts=EVAL_AT,
+        ),
+        classification=Classification(
+            language=language,
+            category=message.c,
+            confidence=0.8,
+            priority=Priority.NORMAL,
+            complaint="complaint" in message.f,
+            sentiment=-0.8 if "negative" in message.f else 0.0,
+            model_version="eval",
+        ),
+    )
+
+
+def verdict(message: EvalMessage, language: str, decision: Decision) -> Verdict:
+    """How the customer fared: right, wrong, silent (a wordless hand-off) or missed."""
+    if any(reply.language != language for reply in decision.replies):
+        return "wrong"
+    answered = decision.faq.entry_id if decision.faq and decision.faq.answered else None
+    kinds = {reply.kind for reply in decision.replies}
+    if answered is not None and answered != message.e:
+        return "wrong"
+    if decision.handoff is not None and not decision.replies:
+        return "silent"
+    expected = message.e
+    if expected == "handoff":
+        # An open question instead is not an answer: the next miss hands off.
+        return "right" if decision.handoff is not None else "missed"
+    if expected == "greet":
+        greeted = any(reply.template == "greeting" for reply in decision.replies)
+        return "right" if greeted else "missed"
+    if expected == "opt_out":
+        return "right" if decision.opt_out == "out" and "opt_out" in kinds else "missed"
+    return "right" if answered == expected else "missed"
+
+
+def evaluate_bot(
+    eval_set: dict[str, LanguageSet], rules: CompiledRuleSet, faq: FaqIndex, splits: Iterable[Split]
+) -> dict[str, LanguageFigures]:
+    """Figures per language over ``splits``."""
+    wanted = tuple(splits)
+    figures: dict[str, LanguageFigures] = {}
+    for language, sets in eval_set.items():
+        counts = figures.setdefault(language, LanguageFigures())
+        for split in wanted:
+            for position, message in enumerate(getattr(sets, split)):
+                classified = classified_for(message, language, position)
+                decision = decide(
+                    classified,
+                    ConversationState(),
+                    rules,
+                    faq,
+                    default_team="support",
+                    now=EVAL_AT,
+                )
+                outcome = verdict(message, language, decision)
+                covered = message.e not in {"handoff", "greet", "opt_out"}
+                got = f"{decision.faq.entry_id} {decision.faq.score:.2f}" if decision.faq else None
+                note = f"[{split}] {message.t!r}: expected {message.e}, {outcome} (FAQ {got})"
+                counts.add(outcome, covered, note)
+    return figures
+
+
+def missing_translations(knowledge_base: KnowledgeBase, rules: CompiledRuleSet) -> list[str]:
+    """Every FAQ answer, FAQ question set and template with no text in a supported language."""
+    missing = []
+    for entry in knowledge_base.entries:
+        for language in SUPPORTED_LANGUAGES:
+            if language not in entry.answers:
+                missing.append(f"faq {entry.id}: no {language} answer")
+            if not entry.questions.get(language):
+                missing.append(f"faq {entry.id}: no {language} question")
+    for name, variants in rules.source.templates.items():
+        missing += [
+            f"template {name}: no {language} variant"
+            for language in SUPPORTED_LANGUAGES
+            if language not in variants
+        ]
+    return missing

@@ -1,0 +1,166 @@
+"""What customers met (issue #15): each finding as the decision the bot must now make."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.responder.decide import apply_decision
+from services.responder.state import ConversationState
+from services.responder.templates import greeting_name
+from shared.events import Category, CriticalSignal, PrivateInfoKind
+from tests.unit.responder.helpers import classified, run
+
+
+def test_abusive_complaint_in_category_other_goes_to_complaints_without_a_faq_answer() -> None:
+    decision = run(
+        classified(
+            "YOU ARE IDIOTS, THE WORST COMPANY EVER", category=Category.OTHER, complaint=True
+        )
+    )
+    assert decision.faq is None
+    assert decision.handoff is not None
+    assert decision.handoff.team == "complaints"
+    assert decision.handoff.signals == ["complaint"]
+    assert "sorry to hear" in decision.replies[0].text
+
+
+def test_strongly_negative_message_is_not_answered_by_the_faq() -> None:
+    decision = run(classified("what are your opening hours you useless lot", sentiment=-0.8))
+    assert decision.faq is None
+    assert decision.handoff is not None
+    assert decision.handoff.signals == ["sentiment:-0.80"]
+
+
+@pytest.mark.parametrize("signal", list(CriticalSignal))
+def test_critical_signals_go_to_a_person_before_any_faq(signal: CriticalSignal) -> None:
+    decision = run(classified("What are your opening hours?", critical=[signal]))
+    assert decision.faq is None
+    assert decision.handoff is not None
+    assert decision.handoff.priority == "urgent"
+    assert decision.handoff.signals == [f"critical:{signal.value}"]
+
+
+def test_person_at_risk_gets_only_a_human_acknowledgement() -> None:
+    decision = run(
+        classified("I can't go on", critical=[CriticalSignal.PERSON_AT_RISK], language="de")
+    )
+    [reply] = decision.replies
+    assert reply.language == "de"
+    assert "Mensch aus unserem Team" in reply.text
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "category", "entry"),
+    [
+        ("What is your returns policy?", "en", Category.REFUND_BILLING, "returns"),
+        ("Which payment methods do you accept?", "en", Category.REFUND_BILLING, "payment-methods"),
+        ("Do you sell gift cards?", "en", Category.ORDER_SHIPPING, "gift-cards"),
+        ("Wie funktioniert die Rücksendung?", "de", Category.REFUND_BILLING, "returns"),
+        ("What is your VAT number?", "en", Category.INQUIRY, "company-details"),
+        ("How do I cancel my newsletter subscription?", "en", Category.INQUIRY, "newsletter"),
+    ],
+)
+def test_faq_answers_whatever_the_category_in_the_customers_language(
+    text: str, language: str, category: Category, entry: str
+) -> None:
+    decision = run(classified(text, language=language, category=category))
+    assert decision.faq is not None
+    assert decision.faq.entry_id == entry
+    assert decision.faq.answered
+    assert decision.replies[0].language == language
+
+
+def test_christmas_day_hours_question_gets_the_holiday_answer() -> None:
+    decision = run(classified("Are you open on Christmas Day?"))
+    assert "closed on Friday 25 December" in decision.replies[0].text
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "words"),
+    [
+        ("agent please", "en", "passing this to a colleague"),
+        ("quiero hablar con una persona", "es", "Le paso tu mensaje"),
+        ("Ich möchte mit einem Menschen sprechen", "de", "weiter"),
+    ],
+)
+def test_a_request_for_a_person_gets_a_hand_off_message_in_their_language(
+    text: str, language: str, words: str
+) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.handoff is not None
+    [reply] = decision.replies
+    assert (reply.kind, reply.language) == ("handoff_ack", language)
+    assert words in reply.text
+
+
+def test_hand_off_message_outside_hours_says_when_the_team_is_back() -> None:
+    # Saturday 20:00 in London: back Monday at 09:00.
+    at = datetime(2026, 11, 28, 20, 0, tzinfo=UTC)
+    decision = run(classified("agent please", at=at))
+    assert "Monday 30 November at 09:00" in decision.replies[-1].text
+
+
+def test_image_only_message_is_acknowledged() -> None:
+    decision = run(classified("", category=Category.OTHER))
+    assert decision.handoff is not None
+    assert "attachment" in decision.replies[0].text
+
+
+def test_greeting_gets_a_greeting_and_no_empty_name() -> None:
+    decision = run(classified("hi", name=None))
+    assert [reply.text for reply in decision.replies] == ["Hi! How can we help you today?"]
+
+
+def test_thanks_after_an_answer_closes_politely() -> None:
+    state = ConversationState(messages_seen=1, bot_turns=1)
+    decision = run(classified("thanks!"), state=state)
+    assert decision.close is not None
+    assert decision.handoff is None
+    assert decision.replies[0].text.startswith("You're welcome")
+
+
+@pytest.mark.parametrize("text", ["stop please", "STOP 🙏", "Unsubscribe.", "bitte abmelden"])
+def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
+    decision = run(classified(text))
+    assert decision.opt_out == "out"
+    assert decision.replies[0].kind == "opt_out"
+
+
+def test_start_brings_the_bot_back_after_an_opt_out() -> None:
+    state = ConversationState()
+    stop = classified("stop please", mid="m-stop")
+    apply_decision(state, stop, run(stop, state=state))
+    start = classified("start", mid="m-start")
+    decision = run(start, state=state)
+    assert decision.opt_out == "in"
+    assert decision.replies[0].kind == "opt_in"
+    apply_decision(state, start, decision)
+    answer = run(classified("What are your opening hours?", mid="m-3"), state=state)
+    assert answer.faq is not None
+    assert answer.faq.answered
+
+
+def test_card_details_get_a_warning_in_the_customers_language_and_the_rest_goes_on() -> None:
+    decision = run(
+        classified(
+            "Quels moyens de paiement acceptez-vous ?", language="fr", masked=[PrivateInfoKind.CARD]
+        )
+    )
+    assert decision.replies[0].text.startswith("Pour votre sécurité")
+    assert decision.faq is not None
+    assert decision.faq.entry_id == "payment-methods"
+    assert decision.replies[1].language == "fr"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("Dr. Hans Müller", "Hans"), ("🌸 mia 🌸", "Mia"), ("", None), ("🌸", None), (None, None)],
+)
+def test_greeting_name_skips_titles_and_emoji(name: str | None, expected: str | None) -> None:
+    assert greeting_name(name) == expected
+
+
+def test_no_template_reads_thanks_space_bang_for_a_nameless_contact() -> None:
+    decision = run(classified("qwerty plugh", name="🌸"))
+    assert "Thanks !" not in decision.replies[0].text
+    assert decision.replies[0].text.startswith("Thanks!")
