@@ -24,7 +24,14 @@ from services.ingest.meta import (
     parse_json,
 )
 from services.ingest.metrics import IngestMetrics
-from services.ingest.publisher import BUS_UNAVAILABLE, BusUnavailableError, EventSink
+from services.ingest.publisher import (
+    BUS_UNAVAILABLE,
+    BusUnavailableError,
+    EventSink,
+    EventTooLargeError,
+    bus_size,
+    fitted,
+)
 from services.ingest.requests import MessageRequests
 from shared.events import Channel
 from shared.settings import Settings
@@ -157,8 +164,11 @@ def webhooks_router(
                 metrics.reject("invalid_body")
                 return refusal(status.HTTP_400_BAD_REQUEST, "invalid_body", exc.reason, exc.field)
             try:
-                events = await requests.annotate(batch.events)
+                events = fitted(await requests.annotate(batch.events), sink.room())
                 duplicates = await sink.store(events)
+            except EventTooLargeError as exc:
+                metrics.reject("event_too_large")
+                return refusal(status.HTTP_413_CONTENT_TOO_LARGE, "event_too_large", str(exc))
             except (BusUnavailableError, *BUS_UNAVAILABLE):
                 metrics.reject("bus_unavailable")
                 return refusal(
@@ -259,15 +269,19 @@ def generic_router(settings: Settings, sink: EventSink, metrics: IngestMetrics) 
 
     @router.post(
         "/v1/messages",
+        response_model=Accepted,
         status_code=status.HTTP_202_ACCEPTED,
         responses={
             status.HTTP_401_UNAUTHORIZED: {"description": "API key missing"},
             status.HTTP_403_FORBIDDEN: {"description": "API key unknown"},
-            status.HTTP_413_CONTENT_TOO_LARGE: {"model": Refusal, "description": "too large"},
+            status.HTTP_413_CONTENT_TOO_LARGE: {
+                "model": Refusal,
+                "description": "the body, or one message on the bus, too large",
+            },
             status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "NATS unavailable"},
         },
     )
-    async def post_messages(body: GenericBody) -> Accepted:
+    async def post_messages(body: GenericBody) -> Accepted | JSONResponse:
         """Accept one DM or a batch; answered once every one is stored in JetStream."""
         batch = body if isinstance(body, list) else [body]
         events = [
@@ -275,8 +289,22 @@ def generic_router(settings: Settings, sink: EventSink, metrics: IngestMetrics) 
             for message in batch
             if isinstance(message, GenericMessage)
         ]
+        room = sink.room()
+        for index, event in enumerate(events):
+            if (size := bus_size(event)) > room:
+                metrics.reject("event_too_large")
+                where = f"[{index}]" if isinstance(body, list) else None
+                return refusal(
+                    status.HTTP_413_CONTENT_TOO_LARGE,
+                    "event_too_large",
+                    str(EventTooLargeError(size, room)),
+                    where,
+                )
         try:
             duplicates = await sink.store(events)
+        except EventTooLargeError as exc:
+            metrics.reject("event_too_large")
+            return refusal(status.HTTP_413_CONTENT_TOO_LARGE, "event_too_large", str(exc))
         except (BusUnavailableError, *BUS_UNAVAILABLE) as exc:
             metrics.reject("bus_unavailable")
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, BUS_DOWN_DETAIL) from exc
