@@ -128,8 +128,40 @@ class Settings(BaseSettings):
         default_factory=list,
         description=(
             "SHA-256 hex digests of the keys allowed to POST /v1/messages (JSON list);"
-            " empty leaves the generic endpoint open."
+            " without one (or ingest_open) the generic endpoint refuses every request."
         ),
+    )
+    ingest_trusted_key_hashes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "SHA-256 hex digests of the ingest keys (JSON list) that may also set the fields"
+            " only a trusted system should: contact vip, followers and tags, and a timestamp"
+            " more than 5 minutes in the past."
+        ),
+    )
+    ingest_open: bool = Field(
+        default=False,
+        description=(
+            "Let POST /v1/messages in without a key (local development; `dmdesk up` sets it"
+            " when it binds loopback). The trusted fields still need a trusted key."
+        ),
+    )
+    ingest_rate_per_second: float = Field(
+        default=50,
+        ge=0,
+        description=(
+            "DMs per second each source (ingest key, or client address when open) may post"
+            " to /v1/messages, after the burst (429 with Retry-After above); 0: no limit."
+            " Signed Meta webhooks are never limited."
+        ),
+    )
+    ingest_rate_burst: int = Field(
+        default=500, gt=0, description="DMs a source may post at once before the rate applies."
+    )
+    ingest_body_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="How long ingest waits for a request body to arrive in full (408 after).",
     )
     contacts_bucket: str = Field(
         default="dmdesk_contacts",
