@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.events import PrivateInfoKind
+
 
 class Settings(BaseSettings):
     """Every knob the platform team can turn; each field is ``DMDESK_<FIELD>``."""
@@ -162,6 +164,15 @@ class Settings(BaseSettings):
         default=30,
         gt=0,
         description="How long ingest waits for a request body to arrive in full (408 after).",
+    )
+    ingest_masked_kinds: list[PrivateInfoKind] = Field(
+        default_factory=lambda: [PrivateInfoKind.CARD],
+        description=(
+            "Kinds of private information ingest masks in a DM before publishing it (JSON"
+            " list of card, iban, email, phone, address). Cards (all but the last four"
+            " digits, and their security codes) are masked whatever this says; the kinds"
+            " not listed are kept and flagged by the classifier."
+        ),
     )
     contacts_bucket: str = Field(
         default="dmdesk_contacts",

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from services.ingest.generic import Accepted, GenericBody, GenericMessage
+from services.ingest.masking import masked, masked_kinds
 from services.ingest.meta import (
     SIGNATURE_HEADER,
     InvalidBody,
@@ -193,6 +194,7 @@ def webhooks_router(
     )
     secrets = meta_secrets(settings)
     tokens = verify_tokens(settings)
+    kinds = masked_kinds(settings.ingest_masked_kinds)
     if not secrets:
         logger.warning("no Meta app secret configured: every webhook POST is refused")
 
@@ -232,7 +234,8 @@ def webhooks_router(
                 metrics.reject("invalid_body")
                 return refusal(status.HTTP_400_BAD_REQUEST, "invalid_body", exc.reason, exc.field)
             try:
-                events = fitted(await requests.annotate(batch.events), sink.room())
+                annotated = masked(await requests.annotate(batch.events), kinds)
+                events = fitted(annotated, sink.room())
                 duplicates = await sink.store(events)
             except EventTooLargeError as exc:
                 metrics.reject("event_too_large")
@@ -388,6 +391,7 @@ def generic_router(settings: Settings, sink: EventSink, metrics: IngestMetrics) 
         ),
     )
     guard = api_key_guard(settings, metrics)
+    kinds = masked_kinds(settings.ingest_masked_kinds)
 
     @router.post(
         "/v1/messages",
@@ -432,12 +436,15 @@ def generic_router(settings: Settings, sink: EventSink, metrics: IngestMetrics) 
                         "only a trusted ingest key may set " + ", ".join(fields),
                         ", ".join(where + field for field in fields),
                     )
-        events = [
-            Normalised(
-                message.to_event(received), f"{Channel.GENERIC.value}:{message.id}", "message"
-            )
-            for message in batch
-        ]
+        events = masked(
+            [
+                Normalised(
+                    message.to_event(received), f"{Channel.GENERIC.value}:{message.id}", "message"
+                )
+                for message in batch
+            ],
+            kinds,
+        )
         room = sink.room()
         for index, event in enumerate(events):
             if (size := bus_size(event)) > room:
