@@ -6,15 +6,47 @@ content is private information.
 
 import logging
 import sys
+import traceback
+from types import TracebackType
 
 from pythonjsonlogger.json import JsonFormatter
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+def redacted_traceback(exc_info: ExcInfo) -> str:
+    """A traceback's frames and exception types, without the messages.
+
+    An exception's message may quote what failed (a value, a body, a message's text):
+    only its type is kept, so a log line never carries private data.
+    """
+    _, error, _ = exc_info
+    if error is None:
+        return ""
+    lines: list[str] = []
+    for part in traceback.TracebackException.from_exception(error).format():
+        if part.startswith(("Traceback", "  File", "\nDuring", "\nThe above")):
+            lines.append(part.split("\n    ", 1)[0].rstrip("\n"))  # the frame, not its code
+        else:
+            name = part.split(":", 1)[0].strip()
+            if name and " " not in name:
+                lines.append(f"{name}: <redacted>")
+    return "\n".join(lines)
+
+
+class RedactingJsonFormatter(JsonFormatter):
+    """JSON lines whose tracebacks keep frames and types but no exception messages."""
+
+    def formatException(self, ei: ExcInfo) -> str:  # noqa: N802 - logging's name
+        """See :func:`redacted_traceback`."""
+        return redacted_traceback(ei)
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Send every log record as JSON to stderr, tagged with ``service``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter(
+        RedactingJsonFormatter(
             "%(levelname)s %(name)s %(message)s",
             rename_fields={"levelname": "level", "name": "logger"},
             static_fields={"service": service},
