@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import sys
@@ -19,6 +20,16 @@ def _run_service(name: str) -> int:
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or name) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _up(args: argparse.Namespace) -> int:
     settings = get_settings()
     data_dir = Path(args.data_dir or settings.data_dir).resolve()
@@ -34,6 +45,12 @@ def _up(args: argparse.Namespace) -> int:
         )
         nats.start()
         env["DMDESK_NATS_URL"] = nats.url
+    if is_loopback(settings.host) and "DMDESK_INGEST_OPEN" not in os.environ:
+        env["DMDESK_INGEST_OPEN"] = "true"
+        print(
+            f"dmdesk: POST /v1/messages is open without an ingest key on {settings.host}"
+            " (loopback only; set DMDESK_INGEST_OPEN=false to close it)"
+        )
     child_settings = Settings(**{**settings.model_dump(), "data_dir": data_dir})
     print(f"dmdesk: data in {data_dir}")
     print(
@@ -58,9 +75,9 @@ def _demo(args: argparse.Namespace) -> int:
     ingest = args.ingest_url or f"http://{settings.host}:{settings.ingest_port}"
     api = args.api_url or f"http://{settings.host}:{settings.api_port}"
     if args.api_key:
-        return run_demo(ingest, api, args.api_key)
+        return run_demo(ingest, api, args.api_key, ingest_key=args.ingest_key)
     with temporary_key("demo") as key:
-        return run_demo(ingest, api, key)
+        return run_demo(ingest, api, key, ingest_key=args.ingest_key)
 
 
 def _asyncapi(args: argparse.Namespace) -> int:
@@ -88,6 +105,11 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="post sample DMs and print the queue")
     demo.add_argument("--ingest-url", help="default: http://DMDESK_HOST:DMDESK_INGEST_PORT")
     demo.add_argument("--api-url", help="default: http://DMDESK_HOST:DMDESK_API_PORT")
+    demo.add_argument(
+        "--ingest-key",
+        default=os.environ.get("DMDESK_INGEST_KEY"),
+        help="an ingest key (DMDESK_INGEST_KEY); default: none, for an open ingest (dmdesk up)",
+    )
     demo.add_argument(
         "--api-key",
         default=os.environ.get("DMDESK_API_KEY"),

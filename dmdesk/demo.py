@@ -15,8 +15,18 @@ SAMPLES = (
 )
 
 
-def run_demo(ingest_url: str, api_url: str, api_key: str, wait_seconds: float = 10.0) -> int:
-    """Post the samples to ingest, then print the queue once they all show up."""
+def run_demo(
+    ingest_url: str,
+    api_url: str,
+    api_key: str,
+    wait_seconds: float = 10.0,
+    ingest_key: str | None = None,
+) -> int:
+    """Post the samples to ingest, then print the queue once they all show up.
+
+    Ingest takes ``ingest_key`` (an ingest key, not an API key), or none when it is open
+    (as `dmdesk up` opens it on loopback).
+    """
     run = uuid.uuid4().hex[:8]
     batch = [
         {
@@ -27,8 +37,12 @@ def run_demo(ingest_url: str, api_url: str, api_key: str, wait_seconds: float = 
         }
         for handle, name, text in SAMPLES
     ]
-    with httpx.Client(timeout=10, headers={"X-API-Key": api_key}) as client:
-        response = client.post(f"{ingest_url}/v1/messages", json=batch)
+    with httpx.Client(timeout=10) as client:
+        response = client.post(
+            f"{ingest_url}/v1/messages",
+            json=batch,
+            headers={"X-API-Key": ingest_key} if ingest_key else {},
+        )
         if response.status_code != httpx.codes.ACCEPTED:
             print(f"ingest refused the demo DMs: {response.status_code} {response.text}")
             return 1
@@ -36,7 +50,9 @@ def run_demo(ingest_url: str, api_url: str, api_key: str, wait_seconds: float = 
         deadline = time.monotonic() + wait_seconds
         items: list[dict[str, object]] = []
         while time.monotonic() < deadline:
-            items = client.get(f"{api_url}/v1/queue", params={"limit": 200}).json()["items"]
+            items = client.get(
+                f"{api_url}/v1/queue", params={"limit": 200}, headers={"X-API-Key": api_key}
+            ).json()["items"]
             routed = [i for i in items if i["account_id"] == "demo-page" and i["team"]]
             if len(routed) >= len(SAMPLES):
                 break

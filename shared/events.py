@@ -6,16 +6,84 @@ without a new version. Removing or changing the meaning of a field is a new
 version and a note in docs/architecture.md.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# Limits every event holds to, so that whatever is published can be projected and
+# re-encoded: integers that fit a BIGINT (and a JSON double), moments a database
+# and timedelta arithmetic can hold, JSON documents of bounded depth.
+MAX_COUNT = 2**53 - 1
+EARLIEST_MOMENT = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_MOMENT = datetime(2100, 1, 1, tzinfo=UTC)
+MAX_JSON_DEPTH = 32
+MAX_TAGS = 20
+MAX_TAG_LENGTH = 64
+MAX_ATTACHMENTS = 50
+MAX_URL_LENGTH = 8192
+MAX_PAYLOAD_LENGTH = 4096
+# At the door (ingest), a platform's moment before EARLIEST_MOMENT or more than this after
+# the receipt is absurd: the clocks start at receipt instead (see :func:`at_receipt`).
+MAX_PLATFORM_LEAD = timedelta(minutes=5)
 
 
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
     return datetime.now(UTC)
+
+
+def json_depth(document: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply ``document``'s objects and arrays nest (a scalar is 0), without recursion.
+
+    Stops counting past ``limit``.
+    """
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(document, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth) for child in children)
+    return deepest
+
+
+def _shallow(document: Any) -> Any:
+    if json_depth(document) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return document
+
+
+def _projectable(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if not EARLIEST_MOMENT <= moment < LATEST_MOMENT:
+        raise ValueError(
+            f"must be between {EARLIEST_MOMENT.year} and {LATEST_MOMENT.year} (timezone-aware)"
+        )
+    return moment
+
+
+def at_receipt(moment: datetime, received: datetime) -> datetime:
+    """``moment`` as reported, or ``received`` when it is absurd.
+
+    A platform's time is kept as it says, unless it is before 2000 (year 1, the epoch)
+    or more than ``MAX_PLATFORM_LEAD`` after the receipt (year 9999): then the clocks
+    start at receipt.
+    """
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware if EARLIEST_MOMENT <= aware <= received + MAX_PLATFORM_LEAD else received
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+Moment = Annotated[datetime, AfterValidator(_projectable)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_LENGTH)]
 
 
 class Event(BaseModel):
@@ -72,24 +140,24 @@ class Contact(Event):
 
     platform_id: str = Field(min_length=1, max_length=256)
     name: str | None = Field(default=None, max_length=512)
-    tags: list[str] = Field(default_factory=list)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     vip: bool = False
-    followers: int | None = Field(default=None, ge=0)
+    followers: Count | None = None
 
 
 class Attachment(Event):
     """A non-text part of a message (image, video, audio, file, location, share...)."""
 
     type: str = Field(min_length=1, max_length=64)
-    url: str | None = None
-    payload: dict[str, Any] = Field(default_factory=dict)
+    url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
+    payload: JsonObject = Field(default_factory=dict)
 
 
 class StoryRef(Event):
     """An Instagram story a message replies to (its media URL expires after a day)."""
 
-    id: str | None = None
-    url: str | None = None
+    id: str | None = Field(default=None, max_length=512)
+    url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
 
 
 class ConversationRef(Event):
@@ -123,17 +191,18 @@ class InboundMessage(Event):
     account_id: str = Field(min_length=1, max_length=256, description="Page / IG / WABA id.")
     contact: Contact
     text: str | None = Field(default=None, max_length=20_000)
-    attachments: list[Attachment] = Field(default_factory=list)
-    quick_reply_payload: str | None = None
-    postback_payload: str | None = None
-    referral: dict[str, Any] | None = None
-    reply_to_mid: str | None = None
+    attachments: list[Attachment] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    quick_reply_payload: str | None = Field(default=None, max_length=MAX_PAYLOAD_LENGTH)
+    postback_payload: str | None = Field(default=None, max_length=MAX_PAYLOAD_LENGTH)
+    referral: JsonObject | None = None
+    reply_to_mid: str | None = Field(default=None, max_length=512)
     reply_to_story: StoryRef | None = Field(
         default=None, description="The Instagram story this message replies to."
     )
     is_echo: bool = False
     app_id: str | None = Field(
         default=None,
+        max_length=256,
         description=(
             "For an echo, the Meta app that sent the message (Meta's app_id), where the"
             " platform says: dmdesk's own app, Meta's inbox, or another tool."
@@ -145,7 +214,7 @@ class InboundMessage(Event):
         description="Kinds of private information ingest masked in the text before publishing"
         " (a card number keeps its last four digits): the customer is told not to send them.",
     )
-    platform_ts: datetime
+    platform_ts: Moment
     received_at: datetime = Field(default_factory=utcnow)
 
     @property
@@ -168,8 +237,8 @@ class StatusKind(StrEnum):
 class PlatformError(Event):
     """An error reported by a platform (Graph API error, WhatsApp status error)."""
 
-    code: int | None = None
-    subcode: int | None = None
+    code: int | None = Field(default=None, ge=-MAX_COUNT, le=MAX_COUNT)
+    subcode: int | None = Field(default=None, ge=-MAX_COUNT, le=MAX_COUNT)
     type: str | None = None
     message: str = ""
     retryable: bool = False
@@ -186,20 +255,20 @@ class StatusEvent(Event):
     event_id: str = Field(min_length=1, max_length=512)
     kind: StatusKind
     conversation: ConversationRef
-    mids: list[str] = Field(default_factory=list)
-    watermark: datetime | None = None
+    mids: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list)
+    watermark: Moment | None = None
     error: PlatformError | None = None
-    platform_ts: datetime
+    platform_ts: Moment
 
 
 class RawEvent(Event):
     """A platform event dmdesk does not understand yet, kept whole (``dm.raw.<channel>``)."""
 
     version: Literal[1] = 1
-    event_id: str
+    event_id: str = Field(min_length=1, max_length=1024)
     channel: Channel
-    kind: str
-    body: dict[str, Any]
+    kind: str = Field(max_length=128)
+    body: JsonObject
     account_id: str | None = Field(default=None, description="Page / IG / WABA id, if known.")
     reason: str | None = Field(
         default=None, description="Why it was not normalised, when its kind is a known one."
@@ -232,8 +301,8 @@ class MessageUpdate(Event):
     reaction: str | None = Field(default=None, description="Reaction name, e.g. love.")
     emoji: str | None = None
     text: str | None = Field(default=None, max_length=20_000, description="Text after an edit.")
-    edit_count: int | None = Field(default=None, ge=0)
-    platform_ts: datetime
+    edit_count: Count | None = None
+    platform_ts: Moment
     received_at: datetime = Field(default_factory=utcnow)
 
 

@@ -35,7 +35,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
-_DIGITS = re.compile(r"\d{4,}")
+_WITH_DIGITS = re.compile(r"[^\s'\"]*\d[^\s'\"]*")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 _PARAMETERS = re.compile(r"\[parameters: .*?\]\s*$", re.DOTALL | re.MULTILINE)
 MAX_ERROR_MESSAGE = 500
@@ -45,13 +45,13 @@ MAX_FRAMES = 12
 def redacted(text: str) -> str:
     """An error message with the values it may quote taken out, its shape kept.
 
-    Quoted strings, runs of four or more digits (cards, phones, ids), emails and
+    Quoted strings, words with a digit in them (cards, phones, ids, codes), emails and
     SQLAlchemy's ``[parameters: ...]`` become ``<redacted>``.
     """
     text = _PARAMETERS.sub("[parameters: <redacted>]", text)
     text = _QUOTED.sub("'<redacted>'", text)
     text = _EMAIL.sub("<redacted>", text)
-    text = _DIGITS.sub("<redacted>", text)
+    text = _WITH_DIGITS.sub("<redacted>", text)
     return text[:MAX_ERROR_MESSAGE]
 
 

@@ -11,14 +11,27 @@ from pydantic import BaseModel
 from shared.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+LivenessCheck = Callable[[], str | None]
 CHECK_TIMEOUT_SECONDS = 2.0
 
 
 class Health(BaseModel):
-    """Liveness: the process answers."""
+    """Liveness: the process answers and can recover by itself (``status`` says why not)."""
 
     status: str = "ok"
     service: str
+
+
+def nats_closed(broker: NatsBroker) -> str | None:
+    """Why the process cannot recover: its NATS connection is closed for good (never retried).
+
+    nats-py closes the connection, without reconnecting, on an error the server sends
+    (``maximum payload exceeded``...); a restart is the way back.
+    """
+    state = broker.config.broker_config.connection_state
+    if state and state.connection.is_closed:
+        return "NATS connection closed for good"
+    return None
 
 
 class Readiness(BaseModel):
@@ -33,6 +46,8 @@ def nats_checks(broker: NatsBroker, settings: Settings) -> dict[str, ReadinessCh
     """Checks that NATS is connected and the stream exists."""
 
     async def nats_connected() -> None:
+        if (closed := nats_closed(broker)) is not None:
+            raise ConnectionError(closed)
         if not await broker.ping(timeout=CHECK_TIMEOUT_SECONDS / 2):
             raise ConnectionError("not connected to NATS")
 
@@ -46,13 +61,18 @@ def ops_router(
     service: str,
     registry: CollectorRegistry,
     checks: Mapping[str, ReadinessCheck],
+    liveness: LivenessCheck = lambda: None,
 ) -> APIRouter:
     """``/healthz``, ``/readyz`` and ``/metrics`` for one service."""
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz")
-    async def healthz() -> Health:
-        """The process is alive."""
+    @router.get("/healthz", responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Health}})
+    async def healthz(response: Response) -> Health:
+        """The process is alive and can recover by itself (503: restart it)."""
+        failure = liveness()
+        if failure is not None:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+            return Health(status=failure, service=service)
         return Health(service=service)
 
     @router.get(

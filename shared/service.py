@@ -6,6 +6,7 @@ finish in-flight messages (``graceful_timeout``) before the process exits.
 """
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats.errors
 import uvicorn
 from fastapi import APIRouter, FastAPI
 from faststream.nats import NatsBroker
@@ -23,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from shared.bus import BatchConsumer, dependency_unavailable
 from shared.lag import ConsumerLagCollector
 from shared.logs import configure_logging
-from shared.ops import ReadinessCheck, nats_checks, ops_router
+from shared.ops import ReadinessCheck, nats_checks, nats_closed, ops_router
 from shared.settings import Settings
 from shared.streams import Consumer, provision
 from shared.tasks import stop_task
@@ -33,6 +35,7 @@ logger = logging.getLogger("dmdesk.service")
 Hook = Callable[[], Awaitable[None]]
 STARTUP_PATIENCE_SECONDS = 60.0
 MAX_STARTUP_DELAY_SECONDS = 5.0
+CONNECTION_WATCH_SECONDS = 1.0
 
 
 @dataclass
@@ -78,14 +81,18 @@ def service_app(spec: ServiceSpec) -> FastAPI:
         for batch_consumer in spec.batch_consumers:
             batch_consumer.start(js)
         lag_task = asyncio.create_task(lag.keep_fresh(js)) if lag else None
+        watchdog = asyncio.create_task(stop_when_connection_closed(spec, _app))
         logger.info("service started", extra={"consumers": [c.durable for c in spec.durables]})
         try:
             yield
         finally:
+            await stop_task(watchdog)
             await stop_task(lag_task)
             for batch_consumer in spec.batch_consumers:
                 await batch_consumer.stop()
-            await spec.broker.stop()
+            # A connection closed for good has nothing left to drain.
+            with contextlib.suppress(nats.errors.ConnectionClosedError):
+                await spec.broker.stop()
             for hook in spec.on_shutdown:
                 await hook()
             logger.info("service stopped")
@@ -99,10 +106,26 @@ def service_app(spec: ServiceSpec) -> FastAPI:
     for key, value in spec.state.items():
         setattr(app.state, key, value)
     checks = {**nats_checks(spec.broker, spec.settings), **spec.checks}
-    app.include_router(ops_router(spec.name, spec.registry, checks))
+    app.include_router(
+        ops_router(spec.name, spec.registry, checks, liveness=lambda: nats_closed(spec.broker))
+    )
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+async def stop_when_connection_closed(spec: ServiceSpec, app: FastAPI) -> None:
+    """Stop the server (see :func:`serve`) once the NATS connection is closed for good.
+
+    Meanwhile ``/healthz`` answers 503, so an orchestrator restarts the service too.
+    """
+    while nats_closed(spec.broker) is None:  # noqa: ASYNC110 - nats-py has no event for it
+        await asyncio.sleep(CONNECTION_WATCH_SECONDS)
+    logger.error("NATS connection closed for good; stopping so that the service is restarted")
+    app.state.connection_closed = True
+    stop_server: Callable[[], None] | None = getattr(app.state, "stop_server", None)
+    if stop_server is not None:
+        stop_server()
 
 
 async def patiently(step: Hook) -> None:
@@ -143,7 +166,11 @@ def consumer_lag(spec: ServiceSpec) -> ConsumerLagCollector | None:
 
 
 def serve(app: FastAPI, service: str, settings: Settings, port: int) -> None:
-    """Run ``app`` until SIGINT/SIGTERM, logging JSON."""
+    """Run ``app`` until SIGINT/SIGTERM, logging JSON.
+
+    A service whose NATS connection closed for good stops and exits with status 1,
+    so that the supervisor (``dmdesk up``, compose, Kubernetes) starts it again.
+    """
     configure_logging(service, settings.log_level)
     config = uvicorn.Config(
         app,
@@ -153,4 +180,12 @@ def serve(app: FastAPI, service: str, settings: Settings, port: int) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+
+    def stop_server() -> None:
+        server.should_exit = True
+
+    app.state.stop_server = stop_server
+    server.run()
+    if getattr(app.state, "connection_closed", False):
+        raise SystemExit(1)

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.events import PrivateInfoKind
 from shared.ratelimit import parse_rule
 
 
@@ -144,7 +145,44 @@ class Settings(BaseSettings):
         default_factory=list,
         description=(
             "SHA-256 hex digests of the keys allowed to POST /v1/messages (JSON list);"
-            " empty leaves the generic endpoint open."
+            " without one (or ingest_open) the generic endpoint refuses every request."
+        ),
+    )
+    ingest_trusted_key_hashes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "SHA-256 hex digests of the ingest keys (JSON list) that may also set the fields"
+            " only a trusted system should: contact vip, followers and tags, and a timestamp"
+            " more than 5 minutes in the past."
+        ),
+    )
+    ingest_open: bool = Field(
+        default=False,
+        description=(
+            "Let POST /v1/messages in without a key (local development; `dmdesk up` sets it"
+            " when it binds loopback). The trusted fields still need a trusted key."
+        ),
+    )
+    ingest_rate_limit: str = Field(
+        default="500/10 seconds;3000/minute",
+        description=(
+            "Requests each source (ingest key, or client address when open) may make to"
+            " /v1/messages, in the `limits` notation (429 with Retry-After past it)."
+            " Signed Meta webhooks are never limited."
+        ),
+    )
+    ingest_body_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="How long ingest waits for a request body to arrive in full (408 after).",
+    )
+    ingest_masked_kinds: list[PrivateInfoKind] = Field(
+        default_factory=lambda: [PrivateInfoKind.CARD],
+        description=(
+            "Kinds of private information ingest masks in a DM before publishing it (JSON"
+            " list of card, iban, email, phone, address). Cards (all but the last four"
+            " digits, and their security codes) are masked whatever this says; the kinds"
+            " not listed are kept and flagged by the classifier."
         ),
     )
     contacts_bucket: str = Field(
@@ -213,7 +251,10 @@ class Settings(BaseSettings):
         return languages[0] if languages else self.default_language
 
     @field_validator(
-        "api_rate_limit_per_key", "api_rate_limit_per_address", "api_auth_failure_limit"
+        "api_rate_limit_per_key",
+        "api_rate_limit_per_address",
+        "api_auth_failure_limit",
+        "ingest_rate_limit",
     )
     @classmethod
     def _a_rate_limit(cls, rule: str) -> str:

@@ -38,7 +38,7 @@ from services.api.schemas import (
     TagsRequest,
     TransferRequest,
 )
-from services.classifier import pii
+from shared import pii
 from shared.bus import publish_event
 from shared.events import Author, Channel, ConversationRef, OutboundRequest, utcnow
 from shared.models import (

@@ -9,11 +9,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.classifier import pii
 from services.classifier.language import DEFAULT_LANGUAGES, Detected, LanguageDetection, choose
 from services.classifier.model import DEFAULT_ARTIFACT, CategoryModel, Prediction, load
 from services.classifier.priority import Policy, PolicyStore, Signals, decide
 from services.classifier.sentiment import SentimentScorer
+from shared import pii
 from shared.events import (
     Category,
     Classification,

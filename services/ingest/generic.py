@@ -3,9 +3,18 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from shared.events import Attachment, Channel, Contact, InboundMessage, utcnow
+from shared.events import (
+    MAX_TAGS,
+    Attachment,
+    Channel,
+    Contact,
+    Count,
+    InboundMessage,
+    Tag,
+    at_receipt,
+)
 
 
 class GenericContact(BaseModel):
@@ -15,9 +24,9 @@ class GenericContact(BaseModel):
 
     id: str = Field(min_length=1, max_length=256, description="The sender's id in your system.")
     name: str | None = Field(default=None, max_length=512)
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     vip: bool = False
-    followers: int | None = Field(default=None, ge=0)
+    followers: Count | None = None
 
 
 class GenericMessage(BaseModel):
@@ -30,7 +39,11 @@ class GenericMessage(BaseModel):
     contact: GenericContact
     text: str | None = Field(default=None, max_length=20_000)
     attachments: list[Attachment] = Field(default_factory=list, max_length=20)
-    timestamp: datetime | None = Field(default=None, description="When it was sent; now if absent.")
+    timestamp: AwareDatetime | None = Field(
+        default=None,
+        description="When it was sent (with a time zone); the receipt if absent, before 2000,"
+        " or more than 5 minutes ahead. More than 5 minutes in the past needs a trusted key.",
+    )
 
     @model_validator(mode="after")
     def _has_content(self) -> "GenericMessage":
@@ -38,8 +51,8 @@ class GenericMessage(BaseModel):
             raise ValueError("a message needs text or at least one attachment")
         return self
 
-    def to_event(self) -> InboundMessage:
-        """The shared inbound event for this message."""
+    def to_event(self, received: datetime) -> InboundMessage:
+        """The shared inbound event for this message, received at ``received``."""
         contact = self.contact
         return InboundMessage(
             mid=self.id,
@@ -54,7 +67,8 @@ class GenericMessage(BaseModel):
             ),
             text=self.text,
             attachments=self.attachments,
-            platform_ts=self.timestamp or utcnow(),
+            platform_ts=at_receipt(self.timestamp, received) if self.timestamp else received,
+            received_at=received,
         )
 
 

@@ -28,6 +28,13 @@ class IngestMetrics:
             ["channel", "kind"],
             registry=registry,
         )
+        self.refused = Counter(
+            "dmdesk_ingest_refused_events_total",
+            "Events of a signed webhook that could not be stored (kept as a refused raw event"
+            " with the reason, no body), by channel and reason.",
+            ["channel", "reason"],
+            registry=registry,
+        )
         self.rejected = Counter(
             "dmdesk_ingest_rejected_total",
             "Requests refused before anything was published, by reason.",

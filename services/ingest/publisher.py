@@ -30,8 +30,56 @@ BUS_UNAVAILABLE = (
 )
 
 
+# Room for the headers beside Nats-Msg-Id (faststream's content-type and correlation id,
+# the NATS/1.0 preamble): NATS counts headers and payload against max_payload together.
+HEADER_ALLOWANCE_BYTES = 256
+
+
 class BusUnavailableError(Exception):
     """NATS could not store (or confirm storing) an event: the sender must retry."""
+
+
+class EventTooLargeError(Exception):
+    """An event does not fit in one bus message: retrying can never store it."""
+
+    def __init__(self, size: int, room: int) -> None:
+        super().__init__(f"{size} bytes on the bus; the server takes at most {room}")
+        self.size = size
+        self.room = room
+
+
+def bus_size(normalised: Normalised) -> int:
+    """The bytes ``normalised`` takes in one bus message: payload, dedupe id and headers."""
+    payload = len(normalised.event.model_dump_json().encode())
+    return payload + len(normalised.msg_id.encode()) + HEADER_ALLOWANCE_BYTES
+
+
+def refused(normalised: Normalised, size: int, room: int) -> Normalised:
+    """A small raw event standing for an event too large to publish, with the reason."""
+    event = normalised.event
+    account_id: str | None
+    if isinstance(event, StatusEvent | MessageUpdate):
+        channel, account_id = event.conversation.channel, event.conversation.account_id
+    else:
+        channel, account_id = event.channel, event.account_id
+    stand_in = RawEvent(
+        event_id=normalised.msg_id,
+        channel=channel,
+        kind=normalised.kind,
+        body={},
+        account_id=account_id,
+        reason=f"too large for the bus: {size} bytes, the server takes at most {room}",
+    )
+    return Normalised(stand_in, normalised.msg_id, "refused")
+
+
+def fitted(events: Sequence[Normalised], room: int) -> list[Normalised]:
+    """``events``, each too large for one bus message replaced by its :func:`refused` stand-in."""
+    kept: list[Normalised] = []
+    for normalised in events:
+        size = bus_size(normalised)
+        kept.append(normalised if size <= room else refused(normalised, size, room))
+    return kept
 
 
 class EventSink(Protocol):
@@ -43,6 +91,10 @@ class EventSink(Protocol):
         Raises:
             BusUnavailableError: some event may not be stored; retrying is safe.
         """
+        ...
+
+    def room(self) -> int:
+        """The largest bus message (payload and headers) the server takes, in bytes."""
         ...
 
 
@@ -64,6 +116,7 @@ class JetStreamSink:
     """Publishes with a PubAck and ``Nats-Msg-Id``; conversations in parallel, each in order."""
 
     def __init__(self, broker: NatsBroker, settings: Settings, metrics: IngestMetrics) -> None:
+        self.broker = broker
         self.settings = settings
         self.metrics = metrics
         self.publishers: dict[tuple[type[BaseModel], Channel], LogicPublisher] = {}
@@ -78,6 +131,10 @@ class JetStreamSink:
                     title=subject,
                     description=f"{channel.value}: {description}, normalised.",
                 )
+
+    def room(self) -> int:
+        """The server's ``max_payload``, from the connection's server info."""
+        return self.broker.connection.max_payload
 
     async def store(self, events: Sequence[Normalised]) -> int:
         """Store ``events``; see :class:`EventSink`."""
@@ -110,6 +167,8 @@ class JetStreamSink:
                     msg_id=normalised.msg_id,
                     settings=self.settings,
                 )
+            except nats.errors.MaxPayloadError as exc:
+                raise EventTooLargeError(bus_size(normalised), self.room()) from exc
             except BUS_UNAVAILABLE as exc:
                 logger.warning(
                     "bus unavailable", extra={"error_type": type(exc).__name__, "channel": channel}
@@ -117,7 +176,9 @@ class JetStreamSink:
                 raise BusUnavailableError(type(exc).__name__) from exc
             self.metrics.publish_latency.observe(time.perf_counter() - started)
             self.metrics.received.labels(channel.value, label(normalised.kind)).inc()
-            if isinstance(event, RawEvent):
+            if normalised.kind == "refused":
+                self.metrics.refused.labels(channel.value, "too_large").inc()
+            elif isinstance(event, RawEvent):
                 self.metrics.unknown.labels(channel.value, label(event.kind)).inc()
             if ack.duplicate:
                 duplicates += 1

@@ -1,18 +1,25 @@
 """Ingest's HTTP routes: Meta's webhooks and the generic ``POST /v1/messages``."""
 
+import asyncio
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+import re
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 
 from services.ingest.generic import Accepted, GenericBody, GenericMessage
+from services.ingest.masking import masked, masked_kinds
 from services.ingest.meta import (
     SIGNATURE_HEADER,
     InvalidBody,
@@ -24,15 +31,29 @@ from services.ingest.meta import (
     parse_json,
 )
 from services.ingest.metrics import IngestMetrics
-from services.ingest.publisher import BUS_UNAVAILABLE, BusUnavailableError, EventSink
+from services.ingest.publisher import (
+    BUS_UNAVAILABLE,
+    BusUnavailableError,
+    EventSink,
+    EventTooLargeError,
+    bus_size,
+    fitted,
+)
 from services.ingest.requests import MessageRequests
-from shared.events import Channel
+from shared.events import MAX_PLATFORM_LEAD, Channel, utcnow
+from shared.ratelimit import RateLimit, retry_after
 from shared.settings import Settings
 
 logger = logging.getLogger("dmdesk.ingest")
 
 META_CHANNELS = (Channel.MESSENGER, Channel.INSTAGRAM, Channel.WHATSAPP)
 BUS_DOWN_DETAIL = "message bus unavailable; retry later (retries are deduplicated)"
+CLIENT_CLOSED_REQUEST = 499  # nginx's code: nobody reads the answer
+MAX_ERRORS_SHOWN = 10
+# pydantic names the branches of GenericBody (one message, or a list) in an error's loc.
+_UNION_TAG = re.compile(r"(GenericMessage|^list\[.*\]$)")
+# A client's timestamp may lag the receipt by this much without a trusted key.
+PAST_TOLERANCE = MAX_PLATFORM_LEAD
 
 
 class Refusal(BaseModel):
@@ -56,8 +77,15 @@ def refusal(status_code: int, reason: str, detail: str, field: str | None = None
     return JSONResponse(body.model_dump(), status_code=status_code)
 
 
-def size_limited_route(limit: int, metrics: IngestMetrics) -> type[APIRoute]:
-    """A route class that answers 413 before reading more than ``limit`` bytes of body."""
+def size_limited_route(
+    limit: int, metrics: IngestMetrics, body_timeout: float, strict_json: bool = False
+) -> type[APIRoute]:
+    """A route class that reads at most ``limit`` bytes of body within ``body_timeout``.
+
+    With ``strict_json``, the body is decoded by :func:`parse_json` (no NaN, no lone
+    surrogate, bounded depth) before FastAPI validates it, and a validation error is a
+    422 :class:`Refusal` naming the field and the reason, never the value sent.
+    """
 
     class SizeLimitedRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -65,7 +93,18 @@ def size_limited_route(limit: int, metrics: IngestMetrics) -> type[APIRoute]:
 
             async def limited(request: Request) -> Response:
                 if request.method in {"POST", "PUT", "PATCH"}:
-                    body = await _read_at_most(request, limit)
+                    try:
+                        body = await asyncio.wait_for(_read_at_most(request, limit), body_timeout)
+                    except TimeoutError:
+                        metrics.reject("body_timeout")
+                        return refusal(
+                            status.HTTP_408_REQUEST_TIMEOUT,
+                            "body_timeout",
+                            f"the body did not arrive within {body_timeout:g} s",
+                        )
+                    except ClientDisconnect:
+                        metrics.reject("client_disconnected")
+                        return Response(status_code=CLIENT_CLOSED_REQUEST)
                     if body is None:
                         metrics.reject("body_too_large")
                         return refusal(
@@ -73,13 +112,48 @@ def size_limited_route(limit: int, metrics: IngestMetrics) -> type[APIRoute]:
                             "body_too_large",
                             f"the body is larger than {limit} bytes",
                         )
-                    # Starlette's Request.body() returns this cache, so the handler reads it.
+                    # Starlette's Request.body() and .json() return these caches.
                     request._body = body
-                return await handler(request)
+                    if strict_json:
+                        try:
+                            request._json = parse_json(body)
+                        except InvalidBody as exc:
+                            metrics.reject("invalid_body")
+                            return refusal(
+                                status.HTTP_400_BAD_REQUEST, "invalid_body", exc.reason, exc.field
+                            )
+                try:
+                    return await handler(request)
+                except RequestValidationError as exc:
+                    metrics.reject("invalid_message")
+                    field, detail = validation_summary(exc.errors())
+                    return refusal(
+                        status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid_message", detail, field
+                    )
 
             return limited
 
     return SizeLimitedRoute
+
+
+def validation_summary(errors: Sequence[Any]) -> tuple[str | None, str]:
+    """The first offending field and every error's field and reason, never the input."""
+    described: list[str] = []
+    first: str | None = None
+    # Of a union's branches, the errors of the one that got furthest (the body's own shape).
+    deepest = max((len(error.get("loc", ())) for error in errors), default=0)
+    branch = next((e["loc"][:2] for e in errors if len(e.get("loc", ())) == deepest), ())
+    errors = [e for e in errors if tuple(e.get("loc", ()))[:2] == tuple(branch)] or errors
+    for error in errors[:MAX_ERRORS_SHOWN]:
+        parts = [
+            str(part)
+            for part in error.get("loc", ())
+            if part != "body" and not _UNION_TAG.search(str(part))
+        ]
+        field = ".".join(parts) or None
+        first = first or field
+        described.append(f"{field or 'body'}: {error.get('msg', 'invalid')}")
+    return first, "; ".join(described)[:2000]
 
 
 async def _read_at_most(request: Request, limit: int) -> bytes | None:
@@ -114,10 +188,13 @@ def webhooks_router(
     """``GET`` (handshake) and ``POST`` (events) on ``/webhooks/<channel>`` for Meta's three."""
     router = APIRouter(
         tags=["webhooks"],
-        route_class=size_limited_route(settings.ingest_max_body_bytes, metrics),
+        route_class=size_limited_route(
+            settings.ingest_max_body_bytes, metrics, settings.ingest_body_timeout_seconds
+        ),
     )
     secrets = meta_secrets(settings)
     tokens = verify_tokens(settings)
+    kinds = masked_kinds(settings.ingest_masked_kinds)
     if not secrets:
         logger.warning("no Meta app secret configured: every webhook POST is refused")
 
@@ -157,8 +234,12 @@ def webhooks_router(
                 metrics.reject("invalid_body")
                 return refusal(status.HTTP_400_BAD_REQUEST, "invalid_body", exc.reason, exc.field)
             try:
-                events = await requests.annotate(batch.events)
+                annotated = masked(await requests.annotate(batch.events), kinds)
+                events = fitted(annotated, sink.room())
                 duplicates = await sink.store(events)
+            except EventTooLargeError as exc:
+                metrics.reject("event_too_large")
+                return refusal(status.HTTP_413_CONTENT_TOO_LARGE, "event_too_large", str(exc))
             except (BusUnavailableError, *BUS_UNAVAILABLE):
                 metrics.reject("bus_unavailable")
                 return refusal(
@@ -220,63 +301,164 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="The same ingest key as a bearer token.")
 
 
-def api_key_guard(settings: Settings, metrics: IngestMetrics) -> Callable[..., Awaitable[None]]:
-    """A dependency requiring one of ``settings.ingest_api_key_hashes``' keys, if any is set."""
-    hashes = [digest.strip().lower().encode() for digest in settings.ingest_api_key_hashes]
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who posts to ``/v1/messages``: a key's digest, or the client address when open."""
+
+    source: str
+    trusted: bool
+
+
+def _digests(values: Sequence[str]) -> list[bytes]:
+    return [digest.strip().lower().encode() for digest in values]
+
+
+def _matches(digest: bytes, allowed: Sequence[bytes]) -> bool:
+    matched = False
+    for candidate in allowed:
+        matched |= hmac.compare_digest(digest, candidate)
+    return matched
+
+
+def api_key_guard(settings: Settings, metrics: IngestMetrics) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: an ingest key (or ``ingest_open``), within the per-source rate limit."""
+    trusted = _digests(settings.ingest_trusted_key_hashes)
+    keys = _digests(settings.ingest_api_key_hashes) + trusted
+    limiter = RateLimit(settings.ingest_rate_limit)
 
     async def guard(
+        request: Request,
         header_key: Annotated[str | None, Security(_api_key_header)],
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-    ) -> None:
-        if not hashes:
-            return
+    ) -> Caller:
         key = header_key or (bearer.credentials if bearer else None)
-        if not key:
+        if key:
+            digest = hashlib.sha256(key.encode()).hexdigest().encode()
+            if not _matches(digest, keys):
+                metrics.reject("api_key_invalid")
+                raise HTTPException(status.HTTP_403_FORBIDDEN, detail="unknown API key")
+            caller = Caller(f"key:{digest.decode()[:16]}", _matches(digest, trusted))
+        elif settings.ingest_open:
+            address = request.client.host if request.client else "unknown"
+            caller = Caller(f"address:{address}", trusted=False)
+        else:
             metrics.reject("api_key_missing")
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                detail="missing API key: send X-API-Key or Authorization: Bearer",
+                detail="missing ingest key: send X-API-Key or Authorization: Bearer",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        digest = hashlib.sha256(key.encode()).hexdigest().encode()
-        matched = False
-        for allowed in hashes:
-            matched |= hmac.compare_digest(digest, allowed)
-        if not matched:
-            metrics.reject("api_key_invalid")
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="unknown API key")
+        if (wait := await limiter.hit(caller.source)) is not None:
+            metrics.reject("rate_limited")
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail="too many requests from this source; retry after Retry-After seconds",
+                headers=retry_after(wait),
+            )
+        return caller
 
     return guard
+
+
+def trusted_fields(message: GenericMessage, now: datetime) -> list[str]:
+    """The fields of ``message`` that only a trusted key may set."""
+    contact = message.contact
+    return [
+        name
+        for name, present in (
+            ("contact.vip", contact.vip),
+            ("contact.followers", contact.followers is not None),
+            ("contact.tags", bool(contact.tags)),
+            (
+                "timestamp",
+                message.timestamp is not None and message.timestamp < now - PAST_TOLERANCE,
+            ),
+        )
+        if present
+    ]
 
 
 def generic_router(settings: Settings, sink: EventSink, metrics: IngestMetrics) -> APIRouter:
     """``POST /v1/messages``: the generic channel for internal systems."""
     router = APIRouter(
         tags=["messages"],
-        route_class=size_limited_route(settings.ingest_max_body_bytes, metrics),
-        dependencies=[Depends(api_key_guard(settings, metrics))],
+        route_class=size_limited_route(
+            settings.ingest_max_body_bytes,
+            metrics,
+            settings.ingest_body_timeout_seconds,
+            strict_json=True,
+        ),
     )
+    guard = api_key_guard(settings, metrics)
+    kinds = masked_kinds(settings.ingest_masked_kinds)
 
     @router.post(
         "/v1/messages",
+        response_model=Accepted,
         status_code=status.HTTP_202_ACCEPTED,
         responses={
-            status.HTTP_401_UNAUTHORIZED: {"description": "API key missing"},
-            status.HTTP_403_FORBIDDEN: {"description": "API key unknown"},
-            status.HTTP_413_CONTENT_TOO_LARGE: {"model": Refusal, "description": "too large"},
+            status.HTTP_400_BAD_REQUEST: {"model": Refusal, "description": "not strict JSON"},
+            status.HTTP_401_UNAUTHORIZED: {"description": "ingest key missing"},
+            status.HTTP_403_FORBIDDEN: {
+                "model": Refusal,
+                "description": "unknown key, or fields only a trusted key may set",
+            },
+            status.HTTP_408_REQUEST_TIMEOUT: {"model": Refusal, "description": "body too slow"},
+            status.HTTP_413_CONTENT_TOO_LARGE: {
+                "model": Refusal,
+                "description": "the body, or one message on the bus, too large",
+            },
+            status.HTTP_422_UNPROCESSABLE_CONTENT: {
+                "model": Refusal,
+                "description": "a field out of bounds (field and reason)",
+            },
+            status.HTTP_429_TOO_MANY_REQUESTS: {"description": "rate limited (Retry-After)"},
             status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "NATS unavailable"},
         },
     )
-    async def post_messages(body: GenericBody) -> Accepted:
+    async def post_messages(
+        body: GenericBody, caller: Annotated[Caller, Depends(guard)]
+    ) -> Accepted | JSONResponse:
         """Accept one DM or a batch; answered once every one is stored in JetStream."""
-        batch = body if isinstance(body, list) else [body]
-        events = [
-            Normalised(message.to_event(), f"{Channel.GENERIC.value}:{message.id}", "message")
-            for message in batch
-            if isinstance(message, GenericMessage)
+        batch = [
+            m for m in (body if isinstance(body, list) else [body]) if isinstance(m, GenericMessage)
         ]
+        received = utcnow()
+        if not caller.trusted:
+            for index, message in enumerate(batch):
+                if fields := trusted_fields(message, received):
+                    metrics.reject("untrusted_fields")
+                    where = f"[{index}]." if isinstance(body, list) else ""
+                    return refusal(
+                        status.HTTP_403_FORBIDDEN,
+                        "untrusted_fields",
+                        "only a trusted ingest key may set " + ", ".join(fields),
+                        ", ".join(where + field for field in fields),
+                    )
+        events = masked(
+            [
+                Normalised(
+                    message.to_event(received), f"{Channel.GENERIC.value}:{message.id}", "message"
+                )
+                for message in batch
+            ],
+            kinds,
+        )
+        room = sink.room()
+        for index, event in enumerate(events):
+            if (size := bus_size(event)) > room:
+                metrics.reject("event_too_large")
+                return refusal(
+                    status.HTTP_413_CONTENT_TOO_LARGE,
+                    "event_too_large",
+                    str(EventTooLargeError(size, room)),
+                    f"[{index}]" if isinstance(body, list) else None,
+                )
         try:
             duplicates = await sink.store(events)
+        except EventTooLargeError as exc:
+            metrics.reject("event_too_large")
+            return refusal(status.HTTP_413_CONTENT_TOO_LARGE, "event_too_large", str(exc))
         except (BusUnavailableError, *BUS_UNAVAILABLE) as exc:
             metrics.reject("bus_unavailable")
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, BUS_DOWN_DETAIL) from exc

@@ -59,10 +59,11 @@ async def test_dmdesk_up_runs_the_stack_restarts_a_dead_child_and_stops_on_ctrl_
         )
         assert f"ready: API http://127.0.0.1:{ports['api']}/docs" in ready, ready
         assert "(embedded)" in ready
+        assert "POST /v1/messages is open without an ingest key" in ready
 
         database = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'dmdesk.db'}"
         key = await issue_api_key(database, Scope.READ)
-        async with httpx.AsyncClient(timeout=10, headers={"X-API-Key": key}) as client:
+        async with httpx.AsyncClient(timeout=10) as client:
             posted = await client.post(
                 f"http://127.0.0.1:{ports['ingest']}/v1/messages",
                 json={"id": "up-1", "contact": {"id": "ana"}, "text": "where is my order?"},
@@ -70,7 +71,9 @@ async def test_dmdesk_up_runs_the_stack_restarts_a_dead_child_and_stops_on_ctrl_
             assert posted.status_code == 202
 
             async def queue() -> list[dict[str, object]]:
-                response = await client.get(f"http://127.0.0.1:{ports['api']}/v1/queue")
+                response = await client.get(
+                    f"http://127.0.0.1:{ports['api']}/v1/queue", headers={"X-API-Key": key}
+                )
                 items: list[dict[str, object]] = response.json()["items"]
                 return items
 

@@ -31,6 +31,7 @@ from services.ingest.meta.wire import (
     WireMessage,
 )
 from shared.events import (
+    MAX_JSON_DEPTH,
     Attachment,
     Channel,
     Contact,
@@ -43,6 +44,7 @@ from shared.events import (
     StatusKind,
     StoryRef,
     UpdateKind,
+    json_depth,
     utcnow,
 )
 
@@ -53,6 +55,7 @@ OBJECT_CHANNELS = {
 }
 PlatformEvent = InboundMessage | StatusEvent | MessageUpdate | RawEvent
 EARLIEST = datetime.min.replace(tzinfo=UTC)
+MAX_BODY_DEPTH = 256
 # WhatsApp error codes worth sending again later: rate limits and temporary outages.
 RETRYABLE_WHATSAPP_ERRORS = frozenset({130429, 131000, 131016, 131056, 133004})
 ENVELOPE_KEYS = frozenset({"sender", "recipient", "timestamp"})
@@ -116,11 +119,19 @@ class Batch:
 
 
 def parse_json(raw: bytes) -> Any:
-    """The decoded body; :class:`InvalidBody` when it is not strict UTF-8 JSON."""
+    """The decoded body; :class:`InvalidBody` when it is not strict UTF-8 JSON of sane depth.
+
+    Strict: UTF-8 only, no ``NaN`` or ``Infinity``, no lone UTF-16 surrogate, objects and
+    arrays nested at most ``MAX_BODY_DEPTH`` levels.
+    """
     try:
         document = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError as exc:
+        raise InvalidBody(f"malformed JSON: nested deeper than {MAX_BODY_DEPTH} levels") from exc
+    except ValueError as exc:
         raise InvalidBody(f"malformed JSON: {exc}"[:300]) from exc
+    if json_depth(document, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
+        raise InvalidBody(f"malformed JSON: nested deeper than {MAX_BODY_DEPTH} levels")
     if b"\\ud" in raw.lower():
         # A lone UTF-16 surrogate escape decodes, but could never be re-encoded to publish.
         try:
@@ -192,6 +203,9 @@ def _raw(
 ) -> Normalised:
     document = body if isinstance(body, dict) else {"value": body}
     digest = content_hash(channel.value, account_id, document)
+    if json_depth(document) > MAX_JSON_DEPTH:
+        document = {}
+        reason = f"{reason + '; ' if reason else ''}body nested deeper than {MAX_JSON_DEPTH} levels"
     event = RawEvent(
         event_id=f"{channel.value}:raw:{digest}",
         channel=channel,

@@ -4,20 +4,23 @@ Messenger (``object: page``) and Instagram (``object: instagram``) share the
 ``entry[].messaging[]`` shape; WhatsApp Cloud API (``object: whatsapp_business_account``)
 uses ``entry[].changes[].value``. Timestamps arrive as epoch milliseconds (Messenger,
 Instagram), epoch seconds in a string (WhatsApp) or ISO 8601 in some tools' fixtures:
-:data:`Timestamp` accepts all three and is always timezone-aware.
+:data:`Timestamp` accepts all three, is always timezone-aware, and is the receipt when
+absurd (:func:`shared.events.at_receipt`).
 """
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+from shared.events import at_receipt, utcnow
 
 
-Timestamp = Annotated[datetime, AfterValidator(_aware)]
+def _sane(moment: datetime) -> datetime:
+    return at_receipt(moment, utcnow())
+
+
+Timestamp = Annotated[datetime, AfterValidator(_sane)]
 PlatformId = Annotated[str, Field(min_length=1, max_length=256)]
 
 

@@ -65,6 +65,10 @@ class FakeSink:
     stored: list[Normalised] = field(default_factory=list)
     down: bool = False
     seen: set[str] = field(default_factory=set)
+    max_payload: int = 1_048_576
+
+    def room(self) -> int:
+        return self.max_payload
 
     async def store(self, events: Sequence[Normalised]) -> int:
         if self.down:

@@ -1,6 +1,8 @@
 """Whatever arrives, the webhooks never answer 500 and never publish an unsigned body."""
 
+import hashlib
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -162,5 +164,163 @@ def test_arbitrary_signed_bytes_are_never_a_500(raw: bytes) -> None:
     try:
         response = ingest.post_webhook(Channel.MESSENGER, raw)
         assert response.status_code in {200, 400}, response.text
+    finally:
+        ingest.client.close()
+
+
+# Hostile values: what an attacker sends, beside what a platform does. ---------------
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for level in range(depth):
+        value = [value] if level % 2 else {"a": value}
+    return value
+
+
+hostile_leaves = (
+    st.integers()  # unbounded: 2**70 and beyond
+    | st.floats()  # NaN and Infinity, once encoded leniently
+    | st.sampled_from([1e9, 1e300, -0.0, 2**53, 2**63, -(2**64)])
+    | st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3)  # lone surrogates
+    | st.text(max_size=30)
+    | st.sampled_from(
+        [
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "1970-01-01T00:00:00",
+            "2999-01-01T00:00:00+14:00",
+            "x" * 5000,
+        ]
+    )
+    | st.integers(30, 400).map(nested)
+)
+hostile_values = st.recursive(
+    hostile_leaves,
+    lambda children: (
+        st.lists(children, max_size=25)
+        | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+HOSTILE = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+GENERIC_PATHS = [
+    ("id",),
+    ("account_id",),
+    ("text",),
+    ("timestamp",),
+    ("contact", "id"),
+    ("contact", "name"),
+    ("contact", "tags"),
+    ("contact", "vip"),
+    ("contact", "followers"),
+    ("attachments",),
+    ("attachments", 0, "type"),
+    ("attachments", 0, "url"),
+    ("attachments", 0, "payload"),
+    ("attachments", 0, "payload", "nested"),
+]
+
+
+def lenient_json(document: Any) -> bytes:
+    """JSON as a careless client writes it: NaN, Infinity and lone surrogates included."""
+    return json.dumps(document, allow_nan=True, ensure_ascii=True).encode()
+
+
+def assert_projectable(ingest: Any) -> None:
+    """Everything stored re-encodes, fits one bus message and holds bounded values."""
+    from services.ingest.publisher import bus_size
+    from shared.events import EARLIEST_MOMENT, MAX_COUNT, InboundMessage, RawEvent, json_depth
+
+    for normalised in ingest.sink.stored:
+        event = normalised.event
+        encoded = event.model_dump_json()
+        assert type(event).model_validate_json(encoded) == event
+        assert bus_size(normalised) <= ingest.sink.room()
+        if isinstance(event, InboundMessage):
+            assert EARLIEST_MOMENT <= event.platform_ts <= event.received_at + timedelta(minutes=5)
+            assert event.contact.followers is None or event.contact.followers <= MAX_COUNT
+            for attachment in event.attachments:
+                assert json_depth(attachment.payload) <= 32
+        if isinstance(event, RawEvent):
+            assert json_depth(event.body) <= 32
+
+
+@HOSTILE
+@given(
+    edits=st.lists(st.tuples(st.sampled_from(GENERIC_PATHS), hostile_values), max_size=4),
+    trusted=st.booleans(),
+    max_payload=st.sampled_from([4_000, 1_048_576]),
+)
+def test_hostile_generic_dms_are_refused_with_a_4xx_or_stored_projectable(
+    edits: list[tuple[tuple[Any, ...], Any]], trusted: bool, max_payload: int
+) -> None:
+    key = "property-key"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    hashes = {"ingest_trusted_key_hashes" if trusted else "ingest_api_key_hashes": [digest]}
+    ingest = make_ingest(
+        ingest_max_body_bytes=1_048_576, ingest_rate_limit="1000000/second", **hashes
+    )
+    ingest.sink.max_payload = max_payload
+    document: dict[str, Any] = {
+        "id": "g-1",
+        "contact": {"id": "ana"},
+        "text": "hello",
+        "attachments": [{"type": "file", "payload": {}}],
+    }
+    for path, value in edits:
+        target: Any = document
+        for step in path[:-1]:
+            if isinstance(target, dict):
+                target = target.get(step)
+            elif isinstance(target, list) and isinstance(step, int) and step < len(target):
+                target = target[step]
+            else:
+                target = None
+        if isinstance(target, dict):
+            target[path[-1]] = value
+    try:
+        response = ingest.client.post(
+            "/v1/messages",
+            content=lenient_json(document),
+            headers={"Content-Type": "application/json", "X-API-Key": key},
+        )
+        assert response.status_code in {202, 400, 403, 413, 422}, response.text
+        if response.status_code != 202:
+            assert ingest.sink.stored == []
+            assert response.json()["reason"]
+        assert_projectable(ingest)
+    finally:
+        ingest.client.close()
+
+
+@HOSTILE
+@given(
+    mutated=mutated_real_bodies(),
+    hostile=st.lists(st.tuples(FIELD_NAMES, hostile_values), max_size=3),
+    max_payload=st.sampled_from([4_000, 1_048_576]),
+)
+def test_hostile_values_in_real_webhooks_are_never_a_5xx_and_stored_projectable(
+    mutated: tuple[Channel, Any], hostile: list[tuple[str, Any]], max_payload: int
+) -> None:
+    channel, document = mutated
+    containers: list[dict[str, Any]] = []
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            containers.append(node)
+            stack += list(node.values())
+        elif isinstance(node, list):
+            stack += node
+    for index, (name, value) in enumerate(hostile):
+        if containers:
+            containers[(index * 7) % len(containers)][name] = value
+    ingest = make_ingest(ingest_max_body_bytes=1_048_576)
+    ingest.sink.max_payload = max_payload
+    try:
+        response = ingest.post_webhook(channel, lenient_json(document))
+        assert response.status_code in {200, 400}, response.text
+        assert_projectable(ingest)
     finally:
         ingest.client.close()

@@ -152,15 +152,21 @@ def generic(mid: str = "g-1") -> dict[str, Any]:
     return {"id": mid, "contact": {"id": "ana"}, "text": "hello"}
 
 
-def test_generic_endpoint_is_open_when_no_key_is_configured(ingest: Ingest) -> None:
-    response = ingest.client.post("/v1/messages", json=[generic("g-1"), generic("g-2")])
-    assert response.status_code == 202
-    assert response.json() == {"accepted": 2, "duplicates": 0}
-    again = ingest.client.post("/v1/messages", json=generic("g-1"))
-    assert again.json() == {"accepted": 1, "duplicates": 1}
+def test_generic_endpoint_is_closed_without_a_key_unless_opened(ingest: Ingest) -> None:
+    assert ingest.client.post("/v1/messages", json=generic()).status_code == 401
+    opened = make_ingest(ingest_open=True)
+    try:
+        response = opened.client.post("/v1/messages", json=[generic("g-1"), generic("g-2")])
+        assert response.status_code == 202
+        assert response.json() == {"accepted": 2, "duplicates": 0}
+        again = opened.client.post("/v1/messages", json=generic("g-1"))
+        assert again.json() == {"accepted": 1, "duplicates": 1}
+    finally:
+        opened.client.close()
 
 
-def test_generic_endpoint_reports_the_bad_field(ingest: Ingest) -> None:
+def test_generic_endpoint_reports_the_bad_field() -> None:
+    ingest = make_ingest(ingest_open=True)
     response = ingest.client.post("/v1/messages", json={"id": "g", "contact": {"id": "a"}})
     assert response.status_code == 422
     assert "text or at least one attachment" in response.text
@@ -185,7 +191,8 @@ def test_generic_endpoint_needs_a_configured_key() -> None:
         app.client.close()
 
 
-def test_generic_endpoint_is_503_when_nats_is_down(ingest: Ingest) -> None:
+def test_generic_endpoint_is_503_when_nats_is_down() -> None:
+    ingest = make_ingest(ingest_open=True)
     ingest.sink.down = True
     assert ingest.client.post("/v1/messages", json=generic()).status_code == 503
 

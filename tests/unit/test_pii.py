@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from services.classifier.pii import find, iban_valid, luhn_valid, mask
 from shared.events import PrivateInfoKind
+from shared.pii import find, iban_valid, luhn_valid, mask
 
 
 def kinds(text: str) -> list[PrivateInfoKind]:

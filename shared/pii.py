@@ -80,6 +80,15 @@ IBAN_LENGTHS: dict[str, int] = {
     "IL": 23,
 }
 MASKS: dict[PrivateInfoKind, str] = {kind: f"[{kind.value}]" for kind in PrivateInfoKind}
+# A card's security code, named as customers write it in en, es, de, fr, it and pt.
+_SECURITY_CODE = re.compile(
+    r"\b(?:cvv2?|cvc2?|cid|csc|security\s+code|card\s+verification(?:\s+(?:code|value))?"
+    r"|c[oó]digo\s+de\s+seguridad|c[oó]digo\s+de\s+seguran[cç]a|c[oó]digo\s+cvv"
+    r"|sicherheitscode|pr[uü]f(?:ziffer|nummer|code)|kartenpr[uü]fnummer"
+    r"|cryptogramme(?:\s+visuel)?|code\s+de\s+s[ée]curit[ée]|codice\s+(?:di\s+sicurezza|cvv))"
+    r"\W{0,3}(?:(?:is|es|ist|est|[eé]|:|=|n[º°o.]?)\s*)?(\d{3,4})(?!\d)",
+    re.IGNORECASE,
+)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -200,3 +209,58 @@ def _addresses(text: str) -> Iterable[PrivateInfoFinding]:
         if postcode := _UK_POSTCODE.match(text[end:]):
             end += postcode.end()
         yield PrivateInfoFinding(kind=PrivateInfoKind.ADDRESS, start=match.start(), end=end)
+
+
+def security_codes(text: str) -> list[tuple[int, int]]:
+    """Spans of the digits of card security codes (CVV, CVC...) named in ``text``."""
+    return [match.span(1) for match in _SECURITY_CODE.finditer(text)]
+
+
+def mask_cards(text: str) -> tuple[str, bool]:
+    """``text`` with card numbers masked but their last four digits, and security codes near a
+    card masked whole; and whether anything was masked.
+
+    A security code counts only in a text that holds a card number, so an order number
+    after "CVV" in a text with no card stays as it is.
+    """
+    cards = [finding for finding in find(text) if finding.kind == PrivateInfoKind.CARD]
+    if not cards:
+        return text, False
+    spans: list[tuple[int, int, str]] = []
+    for card in cards:
+        digits = re.sub(r"\D", "", text[card.start : card.end])
+        spans.append((card.start, card.end, f"[card \u2022\u2022\u2022\u2022 {digits[-4:]}]"))
+    for start, end in security_codes(text):
+        if not any(start < card_end and card_start < end for card_start, card_end, _ in spans):
+            spans.append((start, end, "\u2022" * (end - start)))
+    return _replaced(text, spans), True
+
+
+def mask_kinds(text: str, kinds: Iterable[PrivateInfoKind]) -> tuple[str, list[PrivateInfoKind]]:
+    """``text`` with every finding of ``kinds`` masked (cards keep their last four digits).
+
+    Returns the masked text and the kinds actually masked, in ``PrivateInfoKind`` order.
+    """
+    wanted = set(kinds)
+    masked: set[PrivateInfoKind] = set()
+    if PrivateInfoKind.CARD in wanted:
+        text, card = mask_cards(text)
+        if card:
+            masked.add(PrivateInfoKind.CARD)
+    others = [f for f in find(text) if f.kind in wanted and f.kind != PrivateInfoKind.CARD]
+    if others:
+        text = mask(text, others)
+        masked.update(finding.kind for finding in others)
+    return text, [kind for kind in PrivateInfoKind if kind in masked]
+
+
+def _replaced(text: str, spans: Iterable[tuple[int, int, str]]) -> str:
+    pieces: list[str] = []
+    cursor = 0
+    for start, end, replacement in sorted(spans):
+        if start < cursor:
+            continue
+        pieces += [text[cursor:start], replacement]
+        cursor = end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
