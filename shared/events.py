@@ -75,6 +75,7 @@ class Contact(Event):
     tags: list[str] = Field(default_factory=list)
     vip: bool = False
     followers: int | None = Field(default=None, ge=0)
+    verified: bool | None = Field(default=None, description="A verified account (Instagram).")
 
 
 class Attachment(Event):
@@ -435,6 +436,52 @@ class SlaEvent(Event):
     team: str | None = None
     due_at: datetime
     at: datetime = Field(default_factory=utcnow)
+
+
+class ProfileSource(StrEnum):
+    """Where a contact's profile came from."""
+
+    GRAPH = "graph"
+    WEBHOOK = "webhook"
+
+
+class ContactProfile(Event):
+    """What the platform says about a contact (``dm.contact.profile``).
+
+    Instagram's messaging user profile (name, username, profile picture, follower
+    count, verified, follows the business), Messenger's user profile (first and last
+    name, profile picture), or WhatsApp's profile name from the webhook. Fields the
+    platform did not give are None.
+    """
+
+    version: Literal[1] = 1
+    conversation: ConversationRef
+    source: ProfileSource
+    name: str | None = Field(default=None, max_length=512)
+    first_name: str | None = Field(default=None, max_length=256)
+    last_name: str | None = Field(default=None, max_length=256)
+    username: str | None = Field(default=None, max_length=256)
+    profile_pic: str | None = Field(default=None, max_length=4096)
+    followers: int | None = Field(default=None, ge=0)
+    verified: bool | None = None
+    follows_business: bool | None = None
+    fetched_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def display_name(self) -> str | None:
+        """The full name: ``name``, else first and last name joined."""
+        if self.name:
+            return self.name
+        joined = " ".join(part for part in (self.first_name, self.last_name) if part)
+        return joined or None
+
+    @property
+    def given_name(self) -> str | None:
+        """The first name: ``first_name``, else the first word of the full name."""
+        if self.first_name and self.first_name.strip():
+            return self.first_name.strip()
+        full = (self.display_name or "").split()
+        return full[0] if full else None
 
 
 class ConversationChanged(Event):

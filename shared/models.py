@@ -93,6 +93,14 @@ class ContactRow(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
+    first_name: str | None = Field(default=None, max_length=256)
+    last_name: str | None = Field(default=None, max_length=256)
+    username: str | None = Field(default=None, max_length=256)
+    profile_pic: str | None = Field(default=None, max_length=4096)
+    verified: bool | None = None
+    follows_business: bool | None = None
+    profile_fetched_at: datetime | None = _ts()
+    notes: str | None = Field(default=None, description="Agents' notes on the contact.")
 
 
 class ConversationRow(SQLModel, table=True):
@@ -155,6 +163,9 @@ class ConversationRow(SQLModel, table=True):
     resolved_at: datetime | None = _ts()
     assigned_at: datetime | None = _ts()
     nudged_at: datetime | None = _ts()
+    priority_reason: str | None = Field(
+        default=None, max_length=512, description="Why the contact raised the priority."
+    )
 
 
 def unresolved() -> ColumnElement[bool]:

@@ -193,6 +193,40 @@ class Settings(BaseSettings):
         description="NATS KV bucket of the responder's per-conversation state.",
     )
 
+    profiles_bucket: str = Field(
+        default="dmdesk_profiles",
+        description="NATS KV bucket caching contacts' platform profiles (shared by replicas).",
+    )
+    profile_refresh_hours: float = Field(
+        default=168,
+        gt=0,
+        description="A contact's profile is fetched from the platform again after this long.",
+    )
+    profile_retry_minutes: float = Field(
+        default=60,
+        gt=0,
+        description="After a failed profile fetch, how long before a new DM tries again.",
+    )
+    profile_wait_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long the responder waits for a profile being fetched before it"
+        " decides without it (a template then has no first name); 0: never waits.",
+    )
+    profile_rate_limit: str = Field(
+        default="20/second;1000/minute",
+        description="Profile fetches per page and responder replica, in the `limits` notation.",
+    )
+    profile_timeout_seconds: float = Field(
+        default=5, gt=0, description="HTTP timeout of one profile request to the Graph API."
+    )
+    profile_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Profile requests on rate-limit errors and 5xx (with back-off) before"
+        " the fetch is recorded as failed.",
+    )
+
     def languages_of(self, account_id: str) -> list[str]:
         """The languages a page serves, its default first; empty means all of them."""
         return self.account_languages.get(account_id, [])
@@ -203,7 +237,10 @@ class Settings(BaseSettings):
         return languages[0] if languages else self.default_language
 
     @field_validator(
-        "api_rate_limit_per_key", "api_rate_limit_per_address", "api_auth_failure_limit"
+        "api_rate_limit_per_key",
+        "api_rate_limit_per_address",
+        "api_auth_failure_limit",
+        "profile_rate_limit",
     )
     @classmethod
     def _a_rate_limit(cls, rule: str) -> str:

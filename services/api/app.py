@@ -48,6 +48,7 @@ from shared.db import (
 from shared.events import (
     BotReply,
     ClassifiedMessage,
+    ContactProfile,
     ConversationChanged,
     ConversationClosed,
     DeadLetter,
@@ -271,6 +272,7 @@ def build(settings: Settings) -> ServiceSpec:
     api.project(streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result)
     api.record_dead_letters()
     api.project(streams.API_CLOSED, ConversationClosed, projector.project_closed)
+    api.project(streams.API_CONTACT_PROFILE, ContactProfile, projector.project_contact_profile)
     broker.include_router(router)
 
     background: list[asyncio.Task[None]] = []

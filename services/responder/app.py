@@ -31,7 +31,8 @@ from services.responder.live_rules import (
     read_document,
     seed_defaults,
 )
-from services.responder.meta import make_adapter
+from services.responder.meta import GraphApi, GraphSendAdapter, make_adapter
+from services.responder.profiles import ProfileCache, ProfileFetcher, ProfileFetchError
 from services.responder.rules import compile_rule_set, load_rule_set_document
 from services.responder.state import ConversationState, ConversationStates, HandledMessage
 from services.responder.window import RESPONSE, Refusal, messaging_policy
@@ -49,6 +50,7 @@ from shared.events import (
     BotReply,
     Channel,
     ClassifiedMessage,
+    ContactProfile,
     ConversationClosed,
     Handoff,
     InboundMessage,
@@ -178,6 +180,10 @@ class ResponderRuntime:
         self._client: NatsClient | None = None
         self._states: ConversationStates | None = None
         self._rules: LiveRules | None = None
+        self._profiles: ProfileCache | None = None
+        self._fetcher: ProfileFetcher | None = None
+        # One Graph API client: the Send API adapter's when it has one.
+        self.graph = adapter.graph if isinstance(adapter, GraphSendAdapter) else GraphApi(settings)
 
     @property
     def states(self) -> ConversationStates:
@@ -190,6 +196,18 @@ class ResponderRuntime:
         """The live rule set (after :meth:`start`)."""
         assert self._rules is not None, "responder runtime not started"
         return self._rules
+
+    @property
+    def profiles(self) -> ProfileCache:
+        """The profile cache (after :meth:`start`)."""
+        assert self._profiles is not None, "responder runtime not started"
+        return self._profiles
+
+    @property
+    def fetcher(self) -> ProfileFetcher:
+        """Fetches contacts' profiles (after :meth:`start`)."""
+        assert self._fetcher is not None, "responder runtime not started"
+        return self._fetcher
 
     async def start(self) -> None:
         """Connect, open the buckets, seed the default rules, load and follow the live set."""
@@ -207,6 +225,9 @@ class ResponderRuntime:
         if document is None:
             await seed_defaults(rules_kv, self.defaults)
         self._states = ConversationStates(state_kv)
+        profiles_kv = await streams.bind_bucket(js, streams.profiles_bucket_config(self.settings))
+        self._profiles = ProfileCache(profiles_kv, self.settings)
+        self._fetcher = ProfileFetcher(self.graph, self._profiles, self.settings)
         self._rules = LiveRules(rules_kv, self.initial)
         await self._rules.refresh()
         self._rules.start()
@@ -231,6 +252,8 @@ class ResponderRuntime:
                     async with asyncio.timeout(STOP_SECONDS):
                         await self._client.close()
         await self.adapter.aclose()
+        if self.graph is not getattr(self.adapter, "graph", None):
+            await self.graph.aclose()
 
     async def page_wrote(self, echo: InboundMessage) -> bool:
         """A message the page sent: unless it is the bot's own, a human took over; True if so.
@@ -266,6 +289,7 @@ class ResponderRuntime:
         concurrency); a redelivered DM finds its earlier events in the state, and
         writes nothing.
         """
+        classified = await self.with_profile(classified)
         message = classified.message
         ref = message.conversation
         decided: list[Decision] = []
@@ -305,6 +329,32 @@ class ResponderRuntime:
                 },
             )
         return handled, decision
+
+    async def with_profile(self, classified: ClassifiedMessage) -> ClassifiedMessage:
+        """The DM with its contact's name from the platform profile, when there is one.
+
+        A profile being fetched is waited for, a little (``DMDESK_PROFILE_WAIT_SECONDS``
+        after the DM was received, at most); without one the DM is decided as it is.
+        """
+        message = classified.message
+        if message.is_echo or message.channel == Channel.GENERIC:
+            return classified
+        profile = await self.profiles.profile(
+            message.conversation,
+            received_at=message.received_at,
+            wait=self.settings.profile_wait_seconds,
+        )
+        name = profile.display_name if profile is not None else None
+        if profile is None or name is None:
+            return classified
+        given = profile.given_name
+        # Templates take the first word of the name as the first name.
+        if given and not name.startswith(given):
+            name = f"{given} {name}"
+        contact = message.contact.model_copy(update={"name": name})
+        return classified.model_copy(
+            update={"message": message.model_copy(update={"contact": contact})}
+        )
 
     async def deliver(self, request: OutboundRequest) -> OutboundResult:
         """Send ``request`` unless a guard or the reply window refuses it; say how it ended."""
@@ -448,6 +498,13 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         ["reason"],
         registry=registry,
     )
+    profile_fetches = Counter(
+        "dmdesk_profile_fetches_total",
+        "Contact profile fetches by channel and result (fetched, or why not: rate_limited,"
+        " network, graph_error, no_token, no_name, bad_answer).",
+        ["channel", "result"],
+        registry=registry,
+    )
     runtime = ResponderRuntime(settings, adapter or make_adapter(settings))
     broker = make_broker(settings, STAGE, registry)
     router = stage_router(STAGE, settings)
@@ -467,6 +524,9 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
     }
     result_out = event_publisher(
         router, streams.OUTBOUND_RESULT, OutboundResult, "How sending a reply ended."
+    )
+    profile_out = event_publisher(
+        router, streams.CONTACT_PROFILE, ContactProfile, "A contact's profile from the platform."
     )
 
     async def publish_outbox(handled: HandledMessage) -> None:
@@ -494,6 +554,36 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         if message.is_echo and await runtime.page_wrote(message):
             logger.info("a human took over", extra={"channel": message.channel.value})
 
+    @durable_subscriber(router, streams.PROFILES, settings, title="fetch contacts' profiles")
+    async def on_inbound_profile(message: InboundMessage) -> None:
+        """Fetch the profile of a DM's contact when one is due; publish it, then cache it."""
+        channel = message.channel.value
+        try:
+            profile = await runtime.fetcher.on_inbound(message)
+        except ProfileFetchError as failure:
+            profile_fetches.labels(channel, failure.reason).inc()
+            error = failure.error
+            logger.warning(
+                "profile not fetched",
+                extra={
+                    "channel": channel,
+                    "reason": failure.reason,
+                    "code": error.code if error else None,
+                    "subcode": error.subcode if error else None,
+                },
+            )
+            return
+        if profile is None:
+            return
+        await publish_event(
+            profile_out,
+            profile,
+            msg_id=f"profile:{streams.contact_key(message.conversation)}:{message.mid}",
+            settings=settings,
+        )
+        await runtime.fetcher.remember(profile)
+        profile_fetches.labels(channel, "fetched").inc()
+
     @durable_subscriber(router, streams.SENDER, settings, title="send outbound messages")
     async def on_outbound(request: OutboundRequest) -> None:
         """Check the guards and the reply window, send, and publish how it ended."""
@@ -517,7 +607,12 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         settings=settings,
         broker=broker,
         registry=registry,
-        consumers=(streams.RESPONDER, streams.SENDER, streams.RESPONDER_ECHOES),
+        consumers=(
+            streams.RESPONDER,
+            streams.SENDER,
+            streams.RESPONDER_ECHOES,
+            streams.PROFILES,
+        ),
         on_startup=(runtime.start,),
         on_shutdown=(runtime.stop,),
         description="Answers DMs with rules and the FAQ, hands off, sends; see docs/responder.md.",
