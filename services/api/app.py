@@ -20,6 +20,7 @@ from services.api.admin import router as admin_router
 from services.api.auth import ApiLimits
 from services.api.changes import ChangeFeed
 from services.api.changes import router as events_router
+from services.api.contacts import router as contacts_router
 from services.api.housekeeping import Housekeeper
 from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
@@ -311,6 +312,7 @@ def build(settings: Settings) -> ServiceSpec:
             actions_router,
             admin_router,
             events_router,
+            contacts_router,
             # A lambda: the connection exists only once the broker has connected.
             rules_router(lambda: broker.connection.jetstream(), settings),  # noqa: PLW0108
         ),

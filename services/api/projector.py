@@ -726,3 +726,9 @@ def _contact_raises_priority(
     conversation.priority_reason = reason
     conversation.updated_at = utcnow()
     return True
+
+
+def raise_for_contact(session: Session, conversation: ConversationRow) -> None:
+    """Apply the contact rules to ``conversation`` (an agent changed its contact)."""
+    if _contact_raises_priority(session, conversation):
+        clocks.retarget(session, conversation)
