@@ -72,6 +72,12 @@ class Contact(Event):
 
     platform_id: str = Field(min_length=1, max_length=256)
     name: str | None = Field(default=None, max_length=512)
+    first_name: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The given name, where the platform says (the responder fills it in"
+        " from the contact's profile for templates).",
+    )
     tags: list[str] = Field(default_factory=list)
     vip: bool = False
     followers: int | None = Field(default=None, ge=0)

@@ -95,11 +95,10 @@ async def list_contacts(
     """Contacts matching a search, oldest first; cursor pages."""
     query = select(ContactRow).order_by(col(ContactRow.id)).limit(limit + 1)
     if q is not None:
-        pattern = f"%{q.lower()}%"
         query = query.where(
             or_(
                 *(
-                    func.lower(column).like(pattern)
+                    func.lower(column).contains(q.lower(), autoescape=True)
                     for column in (
                         col(ContactRow.name),
                         col(ContactRow.first_name),

@@ -344,14 +344,11 @@ class ResponderRuntime:
             received_at=message.received_at,
             wait=self.settings.profile_wait_seconds,
         )
-        name = profile.display_name if profile is not None else None
-        if profile is None or name is None:
+        if profile is None or profile.display_name is None:
             return classified
-        given = profile.given_name
-        # Templates take the first word of the name as the first name.
-        if given and not name.startswith(given):
-            name = f"{given} {name}"
-        contact = message.contact.model_copy(update={"name": name})
+        contact = message.contact.model_copy(
+            update={"name": profile.display_name, "first_name": profile.given_name}
+        )
         return classified.model_copy(
             update={"message": message.model_copy(update={"contact": contact})}
         )
