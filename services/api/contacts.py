@@ -4,7 +4,7 @@ import json
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -153,7 +153,7 @@ async def get_contact(contact_id: RowId, session: ReadSessionDep, _key: ReadKey)
 
 @router.patch("/contacts/{contact_id}", responses={404: {"model": Problem}})
 async def patch_contact(
-    contact_id: RowId, body: ContactPatch, session: SessionDep, _key: AgentKey
+    contact_id: RowId, body: ContactPatch, session: SessionDep, request: Request, _key: AgentKey
 ) -> ContactDetail:
     """Change a contact's tags, VIP flag or notes; a new VIP's open conversations move up."""
     async with committing(session):
@@ -167,15 +167,22 @@ async def patch_contact(
         if body.notes is not None:
             contact.notes = body.notes or None
         await session.flush()
-        await session.run_sync(_raise_open_conversations, contact_id)
+        raised = await session.run_sync(_raise_open_conversations, contact_id)
+    if raised:
+        request.app.state.scheduler.deadline_changed()
+        await request.app.state.changes.publish(raised)
     return await contact_detail(session, contact_id)
 
 
-def _raise_open_conversations(session: Session, contact_id: int) -> None:
+def _raise_open_conversations(session: Session, contact_id: int) -> list[int]:
+    """Apply the contact rules to the contact's open conversations; the ids raised."""
     open_ones = session.execute(
         select(ConversationRow)
         .where(col(ConversationRow.contact_id) == contact_id, unresolved())
         .with_for_update()
     ).scalars()
-    for conversation in open_ones:
-        projector.raise_for_contact(session, conversation)
+    return [
+        conversation.id
+        for conversation in open_ones
+        if projector.raise_for_contact(session, conversation) and conversation.id is not None
+    ]

@@ -728,7 +728,10 @@ def _contact_raises_priority(
     return True
 
 
-def raise_for_contact(session: Session, conversation: ConversationRow) -> None:
-    """Apply the contact rules to ``conversation`` (an agent changed its contact)."""
+def raise_for_contact(session: Session, conversation: ConversationRow) -> bool:
+    """Apply the contact rules to ``conversation`` (an agent changed its contact); True
+    when its priority went up."""
     if _contact_raises_priority(session, conversation):
         clocks.retarget(session, conversation)
+        return True
+    return False

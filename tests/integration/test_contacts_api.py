@@ -46,6 +46,20 @@ def classified(channel: Channel, contact: Contact, mid: str) -> ClassifiedMessag
     )
 
 
+class Notified:
+    """Stands for the SLA scheduler and the change feed: what the api told them."""
+
+    def __init__(self) -> None:
+        self.published: list[int] = []
+        self.deadlines = 0
+
+    def deadline_changed(self) -> None:
+        self.deadlines += 1
+
+    async def publish(self, conversation_ids: list[int]) -> None:
+        self.published += conversation_ids
+
+
 @pytest.fixture
 async def keys(database_url: str) -> AsyncIterator[tuple[FastAPI, str, str]]:
     engine = create_engine(database_url)
@@ -54,6 +68,7 @@ async def keys(database_url: str) -> AsyncIterator[tuple[FastAPI, str, str]]:
     app.include_router(router)
     app.state.sessions = app.state.read_sessions = session_factory(engine)
     app.state.limits = ApiLimits(Settings(), Counter("rejected", "", ["reason"], registry=None))
+    app.state.scheduler = app.state.changes = Notified()
     seeds = [
         classified(Channel.WHATSAPP, Contact(platform_id="34600111222", name="Ana Gómez"), "w1"),
         classified(Channel.INSTAGRAM, Contact(platform_id="igsid-9", tags=["press"]), "i1"),
@@ -153,6 +168,7 @@ async def test_agents_set_tags_vip_and_notes_and_a_vip_moves_up(
     [conversation] = detail["conversations"]
     assert conversation["priority"] == "high"
     assert conversation["priority_reason"] == "VIP contact -> high"
+    assert keys[0].state.changes.published == [conversation["id"]]
     assert await names(client, vip=True) == ["Bob Stone"]
 
 
