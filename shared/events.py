@@ -490,6 +490,33 @@ class ContactProfile(Event):
         return full[0] if full else None
 
 
+class AttachmentCopyState(StrEnum):
+    """How copying an inbound attachment ended."""
+
+    STORED = "stored"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+class AttachmentCopied(Event):
+    """An inbound attachment copied into the object store, or why not (``dm.attachment``).
+
+    ``index`` is the attachment's position in the message; ``object_name`` names the
+    copy in the attachments bucket.
+    """
+
+    version: Literal[1] = 1
+    conversation: ConversationRef
+    mid: str = Field(min_length=1, max_length=512)
+    index: int = Field(ge=0)
+    state: AttachmentCopyState
+    object_name: str | None = Field(default=None, max_length=128)
+    content_type: str | None = Field(default=None, max_length=256)
+    size: int | None = Field(default=None, ge=0)
+    reason: str | None = Field(default=None, max_length=512)
+    at: datetime = Field(default_factory=utcnow)
+
+
 class ConversationChanged(Event):
     """A conversation's state after a change (``dm.conversation.changed``), for other systems."""
 

@@ -227,6 +227,27 @@ class Settings(BaseSettings):
         " the fetch is recorded as failed.",
     )
 
+    attachments_bucket: str = Field(
+        default="dmdesk_attachments",
+        description="NATS object store bucket keeping copies of inbound attachments.",
+    )
+    attachment_max_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        gt=0,
+        description="Largest attachment copied (Meta's own limit is 25 MB); larger ones are"
+        " refused and recorded with the reason.",
+    )
+    attachment_content_types: list[str] = Field(
+        default_factory=lambda: ["image/*", "video/*", "audio/*", "application/pdf"],
+        description="Content types copied, as JSON; `type/*` matches a whole type.",
+    )
+    attachment_timeout_seconds: float = Field(
+        default=30, gt=0, description="HTTP timeout of one attachment download."
+    )
+    attachment_max_attempts: int = Field(
+        default=3, ge=1, description="Attachment downloads tried (with back-off) before failing."
+    )
+
     def languages_of(self, account_id: str) -> list[str]:
         """The languages a page serves, its default first; empty means all of them."""
         return self.account_languages.get(account_id, [])

@@ -18,12 +18,14 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, BucketNotFoundError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from shared.events import Channel, ConversationRef
 from shared.settings import Settings
@@ -44,6 +46,7 @@ SLA_AT_RISK = "dm.sla.at_risk"
 CONVERSATION_CHANGED = "dm.conversation.changed"
 CLOSED = "dm.closed"
 CONTACT_PROFILE = "dm.contact.profile"
+ATTACHMENT = "dm.attachment"
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 _KEY_TOKEN = re.compile(r"^[A-Za-z0-9_=-]{1,64}$")
@@ -125,6 +128,10 @@ API_CLOSED = Consumer("api-closed-v1", CLOSED, "api: conversations the bot close
 PROFILES = Consumer(
     "responder-profiles-v1", INBOUND_ALL, "responder: contacts' profiles from the platforms"
 )
+ATTACHMENTS = Consumer(
+    "responder-attachments-v1", INBOUND_ALL, "responder: inbound attachments copied to keep"
+)
+API_ATTACHMENT = Consumer("api-attachment-v1", ATTACHMENT, "api: attachments copied")
 API_CONTACT_PROFILE = Consumer(
     "api-contact-profile-v1", CONTACT_PROFILE, "api: contact profiles (priority re-evaluated)"
 )
@@ -146,6 +153,8 @@ CONSUMERS = (
     API_CLOSED,
     PROFILES,
     API_CONTACT_PROFILE,
+    ATTACHMENTS,
+    API_ATTACHMENT,
 )
 
 # The responder's key-value buckets (names come from settings; these are the keys).
@@ -185,6 +194,29 @@ async def bind_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
         return await js.create_key_value(config)
     except BadRequestError:  # another replica created it a moment ago
         return await js.key_value(config.bucket or "")
+
+
+def attachments_store_config(settings: Settings) -> ObjectStoreConfig:
+    """The object store bucket keeping copies of inbound attachments (platform URLs expire)."""
+    return ObjectStoreConfig(
+        bucket=settings.attachments_bucket,
+        description="responder: copies of inbound attachments; api: serves them",
+        storage=StorageType.FILE,
+        replicas=settings.stream_replicas,
+    )
+
+
+async def bind_object_store(js: JetStreamContext, config: ObjectStoreConfig) -> ObjectStore:
+    """The object store ``config`` defines, created when it does not exist yet."""
+    try:
+        return await js.object_store(config.bucket or "")
+    except BucketNotFoundError:
+        pass
+    try:
+        # nats-py sets config.bucket from its bucket argument: pass both.
+        return await js.create_object_store(config.bucket or "", config=config)
+    except BadRequestError:  # another replica created it a moment ago
+        return await js.object_store(config.bucket or "")
 
 
 def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:

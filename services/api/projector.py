@@ -20,8 +20,11 @@ from services.api import clocks
 from services.api.metrics import ApiMetrics
 from services.api.writer import after_commit
 from services.classifier.priority import PolicyStore, contact_priority
+from shared.bus import RetryLater
 from shared.db import transaction_cache
 from shared.events import (
+    AttachmentCopied,
+    AttachmentCopyState,
     BotReply,
     Classification,
     ClassifiedMessage,
@@ -735,3 +738,40 @@ def raise_for_contact(session: Session, conversation: ConversationRow) -> bool:
         clocks.retarget(session, conversation)
         return True
     return False
+
+
+ATTACHMENT_URL = "/v1/attachments/{name}"
+
+
+def project_attachment(
+    session: Session, copied: AttachmentCopied, metrics: ApiMetrics | None = None
+) -> None:
+    """Note on the message where its attachment's copy is (or why there is none).
+
+    The platform's URL stays in the attachment for reference; ``copy`` is added.
+
+    Raises:
+        RetryLater: the message itself is not stored yet (redelivered, never dead-lettered).
+    """
+    message = session.execute(
+        select(MessageRow)
+        .where(
+            col(MessageRow.channel) == copied.conversation.channel.value,
+            col(MessageRow.mid) == copied.mid,
+        )
+        .with_for_update()
+    ).scalar_one_or_none()
+    if message is None:
+        raise RetryLater("the attachment's message is not stored yet")
+    attachments = [dict(attachment) for attachment in message.attachments]
+    if copied.index >= len(attachments):
+        return
+    stored = copied.state == AttachmentCopyState.STORED and copied.object_name is not None
+    attachments[copied.index]["copy"] = {
+        "state": copied.state.value,
+        "url": ATTACHMENT_URL.format(name=copied.object_name) if stored else None,
+        "content_type": copied.content_type,
+        "size": copied.size,
+        "reason": copied.reason,
+    }
+    message.attachments = attachments

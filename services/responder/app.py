@@ -16,10 +16,12 @@ from typing import Any
 
 import nats
 import nats.errors
+from faststream.nats import NatsRouter
 from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry, Counter
 
 from services.responder.adapters import SendAdapter
+from services.responder.attachments import AttachmentCopier
 from services.responder.decide import Decision, apply_decision, decide
 from services.responder.faq import FaqIndex, load_knowledge_base
 from services.responder.guards import promotional_match
@@ -46,6 +48,7 @@ from shared.bus import (
     stage_router,
 )
 from shared.events import (
+    AttachmentCopied,
     Author,
     BotReply,
     Channel,
@@ -182,6 +185,7 @@ class ResponderRuntime:
         self._rules: LiveRules | None = None
         self._profiles: ProfileCache | None = None
         self._fetcher: ProfileFetcher | None = None
+        self._copier: AttachmentCopier | None = None
         # One Graph API client: the Send API adapter's when it has one.
         self.graph = adapter.graph if isinstance(adapter, GraphSendAdapter) else GraphApi(settings)
 
@@ -209,6 +213,12 @@ class ResponderRuntime:
         assert self._fetcher is not None, "responder runtime not started"
         return self._fetcher
 
+    @property
+    def copier(self) -> AttachmentCopier:
+        """Copies inbound attachments (after :meth:`start`)."""
+        assert self._copier is not None, "responder runtime not started"
+        return self._copier
+
     async def start(self) -> None:
         """Connect, open the buckets, seed the default rules, load and follow the live set."""
         if self._client is None:  # a start-up retried after JetStream was not ready yet
@@ -228,6 +238,8 @@ class ResponderRuntime:
         profiles_kv = await streams.bind_bucket(js, streams.profiles_bucket_config(self.settings))
         self._profiles = ProfileCache(profiles_kv, self.settings)
         self._fetcher = ProfileFetcher(self.graph, self._profiles, self.settings)
+        store = await streams.bind_object_store(js, streams.attachments_store_config(self.settings))
+        self._copier = AttachmentCopier(self.graph.client, store, self.settings)
         self._rules = LiveRules(rules_kv, self.initial)
         await self._rules.refresh()
         self._rules.start()
@@ -474,27 +486,10 @@ def decision_kind(decision: Decision) -> tuple[str, str]:
     return "silent", ""
 
 
-def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec:
-    """Wire the responder's broker, handlers and metrics."""
-    registry = CollectorRegistry()
-    decisions_total = Counter(
-        "dmdesk_responder_decisions_total",
-        "Decisions on classified DMs, by kind (bot_reply, handoff, close, silent) and team.",
-        ["kind", "team"],
-        registry=registry,
-    )
-    sent_total = Counter(
-        "dmdesk_outbound_total",
-        "Outbound messages by channel, author and result.",
-        ["channel", "author", "status"],
-        registry=registry,
-    )
-    refused_total = Counter(
-        "dmdesk_outbound_refused_total",
-        "Outbound messages refused before the platform, by reason.",
-        ["reason"],
-        registry=registry,
-    )
+def _subscribe_contact_work(
+    router: NatsRouter, runtime: ResponderRuntime, settings: Settings, registry: CollectorRegistry
+) -> None:
+    """Who wrote and what they sent: the profile fetcher and the attachment copier."""
     profile_fetches = Counter(
         "dmdesk_profile_fetches_total",
         "Contact profile fetches by channel and result (fetched, or why not: rate_limited,"
@@ -502,54 +497,18 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         ["channel", "result"],
         registry=registry,
     )
-    runtime = ResponderRuntime(settings, adapter or make_adapter(settings))
-    broker = make_broker(settings, STAGE, registry)
-    router = stage_router(STAGE, settings)
-    publishers = {
-        streams.HANDOFF: event_publisher(
-            router, streams.HANDOFF, Handoff, "A conversation handed to a human team."
-        ),
-        streams.BOT_REPLY: event_publisher(
-            router, streams.BOT_REPLY, BotReply, "The bot answered a DM itself."
-        ),
-        streams.OUTBOUND_REQUESTED: event_publisher(
-            router, streams.OUTBOUND_REQUESTED, OutboundRequest, "A bot reply to send."
-        ),
-        streams.CLOSED: event_publisher(
-            router, streams.CLOSED, ConversationClosed, "The bot closed a conversation (spam)."
-        ),
-    }
-    result_out = event_publisher(
-        router, streams.OUTBOUND_RESULT, OutboundResult, "How sending a reply ended."
+    attachment_out = event_publisher(
+        router, streams.ATTACHMENT, AttachmentCopied, "An inbound attachment copied, or why not."
+    )
+    attachments_total = Counter(
+        "dmdesk_attachments_total",
+        "Inbound attachments by channel and outcome (stored, refused, failed).",
+        ["channel", "state"],
+        registry=registry,
     )
     profile_out = event_publisher(
         router, streams.CONTACT_PROFILE, ContactProfile, "A contact's profile from the platform."
     )
-
-    async def publish_outbox(handled: HandledMessage) -> None:
-        for item in handled.events:
-            subject = item["subject"]
-            event = EVENT_TYPES[subject].model_validate(item["event"])
-            await publish_event(
-                publishers[subject], event, msg_id=item["msg_id"], settings=settings
-            )
-
-    @durable_subscriber(router, streams.RESPONDER, settings, title="route classified DMs")
-    async def on_classified(classified: ClassifiedMessage) -> None:
-        """Apply guards, rules and the FAQ to a classified DM; publish what was decided."""
-        handled, decision = await runtime.handle(classified)
-        await publish_outbox(handled)
-        if decision is not None:
-            kind, team = decision_kind(decision)
-            decisions_total.labels(kind, team).inc()
-
-    @durable_subscriber(
-        router, streams.RESPONDER_ECHOES, settings, title="notice humans replying elsewhere"
-    )
-    async def on_inbound(message: InboundMessage) -> None:
-        """The page's own messages (echoes): a human replying outside dmdesk took over."""
-        if message.is_echo and await runtime.page_wrote(message):
-            logger.info("a human took over", extra={"channel": message.channel.value})
 
     @durable_subscriber(router, streams.PROFILES, settings, title="fetch contacts' profiles")
     async def on_inbound_profile(message: InboundMessage) -> None:
@@ -581,6 +540,88 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         await runtime.fetcher.remember(profile)
         profile_fetches.labels(channel, "fetched").inc()
 
+    @durable_subscriber(router, streams.ATTACHMENTS, settings, title="copy inbound attachments")
+    async def on_inbound_attachments(message: InboundMessage) -> None:
+        """Copy a DM's attachments into the object store; publish how each ended."""
+        for copied in await runtime.copier.copy_all(message):
+            await publish_event(
+                attachment_out,
+                copied,
+                msg_id=f"attachment:{message.channel.value}:{message.mid}:{copied.index}",
+                settings=settings,
+            )
+            attachments_total.labels(message.channel.value, copied.state.value).inc()
+
+
+def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec:
+    """Wire the responder's broker, handlers and metrics."""
+    registry = CollectorRegistry()
+    decisions_total = Counter(
+        "dmdesk_responder_decisions_total",
+        "Decisions on classified DMs, by kind (bot_reply, handoff, close, silent) and team.",
+        ["kind", "team"],
+        registry=registry,
+    )
+    sent_total = Counter(
+        "dmdesk_outbound_total",
+        "Outbound messages by channel, author and result.",
+        ["channel", "author", "status"],
+        registry=registry,
+    )
+    refused_total = Counter(
+        "dmdesk_outbound_refused_total",
+        "Outbound messages refused before the platform, by reason.",
+        ["reason"],
+        registry=registry,
+    )
+    runtime = ResponderRuntime(settings, adapter or make_adapter(settings))
+    broker = make_broker(settings, STAGE, registry)
+    router = stage_router(STAGE, settings)
+    publishers = {
+        streams.HANDOFF: event_publisher(
+            router, streams.HANDOFF, Handoff, "A conversation handed to a human team."
+        ),
+        streams.BOT_REPLY: event_publisher(
+            router, streams.BOT_REPLY, BotReply, "The bot answered a DM itself."
+        ),
+        streams.OUTBOUND_REQUESTED: event_publisher(
+            router, streams.OUTBOUND_REQUESTED, OutboundRequest, "A bot reply to send."
+        ),
+        streams.CLOSED: event_publisher(
+            router, streams.CLOSED, ConversationClosed, "The bot closed a conversation (spam)."
+        ),
+    }
+    result_out = event_publisher(
+        router, streams.OUTBOUND_RESULT, OutboundResult, "How sending a reply ended."
+    )
+
+    async def publish_outbox(handled: HandledMessage) -> None:
+        for item in handled.events:
+            subject = item["subject"]
+            event = EVENT_TYPES[subject].model_validate(item["event"])
+            await publish_event(
+                publishers[subject], event, msg_id=item["msg_id"], settings=settings
+            )
+
+    @durable_subscriber(router, streams.RESPONDER, settings, title="route classified DMs")
+    async def on_classified(classified: ClassifiedMessage) -> None:
+        """Apply guards, rules and the FAQ to a classified DM; publish what was decided."""
+        handled, decision = await runtime.handle(classified)
+        await publish_outbox(handled)
+        if decision is not None:
+            kind, team = decision_kind(decision)
+            decisions_total.labels(kind, team).inc()
+
+    @durable_subscriber(
+        router, streams.RESPONDER_ECHOES, settings, title="notice humans replying elsewhere"
+    )
+    async def on_inbound(message: InboundMessage) -> None:
+        """The page's own messages (echoes): a human replying outside dmdesk took over."""
+        if message.is_echo and await runtime.page_wrote(message):
+            logger.info("a human took over", extra={"channel": message.channel.value})
+
+    _subscribe_contact_work(router, runtime, settings, registry)
+
     @durable_subscriber(router, streams.SENDER, settings, title="send outbound messages")
     async def on_outbound(request: OutboundRequest) -> None:
         """Check the guards and the reply window, send, and publish how it ended."""
@@ -609,6 +650,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
             streams.SENDER,
             streams.RESPONDER_ECHOES,
             streams.PROFILES,
+            streams.ATTACHMENTS,
         ),
         on_startup=(runtime.start,),
         on_shutdown=(runtime.stop,),

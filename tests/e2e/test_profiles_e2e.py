@@ -1,4 +1,5 @@
-"""Contacts' profiles end to end: the four services, real NATS, a Graph API stand-in.
+"""Contacts' profiles and attachments end to end: the four services, real NATS, a Graph
+API stand-in (with a CDN for attachments).
 
 DMs enter at ``dm.inbound.<channel>`` as ingest publishes them (Messenger webhooks
 carry no name); the responder asks the stand-in who wrote, and the api and the
@@ -16,7 +17,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from dmdesk.natsserver import free_port
-from shared.events import Channel, Contact, InboundMessage, utcnow
+from shared.events import Attachment, Channel, Contact, InboundMessage, utcnow
 from shared.streams import MSG_ID_HEADER, inbound_subject
 from tests.stack import Stack, eventually, started
 from tests.unit.responder.sendapi_stub import SendApiStub
@@ -68,7 +69,13 @@ async def bus(clean_nats: str) -> AsyncIterator[NatsClient]:
 
 
 async def publish_dm(
-    bus: NatsClient, channel: Channel, account: str, contact: str, mid: str, text: str
+    bus: NatsClient,
+    channel: Channel,
+    account: str,
+    contact: str,
+    mid: str,
+    text: str | None,
+    attachments: list[Attachment] | None = None,
 ) -> None:
     message = InboundMessage(
         mid=mid,
@@ -76,6 +83,7 @@ async def publish_dm(
         account_id=account,
         contact=Contact(platform_id=contact),
         text=text,
+        attachments=attachments or [],
         platform_ts=utcnow(),
     )
     ack = await bus.jetstream().publish(
@@ -179,3 +187,51 @@ async def test_graph_api_down_delays_nothing_and_loses_nothing(
             metrics, lambda t: 'dmdesk_profile_fetches_total{channel="instagram"' in t
         )
         assert 'result="network"} 3.0' in text
+
+
+JPEG = b"\xff\xd8\xff\xe0" + b"damaged parcel" * 100
+
+
+async def test_an_image_is_readable_from_the_api_after_the_platform_url_has_gone(
+    profile_stack: StackFactory, bus: NatsClient, graph: SendApiStub
+) -> None:
+    graph.files["parcel.jpg"] = (JPEG, "image/jpeg")
+    graph.files["page.html"] = (b"<html></html>", "text/html")
+    async with profile_stack(graph.base_url) as stack:
+        await publish_dm(
+            bus,
+            Channel.INSTAGRAM,
+            IG,
+            "igsid-parcel",
+            "ig-att-1",
+            None,
+            [
+                Attachment(type="image", url=graph.cdn_url("parcel.jpg")),
+                Attachment(type="file", url=graph.cdn_url("page.html")),
+            ],
+        )
+
+        async def attachments() -> list[Any]:
+            found = [
+                i for i in await stack.queue() if i["contact"]["platform_id"] == "igsid-parcel"
+            ]
+            if not found:
+                return []
+            detail = await stack.conversation(found[0]["id"])
+            return list(detail["messages"][0]["attachments"])
+
+        image, page = await eventually(
+            attachments, lambda items: len(items) == 2 and all("copy" in a for a in items)
+        )
+        del graph.files["parcel.jpg"]  # the platform's URL expires
+        assert image["url"] == graph.cdn_url("parcel.jpg")
+        assert image["copy"]["state"] == "stored"
+        assert image["copy"]["size"] == len(JPEG)
+        response = await stack.client.get(f"{stack.api_url}{image['copy']['url']}")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "image/jpeg"
+        assert response.content == JPEG
+        assert page["copy"]["state"] == "refused"
+        assert "text/html" in page["copy"]["reason"]
+        anonymous = await httpx.AsyncClient().get(f"{stack.api_url}{image['copy']['url']}")
+        assert anonymous.status_code == 401

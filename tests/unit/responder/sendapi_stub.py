@@ -103,6 +103,7 @@ class SendApiStub:
         self.profile_errors: dict[str, deque[tuple[int, dict[str, Any]]]] = defaultdict(deque)
         self.profile_delay = 0.0
         self.profile_calls: list[RecordedCall] = []
+        self.files: dict[str, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(
@@ -135,6 +136,17 @@ class SendApiStub:
                 for call in self.calls
                 if call.status == 200 and (recipient is None or _recipient(call.body) == recipient)
             ]
+
+    def cdn_url(self, name: str) -> str:
+        """Where the stub's CDN serves ``files[name]`` (404 once it is removed: expired)."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/cdn/{name}?oh=signature&oe=expiry"
+
+    def _file(self, path: str) -> tuple[int, bytes, str]:
+        found = self.files.get(path.removeprefix("/cdn/"))
+        if found is None:
+            return 404, b"URL signature expired", "text/plain"
+        return 200, *found
 
     def hold_profile(self, user_id: str) -> threading.Event:
         """Hold the answers about ``user_id`` until the returned event is set."""
@@ -188,6 +200,14 @@ class SendApiStub:
 
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
+                if url.path.startswith("/cdn/"):
+                    code, content, content_type = stub._file(url.path)
+                    self.send_response(code)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
+                    return
                 query = {key: values[0] for key, values in parse_qs(url.query).items()}
                 status, answer = stub._profile(url.path, query)
                 user_id = url.path.rstrip("/").rsplit("/", 1)[-1]
