@@ -101,6 +101,12 @@ class ContactRow(SQLModel, table=True):
     follows_business: bool | None = None
     profile_fetched_at: datetime | None = _ts()
     notes: str | None = Field(default=None, description="Agents' notes on the contact.")
+    person_id: int | None = Field(
+        default=None,
+        index=True,
+        description="Contacts linked as one person (on several channels) share it: the"
+        " smallest id among them.",
+    )
 
 
 class ConversationRow(SQLModel, table=True):

@@ -59,8 +59,10 @@ class ContactConversation(BaseModel):
 
 
 class ContactDetail(ContactSummary):
-    """A contact with their platform profile, notes and conversations."""
+    """A contact with their platform profile, notes and conversations (with those of the
+    contacts linked to them: one person on several channels)."""
 
+    linked: list[ContactSummary] = Field(description="The same person on other channels.")
     last_name: str | None
     profile_pic: str | None
     follows_business: bool | None
@@ -68,6 +70,12 @@ class ContactDetail(ContactSummary):
     notes: str | None
     created_at: datetime
     conversations: list[ContactConversation]
+
+
+class LinkRequest(BaseModel):
+    """Another contact who is the same person (on another channel, say)."""
+
+    contact_id: int = Field(ge=1, le=2_147_483_647)
 
 
 class ContactPatch(BaseModel):
@@ -129,14 +137,30 @@ async def contact_detail(session: AsyncSession, contact_id: int) -> ContactDetai
     contact = await session.get(ContactRow, contact_id)
     if contact is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such contact")
+    people = [contact]
+    if contact.person_id is not None:
+        people = list(
+            (
+                await session.execute(
+                    select(ContactRow)
+                    .where(col(ContactRow.person_id) == contact.person_id)
+                    .order_by(col(ContactRow.id))
+                )
+            ).scalars()
+        )
     conversations = await session.execute(
         select(ConversationRow)
-        .where(col(ConversationRow.contact_id) == contact_id)
+        .where(col(ConversationRow.contact_id).in_([person.id for person in people]))
         .order_by(col(ConversationRow.id))
     )
     return ContactDetail.model_validate(
         {
             **contact.model_dump(),
+            "linked": [
+                ContactSummary.model_validate(person, from_attributes=True)
+                for person in people
+                if person.id != contact_id
+            ],
             "conversations": [
                 ContactConversation.model_validate(c, from_attributes=True)
                 for c in conversations.scalars()
@@ -171,6 +195,69 @@ async def patch_contact(
     if raised:
         request.app.state.scheduler.deadline_changed()
         await request.app.state.changes.publish(raised)
+    return await contact_detail(session, contact_id)
+
+
+@router.post("/contacts/{contact_id}/links", responses={404: {"model": Problem}})
+async def link_contacts(
+    contact_id: RowId, body: LinkRequest, session: SessionDep, _key: AgentKey
+) -> ContactDetail:
+    """Link another contact as the same person: their histories read as one."""
+    async with committing(session):
+        pair = list(
+            (
+                await session.execute(
+                    select(ContactRow)
+                    .where(col(ContactRow.id).in_([contact_id, body.contact_id]))
+                    .with_for_update()
+                )
+            ).scalars()
+        )
+        if {row.id for row in pair} != {contact_id, body.contact_id}:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such contact")
+        groups = {row.person_id for row in pair if row.person_id is not None}
+        members = [
+            *pair,
+            *(
+                (
+                    await session.execute(
+                        select(ContactRow)
+                        .where(col(ContactRow.person_id).in_(groups))
+                        .with_for_update()
+                    )
+                ).scalars()
+                if groups
+                else ()
+            ),
+        ]
+        person = min(row.id for row in members if row.id is not None)
+        for row in members:
+            row.person_id = person
+    return await contact_detail(session, contact_id)
+
+
+@router.delete("/contacts/{contact_id}/links", responses={404: {"model": Problem}})
+async def unlink_contact(contact_id: RowId, session: SessionDep, _key: AgentKey) -> ContactDetail:
+    """Take a contact out of the person they were linked to."""
+    async with committing(session):
+        contact = await session.get(ContactRow, contact_id, with_for_update=True)
+        if contact is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such contact")
+        group = contact.person_id
+        contact.person_id = None
+        if group is not None:
+            rest = list(
+                (
+                    await session.execute(
+                        select(ContactRow)
+                        .where(col(ContactRow.person_id) == group, col(ContactRow.id) != contact_id)
+                        .with_for_update()
+                    )
+                ).scalars()
+            )
+            person = min((row.id for row in rest if row.id is not None), default=None)
+            for row in rest:
+                row.person_id = person if len(rest) > 1 else None
     return await contact_detail(session, contact_id)
 
 

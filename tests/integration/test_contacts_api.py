@@ -182,3 +182,37 @@ async def test_bad_patches_are_4xx(
     assert (
         await client.patch("/v1/contacts/999999", json={"vip": True}, headers=headers)
     ).status_code == 404
+
+
+async def test_contacts_linked_across_channels_read_as_one_person(
+    client: httpx.AsyncClient, keys: tuple[FastAPI, str, str]
+) -> None:
+    _, _, agent = keys
+    headers = {"X-API-Key": agent}
+    [ana] = (await client.get("/v1/contacts", params={"q": "ana"})).json()["items"]
+    [bob] = (await client.get("/v1/contacts", params={"q": "bob"})).json()["items"]
+    [carla] = (await client.get("/v1/contacts", params={"q": "carla"})).json()["items"]
+    linked = await client.post(
+        f"/v1/contacts/{ana['id']}/links", json={"contact_id": bob["id"]}, headers=headers
+    )
+    assert linked.status_code == 200, linked.text
+    await client.post(
+        f"/v1/contacts/{carla['id']}/links", json={"contact_id": bob["id"]}, headers=headers
+    )
+    detail = (await client.get(f"/v1/contacts/{ana['id']}")).json()
+    assert sorted(c["name"] for c in detail["linked"]) == ["Bob Stone", "Carla Reyes"]
+    assert sorted(c["channel"] for c in detail["conversations"]) == [
+        "instagram",
+        "messenger",
+        "whatsapp",
+    ]
+    unlinked = await client.delete(f"/v1/contacts/{carla['id']}/links", headers=headers)
+    assert unlinked.json()["linked"] == []
+    detail = (await client.get(f"/v1/contacts/{bob['id']}")).json()
+    assert [c["name"] for c in detail["linked"]] == ["Ana Gómez"]
+    missing = await client.post(
+        f"/v1/contacts/{ana['id']}/links", json={"contact_id": 999999}, headers=headers
+    )
+    assert missing.status_code == 404
+    refused = await client.post(f"/v1/contacts/{ana['id']}/links", json={"contact_id": bob["id"]})
+    assert refused.status_code == 403

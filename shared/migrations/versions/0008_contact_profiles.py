@@ -1,4 +1,4 @@
-"""contacts' platform profiles and agents' notes; why a contact raised a priority
+"""contacts' platform profiles, agents' notes and links; why a contact raised a priority
 
 Revision ID: 0008
 Revises: 0005
@@ -31,6 +31,8 @@ def upgrade() -> None:
             sa.Column("profile_fetched_at", sa.DateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(sa.Column("notes", sa.String(), nullable=True))
+        batch_op.add_column(sa.Column("person_id", sa.Integer(), nullable=True))
+        batch_op.create_index(batch_op.f("ix_contacts_person_id"), ["person_id"], unique=False)
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("priority_reason", sa.String(length=512), nullable=True))
 
@@ -40,7 +42,9 @@ def downgrade() -> None:
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.drop_column("priority_reason")
     with op.batch_alter_table("contacts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_contacts_person_id"))
         for column in (
+            "person_id",
             "notes",
             "profile_fetched_at",
             "follows_business",
