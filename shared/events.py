@@ -140,9 +140,16 @@ class Contact(Event):
 
     platform_id: str = Field(min_length=1, max_length=256)
     name: str | None = Field(default=None, max_length=512)
+    first_name: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The given name, where the platform says (the responder fills it in"
+        " from the contact's profile for templates).",
+    )
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     vip: bool = False
     followers: Count | None = None
+    verified: bool | None = Field(default=None, description="A verified account (Instagram).")
 
 
 class Attachment(Event):
@@ -520,6 +527,79 @@ class SlaEvent(Event):
     priority: Priority
     team: str | None = None
     due_at: datetime
+    at: datetime = Field(default_factory=utcnow)
+
+
+class ProfileSource(StrEnum):
+    """Where a contact's profile came from."""
+
+    GRAPH = "graph"
+    WEBHOOK = "webhook"
+
+
+class ContactProfile(Event):
+    """What the platform says about a contact (``dm.contact.profile``).
+
+    Instagram's messaging user profile (name, username, profile picture, follower
+    count, verified, follows the business), Messenger's user profile (first and last
+    name, profile picture), or WhatsApp's profile name from the webhook. Fields the
+    platform did not give are None.
+    """
+
+    version: Literal[1] = 1
+    conversation: ConversationRef
+    source: ProfileSource
+    name: str | None = Field(default=None, max_length=512)
+    first_name: str | None = Field(default=None, max_length=256)
+    last_name: str | None = Field(default=None, max_length=256)
+    username: str | None = Field(default=None, max_length=256)
+    profile_pic: str | None = Field(default=None, max_length=4096)
+    followers: int | None = Field(default=None, ge=0)
+    verified: bool | None = None
+    follows_business: bool | None = None
+    fetched_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def display_name(self) -> str | None:
+        """The full name: ``name``, else first and last name joined."""
+        if self.name:
+            return self.name
+        joined = " ".join(part for part in (self.first_name, self.last_name) if part)
+        return joined or None
+
+    @property
+    def given_name(self) -> str | None:
+        """The first name: ``first_name``, else the first word of the full name."""
+        if self.first_name and self.first_name.strip():
+            return self.first_name.strip()
+        full = (self.display_name or "").split()
+        return full[0] if full else None
+
+
+class AttachmentCopyState(StrEnum):
+    """How copying an inbound attachment ended."""
+
+    STORED = "stored"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+class AttachmentCopied(Event):
+    """An inbound attachment copied into the object store, or why not (``dm.attachment``).
+
+    ``index`` is the attachment's position in the message; ``object_name`` names the
+    copy in the attachments bucket.
+    """
+
+    version: Literal[1] = 1
+    conversation: ConversationRef
+    mid: str = Field(min_length=1, max_length=512)
+    index: int = Field(ge=0)
+    state: AttachmentCopyState
+    object_name: str | None = Field(default=None, max_length=128)
+    content_type: str | None = Field(default=None, max_length=256)
+    size: int | None = Field(default=None, ge=0)
+    reason: str | None = Field(default=None, max_length=512)
     at: datetime = Field(default_factory=utcnow)
 
 

@@ -96,6 +96,20 @@ class ContactRow(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
+    first_name: str | None = Field(default=None, max_length=256)
+    last_name: str | None = Field(default=None, max_length=256)
+    username: str | None = Field(default=None, max_length=256)
+    profile_pic: str | None = Field(default=None, max_length=4096)
+    verified: bool | None = None
+    follows_business: bool | None = None
+    profile_fetched_at: datetime | None = _ts()
+    notes: str | None = Field(default=None, description="Agents' notes on the contact.")
+    person_id: int | None = Field(
+        default=None,
+        index=True,
+        description="Contacts linked as one person (on several channels) share it: the"
+        " smallest id among them.",
+    )
 
 
 class ConversationRow(SQLModel, table=True):
@@ -168,6 +182,9 @@ class ConversationRow(SQLModel, table=True):
     )
     faq_entry: str | None = Field(default=None, max_length=128)
     faq_score: float | None = None
+    priority_reason: str | None = Field(
+        default=None, max_length=512, description="Why the contact raised the priority."
+    )
 
 
 def unresolved() -> ColumnElement[bool]:

@@ -241,6 +241,61 @@ class Settings(BaseSettings):
         description="NATS KV bucket of the responder's per-conversation state.",
     )
 
+    profiles_bucket: str = Field(
+        default="dmdesk_profiles",
+        description="NATS KV bucket caching contacts' platform profiles (shared by replicas).",
+    )
+    profile_refresh_hours: float = Field(
+        default=168,
+        gt=0,
+        description="A contact's profile is fetched from the platform again after this long.",
+    )
+    profile_retry_minutes: float = Field(
+        default=60,
+        gt=0,
+        description="After a failed profile fetch, how long before a new DM tries again.",
+    )
+    profile_wait_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long the responder waits for a profile being fetched before it"
+        " decides without it (a template then has no first name); 0: never waits.",
+    )
+    profile_rate_limit: str = Field(
+        default="20/second;1000/minute",
+        description="Profile fetches per page and responder replica, in the `limits` notation.",
+    )
+    profile_timeout_seconds: float = Field(
+        default=5, gt=0, description="HTTP timeout of one profile request to the Graph API."
+    )
+    profile_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Profile requests on rate-limit errors and 5xx (with back-off) before"
+        " the fetch is recorded as failed.",
+    )
+
+    attachments_bucket: str = Field(
+        default="dmdesk_attachments",
+        description="NATS object store bucket keeping copies of inbound attachments.",
+    )
+    attachment_max_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        gt=0,
+        description="Largest attachment copied (Meta's own limit is 25 MB); larger ones are"
+        " refused and recorded with the reason.",
+    )
+    attachment_content_types: list[str] = Field(
+        default_factory=lambda: ["image/*", "video/*", "audio/*", "application/pdf"],
+        description="Content types copied, as JSON; `type/*` matches a whole type.",
+    )
+    attachment_timeout_seconds: float = Field(
+        default=30, gt=0, description="HTTP timeout of one attachment download."
+    )
+    attachment_max_attempts: int = Field(
+        default=3, ge=1, description="Attachment downloads tried (with back-off) before failing."
+    )
+
     def languages_of(self, account_id: str) -> list[str]:
         """The languages a page serves, its default first; empty means all of them."""
         return self.account_languages.get(account_id, [])
@@ -255,6 +310,7 @@ class Settings(BaseSettings):
         "api_rate_limit_per_address",
         "api_auth_failure_limit",
         "ingest_rate_limit",
+        "profile_rate_limit",
     )
     @classmethod
     def _a_rate_limit(cls, rule: str) -> str:

@@ -7,6 +7,8 @@ consumer definition gets a new name (and :func:`provision` updates the editable
 fields of the current one).
 """
 
+import hashlib
+import re
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -15,13 +17,17 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
-from shared.events import Channel
+from shared.events import Channel, ConversationRef
 from shared.settings import Settings
 
 ALL = "dm.>"
@@ -39,8 +45,11 @@ SLA_BREACHED = "dm.sla.breached"
 SLA_AT_RISK = "dm.sla.at_risk"
 CONVERSATION_CHANGED = "dm.conversation.changed"
 CLOSED = "dm.closed"
+CONTACT_PROFILE = "dm.contact.profile"
+ATTACHMENT = "dm.attachment"
 
 MSG_ID_HEADER = "Nats-Msg-Id"
+_KEY_TOKEN = re.compile(r"^[A-Za-z0-9_=-]{1,64}$")
 
 
 def inbound_subject(channel: Channel) -> str:
@@ -116,6 +125,16 @@ API_OUTBOUND_RESULT = Consumer(
 API_DEAD_LETTER = Consumer("api-dead-letter-v1", DEAD_LETTER_ALL, "api: dead letters")
 API_UPDATE = Consumer("api-update-v1", UPDATE_ALL, "api: reactions, edits and unsends")
 API_CLOSED = Consumer("api-closed-v1", CLOSED, "api: conversations the bot closed")
+PROFILES = Consumer(
+    "responder-profiles-v1", INBOUND_ALL, "responder: contacts' profiles from the platforms"
+)
+ATTACHMENTS = Consumer(
+    "responder-attachments-v1", INBOUND_ALL, "responder: inbound attachments copied to keep"
+)
+API_ATTACHMENT = Consumer("api-attachment-v1", ATTACHMENT, "api: attachments copied")
+API_CONTACT_PROFILE = Consumer(
+    "api-contact-profile-v1", CONTACT_PROFILE, "api: contact profiles (priority re-evaluated)"
+)
 
 CONSUMERS = (
     CLASSIFIER,
@@ -132,10 +151,72 @@ CONSUMERS = (
     API_OUTBOUND_RESULT,
     API_DEAD_LETTER,
     API_CLOSED,
+    PROFILES,
+    API_CONTACT_PROFILE,
+    ATTACHMENTS,
+    API_ATTACHMENT,
 )
 
 # The responder's key-value buckets (names come from settings; these are the keys).
 RULES_KEY = "active"
+
+
+def contact_key(conversation: ConversationRef) -> str:
+    """The KV key of a contact on one page (ingest's contacts, the profile cache).
+
+    ``<channel>.<account>.<contact>``; an id a KV key cannot hold is replaced by a hash.
+    """
+    tokens = (conversation.channel.value, conversation.account_id, conversation.contact_id)
+    return ".".join(
+        token if _KEY_TOKEN.match(token) else "h" + hashlib.sha256(token.encode()).hexdigest()[:40]
+        for token in tokens
+    )
+
+
+def profiles_bucket_config(settings: Settings) -> KeyValueConfig:
+    """The KV bucket caching contacts' platform profiles, keyed like ingest's contacts."""
+    return KeyValueConfig(
+        bucket=settings.profiles_bucket,
+        description="responder: contacts' platform profiles and fetch claims",
+        history=1,
+        storage=StorageType.FILE,
+        replicas=settings.stream_replicas,
+    )
+
+
+async def bind_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """The KV bucket ``config`` defines, created when it does not exist yet."""
+    try:
+        return await js.key_value(config.bucket or "")
+    except BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(config)
+    except BadRequestError:  # another replica created it a moment ago
+        return await js.key_value(config.bucket or "")
+
+
+def attachments_store_config(settings: Settings) -> ObjectStoreConfig:
+    """The object store bucket keeping copies of inbound attachments (platform URLs expire)."""
+    return ObjectStoreConfig(
+        bucket=settings.attachments_bucket,
+        description="responder: copies of inbound attachments; api: serves them",
+        storage=StorageType.FILE,
+        replicas=settings.stream_replicas,
+    )
+
+
+async def bind_object_store(js: JetStreamContext, config: ObjectStoreConfig) -> ObjectStore:
+    """The object store ``config`` defines, created when it does not exist yet."""
+    try:
+        return await js.object_store(config.bucket or "")
+    except BucketNotFoundError:
+        pass
+    try:
+        # nats-py sets config.bucket from its bucket argument: pass both.
+        return await js.create_object_store(config.bucket or "", config=config)
+    except BadRequestError:  # another replica created it a moment ago
+        return await js.object_store(config.bucket or "")
 
 
 def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:

@@ -17,9 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.api import projector
 from services.api.actions import router as actions_router
 from services.api.admin import router as admin_router
+from services.api.attachments import router as attachments_router
 from services.api.auth import ApiLimits
 from services.api.changes import ChangeFeed
 from services.api.changes import router as events_router
+from services.api.contacts import router as contacts_router
 from services.api.housekeeping import Housekeeper
 from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
@@ -46,8 +48,10 @@ from shared.db import (
     transaction,
 )
 from shared.events import (
+    AttachmentCopied,
     BotReply,
     ClassifiedMessage,
+    ContactProfile,
     ConversationChanged,
     ConversationClosed,
     DeadLetter,
@@ -271,6 +275,8 @@ def build(settings: Settings) -> ServiceSpec:
     api.project(streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result)
     api.record_dead_letters()
     api.project(streams.API_CLOSED, ConversationClosed, projector.project_closed)
+    api.project(streams.API_CONTACT_PROFILE, ContactProfile, projector.project_contact_profile)
+    api.project(streams.API_ATTACHMENT, AttachmentCopied, projector.project_attachment)
     broker.include_router(router)
 
     background: list[asyncio.Task[None]] = []
@@ -309,6 +315,8 @@ def build(settings: Settings) -> ServiceSpec:
             actions_router,
             admin_router,
             events_router,
+            contacts_router,
+            attachments_router,
             # A lambda: the connection exists only once the broker has connected.
             rules_router(lambda: broker.connection.jetstream(), settings),  # noqa: PLW0108
         ),

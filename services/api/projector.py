@@ -19,12 +19,17 @@ from sqlmodel import SQLModel, col
 from services.api import clocks
 from services.api.metrics import ApiMetrics
 from services.api.writer import after_commit
+from services.classifier.priority import PolicyStore, contact_priority
+from shared.bus import RetryLater
 from shared.db import transaction_cache
 from shared.events import (
+    AttachmentCopied,
+    AttachmentCopyState,
     BotReply,
     Classification,
     ClassifiedMessage,
     Contact,
+    ContactProfile,
     ConversationClosed,
     ConversationRef,
     DeadLetter,
@@ -379,7 +384,10 @@ def project_classified(
     # The message's projection stored the contact's details.
     conversation = _conversation(session, message.conversation, None)
     category_changed = conversation.category != classification.category.value
+    first_classification = conversation.category is None
     retarget = _raise_priority(conversation, classification.priority) or category_changed
+    if first_classification:  # the contact's profile may have arrived first
+        retarget = _contact_raises_priority(session, conversation) or retarget
     conversation.category = classification.category.value
     conversation.language = classification.language or conversation.language
     conversation.updated_at = utcnow()
@@ -676,3 +684,113 @@ def project_dead_letter(
     )
     if inserted.scalar_one_or_none() is not None and metrics is not None:
         after_commit(session, metrics.dead_letters.labels(letter.stage).inc)
+
+
+@functools.cache
+def _priority_policy() -> PolicyStore:
+    """The classifier's priority policy (its contact rules), hot-reloaded like there."""
+    return PolicyStore()
+
+
+def project_contact_profile(
+    session: Session, profile: ContactProfile, metrics: ApiMetrics | None = None
+) -> None:
+    """Store a contact's platform profile and let it raise their conversation's priority.
+
+    An older profile than the one stored changes nothing (redeliveries, reordering).
+    """
+    conversation = _conversation(session, profile.conversation, None)
+    contact = session.get(ContactRow, conversation.contact_id)
+    assert contact is not None
+    stored_at = contact.profile_fetched_at
+    if stored_at is None or profile.fetched_at > stored_at:
+        contact.name = profile.display_name or contact.name
+        contact.first_name = profile.given_name or contact.first_name
+        contact.last_name = profile.last_name or contact.last_name
+        contact.username = profile.username or contact.username
+        contact.profile_pic = profile.profile_pic or contact.profile_pic
+        if profile.followers is not None:
+            contact.followers = profile.followers
+        if profile.verified is not None:
+            contact.verified = profile.verified
+        if profile.follows_business is not None:
+            contact.follows_business = profile.follows_business
+        contact.profile_fetched_at = profile.fetched_at
+    if _contact_raises_priority(session, conversation, contact):
+        clocks.retarget(session, conversation)
+
+
+def _contact_raises_priority(
+    session: Session, conversation: ConversationRow, contact: ContactRow | None = None
+) -> bool:
+    """Raise an open conversation's priority as the contact rules say (never lower it),
+    with the reason; True when it changed."""
+    if conversation.status == ConversationStatus.RESOLVED.value:
+        return False
+    contact = contact or session.get(ContactRow, conversation.contact_id)
+    if contact is None:
+        return False
+    found = contact_priority(
+        _priority_policy().current(),
+        Contact(
+            platform_id=contact.platform_id,
+            tags=contact.tags,
+            vip=contact.vip,
+            followers=contact.followers,
+            verified=contact.verified,
+        ),
+    )
+    if found is None or found[0].rank >= conversation.priority_rank:
+        return False
+    priority, reason = found
+    conversation.priority = priority.value
+    conversation.priority_rank = priority.rank
+    conversation.priority_reason = reason
+    conversation.updated_at = utcnow()
+    return True
+
+
+def raise_for_contact(session: Session, conversation: ConversationRow) -> bool:
+    """Apply the contact rules to ``conversation`` (an agent changed its contact); True
+    when its priority went up."""
+    if _contact_raises_priority(session, conversation):
+        clocks.retarget(session, conversation)
+        return True
+    return False
+
+
+ATTACHMENT_URL = "/v1/attachments/{name}"
+
+
+def project_attachment(
+    session: Session, copied: AttachmentCopied, metrics: ApiMetrics | None = None
+) -> None:
+    """Note on the message where its attachment's copy is (or why there is none).
+
+    The platform's URL stays in the attachment for reference; ``copy`` is added.
+
+    Raises:
+        RetryLater: the message itself is not stored yet (redelivered, never dead-lettered).
+    """
+    message = session.execute(
+        select(MessageRow)
+        .where(
+            col(MessageRow.channel) == copied.conversation.channel.value,
+            col(MessageRow.mid) == copied.mid,
+        )
+        .with_for_update()
+    ).scalar_one_or_none()
+    if message is None:
+        raise RetryLater("the attachment's message is not stored yet")
+    attachments = [dict(attachment) for attachment in message.attachments]
+    if copied.index >= len(attachments):
+        return
+    stored = copied.state == AttachmentCopyState.STORED and copied.object_name is not None
+    attachments[copied.index]["copy"] = {
+        "state": copied.state.value,
+        "url": ATTACHMENT_URL.format(name=copied.object_name) if stored else None,
+        "content_type": copied.content_type,
+        "size": copied.size,
+        "reason": copied.reason,
+    }
+    message.attachments = attachments

@@ -56,6 +56,9 @@ class QueueItem(BaseModel):
     team: str | None
     assignee: str | None
     priority: str
+    priority_reason: str | None = Field(
+        default=None, description="Why the contact raised the priority (VIP, followers...)."
+    )
     category: str | None
     language: str | None
     is_request: bool

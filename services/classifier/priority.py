@@ -120,6 +120,7 @@ class ContactRule(_Strict):
     influencer: Priority = Priority.HIGH
     influencer_tags: list[str] = Field(default_factory=list)
     influencer_followers: int | None = Field(default=10_000, ge=0)
+    verified: Priority | None = Priority.HIGH
 
 
 class MessageRequestRule(_Strict):
@@ -321,6 +322,19 @@ def _contact_rules(policy: Policy, contact: Contact | None, raise_to: Any) -> No
         and contact.followers >= rule.influencer_followers
     ):
         raise_to(rule.influencer, f"contact with {contact.followers} followers")
+    if contact.verified and rule.verified is not None:
+        raise_to(rule.verified, "verified account")
+
+
+def contact_priority(policy: Policy, contact: Contact) -> tuple[Priority, str] | None:
+    """The most urgent priority the policy's contact rules give ``contact``, and why."""
+    found: list[tuple[Priority, str]] = []
+
+    def note(candidate: Priority, why: str) -> None:
+        found.append((candidate, f"{why} -> {candidate.value}"))
+
+    _contact_rules(policy, contact, note)
+    return min(found, key=lambda item: item[0].rank, default=None)
 
 
 def load_policy(path: Path) -> Policy:

@@ -13,8 +13,6 @@ to it; the queue shows them as requests until the page answers once.
 
 import asyncio
 import dataclasses
-import hashlib
-import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -24,12 +22,12 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from services.ingest.meta import Normalised
-from shared.events import Channel, ConversationRef, InboundMessage, StatusEvent, StatusKind
+from shared.events import Channel, InboundMessage, StatusEvent, StatusKind
 from shared.settings import Settings
+from shared.streams import contact_key
 
 REQUEST = b"request"
 KNOWN = b"known"
-_KEY_TOKEN = re.compile(r"^[A-Za-z0-9_=-]{1,64}$")
 KNOWN_CACHE_SIZE = 100_000
 
 
@@ -47,15 +45,6 @@ class ContactStore(Protocol):
     async def put(self, key: str, state: bytes) -> None:
         """Store ``state`` under ``key``."""
         ...
-
-
-def contact_key(conversation: ConversationRef) -> str:
-    """The KV key of a conversation; ids KV keys cannot hold are replaced by a hash."""
-    tokens = (conversation.channel.value, conversation.account_id, conversation.contact_id)
-    return ".".join(
-        token if _KEY_TOKEN.match(token) else "h" + hashlib.sha256(token.encode()).hexdigest()[:40]
-        for token in tokens
-    )
 
 
 class MessageRequests:

@@ -16,10 +16,12 @@ from typing import Any
 
 import nats
 import nats.errors
+from faststream.nats import NatsRouter
 from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry, Counter
 
 from services.responder.adapters import SendAdapter
+from services.responder.attachments import AttachmentCopier
 from services.responder.decide import Decision, apply_decision, decide
 from services.responder.faq import FaqIndex, load_knowledge_base
 from services.responder.guards import promotional_match
@@ -31,7 +33,8 @@ from services.responder.live_rules import (
     read_document,
     seed_defaults,
 )
-from services.responder.meta import make_adapter
+from services.responder.meta import GraphApi, GraphSendAdapter, make_adapter
+from services.responder.profiles import ProfileCache, ProfileFetcher, ProfileFetchError
 from services.responder.rules import compile_rule_set, load_rule_set_document
 from services.responder.state import ConversationState, ConversationStates, HandledMessage
 from services.responder.window import RESPONSE, Refusal, messaging_policy
@@ -45,10 +48,12 @@ from shared.bus import (
     stage_router,
 )
 from shared.events import (
+    AttachmentCopied,
     Author,
     BotReply,
     Channel,
     ClassifiedMessage,
+    ContactProfile,
     ConversationClosed,
     Handoff,
     InboundMessage,
@@ -184,6 +189,11 @@ class ResponderRuntime:
         self._client: NatsClient | None = None
         self._states: ConversationStates | None = None
         self._rules: LiveRules | None = None
+        self._profiles: ProfileCache | None = None
+        self._fetcher: ProfileFetcher | None = None
+        self._copier: AttachmentCopier | None = None
+        # One Graph API client: the Send API adapter's when it has one.
+        self.graph = adapter.graph if isinstance(adapter, GraphSendAdapter) else GraphApi(settings)
 
     @property
     def states(self) -> ConversationStates:
@@ -196,6 +206,24 @@ class ResponderRuntime:
         """The live rule set (after :meth:`start`)."""
         assert self._rules is not None, "responder runtime not started"
         return self._rules
+
+    @property
+    def profiles(self) -> ProfileCache:
+        """The profile cache (after :meth:`start`)."""
+        assert self._profiles is not None, "responder runtime not started"
+        return self._profiles
+
+    @property
+    def fetcher(self) -> ProfileFetcher:
+        """Fetches contacts' profiles (after :meth:`start`)."""
+        assert self._fetcher is not None, "responder runtime not started"
+        return self._fetcher
+
+    @property
+    def copier(self) -> AttachmentCopier:
+        """Copies inbound attachments (after :meth:`start`)."""
+        assert self._copier is not None, "responder runtime not started"
+        return self._copier
 
     async def start(self) -> None:
         """Connect, open the buckets, seed the default rules, load and follow the live set."""
@@ -213,6 +241,11 @@ class ResponderRuntime:
         if document is None:
             await seed_defaults(rules_kv, self.defaults)
         self._states = ConversationStates(state_kv)
+        profiles_kv = await streams.bind_bucket(js, streams.profiles_bucket_config(self.settings))
+        self._profiles = ProfileCache(profiles_kv, self.settings)
+        self._fetcher = ProfileFetcher(self.graph, self._profiles, self.settings)
+        store = await streams.bind_object_store(js, streams.attachments_store_config(self.settings))
+        self._copier = AttachmentCopier(self.graph.client, store, self.settings)
         self._rules = LiveRules(rules_kv, self.initial)
         await self._rules.refresh()
         self._rules.start()
@@ -237,6 +270,8 @@ class ResponderRuntime:
                     async with asyncio.timeout(STOP_SECONDS):
                         await self._client.close()
         await self.adapter.aclose()
+        if self.graph is not getattr(self.adapter, "graph", None):
+            await self.graph.aclose()
 
     async def page_wrote(self, echo: InboundMessage) -> bool:
         """A message the page sent: unless it is the bot's own, a human took over; True if so.
@@ -272,6 +307,7 @@ class ResponderRuntime:
         concurrency); a redelivered DM finds its earlier events in the state, and
         writes nothing.
         """
+        classified = await self.with_profile(classified)
         message = classified.message
         ref = message.conversation
         decided: list[Decision] = []
@@ -311,6 +347,29 @@ class ResponderRuntime:
                 },
             )
         return handled, decision
+
+    async def with_profile(self, classified: ClassifiedMessage) -> ClassifiedMessage:
+        """The DM with its contact's name from the platform profile, when there is one.
+
+        A profile being fetched is waited for, a little (``DMDESK_PROFILE_WAIT_SECONDS``
+        after the DM was received, at most); without one the DM is decided as it is.
+        """
+        message = classified.message
+        if message.is_echo or message.channel == Channel.GENERIC:
+            return classified
+        profile = await self.profiles.profile(
+            message.conversation,
+            received_at=message.received_at,
+            wait=self.settings.profile_wait_seconds,
+        )
+        if profile is None or profile.display_name is None:
+            return classified
+        contact = message.contact.model_copy(
+            update={"name": profile.display_name, "first_name": profile.given_name}
+        )
+        return classified.model_copy(
+            update={"message": message.model_copy(update={"contact": contact})}
+        )
 
     async def deliver(self, request: OutboundRequest) -> OutboundResult:
         """Send ``request`` unless a guard or the reply window refuses it; say how it ended."""
@@ -433,6 +492,73 @@ def decision_kind(decision: Decision) -> tuple[str, str]:
     return "silent", ""
 
 
+def _subscribe_contact_work(
+    router: NatsRouter, runtime: ResponderRuntime, settings: Settings, registry: CollectorRegistry
+) -> None:
+    """Who wrote and what they sent: the profile fetcher and the attachment copier."""
+    profile_fetches = Counter(
+        "dmdesk_profile_fetches_total",
+        "Contact profile fetches by channel and result (fetched, or why not: rate_limited,"
+        " network, graph_error, no_token, no_name, bad_answer).",
+        ["channel", "result"],
+        registry=registry,
+    )
+    attachment_out = event_publisher(
+        router, streams.ATTACHMENT, AttachmentCopied, "An inbound attachment copied, or why not."
+    )
+    attachments_total = Counter(
+        "dmdesk_attachments_total",
+        "Inbound attachments by channel and outcome (stored, refused, failed).",
+        ["channel", "state"],
+        registry=registry,
+    )
+    profile_out = event_publisher(
+        router, streams.CONTACT_PROFILE, ContactProfile, "A contact's profile from the platform."
+    )
+
+    @durable_subscriber(router, streams.PROFILES, settings, title="fetch contacts' profiles")
+    async def on_inbound_profile(message: InboundMessage) -> None:
+        """Fetch the profile of a DM's contact when one is due; publish it, then cache it."""
+        channel = message.channel.value
+        try:
+            profile = await runtime.fetcher.on_inbound(message)
+        except ProfileFetchError as failure:
+            profile_fetches.labels(channel, failure.reason).inc()
+            error = failure.error
+            logger.warning(
+                "profile not fetched",
+                extra={
+                    "channel": channel,
+                    "reason": failure.reason,
+                    "code": error.code if error else None,
+                    "subcode": error.subcode if error else None,
+                },
+            )
+            return
+        if profile is None:
+            return
+        await publish_event(
+            profile_out,
+            profile,
+            msg_id=f"profile:{streams.contact_key(message.conversation)}:{message.mid}",
+            settings=settings,
+        )
+        await runtime.fetcher.remember(profile)
+        profile_fetches.labels(channel, "fetched").inc()
+
+    @durable_subscriber(router, streams.ATTACHMENTS, settings, title="copy inbound attachments")
+    async def on_inbound_attachments(message: InboundMessage) -> None:
+        """Copy a DM's attachments into the object store; publish how each ended."""
+        for copied in await runtime.copier.copy_all(message):
+            await publish_event(
+                attachment_out,
+                copied,
+                msg_id=f"attachment:{message.channel.value}:{message.mid}:{copied.index}",
+                settings=settings,
+            )
+            attachments_total.labels(message.channel.value, copied.state.value).inc()
+
+
 def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec:
     """Wire the responder's broker, handlers and metrics."""
     registry = CollectorRegistry()
@@ -500,6 +626,8 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         if message.is_echo and await runtime.page_wrote(message):
             logger.info("a human took over", extra={"channel": message.channel.value})
 
+    _subscribe_contact_work(router, runtime, settings, registry)
+
     @durable_subscriber(router, streams.SENDER, settings, title="send outbound messages")
     async def on_outbound(request: OutboundRequest) -> None:
         """Check the guards and the reply window, send, and publish how it ended."""
@@ -523,7 +651,13 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         settings=settings,
         broker=broker,
         registry=registry,
-        consumers=(streams.RESPONDER, streams.SENDER, streams.RESPONDER_ECHOES),
+        consumers=(
+            streams.RESPONDER,
+            streams.SENDER,
+            streams.RESPONDER_ECHOES,
+            streams.PROFILES,
+            streams.ATTACHMENTS,
+        ),
         on_startup=(runtime.start,),
         on_shutdown=(runtime.stop,),
         description="Answers DMs with rules and the FAQ, hands off, sends; see docs/responder.md.",

@@ -12,8 +12,10 @@ code, subcode and message. Calls are rate limited per page (token bucket).
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -55,8 +57,21 @@ def graph_error(body: Any, status_code: int) -> PlatformError:
     )
 
 
-class GraphSendAdapter:
-    """Sends through Meta's Graph API; generic-channel messages go to the log adapter."""
+@dataclass(frozen=True, slots=True)
+class GraphAnswer:
+    """How a Graph API call ended: the JSON of a success, or the last error."""
+
+    payload: Any
+    error: PlatformError | None
+    attempts: int
+
+
+class GraphApi:
+    """The one HTTP client to Meta's Graph API: the account tokens, retries with back-off.
+
+    Shared by the Send API adapter and the profile fetcher, so both back off the same
+    way on rate-limit errors (codes 4, 17, 32, 613...) and server errors.
+    """
 
     def __init__(
         self,
@@ -68,30 +83,94 @@ class GraphSendAdapter:
         self.base_url = settings.graph_api_url.rstrip("/")
         self.tokens: Mapping[str, SecretStr] = settings.page_access_tokens
         self.whatsapp_token = settings.whatsapp_access_token
-        self.max_attempts = settings.send_max_attempts
         self.backoff = settings.send_backoff_seconds
-        self.limiter = PerKeyRateLimiter(settings.send_rate_per_second)
         self.client = client or httpx.AsyncClient(timeout=settings.send_timeout_seconds)
-        self.fallback: SendAdapter = LogAdapter()
         self._sleep = sleep
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self.client.aclose()
 
-    def _token(self, channel: Channel, account_id: str) -> str | None:
+    def token(self, channel: Channel, account_id: str) -> str | None:
+        """The access token of ``account_id`` (WhatsApp: the Cloud API token by default)."""
         token = self.tokens.get(account_id)
         if token is None and channel == Channel.WHATSAPP:
             token = self.whatsapp_token
         value = token.get_secret_value() if token is not None else ""
         return value or None
 
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        max_attempts: int,
+        before_attempt: Callable[[], Awaitable[None]] | None = None,
+        log: Mapping[str, object] | None = None,
+        request_timeout: float | None = None,
+        **request: Any,
+    ) -> GraphAnswer:
+        """Call the Graph API, retrying retryable errors with exponential back-off.
+
+        ``before_attempt`` runs before each attempt (a rate limiter); ``log`` is what a
+        failed attempt's log line may say (never names or text).
+        """
+        error = PlatformError(message="not called")
+        options: dict[str, Any] = {} if request_timeout is None else {"timeout": request_timeout}
+        for attempt in range(1, max_attempts + 1):
+            if before_attempt is not None:
+                await before_attempt()
+            try:
+                response = await self.client.request(method, url, **request, **options)
+            except httpx.HTTPError as exc:
+                error = PlatformError(type="network", message=type(exc).__name__, retryable=True)
+            else:
+                payload = _json(response)
+                if response.is_success:
+                    return GraphAnswer(payload=payload, error=None, attempts=attempt)
+                error = graph_error(payload, response.status_code)
+            logger.warning(
+                "graph call attempt failed",
+                extra={
+                    **(log or {}),
+                    "attempt": attempt,
+                    "code": error.code,
+                    "subcode": error.subcode,
+                    "retryable": error.retryable,
+                },
+            )
+            if not error.retryable or attempt == max_attempts:
+                break
+            await self._sleep(min(MAX_BACKOFF_SECONDS, self.backoff * 2 ** (attempt - 1)))
+        return GraphAnswer(payload=None, error=error, attempts=attempt)
+
+
+class GraphSendAdapter:
+    """Sends through Meta's Graph API; generic-channel messages go to the log adapter."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        graph: GraphApi | None = None,
+    ) -> None:
+        self.graph = graph or GraphApi(settings, client=client, sleep=sleep)
+        self.max_attempts = settings.send_max_attempts
+        self.limiter = PerKeyRateLimiter(settings.send_rate_per_second)
+        self.fallback: SendAdapter = LogAdapter()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.graph.aclose()
+
     def _call(
         self, request: OutboundRequest, policy: MessagingPolicy, token: str
     ) -> tuple[str, dict[str, Any], dict[str, str], dict[str, str]]:
         """URL, JSON body, query parameters and headers of the Graph call."""
         ref = request.conversation
-        url = f"{self.base_url}/{ref.account_id}/messages"
+        url = f"{self.graph.base_url}/{ref.account_id}/messages"
         if ref.channel == Channel.WHATSAPP:
             body: dict[str, Any] = {
                 "messaging_product": "whatsapp",
@@ -119,7 +198,7 @@ class GraphSendAdapter:
         ref = request.conversation
         if ref.channel == Channel.GENERIC:
             return await self.fallback.send(request, policy)
-        token = self._token(ref.channel, ref.account_id)
+        token = self.graph.token(ref.channel, ref.account_id)
         if token is None:
             return self._failed(
                 request,
@@ -131,39 +210,25 @@ class GraphSendAdapter:
                 attempts=1,
             )
         url, body, params, headers = self._call(request, policy, token)
-        error = PlatformError(message="not sent")
-        for attempt in range(1, self.max_attempts + 1):
-            await self.limiter.acquire(ref.account_id)
-            try:
-                response = await self.client.post(url, json=body, params=params, headers=headers)
-            except httpx.HTTPError as exc:
-                error = PlatformError(type="network", message=type(exc).__name__, retryable=True)
-            else:
-                payload = _json(response)
-                if response.is_success:
-                    return OutboundResult(
-                        request_id=request.request_id,
-                        conversation=ref,
-                        status=OutboundStatus.SENT,
-                        mid=_message_id(payload),
-                        attempts=attempt,
-                    )
-                error = graph_error(payload, response.status_code)
-            logger.warning(
-                "send attempt failed",
-                extra={
-                    "request_id": request.request_id,
-                    "channel": ref.channel.value,
-                    "attempt": attempt,
-                    "code": error.code,
-                    "subcode": error.subcode,
-                    "retryable": error.retryable,
-                },
-            )
-            if not error.retryable or attempt == self.max_attempts:
-                return self._failed(request, error, attempts=attempt)
-            await self._sleep(min(MAX_BACKOFF_SECONDS, self.backoff * 2 ** (attempt - 1)))
-        return self._failed(request, error, attempts=self.max_attempts)  # pragma: no cover
+        answer = await self.graph.call(
+            "POST",
+            url,
+            max_attempts=self.max_attempts,
+            before_attempt=functools.partial(self.limiter.acquire, ref.account_id),
+            log={"request_id": request.request_id, "channel": ref.channel.value},
+            json=body,
+            params=params,
+            headers=headers,
+        )
+        if answer.error is not None:
+            return self._failed(request, answer.error, attempts=answer.attempts)
+        return OutboundResult(
+            request_id=request.request_id,
+            conversation=ref,
+            status=OutboundStatus.SENT,
+            mid=_message_id(answer.payload),
+            attempts=answer.attempts,
+        )
 
     @staticmethod
     def _failed(request: OutboundRequest, error: PlatformError, *, attempts: int) -> OutboundResult:

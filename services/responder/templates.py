@@ -100,11 +100,12 @@ class TemplateContact(BaseModel):
     def of(cls, contact: Contact) -> "TemplateContact":
         """The template view of a platform contact."""
         name = (contact.name or "").strip() or None
-        first = name.split()[0] if name else None
+        given = (contact.first_name or "").strip() or None  # the platform's, when known
+        first = given or (name.split()[0] if name else None)
         return cls(
             name=name,
             first_name=first,
-            greeting_name=greeting_name(name),
+            greeting_name=greeting_name(given) or greeting_name(name),
             tags=list(contact.tags),
             vip=contact.vip,
         )

@@ -1,14 +1,18 @@
-"""A local stand-in for Meta's Send API and WhatsApp Cloud API that checks every request.
+"""A local stand-in for Meta's Send API, WhatsApp Cloud API and the user profile APIs.
 
 It validates each call the way Meta documents it (path, access token, JSON shape,
 ``messaging_type`` / ``tag`` rules, the 24-hour and 7-day windows) and answers
 with real Graph error bodies; tests script failures (a 613 rate limit, a
-permanent error) per recipient. Standard library only: a thread on a free
-loopback port.
+permanent error) per recipient. ``GET /{user id}?fields=...`` answers the
+Instagram messaging user profile and the Messenger user profile with the fields
+asked for (an unknown field is Graph's error 100), and can be scripted to fail,
+to hang (a timeout) or to wait until a test releases it. Standard library only:
+a thread on a free loopback port.
 """
 
 import json
 import threading
+import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -54,6 +58,23 @@ INVALID_PARAMETER = {
     }
 }
 INVALID_TOKEN = graph_error(190, "Invalid OAuth access token - Cannot parse access token")
+PROFILE_FIELDS = {
+    # Instagram messaging user profile
+    "name",
+    "username",
+    "profile_pic",
+    "follower_count",
+    "is_user_follow_business",
+    "is_business_follow_user",
+    "is_verified_user",
+    # Messenger user profile
+    "first_name",
+    "last_name",
+    "locale",
+    "timezone",
+    "gender",
+    "id",
+}
 
 
 @dataclass
@@ -77,6 +98,12 @@ class SendApiStub:
         self.calls: list[RecordedCall] = []
         self.last_customer_message: dict[tuple[str, str], datetime] = {}
         self.scripted: dict[str, deque[tuple[int, dict[str, Any]]]] = defaultdict(deque)
+        self.profiles: dict[str, dict[str, Any]] = {}
+        self.profile_gates: dict[str, threading.Event] = {}
+        self.profile_errors: dict[str, deque[tuple[int, dict[str, Any]]]] = defaultdict(deque)
+        self.profile_delay = 0.0
+        self.profile_calls: list[RecordedCall] = []
+        self.files: dict[str, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(
@@ -110,12 +137,93 @@ class SendApiStub:
                 if call.status == 200 and (recipient is None or _recipient(call.body) == recipient)
             ]
 
+    def cdn_url(self, name: str) -> str:
+        """Where the stub's CDN serves ``files[name]`` (404 once it is removed: expired)."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/cdn/{name}?oh=signature&oe=expiry"
+
+    def _file(self, path: str) -> tuple[int, bytes, str]:
+        found = self.files.get(path.removeprefix("/cdn/"))
+        if found is None:
+            return 404, b"URL signature expired", "text/plain"
+        return 200, *found
+
+    def hold_profile(self, user_id: str) -> threading.Event:
+        """Hold the answers about ``user_id`` until the returned event is set."""
+        gate = self.profile_gates[user_id] = threading.Event()
+        return gate
+
+    def fail_profile(self, user_id: str, status: int, body: dict[str, Any], times: int = 1) -> None:
+        """Answer the next ``times`` profile requests about ``user_id`` with this error."""
+        for _ in range(times):
+            self.profile_errors[user_id].append((status, body))
+
+    def profile_requests(self, user_id: str | None = None) -> list[RecordedCall]:
+        """Profile requests received, optionally about one user."""
+        with self._lock:
+            return [c for c in self.profile_calls if user_id is None or c.account_id == user_id]
+
+    def _profile(self, path: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        parts = path.strip("/").split("/")
+        if len(parts) != 2 or parts[0] != API_VERSION:
+            return 404, graph_error(803, f"Unknown path {path}")
+        user_id = parts[1]
+        if query.get("access_token") not in set(self.tokens.values()):
+            return 400, INVALID_TOKEN
+        if (gate := self.profile_gates.get(user_id)) is not None:
+            gate.wait(30)
+        if self.profile_delay:
+            time.sleep(self.profile_delay)
+        with self._lock:
+            errors = self.profile_errors.get(user_id)
+            scripted = errors.popleft() if errors else None
+        if scripted is not None:
+            return scripted
+        fields = [f for f in query.get("fields", "").split(",") if f]
+        if unknown := [f for f in fields if f not in PROFILE_FIELDS]:
+            return 400, graph_error(
+                100,
+                f"(#100) Tried accessing nonexisting field ({unknown[0]}) on node type (User)",
+                type_="GraphMethodException",
+            )
+        known = self.profiles.get(user_id)
+        if known is None:
+            return 400, INVALID_PARAMETER
+        return 200, {"id": user_id} | {f: known[f] for f in fields if f in known}
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                if url.path.startswith("/cdn/"):
+                    code, content, content_type = stub._file(url.path)
+                    self.send_response(code)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
+                    return
+                query = {key: values[0] for key, values in parse_qs(url.query).items()}
+                status, answer = stub._profile(url.path, query)
+                user_id = url.path.rstrip("/").rsplit("/", 1)[-1]
+                with stub._lock:
+                    stub.profile_calls.append(
+                        RecordedCall(url.path, user_id, query, dict(self.headers), {}, status)
+                    )
+                data = json.dumps(answer).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up waiting (a timeout test)
+                    return
 
             def do_POST(self) -> None:
                 url = urlsplit(self.path)
