@@ -15,6 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel, col
 
 from shared.events import utcnow
+from shared.states import ClockState, ConversationStatus
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -47,16 +48,6 @@ def _ts(*, nullable: bool = True, index: bool = False) -> Any:
 
 # Sorts after every real deadline: the queue order of a conversation with none.
 NO_DEADLINE = datetime(9999, 12, 31, tzinfo=UTC)
-
-
-class ConversationStatus(StrEnum):
-    """Where a conversation is in its life."""
-
-    OPEN = "open"
-    PENDING = "pending"
-    WAITING = "waiting"
-    SNOOZED = "snoozed"
-    RESOLVED = "resolved"
 
 
 class Direction(StrEnum):
@@ -155,6 +146,16 @@ class ConversationRow(SQLModel, table=True):
     resolved_at: datetime | None = _ts()
     assigned_at: datetime | None = _ts()
     nudged_at: datetime | None = _ts()
+    status_changed_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(UTCDateTime(), nullable=True),
+        description="When the status last changed (a message older than that does not undo it).",
+    )
+    awaiting_since: datetime | None = Field(
+        default=None,
+        sa_column=Column(UTCDateTime(), nullable=True),
+        description="The customer's first message since the last response the policy counts.",
+    )
 
 
 def unresolved() -> ColumnElement[bool]:
@@ -318,24 +319,6 @@ class CorrectionRow(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
-
-
-class SlaMetric(StrEnum):
-    """What an SLA clock measures (Zendesk's metrics)."""
-
-    FIRST_RESPONSE = "first_response"
-    NEXT_RESPONSE = "next_response"
-    RESOLUTION = "resolution"
-
-
-class ClockState(StrEnum):
-    """Where an SLA clock is."""
-
-    RUNNING = "running"
-    PAUSED = "paused"
-    MET = "met"
-    BREACHED = "breached"
-    CANCELLED = "cancelled"
 
 
 class SlaPolicyRow(SQLModel, table=True):

@@ -8,6 +8,7 @@ so even a publish retried after a crash is sent once.
 
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from faststream.nats.publisher.usecase import LogicPublisher
@@ -41,15 +42,9 @@ from services.api.schemas import (
 from services.classifier import pii
 from shared.bus import publish_event
 from shared.events import Author, Channel, ConversationRef, OutboundRequest, utcnow
-from shared.models import (
-    ContactRow,
-    ConversationRow,
-    ConversationStatus,
-    CorrectionRow,
-    MessageRow,
-    NoteRow,
-)
+from shared.models import ContactRow, ConversationRow, CorrectionRow, MessageRow, NoteRow
 from shared.settings import Settings
+from shared.states import ConversationStatus
 
 router = APIRouter(
     prefix="/v1",
@@ -77,6 +72,20 @@ async def _locked(session: AsyncSession, conversation_id: int) -> ConversationRo
 
 
 Change = Callable[[AsyncSession, ConversationRow], Awaitable[None]]
+
+
+async def _move(
+    session: AsyncSession,
+    conversation: ConversationRow,
+    status: ConversationStatus,
+    *,
+    until: datetime | None = None,
+) -> None:
+    """Move the conversation to ``status`` by the lifecycle's rules (clocks included)."""
+    now = utcnow()
+    await session.run_sync(
+        clocks.apply, conversation, lambda lifecycle: lifecycle.move(status, now, until=until)
+    )
 
 
 async def _act(
@@ -178,8 +187,7 @@ async def reply(
         if conversation.assignee is None:
             conversation.assignee, conversation.assigned_at = body.agent, utcnow()
         if body.wait_for_customer:
-            conversation.status = ConversationStatus.WAITING.value
-            await session.run_sync(clocks.pause, conversation, utcnow())
+            await _move(session, conversation, ConversationStatus.WAITING)
         return ReplyAccepted(request_id=request_id, private_info=private_info_kinds(body.text))
 
     async with committing_once(session):
@@ -284,9 +292,7 @@ async def snooze(
     """Hide the conversation until a time; its SLA clocks pause meanwhile."""
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
-        conversation.status = ConversationStatus.SNOOZED.value
-        conversation.snoozed_until = body.until
-        await session.run_sync(clocks.pause, conversation, utcnow())
+        await _move(session, conversation, ConversationStatus.SNOOZED, until=body.until)
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
 
@@ -306,12 +312,10 @@ async def resolve(
         if conversation.status == ConversationStatus.RESOLVED.value:
             return
         now = utcnow()
-        conversation.status, conversation.resolved_at = ConversationStatus.RESOLVED.value, now
-        conversation.snoozed_until = None
-        metrics.observe(
-            conversation,
-            await session.run_sync(clocks.resolved, conversation, now, responder="human"),
+        stopped = await session.run_sync(
+            clocks.apply, conversation, lambda lifecycle: lifecycle.resolve(now, "human")
         )
+        metrics.observe(conversation, stopped)
 
     return await _act(session, request, principal, idempotency_key, None, conversation_id, change)
 
@@ -328,10 +332,7 @@ async def reopen(
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         now = utcnow()
-        conversation.status = ConversationStatus.OPEN.value
-        conversation.resolved_at = conversation.snoozed_until = None
-        await session.run_sync(clocks.resume, conversation, now)
-        await session.run_sync(clocks.reopened, conversation, now)
+        await session.run_sync(clocks.apply, conversation, lambda lifecycle: lifecycle.reopen(now))
 
     return await _act(session, request, principal, idempotency_key, None, conversation_id, change)
 
@@ -380,6 +381,6 @@ async def correct(
                 body.priority.value,
                 body.priority.rank,
             )
-        await session.run_sync(clocks.retarget, conversation)
+        await session.run_sync(clocks.retarget, conversation, utcnow())
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)

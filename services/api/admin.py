@@ -20,7 +20,6 @@ from shared.business_hours import Calendar
 from shared.events import Category, Channel, Priority, utcnow
 from shared.models import (
     AgentRow,
-    ClockState,
     ConversationRow,
     CorrectionRow,
     DeadLetterRow,
@@ -29,6 +28,7 @@ from shared.models import (
     SlaPolicyRow,
     TeamRow,
 )
+from shared.states import ClockState
 from shared.streams import MSG_ID_HEADER
 
 router = APIRouter(

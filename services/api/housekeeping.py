@@ -21,16 +21,9 @@ from services.api.metrics import ApiMetrics
 from services.api.routes import queue_order
 from shared.db import transaction
 from shared.events import Author, Channel, ConversationRef, OutboundRequest, utcnow
-from shared.models import (
-    AgentRow,
-    ClockState,
-    ContactRow,
-    ConversationRow,
-    ConversationStatus,
-    SlaClockRow,
-    TeamRow,
-)
+from shared.models import AgentRow, ContactRow, ConversationRow, SlaClockRow, TeamRow
 from shared.settings import Settings
+from shared.states import ClockState, ConversationStatus
 
 logger = logging.getLogger("dmdesk.api.housekeeping")
 
@@ -102,9 +95,10 @@ class Housekeeper:
             .with_for_update(skip_locked=True)
         )
         for conversation in due.scalars():
-            conversation.status, conversation.snoozed_until = OPEN, None
             conversation.updated_at = now
-            await session.run_sync(clocks.resume, conversation, now)
+            await session.run_sync(
+                clocks.apply, conversation, lambda lifecycle: lifecycle.move(OPEN, now)
+            )
 
     async def reassign_stale(self, session: AsyncSession, now: datetime) -> None:
         """An assignee who left a customer waiting too long loses the conversation."""
@@ -211,10 +205,8 @@ class Housekeeper:
             assert conversation.last_message_at is not None
             silence = now - conversation.last_message_at
             if silence >= timedelta(hours=close_after):
-                conversation.status = ConversationStatus.RESOLVED.value
-                conversation.resolved_at = now
                 stopped = await session.run_sync(
-                    clocks.resolved, conversation, now, responder="bot"
+                    clocks.apply, conversation, lambda lifecycle: lifecycle.resolve(now, "bot")
                 )
                 self.metrics.observe(conversation, stopped)
             elif conversation.nudged_at is None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -10,10 +11,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from services.api.clocks import StoppedClock
+from services.api.lifecycle import Clock
 from shared.db import as_utc
 from shared.events import utcnow
-from shared.models import ConversationRow, SlaMetric, unresolved
+from shared.models import ConversationRow, unresolved
+from shared.states import ClockState, SlaMetric
 
 logger = logging.getLogger("dmdesk.api.metrics")
 
@@ -128,21 +130,24 @@ class ApiMetrics:
             registry=r,
         )
 
-    def observe(self, conversation: ConversationRow, stopped: list[StoppedClock]) -> None:
-        """Record response and resolution times of clocks that just stopped."""
+    def observe(self, conversation: ConversationRow, stopped: Sequence[Clock]) -> None:
+        """Record the counted (business) time of response and resolution clocks that just
+        stopped met or breached: the same figure as their ``elapsed_seconds``."""
         for item in stopped:
+            if item.state not in (ClockState.MET.value, ClockState.BREACHED.value):
+                continue
             labels = (
                 conversation.channel,
                 conversation.priority,
                 conversation.category or "unknown",
-                item.clock.responder or "human",
+                item.responder or "human",
             )
             histogram = {
                 SlaMetric.FIRST_RESPONSE.value: self.first_response,
                 SlaMetric.RESOLUTION.value: self.resolution,
-            }.get(item.clock.metric)
-            if histogram is not None:
-                histogram.labels(*labels).observe(item.wall_seconds)
+            }.get(item.metric)
+            if histogram is not None and item.elapsed_seconds is not None:
+                histogram.labels(*labels).observe(item.elapsed_seconds)
 
     async def refresh_queue_gauges(self, session: AsyncSession, now: datetime) -> None:
         """Recompute the queue gauges with two grouped, indexed queries."""

@@ -44,12 +44,12 @@ from shared.models import (
     NO_DEADLINE,
     ContactRow,
     ConversationRow,
-    ConversationStatus,
     DeadLetterRow,
     Direction,
     MessageRow,
     MessageStatus,
 )
+from shared.states import ConversationStatus
 
 _STATUS_ORDER = {
     MessageStatus.PENDING.value: 0,
@@ -314,26 +314,9 @@ def project_inbound(
         # A reply sent from Meta's own inbox is a human's response.
         _responded(session, conversation, ts, "human", metrics)
     else:
-        _customer_wrote(session, conversation, ts)
+        clocks.apply(session, conversation, lambda lifecycle: lifecycle.customer_wrote(ts))
     conversation.updated_at = utcnow()
     return True
-
-
-def _customer_wrote(session: Session, conversation: ConversationRow, ts: datetime) -> None:
-    previous = conversation.last_customer_message_at
-    conversation.last_customer_message_at = max(filter(None, (previous, ts)))
-    resolved_at = conversation.resolved_at
-    if resolved_at is not None and ts <= resolved_at:
-        # Projected after the resolution it led to (events arrive in any order): a message
-        # the conversation was closed for does not reopen it.
-        return
-    if conversation.status != ConversationStatus.OPEN.value:
-        if conversation.status == ConversationStatus.RESOLVED.value:
-            conversation.resolved_at = None
-        conversation.status = ConversationStatus.OPEN.value
-        conversation.snoozed_until = None
-    conversation.nudged_at = None
-    clocks.customer_wrote(session, conversation, ts)
 
 
 def _responded(
@@ -343,10 +326,9 @@ def _responded(
     responder: str,
     metrics: ApiMetrics | None,
 ) -> None:
-    counts = responder == "human" or conversation.first_response_at is None
-    stopped = clocks.responded(session, conversation, ts, responder=responder)
-    if stopped or (counts and conversation.first_response_at is None):
-        conversation.first_response_at = conversation.first_response_at or ts
+    stopped = clocks.apply(
+        session, conversation, lambda lifecycle: lifecycle.responded(ts, responder)
+    )
     if metrics is not None:
         after_commit(session, functools.partial(metrics.observe, conversation, stopped))
 
@@ -361,10 +343,12 @@ def _raise_priority(conversation: ConversationRow, priority: Priority) -> bool:
     return False
 
 
-def _set_priority(session: Session, conversation: ConversationRow, priority: Priority) -> None:
+def _set_priority(
+    session: Session, conversation: ConversationRow, priority: Priority, at: datetime
+) -> None:
     """Raise the priority (see _raise_priority) and re-target the SLA clocks."""
     if _raise_priority(conversation, priority):
-        clocks.retarget(session, conversation)
+        clocks.retarget(session, conversation, at)
 
 
 def project_classified(
@@ -384,7 +368,7 @@ def project_classified(
     conversation.language = classification.language or conversation.language
     conversation.updated_at = utcnow()
     if retarget:
-        clocks.retarget(session, conversation)
+        clocks.retarget(session, conversation, message.platform_ts)
 
 
 def _classify_message(
@@ -432,11 +416,12 @@ def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | No
     conversation.team = handoff.team
     _add_tags(conversation, handoff.tags)
     conversation.language = conversation.language or handoff.language
-    _set_priority(session, conversation, handoff.priority)
+    _set_priority(session, conversation, handoff.priority, handoff.decided_at)
     if handoff.category is not None and conversation.category is None:
         conversation.category = handoff.category.value
     if conversation.status == ConversationStatus.PENDING.value:
-        conversation.status = ConversationStatus.OPEN.value
+        open_ = ConversationStatus.OPEN.value
+        clocks.apply(session, conversation, lambda lc: lc.move(open_, handoff.decided_at))
     conversation.updated_at = utcnow()
 
 
@@ -445,9 +430,11 @@ def project_bot_reply(session: Session, reply: BotReply, metrics: ApiMetrics | N
     conversation = _conversation(session, reply.conversation, None)
     _add_tags(conversation, reply.tags)
     if reply.priority is not None:
-        _set_priority(session, conversation, reply.priority)
+        _set_priority(session, conversation, reply.priority, reply.decided_at)
     if conversation.team is None and conversation.status == ConversationStatus.OPEN.value:
-        conversation.status = ConversationStatus.PENDING.value
+        # The bot answered: waiting on the customer, the clocks pause (see lifecycle).
+        pending = ConversationStatus.PENDING.value
+        clocks.apply(session, conversation, lambda lc: lc.move(pending, reply.decided_at))
         if metrics is not None:
             after_commit(session, metrics.containment.labels("answered").inc)
     conversation.updated_at = utcnow()
@@ -459,9 +446,9 @@ def project_closed(
     """The bot closed the conversation (spam, a finished exchange): resolved, tagged."""
     conversation = _conversation(session, closed.conversation, None)
     if conversation.status != ConversationStatus.RESOLVED.value:
-        conversation.status = ConversationStatus.RESOLVED.value
-        conversation.resolved_at = closed.decided_at
-        stopped = clocks.resolved(session, conversation, closed.decided_at, responder="bot")
+        stopped = clocks.apply(
+            session, conversation, lambda lc: lc.resolve(closed.decided_at, "bot")
+        )
         if metrics is not None:
             after_commit(session, functools.partial(metrics.observe, conversation, stopped))
     if closed.category is not None and conversation.category is None:

@@ -26,15 +26,8 @@ from services.api.schemas import (
     UtcTime,
 )
 from shared.events import Category, Channel, Priority
-from shared.models import (
-    ContactRow,
-    ConversationRow,
-    ConversationStatus,
-    MessageRow,
-    NoteRow,
-    SlaClockRow,
-    unresolved,
-)
+from shared.models import ContactRow, ConversationRow, MessageRow, NoteRow, SlaClockRow, unresolved
+from shared.states import ConversationStatus
 
 router = APIRouter(prefix="/v1", tags=["queue"], responses=KEYED)
 

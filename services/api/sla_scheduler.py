@@ -20,7 +20,8 @@ from sqlmodel import col
 from services.api.metrics import ApiMetrics
 from shared.db import as_utc, transaction
 from shared.events import Priority, SlaEvent, SlaEventKind, utcnow
-from shared.models import ClockState, ConversationRow, SlaClockRow, SlaPolicyRow
+from shared.models import ConversationRow, SlaClockRow, SlaPolicyRow
+from shared.states import ClockState
 
 logger = logging.getLogger("dmdesk.api.sla")
 
