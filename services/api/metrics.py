@@ -15,7 +15,7 @@ from services.api.lifecycle import Clock
 from shared.db import as_utc
 from shared.events import utcnow
 from shared.models import ConversationRow, unresolved
-from shared.states import ClockState, SlaMetric
+from shared.states import ClockState, ConversationStatus, SlaMetric
 
 logger = logging.getLogger("dmdesk.api.metrics")
 
@@ -119,7 +119,7 @@ class ApiMetrics:
         )
         self.oldest_waiting = Gauge(
             "dmdesk_queue_oldest_waiting_seconds",
-            "Age of the oldest unanswered customer message in open conversations.",
+            "Longest wait in an open conversation since the first unanswered customer message.",
             ["team", "priority"],
             registry=r,
         )
@@ -150,7 +150,7 @@ class ApiMetrics:
                 histogram.labels(*labels).observe(item.elapsed_seconds)
 
     async def refresh_queue_gauges(self, session: AsyncSession, now: datetime) -> None:
-        """Recompute the queue gauges with two grouped, indexed queries."""
+        """Recompute the queue gauges with three grouped queries."""
         team = func.coalesce(col(ConversationRow.team), "unassigned")
         depth = await session.execute(
             select(team, col(ConversationRow.priority), col(ConversationRow.status), func.count())
@@ -160,26 +160,31 @@ class ApiMetrics:
         self.queue_depth.clear()
         for team_name, priority, status, count in depth:
             self.queue_depth.labels(team_name, priority, status).set(count)
+        # Waiting: open conversations whose customer has no response the policy counts
+        # since ``awaiting_since`` (pending, waiting and snoozed ones are not waiting).
         waiting = await session.execute(
             select(
-                team,
-                col(ConversationRow.priority),
-                func.min(col(ConversationRow.last_customer_message_at)),
-                func.min(col(ConversationRow.sla_due_at)),
+                team, col(ConversationRow.priority), func.min(col(ConversationRow.awaiting_since))
             )
             .where(
-                unresolved(),
-                col(ConversationRow.sla_due_at).is_not(None),
+                col(ConversationRow.status) == ConversationStatus.OPEN.value,
+                col(ConversationRow.awaiting_since).is_not(None),
             )
             .group_by(team, col(ConversationRow.priority))
         )
         self.oldest_waiting.clear()
-        self.next_deadline.clear()
-        for team_name, priority, oldest, due in waiting:
-            if oldest is not None:
+        for team_name, priority, oldest in waiting:
+            if oldest is not None:  # the WHERE excludes it; min() is typed optional
                 self.oldest_waiting.labels(team_name, priority).set(
                     (now - as_utc(oldest)).total_seconds()
                 )
+        deadlines = await session.execute(
+            select(team, col(ConversationRow.priority), func.min(col(ConversationRow.sla_due_at)))
+            .where(unresolved(), col(ConversationRow.sla_due_at).is_not(None))
+            .group_by(team, col(ConversationRow.priority))
+        )
+        self.next_deadline.clear()
+        for team_name, priority, due in deadlines:
             if due is not None:
                 self.next_deadline.labels(team_name, priority).set(
                     (as_utc(due) - now).total_seconds()

@@ -2,18 +2,24 @@
 
 from datetime import UTC, datetime, timedelta
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import projector
+from services.api.metrics import ApiMetrics
 from shared.db import transaction
 from shared.events import (
+    Author,
     BotReply,
     Channel,
     Contact,
     ConversationClosed,
     ConversationRef,
     InboundMessage,
+    OutboundRequest,
+    OutboundResult,
+    OutboundStatus,
 )
 from shared.models import ConversationRow, SlaClockRow
 
@@ -34,6 +40,19 @@ def customer(mid: str, at: datetime) -> InboundMessage:
 
 def closed(mid: str, at: datetime) -> ConversationClosed:
     return ConversationClosed(conversation=REF, trigger_mid=mid, reason="done", decided_at=at)
+
+
+async def sent_reply(
+    session: AsyncSession, ref: ConversationRef, request_id: str, at: datetime
+) -> None:
+    request = OutboundRequest(
+        request_id=request_id, conversation=ref, text="hi!", author=Author.AGENT, requested_at=at
+    )
+    await session.run_sync(projector.project_outbound_requested, request)
+    result = OutboundResult(
+        request_id=request_id, conversation=ref, status=OutboundStatus.SENT, finished_at=at
+    )
+    await session.run_sync(projector.project_outbound_result, result)
 
 
 async def clock_rows(sessions: async_sessionmaker[AsyncSession]) -> list[SlaClockRow]:
@@ -112,3 +131,59 @@ async def test_an_unanswered_resolve_is_not_met_and_reopens_keep_one_measure_fin
     resolution = [c for c in await clock_rows(sessions) if c.metric == "resolution"]
     assert len(resolution) == 1, "a reopen continues the conversation's resolution measure"
     assert resolution[0].elapsed_seconds == 3 * 60, "three minutes open, in three stretches"
+
+
+def _sample(metrics: ApiMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+async def test_oldest_waiting_counts_only_customers_still_waiting_finding_3(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    billing = ConversationRef(channel=Channel.WHATSAPP, account_id="waba", contact_id="77")
+    async with transaction(sessions) as session:
+        await session.run_sync(projector.project_inbound, customer("m-1", T0))
+        await session.run_sync(
+            projector.project_inbound, customer("m-2", T0 + timedelta(seconds=30))
+        )
+        await session.run_sync(
+            projector.project_inbound,
+            InboundMessage(
+                mid="b-1",
+                channel=Channel.WHATSAPP,
+                account_id="waba",
+                contact=Contact(platform_id="77"),
+                text="invoice?",
+                platform_ts=T0 - timedelta(minutes=5),
+            ),
+        )
+        await sent_reply(session, billing, "agent-1", T0 - timedelta(minutes=4))
+    metrics = ApiMetrics(CollectorRegistry())
+    async with sessions() as session:
+        await metrics.refresh_queue_gauges(session, T0 + timedelta(minutes=1))
+    oldest = _sample(
+        metrics, "dmdesk_queue_oldest_waiting_seconds", team="unassigned", priority="normal"
+    )
+    assert oldest == 60.0, (
+        "since ana's first unanswered message; the answered customer waits no more"
+    )
+
+
+async def test_pending_customers_are_not_waiting_finding_3(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await session.run_sync(projector.project_inbound, customer("m-1", T0))
+        reply = BotReply(
+            conversation=REF, trigger_mid="m-1", request_id="b", rule_id="faq", text="x"
+        )
+        await session.run_sync(projector.project_bot_reply, reply)
+    metrics = ApiMetrics(CollectorRegistry())
+    async with sessions() as session:
+        await metrics.refresh_queue_gauges(session, T0 + timedelta(minutes=1))
+    assert (
+        _sample(
+            metrics, "dmdesk_queue_oldest_waiting_seconds", team="unassigned", priority="normal"
+        )
+        is None
+    )
