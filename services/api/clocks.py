@@ -8,6 +8,7 @@ category and channel).
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, select
@@ -24,9 +25,17 @@ from shared.models import (
     SlaPolicyRow,
 )
 
-__all__ = ["ACTIVE", "RESPONSE_METRICS", "apply", "clocks_of", "policy_for", "retarget"]
+__all__ = ["ACTIVE", "RESPONSE_METRICS", "Moved", "apply", "clocks_of", "policy_for", "retarget"]
 
 Move = Callable[[Lifecycle], None]
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What a move did that the metrics count: clocks it stopped, breaches it found."""
+
+    stopped: list[SlaClockRow]
+    breached: list[SlaClockRow]
 
 
 def _policy(row: SlaPolicyRow) -> Policy:
@@ -101,9 +110,9 @@ def _set_due(conversation: ConversationRow, due: datetime | None) -> None:
     conversation.queue_due_at = due or NO_DEADLINE
 
 
-def apply(session: Session, conversation: ConversationRow, move: Move) -> list[SlaClockRow]:
+def apply(session: Session, conversation: ConversationRow, move: Move) -> Moved:
     """Run one lifecycle ``move`` on the (locked) conversation and store what it changed;
-    return the clocks it stopped (for the metrics)."""
+    return what the metrics count."""
     assert conversation.id is not None
     conversation_id = conversation.id
     rows = _all_clocks(session, conversation_id)
@@ -140,7 +149,10 @@ def apply(session: Session, conversation: ConversationRow, move: Move) -> list[S
     )
     move(lifecycle)
     _set_due(conversation, lifecycle.due_at())
-    return [clock for clock in rows if any(clock is s for s in lifecycle.stopped)]
+    return Moved(
+        stopped=[clock for clock in rows if any(clock is s for s in lifecycle.stopped)],
+        breached=[clock for clock in rows if any(clock is s for s in lifecycle.breached)],
+    )
 
 
 def retarget(session: Session, conversation: ConversationRow, at: datetime) -> None:

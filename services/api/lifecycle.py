@@ -117,6 +117,9 @@ class Lifecycle:
     policies: Mapping[int, Policy]
     make: Callable[[NewClock], Clock]
     stopped: list[Clock] = field(default_factory=list)
+    # Clocks this move found past their deadline before the scheduler did: the metrics
+    # count the breach (the scheduler counts the ones it fires).
+    breached: list[Clock] = field(default_factory=list)
 
     # -- queries -------------------------------------------------------------------
 
@@ -311,7 +314,9 @@ class Lifecycle:
             clock.state = state.value
         elif clock.breached_at is not None or end > clock.due_at:
             clock.state = ClockState.BREACHED.value
-            clock.breached_at = clock.breached_at or clock.due_at
+            if clock.breached_at is None:
+                clock.breached_at = clock.due_at
+                self.breached.append(clock)
         else:
             clock.state = ClockState.MET.value
         self.stopped.append(clock)

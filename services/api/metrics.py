@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -11,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from services.api.lifecycle import Clock
+from services.api.clocks import Moved
 from shared.db import as_utc
 from shared.events import utcnow
 from shared.models import ConversationRow, unresolved
@@ -130,10 +129,13 @@ class ApiMetrics:
             registry=r,
         )
 
-    def observe(self, conversation: ConversationRow, stopped: Sequence[Clock]) -> None:
+    def observe(self, conversation: ConversationRow, moved: Moved) -> None:
         """Record the counted (business) time of response and resolution clocks that just
-        stopped met or breached: the same figure as their ``elapsed_seconds``."""
-        for item in stopped:
+        stopped met or breached (the same figure as their ``elapsed_seconds``), and the
+        breaches the move found before the scheduler did."""
+        for clock in moved.breached:
+            self.breaches.labels(clock.metric, conversation.priority, conversation.channel).inc()
+        for item in moved.stopped:
             if item.state not in (ClockState.MET.value, ClockState.BREACHED.value):
                 continue
             labels = (

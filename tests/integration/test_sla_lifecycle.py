@@ -3,11 +3,12 @@
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.api import projector
+from services.api import admin, projector
 from services.api.metrics import ApiMetrics
+from services.api.sla_scheduler import SlaScheduler
 from shared.db import transaction
 from shared.events import (
     Author,
@@ -20,8 +21,9 @@ from shared.events import (
     OutboundRequest,
     OutboundResult,
     OutboundStatus,
+    SlaEvent,
 )
-from shared.models import ConversationRow, SlaClockRow
+from shared.models import ConversationRow, SlaClockRow, SlaPolicyRow
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 REF = ConversationRef(channel=Channel.WHATSAPP, account_id="waba", contact_id="4915")
@@ -43,7 +45,11 @@ def closed(mid: str, at: datetime) -> ConversationClosed:
 
 
 async def sent_reply(
-    session: AsyncSession, ref: ConversationRef, request_id: str, at: datetime
+    session: AsyncSession,
+    ref: ConversationRef,
+    request_id: str,
+    at: datetime,
+    metrics: ApiMetrics | None = None,
 ) -> None:
     request = OutboundRequest(
         request_id=request_id, conversation=ref, text="hi!", author=Author.AGENT, requested_at=at
@@ -52,7 +58,7 @@ async def sent_reply(
     result = OutboundResult(
         request_id=request_id, conversation=ref, status=OutboundStatus.SENT, finished_at=at
     )
-    await session.run_sync(projector.project_outbound_result, result)
+    await session.run_sync(projector.project_outbound_result, result, metrics)
 
 
 async def clock_rows(sessions: async_sessionmaker[AsyncSession]) -> list[SlaClockRow]:
@@ -187,3 +193,75 @@ async def test_pending_customers_are_not_waiting_finding_3(
         )
         is None
     )
+
+
+def _counter_total(metrics: ApiMetrics, name: str, **labels: str) -> float:
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+async def test_the_summary_and_the_metrics_count_the_same_breaches_findings_1_and_4(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """One sequence of events; the summary and /metrics must agree, dated by outcome."""
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(SlaPolicyRow)
+            .where(SlaPolicyRow.name == "normal")
+            .values(first_response_seconds=60, next_response_seconds=120, resolution_seconds=3600)
+        )
+    metrics = ApiMetrics(CollectorRegistry())
+    published: list[SlaEvent] = []
+
+    async def publish(event: SlaEvent) -> None:
+        published.append(event)
+
+    scheduler = SlaScheduler(sessions, publish, metrics)
+
+    def ref(contact: str) -> ConversationRef:
+        return ConversationRef(channel=Channel.WHATSAPP, account_id="waba", contact_id=contact)
+
+    def message(contact: str, mid: str, at: datetime) -> InboundMessage:
+        return InboundMessage(
+            mid=mid,
+            channel=Channel.WHATSAPP,
+            account_id="waba",
+            contact=Contact(platform_id=contact),
+            text="help",
+            platform_ts=at,
+        )
+
+    async with transaction(sessions) as session:
+        for contact in ("a", "b", "d"):
+            await session.run_sync(
+                projector.project_inbound, message(contact, contact, T0), metrics
+            )
+        await session.run_sync(
+            projector.project_inbound, message("c", "c", T0 + timedelta(seconds=30)), metrics
+        )
+        await sent_reply(session, ref("b"), "reply-b", T0 + timedelta(seconds=10), metrics)
+    await scheduler.fire_due(T0 + timedelta(seconds=61))  # a and d breach on the scheduler
+    async with transaction(sessions) as session:
+        await sent_reply(session, ref("a"), "reply-a", T0 + timedelta(seconds=70), metrics)
+        # c's reply comes late before the scheduler saw its deadline: breached all the same.
+        await sent_reply(session, ref("c"), "reply-c", T0 + timedelta(seconds=95), metrics)
+
+    async with sessions() as session:
+        summary = await admin.sla_summary(
+            session,
+            None,  # type: ignore[arg-type]  # the key only guards the route
+            by=admin.SummaryGroup.CHANNEL,
+            since=T0 + timedelta(seconds=50),
+            until=T0 + timedelta(hours=1),
+        )
+    first = next(row for row in summary if row.metric == "first_response")
+    breaches = _counter_total(metrics, "dmdesk_sla_breaches_total", sla="first_response")
+    assert (first.group, first.breached, first.met) == ("whatsapp", 3, 0), "b's met was before"
+    assert breaches == first.breached
+    assert first.breached_now == 1, "d is past its deadline and still unanswered"
+    observed = _counter_total(metrics, "dmdesk_first_response_seconds_count")
+    assert observed == 3, "a, b and c stopped; the histogram and the clocks agree"
