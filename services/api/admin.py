@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Select, case, func, select
 from sqlmodel import col
 
 from services.api.auth import AdminKey, AgentKey, ReadKey
+from services.api.clocks import match_order
 from services.api.deps import ReadSessionDep, RowId, SessionDep, committing
 from services.api.idempotency import IdempotencyKey, committing_once, idempotent
 from services.api.lifecycle import ACTIVE
@@ -62,6 +63,8 @@ class PolicyIn(BaseModel):
             self.first_response_seconds or self.next_response_seconds or self.resolution_seconds
         ):
             raise ValueError("a policy needs at least one target")
+        if self.calendar is not None and not any(self.calendar.hours.values()):
+            raise ValueError("the calendar has no opening hours: its clocks could never run")
         return self
 
 
@@ -79,27 +82,46 @@ def _policy_out(row: SlaPolicyRow) -> PolicyOut:
 
 @router.get("/sla/policies")
 async def list_policies(session: ReadSessionDep, _key: ReadKey) -> list[PolicyOut]:
-    """The active SLA policies."""
+    """The active SLA policies in match order: the first that matches a conversation applies
+    (by priority; then category and channel, category and any channel, channel, neither)."""
     rows = await session.execute(
-        select(SlaPolicyRow)
-        .where(col(SlaPolicyRow.archived_at).is_(None))
-        .order_by(col(SlaPolicyRow.id))
+        select(SlaPolicyRow).where(col(SlaPolicyRow.archived_at).is_(None))
     )
-    return [_policy_out(row) for row in rows.scalars()]
+    return [_policy_out(row) for row in sorted(rows.scalars(), key=match_order)]
 
 
-@router.post("/sla/policies", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/sla/policies",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"model": Problem, "description": "Another policy covers the same DMs."}},
+)
 async def put_policy(body: PolicyIn, session: SessionDep, _key: AdminKey) -> PolicyOut:
-    """Create a policy; one with the same name is archived (its history keeps its targets)."""
+    """Create a policy; one with the same name is archived (its history keeps its targets).
+
+    Two active policies for the same priority, category and channel are a conflict (409):
+    which one applied would be a matter of chance.
+    """
     async with committing(session):
-        previous = await session.execute(
-            select(SlaPolicyRow).where(
-                col(SlaPolicyRow.name) == body.name, col(SlaPolicyRow.archived_at).is_(None)
-            )
+        active = await session.execute(
+            select(SlaPolicyRow).where(col(SlaPolicyRow.archived_at).is_(None))
         )
         now = utcnow()
-        for old in previous.scalars():
-            old.archived_at = now
+        category = body.category.value if body.category else None
+        channel = body.channel.value if body.channel else None
+        for old in active.scalars():
+            if old.name == body.name:
+                old.archived_at = now
+            elif (old.priority, old.category, old.channel) == (
+                body.priority.value,
+                category,
+                channel,
+            ):
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    detail=f"active policy {old.name!r} already covers priority "
+                    f"{old.priority}, category {old.category or 'any'}, channel "
+                    f"{old.channel or 'any'}: change it (same name) or archive it first",
+                )
         values: dict[str, Any] = body.model_dump(mode="json")
         row = SlaPolicyRow.model_validate(values)
         session.add(row)

@@ -18,6 +18,7 @@ from sqlmodel import col
 from services.api.lifecycle import ACTIVE, RESPONSE_METRICS, Clock, Lifecycle, NewClock, Policy
 from shared.business_hours import Calendar
 from shared.db import transaction_cache
+from shared.events import Priority
 from shared.models import (
     NO_DEADLINE,
     ConversationRow,
@@ -53,7 +54,8 @@ def _policy(row: SlaPolicyRow) -> Policy:
 
 
 def policy_for(session: Session, conversation: ConversationRow) -> SlaPolicyRow | None:
-    """The most specific active policy for the conversation's priority, category, channel.
+    """The first active policy in match order for the conversation's priority, category
+    and channel.
 
     The active policies (a handful of rows) are read once per transaction: the api's
     projections apply a whole group of events in one.
@@ -71,10 +73,15 @@ def policy_for(session: Session, conversation: ConversationRow) -> SlaPolicyRow 
         and policy.channel in (None, conversation.channel)
     ]
 
-    def specificity(policy: SlaPolicyRow) -> tuple[int, int]:
-        return (2 if policy.category else 0) + (1 if policy.channel else 0), policy.id or 0
+    return min(matching, key=match_order, default=None)
 
-    return max(matching, key=specificity, default=None)
+
+def match_order(policy: SlaPolicyRow) -> tuple[int, int, int]:
+    """Where the policy stands in the ordered list (first match wins): by priority, then
+    the most specific first (category and channel, category, channel, neither). Two active
+    policies never share a place: the api refuses the second (409)."""
+    specificity = (2 if policy.category else 0) + (1 if policy.channel else 0)
+    return Priority(policy.priority).rank, -specificity, policy.id or 0
 
 
 # Built once (bound parameters).

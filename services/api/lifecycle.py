@@ -226,13 +226,16 @@ class Lifecycle:
                 continue
             anchor = clock.paused_at or at
             counted = self._counted(clock, anchor)
+            due = _after(anchor, target - counted, policy.calendar)
+            at_risk = _after(anchor, target * policy.at_risk_share - counted, policy.calendar)
+            if due is None or at_risk is None:
+                self._stop(clock, at, state=ClockState.CANCELLED)
+                continue
             clock.policy_id = policy.id
             if clock.breached_at is None:
-                clock.due_at = _after(anchor, target - counted, policy.calendar)
+                clock.due_at = due
             if not clock.at_risk_fired:
-                clock.at_risk_at = _after(
-                    anchor, target * policy.at_risk_share - counted, policy.calendar
-                )
+                clock.at_risk_at = at_risk
 
     # -- the arithmetic --------------------------------------------------------------
 
@@ -253,13 +256,13 @@ class Lifecycle:
         target = policy.target(metric) if policy is not None else None
         if policy is None or target is None:
             return
+        due = _after(at, target, policy.calendar)
+        at_risk = _after(at, target * policy.at_risk_share, policy.calendar)
+        if due is None or at_risk is None:
+            return  # a calendar with no working time (refused today, maybe stored before)
         clock = self.make(
             NewClock(
-                policy_id=policy.id,
-                metric=metric,
-                started_at=at,
-                due_at=add_working_time(at, target, policy.calendar),
-                at_risk_at=add_working_time(at, target * policy.at_risk_share, policy.calendar),
+                policy_id=policy.id, metric=metric, started_at=at, due_at=due, at_risk_at=at_risk
             )
         )
         self.clocks.append(clock)
@@ -322,11 +325,15 @@ class Lifecycle:
         self.stopped.append(clock)
 
 
-def _after(start: datetime, remaining: timedelta, calendar: Calendar | None) -> datetime:
-    """``remaining`` business time after ``start``; ``start`` itself when none is left."""
+def _after(start: datetime, remaining: timedelta, calendar: Calendar | None) -> datetime | None:
+    """``remaining`` business time after ``start``; ``start`` itself when none is left;
+    None when the calendar has no working time to give."""
     if remaining <= timedelta():
         return start
-    return add_working_time(start, remaining, calendar)
+    try:
+        return add_working_time(start, remaining, calendar)
+    except ValueError:
+        return None
 
 
 def wall_seconds(clock: Clock) -> float | None:
