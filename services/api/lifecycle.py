@@ -336,6 +336,14 @@ def _after(start: datetime, remaining: timedelta, calendar: Calendar | None) -> 
         return None
 
 
+def classification_wins(category: str | None, rank: int, new_rank: int) -> bool:
+    """Whether a message's classification becomes its conversation's: the first one does,
+    then only one of a more urgent priority (lower ``rank``). A later, milder message
+    ("Version 4.2", an e-mail address) does not rewrite what the conversation is about;
+    the language is the first one known, likewise."""
+    return category is None or new_rank < rank
+
+
 def wall_seconds(clock: Clock) -> float | None:
     """A stopped clock's wall time, paused time included."""
     if clock.stopped_at is None:

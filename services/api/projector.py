@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlmodel import SQLModel, col
 
-from services.api import clocks
+from services.api import clocks, lifecycle
 from services.api.metrics import ApiMetrics
 from services.api.writer import after_commit
 from shared.db import transaction_cache
@@ -314,7 +314,7 @@ def project_inbound(
         # A reply sent from Meta's own inbox is a human's response.
         _responded(session, conversation, ts, "human", metrics)
     else:
-        clocks.apply(session, conversation, lambda lifecycle: lifecycle.customer_wrote(ts))
+        clocks.apply(session, conversation, lambda lc: lc.customer_wrote(ts))
     conversation.updated_at = utcnow()
     return True
 
@@ -326,9 +326,7 @@ def _responded(
     responder: str,
     metrics: ApiMetrics | None,
 ) -> None:
-    stopped = clocks.apply(
-        session, conversation, lambda lifecycle: lifecycle.responded(ts, responder)
-    )
+    stopped = clocks.apply(session, conversation, lambda lc: lc.responded(ts, responder))
     if metrics is not None:
         after_commit(session, functools.partial(metrics.observe, conversation, stopped))
 
@@ -362,10 +360,17 @@ def project_classified(
         _classify_message(session, message, classification)
     # The message's projection stored the contact's details.
     conversation = _conversation(session, message.conversation, None)
-    category_changed = conversation.category != classification.category.value
-    retarget = _raise_priority(conversation, classification.priority) or category_changed
-    conversation.category = classification.category.value
-    conversation.language = classification.language or conversation.language
+    # The conversation's category and language stay stable (see lifecycle.classification_wins);
+    # the message keeps its own classification.
+    wins = lifecycle.classification_wins(
+        conversation.category, conversation.priority_rank, classification.priority.rank
+    )
+    retarget = False
+    if wins:
+        retarget = conversation.category != classification.category.value
+        retarget = _raise_priority(conversation, classification.priority) or retarget
+        conversation.category = classification.category.value
+    conversation.language = conversation.language or classification.language
     conversation.updated_at = utcnow()
     if retarget:
         clocks.retarget(session, conversation, message.platform_ts)
@@ -538,6 +543,8 @@ def project_outbound_result(
         )
         author = inserted.scalar_one_or_none()
     if sent and author is not None:
+        ts = result.finished_at
+        conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
         responder = "bot" if author == "bot" else "human"
         _responded(session, conversation, result.finished_at, responder, metrics)
         conversation.updated_at = utcnow()

@@ -1,6 +1,7 @@
 """The conversation lifecycle through the projector, on a real database (issue #16)."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select, update
@@ -13,7 +14,10 @@ from shared.db import transaction
 from shared.events import (
     Author,
     BotReply,
+    Category,
     Channel,
+    Classification,
+    ClassifiedMessage,
     Contact,
     ConversationClosed,
     ConversationRef,
@@ -21,9 +25,10 @@ from shared.events import (
     OutboundRequest,
     OutboundResult,
     OutboundStatus,
+    Priority,
     SlaEvent,
 )
-from shared.models import ConversationRow, SlaClockRow, SlaPolicyRow
+from shared.models import ConversationRow, MessageRow, SlaClockRow, SlaPolicyRow
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 REF = ConversationRef(channel=Channel.WHATSAPP, account_id="waba", contact_id="4915")
@@ -50,9 +55,10 @@ async def sent_reply(
     request_id: str,
     at: datetime,
     metrics: ApiMetrics | None = None,
+    author: Author = Author.AGENT,
 ) -> None:
     request = OutboundRequest(
-        request_id=request_id, conversation=ref, text="hi!", author=Author.AGENT, requested_at=at
+        request_id=request_id, conversation=ref, text="hi!", author=author, requested_at=at
     )
     await session.run_sync(projector.project_outbound_requested, request)
     result = OutboundResult(
@@ -265,3 +271,50 @@ async def test_the_summary_and_the_metrics_count_the_same_breaches_findings_1_an
     assert first.breached_now == 1, "d is past its deadline and still unanswered"
     observed = _counter_total(metrics, "dmdesk_first_response_seconds_count")
     assert observed == 3, "a, b and c stopped; the histogram and the clocks agree"
+
+
+def classified(mid: str, at: datetime, category: str, priority: str, language: str) -> Any:
+    return ClassifiedMessage(
+        message=customer(mid, at),
+        classification=Classification(
+            category=Category(category),
+            priority=Priority(priority),
+            language=language,
+            confidence=0.9,
+            model_version="t",
+        ),
+    )
+
+
+async def test_conversation_fields_tell_the_truth_finding_9(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as session:
+        await session.run_sync(
+            projector.project_classified, classified("m-1", T0, "complaint", "high", "en")
+        )
+        await sent_reply(session, REF, "bot-ack", T0 + timedelta(seconds=0.16), author=Author.BOT)
+        # A later message about something smaller does not rewrite what the conversation is.
+        later = T0 + timedelta(seconds=20)
+        await session.run_sync(
+            projector.project_classified, classified("m-2", later, "private_info", "high", "it")
+        )
+        await session.run_sync(
+            projector.project_classified,
+            classified("m-3", later + timedelta(seconds=1), "feedback", "low", "it"),
+        )
+        await sent_reply(session, REF, "agent-1", T0 + timedelta(seconds=65))
+    async with sessions() as session:
+        conversation = (await session.execute(select(ConversationRow))).scalar_one()
+        messages = {
+            row.mid: (row.category, row.language)
+            for row in (await session.execute(select(MessageRow))).scalars()
+        }
+    assert conversation.first_response_at == T0 + timedelta(seconds=65), "the bot's ack is not"
+    assert conversation.last_message_at == T0 + timedelta(seconds=65), "replies move it too"
+    assert (conversation.category, conversation.priority, conversation.language) == (
+        "complaint",
+        "high",
+        "en",
+    )
+    assert messages["m-2"] == ("private_info", "it"), "each message keeps its own"

@@ -3,7 +3,14 @@
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from services.api.lifecycle import Clock, Lifecycle, NewClock, Policy, wall_seconds
+from services.api.lifecycle import (
+    Clock,
+    Lifecycle,
+    NewClock,
+    Policy,
+    classification_wins,
+    wall_seconds,
+)
 from shared.business_hours import Calendar
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)  # a Friday
@@ -211,3 +218,10 @@ def test_a_message_older_than_the_resolve_changes_nothing() -> None:
     desk.lifecycle().customer_wrote(at(40))
     assert desk.conversation.status == "resolved"
     assert [c.state for c in desk.clocks if c.state == "running"] == []
+
+
+def test_the_first_classification_wins_and_only_a_more_urgent_one_replaces_it_finding_9() -> None:
+    assert classification_wins(None, 2, 3), "the first classification"
+    assert not classification_wins("complaint", 1, 1), "'It is hugo.new@...': same priority"
+    assert not classification_wins("complaint", 1, 3), "'Version 4.2': milder"
+    assert classification_wins("inquiry", 2, 0), "an urgent message raises it"
