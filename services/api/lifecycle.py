@@ -14,7 +14,7 @@ started_at``. A resolution clock that a reopen continues counts both stretches.
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from services.api.sla import add_working_time, working_time_between
 from shared.business_hours import Calendar
@@ -334,6 +334,41 @@ def _after(start: datetime, remaining: timedelta, calendar: Calendar | None) -> 
         return add_working_time(start, remaining, calendar)
     except ValueError:
         return None
+
+
+LiveStateName = Literal["none", "ok", "at_risk", "breached"]
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """Where a conversation stands against its SLA now, and the clock that says so."""
+
+    state: LiveStateName
+    clock: Clock | None
+
+
+def live_state(clocks: list[Clock], now: datetime) -> LiveState:
+    """The conversation's SLA state now: ``breached`` if an active clock is past its
+    deadline, else ``at_risk`` if a running one is past its at-risk time, else ``ok``
+    (``none`` without an active clock); the clock is the worst one, nearest deadline first."""
+    active = sorted((c for c in clocks if c.state in ACTIVE), key=lambda c: c.due_at)
+    breached = [
+        c for c in active if c.breached_at is not None or (c.state == RUNNING and c.due_at <= now)
+    ]
+    at_risk = [
+        c
+        for c in active
+        if c.state == RUNNING and (c.at_risk_fired or (c.at_risk_at and c.at_risk_at <= now))
+    ]
+    ranked: tuple[tuple[LiveStateName, list[Clock]], ...] = (
+        ("breached", breached),
+        ("at_risk", at_risk),
+        ("ok", active),
+    )
+    for state, found in ranked:
+        if found:
+            return LiveState(state, found[0])
+    return LiveState("none", None)
 
 
 def classification_wins(category: str | None, rank: int, new_rank: int) -> bool:

@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from services.api.lifecycle import LiveStateName
 from shared.events import Category, Priority, utcnow
 
 
@@ -42,6 +43,19 @@ class ContactOut(BaseModel):
     followers: int | None
 
 
+class SlaState(BaseModel):
+    """Where the conversation stands against its SLA now, and the clock that says so."""
+
+    state: LiveStateName = Field(
+        description="breached: an active clock is past its deadline; at_risk: a running one is"
+        " past its at-risk time; ok: clocks run in time; none: no clock is active."
+    )
+    metric: str | None = None
+    due_at: datetime | None = None
+    at_risk_at: datetime | None = None
+    paused: bool = Field(default=False, description="The clock is paused (pending, snoozed...).")
+
+
 class QueueItem(BaseModel):
     """A conversation waiting in a queue."""
 
@@ -63,6 +77,7 @@ class QueueItem(BaseModel):
     last_message_at: datetime | None
     last_customer_message_at: datetime | None
     sla_due_at: datetime | None
+    sla_state: SlaState
 
 
 class QueuePage(BaseModel):

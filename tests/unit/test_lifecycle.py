@@ -9,6 +9,7 @@ from services.api.lifecycle import (
     NewClock,
     Policy,
     classification_wins,
+    live_state,
     wall_seconds,
 )
 from shared.business_hours import Calendar
@@ -225,3 +226,16 @@ def test_the_first_classification_wins_and_only_a_more_urgent_one_replaces_it_fi
     assert not classification_wins("complaint", 1, 1), "'It is hugo.new@...': same priority"
     assert not classification_wins("complaint", 1, 3), "'Version 4.2': milder"
     assert classification_wins("inquiry", 2, 0), "an urgent message raises it"
+
+
+def test_the_live_state_is_the_worst_active_clock_finding_10() -> None:
+    desk = Desk()
+    desk.lifecycle().customer_wrote(at(0))
+    assert live_state(desk.clocks, at(10)).state == "ok"
+    risky = live_state(desk.clocks, at(50))
+    assert (risky.state, risky.clock and risky.clock.metric) == ("at_risk", "first_response")
+    assert live_state(desk.clocks, at(61)).state == "breached"
+    desk.lifecycle().move("snoozed", at(20), until=at(100))
+    assert live_state(desk.clocks, at(61)).state == "ok", "paused: nothing can breach"
+    desk.lifecycle().resolve(at(30), "human")
+    assert live_state(desk.clocks, at(61)).state == "none"
