@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.api import clocks
+from services.api import assignment, clocks
 from services.api.auth import AgentKey, Principal
 from services.api.changes import changed_in
 from services.api.deps import RowId, SessionDep, committing
@@ -42,7 +42,7 @@ from services.api.schemas import (
 from services.classifier import pii
 from shared.bus import publish_event
 from shared.events import Author, Channel, ConversationRef, OutboundRequest, utcnow
-from shared.models import ContactRow, ConversationRow, CorrectionRow, MessageRow, NoteRow
+from shared.models import AgentRow, ContactRow, ConversationRow, CorrectionRow, MessageRow, NoteRow
 from shared.settings import Settings
 from shared.states import ConversationStatus
 
@@ -115,14 +115,28 @@ async def _act(
 
 @router.post(
     "/queue/claim",
-    responses={204: {"description": "Nothing to claim."}},
+    responses={
+        204: {"description": "Nothing to claim."},
+        409: {"model": Problem, "description": "The agent is offline, full, or not in the team."},
+    },
     response_model=ConversationDetail,
 )
 async def claim(
     body: ClaimRequest, session: SessionDep, request: Request, _key: AgentKey
 ) -> ConversationDetail | Response:
-    """Give the agent the next unassigned conversation, atomically (never twice)."""
+    """Give the agent the next unassigned conversation, atomically (never twice), by the
+    rules of round robin: online, within capacity, from their own teams."""
     async with committing(session):
+        agent = (
+            await session.execute(
+                select(AgentRow).where(col(AgentRow.name) == body.agent).with_for_update()
+            )
+        ).scalar_one_or_none()
+        if agent is not None:
+            load = (await assignment.loads(session, [agent.name])).get(agent.name, 0)
+            reason = assignment.refusal(agent, load, body.team)
+            if reason is not None:
+                raise HTTPException(status.HTTP_409_CONFLICT, detail=reason)
         query = (
             select(ConversationRow)
             .where(
@@ -135,10 +149,14 @@ async def claim(
         )
         if body.team is not None:
             query = query.where(col(ConversationRow.team) == body.team)
+        elif agent is not None and agent.teams:
+            query = query.where(col(ConversationRow.team).in_(agent.teams))
         conversation = (await session.execute(query)).scalar_one_or_none()
         if conversation is None or conversation.id is None:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
         conversation.assignee, conversation.assigned_at = body.agent, utcnow()
+        if agent is not None:
+            agent.last_assigned_at = conversation.assigned_at
         conversation.updated_at = utcnow()
         await session.flush()
         claimed = await conversation_detail(session, conversation.id)

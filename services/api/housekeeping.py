@@ -11,11 +11,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from services.api import clocks
+from services.api import assignment, clocks
 from services.api.changes import changed_in
 from services.api.metrics import ApiMetrics
 from services.api.routes import queue_order
@@ -147,15 +147,7 @@ class Housekeeper:
             )
             if not agents:
                 continue
-            counted = await session.execute(
-                select(col(ConversationRow.assignee), func.count())
-                .where(
-                    col(ConversationRow.assignee).in_([a.name for a in agents]),
-                    col(ConversationRow.status).in_([OPEN, ConversationStatus.WAITING.value]),
-                )
-                .group_by(col(ConversationRow.assignee))
-            )
-            loads = {str(name): int(count) for name, count in counted.all()}
+            loads = await assignment.loads(session, [a.name for a in agents])
             spare = sum(max(0, a.capacity - loads.get(a.name, 0)) for a in agents)
             if spare == 0:
                 continue
@@ -171,7 +163,10 @@ class Housekeeper:
                 .with_for_update(skip_locked=True)
             )
             for conversation in queue.scalars():
-                agent = next((a for a in agents if loads.get(a.name, 0) < a.capacity), None)
+                agent = next(
+                    (a for a in agents if not assignment.refusal(a, loads.get(a.name, 0), team)),
+                    None,
+                )
                 if agent is None:
                     break
                 conversation.assignee, conversation.assigned_at = agent.name, now
