@@ -286,6 +286,20 @@ class NoteRow(SQLModel, table=True):
     )
 
 
+class ActivityRow(SQLModel, table=True):
+    """One thing that happened to a conversation: a status change, an assignment, a
+    transfer, an SLA event or a bot decision, with when and who (the actor)."""
+
+    __tablename__ = "activity"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id", index=True)
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    kind: str = Field(max_length=32)
+    actor: str = Field(max_length=128)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
 class IdempotencyRow(SQLModel, table=True):
     """The stored answer to an agent action, replayed when its Idempotency-Key comes again."""
 

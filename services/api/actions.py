@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.api import assignment, clocks
+from services.api import activity, assignment, clocks
 from services.api.auth import AgentKey, Principal
 from services.api.changes import changed_in
 from services.api.deps import RowId, SessionDep, committing
@@ -78,13 +78,17 @@ async def _move(
     session: AsyncSession,
     conversation: ConversationRow,
     status: ConversationStatus,
+    actor: str,
     *,
     until: datetime | None = None,
 ) -> None:
     """Move the conversation to ``status`` by the lifecycle's rules (clocks included)."""
     now = utcnow()
     await session.run_sync(
-        clocks.apply, conversation, lambda lifecycle: lifecycle.move(status, now, until=until)
+        clocks.apply,
+        conversation,
+        lambda lifecycle: lifecycle.move(status, now, until=until),
+        actor,
     )
 
 
@@ -155,6 +159,15 @@ async def claim(
         if conversation is None or conversation.id is None:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
         conversation.assignee, conversation.assigned_at = body.agent, utcnow()
+        activity.record(
+            session,
+            conversation.id,
+            "assigned",
+            body.agent,
+            conversation.assigned_at,
+            assignee=body.agent,
+            rule="claim",
+        )
         if agent is not None:
             agent.last_assigned_at = conversation.assigned_at
         conversation.updated_at = utcnow()
@@ -205,7 +218,7 @@ async def reply(
         if conversation.assignee is None:
             conversation.assignee, conversation.assigned_at = body.agent, utcnow()
         if body.wait_for_customer:
-            await _move(session, conversation, ConversationStatus.WAITING)
+            await _move(session, conversation, ConversationStatus.WAITING, principal.name)
         return ReplyAccepted(request_id=request_id, private_info=private_info_kinds(body.text))
 
     async with committing_once(session):
@@ -232,9 +245,14 @@ async def assign(
 ) -> ConversationDetail:
     """Give the conversation to an agent, or unassign it."""
 
-    async def change(_session: AsyncSession, conversation: ConversationRow) -> None:
+    async def change(session: AsyncSession, conversation: ConversationRow) -> None:
+        assert conversation.id is not None
+        now = utcnow()
+        activity.record(
+            session, conversation.id, "assigned", principal.name, now, assignee=body.assignee
+        )
         conversation.assignee = body.assignee
-        conversation.assigned_at = utcnow() if body.assignee else None
+        conversation.assigned_at = now if body.assignee else None
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
 
@@ -250,7 +268,11 @@ async def transfer(
 ) -> ConversationDetail:
     """Move the conversation to another team's queue."""
 
-    async def change(_session: AsyncSession, conversation: ConversationRow) -> None:
+    async def change(session: AsyncSession, conversation: ConversationRow) -> None:
+        assert conversation.id is not None
+        activity.record(
+            session, conversation.id, "transferred", principal.name, utcnow(), team=body.team
+        )
         conversation.team, conversation.assignee, conversation.assigned_at = body.team, None, None
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
@@ -310,7 +332,9 @@ async def snooze(
     """Hide the conversation until a time; its SLA clocks pause meanwhile."""
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
-        await _move(session, conversation, ConversationStatus.SNOOZED, until=body.until)
+        await _move(
+            session, conversation, ConversationStatus.SNOOZED, principal.name, until=body.until
+        )
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
 
@@ -331,7 +355,10 @@ async def resolve(
             return
         now = utcnow()
         stopped = await session.run_sync(
-            clocks.apply, conversation, lambda lifecycle: lifecycle.resolve(now, "human")
+            clocks.apply,
+            conversation,
+            lambda lifecycle: lifecycle.resolve(now, "human"),
+            principal.name,
         )
         metrics.observe(conversation, stopped)
 
@@ -350,7 +377,9 @@ async def reopen(
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         now = utcnow()
-        await session.run_sync(clocks.apply, conversation, lambda lifecycle: lifecycle.reopen(now))
+        await session.run_sync(
+            clocks.apply, conversation, lambda lifecycle: lifecycle.reopen(now), principal.name
+        )
 
     return await _act(session, request, principal, idempotency_key, None, conversation_id, change)
 

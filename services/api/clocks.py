@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from services.api import activity
 from services.api.lifecycle import ACTIVE, RESPONSE_METRICS, Clock, Lifecycle, NewClock, Policy
 from shared.business_hours import Calendar
 from shared.db import transaction_cache
@@ -117,9 +118,11 @@ def _set_due(conversation: ConversationRow, due: datetime | None) -> None:
     conversation.queue_due_at = due or NO_DEADLINE
 
 
-def apply(session: Session, conversation: ConversationRow, move: Move) -> Moved:
-    """Run one lifecycle ``move`` on the (locked) conversation and store what it changed;
-    return what the metrics count."""
+def apply(
+    session: Session, conversation: ConversationRow, move: Move, actor: str = "system"
+) -> Moved:
+    """Run one lifecycle ``move`` on the (locked) conversation and store what it changed,
+    its activity by ``actor`` included; return what the metrics count."""
     assert conversation.id is not None
     conversation_id = conversation.id
     rows = _all_clocks(session, conversation_id)
@@ -156,6 +159,8 @@ def apply(session: Session, conversation: ConversationRow, move: Move) -> Moved:
     )
     move(lifecycle)
     _set_due(conversation, lifecycle.due_at())
+    for entry in lifecycle.activity:
+        activity.record(session, conversation_id, entry.kind, actor, entry.at, **entry.detail)
     return Moved(
         stopped=[clock for clock in rows if any(clock is s for s in lifecycle.stopped)],
         breached=[clock for clock in rows if any(clock is s for s in lifecycle.breached)],

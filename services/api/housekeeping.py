@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from services.api import assignment, clocks
+from services.api import activity, assignment, clocks
 from services.api.changes import changed_in
 from services.api.metrics import ApiMetrics
 from services.api.routes import queue_order
@@ -97,7 +97,10 @@ class Housekeeper:
         for conversation in due.scalars():
             conversation.updated_at = now
             await session.run_sync(
-                clocks.apply, conversation, lambda lifecycle: lifecycle.move(OPEN, now)
+                clocks.apply,
+                conversation,
+                lambda lifecycle: lifecycle.move(OPEN, now),
+                "housekeeper",
             )
 
     async def reassign_stale(self, session: AsyncSession, now: datetime) -> None:
@@ -130,6 +133,16 @@ class Housekeeper:
             logger.info(
                 "conversation reassigned",
                 extra={"conversation_id": conversation.id, "after_minutes": minutes},
+            )
+            assert conversation.id is not None
+            activity.record(
+                session,
+                conversation.id,
+                "assigned",
+                "housekeeper",
+                now,
+                assignee=None,
+                rule="reassign_after_minutes",
             )
             conversation.assignee = conversation.assigned_at = None
             conversation.updated_at = now
@@ -170,6 +183,16 @@ class Housekeeper:
                 if agent is None:
                     break
                 conversation.assignee, conversation.assigned_at = agent.name, now
+                assert conversation.id is not None
+                activity.record(
+                    session,
+                    conversation.id,
+                    "assigned",
+                    "round_robin",
+                    now,
+                    assignee=agent.name,
+                    rule="round_robin",
+                )
                 conversation.updated_at = now
                 loads[agent.name] = loads.get(agent.name, 0) + 1
                 agent.last_assigned_at = now
@@ -201,7 +224,10 @@ class Housekeeper:
             silence = now - conversation.last_message_at
             if silence >= timedelta(hours=close_after):
                 stopped = await session.run_sync(
-                    clocks.apply, conversation, lambda lifecycle: lifecycle.resolve(now, "bot")
+                    clocks.apply,
+                    conversation,
+                    lambda lifecycle: lifecycle.resolve(now, "bot"),
+                    "housekeeper",
                 )
                 self.metrics.observe(conversation, stopped)
             elif conversation.nudged_at is None:

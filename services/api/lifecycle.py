@@ -93,6 +93,15 @@ class Conversation(Protocol):
 
 
 @dataclass(frozen=True)
+class Activity:
+    """A move worth a line in the conversation's activity log."""
+
+    kind: str
+    at: datetime
+    detail: dict[str, str | None]
+
+
+@dataclass(frozen=True)
 class NewClock:
     """A clock to start: the caller stores it and hands it back (``Lifecycle.make``)."""
 
@@ -120,6 +129,7 @@ class Lifecycle:
     # Clocks this move found past their deadline before the scheduler did: the metrics
     # count the breach (the scheduler counts the ones it fires).
     breached: list[Clock] = field(default_factory=list)
+    activity: list[Activity] = field(default_factory=list)
 
     # -- queries -------------------------------------------------------------------
 
@@ -242,6 +252,8 @@ class Lifecycle:
     def _set_status(self, status: str, at: datetime) -> None:
         conversation = self.conversation
         if conversation.status != status:
+            change: dict[str, str | None] = {"from": conversation.status, "to": status}
+            self.activity.append(Activity("status", at, change))
             conversation.status = status
             conversation.status_changed_at = at
         for clock in self.active():

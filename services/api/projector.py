@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlmodel import SQLModel, col
 
-from services.api import clocks, lifecycle
+from services.api import activity, clocks, lifecycle
 from services.api.metrics import ApiMetrics
 from services.api.writer import after_commit
 from shared.db import transaction_cache
@@ -314,7 +314,7 @@ def project_inbound(
         # A reply sent from Meta's own inbox is a human's response.
         _responded(session, conversation, ts, "human", metrics)
     else:
-        clocks.apply(session, conversation, lambda lc: lc.customer_wrote(ts))
+        clocks.apply(session, conversation, lambda lc: lc.customer_wrote(ts), "customer")
     conversation.updated_at = utcnow()
     return True
 
@@ -326,7 +326,7 @@ def _responded(
     responder: str,
     metrics: ApiMetrics | None,
 ) -> None:
-    stopped = clocks.apply(session, conversation, lambda lc: lc.responded(ts, responder))
+    stopped = clocks.apply(session, conversation, lambda lc: lc.responded(ts, responder), responder)
     if metrics is not None:
         after_commit(session, functools.partial(metrics.observe, conversation, stopped))
 
@@ -418,6 +418,17 @@ def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | No
     conversation = _conversation(session, handoff.conversation, None)
     if conversation.team is None and metrics is not None:
         after_commit(session, metrics.containment.labels("handed_off").inc)
+    assert conversation.id is not None
+    if conversation.team != handoff.team:
+        activity.record(
+            session,
+            conversation.id,
+            "bot.handoff",
+            "bot",
+            handoff.decided_at,
+            team=handoff.team,
+            reason=handoff.reason,
+        )
     conversation.team = handoff.team
     _add_tags(conversation, handoff.tags)
     conversation.language = conversation.language or handoff.language
@@ -426,7 +437,7 @@ def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | No
         conversation.category = handoff.category.value
     if conversation.status == ConversationStatus.PENDING.value:
         open_ = ConversationStatus.OPEN.value
-        clocks.apply(session, conversation, lambda lc: lc.move(open_, handoff.decided_at))
+        clocks.apply(session, conversation, lambda lc: lc.move(open_, handoff.decided_at), "bot")
     conversation.updated_at = utcnow()
 
 
@@ -439,7 +450,11 @@ def project_bot_reply(session: Session, reply: BotReply, metrics: ApiMetrics | N
     if conversation.team is None and conversation.status == ConversationStatus.OPEN.value:
         # The bot answered: waiting on the customer, the clocks pause (see lifecycle).
         pending = ConversationStatus.PENDING.value
-        clocks.apply(session, conversation, lambda lc: lc.move(pending, reply.decided_at))
+        assert conversation.id is not None
+        activity.record(
+            session, conversation.id, "bot.answered", "bot", reply.decided_at, rule=reply.rule_id
+        )
+        clocks.apply(session, conversation, lambda lc: lc.move(pending, reply.decided_at), "bot")
         if metrics is not None:
             after_commit(session, metrics.containment.labels("answered").inc)
     conversation.updated_at = utcnow()
@@ -452,7 +467,11 @@ def project_closed(
     conversation = _conversation(session, closed.conversation, None)
     if conversation.status != ConversationStatus.RESOLVED.value:
         stopped = clocks.apply(
-            session, conversation, lambda lc: lc.resolve(closed.decided_at, "bot")
+            session, conversation, lambda lc: lc.resolve(closed.decided_at, "bot"), "bot"
+        )
+        assert conversation.id is not None
+        activity.record(
+            session, conversation.id, "bot.closed", "bot", closed.decided_at, reason=closed.reason
         )
         if metrics is not None:
             after_commit(session, functools.partial(metrics.observe, conversation, stopped))

@@ -16,6 +16,7 @@ from services.api.auth import ReadKey
 from services.api.deps import ReadSessionDep, RowId
 from services.api.schemas import (
     KEYED,
+    ActivityOut,
     ContactOut,
     ConversationDetail,
     MessageOut,
@@ -28,7 +29,15 @@ from services.api.schemas import (
     UtcTime,
 )
 from shared.events import Category, Channel, Priority, utcnow
-from shared.models import ContactRow, ConversationRow, MessageRow, NoteRow, SlaClockRow, unresolved
+from shared.models import (
+    ActivityRow,
+    ContactRow,
+    ConversationRow,
+    MessageRow,
+    NoteRow,
+    SlaClockRow,
+    unresolved,
+)
 from shared.states import ClockState, ConversationStatus
 
 router = APIRouter(prefix="/v1", tags=["queue"], responses=KEYED)
@@ -200,6 +209,21 @@ async def conversation_detail(session: AsyncSession, conversation_id: int) -> Co
         sla=[SlaClockOut.model_validate(c, from_attributes=True) for c in clocks],
         notes=[NoteOut.model_validate(n, from_attributes=True) for n in notes.scalars()],
     )
+
+
+@router.get("/conversations/{conversation_id}/activity", responses={404: {"model": Problem}})
+async def get_activity(
+    conversation_id: RowId, session: ReadSessionDep, _key: ReadKey
+) -> list[ActivityOut]:
+    """Every status change, assignment, transfer, SLA event and bot decision, oldest first."""
+    if await session.get(ConversationRow, conversation_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such conversation")
+    rows = await session.execute(
+        select(ActivityRow)
+        .where(col(ActivityRow.conversation_id) == conversation_id)
+        .order_by(col(ActivityRow.at), col(ActivityRow.id))
+    )
+    return [ActivityOut.model_validate(row, from_attributes=True) for row in rows.scalars()]
 
 
 @router.get("/conversations/{conversation_id}", responses={404: {"model": Problem}})

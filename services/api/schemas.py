@@ -151,6 +151,21 @@ class SlaClockOut(BaseModel):
     responder: str | None
 
 
+class ActivityOut(BaseModel):
+    """One thing that happened to a conversation."""
+
+    at: datetime
+    kind: str = Field(
+        description="status, assigned, transferred, sla.at_risk, sla.breached, bot.answered,"
+        " bot.handoff, bot.closed"
+    )
+    actor: str = Field(
+        description="customer, bot, human, an API key's name, an agent, round_robin,"
+        " housekeeper, sla, system"
+    )
+    detail: dict[str, Any]
+
+
 class NoteOut(BaseModel):
     """An internal note."""
 

@@ -1,4 +1,4 @@
-"""the conversation lifecycle: when the status changed, since when the customer waits
+"""the conversation lifecycle: when the status changed, since when the customer waits, activity
 
 Revision ID: 0007
 Revises: 0005 (the lead re-chains it after 0006 at merge)
@@ -25,10 +25,28 @@ def upgrade() -> None:
             sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(sa.Column("awaiting_since", sa.DateTime(timezone=True), nullable=True))
+    op.create_table(
+        "activity",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("conversation_id", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("actor", sa.String(length=128), nullable=False),
+        sa.Column("detail", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(["conversation_id"], ["conversations.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("activity", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_activity_conversation_id"), ["conversation_id"], unique=False
+        )
 
 
 def downgrade() -> None:
     """Downgrade schema."""
+    with op.batch_alter_table("activity", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_activity_conversation_id"))
+    op.drop_table("activity")
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.drop_column("awaiting_since")
         batch_op.drop_column("status_changed_at")
