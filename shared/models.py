@@ -15,6 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel, col
 
 from shared.events import utcnow
+from shared.states import ClockState, ConversationStatus
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -47,16 +48,6 @@ def _ts(*, nullable: bool = True, index: bool = False) -> Any:
 
 # Sorts after every real deadline: the queue order of a conversation with none.
 NO_DEADLINE = datetime(9999, 12, 31, tzinfo=UTC)
-
-
-class ConversationStatus(StrEnum):
-    """Where a conversation is in its life."""
-
-    OPEN = "open"
-    PENDING = "pending"
-    WAITING = "waiting"
-    SNOOZED = "snoozed"
-    RESOLVED = "resolved"
 
 
 class Direction(StrEnum):
@@ -184,6 +175,16 @@ class ConversationRow(SQLModel, table=True):
     faq_score: float | None = None
     priority_reason: str | None = Field(
         default=None, max_length=512, description="Why the contact raised the priority."
+    )
+    status_changed_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(UTCDateTime(), nullable=True),
+        description="When the status last changed (a message older than that does not undo it).",
+    )
+    awaiting_since: datetime | None = Field(
+        default=None,
+        sa_column=Column(UTCDateTime(), nullable=True),
+        description="The customer's first message since the last response the policy counts.",
     )
 
 
@@ -315,6 +316,20 @@ class NoteRow(SQLModel, table=True):
     )
 
 
+class ActivityRow(SQLModel, table=True):
+    """One thing that happened to a conversation: a status change, an assignment, a
+    transfer, an SLA event or a bot decision, with when and who (the actor)."""
+
+    __tablename__ = "activity"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id", index=True)
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    kind: str = Field(max_length=32)
+    actor: str = Field(max_length=128)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
 class IdempotencyRow(SQLModel, table=True):
     """The stored answer to an agent action, replayed when its Idempotency-Key comes again."""
 
@@ -348,24 +363,6 @@ class CorrectionRow(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
-
-
-class SlaMetric(StrEnum):
-    """What an SLA clock measures (Zendesk's metrics)."""
-
-    FIRST_RESPONSE = "first_response"
-    NEXT_RESPONSE = "next_response"
-    RESOLUTION = "resolution"
-
-
-class ClockState(StrEnum):
-    """Where an SLA clock is."""
-
-    RUNNING = "running"
-    PAUSED = "paused"
-    MET = "met"
-    BREACHED = "breached"
-    CANCELLED = "cancelled"
 
 
 class SlaPolicyRow(SQLModel, table=True):

@@ -8,6 +8,7 @@ so even a publish retried after a crash is sent once.
 
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from faststream.nats.publisher.usecase import LogicPublisher
@@ -16,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.api import clocks
+from services.api import activity, assignment, clocks
 from services.api.auth import AgentKey, Principal
 from services.api.changes import changed_in
 from services.api.deps import RowId, SessionDep, committing
@@ -41,15 +42,9 @@ from services.api.schemas import (
 from shared import pii
 from shared.bus import publish_event
 from shared.events import Author, Channel, ConversationRef, OutboundRequest, utcnow
-from shared.models import (
-    ContactRow,
-    ConversationRow,
-    ConversationStatus,
-    CorrectionRow,
-    MessageRow,
-    NoteRow,
-)
+from shared.models import AgentRow, ContactRow, ConversationRow, CorrectionRow, MessageRow, NoteRow
 from shared.settings import Settings
+from shared.states import ConversationStatus
 
 router = APIRouter(
     prefix="/v1",
@@ -79,6 +74,24 @@ async def _locked(session: AsyncSession, conversation_id: int) -> ConversationRo
 Change = Callable[[AsyncSession, ConversationRow], Awaitable[None]]
 
 
+async def _move(
+    session: AsyncSession,
+    conversation: ConversationRow,
+    status: ConversationStatus,
+    actor: str,
+    *,
+    until: datetime | None = None,
+) -> None:
+    """Move the conversation to ``status`` by the lifecycle's rules (clocks included)."""
+    now = utcnow()
+    await session.run_sync(
+        clocks.apply,
+        conversation,
+        lambda lifecycle: lifecycle.move(status, now, until=until),
+        actor,
+    )
+
+
 async def _act(
     session: AsyncSession,
     request: Request,
@@ -106,14 +119,28 @@ async def _act(
 
 @router.post(
     "/queue/claim",
-    responses={204: {"description": "Nothing to claim."}},
+    responses={
+        204: {"description": "Nothing to claim."},
+        409: {"model": Problem, "description": "The agent is offline, full, or not in the team."},
+    },
     response_model=ConversationDetail,
 )
 async def claim(
     body: ClaimRequest, session: SessionDep, request: Request, _key: AgentKey
 ) -> ConversationDetail | Response:
-    """Give the agent the next unassigned conversation, atomically (never twice)."""
+    """Give the agent the next unassigned conversation, atomically (never twice), by the
+    rules of round robin: online, within capacity, from their own teams."""
     async with committing(session):
+        agent = (
+            await session.execute(
+                select(AgentRow).where(col(AgentRow.name) == body.agent).with_for_update()
+            )
+        ).scalar_one_or_none()
+        if agent is not None:
+            load = (await assignment.loads(session, [agent.name])).get(agent.name, 0)
+            reason = assignment.refusal(agent, load, body.team)
+            if reason is not None:
+                raise HTTPException(status.HTTP_409_CONFLICT, detail=reason)
         query = (
             select(ConversationRow)
             .where(
@@ -126,10 +153,23 @@ async def claim(
         )
         if body.team is not None:
             query = query.where(col(ConversationRow.team) == body.team)
+        elif agent is not None and agent.teams:
+            query = query.where(col(ConversationRow.team).in_(agent.teams))
         conversation = (await session.execute(query)).scalar_one_or_none()
         if conversation is None or conversation.id is None:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
         conversation.assignee, conversation.assigned_at = body.agent, utcnow()
+        activity.record(
+            session,
+            conversation.id,
+            "assigned",
+            body.agent,
+            conversation.assigned_at,
+            assignee=body.agent,
+            rule="claim",
+        )
+        if agent is not None:
+            agent.last_assigned_at = conversation.assigned_at
         conversation.updated_at = utcnow()
         await session.flush()
         claimed = await conversation_detail(session, conversation.id)
@@ -178,8 +218,7 @@ async def reply(
         if conversation.assignee is None:
             conversation.assignee, conversation.assigned_at = body.agent, utcnow()
         if body.wait_for_customer:
-            conversation.status = ConversationStatus.WAITING.value
-            await session.run_sync(clocks.pause, conversation, utcnow())
+            await _move(session, conversation, ConversationStatus.WAITING, principal.name)
         return ReplyAccepted(request_id=request_id, private_info=private_info_kinds(body.text))
 
     async with committing_once(session):
@@ -206,9 +245,14 @@ async def assign(
 ) -> ConversationDetail:
     """Give the conversation to an agent, or unassign it."""
 
-    async def change(_session: AsyncSession, conversation: ConversationRow) -> None:
+    async def change(session: AsyncSession, conversation: ConversationRow) -> None:
+        assert conversation.id is not None
+        now = utcnow()
+        activity.record(
+            session, conversation.id, "assigned", principal.name, now, assignee=body.assignee
+        )
         conversation.assignee = body.assignee
-        conversation.assigned_at = utcnow() if body.assignee else None
+        conversation.assigned_at = now if body.assignee else None
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
 
@@ -224,7 +268,11 @@ async def transfer(
 ) -> ConversationDetail:
     """Move the conversation to another team's queue."""
 
-    async def change(_session: AsyncSession, conversation: ConversationRow) -> None:
+    async def change(session: AsyncSession, conversation: ConversationRow) -> None:
+        assert conversation.id is not None
+        activity.record(
+            session, conversation.id, "transferred", principal.name, utcnow(), team=body.team
+        )
         conversation.team, conversation.assignee, conversation.assigned_at = body.team, None, None
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
@@ -284,9 +332,9 @@ async def snooze(
     """Hide the conversation until a time; its SLA clocks pause meanwhile."""
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
-        conversation.status = ConversationStatus.SNOOZED.value
-        conversation.snoozed_until = body.until
-        await session.run_sync(clocks.pause, conversation, utcnow())
+        await _move(
+            session, conversation, ConversationStatus.SNOOZED, principal.name, until=body.until
+        )
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
 
@@ -306,12 +354,13 @@ async def resolve(
         if conversation.status == ConversationStatus.RESOLVED.value:
             return
         now = utcnow()
-        conversation.status, conversation.resolved_at = ConversationStatus.RESOLVED.value, now
-        conversation.snoozed_until = None
-        metrics.observe(
+        stopped = await session.run_sync(
+            clocks.apply,
             conversation,
-            await session.run_sync(clocks.resolved, conversation, now, responder="human"),
+            lambda lifecycle: lifecycle.resolve(now, "human"),
+            principal.name,
         )
+        metrics.observe(conversation, stopped)
 
     return await _act(session, request, principal, idempotency_key, None, conversation_id, change)
 
@@ -328,10 +377,9 @@ async def reopen(
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         now = utcnow()
-        conversation.status = ConversationStatus.OPEN.value
-        conversation.resolved_at = conversation.snoozed_until = None
-        await session.run_sync(clocks.resume, conversation, now)
-        await session.run_sync(clocks.reopened, conversation, now)
+        await session.run_sync(
+            clocks.apply, conversation, lambda lifecycle: lifecycle.reopen(now), principal.name
+        )
 
     return await _act(session, request, principal, idempotency_key, None, conversation_id, change)
 
@@ -380,6 +428,6 @@ async def correct(
                 body.priority.value,
                 body.priority.rank,
             )
-        await session.run_sync(clocks.retarget, conversation)
+        await session.run_sync(clocks.retarget, conversation, utcnow())
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)

@@ -9,18 +9,19 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi import Path as FastApiPath
 from faststream.nats import NatsBroker
 from pydantic import BaseModel, Field, model_validator
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, case, func, select
 from sqlmodel import col
 
 from services.api.auth import AdminKey, AgentKey, ReadKey
+from services.api.clocks import match_order
 from services.api.deps import ReadSessionDep, RowId, SessionDep, committing
 from services.api.idempotency import IdempotencyKey, committing_once, idempotent
+from services.api.lifecycle import ACTIVE
 from services.api.schemas import KEYED, Problem
 from shared.business_hours import Calendar
 from shared.events import Category, Channel, Priority, utcnow
 from shared.models import (
     AgentRow,
-    ClockState,
     ConversationRow,
     CorrectionRow,
     DeadLetterRow,
@@ -29,6 +30,7 @@ from shared.models import (
     SlaPolicyRow,
     TeamRow,
 )
+from shared.states import ClockState
 from shared.streams import MSG_ID_HEADER
 
 router = APIRouter(
@@ -61,6 +63,8 @@ class PolicyIn(BaseModel):
             self.first_response_seconds or self.next_response_seconds or self.resolution_seconds
         ):
             raise ValueError("a policy needs at least one target")
+        if self.calendar is not None and not any(self.calendar.hours.values()):
+            raise ValueError("the calendar has no opening hours: its clocks could never run")
         return self
 
 
@@ -78,27 +82,46 @@ def _policy_out(row: SlaPolicyRow) -> PolicyOut:
 
 @router.get("/sla/policies")
 async def list_policies(session: ReadSessionDep, _key: ReadKey) -> list[PolicyOut]:
-    """The active SLA policies."""
+    """The active SLA policies in match order: the first that matches a conversation applies
+    (by priority; then category and channel, category and any channel, channel, neither)."""
     rows = await session.execute(
-        select(SlaPolicyRow)
-        .where(col(SlaPolicyRow.archived_at).is_(None))
-        .order_by(col(SlaPolicyRow.id))
+        select(SlaPolicyRow).where(col(SlaPolicyRow.archived_at).is_(None))
     )
-    return [_policy_out(row) for row in rows.scalars()]
+    return [_policy_out(row) for row in sorted(rows.scalars(), key=match_order)]
 
 
-@router.post("/sla/policies", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/sla/policies",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"model": Problem, "description": "Another policy covers the same DMs."}},
+)
 async def put_policy(body: PolicyIn, session: SessionDep, _key: AdminKey) -> PolicyOut:
-    """Create a policy; one with the same name is archived (its history keeps its targets)."""
+    """Create a policy; one with the same name is archived (its history keeps its targets).
+
+    Two active policies for the same priority, category and channel are a conflict (409):
+    which one applied would be a matter of chance.
+    """
     async with committing(session):
-        previous = await session.execute(
-            select(SlaPolicyRow).where(
-                col(SlaPolicyRow.name) == body.name, col(SlaPolicyRow.archived_at).is_(None)
-            )
+        active = await session.execute(
+            select(SlaPolicyRow).where(col(SlaPolicyRow.archived_at).is_(None))
         )
         now = utcnow()
-        for old in previous.scalars():
-            old.archived_at = now
+        category = body.category.value if body.category else None
+        channel = body.channel.value if body.channel else None
+        for old in active.scalars():
+            if old.name == body.name:
+                old.archived_at = now
+            elif (old.priority, old.category, old.channel) == (
+                body.priority.value,
+                category,
+                channel,
+            ):
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    detail=f"active policy {old.name!r} already covers priority "
+                    f"{old.priority}, category {old.category or 'any'}, channel "
+                    f"{old.channel or 'any'}: change it (same name) or archive it first",
+                )
         values: dict[str, Any] = body.model_dump(mode="json")
         row = SlaPolicyRow.model_validate(values)
         session.add(row)
@@ -122,21 +145,32 @@ async def archive_policy(policy_id: RowId, session: SessionDep, _key: AdminKey) 
 
 
 class SummaryGroup(StrEnum):
-    """How SLA attainment is grouped."""
+    """How SLA attainment is grouped (team and agent: the conversation's, now)."""
 
     POLICY = "policy"
     TEAM = "team"
     AGENT = "agent"
+    CHANNEL = "channel"
 
 
 class Attainment(BaseModel):
-    """SLA outcomes of one group in the time range."""
+    """SLA outcomes of one group: each dated when it happened, and the clocks' state now."""
 
     group: str | None
     metric: str
-    met: int
-    breached: int
-    running: int
+    met: int = Field(description="Clocks that stopped in time, by when they stopped.")
+    breached: int = Field(
+        description="Clocks whose deadline passed in the range, stopped or not (dated by the"
+        " deadline): what dmdesk_sla_breaches_total counted over the range."
+    )
+    unanswered: int = Field(
+        description="Resolution clocks of conversations resolved without any response."
+    )
+    running: int = Field(description="Clocks running or paused now.")
+    breached_now: int = Field(description="Running or paused clocks past their deadline now.")
+    at_risk_now: int = Field(
+        description="Running clocks past their at-risk time and not yet breached, now."
+    )
     attainment: float | None = Field(description="met / (met + breached); null when none ended.")
 
 
@@ -146,45 +180,73 @@ async def sla_summary(
     _key: ReadKey,
     by: SummaryGroup = SummaryGroup.POLICY,
     since: Annotated[datetime | None, Query(description="Default: 7 days ago.")] = None,
-    until: datetime | None = None,
+    until: Annotated[datetime | None, Query(description="Default: now.")] = None,
 ) -> list[Attainment]:
-    """Attainment per policy, team or agent for clocks started in the range."""
-    start = since or utcnow() - timedelta(days=7)
-    end = until or utcnow()
+    """Attainment per policy, team, agent or channel, outcomes dated when they happened.
+
+    ``met`` and ``unanswered`` count clocks that stopped in the range, ``breached`` clocks
+    whose deadline passed in it (as ``/metrics`` counts breaches); ``running``,
+    ``breached_now`` and ``at_risk_now`` are the clocks' state now, whatever the range.
+    """
+    now = utcnow()
+    start = since or now - timedelta(days=7)
+    end = until or now
     group = {
         SummaryGroup.POLICY: col(SlaPolicyRow.name),
         SummaryGroup.TEAM: col(ConversationRow.team),
         SummaryGroup.AGENT: col(ConversationRow.assignee),
+        SummaryGroup.CHANNEL: col(ConversationRow.channel),
     }[by]
-    rows = await session.execute(
-        select(group, col(SlaClockRow.metric), col(SlaClockRow.state), func.count())
-        .join(SlaPolicyRow, col(SlaPolicyRow.id) == col(SlaClockRow.policy_id))
-        .join(ConversationRow, col(ConversationRow.id) == col(SlaClockRow.conversation_id))
-        .where(col(SlaClockRow.started_at) >= start, col(SlaClockRow.started_at) < end)
-        .group_by(group, col(SlaClockRow.metric), col(SlaClockRow.state))
-    )
-    counts: dict[tuple[str | None, str], dict[str, int]] = {}
-    for name, metric, state, count in rows:
-        counts.setdefault((name, metric), {})[state] = count
-    result = []
-    for (name, metric), states in sorted(counts.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        met, breached = (
-            states.get(ClockState.MET.value, 0),
-            states.get(ClockState.BREACHED.value, 0),
+    metric = col(SlaClockRow.metric)
+
+    def counted(*columns: Any) -> Select[Any]:
+        return (
+            select(group, metric, *columns)
+            .join(SlaPolicyRow, col(SlaPolicyRow.id) == col(SlaClockRow.policy_id))
+            .join(ConversationRow, col(ConversationRow.id) == col(SlaClockRow.conversation_id))
+            .group_by(group, metric)
         )
-        running = states.get(ClockState.RUNNING.value, 0) + states.get(ClockState.PAUSED.value, 0)
+
+    def when(condition: ColumnElement[bool]) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    state, stopped, breached_at = (
+        col(SlaClockRow.state),
+        col(SlaClockRow.stopped_at),
+        col(SlaClockRow.breached_at),
+    )
+    in_range = stopped.is_not(None) & (stopped >= start) & (stopped < end)
+    running = state == ClockState.RUNNING.value
+    overdue = breached_at.is_not(None) | (running & (col(SlaClockRow.due_at) <= now))
+    outcomes = counted(
+        when(in_range & (state == ClockState.MET.value)),
+        when(in_range & (state == ClockState.UNANSWERED.value)),
+        when(breached_at.is_not(None) & (breached_at >= start) & (breached_at < end)),
+        when(state.in_(ACTIVE)),
+        when(state.in_(ACTIVE) & overdue),
+        when(running & ~overdue & (col(SlaClockRow.at_risk_at) <= now)),
+    )
+    result = []
+    for name, metric_name, met, unanswered, breached, active, overdue_now, at_risk in (
+        await session.execute(outcomes)
+    ).all():
+        if not (met or unanswered or breached or active):
+            continue
         ended = met + breached
         result.append(
             Attainment(
                 group=name,
-                metric=metric,
+                metric=metric_name,
                 met=met,
                 breached=breached,
-                running=running,
+                unanswered=unanswered,
+                running=active,
+                breached_now=overdue_now,
+                at_risk_now=at_risk,
                 attainment=round(met / ended, 4) if ended else None,
             )
         )
-    return result
+    return sorted(result, key=lambda row: (str(row.group), row.metric))
 
 
 class DeadLetterOut(BaseModel):

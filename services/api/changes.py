@@ -27,10 +27,10 @@ from sqlmodel import col
 from services.api.auth import ReadKey
 from services.api.schemas import KEYED
 from shared.bus import publish_event
-from shared.events import Channel, ConversationChanged, Priority
+from shared.events import Channel, ConversationChanged, Priority, SlaEvent
 from shared.models import ContactRow, ConversationRow
 from shared.settings import Settings
-from shared.streams import CONVERSATION_CHANGED
+from shared.streams import CONVERSATION_CHANGED, SLA_AT_RISK, SLA_BREACHED
 
 logger = logging.getLogger("dmdesk.api.changes")
 CHANGED = "dmdesk.changed_conversations"
@@ -177,7 +177,8 @@ async def conversation_events(
         description="The id of the last event received (a stream sequence): resume after it.",
     ),
 ) -> AsyncIterator[ServerSentEvent]:
-    """Server-sent events of conversation changes; reconnect with Last-Event-ID to resume.
+    """Server-sent events of conversation changes (``conversation.changed``) and SLA events
+    (``sla.at_risk``, ``sla.breached``); reconnect with Last-Event-ID to resume.
 
     The first message, sent once the feed is subscribed, is a ``: subscribed``
     comment with the reconnection delay: every change committed after it arrives.
@@ -185,25 +186,33 @@ async def conversation_events(
     broker: NatsBroker = request.app.state.broker
     settings: Settings = request.app.state.settings
     js = broker.connection.jetstream()
+    # One ordered consumer over the changes and the SLA events: one sequence to resume from.
+    subjects = [CONVERSATION_CHANGED, SLA_AT_RISK, SLA_BREACHED]
     if last_event_id is not None:
         start = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=int(last_event_id) + 1
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=int(last_event_id) + 1,
+            filter_subjects=subjects,
         )
     else:
-        start = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+        start = ConsumerConfig(deliver_policy=DeliverPolicy.NEW, filter_subjects=subjects)
     subscription = await js.subscribe(
         CONVERSATION_CHANGED, stream=settings.stream_name, ordered_consumer=True, config=start
     )
     try:
         yield ServerSentEvent(comment="subscribed", retry=RECONNECT_MS)
         async for message in subscription.messages:
-            change = ConversationChanged.model_validate_json(message.data)
-            if team is not None and change.team != team:
+            data: ConversationChanged | SlaEvent
+            if message.subject == CONVERSATION_CHANGED:
+                data, name = (
+                    ConversationChanged.model_validate_json(message.data),
+                    "conversation.changed",
+                )
+            else:
+                data = SlaEvent.model_validate_json(message.data)
+                name = f"sla.{data.kind.value}"
+            if team is not None and data.team != team:
                 continue
-            yield ServerSentEvent(
-                id=str(message.metadata.sequence.stream),
-                event="conversation.changed",
-                data=change,
-            )
+            yield ServerSentEvent(id=str(message.metadata.sequence.stream), event=name, data=data)
     finally:
         await subscription.unsubscribe()

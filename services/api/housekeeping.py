@@ -11,26 +11,19 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from services.api import clocks
+from services.api import activity, assignment, clocks
 from services.api.changes import changed_in
 from services.api.metrics import ApiMetrics
 from services.api.routes import queue_order
 from shared.db import transaction
 from shared.events import Author, Channel, ConversationRef, OutboundRequest, utcnow
-from shared.models import (
-    AgentRow,
-    ClockState,
-    ContactRow,
-    ConversationRow,
-    ConversationStatus,
-    SlaClockRow,
-    TeamRow,
-)
+from shared.models import AgentRow, ContactRow, ConversationRow, SlaClockRow, TeamRow
 from shared.settings import Settings
+from shared.states import ClockState, ConversationStatus
 
 logger = logging.getLogger("dmdesk.api.housekeeping")
 
@@ -102,9 +95,13 @@ class Housekeeper:
             .with_for_update(skip_locked=True)
         )
         for conversation in due.scalars():
-            conversation.status, conversation.snoozed_until = OPEN, None
             conversation.updated_at = now
-            await session.run_sync(clocks.resume, conversation, now)
+            await session.run_sync(
+                clocks.apply,
+                conversation,
+                lambda lifecycle: lifecycle.move(OPEN, now),
+                "housekeeper",
+            )
 
     async def reassign_stale(self, session: AsyncSession, now: datetime) -> None:
         """An assignee who left a customer waiting too long loses the conversation."""
@@ -137,6 +134,16 @@ class Housekeeper:
                 "conversation reassigned",
                 extra={"conversation_id": conversation.id, "after_minutes": minutes},
             )
+            assert conversation.id is not None
+            activity.record(
+                session,
+                conversation.id,
+                "assigned",
+                "housekeeper",
+                now,
+                assignee=None,
+                rule="reassign_after_minutes",
+            )
             conversation.assignee = conversation.assigned_at = None
             conversation.updated_at = now
 
@@ -153,15 +160,7 @@ class Housekeeper:
             )
             if not agents:
                 continue
-            counted = await session.execute(
-                select(col(ConversationRow.assignee), func.count())
-                .where(
-                    col(ConversationRow.assignee).in_([a.name for a in agents]),
-                    col(ConversationRow.status).in_([OPEN, ConversationStatus.WAITING.value]),
-                )
-                .group_by(col(ConversationRow.assignee))
-            )
-            loads = {str(name): int(count) for name, count in counted.all()}
+            loads = await assignment.loads(session, [a.name for a in agents])
             spare = sum(max(0, a.capacity - loads.get(a.name, 0)) for a in agents)
             if spare == 0:
                 continue
@@ -177,10 +176,23 @@ class Housekeeper:
                 .with_for_update(skip_locked=True)
             )
             for conversation in queue.scalars():
-                agent = next((a for a in agents if loads.get(a.name, 0) < a.capacity), None)
+                agent = next(
+                    (a for a in agents if not assignment.refusal(a, loads.get(a.name, 0), team)),
+                    None,
+                )
                 if agent is None:
                     break
                 conversation.assignee, conversation.assigned_at = agent.name, now
+                assert conversation.id is not None
+                activity.record(
+                    session,
+                    conversation.id,
+                    "assigned",
+                    "round_robin",
+                    now,
+                    assignee=agent.name,
+                    rule="round_robin",
+                )
                 conversation.updated_at = now
                 loads[agent.name] = loads.get(agent.name, 0) + 1
                 agent.last_assigned_at = now
@@ -211,10 +223,11 @@ class Housekeeper:
             assert conversation.last_message_at is not None
             silence = now - conversation.last_message_at
             if silence >= timedelta(hours=close_after):
-                conversation.status = ConversationStatus.RESOLVED.value
-                conversation.resolved_at = now
                 stopped = await session.run_sync(
-                    clocks.resolved, conversation, now, responder="bot"
+                    clocks.apply,
+                    conversation,
+                    lambda lifecycle: lifecycle.resolve(now, "bot"),
+                    "housekeeper",
                 )
                 self.metrics.observe(conversation, stopped)
             elif conversation.nudged_at is None:

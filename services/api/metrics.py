@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from services.api.clocks import StoppedClock
+from services.api.clocks import Moved
 from shared.db import as_utc
 from shared.events import utcnow
-from shared.models import ConversationRow, SlaMetric, unresolved
+from shared.models import ConversationRow, unresolved
+from shared.states import ClockState, ConversationStatus, SlaMetric
 
 logger = logging.getLogger("dmdesk.api.metrics")
 
@@ -117,7 +118,7 @@ class ApiMetrics:
         )
         self.oldest_waiting = Gauge(
             "dmdesk_queue_oldest_waiting_seconds",
-            "Age of the oldest unanswered customer message in open conversations.",
+            "Longest wait in an open conversation since the first unanswered customer message.",
             ["team", "priority"],
             registry=r,
         )
@@ -128,24 +129,30 @@ class ApiMetrics:
             registry=r,
         )
 
-    def observe(self, conversation: ConversationRow, stopped: list[StoppedClock]) -> None:
-        """Record response and resolution times of clocks that just stopped."""
-        for item in stopped:
+    def observe(self, conversation: ConversationRow, moved: Moved) -> None:
+        """Record the counted (business) time of response and resolution clocks that just
+        stopped met or breached (the same figure as their ``elapsed_seconds``), and the
+        breaches the move found before the scheduler did."""
+        for clock in moved.breached:
+            self.breaches.labels(clock.metric, conversation.priority, conversation.channel).inc()
+        for item in moved.stopped:
+            if item.state not in (ClockState.MET.value, ClockState.BREACHED.value):
+                continue
             labels = (
                 conversation.channel,
                 conversation.priority,
                 conversation.category or "unknown",
-                item.clock.responder or "human",
+                item.responder or "human",
             )
             histogram = {
                 SlaMetric.FIRST_RESPONSE.value: self.first_response,
                 SlaMetric.RESOLUTION.value: self.resolution,
-            }.get(item.clock.metric)
-            if histogram is not None:
-                histogram.labels(*labels).observe(item.wall_seconds)
+            }.get(item.metric)
+            if histogram is not None and item.elapsed_seconds is not None:
+                histogram.labels(*labels).observe(item.elapsed_seconds)
 
     async def refresh_queue_gauges(self, session: AsyncSession, now: datetime) -> None:
-        """Recompute the queue gauges with two grouped, indexed queries."""
+        """Recompute the queue gauges with three grouped queries."""
         team = func.coalesce(col(ConversationRow.team), "unassigned")
         depth = await session.execute(
             select(team, col(ConversationRow.priority), col(ConversationRow.status), func.count())
@@ -155,26 +162,31 @@ class ApiMetrics:
         self.queue_depth.clear()
         for team_name, priority, status, count in depth:
             self.queue_depth.labels(team_name, priority, status).set(count)
+        # Waiting: open conversations whose customer has no response the policy counts
+        # since ``awaiting_since`` (pending, waiting and snoozed ones are not waiting).
         waiting = await session.execute(
             select(
-                team,
-                col(ConversationRow.priority),
-                func.min(col(ConversationRow.last_customer_message_at)),
-                func.min(col(ConversationRow.sla_due_at)),
+                team, col(ConversationRow.priority), func.min(col(ConversationRow.awaiting_since))
             )
             .where(
-                unresolved(),
-                col(ConversationRow.sla_due_at).is_not(None),
+                col(ConversationRow.status) == ConversationStatus.OPEN.value,
+                col(ConversationRow.awaiting_since).is_not(None),
             )
             .group_by(team, col(ConversationRow.priority))
         )
         self.oldest_waiting.clear()
-        self.next_deadline.clear()
-        for team_name, priority, oldest, due in waiting:
-            if oldest is not None:
+        for team_name, priority, oldest in waiting:
+            if oldest is not None:  # the WHERE excludes it; min() is typed optional
                 self.oldest_waiting.labels(team_name, priority).set(
                     (now - as_utc(oldest)).total_seconds()
                 )
+        deadlines = await session.execute(
+            select(team, col(ConversationRow.priority), func.min(col(ConversationRow.sla_due_at)))
+            .where(unresolved(), col(ConversationRow.sla_due_at).is_not(None))
+            .group_by(team, col(ConversationRow.priority))
+        )
+        self.next_deadline.clear()
+        for team_name, priority, due in deadlines:
             if due is not None:
                 self.next_deadline.labels(team_name, priority).set(
                     (as_utc(due) - now).total_seconds()

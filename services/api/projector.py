@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlmodel import SQLModel, col
 
-from services.api import clocks
+from services.api import activity, clocks, lifecycle
 from services.api.metrics import ApiMetrics
 from services.api.writer import after_commit
 from services.classifier.priority import PolicyStore, contact_priority
@@ -49,12 +49,12 @@ from shared.models import (
     NO_DEADLINE,
     ContactRow,
     ConversationRow,
-    ConversationStatus,
     DeadLetterRow,
     Direction,
     MessageRow,
     MessageStatus,
 )
+from shared.states import ConversationStatus
 
 _STATUS_ORDER = {
     MessageStatus.PENDING.value: 0,
@@ -319,26 +319,9 @@ def project_inbound(
         # A reply sent from Meta's own inbox is a human's response.
         _responded(session, conversation, ts, "human", metrics)
     else:
-        _customer_wrote(session, conversation, ts)
+        clocks.apply(session, conversation, lambda lc: lc.customer_wrote(ts), "customer")
     conversation.updated_at = utcnow()
     return True
-
-
-def _customer_wrote(session: Session, conversation: ConversationRow, ts: datetime) -> None:
-    previous = conversation.last_customer_message_at
-    conversation.last_customer_message_at = max(filter(None, (previous, ts)))
-    resolved_at = conversation.resolved_at
-    if resolved_at is not None and ts <= resolved_at:
-        # Projected after the resolution it led to (events arrive in any order): a message
-        # the conversation was closed for does not reopen it.
-        return
-    if conversation.status != ConversationStatus.OPEN.value:
-        if conversation.status == ConversationStatus.RESOLVED.value:
-            conversation.resolved_at = None
-        conversation.status = ConversationStatus.OPEN.value
-        conversation.snoozed_until = None
-    conversation.nudged_at = None
-    clocks.customer_wrote(session, conversation, ts)
 
 
 def _responded(
@@ -348,10 +331,7 @@ def _responded(
     responder: str,
     metrics: ApiMetrics | None,
 ) -> None:
-    counts = responder == "human" or conversation.first_response_at is None
-    stopped = clocks.responded(session, conversation, ts, responder=responder)
-    if stopped or (counts and conversation.first_response_at is None):
-        conversation.first_response_at = conversation.first_response_at or ts
+    stopped = clocks.apply(session, conversation, lambda lc: lc.responded(ts, responder), responder)
     if metrics is not None:
         after_commit(session, functools.partial(metrics.observe, conversation, stopped))
 
@@ -366,10 +346,12 @@ def _raise_priority(conversation: ConversationRow, priority: Priority) -> bool:
     return False
 
 
-def _set_priority(session: Session, conversation: ConversationRow, priority: Priority) -> None:
+def _set_priority(
+    session: Session, conversation: ConversationRow, priority: Priority, at: datetime
+) -> None:
     """Raise the priority (see _raise_priority) and re-target the SLA clocks."""
     if _raise_priority(conversation, priority):
-        clocks.retarget(session, conversation)
+        clocks.retarget(session, conversation, at)
 
 
 def project_classified(
@@ -383,16 +365,23 @@ def project_classified(
         _classify_message(session, message, classification)
     # The message's projection stored the contact's details.
     conversation = _conversation(session, message.conversation, None)
-    category_changed = conversation.category != classification.category.value
+    # The conversation's category and language stay stable (see lifecycle.classification_wins);
+    # the message keeps its own classification.
     first_classification = conversation.category is None
-    retarget = _raise_priority(conversation, classification.priority) or category_changed
+    wins = lifecycle.classification_wins(
+        conversation.category, conversation.priority_rank, classification.priority.rank
+    )
+    retarget = False
+    if wins:
+        retarget = conversation.category != classification.category.value
+        retarget = _raise_priority(conversation, classification.priority) or retarget
+        conversation.category = classification.category.value
     if first_classification:  # the contact's profile may have arrived first
         retarget = _contact_raises_priority(session, conversation) or retarget
-    conversation.category = classification.category.value
-    conversation.language = classification.language or conversation.language
+    conversation.language = conversation.language or classification.language
     conversation.updated_at = utcnow()
     if retarget:
-        clocks.retarget(session, conversation)
+        clocks.retarget(session, conversation, message.platform_ts)
 
 
 def _classify_message(
@@ -437,10 +426,21 @@ def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | No
     conversation = _conversation(session, handoff.conversation, None)
     if conversation.team is None and metrics is not None:
         after_commit(session, metrics.containment.labels("handed_off").inc)
+    assert conversation.id is not None
+    if conversation.team != handoff.team:
+        activity.record(
+            session,
+            conversation.id,
+            "bot.handoff",
+            "bot",
+            handoff.decided_at,
+            team=handoff.team,
+            reason=handoff.reason,
+        )
     conversation.team = handoff.team
     _add_tags(conversation, handoff.tags)
     conversation.language = conversation.language or handoff.language
-    _set_priority(session, conversation, handoff.priority)
+    _set_priority(session, conversation, handoff.priority, handoff.decided_at)
     if handoff.category is not None and conversation.category is None:
         conversation.category = handoff.category.value
     conversation.handoff_reason = handoff.reason[:512]
@@ -449,7 +449,8 @@ def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | No
     conversation.faq_entry, conversation.faq_score = handoff.faq_entry, handoff.faq_score
     _record_opt_out(session, conversation, handoff.opt_out)
     if conversation.status == ConversationStatus.PENDING.value:
-        conversation.status = ConversationStatus.OPEN.value
+        open_ = ConversationStatus.OPEN.value
+        clocks.apply(session, conversation, lambda lc: lc.move(open_, handoff.decided_at), "bot")
     conversation.updated_at = utcnow()
 
 
@@ -471,10 +472,16 @@ def project_bot_reply(session: Session, reply: BotReply, metrics: ApiMetrics | N
     conversation = _conversation(session, reply.conversation, None)
     _add_tags(conversation, reply.tags)
     if reply.priority is not None:
-        _set_priority(session, conversation, reply.priority)
+        _set_priority(session, conversation, reply.priority, reply.decided_at)
     _record_opt_out(session, conversation, reply.opt_out)
     if conversation.team is None and conversation.status == ConversationStatus.OPEN.value:
-        conversation.status = ConversationStatus.PENDING.value
+        # The bot answered: waiting on the customer, the clocks pause (see lifecycle).
+        pending = ConversationStatus.PENDING.value
+        assert conversation.id is not None
+        activity.record(
+            session, conversation.id, "bot.answered", "bot", reply.decided_at, rule=reply.rule_id
+        )
+        clocks.apply(session, conversation, lambda lc: lc.move(pending, reply.decided_at), "bot")
         if metrics is not None:
             after_commit(session, metrics.containment.labels("answered").inc)
     conversation.updated_at = utcnow()
@@ -486,9 +493,13 @@ def project_closed(
     """The bot closed the conversation (spam, a finished exchange): resolved, tagged."""
     conversation = _conversation(session, closed.conversation, None)
     if conversation.status != ConversationStatus.RESOLVED.value:
-        conversation.status = ConversationStatus.RESOLVED.value
-        conversation.resolved_at = closed.decided_at
-        stopped = clocks.resolved(session, conversation, closed.decided_at, responder="bot")
+        stopped = clocks.apply(
+            session, conversation, lambda lc: lc.resolve(closed.decided_at, "bot"), "bot"
+        )
+        assert conversation.id is not None
+        activity.record(
+            session, conversation.id, "bot.closed", "bot", closed.decided_at, reason=closed.reason
+        )
         if metrics is not None:
             after_commit(session, functools.partial(metrics.observe, conversation, stopped))
     if closed.category is not None and conversation.category is None:
@@ -578,6 +589,8 @@ def project_outbound_result(
         )
         author = inserted.scalar_one_or_none()
     if sent and author is not None:
+        ts = result.finished_at
+        conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
         responder = "bot" if author == "bot" else "human"
         _responded(session, conversation, result.finished_at, responder, metrics)
         conversation.updated_at = utcnow()
@@ -717,7 +730,7 @@ def project_contact_profile(
             contact.follows_business = profile.follows_business
         contact.profile_fetched_at = profile.fetched_at
     if _contact_raises_priority(session, conversation, contact):
-        clocks.retarget(session, conversation)
+        clocks.retarget(session, conversation, profile.fetched_at)
 
 
 def _contact_raises_priority(
@@ -754,7 +767,7 @@ def raise_for_contact(session: Session, conversation: ConversationRow) -> bool:
     """Apply the contact rules to ``conversation`` (an agent changed its contact); True
     when its priority went up."""
     if _contact_raises_priority(session, conversation):
-        clocks.retarget(session, conversation)
+        clocks.retarget(session, conversation, utcnow())
         return True
     return False
 

@@ -11,10 +11,12 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from services.api import lifecycle
 from services.api.auth import ReadKey
 from services.api.deps import ReadSessionDep, RowId
 from services.api.schemas import (
     KEYED,
+    ActivityOut,
     BotHandoffOut,
     ContactOut,
     ConversationDetail,
@@ -24,18 +26,20 @@ from services.api.schemas import (
     QueueItem,
     QueuePage,
     SlaClockOut,
+    SlaState,
     UtcTime,
 )
-from shared.events import Category, Channel, Priority
+from shared.events import Category, Channel, Priority, utcnow
 from shared.models import (
+    ActivityRow,
     ContactRow,
     ConversationRow,
-    ConversationStatus,
     MessageRow,
     NoteRow,
     SlaClockRow,
     unresolved,
 )
+from shared.states import ClockState, ConversationStatus
 
 router = APIRouter(prefix="/v1", tags=["queue"], responses=KEYED)
 
@@ -71,12 +75,38 @@ def _decode_cursor(cursor: str) -> tuple[int, datetime, int]:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="invalid cursor") from exc
 
 
-def queue_item(conversation: ConversationRow, contact: ContactRow) -> QueueItem:
-    """A conversation as the queue shows it."""
+def queue_item(
+    conversation: ConversationRow, contact: ContactRow, clocks: list[SlaClockRow], now: datetime
+) -> QueueItem:
+    """A conversation as the queue shows it, with its live SLA state among ``clocks``."""
+    live = lifecycle.live_state(clocks, now)  # type: ignore[arg-type]  # SlaClockRow is a Clock
+    clock = live.clock
     return QueueItem(
         **conversation.model_dump(exclude={"contact_id"}),
         contact=ContactOut.model_validate(contact, from_attributes=True),
+        sla_state=SlaState(
+            state=live.state,
+            metric=clock.metric if clock else None,
+            due_at=clock.due_at if clock else None,
+            at_risk_at=clock.at_risk_at if clock else None,
+            paused=clock is not None and clock.state == ClockState.PAUSED.value,
+        ),
     )
+
+
+async def _active_clocks(session: AsyncSession, ids: list[int]) -> dict[int, list[SlaClockRow]]:
+    """The active clocks of the conversations ``ids`` (one query for a page)."""
+    found: dict[int, list[SlaClockRow]] = {i: [] for i in ids}
+    if ids:
+        rows = await session.execute(
+            select(SlaClockRow).where(
+                col(SlaClockRow.conversation_id).in_(ids),
+                col(SlaClockRow.state).in_(lifecycle.ACTIVE),
+            )
+        )
+        for clock in rows.scalars():
+            found[clock.conversation_id].append(clock)
+    return found
 
 
 @router.get("/queue", responses={400: {"model": Problem}})
@@ -131,7 +161,13 @@ async def get_queue(
     if cursor is not None:
         query = query.where(tuple_(*queue_order()) > tuple_(*_decode_cursor(cursor)))
     rows = (await session.execute(query)).all()
-    items = [queue_item(conversation, contact) for conversation, contact in rows[:limit]]
+    page = rows[:limit]
+    clocks = await _active_clocks(session, [c.id for c, _ in page if c.id is not None])
+    now = utcnow()
+    items = [
+        queue_item(conversation, contact, clocks.get(conversation.id or 0, []), now)
+        for conversation, contact in page
+    ]
     next_cursor = _encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
     return QueuePage(items=items, next_cursor=next_cursor)
 
@@ -153,10 +189,14 @@ async def conversation_detail(session: AsyncSession, conversation_id: int) -> Co
         .where(col(MessageRow.conversation_id) == conversation_id)
         .order_by(col(MessageRow.platform_ts), col(MessageRow.id))
     )
-    clocks = await session.execute(
-        select(SlaClockRow)
-        .where(col(SlaClockRow.conversation_id) == conversation_id)
-        .order_by(col(SlaClockRow.id))
+    clocks = list(
+        (
+            await session.execute(
+                select(SlaClockRow)
+                .where(col(SlaClockRow.conversation_id) == conversation_id)
+                .order_by(col(SlaClockRow.id))
+            )
+        ).scalars()
     )
     notes = await session.execute(
         select(NoteRow)
@@ -164,7 +204,7 @@ async def conversation_detail(session: AsyncSession, conversation_id: int) -> Co
         .order_by(col(NoteRow.id))
     )
     return ConversationDetail(
-        **queue_item(conversation, contact).model_dump(),
+        **queue_item(conversation, contact, clocks, utcnow()).model_dump(),
         first_response_at=conversation.first_response_at,
         bot_opted_out=conversation.bot_opted_out,
         bot_handoff=None
@@ -177,9 +217,24 @@ async def conversation_detail(session: AsyncSession, conversation_id: int) -> Co
             faq_score=conversation.faq_score,
         ),
         messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages.scalars()],
-        sla=[SlaClockOut.model_validate(c, from_attributes=True) for c in clocks.scalars()],
+        sla=[SlaClockOut.model_validate(c, from_attributes=True) for c in clocks],
         notes=[NoteOut.model_validate(n, from_attributes=True) for n in notes.scalars()],
     )
+
+
+@router.get("/conversations/{conversation_id}/activity", responses={404: {"model": Problem}})
+async def get_activity(
+    conversation_id: RowId, session: ReadSessionDep, _key: ReadKey
+) -> list[ActivityOut]:
+    """Every status change, assignment, transfer, SLA event and bot decision, oldest first."""
+    if await session.get(ConversationRow, conversation_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such conversation")
+    rows = await session.execute(
+        select(ActivityRow)
+        .where(col(ActivityRow.conversation_id) == conversation_id)
+        .order_by(col(ActivityRow.at), col(ActivityRow.id))
+    )
+    return [ActivityOut.model_validate(row, from_attributes=True) for row in rows.scalars()]
 
 
 @router.get("/conversations/{conversation_id}", responses={404: {"model": Problem}})

@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from services.api.lifecycle import LiveStateName
 from shared.events import Category, Priority, utcnow
 
 
@@ -45,6 +46,19 @@ class ContactOut(BaseModel):
     )
 
 
+class SlaState(BaseModel):
+    """Where the conversation stands against its SLA now, and the clock that says so."""
+
+    state: LiveStateName = Field(
+        description="breached: an active clock is past its deadline; at_risk: a running one is"
+        " past its at-risk time; ok: clocks run in time; none: no clock is active."
+    )
+    metric: str | None = None
+    due_at: datetime | None = None
+    at_risk_at: datetime | None = None
+    paused: bool = Field(default=False, description="The clock is paused (pending, snoozed...).")
+
+
 class QueueItem(BaseModel):
     """A conversation waiting in a queue."""
 
@@ -69,6 +83,7 @@ class QueueItem(BaseModel):
     last_message_at: datetime | None
     last_customer_message_at: datetime | None
     sla_due_at: datetime | None
+    sla_state: SlaState
 
 
 class QueuePage(BaseModel):
@@ -156,6 +171,21 @@ class SlaClockOut(BaseModel):
     breached_at: datetime | None
     elapsed_seconds: float | None
     responder: str | None
+
+
+class ActivityOut(BaseModel):
+    """One thing that happened to a conversation."""
+
+    at: datetime
+    kind: str = Field(
+        description="status, assigned, transferred, sla.at_risk, sla.breached, bot.answered,"
+        " bot.handoff, bot.closed"
+    )
+    actor: str = Field(
+        description="customer, bot, human, an API key's name, an agent, round_robin,"
+        " housekeeper, sla, system"
+    )
+    detail: dict[str, Any]
 
 
 class NoteOut(BaseModel):

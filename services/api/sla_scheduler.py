@@ -17,10 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from services.api import activity
 from services.api.metrics import ApiMetrics
 from shared.db import as_utc, transaction
 from shared.events import Priority, SlaEvent, SlaEventKind, utcnow
-from shared.models import ClockState, ConversationRow, SlaClockRow, SlaPolicyRow
+from shared.models import ConversationRow, SlaClockRow, SlaPolicyRow
+from shared.states import ClockState
 
 logger = logging.getLogger("dmdesk.api.sla")
 
@@ -102,6 +104,9 @@ class SlaScheduler:
                     due_at=clock.due_at,
                     at=now,
                 )
+            )
+            activity.record(
+                session, conversation.id, f"sla.{kind.value}", "sla", now, metric=clock.metric
             )
             counter = self.metrics.at_risk if at_risk else self.metrics.breaches
             counter.labels(clock.metric, conversation.priority, conversation.channel).inc()

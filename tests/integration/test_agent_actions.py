@@ -183,7 +183,8 @@ async def test_conversation_lifecycle(api: Api) -> None:
         assert resolved["status"] == "resolved"
         assert resolved["resolved_at"] is not None
         states = {c["metric"]: c["state"] for c in resolved["sla"]}
-        assert states == {"first_response": "cancelled", "resolution": "met"}
+        # Resolved before anyone answered: its own outcome, not "met" (issue #16, finding 6).
+        assert states == {"first_response": "cancelled", "resolution": "unanswered"}
 
         corrected = await client.post(
             f"{url}/classification",

@@ -67,8 +67,10 @@ async def test_snoozed_conversation_wakes_up_with_its_clocks_running(
     async with transaction(sessions) as session:
         await session.run_sync(projector.project_inbound, customer("ana"))
         row = (await session.execute(select(ConversationRow))).scalar_one()
-        row.status, row.snoozed_until = "snoozed", T0 + timedelta(hours=1)
-        await session.run_sync(clocks.pause, row, T0)
+        until = T0 + timedelta(hours=1)
+        await session.run_sync(
+            clocks.apply, row, lambda lifecycle: lifecycle.move("snoozed", T0, until=until)
+        )
     keeper, _ = housekeeper()
     await keeper.tick(T0 + timedelta(minutes=30))
     assert (await conversations(sessions))["c1"].status == "snoozed"

@@ -109,7 +109,10 @@ async def test_waiting_on_the_customer_pauses_and_moves_the_deadline(
         await session.run_sync(projector.project_inbound, customer("m-1", T0))
     async with transaction(sessions) as session:
         row = (await session.execute(select(ConversationRow))).scalar_one()
-        await session.run_sync(clocks.pause, row, T0 + timedelta(hours=1))
+        paused = T0 + timedelta(hours=1)
+        await session.run_sync(
+            clocks.apply, row, lambda lifecycle: lifecycle.move("waiting", paused)
+        )
     async with transaction(sessions) as session:
         await session.run_sync(projector.project_inbound, customer("m-2", T0 + timedelta(hours=3)))
     resolution = next(c for c in await clock_rows(sessions) if c.metric == "resolution")

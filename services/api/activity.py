@@ -1,0 +1,29 @@
+"""The activity log: one row per thing that happened to a conversation, with time and actor.
+
+Status changes come from the lifecycle (``clocks.apply`` stores them with the actor of
+the move); assignments, transfers, SLA events and bot decisions are recorded here by
+the code that makes them. Actors: ``customer``, ``bot``, ``human`` (a reply), the API
+key's name (agent actions), an agent's name (a claim), ``round_robin``, ``housekeeper``,
+``sla``, ``system``.
+"""
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from shared.models import ActivityRow
+
+
+def record(
+    session: Session | AsyncSession,
+    conversation_id: int,
+    kind: str,
+    actor: str,
+    at: datetime,
+    **detail: str | None,
+) -> None:
+    """Add one line to the conversation's activity log (in the caller's transaction)."""
+    session.add(
+        ActivityRow(conversation_id=conversation_id, at=at, kind=kind, actor=actor, detail=detail)
+    )
