@@ -7,6 +7,7 @@ consumer definition gets a new name (and :func:`provision` updates the editable
 fields of the current one).
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -15,11 +16,13 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.kv import KeyValue
 
 from shared.events import Channel
 from shared.settings import Settings
@@ -131,6 +134,62 @@ CONSUMERS = (
 
 # The responder's key-value buckets (names come from settings; these are the keys).
 RULES_KEY = "active"
+RULES_HISTORY = 10
+
+
+def rules_bucket_config(settings: Settings) -> KeyValueConfig:
+    """The live rule set (the api writes it, every responder watches it)."""
+    return KeyValueConfig(
+        bucket=settings.rules_bucket,
+        description="responder: the live rule set (written through the api)",
+        history=RULES_HISTORY,
+        storage=StorageType.FILE,
+        replicas=settings.stream_replicas,
+    )
+
+
+def conversation_state_bucket_config(settings: Settings) -> KeyValueConfig:
+    """The responder's per-conversation state."""
+    return KeyValueConfig(
+        bucket=settings.conversation_state_bucket,
+        description="responder: per-conversation state",
+        history=1,
+        storage=StorageType.FILE,
+        replicas=settings.stream_replicas,
+    )
+
+
+def contacts_bucket_config(settings: Settings) -> KeyValueConfig:
+    """Ingest's contacts (message requests)."""
+    return KeyValueConfig(
+        bucket=settings.contacts_bucket,
+        description="ingest: contacts seen and written to (message requests)",
+        history=1,
+        storage=StorageType.FILE,
+        replicas=settings.stream_replicas,
+    )
+
+
+async def open_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """Bind the bucket of ``config``, creating it when missing.
+
+    A bucket is the stream ``KV_<bucket>``: one created with fewer replicas than
+    ``config`` asks for (a single node moved to a cluster, or an older definition) is
+    updated to that many, so losing one node does not stop its readers and writers.
+    """
+    try:
+        kv = await js.key_value(config.bucket)
+    except BucketNotFoundError:
+        try:
+            return await js.create_key_value(config)
+        except BadRequestError:
+            # Another replica created it a moment ago.
+            kv = await js.key_value(config.bucket)
+    stream = f"KV_{config.bucket}"
+    info = await js.stream_info(stream)
+    if (info.config.num_replicas or 1) < config.replicas:
+        await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas))
+    return kv
 
 
 def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:

@@ -26,7 +26,6 @@ from services.responder.guards import promotional_match
 from services.responder.live_rules import (
     STOP_SECONDS,
     LiveRules,
-    open_bucket,
     open_rules_bucket,
     read_document,
     seed_defaults,
@@ -41,6 +40,7 @@ from shared.bus import (
     durable_subscriber,
     event_publisher,
     make_broker,
+    nats_credentials,
     publish_event,
     stage_router,
 )
@@ -60,6 +60,7 @@ from shared.events import (
 )
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
+from shared.streams import conversation_state_bucket_config, open_key_value
 
 STAGE = "responder"
 logger = logging.getLogger("dmdesk.responder")
@@ -197,11 +198,12 @@ class ResponderRuntime:
             self._client = await nats.connect(
                 self.settings.nats_url.split(","),
                 name="dmdesk-responder-kv",
+                **nats_credentials(self.settings),
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
             )
         js = self._client.jetstream()
-        state_kv = await open_bucket(js, self.settings.conversation_state_bucket)
+        state_kv = await open_key_value(js, conversation_state_bucket_config(self.settings))
         rules_kv = await open_rules_bucket(js, self.settings)
         document, _ = await read_document(rules_kv)
         if document is None:
