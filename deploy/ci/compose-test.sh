@@ -211,10 +211,10 @@ export CI_API_KEY CI_API_URL=http://127.0.0.1:$API_PORTS CI_INGEST_URL=http://12
 export CI_PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT
 checks() { "$PYTHON" -m tests.compose.checks "$@"; }
 
-probe() {
-  compose "${compose_files[@]}" run --rm --no-deps -T --entrypoint python \
+probe() {  # tests/compose/nats_probe.py in the dmdesk image, on the stack's network
+  docker run --rm -i --network dmdesk-ci_default --entrypoint python \
     -e PROBE_NATS_URL=nats://nats:4222 -e "PROBE_INGEST_PASSWORD=$NATS_INGEST_PASSWORD" \
-    -e "PROBE_NATS_HOSTS=${PROBE_NATS_HOSTS:-nats}" api - "$@" <tests/compose/nats_probe.py
+    -e "PROBE_NATS_HOSTS=${PROBE_NATS_HOSTS:-nats}" dmdesk:latest - "$@" <tests/compose/nats_probe.py
 }
 probe auth || die "NATS authentication or permissions"
 
@@ -247,7 +247,7 @@ compose "${compose_files[@]}" "${cluster_env[@]}" up -d --wait --wait-timeout 30
 checks queued --prefix single --count 20 --bot-replied
 
 export PROBE_NATS_HOSTS=nats,nats-2,nats-3
-streams=$(probe streams)
+streams=$(probe streams | tail -1)
 log "streams: $streams"
 echo "$streams" | "$PYTHON" -c 'import json, sys
 streams = json.load(sys.stdin)
