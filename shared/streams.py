@@ -137,36 +137,41 @@ RULES_KEY = "active"
 RULES_HISTORY = 10
 
 
-def rules_bucket_config(settings: Settings) -> KeyValueConfig:
-    """The live rule set (the api writes it, every responder watches it)."""
+def _bucket(settings: Settings, bucket: str, description: str, history: int) -> KeyValueConfig:
+    """A KV bucket on disk, replicated like the stream."""
     return KeyValueConfig(
-        bucket=settings.rules_bucket,
-        description="responder: the live rule set (written through the api)",
-        history=RULES_HISTORY,
+        bucket=bucket,
+        description=description,
+        history=history,
         storage=StorageType.FILE,
         replicas=settings.stream_replicas,
+    )
+
+
+def rules_bucket_config(settings: Settings) -> KeyValueConfig:
+    """The live rule set (the api writes it, every responder watches it)."""
+    return _bucket(
+        settings,
+        settings.rules_bucket,
+        "responder: the live rule set (written through the api)",
+        RULES_HISTORY,
     )
 
 
 def conversation_state_bucket_config(settings: Settings) -> KeyValueConfig:
     """The responder's per-conversation state."""
-    return KeyValueConfig(
-        bucket=settings.conversation_state_bucket,
-        description="responder: per-conversation state",
-        history=1,
-        storage=StorageType.FILE,
-        replicas=settings.stream_replicas,
+    return _bucket(
+        settings, settings.conversation_state_bucket, "responder: per-conversation state", 1
     )
 
 
 def contacts_bucket_config(settings: Settings) -> KeyValueConfig:
     """Ingest's contacts (message requests)."""
-    return KeyValueConfig(
-        bucket=settings.contacts_bucket,
-        description="ingest: contacts seen and written to (message requests)",
-        history=1,
-        storage=StorageType.FILE,
-        replicas=settings.stream_replicas,
+    return _bucket(
+        settings,
+        settings.contacts_bucket,
+        "ingest: contacts seen and written to (message requests)",
+        1,
     )
 
 
