@@ -200,7 +200,7 @@ time.sleep(3600)' "$port" &
 done
 
 log "docker compose up (single node)"
-compose "${compose_files[@]}" up -d --wait --wait-timeout 240 || die "the stack did not become healthy"
+compose "${compose_files[@]}" up -d --wait --wait-timeout 300 || die "the stack did not become healthy"
 published=$(docker ps --format '{{.Names}} {{.Ports}}' | grep -oE '[0-9.:]+->[0-9]+' || true)
 echo "$published" | grep -vE '^127\.0\.0\.1:' | grep . && die "a port is published beyond 127.0.0.1: $published"
 echo "$published" | grep -qE -- '->(4222|5432)$' && die "NATS or PostgreSQL is published on the host"
