@@ -33,6 +33,7 @@ engine_install() {
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v iptables-save >/dev/null || missing+=(iptables)
   command -v ip >/dev/null || missing+=(iproute2)
+  command -v curl >/dev/null || missing+=(curl)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian"
     apt-get update -q >/dev/null || die "apt-get update failed"
