@@ -18,6 +18,7 @@ from faststream.middlewares import BaseMiddleware
 from faststream.nats import JStream, NatsBroker, NatsRouter, PubAck, PullSub
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.publisher.usecase import LogicPublisher
+from faststream.nats.security import NatsUserPassword
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
@@ -81,11 +82,23 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 JETSTREAM_UNAVAILABLE_CODES = frozenset({None, 10008})
 
 
+def nats_credentials(settings: Settings) -> dict[str, str]:
+    """``nats.connect`` keyword arguments for the service's NATS user (none without one)."""
+    if not settings.nats_user:
+        return {}
+    return {"user": settings.nats_user, "password": settings.nats_password.get_secret_value()}
+
+
 def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -> NatsBroker:
     """A broker that reconnects forever, exports faststream metrics and drains on stop."""
     return NatsBroker(
         servers=settings.nats_url.split(","),
         name=f"dmdesk-{service}",
+        security=(
+            NatsUserPassword(settings.nats_user, settings.nats_password.get_secret_value())
+            if settings.nats_user
+            else None
+        ),
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         graceful_timeout=settings.graceful_timeout_seconds,

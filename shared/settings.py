@@ -20,6 +20,12 @@ class Settings(BaseSettings):
         default="nats://127.0.0.1:4222",
         description="NATS server(s), comma-separated for a cluster.",
     )
+    nats_user: str = Field(
+        default="",
+        description="NATS user this service connects as (deploy/nats/auth.conf); empty"
+        " connects without credentials.",
+    )
+    nats_password: SecretStr = Field(default=SecretStr(""), description="Password of `nats_user`.")
     database_url: str = Field(
         default="",
         description="SQLAlchemy async URL; empty means SQLite under the data directory.",

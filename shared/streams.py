@@ -7,6 +7,7 @@ consumer definition gets a new name (and :func:`provision` updates the editable
 fields of the current one).
 """
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -159,6 +160,67 @@ CONSUMERS = (
 
 # The responder's key-value buckets (names come from settings; these are the keys).
 RULES_KEY = "active"
+RULES_HISTORY = 10
+
+
+def kv_bucket(settings: Settings, bucket: str, description: str, history: int) -> KeyValueConfig:
+    """A KV bucket on disk, replicated like the stream."""
+    return KeyValueConfig(
+        bucket=bucket,
+        description=description,
+        history=history,
+        storage=StorageType.FILE,
+        replicas=settings.stream_replicas,
+    )
+
+
+def rules_bucket_config(settings: Settings) -> KeyValueConfig:
+    """The live rule set (the api writes it, every responder watches it)."""
+    return kv_bucket(
+        settings,
+        settings.rules_bucket,
+        "responder: the live rule set (written through the api)",
+        RULES_HISTORY,
+    )
+
+
+def conversation_state_bucket_config(settings: Settings) -> KeyValueConfig:
+    """The responder's per-conversation state."""
+    return kv_bucket(
+        settings, settings.conversation_state_bucket, "responder: per-conversation state", 1
+    )
+
+
+def contacts_bucket_config(settings: Settings) -> KeyValueConfig:
+    """Ingest's contacts (message requests)."""
+    return kv_bucket(
+        settings,
+        settings.contacts_bucket,
+        "ingest: contacts seen and written to (message requests)",
+        1,
+    )
+
+
+async def open_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """Bind the bucket of ``config``, creating it when missing.
+
+    A bucket is the stream ``KV_<bucket>``: one created with fewer replicas than
+    ``config`` asks for (a single node moved to a cluster, or an older definition) is
+    updated to that many, so losing one node does not stop its readers and writers.
+    """
+    try:
+        kv = await js.key_value(config.bucket)
+    except BucketNotFoundError:
+        try:
+            return await js.create_key_value(config)
+        except BadRequestError:
+            # Another replica created it a moment ago.
+            kv = await js.key_value(config.bucket)
+    stream = f"KV_{config.bucket}"
+    info = await js.stream_info(stream)
+    if (info.config.num_replicas or 1) < config.replicas:
+        await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas))
+    return kv
 
 
 def contact_key(conversation: ConversationRef) -> str:
@@ -175,25 +237,12 @@ def contact_key(conversation: ConversationRef) -> str:
 
 def profiles_bucket_config(settings: Settings) -> KeyValueConfig:
     """The KV bucket caching contacts' platform profiles, keyed like ingest's contacts."""
-    return KeyValueConfig(
-        bucket=settings.profiles_bucket,
-        description="responder: contacts' platform profiles and fetch claims",
-        history=1,
-        storage=StorageType.FILE,
-        replicas=settings.stream_replicas,
+    return kv_bucket(
+        settings,
+        settings.profiles_bucket,
+        "responder: contacts' platform profiles and fetch claims",
+        1,
     )
-
-
-async def bind_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
-    """The KV bucket ``config`` defines, created when it does not exist yet."""
-    try:
-        return await js.key_value(config.bucket or "")
-    except BucketNotFoundError:
-        pass
-    try:
-        return await js.create_key_value(config)
-    except BadRequestError:  # another replica created it a moment ago
-        return await js.key_value(config.bucket or "")
 
 
 def attachments_store_config(settings: Settings) -> ObjectStoreConfig:

@@ -22,11 +22,12 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectMeta, ObjectStoreConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, ObjectNotFoundError
+from nats.js.errors import KeyNotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from services.classifier.model import CategoryModel, load
+from shared import streams
 from shared.events import InboundMessage
 from shared.settings import Settings
 from shared.tasks import stop_task
@@ -40,12 +41,11 @@ STOP_SECONDS = 5.0
 
 def contact_languages_config(settings: Settings) -> KeyValueConfig:
     """The contact-languages bucket's definition (one place)."""
-    return KeyValueConfig(
-        bucket=settings.contact_languages_bucket,
-        description="classifier: each contact's last detected language",
-        history=1,
-        storage=StorageType.FILE,
-        replicas=settings.stream_replicas,
+    return streams.kv_bucket(
+        settings,
+        settings.contact_languages_bucket,
+        "classifier: each contact's last detected language",
+        1,
     )
 
 
@@ -61,26 +61,12 @@ def models_config(settings: Settings) -> ObjectStoreConfig:
 
 async def open_contact_languages(js: JetStreamContext, settings: Settings) -> KeyValue:
     """Bind the contact-languages bucket, creating it when missing."""
-    try:
-        return await js.key_value(settings.contact_languages_bucket)
-    except BucketNotFoundError:
-        pass
-    try:
-        return await js.create_key_value(contact_languages_config(settings))
-    except nats.js.errors.BadRequestError:  # another replica created it a moment ago
-        return await js.key_value(settings.contact_languages_bucket)
+    return await streams.open_key_value(js, contact_languages_config(settings))
 
 
 async def open_models(js: JetStreamContext, settings: Settings) -> ObjectStore:
     """Bind the model bucket, creating it when missing."""
-    try:
-        return await js.object_store(settings.models_bucket)
-    except BucketNotFoundError:
-        pass
-    try:
-        return await js.create_object_store(settings.models_bucket, models_config(settings))
-    except nats.js.errors.BadRequestError:
-        return await js.object_store(settings.models_bucket)
+    return await streams.bind_object_store(js, models_config(settings))
 
 
 def contact_key(message: InboundMessage) -> str:

@@ -17,14 +17,13 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from faststream.nats import NatsBroker
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.ingest.meta import Normalised
 from shared.events import Channel, InboundMessage, StatusEvent, StatusKind
 from shared.settings import Settings
-from shared.streams import contact_key
+from shared.streams import contact_key, contacts_bucket_config, open_key_value
 
 REQUEST = b"request"
 KNOWN = b"known"
@@ -110,18 +109,7 @@ class KvContactStore:
         async with self._lock:
             if self._bucket is None:
                 js = self.broker.connection.jetstream()
-                try:
-                    self._bucket = await js.key_value(self.settings.contacts_bucket)
-                except BucketNotFoundError:
-                    self._bucket = await js.create_key_value(
-                        KeyValueConfig(
-                            bucket=self.settings.contacts_bucket,
-                            description="ingest: contacts seen and written to (message requests)",
-                            history=1,
-                            storage=StorageType.FILE,
-                            replicas=self.settings.stream_replicas,
-                        )
-                    )
+                self._bucket = await open_key_value(js, contacts_bucket_config(self.settings))
             return self._bucket
 
     async def ready(self) -> None:

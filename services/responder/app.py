@@ -28,7 +28,6 @@ from services.responder.guards import promotional_match
 from services.responder.live_rules import (
     STOP_SECONDS,
     LiveRules,
-    open_bucket,
     open_rules_bucket,
     read_document,
     seed_defaults,
@@ -44,6 +43,7 @@ from shared.bus import (
     durable_subscriber,
     event_publisher,
     make_broker,
+    nats_credentials,
     publish_event,
     stage_router,
 )
@@ -65,6 +65,7 @@ from shared.events import (
 )
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
+from shared.streams import conversation_state_bucket_config, open_key_value
 
 STAGE = "responder"
 logger = logging.getLogger("dmdesk.responder")
@@ -231,17 +232,20 @@ class ResponderRuntime:
             self._client = await nats.connect(
                 self.settings.nats_url.split(","),
                 name="dmdesk-responder-kv",
+                **nats_credentials(self.settings),
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
             )
         js = self._client.jetstream()
-        state_kv = await open_bucket(js, self.settings.conversation_state_bucket)
+        state_kv = await open_key_value(js, conversation_state_bucket_config(self.settings))
         rules_kv = await open_rules_bucket(js, self.settings)
         document, _ = await read_document(rules_kv)
         if document is None:
             await seed_defaults(rules_kv, self.defaults)
         self._states = ConversationStates(state_kv)
-        profiles_kv = await streams.bind_bucket(js, streams.profiles_bucket_config(self.settings))
+        profiles_kv = await streams.open_key_value(
+            js, streams.profiles_bucket_config(self.settings)
+        )
         self._profiles = ProfileCache(profiles_kv, self.settings)
         self._fetcher = ProfileFetcher(self.graph, self._profiles, self.settings)
         store = await streams.bind_object_store(js, streams.attachments_store_config(self.settings))

@@ -13,11 +13,8 @@ import json
 import logging
 from typing import Any
 
-import nats.errors
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
-    BucketNotFoundError,
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
@@ -26,7 +23,7 @@ from nats.js.kv import KeyValue
 
 from services.responder.rules import CompiledRuleSet, RuleSetError, compile_rule_set
 from shared.settings import Settings
-from shared.streams import RULES_KEY
+from shared.streams import RULES_KEY, open_key_value, rules_bucket_config
 from shared.tasks import stop_task
 
 logger = logging.getLogger("dmdesk.responder.rules")
@@ -34,27 +31,11 @@ logger = logging.getLogger("dmdesk.responder.rules")
 RECHECK_SECONDS = 5.0
 # Stopping never waits longer than this on NATS (an unsubscribe can block on a sick link).
 STOP_SECONDS = 5.0
-RULES_HISTORY = 10
-
-
-async def open_bucket(js: JetStreamContext, bucket: str, *, history: int = 1) -> KeyValue:
-    """Bind the KV ``bucket``, creating it (file storage) when it does not exist yet."""
-    try:
-        return await js.key_value(bucket)
-    except BucketNotFoundError:
-        pass
-    try:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
-        )
-    except nats.js.errors.BadRequestError:
-        # Another replica created it a moment ago.
-        return await js.key_value(bucket)
 
 
 async def open_rules_bucket(js: JetStreamContext, settings: Settings) -> KeyValue:
     """The rules bucket (keeps the last few versions for inspection)."""
-    return await open_bucket(js, settings.rules_bucket, history=RULES_HISTORY)
+    return await open_key_value(js, rules_bucket_config(settings))
 
 
 async def read_document(kv: KeyValue) -> tuple[dict[str, Any] | None, int]:

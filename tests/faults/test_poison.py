@@ -112,7 +112,7 @@ async def test_dm_failing_until_its_cause_is_fixed_is_retried_then_replayed_into
             "channel": "messenger",
             "account_id": "page-1",
             "contact": {"platform_id": "stuck", "name": "Stuck"},
-            "text": "I was charged twice, refund please",
+            "text": "Please send me an invoice for my last payment",
             "platform_ts": utcnow().isoformat(),
         }
         await js.publish(

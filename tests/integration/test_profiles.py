@@ -45,7 +45,7 @@ async def make_fetcher(
         profile_timeout_seconds=0.3,
         profile_max_attempts=3,
     )
-    kv = await streams.bind_bucket(client.jetstream(), streams.profiles_bucket_config(settings))
+    kv = await streams.open_key_value(client.jetstream(), streams.profiles_bucket_config(settings))
 
     def make() -> ProfileFetcher:
         api = GraphApi(settings)

@@ -38,7 +38,8 @@ ROOT = Path(__file__).parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 CLUSTER_ENV = DEPLOY / "cluster.env"
 DMDESK_IMAGE = "dmdesk:latest"
-_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?-)([^}]*))?\}")
+_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+ENV_EXAMPLE = DEPLOY / "env.example"
 
 
 def env_file(path: Path) -> dict[str, str]:
@@ -51,8 +52,13 @@ def env_file(path: Path) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
+class MissingVariableError(Exception):
+    """A ``${VAR:?message}`` whose variable is unset or empty: Compose refuses to start."""
+
+
 def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """``value`` with Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR-default}`` resolved."""
+    """``value`` with Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}`` and
+    ``${VAR:?message}`` resolved."""
     if isinstance(value, dict):
         return {key: interpolate(item, env) for key, item in value.items()}
     if isinstance(value, list):
@@ -66,17 +72,32 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
             return env.get(name) or default
         if operator == "-":
             return env.get(name, default)
+        if operator in (":?", "?") and not env.get(name):
+            raise MissingVariableError(f"{name}: {default}")
         return env.get(name, "")
 
     return _VARIABLE.sub(resolve, value)
 
 
-PROFILES = {"default": {}, "cluster": env_file(CLUSTER_ENV)}
+def filled_in(path: Path) -> dict[str, str]:
+    """deploy/env.example as a platform engineer fills it in (a value for every variable)."""
+    return {key: value or f"filled-in-{key.lower()}" for key, value in env_file(path).items()} | {
+        "DMDESK_SEND_ADAPTER": "meta"
+    }
+
+
+SECRETS = filled_in(ENV_EXAMPLE)
+PROFILES = {"default": SECRETS, "cluster": SECRETS | env_file(CLUSTER_ENV)}
 
 
 def compose(profile: str, **env: str) -> dict[str, Any]:
-    """The services Compose runs under ``profile`` (its env file plus ``env``), interpolated."""
+    """The services Compose runs under ``profile`` (its env files plus ``env``), interpolated."""
     variables = PROFILES[profile] | env
+    return compose_with(variables)
+
+
+def compose_with(variables: dict[str, str]) -> dict[str, Any]:
+    """The services Compose runs with ``variables``, interpolated."""
     active = set(filter(None, variables.get("COMPOSE_PROFILES", "").split(",")))
     document: dict[str, Any] = interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), variables)
     document["services"] = {
@@ -207,11 +228,15 @@ def test_cluster_profile_runs_two_replicas_of_each_stream_processor() -> None:
     assert int(services["responder"]["deploy"]["replicas"]) == 2
 
 
+def nats_passwords() -> dict[str, str]:
+    return {key: value for key, value in SECRETS.items() if key.startswith("NATS_")}
+
+
 @pytest.mark.parametrize("config", ["single.conf", "cluster.conf"])
 def test_nats_configs_are_valid_for_nats_server(config: str) -> None:
     result = subprocess.run(
         [str(nats_server_binary()), "-t", "-c", str(DEPLOY / "nats" / config)],
-        env={**os.environ, "NATS_SERVER_NAME": "test"},
+        env={**os.environ, "NATS_SERVER_NAME": "test"} | nats_passwords(),
         capture_output=True,
         text=True,
         check=False,
@@ -351,3 +376,60 @@ def test_dashboards_are_provisionable() -> None:
                 assert panel["datasource"]["uid"] in uids, panel["title"]
                 assert panel["targets"], panel["title"]
     assert len(dashboard_expressions()) >= 30
+
+
+REQUIRED = sorted(set(re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text())))
+
+
+def test_every_required_variable_is_in_the_env_example() -> None:
+    assert REQUIRED, "the compose file requires its secrets"
+    assert set(REQUIRED) <= set(env_file(ENV_EXAMPLE))
+    secrets = [name for name in REQUIRED if "PASSWORD" in name or "SECRET" in name]
+    assert all(env_file(ENV_EXAMPLE)[name] == "" for name in secrets), "no default passwords"
+
+
+@pytest.mark.parametrize("variable", REQUIRED)
+def test_compose_refuses_to_start_without_a_required_variable_and_names_it(
+    variable: str,
+) -> None:
+    with pytest.raises(MissingVariableError, match=variable):
+        compose_with({key: value for key, value in SECRETS.items() if key != variable})
+
+
+def test_no_password_is_written_in_the_compose_file() -> None:
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    for name, spec in document["services"].items():
+        for key, value in (spec.get("environment") or {}).items():
+            if "PASSWORD" in key or "SECRET" in key or key == "DMDESK_DATABASE_URL":
+                assert "${" in str(value), f"{name}: {key} is written in the file"
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_only_loopback_ports_are_published_and_never_nats_or_postgres(profile: str) -> None:
+    for name, spec in compose(profile)["services"].items():
+        for mapping in spec.get("ports", []):
+            assert mapping.startswith("127.0.0.1:"), f"{name}: {mapping}"
+        if name.startswith("nats") or name == "postgres":
+            assert not spec.get("ports"), name
+
+
+def test_each_service_connects_to_nats_as_its_own_user() -> None:
+    text = (DEPLOY / "nats" / "auth.conf").read_text()
+    users = set(re.findall(r"^\s*user:\s*(\w+)", text, re.MULTILINE))
+    for name, spec in dmdesk_services("default").items():
+        settings = settings_of(spec)
+        assert settings.nats_user == name
+        password = spec["environment"]["DMDESK_NATS_PASSWORD"]
+        assert password == SECRETS[f"NATS_{name.upper()}_PASSWORD"]
+    assert users == set(SERVICES)
+
+
+def test_grafana_has_no_anonymous_access() -> None:
+    grafana = compose("default")["services"]["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GRAFANA_ADMIN_PASSWORD"]
+
+
+def test_the_image_is_built_once() -> None:
+    builders = [name for name, spec in compose("default")["services"].items() if "build" in spec]
+    assert builders == ["api"]

@@ -5,6 +5,7 @@ listens where its settings say, probes ``/healthz`` (liveness) and ``/readyz``
 (readiness) on that port, asks for resources, and its Service reaches it.
 """
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from dmdesk.cli import parser
 from dmdesk.supervisor import SERVICES, service_port
 from shared.service import service_app
 from shared.settings import Settings
-from tests.unit.test_deploy import DMDESK_IMAGE, dmdesk_services, settings_from
+from tests.unit.test_deploy import DMDESK_IMAGE, dmdesk_services, env_file, settings_from
 
 K8S = Path(__file__).parents[2] / "deploy" / "k8s"
 KUSTOMIZATION = yaml.safe_load((K8S / "kustomization.yaml").read_text())
@@ -26,6 +27,11 @@ MANIFESTS = [
     if document
 ]
 SETTINGS_FIELDS = {f"DMDESK_{field.upper()}" for field in Settings.model_fields}
+# deploy/k8s/secrets.env as a platform engineer writes it (the example, filled in).
+SECRETS = {
+    key: value or f"filled-in-{key.lower()}"
+    for key, value in env_file(K8S / "secrets.env.example").items()
+}
 
 
 def resources(kind: str) -> dict[str, dict[str, Any]]:
@@ -49,11 +55,18 @@ def environment(service: str) -> dict[str, str]:
     for source in spec.get("envFrom", []):
         if ref := source.get("configMapRef"):
             values |= resources("ConfigMap")[ref["name"]]["data"]
-        if ref := source.get("secretRef"):
-            secret = resources("Secret")[ref["name"]]
-            values |= secret.get("stringData", {})
-    values |= {item["name"]: item["value"] for item in spec.get("env", [])}
+    for item in spec.get("env", []):
+        if "value" in item:
+            values[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            assert ref["name"] in generated_secrets()
+            values[item["name"]] = SECRETS[ref["key"]]
     return values
+
+
+def generated_secrets() -> set[str]:
+    return {generator["name"] for generator in KUSTOMIZATION.get("secretGenerator", [])}
 
 
 def settings(service: str) -> Settings:
@@ -84,8 +97,11 @@ def test_deployment_runs_the_real_command_from_the_compose_image(service: str) -
     assert "command" not in spec, "the image's entry point is the dmdesk command"
     assert parser().parse_args(spec["args"]).command == service
     [image] = [i for i in KUSTOMIZATION["images"] if i["name"] == spec["image"]]
-    assert f"{spec['image']}:{image['newTag']}" == DMDESK_IMAGE
+    assert spec["image"] == DMDESK_IMAGE.split(":")[0]
     assert dmdesk_services("default")[service]["image"] == DMDESK_IMAGE
+    # A tag someone can pull: the release, never `latest`, from a registry.
+    assert image["newTag"] == version("dmdesk")
+    assert "/" in image["newName"]
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -97,8 +113,9 @@ def test_deployment_sets_only_real_settings(service: str) -> None:
         for name, field in Settings.model_fields.items()
         if "Secret" in str(field.annotation) or name == "database_url"
     }
-    for secret in resources("Secret").values():
-        assert set(secret["stringData"]) <= secret_fields, "secrets only in the Secret"
+    nats_passwords = {f"NATS_{name.upper()}_PASSWORD" for name in SERVICES}
+    key_hashes = {"DMDESK_INGEST_API_KEY_HASHES", "DMDESK_INGEST_TRUSTED_KEY_HASHES"}
+    assert set(SECRETS) <= secret_fields | nats_passwords | key_hashes
     for config in resources("ConfigMap").values():
         assert not set(config["data"]) & secret_fields, "no secret in the ConfigMap"
 
@@ -148,3 +165,27 @@ def test_deployment_requests_resources_and_stops_gracefully(service: str) -> Non
 def test_streams_are_replicated_on_a_nats_cluster() -> None:
     for service in SERVICES:
         assert settings(service).stream_replicas == 3
+
+
+def test_no_secret_with_placeholder_values_is_applied() -> None:
+    """The Secret comes from a file the user writes (git-ignored), never from the repo."""
+    assert resources("Secret") == {}
+    [generator] = KUSTOMIZATION["secretGenerator"]
+    assert generator["envs"] == ["secrets.env"]
+    ignored = (K8S.parents[1] / ".gitignore").read_text().splitlines()
+    assert "deploy/k8s/secrets.env" in ignored
+    placeholders = [
+        key
+        for key, value in env_file(K8S / "secrets.env.example").items()
+        if "PASSWORD" in key and value
+    ]
+    assert placeholders == []
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_each_deployment_connects_to_nats_as_its_own_user(service: str) -> None:
+    assert settings(service).nats_user == service
+    assert (
+        settings(service).nats_password.get_secret_value()
+        == SECRETS[f"NATS_{service.upper()}_PASSWORD"]
+    )
