@@ -17,7 +17,10 @@ from typing import Any
 
 import nats.errors
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
 from nats.js.errors import ServiceUnavailableError
 from prometheus_client import CollectorRegistry
@@ -103,6 +106,7 @@ def service_app(spec: ServiceSpec) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.add_exception_handler(RequestValidationError, refused_input)
     for key, value in spec.state.items():
         setattr(app.state, key, value)
     checks = {**nats_checks(spec.broker, spec.settings), **spec.checks}
@@ -126,6 +130,20 @@ async def stop_when_connection_closed(spec: ServiceSpec, app: FastAPI) -> None:
     stop_server: Callable[[], None] | None = getattr(app.state, "stop_server", None)
     if stop_server is not None:
         stop_server()
+
+
+async def refused_input(_request: Request, exc: Exception) -> JSONResponse:
+    """A 422 that says which field and why, without echoing the input back.
+
+    The input may be private text, and may not even be encodable (an unpaired
+    surrogate): FastAPI's default answer echoes it and then fails with a 500.
+    """
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {key: error[key] for key in ("type", "loc", "msg") if key in error}
+        for error in exc.errors()
+    ]
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
 
 async def patiently(step: Hook) -> None:

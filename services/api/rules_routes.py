@@ -8,7 +8,6 @@ rule and the reason, and the stored one stays.
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +19,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.auth import AdminKey, ReadKey
-from services.api.schemas import KEYED, Problem
+from services.api.schemas import KEYED, InputRefused, Problem
 from services.responder.decide import Decision, decide
 from services.responder.faq import FaqIndex, load_knowledge_base
 from services.responder.live_rules import encode_document, open_rules_bucket, read_document
@@ -40,6 +39,7 @@ from shared.events import (
     Contact,
     CriticalSignal,
     InboundMessage,
+    Moment,
     Priority,
     PrivateInfoKind,
     utcnow,
@@ -95,7 +95,7 @@ class DryRunState(BaseModel):
     faq_misses: int = Field(default=0, ge=0)
     opted_out: bool = False
     human_took_over: bool = False
-    last_customer_message_at: datetime | None = None
+    last_customer_message_at: Moment | None = None
 
 
 class DryRunRequest(BaseModel):
@@ -119,7 +119,9 @@ class DryRunRequest(BaseModel):
         default_factory=list, description="Kinds of private information ingest masked."
     )
     contact: DryRunContact = Field(default_factory=DryRunContact)
-    at: datetime | None = Field(default=None, description="When it was sent; now if absent.")
+    at: Moment | None = Field(
+        default=None, description="When it was sent (2000 to 2100); now if absent."
+    )
     state: DryRunState = Field(default_factory=DryRunState)
     rules: dict[str, Any] | None = Field(
         default=None, description="A rule set to try instead of the live one (not stored)."
@@ -201,7 +203,7 @@ def rules_router(get_js: Callable[[], JetStreamContext], settings: Settings) -> 
             400: {"model": Problem, "description": "If-Match is not a revision number."},
             412: {"description": "If-Match names a revision that is no longer the live one."},
             413: {"description": "The rule set is larger than 1 MiB."},
-            422: {"model": RuleSetRefused},
+            422: {"model": RuleSetRefused | InputRefused},
         },
     )
     async def put_rules(
@@ -237,7 +239,9 @@ def rules_router(get_js: Callable[[], JetStreamContext], settings: Settings) -> 
         return StoredRules(revision=revision, stored=True, rules=document)
 
     @router.post(
-        "/rules/dry-run", response_model=DryRunResult, responses={422: {"model": RuleSetRefused}}
+        "/rules/dry-run",
+        response_model=DryRunResult,
+        responses={422: {"model": RuleSetRefused | InputRefused}},
     )
     async def dry_run(body: DryRunRequest, _key: ReadKey) -> DryRunResult | JSONResponse:
         """What the bot would do with this DM (nothing is sent or stored)."""

@@ -25,6 +25,7 @@ def _in_utc(moment: datetime) -> datetime:
 
 
 UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
 """A time with its offset (naive times are refused), converted to UTC."""
 
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -145,6 +146,20 @@ class Problem(BaseModel):
     """An error: what went wrong, for a person to read."""
 
     detail: str
+
+
+class FieldProblem(BaseModel):
+    """One field of a request that was refused, and why (the input is not echoed)."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class InputRefused(BaseModel):
+    """A request whose fields did not validate (422)."""
+
+    detail: list[FieldProblem]
 
 
 KEYED: dict[int | str, dict[str, Any]] = {

@@ -95,7 +95,9 @@ async def test_feed_events_are_json_with_a_dedupe_id_and_counted(stack: Stack) -
     subscribed = asyncio.Event()
     listener = asyncio.create_task(read_events(stack, handed_off, subscribed))
     await asyncio.wait_for(subscribed.wait(), 20)
-    response = await stack.post_dm({"id": "sse-2", "contact": {"id": "eva"}, "text": "refund?"})
+    response = await stack.post_dm(
+        {"id": "sse-2", "contact": {"id": "eva"}, "text": "agent please"}
+    )
     assert response.status_code == 202
     [*_, last] = await asyncio.wait_for(listener, 20)
 

@@ -207,7 +207,6 @@ async def make_every_metric_move(stack: Stack) -> None:
     assert set(by_contact) == set(texts), items
     actions = [
         ("reply", by_contact["ana"], {"agent": "ben", "text": "It left the warehouse today!"}),
-        ("resolve", by_contact["eve"], None),
         (
             "classification",
             by_contact["ben"],
@@ -219,6 +218,16 @@ async def make_every_metric_move(stack: Stack) -> None:
             f"{stack.api_url}/v1/conversations/{conversation}/{action}", json=body
         )
         assert response.status_code < 300, (action, response.text)
+    # Resolved once the reply is sent (that stops first response): a conversation resolved
+    # without any reply is `unanswered`, which the histograms do not time.
+    await eventually(
+        lambda: stack.conversation(by_contact["ana"]),
+        lambda detail: any(
+            m["author"] == "agent" and m["status"] == "sent" for m in detail["messages"]
+        ),
+    )
+    resolved = await client.post(f"{stack.api_url}/v1/conversations/{by_contact['ana']}/resolve")
+    assert resolved.status_code < 300, resolved.text
 
     # A message nobody can decode: the classifier and the api dead-letter it.
     connection = await nats.connect(stack.services["api"].env["DMDESK_NATS_URL"])
