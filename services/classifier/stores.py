@@ -28,6 +28,7 @@ from nats.js.object_store import ObjectStore
 
 from services.classifier.model import CategoryModel, load
 from shared import streams
+from shared.bus import nats_credentials
 from shared.events import InboundMessage
 from shared.settings import Settings
 from shared.tasks import stop_task
@@ -164,6 +165,7 @@ class ModelFollower:
             self._client = await nats.connect(
                 self.settings.nats_url.split(","),
                 name="dmdesk-classifier-models",
+                **nats_credentials(self.settings),
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
             )
