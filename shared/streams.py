@@ -245,13 +245,22 @@ def profiles_bucket_config(settings: Settings) -> KeyValueConfig:
     )
 
 
-def attachments_store_config(settings: Settings) -> ObjectStoreConfig:
-    """The object store bucket keeping copies of inbound attachments (platform URLs expire)."""
+def object_store(settings: Settings, bucket: str, description: str) -> ObjectStoreConfig:
+    """An object store on disk, replicated like the stream."""
     return ObjectStoreConfig(
-        bucket=settings.attachments_bucket,
-        description="responder: copies of inbound attachments; api: serves them",
+        bucket=bucket,
+        description=description,
         storage=StorageType.FILE,
         replicas=settings.stream_replicas,
+    )
+
+
+def attachments_store_config(settings: Settings) -> ObjectStoreConfig:
+    """The object store bucket keeping copies of inbound attachments (platform URLs expire)."""
+    return object_store(
+        settings,
+        settings.attachments_bucket,
+        "responder: copies of inbound attachments; api: serves them",
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, ObjectMeta, ObjectStoreConfig, StorageType
+from nats.js.api import KeyValueConfig, ObjectMeta, ObjectStoreConfig
 from nats.js.errors import KeyNotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -52,11 +52,10 @@ def contact_languages_config(settings: Settings) -> KeyValueConfig:
 
 def models_config(settings: Settings) -> ObjectStoreConfig:
     """The model bucket's definition (one place)."""
-    return ObjectStoreConfig(
-        bucket=settings.models_bucket,
-        description="classifier: the category model artefact (dmdesk train-classifier)",
-        storage=StorageType.FILE,
-        replicas=settings.stream_replicas,
+    return streams.object_store(
+        settings,
+        settings.models_bucket,
+        "classifier: the category model artefact (dmdesk train-classifier)",
     )
 
 
