@@ -493,6 +493,45 @@ class ConversationClosed(Event):
     decided_at: datetime = Field(default_factory=utcnow)
 
 
+class RouteOutcome(StrEnum):
+    """What the responder decided on a customer DM."""
+
+    HANDOFF = "handoff"  # to a human team (maybe with an acknowledgement to the customer)
+    BOT = "bot"  # the bot answered; no team
+    CLOSED = "closed"  # closed without a reply (spam)
+    IGNORED = "ignored"  # nothing to do (opted-out contact, a human took over...)
+
+
+class RoutedMessage(Event):
+    """A customer DM, its classification and the responder's decision (``dm.routed.*``).
+
+    The one event the api projects a customer DM from (event-carried state: no stage
+    joins streams again). ``replies`` are the bot's answers, each sent as the matching
+    ``requests`` entry (same ``request_id``) by the responder's sender; the subject is
+    ``dm.routed.reply`` when there is something to send, else ``dm.routed.quiet``.
+    """
+
+    version: Literal[1] = 1
+    message: InboundMessage
+    classification: Classification
+    classified_at: datetime
+    outcome: RouteOutcome
+    decided_at: datetime = Field(default_factory=utcnow)
+    handoff: Handoff | None = None
+    replies: list[BotReply] = Field(default_factory=list)
+    requests: list[OutboundRequest] = Field(default_factory=list)
+    closed: ConversationClosed | None = None
+
+    @property
+    def classified(self) -> ClassifiedMessage:
+        """The classified DM this decision was made on."""
+        return ClassifiedMessage(
+            message=self.message,
+            classification=self.classification,
+            classified_at=self.classified_at,
+        )
+
+
 class DeadLetter(Event):
     """A message a stage gave up on (``dm.dlq.<stage>``), with the error and the original."""
 

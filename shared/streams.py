@@ -28,7 +28,7 @@ from nats.js.errors import BadRequestError, BucketNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from shared.events import Channel, ConversationRef
+from shared.events import Channel, ConversationRef, InboundMessage, RoutedMessage
 from shared.settings import Settings
 
 ALL = "dm.>"
@@ -47,6 +47,10 @@ SLA_AT_RISK = "dm.sla.at_risk"
 CONVERSATION_CHANGED = "dm.conversation.changed"
 CLOSED = "dm.closed"
 CONTACT_PROFILE = "dm.contact.profile"
+ECHO_ALL = "dm.echo.*"
+ROUTED_ALL = "dm.routed.*"
+ROUTED_REPLY = "dm.routed.reply"
+ROUTED_QUIET = "dm.routed.quiet"
 ATTACHMENT = "dm.attachment"
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -71,6 +75,22 @@ def raw_subject(channel: Channel) -> str:
 def update_subject(channel: Channel) -> str:
     """Subject of reactions, edits and unsends of earlier messages from one channel."""
     return f"dm.update.{channel.value}"
+
+
+def echo_subject(channel: Channel) -> str:
+    """Subject of the page's own messages (echoes) from one channel."""
+    return f"dm.echo.{channel.value}"
+
+
+def routed_subject(routed: RoutedMessage) -> str:
+    """``dm.routed.reply`` when the decision has replies to send (the sender reads those), else
+    ``dm.routed.quiet``."""
+    return ROUTED_REPLY if routed.requests else ROUTED_QUIET
+
+
+def routed_msg_id(message: InboundMessage) -> str:
+    """The dedupe id of the decision on ``message``: one decision per DM, however redelivered."""
+    return f"routed:{message.channel.value}:{message.mid}"
 
 
 def dead_letter_subject(stage: str) -> str:
@@ -133,6 +153,10 @@ ATTACHMENTS = Consumer(
     "responder-attachments-v1", INBOUND_ALL, "responder: inbound attachments copied to keep"
 )
 API_ATTACHMENT = Consumer("api-attachment-v1", ATTACHMENT, "api: attachments copied")
+API_ROUTED = Consumer(
+    "api-routed-v1", ROUTED_ALL, "api: customer DMs with their classification and decision"
+)
+API_ECHO = Consumer("api-echo-v1", ECHO_ALL, "api: the page's own messages (echoes)")
 API_CONTACT_PROFILE = Consumer(
     "api-contact-profile-v1", CONTACT_PROFILE, "api: contact profiles (priority re-evaluated)"
 )
