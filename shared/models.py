@@ -387,6 +387,12 @@ class SlaPolicyRow(SQLModel, table=True):
     )
     counts_bot: bool = Field(default=False, description="Whether a bot reply is a response.")
     at_risk_share: float = 0.8
+    pausing_statuses: list[str] | None = Field(
+        default=None,
+        sa_column=Column(JSON),
+        description="Conversation statuses that pause this policy's clocks; null: pending,"
+        " waiting and snoozed.",
+    )
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )

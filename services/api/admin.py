@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi import Path as FastApiPath
@@ -41,6 +41,7 @@ router = APIRouter(
 
 
 MAX_TARGET_SECONDS = 365 * 86_400
+PausingStatus = Literal["pending", "waiting", "snoozed"]
 
 
 class PolicyIn(BaseModel):
@@ -56,6 +57,13 @@ class PolicyIn(BaseModel):
     calendar: Calendar | None = None
     counts_bot: bool = False
     at_risk_share: float = Field(default=0.8, gt=0, lt=1)
+    pausing_statuses: list[PausingStatus] | None = Field(
+        default=None,
+        max_length=3,
+        description="Conversation statuses that pause this policy's clocks (null: pending,"
+        " waiting and snoozed; [] : none, the clocks run until the conversation is"
+        " resolved). An open conversation's clocks always run.",
+    )
 
     @model_validator(mode="after")
     def _has_a_target(self) -> "PolicyIn":

@@ -16,7 +16,15 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from services.api import activity
-from services.api.lifecycle import ACTIVE, RESPONSE_METRICS, Clock, Lifecycle, NewClock, Policy
+from services.api.lifecycle import (
+    ACTIVE,
+    DEFAULT_PAUSES,
+    RESPONSE_METRICS,
+    Clock,
+    Lifecycle,
+    NewClock,
+    Policy,
+)
 from shared.business_hours import Calendar
 from shared.db import transaction_cache
 from shared.events import Priority
@@ -51,6 +59,7 @@ def _policy(row: SlaPolicyRow) -> Policy:
         calendar=Calendar.model_validate(row.calendar) if row.calendar else None,
         counts_bot=row.counts_bot,
         at_risk_share=row.at_risk_share,
+        pauses=DEFAULT_PAUSES if row.pausing_statuses is None else frozenset(row.pausing_statuses),
     )
 
 

@@ -9,6 +9,7 @@ from pydantic import (
     BaseModel,
     Field,
     StringConstraints,
+    computed_field,
     field_validator,
     model_validator,
 )
@@ -184,8 +185,22 @@ class SlaClockOut(BaseModel):
     due_at: datetime
     stopped_at: datetime | None
     breached_at: datetime | None
-    elapsed_seconds: float | None
+    elapsed_seconds: float | None = Field(
+        description="Once stopped: business time in the policy's calendar, without paused"
+        " time (what the target is measured against, the histograms and the summary use)."
+    )
     responder: str | None
+
+    @computed_field(  # type: ignore[prop-decorator]  # pydantic's documented pattern
+        description="Once stopped: wall time from start to stop, paused time and closed hours"
+        " included."
+    )
+    @property
+    def wall_seconds(self) -> float | None:
+        """``stopped_at - started_at``, in seconds."""
+        if self.stopped_at is None:
+            return None
+        return (self.stopped_at - self.started_at).total_seconds()
 
 
 class ActivityOut(BaseModel):

@@ -12,6 +12,7 @@ from services.api.lifecycle import (
     live_state,
     wall_seconds,
 )
+from services.api.schemas import SlaClockOut
 from shared.business_hours import Calendar
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)  # a Friday
@@ -239,3 +240,23 @@ def test_the_live_state_is_the_worst_active_clock_finding_10() -> None:
     assert live_state(desk.clocks, at(61)).state == "ok", "paused: nothing can breach"
     desk.lifecycle().resolve(at(30), "human")
     assert live_state(desk.clocks, at(61)).state == "none"
+
+
+def test_a_clock_says_its_wall_time_beside_its_business_time() -> None:
+
+    started = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)
+    clock = SlaClockOut(
+        id=1,
+        metric="first_response",
+        policy_id=1,
+        state="met",
+        started_at=started,
+        due_at=started + timedelta(hours=1),
+        stopped_at=started + timedelta(hours=16),
+        breached_at=None,
+        elapsed_seconds=1800.0,
+        responder="human",
+    )
+    assert clock.wall_seconds == 16 * 3600, "the night counts in wall time"
+    assert clock.model_dump()["wall_seconds"] == 16 * 3600, "and is in the API's answer"
+    assert clock.model_copy(update={"stopped_at": None}).wall_seconds is None
