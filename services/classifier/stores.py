@@ -31,7 +31,7 @@ from shared import streams
 from shared.bus import nats_credentials
 from shared.events import InboundMessage
 from shared.settings import Settings
-from shared.tasks import stop_task
+from shared.tasks import follow, stop_task
 
 logger = logging.getLogger("dmdesk.classifier.stores")
 
@@ -203,21 +203,12 @@ class ModelFollower:
         return True
 
     async def _follow(self, store: ObjectStore) -> None:
-        while True:
-            watcher = None
-            try:
-                watcher = await store.watch(updates_only=True)
-                while True:
-                    with contextlib.suppress(TimeoutError):
-                        await watcher.updates(timeout=RECHECK_SECONDS)  # type: ignore[no-untyped-call]
-                    await self.refresh(store)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("model watch failed; retrying")
-                await asyncio.sleep(1)
-            finally:
-                if watcher is not None:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(STOP_SECONDS):
-                            await watcher.stop()  # type: ignore[no-untyped-call]
+        async def changed(_update: object) -> None:
+            await self.refresh(store)
+
+        await follow(
+            lambda: store.watch(updates_only=True),
+            changed,
+            what="model",
+            recheck_seconds=RECHECK_SECONDS,
+        )

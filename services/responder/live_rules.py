@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 from services.responder.rules import CompiledRuleSet, RuleSetError, compile_rule_set
 from shared.settings import Settings
 from shared.streams import RULES_KEY, open_key_value, rules_bucket_config
-from shared.tasks import stop_task
+from shared.tasks import follow, stop_task
 
 logger = logging.getLogger("dmdesk.responder.rules")
 
@@ -101,31 +101,16 @@ class LiveRules:
         await stop_task(self._task)
 
     async def _follow(self) -> None:
-        # A watch delivers changes at once; the periodic re-read covers a watch
-        # lost to a reconnect or an inactive-consumer clean-up.
-        while True:
-            watcher = None
-            try:
-                watcher = await self.kv.watch(RULES_KEY)
-                while True:
-                    try:
-                        entry = await watcher.updates(timeout=RECHECK_SECONDS)  # type: ignore[no-untyped-call]
-                    # nats-py raises its own TimeoutError or asyncio's: both are TimeoutError.
-                    except TimeoutError:
-                        await self.refresh()
-                        continue
-                    if entry is None or not entry.value:
-                        continue
-                    document = json.loads(entry.value)
-                    if isinstance(document, dict):
-                        self._offer(document, entry.revision or 0)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("rules watch failed; retrying")
-                await asyncio.sleep(1)
-            finally:
-                if watcher is not None:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(STOP_SECONDS):
-                            await watcher.stop()  # type: ignore[no-untyped-call]
+        # A watch delivers changes at once; the periodic re-read covers a lost watch.
+        async def changed(entry: KeyValue.Entry | None) -> None:
+            if entry is None:
+                await self.refresh()
+            elif entry.value and isinstance(document := json.loads(entry.value), dict):
+                self._offer(document, entry.revision or 0)
+
+        await follow(
+            lambda: self.kv.watch(RULES_KEY),
+            changed,
+            what="rules",
+            recheck_seconds=RECHECK_SECONDS,
+        )
