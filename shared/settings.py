@@ -250,6 +250,12 @@ class Settings(BaseSettings):
     rules_bucket: str = Field(
         default="dmdesk_rules", description="NATS KV bucket holding the live rule set."
     )
+    dry_run_timeout_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="How long the api waits for a responder to answer a rules dry run (503 after).",
+    )
     conversation_state_bucket: str = Field(
         default="dmdesk_conversation_state",
         description="NATS KV bucket of the responder's per-conversation state.",
