@@ -1,5 +1,9 @@
 """Agents act as themselves: a key bound to an agent acts only as that agent (issue #16, part 5)."""
 
+import os
+import subprocess
+import sys
+
 import httpx
 import pytest
 
@@ -156,3 +160,28 @@ async def test_a_reply_by_an_unknown_name_does_not_take_the_conversation(api: Ap
         detail = (await client.get(f"/v1/conversations/{conversation}")).json()
     assert replied.status_code == 202
     assert detail["assignee"] is None
+
+
+def _dmdesk(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dmdesk", "apikey", *args],
+        env={**os.environ, "DMDESK_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_command_binds_a_key_to_an_agent_and_lists_it(database_url: str) -> None:
+    created = _dmdesk(
+        database_url, "create", "--name", "ben-inbox", "--scope", "agent", "--agent", "ben"
+    )
+    refused = _dmdesk(database_url, "create", "--name", "x", "--scope", "admin", "--agent", "ben")
+    listed = _dmdesk(database_url, "list")
+    assert created.returncode == 0, created.stderr
+    assert "registered agent 'ben'" in created.stdout
+    assert "acting as agent 'ben'" in created.stdout
+    assert created.stdout.strip().splitlines()[-1].startswith("dmd_")
+    assert refused.returncode == 2
+    assert "--scope agent" in refused.stdout
+    assert "ben-inbox  (agent ben)" in listed.stdout
