@@ -5,7 +5,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from services.api.auth import create_key, list_keys, revoke_key
+from services.api.auth import create_key, list_keys, register_agent, revoke_key
 from shared.db import create_engine, prepare, session_factory, transaction
 from shared.models import Scope
 from shared.settings import get_settings
@@ -18,8 +18,15 @@ async def _run(args: argparse.Namespace) -> int:
         sessions = session_factory(engine)
         async with transaction(sessions) as session:
             if args.action == "create":
-                issued = await create_key(session, args.name, Scope(args.scope))
-                print(f"created key {issued.id} '{issued.name}' with scope {issued.scope.value}")
+                scope = Scope(args.scope)
+                if args.agent is not None and scope != Scope.AGENT:
+                    print("--agent binds a key with --scope agent only")
+                    return 2
+                if args.agent is not None and await register_agent(session, args.agent):
+                    print(f"registered agent '{args.agent}' (offline, no team: PUT /v1/agents/...)")
+                issued = await create_key(session, args.name, scope, agent=args.agent)
+                bound = f", acting as agent '{issued.agent}'" if issued.agent else ""
+                print(f"created key {issued.id} '{issued.name}' with scope {scope.value}{bound}")
                 print("the secret (shown once, store it now):")
                 print(issued.secret)
             elif args.action == "revoke":
@@ -30,7 +37,11 @@ async def _run(args: argparse.Namespace) -> int:
             else:
                 for row in await list_keys(session):
                     state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-                    print(f"{row.id:>4}  {row.prefix}...  {row.scope:<6}  {state:<18}  {row.name}")
+                    agent = f"  (agent {row.agent})" if row.agent else ""
+                    print(
+                        f"{row.id:>4}  {row.prefix}...  {row.scope:<6}  {state:<18}  {row.name}"
+                        f"{agent}"
+                    )
     finally:
         await engine.dispose()
     return 0
@@ -75,6 +86,10 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
         choices=[s.value for s in Scope],
         default=Scope.READ.value,
         help="read < agent < admin (default: read)",
+    )
+    create.add_argument(
+        "--agent",
+        help="bind an agent-scope key to this agent (registered if new): it acts only as them",
     )
     actions.add_parser("list", help="list keys (never their secrets)")
     revoke = actions.add_parser("revoke", help="revoke a key")

@@ -57,8 +57,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dmdesk.natsserver import NatsServer, free_port
-from services.responder.rules import ROUND_THE_CLOCK, load_rule_set_document, with_calendar_hours
 from shared.db import as_utc, create_engine
+from shared.rules import ROUND_THE_CLOCK, load_rule_set_document, with_calendar_hours
 
 SERVICES = ("api", "ingest", "classifier", "responder")
 APP_SECRET = "bench-app-secret"  # noqa: S105 - a throw-away secret of a local stack

@@ -52,7 +52,7 @@ def run_eval_bot(args: argparse.Namespace) -> int:
 
     from services.responder.bot_eval import Split, evaluate_bot, load_eval_set  # noqa: PLC0415
     from services.responder.faq import FaqIndex, load_knowledge_base  # noqa: PLC0415
-    from services.responder.rules import (  # noqa: PLC0415
+    from shared.rules import (  # noqa: PLC0415
         compile_rule_set,
         load_rule_set_document,
     )
@@ -92,7 +92,7 @@ def run_eval_faq(args: argparse.Namespace) -> int:
     from services.responder.bot_eval import missing_translations  # noqa: PLC0415
     from services.responder.faq import FaqIndex, load_knowledge_base  # noqa: PLC0415
     from services.responder.faq_eval import evaluate, load_heldout  # noqa: PLC0415
-    from services.responder.rules import (  # noqa: PLC0415
+    from shared.rules import (  # noqa: PLC0415
         compile_rule_set,
         load_rule_set_document,
         parse_rule_set,

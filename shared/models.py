@@ -296,6 +296,12 @@ class ApiKeyRow(SQLModel, table=True):
     prefix: str = Field(max_length=16, description="First characters, to recognise a key.")
     key_hash: str = Field(max_length=64, unique=True)
     scope: str = Field(max_length=16)
+    agent: str | None = Field(
+        default=None,
+        max_length=128,
+        foreign_key="agents.name",
+        description="The agent an agent-scope key acts as (None: any agent it names).",
+    )
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )

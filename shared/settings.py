@@ -124,6 +124,14 @@ class Settings(BaseSettings):
         description="Failed authentications a client address may make before its requests"
         " are refused (429) until the window passes.",
     )
+    reply_confirm_kinds: list[PrivateInfoKind] = Field(
+        default_factory=lambda: [PrivateInfoKind.CARD, PrivateInfoKind.IBAN],
+        description=(
+            "Kinds of private information an agent's reply may carry only when the request"
+            " confirms them (`confirm_private_info`); otherwise it is refused with 409 and"
+            " never sent. The other kinds come back as a warning."
+        ),
+    )
 
     meta_app_secrets: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -241,6 +249,12 @@ class Settings(BaseSettings):
     )
     rules_bucket: str = Field(
         default="dmdesk_rules", description="NATS KV bucket holding the live rule set."
+    )
+    dry_run_timeout_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="How long the api waits for a responder to answer a rules dry run (503 after).",
     )
     conversation_state_bucket: str = Field(
         default="dmdesk_conversation_state",

@@ -17,9 +17,9 @@ from nats.js import JetStreamContext
 
 from dmdesk.natsserver import free_port
 from services.api.auth import create_key
-from services.responder.rules import ROUND_THE_CLOCK, load_rule_set_document, with_calendar_hours
 from shared.db import create_engine, session_factory, transaction
 from shared.models import Scope
+from shared.rules import ROUND_THE_CLOCK, load_rule_set_document, with_calendar_hours
 
 SERVICES = ("api", "ingest", "classifier", "responder")
 META_APP_SECRET = "test-app-secret"

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse
 from faststream.nats.publisher.usecase import LogicPublisher
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -31,7 +32,9 @@ from services.api.schemas import (
     ClaimRequest,
     ConversationDetail,
     CorrectionRequest,
+    InputRefused,
     NoteRequest,
+    PrivateInfoRefused,
     Problem,
     ReplyAccepted,
     ReplyRequest,
@@ -51,9 +54,18 @@ router = APIRouter(
     tags=["agent actions"],
     responses={
         **KEYED,
-        403: {"model": Problem},
+        403: {
+            "model": Problem,
+            "description": "The scope is too narrow, or the key is bound"
+            " to another agent than the one the request names.",
+        },
         404: {"model": Problem},
         409: {"model": Problem, "description": "Idempotency-Key conflict"},
+        422: {
+            "model": Problem | InputRefused,
+            "description": "A field did not validate, the agent is not registered, or the"
+            " request does not name the agent an unbound key acts for.",
+        },
     },
 )
 
@@ -69,6 +81,20 @@ async def _locked(session: AsyncSession, conversation_id: int) -> ConversationRo
     if conversation is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such conversation")
     return conversation
+
+
+async def _registered(
+    session: AsyncSession, name: str, field: str, *, lock: bool = False
+) -> AgentRow:
+    """The registered agent ``name``, or 422: a conversation is never given to nobody."""
+    agent = await assignment.registered(session, name, lock=lock)
+    if agent is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"{field} {name!r} is not a registered agent: register it with "
+            f"PUT /v1/agents/{{name}} first",
+        )
+    return agent
 
 
 Change = Callable[[AsyncSession, ConversationRow], Awaitable[None]]
@@ -126,21 +152,17 @@ async def _act(
     response_model=ConversationDetail,
 )
 async def claim(
-    body: ClaimRequest, session: SessionDep, request: Request, _key: AgentKey
+    body: ClaimRequest, session: SessionDep, request: Request, principal: AgentKey
 ) -> ConversationDetail | Response:
     """Give the agent the next unassigned conversation, atomically (never twice), by the
     rules of round robin: online, within capacity, from their own teams."""
+    name = principal.acting_as(body.agent, "agent")
     async with committing(session):
-        agent = (
-            await session.execute(
-                select(AgentRow).where(col(AgentRow.name) == body.agent).with_for_update()
-            )
-        ).scalar_one_or_none()
-        if agent is not None:
-            load = (await assignment.loads(session, [agent.name])).get(agent.name, 0)
-            reason = assignment.refusal(agent, load, body.team)
-            if reason is not None:
-                raise HTTPException(status.HTTP_409_CONFLICT, detail=reason)
+        agent = await _registered(session, name, "agent", lock=True)
+        load = (await assignment.loads(session, [agent.name])).get(agent.name, 0)
+        reason = assignment.refusal(agent, load, body.team)
+        if reason is not None:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=reason)
         query = (
             select(ConversationRow)
             .where(
@@ -153,23 +175,22 @@ async def claim(
         )
         if body.team is not None:
             query = query.where(col(ConversationRow.team) == body.team)
-        elif agent is not None and agent.teams:
+        elif agent.teams:
             query = query.where(col(ConversationRow.team).in_(agent.teams))
         conversation = (await session.execute(query)).scalar_one_or_none()
         if conversation is None or conversation.id is None:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
-        conversation.assignee, conversation.assigned_at = body.agent, utcnow()
+        conversation.assignee, conversation.assigned_at = name, utcnow()
         activity.record(
             session,
             conversation.id,
             "assigned",
-            body.agent,
+            name,
             conversation.assigned_at,
-            assignee=body.agent,
+            assignee=name,
             rule="claim",
         )
-        if agent is not None:
-            agent.last_assigned_at = conversation.assigned_at
+        agent.last_assigned_at = conversation.assigned_at
         conversation.updated_at = utcnow()
         await session.flush()
         claimed = await conversation_detail(session, conversation.id)
@@ -180,6 +201,14 @@ async def claim(
 @router.post(
     "/conversations/{conversation_id}/reply",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=ReplyAccepted,
+    responses={
+        409: {
+            "model": PrivateInfoRefused | Problem,
+            "description": "The reply holds private information to confirm (card, IBAN...),"
+            " or an Idempotency-Key conflict.",
+        }
+    },
 )
 async def reply(
     conversation_id: RowId,
@@ -188,10 +217,29 @@ async def reply(
     request: Request,
     principal: AgentKey,
     idempotency_key: IdempotencyKey = None,
-) -> ReplyAccepted:
-    """Send a reply to the customer; its delivery result shows on the conversation."""
+) -> ReplyAccepted | JSONResponse:
+    """Send a reply to the customer; its delivery result shows on the conversation.
+
+    A reply holding a kind of private information that needs confirming
+    (``DMDESK_REPLY_CONFIRM_KINDS``: cards and IBANs) is refused with 409 and the kinds
+    found, and sent only when ``confirm_private_info`` lists them. A refusal is not stored
+    under the Idempotency-Key, so the confirmed request may reuse the key.
+    """
     settings: Settings = request.app.state.settings
     outbound: LogicPublisher = request.app.state.outbound
+    agent = principal.acting_as(body.agent, "agent")
+    found = private_info_kinds(body.text)
+    unconfirmed = sorted(
+        {kind.value for kind in settings.reply_confirm_kinds}.intersection(found)
+        - {kind.value for kind in body.confirm_private_info}
+    )
+    if unconfirmed:
+        refused = PrivateInfoRefused(
+            detail="the reply holds private information: send it again with these kinds in"
+            " confirm_private_info to send it all the same",
+            private_info=unconfirmed,
+        )
+        return JSONResponse(refused.model_dump(), status_code=status.HTTP_409_CONFLICT)
 
     async def run() -> ReplyAccepted:
         conversation = await _locked(session, conversation_id)
@@ -211,15 +259,25 @@ async def reply(
             ),
             text=body.text,
             author=Author.AGENT,
-            agent_id=body.agent,
+            agent_id=agent,
             customer_last_message_at=conversation.last_customer_message_at,
         )
         await publish_event(outbound, event, msg_id=request_id, settings=settings)
-        if conversation.assignee is None:
-            conversation.assignee, conversation.assigned_at = body.agent, utcnow()
+        if conversation.assignee is None and await assignment.registered(session, agent):
+            assert conversation.id is not None
+            conversation.assignee, conversation.assigned_at = agent, utcnow()
+            activity.record(
+                session,
+                conversation.id,
+                "assigned",
+                principal.actor,
+                conversation.assigned_at,
+                assignee=agent,
+                rule="reply",
+            )
         if body.wait_for_customer:
-            await _move(session, conversation, ConversationStatus.WAITING, principal.name)
-        return ReplyAccepted(request_id=request_id, private_info=private_info_kinds(body.text))
+            await _move(session, conversation, ConversationStatus.WAITING, principal.actor)
+        return ReplyAccepted(request_id=request_id, private_info=found)
 
     async with committing_once(session):
         accepted = await idempotent(
@@ -230,7 +288,7 @@ async def reply(
 
 
 def private_info_kinds(text: str) -> list[str]:
-    """Kinds of private information in an agent's reply: the agent is warned, not stopped."""
+    """Kinds of private information in an agent's reply (``shared.pii``'s detector)."""
     return sorted({finding.kind.value for finding in pii.find(text)})
 
 
@@ -243,13 +301,17 @@ async def assign(
     principal: AgentKey,
     idempotency_key: IdempotencyKey = None,
 ) -> ConversationDetail:
-    """Give the conversation to an agent, or unassign it."""
+    """Give the conversation to a registered agent, or unassign it."""
+    if body.assignee is not None:
+        principal.acting_as(body.assignee, "assignee")
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         assert conversation.id is not None
+        if body.assignee is not None:
+            await _registered(session, body.assignee, "assignee")
         now = utcnow()
         activity.record(
-            session, conversation.id, "assigned", principal.name, now, assignee=body.assignee
+            session, conversation.id, "assigned", principal.actor, now, assignee=body.assignee
         )
         conversation.assignee = body.assignee
         conversation.assigned_at = now if body.assignee else None
@@ -271,7 +333,7 @@ async def transfer(
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         assert conversation.id is not None
         activity.record(
-            session, conversation.id, "transferred", principal.name, utcnow(), team=body.team
+            session, conversation.id, "transferred", principal.actor, utcnow(), team=body.team
         )
         conversation.team, conversation.assignee, conversation.assigned_at = body.team, None, None
 
@@ -312,10 +374,11 @@ async def note(
     idempotency_key: IdempotencyKey = None,
 ) -> ConversationDetail:
     """Leave an internal note (never sent to the customer)."""
+    author = principal.acting_as(body.author, "author")
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         assert conversation.id is not None
-        session.add(NoteRow(conversation_id=conversation.id, author=body.author, text=body.text))
+        session.add(NoteRow(conversation_id=conversation.id, author=author, text=body.text))
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
 
@@ -333,7 +396,7 @@ async def snooze(
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         await _move(
-            session, conversation, ConversationStatus.SNOOZED, principal.name, until=body.until
+            session, conversation, ConversationStatus.SNOOZED, principal.actor, until=body.until
         )
 
     return await _act(session, request, principal, idempotency_key, body, conversation_id, change)
@@ -358,7 +421,7 @@ async def resolve(
             clocks.apply,
             conversation,
             lambda lifecycle: lifecycle.resolve(now, "human"),
-            principal.name,
+            principal.actor,
         )
         metrics.observe(conversation, stopped)
 
@@ -378,7 +441,7 @@ async def reopen(
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         now = utcnow()
         await session.run_sync(
-            clocks.apply, conversation, lambda lifecycle: lifecycle.reopen(now), principal.name
+            clocks.apply, conversation, lambda lifecycle: lifecycle.reopen(now), principal.actor
         )
 
     return await _act(session, request, principal, idempotency_key, None, conversation_id, change)
@@ -395,6 +458,7 @@ async def correct(
 ) -> ConversationDetail:
     """Correct the category and/or priority; kept as training data and counted."""
     metrics: ApiMetrics = request.app.state.metrics
+    agent = principal.acting_as(body.agent, "agent")
 
     async def change(session: AsyncSession, conversation: ConversationRow) -> None:
         assert conversation.id is not None
@@ -413,7 +477,7 @@ async def correct(
             CorrectionRow(
                 conversation_id=conversation.id,
                 message_id=last,
-                agent=body.agent,
+                agent=agent,
                 old_category=conversation.category,
                 new_category=body.category.value if body.category else None,
                 old_priority=conversation.priority,

@@ -2,9 +2,9 @@
 
 Status changes come from the lifecycle (``clocks.apply`` stores them with the actor of
 the move); assignments, transfers, SLA events and bot decisions are recorded here by
-the code that makes them. Actors: ``customer``, ``bot``, ``human`` (a reply), the API
-key's name (agent actions), an agent's name (a claim), ``round_robin``, ``housekeeper``,
-``sla``, ``system``.
+the code that makes them. Actors: ``customer``, ``bot``, ``human`` (a reply), the agent
+an API key is bound to or else the key's name (agent actions: ``Principal.actor``), an
+agent's name (a claim), ``round_robin``, ``housekeeper``, ``sla``, ``system``.
 """
 
 from datetime import datetime

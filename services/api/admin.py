@@ -405,9 +405,11 @@ async def list_agents(session: ReadSessionDep, _key: ReadKey) -> list[AgentOut]:
 
 @router.put("/agents/{name}")
 async def put_agent(
-    name: AgentName, body: AgentIn, session: SessionDep, request: Request, _key: AgentKey
+    name: AgentName, body: AgentIn, session: SessionDep, request: Request, principal: AgentKey
 ) -> AgentOut:
-    """Create or update an agent (going online makes them eligible for auto-assignment)."""
+    """Create or update an agent (going online makes them eligible for auto-assignment);
+    a key bound to an agent changes only that agent."""
+    principal.acting_as(name, "agent")
     async with committing(session):
         row = (
             await session.execute(select(AgentRow).where(col(AgentRow.name) == name))

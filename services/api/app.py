@@ -318,7 +318,7 @@ def build(settings: Settings) -> ServiceSpec:
             contacts_router,
             attachments_router,
             # A lambda: the connection exists only once the broker has connected.
-            rules_router(lambda: broker.connection.jetstream(), settings),  # noqa: PLW0108
+            rules_router(lambda: broker.connection, settings),
         ),
         checks={"database": database_ready},
         on_startup=(start,),

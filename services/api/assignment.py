@@ -3,8 +3,8 @@
 An agent takes work when online, within capacity, and from their own teams (an agent
 with no team takes from any). Every conversation assigned to them and not resolved
 counts towards capacity, snoozed and waiting ones included: they come back to the
-same agent. A name that is not a registered agent (``PUT /v1/agents/{name}``) claims
-without these limits, as before agents were registered.
+same agent. Only a registered agent (``PUT /v1/agents/{name}``, or a key bound to
+them) takes a conversation.
 """
 
 from sqlalchemy import func, select
@@ -12,6 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from shared.models import AgentRow, ConversationRow, unresolved
+
+
+async def registered(session: AsyncSession, name: str, *, lock: bool = False) -> AgentRow | None:
+    """The registered agent ``name`` (locked for update with ``lock``), or None."""
+    query = select(AgentRow).where(col(AgentRow.name) == name)
+    return (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
 
 
 async def loads(session: AsyncSession, names: list[str]) -> dict[str, int]:

@@ -12,8 +12,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from services.api.assignment import registered
 from shared.events import utcnow
-from shared.models import ApiKeyRow, Scope
+from shared.models import AgentRow, ApiKeyRow, Scope
 from shared.ratelimit import RateLimit, retry_after
 from shared.settings import Settings
 
@@ -61,11 +62,39 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 class Principal(BaseModel):
-    """Who is calling: the API key's id, name and scope."""
+    """Who is calling: the API key's id, name and scope, and the agent a bound key acts as."""
 
     key_id: int
     name: str
     scope: Scope
+    agent: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """Who the activity log names: the bound agent, or the key's name."""
+        return self.agent or self.name
+
+    def acting_as(self, named: str | None, field: str) -> str:
+        """The agent this request acts as, where its body names one in ``field``.
+
+        A bound key acts as its agent (the body may leave it out; naming another is
+        refused with 403); an admin key or an unbound agent key acts for the agent the
+        body names (422 when it names none).
+        """
+        if self.agent is not None:
+            if named is not None and named != self.agent:
+                raise HTTPException(
+                    status.HTTP_403_FORBIDDEN,
+                    detail=f"this API key acts as agent {self.agent!r}; "
+                    f"{field} {named!r} names another agent",
+                )
+            return self.agent
+        if named is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=f"name the agent in {field!r}: this API key is not bound to one",
+            )
+        return named
 
 
 class IssuedKey(BaseModel):
@@ -74,6 +103,7 @@ class IssuedKey(BaseModel):
     id: int
     name: str
     scope: Scope
+    agent: str | None
     secret: str
 
 
@@ -82,14 +112,32 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-async def create_key(session: AsyncSession, name: str, scope: Scope) -> IssuedKey:
-    """Issue a new key with ``scope``."""
+async def create_key(
+    session: AsyncSession, name: str, scope: Scope, agent: str | None = None
+) -> IssuedKey:
+    """Issue a new key with ``scope``; an agent-scope key may be bound to ``agent``, who is
+    registered (offline, no team) if they are not yet."""
+    if agent is not None:
+        if scope != Scope.AGENT:
+            raise ValueError("only a key with agent scope is bound to an agent")
+        await register_agent(session, agent)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKeyRow(name=name, prefix=secret[:10], key_hash=hash_key(secret), scope=scope.value)
+    row = ApiKeyRow(
+        name=name, prefix=secret[:10], key_hash=hash_key(secret), scope=scope.value, agent=agent
+    )
     session.add(row)
     await session.flush()
     assert row.id is not None
-    return IssuedKey(id=row.id, name=name, scope=scope, secret=secret)
+    return IssuedKey(id=row.id, name=name, scope=scope, agent=agent, secret=secret)
+
+
+async def register_agent(session: AsyncSession, name: str) -> bool:
+    """Register agent ``name`` unless they are; True when they are new."""
+    if await registered(session, name) is not None:
+        return False
+    session.add(AgentRow(name=name))
+    await session.flush()
+    return True
 
 
 async def revoke_key(session: AsyncSession, key_id: int) -> bool:
@@ -146,7 +194,7 @@ async def authenticated(
         raise _unauthorized("unknown or revoked API key")
     if (wait := await limits.per_key.hit(str(row.id))) is not None:
         raise limits.too_many(wait, "key")
-    return Principal(key_id=row.id, name=row.name, scope=Scope(row.scope))
+    return Principal(key_id=row.id, name=row.name, scope=Scope(row.scope), agent=row.agent)
 
 
 def require(scope: Scope) -> Any:

@@ -19,7 +19,6 @@ from sqlmodel import SQLModel, col
 from services.api import activity, clocks, lifecycle
 from services.api.metrics import ApiMetrics
 from services.api.writer import after_commit
-from services.classifier.priority import PolicyStore, contact_priority
 from shared.bus import RetryLater
 from shared.db import transaction_cache
 from shared.events import (
@@ -54,6 +53,7 @@ from shared.models import (
     MessageRow,
     MessageStatus,
 )
+from shared.priority_policy import PolicyStore, contact_priority
 from shared.states import ConversationStatus
 
 _STATUS_ORDER = {

@@ -3,61 +3,36 @@
 The rule set lives in a NATS KV bucket; every responder replica watches it and
 switches atomically. A rule set is validated completely (shape, references,
 every template rendered) before it is stored: a bad one is refused with the
-rule and the reason, and the stored one stays.
+rule and the reason, and the stored one stays. The dry run is the responder's
+to answer (``shared.decisions``): the api holds the rule-set contract, not the bot.
 """
 
-import asyncio
 from collections.abc import Callable
-from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
 from nats.js.errors import KeyWrongLastSequenceError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ValidationError
 
 from services.api.auth import AdminKey, ReadKey
 from services.api.schemas import KEYED, InputRefused, Problem
-from services.responder.decide import Decision, decide
-from services.responder.faq import FaqIndex, load_knowledge_base
-from services.responder.live_rules import encode_document, open_rules_bucket, read_document
-from services.responder.rules import (
-    CompiledRuleSet,
-    RuleSetError,
-    compile_rule_set,
-    load_rule_set_document,
-    parse_document,
+from shared.decisions import (
+    DRY_RUN_SUBJECT,
+    DryRunAnswer,
+    DryRunRequest,
+    DryRunResult,
+    RuleProblem,
 )
-from services.responder.state import ConversationState
-from shared.events import (
-    Category,
-    Channel,
-    Classification,
-    ClassifiedMessage,
-    Contact,
-    CriticalSignal,
-    InboundMessage,
-    Moment,
-    Priority,
-    PrivateInfoKind,
-    utcnow,
-)
+from shared.live_rules import encode_document, open_rules_bucket, read_document
+from shared.rules import RuleSetError, compile_rule_set, load_rule_set_document, parse_document
 from shared.settings import Settings
 from shared.streams import RULES_KEY
 
 YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
 MAX_RULES_BYTES = 1_048_576
-
-
-class RuleProblem(BaseModel):
-    """One thing wrong with a rule set."""
-
-    rule_id: str | None = Field(description="The rule's id, when the problem is in a rule.")
-    rule_index: int | None = Field(description="The rule's position in `rules` (0-based).")
-    location: str = Field(description="Where in the rule (or the rule set), e.g. `then.0`.")
-    reason: str
 
 
 class RuleSetRefused(BaseModel):
@@ -75,77 +50,19 @@ class StoredRules(BaseModel):
     rules: dict[str, Any]
 
 
-class DryRunContact(BaseModel):
-    """The customer in a dry run."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(default=None, max_length=512)
-    tags: list[str] = Field(default_factory=list, max_length=50)
-    vip: bool = False
-
-
-class DryRunState(BaseModel):
-    """The conversation so far, as the responder would remember it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    messages_seen: int = Field(default=0, ge=0)
-    bot_turns: int = Field(default=0, ge=0)
-    faq_misses: int = Field(default=0, ge=0)
-    opted_out: bool = False
-    human_took_over: bool = False
-    last_customer_message_at: Moment | None = None
-
-
-class DryRunRequest(BaseModel):
-    """A DM to try against the rules: its text and how the classifier saw it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(min_length=1, max_length=20_000)
-    channel: Channel = Channel.GENERIC
-    language: str | None = Field(default=None, max_length=16, examples=["en"])
-    category: Category = Category.INQUIRY
-    priority: Priority = Priority.NORMAL
-    confidence: float = Field(default=1.0, ge=0, le=1)
-    spam: bool = False
-    complaint: bool = Field(default=False, description="The classifier's complaint flag.")
-    sentiment: float = Field(default=0.0, ge=-1, le=1)
-    critical: list[CriticalSignal] = Field(
-        default_factory=list, description="Critical signals the classifier found."
-    )
-    masked: list[PrivateInfoKind] = Field(
-        default_factory=list, description="Kinds of private information ingest masked."
-    )
-    contact: DryRunContact = Field(default_factory=DryRunContact)
-    at: Moment | None = Field(
-        default=None, description="When it was sent (2000 to 2100); now if absent."
-    )
-    state: DryRunState = Field(default_factory=DryRunState)
-    rules: dict[str, Any] | None = Field(
-        default=None, description="A rule set to try instead of the live one (not stored)."
-    )
-
-
-class DryRunResult(BaseModel):
-    """What the bot would do, and why."""
-
-    revision: int = Field(description="Revision of the rule set used (0: defaults or `rules`).")
-    decision: Decision
-
-
-@lru_cache(maxsize=4)
-def _faq(path: Path | None) -> FaqIndex:
-    return FaqIndex(load_knowledge_base(path))
-
-
 def _refused(error: RuleSetError) -> JSONResponse:
-    body = RuleSetRefused(
-        detail=f"rule set refused: {error}",
-        problems=[RuleProblem(**problem.as_dict()) for problem in error.problems],
-    )
+    return _refusal(str(error), [RuleProblem(**problem.as_dict()) for problem in error.problems])
+
+
+def _refusal(reason: str, problems: list[RuleProblem]) -> JSONResponse:
+    body = RuleSetRefused(detail=f"rule set refused: {reason}", problems=problems)
     return JSONResponse(body.model_dump(), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def _no_answer(reason: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"no dry run: {reason}; try again later"
+    )
 
 
 async def _document(request: Request) -> dict[str, Any]:
@@ -167,8 +84,8 @@ RULES_BODY: dict[str, Any] = {
 }
 
 
-def rules_router(get_js: Callable[[], JetStreamContext], settings: Settings) -> APIRouter:
-    """The ``/v1/rules`` routes; ``get_js`` gives the process's JetStream context."""
+def rules_router(get_client: Callable[[], NatsClient], settings: Settings) -> APIRouter:
+    """The ``/v1/rules`` routes; ``get_client`` gives the process's NATS connection."""
     router = APIRouter(
         prefix="/v1",
         tags=["rules"],
@@ -176,14 +93,8 @@ def rules_router(get_js: Callable[[], JetStreamContext], settings: Settings) -> 
     )
 
     async def stored() -> tuple[dict[str, Any] | None, int]:
-        kv = await open_rules_bucket(get_js(), settings)
+        kv = await open_rules_bucket(get_client().jetstream(), settings)
         return await read_document(kv)
-
-    async def live() -> tuple[CompiledRuleSet, int]:
-        document, revision = await stored()
-        if document is None:
-            document, revision = load_rule_set_document(settings.rules_path), 0
-        return compile_rule_set(document), revision
 
     @router.get("/rules")
     async def get_rules(_key: ReadKey) -> StoredRules:
@@ -220,7 +131,7 @@ def rules_router(get_js: Callable[[], JetStreamContext], settings: Settings) -> 
             compile_rule_set(document)
         except RuleSetError as error:
             return _refused(error)
-        kv = await open_rules_bucket(get_js(), settings)
+        kv = await open_rules_bucket(get_client().jetstream(), settings)
         value = encode_document(document)
         if if_match is None:
             revision = await kv.put(RULES_KEY, value)
@@ -241,50 +152,37 @@ def rules_router(get_js: Callable[[], JetStreamContext], settings: Settings) -> 
     @router.post(
         "/rules/dry-run",
         response_model=DryRunResult,
-        responses={422: {"model": RuleSetRefused | InputRefused}},
+        responses={
+            422: {"model": RuleSetRefused | InputRefused},
+            503: {"model": Problem, "description": "No responder answered the dry run."},
+        },
     )
     async def dry_run(body: DryRunRequest, _key: ReadKey) -> DryRunResult | JSONResponse:
-        """What the bot would do with this DM (nothing is sent or stored)."""
+        """What the bot would do with this DM (nothing is sent or stored): a responder
+        replica decides it on its live rule set and FAQ, or on the `rules` given."""
+        if body.rules is not None:
+            try:
+                compile_rule_set(body.rules)
+            except RuleSetError as error:
+                return _refused(error)
         try:
-            if body.rules is not None:
-                rules, revision = compile_rule_set(body.rules), 0
-            else:
-                rules, revision = await live()
-        except RuleSetError as error:
-            return _refused(error)
-        at = body.at or utcnow()
-        classified = ClassifiedMessage(
-            message=InboundMessage(
-                mid="dry-run",
-                channel=body.channel,
-                account_id="dry-run",
-                contact=Contact(
-                    platform_id="dry-run",
-                    name=body.contact.name,
-                    tags=body.contact.tags,
-                    vip=body.contact.vip,
-                ),
-                text=body.text,
-                masked=body.masked,
-                platform_ts=at,
-            ),
-            classification=Classification(
-                language=body.language,
-                category=body.category,
-                confidence=body.confidence,
-                priority=body.priority,
-                spam=body.spam,
-                complaint=body.complaint,
-                sentiment=body.sentiment,
-                critical=body.critical,
-                model_version="dry-run",
-            ),
-        )
-        state = ConversationState(**body.state.model_dump())
-        faq = await asyncio.to_thread(_faq, settings.faq_path)
-        decision = decide(
-            classified, state, rules, faq, default_team=settings.default_team, now=max(at, utcnow())
-        )
-        return DryRunResult(revision=revision, decision=decision)
+            reply = await get_client().request(
+                DRY_RUN_SUBJECT,
+                body.model_dump_json().encode(),
+                timeout=settings.dry_run_timeout_seconds,
+            )
+        except NoRespondersError as error:
+            raise _no_answer("no responder is running") from error
+        except TimeoutError as error:
+            raise _no_answer("no responder answered in time") from error
+        try:
+            answer = DryRunAnswer.model_validate_json(reply.data)
+        except ValidationError as error:
+            raise _no_answer("the responder's answer did not validate") from error
+        if answer.refused is not None:
+            return _refusal(answer.refused, answer.problems)
+        if answer.result is None:
+            raise _no_answer(f"the responder failed ({answer.error_type})")
+        return answer.result
 
     return router

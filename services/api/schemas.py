@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from services.api.lifecycle import LiveStateName
-from shared.events import Category, Priority, utcnow
+from shared.events import Category, Priority, PrivateInfoKind, utcnow
 
 
 def _in_utc(moment: datetime) -> datetime:
@@ -30,6 +30,15 @@ UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 """A time with its offset (naive times are refused), converted to UTC."""
 
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+ActingAgent = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=128,
+        description="The agent who acts: required, unless the API key is bound to an agent, who"
+        " is then the only one it may name.",
+    ),
+]
 MAX_TAGS = 50
 """Tags a conversation keeps at most."""
 MAX_SNOOZE = timedelta(days=366)
@@ -212,8 +221,8 @@ class ActivityOut(BaseModel):
         " bot.handoff, bot.closed"
     )
     actor: str = Field(
-        description="customer, bot, human, an API key's name, an agent, round_robin,"
-        " housekeeper, sla, system"
+        description="customer, bot, human, the agent an API key is bound to or else the"
+        " key's name, an agent, round_robin, housekeeper, sla, system"
     )
     detail: dict[str, Any]
 
@@ -230,17 +239,23 @@ class NoteOut(BaseModel):
 class ClaimRequest(BaseModel):
     """Who claims, and optionally from which team's queue."""
 
-    agent: str = Field(min_length=1, max_length=128)
+    agent: ActingAgent = None
     team: str | None = Field(default=None, max_length=128)
 
 
 class ReplyRequest(BaseModel):
     """An agent's reply to the customer."""
 
-    agent: str = Field(min_length=1, max_length=128)
+    agent: ActingAgent = None
     text: str = Field(min_length=1, max_length=2000)
     wait_for_customer: bool = Field(
         default=False, description="Then wait on the customer (SLA clocks pause)."
+    )
+    confirm_private_info: list[PrivateInfoKind] = Field(
+        default_factory=list,
+        max_length=len(PrivateInfoKind),
+        description="Kinds of private information the agent means to send (card, iban...):"
+        " a reply containing a kind that needs confirming and is not listed is refused (409).",
     )
 
 
@@ -251,14 +266,24 @@ class ReplyAccepted(BaseModel):
     private_info: list[str] = Field(
         default_factory=list,
         description="Kinds of private information in the reply (card, email, phone...): a "
-        "warning to the agent; the reply is sent all the same.",
+        "warning to the agent; those that need confirming were confirmed.",
+    )
+
+
+class PrivateInfoRefused(BaseModel):
+    """A reply holding private information that needs the agent's confirmation; not sent."""
+
+    detail: str
+    private_info: list[str] = Field(
+        description="The kinds found that need confirming (never the values): send the reply"
+        " again with them in `confirm_private_info`."
     )
 
 
 class AssignRequest(BaseModel):
-    """Give the conversation to an agent (null: unassign)."""
+    """Give the conversation to a registered agent (null: unassign)."""
 
-    assignee: str | None = Field(max_length=128)
+    assignee: str | None = Field(min_length=1, max_length=128)
 
 
 class TransferRequest(BaseModel):
@@ -277,7 +302,7 @@ class TagsRequest(BaseModel):
 class NoteRequest(BaseModel):
     """An internal note, never sent to the customer."""
 
-    author: str = Field(min_length=1, max_length=128)
+    author: ActingAgent = None
     text: str = Field(min_length=1, max_length=10_000)
 
 
@@ -300,7 +325,7 @@ class SnoozeRequest(BaseModel):
 class CorrectionRequest(BaseModel):
     """An agent's correction of the classification (category and/or priority)."""
 
-    agent: str = Field(min_length=1, max_length=128)
+    agent: ActingAgent = None
     category: Category | None = None
     priority: Priority | None = None
 

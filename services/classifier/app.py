@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from services.classifier.model import CategoryModel
 from services.classifier.pipeline import Classifier, ClassifyRequest
-from services.classifier.priority import PolicyStore
 from services.classifier.stores import (
     ContactLanguages,
     ModelFollower,
@@ -27,6 +26,7 @@ from shared.bus import (
     stage_router,
 )
 from shared.events import Classification, ClassifiedMessage, InboundMessage, LanguageSource
+from shared.priority_policy import PolicyStore
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
 

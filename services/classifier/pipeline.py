@@ -11,7 +11,7 @@ from pathlib import Path
 
 from services.classifier.language import DEFAULT_LANGUAGES, Detected, LanguageDetection, choose
 from services.classifier.model import DEFAULT_ARTIFACT, CategoryModel, Prediction, load
-from services.classifier.priority import Policy, PolicyStore, Signals, decide
+from services.classifier.priority import Signals, decide
 from services.classifier.sentiment import SentimentScorer
 from shared import pii
 from shared.events import (
@@ -24,6 +24,7 @@ from shared.events import (
     PrivateInfoFinding,
     PrivateInfoKind,
 )
+from shared.priority_policy import Policy, PolicyStore
 
 # Promotional or scam markers: two of them make a message spam unless the model is sure
 # of something else. Matched on lower-cased text (faster than IGNORECASE).

@@ -22,19 +22,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 from services.responder.adapters import SendAdapter
 from services.responder.attachments import AttachmentCopier
-from services.responder.decide import Decision, apply_decision, decide
+from services.responder.decide import apply_decision, decide
+from services.responder.dry_run import serve_dry_runs
 from services.responder.faq import FaqIndex, load_knowledge_base
-from services.responder.guards import promotional_match
-from services.responder.live_rules import (
-    STOP_SECONDS,
-    LiveRules,
-    open_rules_bucket,
-    read_document,
-    seed_defaults,
-)
 from services.responder.meta import GraphApi, GraphSendAdapter, make_adapter
 from services.responder.profiles import ProfileCache, ProfileFetcher, ProfileFetchError
-from services.responder.rules import compile_rule_set, load_rule_set_document
 from services.responder.state import ConversationState, ConversationStates, HandledMessage
 from services.responder.window import RESPONSE, Refusal, messaging_policy
 from shared import streams
@@ -47,6 +39,7 @@ from shared.bus import (
     publish_event,
     stage_router,
 )
+from shared.decisions import Decision
 from shared.events import (
     AttachmentCopied,
     Author,
@@ -63,6 +56,15 @@ from shared.events import (
     PlatformError,
     utcnow,
 )
+from shared.live_rules import (
+    STOP_SECONDS,
+    LiveRules,
+    open_rules_bucket,
+    read_document,
+    seed_defaults,
+)
+from shared.rule_guards import promotional_match
+from shared.rules import compile_rule_set, load_rule_set_document
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
 from shared.streams import conversation_state_bucket_config, open_key_value
@@ -253,6 +255,9 @@ class ResponderRuntime:
         self._rules = LiveRules(rules_kv, self.initial)
         await self._rules.refresh()
         self._rules.start()
+        await serve_dry_runs(
+            self._client, lambda: self.rules.current, self.faq, self.settings.default_team
+        )
 
     async def stop(self) -> None:
         """Stop following the rules and close the connection and the adapter.

@@ -17,10 +17,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.responder.decide import Decision, decide
+from services.responder.decide import decide
 from services.responder.faq import FaqIndex, KnowledgeBase
-from services.responder.rules import CompiledRuleSet
 from services.responder.state import ConversationState
+from shared.decisions import Decision
 from shared.events import (
     Category,
     Channel,
@@ -30,6 +30,7 @@ from shared.events import (
     InboundMessage,
     Priority,
 )
+from shared.rules import CompiledRuleSet
 
 EVAL_RESOURCE = "bot_eval.yaml"
 SUPPORTED_LANGUAGES = ("en", "es", "de", "fr", "it", "pt")

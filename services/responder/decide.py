@@ -7,14 +7,23 @@ state, and the dry-run endpoint shows exactly what the responder would do.
 """
 
 from datetime import datetime, timedelta
-from typing import Literal
-
-from pydantic import BaseModel, Field
 
 from services.responder.calendar_words import day_asked_about, say_day, say_moment
 from services.responder.faq import FaqIndex, FaqMatch
-from services.responder.guards import is_command, normalised_command, promotional_match
-from services.responder.rules import (
+from services.responder.state import ConversationState
+from shared.business_hours import Calendar
+from shared.decisions import (
+    Decision,
+    FaqOutcome,
+    PlannedClose,
+    PlannedHandoff,
+    PlannedReply,
+    ReplyKind,
+)
+from shared.events import ClassifiedMessage, Priority
+from shared.rule_guards import is_command, normalised_command, promotional_match
+from shared.rule_templates import TemplateContact, TemplateContext, pick_language
+from shared.rules import (
     AUTO_TEAM,
     CloseAction,
     CompiledRule,
@@ -26,77 +35,9 @@ from services.responder.rules import (
     SetPriorityAction,
     TagAction,
 )
-from services.responder.state import ConversationState
-from services.responder.templates import TemplateContact, TemplateContext, pick_language
-from shared.business_hours import Calendar
-from shared.events import ClassifiedMessage, Priority
 
 DEFAULT_RULE = "default-handoff"
 GUARD_RULE = "guard"
-ReplyKind = Literal["template", "faq", "clarify", "handoff_ack", "opt_out", "opt_in"]
-
-
-class PlannedReply(BaseModel):
-    """A bot message to send."""
-
-    rule_id: str
-    text: str
-    kind: ReplyKind = "template"
-    template: str | None = None
-    language: str
-
-
-class PlannedHandoff(BaseModel):
-    """A hand-off to a human team."""
-
-    rule_id: str
-    team: str
-    priority: Priority
-    reason: str
-    signals: list[str] = Field(
-        default_factory=list,
-        description="What made the rule hand off: critical:legal, complaint...",
-    )
-    acknowledge: bool = True
-
-
-class PlannedClose(BaseModel):
-    """Closing the conversation without a reply."""
-
-    rule_id: str
-    reason: str
-
-
-class FaqOutcome(BaseModel):
-    """What the FAQ search found."""
-
-    entry_id: str | None
-    score: float
-    answered: bool
-
-
-class Decision(BaseModel):
-    """Everything the bot decided about one message, and why (``trace``)."""
-
-    replies: list[PlannedReply] = Field(default_factory=list)
-    handoff: PlannedHandoff | None = None
-    close: PlannedClose | None = None
-    tags: list[str] = Field(default_factory=list)
-    priority: Priority
-    language: str
-    matched_rules: list[str] = Field(default_factory=list)
-    faq: FaqOutcome | None = None
-    opt_out: Literal["out", "in"] | None = None
-    new_session: bool = False
-    silent_reason: str | None = Field(
-        default=None, description="Why the bot stayed out of the conversation, when it did."
-    )
-    trace: list[str] = Field(default_factory=list)
-
-    @property
-    def publishes_nothing(self) -> bool:
-        """A decision with no reply, hand-off or close (a human has it, or `nothing`)."""
-        return not self.replies and self.handoff is None and self.close is None
 
 
 class _Turn:

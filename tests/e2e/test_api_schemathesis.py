@@ -1,7 +1,8 @@
 """schemathesis against the api's OpenAPI document: no server errors, no schema violations.
 
-The api runs as a real process against its own nats-server and a SQLite file;
-every operation is called with an admin key and hypothesis-generated input.
+The api runs as a real process against its own nats-server and a SQLite file, beside a
+responder (it answers the rules dry run); every operation is called with an admin key and
+hypothesis-generated input.
 """
 
 import base64
@@ -33,7 +34,7 @@ STREAMING = {"/v1/events"}
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     workdir = tmp_path_factory.mktemp("schemathesis")
-    port = free_port()
+    port, responder_port = free_port(), free_port()
     with NatsServer(workdir / "nats") as nats_server:
         env = {
             "PATH": "/usr/bin:/bin",
@@ -51,14 +52,22 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         api = subprocess.Popen(
             [sys.executable, "-m", "services.api"], env=env, stdout=log, stderr=log
         )
+        responder = subprocess.Popen(
+            [sys.executable, "-m", "services.responder"],
+            env=env | {"DMDESK_RESPONDER_PORT": str(responder_port)},
+            stdout=log,
+            stderr=log,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{url}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
+            for ready in (f"{url}/readyz", f"http://127.0.0.1:{responder_port}/readyz"):
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        if httpx.get(ready).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
                     time.sleep(0.1)
             created = subprocess.run(
                 [sys.executable, "-m", "dmdesk", "apikey", "create", "--name", "st", "--scope",
@@ -67,8 +76,9 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
             )  # fmt: skip
             yield url, created.stdout.strip().splitlines()[-1]
         finally:
-            api.terminate()
-            api.wait(timeout=30)
+            for process in (responder, api):
+                process.terminate()
+                process.wait(timeout=30)
             log.close()
             if api.returncode not in (0, -15):
                 print(Path(workdir / "api.log").read_text())

@@ -18,8 +18,8 @@ from services.classifier import datasets
 from services.classifier.language import LanguageDetection
 from services.classifier.stores import publish_model
 from services.classifier.training import correction_examples, train
-from services.responder.rules import ROUND_THE_CLOCK
 from shared.events import BotReply, ClassifiedMessage, Handoff
+from shared.rules import ROUND_THE_CLOCK
 from shared.settings import Settings
 from shared.streams import BOT_REPLY, CLASSIFIED, HANDOFF
 from tests.e2e.test_priority_queue import ROUTINE, dm

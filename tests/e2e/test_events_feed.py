@@ -74,6 +74,8 @@ async def test_feed_streams_changes_and_resumes_from_last_event_id(stack: Stack)
     conversation_id = changes[-1]["data"]["conversation_id"]
 
     await eventually(stack.queue, lambda items: any(handed_off({"data": i}) for i in items))
+    # Only a registered agent claims (issue #16, part 5).
+    await stack.client.put(f"{stack.api_url}/v1/agents/ben", json={"online": True})
     claimed = await stack.client.post(f"{stack.api_url}/v1/queue/claim", json={"agent": "ben"})
     assert claimed.status_code == 200, claimed.text
     assert claimed.json()["id"] == conversation_id

@@ -18,7 +18,6 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from dmdesk.natsserver import free_port
-from services.responder.rules import ROUND_THE_CLOCK
 from shared.events import (
     Category,
     Channel,
@@ -30,6 +29,7 @@ from shared.events import (
     Priority,
     utcnow,
 )
+from shared.rules import ROUND_THE_CLOCK
 from shared.streams import CLASSIFIED, MSG_ID_HEADER, OUTBOUND_RESULT, inbound_subject
 from tests.stack import ServiceProcess, Stack, eventually, rules_with_calendars, started, stored
 from tests.unit.responder.sendapi_stub import RATE_LIMIT, RecordedCall, SendApiStub

@@ -13,6 +13,7 @@ async def test_the_activity_log_tells_who_did_what_and_when(api: Api) -> None:
     conversation = await api.seed("ana")
     url = f"/v1/conversations/{conversation}"
     async with api.client(Scope.AGENT) as client:
+        await client.put("/v1/agents/ben", json={})
         await client.post(f"{url}/assign", json={"assignee": "ben"})
         await client.post(f"{url}/transfer", json={"team": "billing"})
         until = (utcnow() + timedelta(hours=1)).isoformat()

@@ -92,6 +92,8 @@ async def test_concurrent_claims_never_hand_out_a_conversation_twice(api: Api) -
     for index in range(10):
         await api.seed(f"c{index}")
     async with api.client(Scope.AGENT) as client:
+        for i in range(20):
+            await client.put(f"/v1/agents/agent-{i}", json={"online": True})
         answers = await asyncio.gather(
             *(client.post("/v1/queue/claim", json={"agent": f"agent-{i}"}) for i in range(20))
         )
@@ -104,6 +106,7 @@ async def test_claim_takes_the_most_urgent_first(api: Api) -> None:
     await api.seed("calm", Priority.LOW)
     urgent = await api.seed("fire", Priority.URGENT)
     async with api.client(Scope.AGENT) as client:
+        await client.put("/v1/agents/ana", json={"online": True})
         claimed = await client.post("/v1/queue/claim", json={"agent": "ana"})
     assert (claimed.json()["id"], claimed.json()["assignee"]) == (urgent, "ana")
 
@@ -147,7 +150,11 @@ async def test_reply_publishes_an_outbound_request_once_per_idempotency_key(
 
 async def test_reply_with_private_information_carries_a_warning(api: Api) -> None:
     conversation = await api.seed("ana")
-    body = {"agent": "ben", "text": "Card 4111 1111 1111 1111 or mail ana@example.com"}
+    body = {
+        "agent": "ben",
+        "text": "Card 4111 1111 1111 1111 or mail ana@example.com",
+        "confirm_private_info": ["card"],
+    }
     async with api.client(Scope.AGENT) as client:
         reply = await client.post(f"/v1/conversations/{conversation}/reply", json=body)
     assert reply.status_code == 202
@@ -158,6 +165,7 @@ async def test_conversation_lifecycle(api: Api) -> None:
     conversation = await api.seed("ana")
     url = f"/v1/conversations/{conversation}"
     async with api.client(Scope.AGENT) as client:
+        await client.put("/v1/agents/ben", json={})
         assigned = (await client.post(f"{url}/assign", json={"assignee": "ben"})).json()
         assert assigned["assignee"] == "ben"
         moved = (await client.post(f"{url}/transfer", json={"team": "billing"})).json()

@@ -18,8 +18,6 @@ from services.api.auth import Principal, authenticated
 from services.api.rules_routes import rules_router
 from services.responder.adapters import LogAdapter
 from services.responder.app import ResponderRuntime, build
-from services.responder.live_rules import encode_document
-from services.responder.rules import load_rule_set_document
 from services.responder.window import RESPONSE, MessagingPolicy
 from shared.bus import RetryLater
 from shared.events import (
@@ -40,7 +38,9 @@ from shared.events import (
     Priority,
     utcnow,
 )
+from shared.live_rules import encode_document
 from shared.models import Scope
+from shared.rules import load_rule_set_document
 from shared.service import service_app
 from shared.settings import Settings
 from shared.streams import CLASSIFIED, MSG_ID_HEADER, RULES_KEY, provision
@@ -109,7 +109,7 @@ async def replicas(settings: Settings) -> AsyncIterator[list[ResponderRuntime]]:
 @pytest.fixture
 async def api(settings: Settings, client: NatsClient) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
-    app.include_router(rules_router(client.jetstream, settings))
+    app.include_router(rules_router(lambda: client, settings))
     # API keys are the api's concern (tests/integration/test_agent_actions.py): here an admin.
     app.dependency_overrides[authenticated] = lambda: Principal(
         key_id=0, name="tests", scope=Scope.ADMIN
@@ -232,6 +232,31 @@ async def test_dry_run_shows_which_signal_decided_before_any_category_rule(
     assert decision["handoff"]["priority"] == "urgent"
     assert "rule critical (#3) matched on critical:legal" in decision["trace"]
     assert decision["replies"][0]["language"] == "it"
+
+
+async def test_dry_run_tries_the_rules_given_and_refuses_bad_ones(
+    api: httpx.AsyncClient, replicas: list[ResponderRuntime]
+) -> None:
+    given = await api.post(
+        "/v1/rules/dry-run", json={"text": "hello", "rules": greeting_rules("Hi there")}
+    )
+    bad = await api.post(
+        "/v1/rules/dry-run",
+        json={"text": "hello", "rules": {"rules": [{"id": "x", "then": [{"reply": "nope"}]}]}},
+    )
+    assert given.status_code == 200, given.text
+    assert given.json()["revision"] == 0
+    assert [r["text"] for r in given.json()["decision"]["replies"]] == ["Hi there"]
+    assert bad.status_code == 422
+    assert bad.json()["problems"][0]["rule_id"] == "x"
+
+
+async def test_dry_run_without_a_responder_is_a_503_with_the_reason(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.post("/v1/rules/dry-run", json={"text": "hello"})
+    assert response.status_code == 503
+    assert "no responder" in response.json()["detail"]
 
 
 async def test_stored_rule_set_that_does_not_compile_is_ignored_by_replicas(

@@ -1,1 +1,2 @@
-"""Default rule set and FAQ knowledge base shipped with dmdesk (``deploy/rules.yaml``)."""
+"""The FAQ knowledge base and the evaluation sets shipped with dmdesk (the default rule set is
+``shared/defaults/rules.yaml``)."""

@@ -3,15 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from services.classifier.priority import (
-    DEFAULT_POLICY,
-    PolicyError,
-    PolicyStore,
-    Signals,
-    decide,
-    load_policy,
-)
+from services.classifier.priority import Signals, decide
 from shared.events import Category, Contact, Priority
+from shared.priority_policy import DEFAULT_POLICY, PolicyError, PolicyStore, load_policy
 
 
 @pytest.fixture

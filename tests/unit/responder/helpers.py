@@ -3,10 +3,10 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from services.responder.decide import Decision, decide
+from services.responder.decide import decide
 from services.responder.faq import FaqIndex, load_knowledge_base
-from services.responder.rules import CompiledRuleSet, compile_rule_set, load_rule_set_document
 from services.responder.state import ConversationState
+from shared.decisions import Decision
 from shared.events import (
     Category,
     Channel,
@@ -18,6 +18,7 @@ from shared.events import (
     Priority,
     PrivateInfoKind,
 )
+from shared.rules import CompiledRuleSet, compile_rule_set, load_rule_set_document
 
 # A Wednesday at noon in London: inside the default office hours.
 OFFICE_NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -6,8 +6,8 @@ import pytest
 
 from services.responder.decide import apply_decision
 from services.responder.state import ConversationState
-from services.responder.templates import greeting_name
 from shared.events import Category, CriticalSignal, PrivateInfoKind
+from shared.rule_templates import greeting_name
 from tests.unit.responder.helpers import classified, run
 
 

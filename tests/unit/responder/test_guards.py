@@ -5,10 +5,10 @@ from datetime import timedelta
 import pytest
 
 from services.responder.decide import apply_decision
-from services.responder.guards import is_command
-from services.responder.rules import RuleSetError, compile_rule_set
 from services.responder.state import ConversationState
 from shared.events import Category
+from shared.rule_guards import is_command
+from shared.rules import RuleSetError, compile_rule_set
 from tests.unit.responder.helpers import OFFICE_NOON, classified, run
 
 

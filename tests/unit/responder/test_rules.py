@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from services.responder.decide import DEFAULT_RULE
-from services.responder.rules import (
+from shared.events import Category, Channel, Priority
+from shared.rules import (
     ROUND_THE_CLOCK,
     RuleSetError,
     compile_rule_set,
@@ -14,7 +15,6 @@ from services.responder.rules import (
     parse_document,
     with_calendar_hours,
 )
-from shared.events import Category, Channel, Priority
 from tests.unit.responder.helpers import classified, default_rules, run
 
 REPO = Path(__file__).resolve().parents[3]

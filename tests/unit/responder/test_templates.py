@@ -2,9 +2,9 @@
 
 import pytest
 
-from services.responder.rules import RuleSetError, compile_rule_set
-from services.responder.templates import Renderer, TemplateContact, TemplateContext, pick_language
 from shared.events import Contact
+from shared.rule_templates import Renderer, TemplateContact, TemplateContext, pick_language
+from shared.rules import RuleSetError, compile_rule_set
 
 
 def test_first_name_with_fallback() -> None:

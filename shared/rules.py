@@ -33,7 +33,9 @@ from pydantic import (
     field_validator,
 )
 
-from services.responder.guards import (
+from shared.business_hours import ALWAYS_OPEN, WEEKDAYS, Calendar
+from shared.events import Category, Channel, CriticalSignal, Priority, PrivateInfoKind
+from shared.rule_guards import (
     DEFAULT_OPT_IN_WORDS,
     DEFAULT_OPT_OUT_WORDS,
     DEFAULT_PROMOTIONAL_PATTERNS,
@@ -41,9 +43,7 @@ from services.responder.guards import (
     normalised_command,
     promotional_match,
 )
-from services.responder.templates import Renderer, TemplateRenderError
-from shared.business_hours import ALWAYS_OPEN, WEEKDAYS, Calendar
-from shared.events import Category, Channel, CriticalSignal, Priority, PrivateInfoKind
+from shared.rule_templates import Renderer, TemplateRenderError
 
 DEFAULT_RULES_RESOURCE = "rules.yaml"
 AUTO_TEAM = "auto"
@@ -540,7 +540,7 @@ def _rule_problems(
 def load_rule_set_document(path: Path | None = None) -> dict[str, Any]:
     """The rule-set document at ``path``, or the default packaged with dmdesk."""
     if path is None:
-        resource = resources.files("services.responder.defaults").joinpath(DEFAULT_RULES_RESOURCE)
+        resource = resources.files("shared.defaults").joinpath(DEFAULT_RULES_RESOURCE)
         text = resource.read_text(encoding="utf-8")
     else:
         text = path.read_text(encoding="utf-8")

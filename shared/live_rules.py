@@ -21,7 +21,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from services.responder.rules import CompiledRuleSet, RuleSetError, compile_rule_set
+from shared.rules import CompiledRuleSet, RuleSetError, compile_rule_set
 from shared.settings import Settings
 from shared.streams import RULES_KEY, open_key_value, rules_bucket_config
 from shared.tasks import follow, stop_task
