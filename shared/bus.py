@@ -5,7 +5,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -148,8 +148,9 @@ def durable_subscriber(
     (faststream's default); the dead-letter middleware decides between a delayed
     redelivery and the dead-letter subject.
     """
+    [subject] = consumer.subjects  # faststream subscribes to one subject
     return router.subscriber(
-        consumer.filter_subject,
+        subject,
         stream=JStream(settings.stream_name, declare=False),
         durable=consumer.durable,
         config=consumer_config(consumer, settings),
@@ -191,13 +192,18 @@ class BatchConsumer:
         settings: Settings,
         handle: BatchHandler,
         *,
-        schema: type[BaseModel],
+        schema: type[BaseModel] | Mapping[str, type[BaseModel]],
         title: str,
     ) -> None:
         self.consumer = consumer
         self.settings = settings
         self.handle = handle
-        self.schema = schema  # the event each message holds (for the AsyncAPI document)
+        # The event each message holds, by subject when it reads several (AsyncAPI).
+        self.schemas = (
+            dict(schema)
+            if isinstance(schema, Mapping)
+            else dict.fromkeys(consumer.subjects, schema)
+        )
         self.title = title
         self._task: asyncio.Task[None] | None = None
         self._running = False

@@ -119,18 +119,35 @@ def stream_config(settings: Settings) -> StreamConfig:
 
 @dataclass(frozen=True, slots=True)
 class Consumer:
-    """A durable pull consumer: who reads which subject."""
+    """A durable pull consumer: who reads which subject (or subjects: NATS 2.10's
+    ``filter_subjects``, one durable reading several, in stream order)."""
 
     durable: str
-    filter_subject: str
+    filter_subject: str | tuple[str, ...]
     description: str
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """The subjects it reads."""
+        if isinstance(self.filter_subject, str):
+            return (self.filter_subject,)
+        return self.filter_subject
 
 
 CLASSIFIER = Consumer("classifier-v1", INBOUND_ALL, "classifier: inbound DMs")
 RESPONDER = Consumer("responder-v1", CLASSIFIED, "responder: classified DMs to rules")
-SENDER = Consumer("sender-v1", OUTBOUND_REQUESTED, "responder: outbound messages to platforms")
+SENDER = Consumer(
+    "sender-v2",
+    (ROUTED_REPLY, OUTBOUND_REQUESTED),
+    "responder: the bot's replies (dm.routed.reply) and agents' replies to platforms",
+)
 RESPONDER_ECHOES = Consumer(
-    "responder-echoes-v1", INBOUND_ALL, "responder: the page's own messages (a human took over)"
+    "responder-echoes-v2", ECHO_ALL, "responder: the page's own messages (a human took over)"
+)
+RESPONDER_CONTACTS = Consumer(
+    "responder-contacts-v2",
+    INBOUND_ALL,
+    "responder: who wrote (profiles) and what they sent (attachments copied to keep)",
 )
 API_INBOUND = Consumer("api-inbound-v1", INBOUND_ALL, "api: inbound DMs into the queue")
 API_STATUS = Consumer("api-status-v1", STATUS_ALL, "api: delivery and read receipts")
@@ -146,12 +163,6 @@ API_OUTBOUND_RESULT = Consumer(
 API_DEAD_LETTER = Consumer("api-dead-letter-v1", DEAD_LETTER_ALL, "api: dead letters")
 API_UPDATE = Consumer("api-update-v1", UPDATE_ALL, "api: reactions, edits and unsends")
 API_CLOSED = Consumer("api-closed-v1", CLOSED, "api: conversations the bot closed")
-PROFILES = Consumer(
-    "responder-profiles-v1", INBOUND_ALL, "responder: contacts' profiles from the platforms"
-)
-ATTACHMENTS = Consumer(
-    "responder-attachments-v1", INBOUND_ALL, "responder: inbound attachments copied to keep"
-)
 API_ATTACHMENT = Consumer("api-attachment-v1", ATTACHMENT, "api: attachments copied")
 API_ROUTED = Consumer(
     "api-routed-v1", ROUTED_ALL, "api: customer DMs with their classification and decision"
@@ -176,10 +187,19 @@ CONSUMERS = (
     API_OUTBOUND_RESULT,
     API_DEAD_LETTER,
     API_CLOSED,
-    PROFILES,
+    RESPONDER_CONTACTS,
     API_CONTACT_PROFILE,
-    ATTACHMENTS,
     API_ATTACHMENT,
+    API_ROUTED,
+    API_ECHO,
+)
+# Durables of earlier versions, no longer read by anyone: a stack upgraded in place
+# deletes them once they are drained (see the README's upgrade note).
+RETIRED_CONSUMERS = (
+    "sender-v1",
+    "responder-echoes-v1",
+    "responder-profiles-v1",
+    "responder-attachments-v1",
 )
 
 # The responder's key-value buckets (names come from settings; these are the keys).
@@ -308,11 +328,13 @@ def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:
     dead-letters a message after ``settings.max_deliveries`` failures, so a message
     is never dropped by the server without a trace.
     """
+    subjects = consumer.subjects
     return ConsumerConfig(
         durable_name=consumer.durable,
         name=consumer.durable,
         description=consumer.description,
-        filter_subject=consumer.filter_subject,
+        filter_subject=subjects[0] if len(subjects) == 1 else None,
+        filter_subjects=list(subjects) if len(subjects) > 1 else None,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=settings.ack_wait_seconds,

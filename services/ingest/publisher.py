@@ -99,11 +99,12 @@ class EventSink(Protocol):
 
 
 EVENT_SUBJECTS: dict[type[BaseModel], tuple[str, str]] = {
-    InboundMessage: ("inbound", "DMs, echoes, postbacks and referrals"),
+    InboundMessage: ("inbound", "customers' DMs, postbacks and referrals"),
     StatusEvent: ("status", "delivery and read receipts, send statuses"),
     MessageUpdate: ("update", "reactions, edits and unsends"),
     RawEvent: ("raw", "platform events dmdesk does not understand yet"),
 }
+ECHO_DESCRIPTION = "the page's own messages (echoes: the bot's replies, people in Meta's inbox)"
 SUBJECT_FACTORIES = {
     "inbound": streams.inbound_subject,
     "status": streams.status_subject,
@@ -120,6 +121,7 @@ class JetStreamSink:
         self.settings = settings
         self.metrics = metrics
         self.publishers: dict[tuple[type[BaseModel], Channel], LogicPublisher] = {}
+        self.echo_publishers: dict[Channel, LogicPublisher] = {}
         for schema, (family, description) in EVENT_SUBJECTS.items():
             for channel in Channel:
                 if family != "inbound" and channel == Channel.GENERIC:
@@ -131,6 +133,14 @@ class JetStreamSink:
                     title=subject,
                     description=f"{channel.value}: {description}, normalised.",
                 )
+        for channel in Channel:
+            subject = streams.echo_subject(channel)
+            self.echo_publishers[channel] = broker.publisher(
+                subject,
+                schema=InboundMessage,
+                title=subject,
+                description=f"{channel.value}: {ECHO_DESCRIPTION}, normalised.",
+            )
 
     def room(self) -> int:
         """The server's ``max_payload``, from the connection's server info."""
@@ -162,7 +172,7 @@ class JetStreamSink:
             started = time.perf_counter()
             try:
                 ack = await publish_event(
-                    self.publishers[type(event), channel],
+                    self._publisher(event, channel),
                     event,
                     msg_id=normalised.msg_id,
                     settings=self.settings,
@@ -184,6 +194,13 @@ class JetStreamSink:
                 duplicates += 1
                 self.metrics.duplicates.labels(channel.value).inc()
         return duplicates
+
+    def _publisher(self, event: BaseModel, channel: Channel) -> LogicPublisher:
+        """Echoes go to ``dm.echo.<channel>`` (the classifier never reads them), the rest
+        by type."""
+        if isinstance(event, InboundMessage) and event.is_echo:
+            return self.echo_publishers[channel]
+        return self.publishers[type(event), channel]
 
 
 def _platform_order(event: Normalised) -> float:

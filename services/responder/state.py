@@ -2,7 +2,7 @@
 
 Writes use optimistic concurrency (``kv.update(..., last=revision)``): two replicas
 handling messages of one conversation at once cannot lose each other's update;
-the loser re-reads and decides again.
+the loser re-reads and applies its change again.
 """
 
 import base64
@@ -13,27 +13,16 @@ from typing import Any, TypeVar
 
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.events import ConversationRef
 
 logger = logging.getLogger("dmdesk.responder.state")
 
-KEEP_HANDLED = 20
+KEEP_HANDLED = 50
 KEEP_SENT = 50
 UPDATE_ATTEMPTS = 20
 T = TypeVar("T")
-
-
-class HandledMessage(BaseModel):
-    """A customer message already decided on, with the events that decision publishes.
-
-    Kept so a redelivered message republishes the same events (deduplicated by
-    their ids) instead of deciding, and counting, twice: a small outbox.
-    """
-
-    mid: str
-    events: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ConversationState(BaseModel):
@@ -49,19 +38,32 @@ class ConversationState(BaseModel):
     human_took_over_at: datetime | None = None
     agent_replied_at: datetime | None = None
     last_customer_message_at: datetime | None = None
-    handled: list[HandledMessage] = Field(default_factory=list)
+    handled_mids: list[str] = Field(
+        default_factory=list,
+        description="The customer messages this state counts already (the latest few).",
+    )
     sent: dict[str, str] = Field(default_factory=dict, description="request_id -> platform mid.")
     sending: dict[str, datetime] = Field(
         default_factory=dict, description="request_id -> when a replica began to send it."
     )
 
-    def handled_message(self, mid: str) -> HandledMessage | None:
-        """The earlier decision on ``mid``, if this conversation has one."""
-        return next((item for item in self.handled if item.mid == mid), None)
+    @model_validator(mode="before")
+    @classmethod
+    def _mids_of_the_outbox(cls, data: Any) -> Any:
+        """A state written before 2 kept an outbox of decisions (``handled``): keep its mids."""
+        if isinstance(data, dict) and "handled" in data and "handled_mids" not in data:
+            outbox = data.get("handled") or []
+            mids = [item["mid"] for item in outbox if isinstance(item, dict) and "mid" in item]
+            return {**data, "handled_mids": mids}
+        return data
 
-    def remember(self, handled: HandledMessage) -> None:
-        """Keep ``handled`` (and only the most recent few)."""
-        self.handled = [*self.handled, handled][-KEEP_HANDLED:]
+    def handled(self, mid: str) -> bool:
+        """Whether this state counts the customer message ``mid`` already."""
+        return mid in self.handled_mids
+
+    def remember_handled(self, mid: str) -> None:
+        """Note that this state counts ``mid`` (and keep only the most recent few)."""
+        self.handled_mids = [*self.handled_mids, mid][-KEEP_HANDLED:]
 
     def remember_sent(self, request_id: str, mid: str) -> None:
         """Keep the platform id of a sent request (and only the most recent few)."""
@@ -112,10 +114,11 @@ class ConversationStates:
 
     async def read(self, conversation: ConversationRef) -> tuple[ConversationState, int]:
         """The state and its revision (0: never written)."""
-        state, revision, _ = await self._read(conversation)
+        state, revision, _ = await self.entry(conversation)
         return state, revision
 
-    async def _read(self, conversation: ConversationRef) -> tuple[ConversationState, int, bytes]:
+    async def entry(self, conversation: ConversationRef) -> tuple[ConversationState, int, bytes]:
+        """The state, its revision and its stored bytes (to tell whether a change changed it)."""
         try:
             entry = await self.kv.get(state_key(conversation))
         except (KeyNotFoundError, KeyDeletedError):
@@ -137,16 +140,24 @@ class ConversationStates:
         self,
         conversation: ConversationRef,
         apply: Callable[[ConversationState], Awaitable[T]],
+        *,
+        known: tuple[ConversationState, int, bytes] | None = None,
     ) -> T:
         """Read, ``apply`` (which edits the state in place and returns a result), write.
 
         On a concurrent write the whole read-apply-write is retried with the fresh
         state, so ``apply`` must depend on nothing but the state it is given. A state
         ``apply`` left as it was is not written again (every echo of a bot reply, every
-        redelivery of a message already decided on).
+        redelivery of a message already decided on). ``known`` is an entry read
+        already (a pull's states are read at once): the first attempt starts from a
+        copy of it instead of reading.
         """
         for _ in range(UPDATE_ATTEMPTS):
-            state, revision, stored = await self._read(conversation)
+            if known is not None:
+                state, revision, stored = known[0].model_copy(deep=True), known[1], known[2]
+                known = None
+            else:
+                state, revision, stored = await self.entry(conversation)
             result = await apply(state)
             encoded = state.model_dump_json().encode()
             if encoded == stored:
