@@ -24,7 +24,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -125,6 +125,7 @@ class Consumer:
     durable: str
     filter_subject: str | tuple[str, ...]
     description: str
+    succeeds: tuple[str, ...] = ()  # durables it replaces: it starts where they stopped
 
     @property
     def subjects(self) -> tuple[str, ...]:
@@ -140,6 +141,7 @@ SENDER = Consumer(
     "sender-v2",
     (ROUTED_REPLY, OUTBOUND_REQUESTED),
     "responder: the bot's replies (dm.routed.reply) and agents' replies to platforms",
+    succeeds=("sender-v1",),
 )
 RESPONDER_ECHOES = Consumer(
     "responder-echoes-v2", ECHO_ALL, "responder: the page's own messages (a human took over)"
@@ -148,6 +150,7 @@ RESPONDER_CONTACTS = Consumer(
     "responder-contacts-v2",
     INBOUND_ALL,
     "responder: who wrote (profiles) and what they sent (attachments copied to keep)",
+    succeeds=("responder-profiles-v1", "responder-attachments-v1"),
 )
 API_INBOUND = Consumer("api-inbound-v1", INBOUND_ALL, "api: inbound DMs into the queue")
 API_STATUS = Consumer("api-status-v1", STATUS_ALL, "api: delivery and read receipts")
@@ -344,6 +347,40 @@ def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:
     )
 
 
+async def continuing(
+    js: JetStreamContext, stream: str, consumer: Consumer, settings: Settings
+) -> ConsumerConfig:
+    """The config of ``consumer``, starting where the durables it succeeds stopped.
+
+    A new durable reads the stream from its start; one that replaces earlier durables
+    (a stack upgraded in place) starts after the lowest of their ack floors instead,
+    so that it neither replays what they handled (sent replies, fetched profiles) nor
+    skips what they left. Once created, it keeps the start it was created with.
+    """
+    config = consumer_config(consumer, settings)
+    if not consumer.succeeds:
+        return config
+    try:
+        existing = await js.consumer_info(stream, consumer.durable)
+    except NotFoundError:
+        pass
+    else:
+        config.deliver_policy = existing.config.deliver_policy
+        config.opt_start_seq = existing.config.opt_start_seq
+        return config
+    floors: list[int] = []
+    for earlier in consumer.succeeds:
+        try:
+            info = await js.consumer_info(stream, earlier)
+        except NotFoundError:
+            continue
+        floors.append(info.ack_floor.stream_seq if info.ack_floor is not None else 0)
+    if floors:
+        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = min(floors) + 1
+    return config
+
+
 async def provision(js: JetStreamContext, settings: Settings, *consumers: Consumer) -> None:
     """Create or update the stream and the given durable consumers."""
     config = stream_config(settings)
@@ -353,8 +390,9 @@ async def provision(js: JetStreamContext, settings: Settings, *consumers: Consum
         # Exists with another config (or was created by a replica a moment ago).
         await js.update_stream(config)
     for consumer in consumers:
+        durable = await continuing(js, config.name or "", consumer, settings)
         try:
-            await js.add_consumer(config.name or "", consumer_config(consumer, settings))
+            await js.add_consumer(config.name or "", durable)
         except BadRequestError:
             # An existing durable keeps its non-editable fields; a changed definition
             # must get a new durable name (see the module docstring).
