@@ -211,13 +211,20 @@ RULES_HISTORY = 10
 
 
 def kv_bucket(settings: Settings, bucket: str, description: str, history: int) -> KeyValueConfig:
-    """A KV bucket on disk, replicated like the stream."""
+    """A KV bucket on disk, replicated like the stream.
+
+    Reads are direct gets (``allow_direct``: the raw entry, answered by any replica,
+    without the JetStream API's JSON and base64), as NATS's own clients make them.
+    A replica may answer a moment behind the leader: every write is a compare-and-set
+    on the revision read, so a stale read costs a retry, never a lost update.
+    """
     return KeyValueConfig(
         bucket=bucket,
         description=description,
         history=history,
         storage=StorageType.FILE,
         replicas=settings.stream_replicas,
+        direct=True,
     )
 
 
@@ -253,7 +260,8 @@ async def open_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyVal
 
     A bucket is the stream ``KV_<bucket>``: one created with fewer replicas than
     ``config`` asks for (a single node moved to a cluster, or an older definition) is
-    updated to that many, so losing one node does not stop its readers and writers.
+    updated to that many, so losing one node does not stop its readers and writers;
+    one created without direct gets (an older definition) is given them.
     """
     try:
         kv = await js.key_value(config.bucket)
@@ -265,8 +273,18 @@ async def open_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyVal
             kv = await js.key_value(config.bucket)
     stream = f"KV_{config.bucket}"
     info = await js.stream_info(stream)
-    if (info.config.num_replicas or 1) < config.replicas:
-        await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas))
+    fewer_replicas = (info.config.num_replicas or 1) < config.replicas
+    not_direct = bool(config.direct) and not info.config.allow_direct
+    if fewer_replicas or not_direct:
+        await js.update_stream(
+            dataclasses.replace(
+                info.config,
+                num_replicas=max(info.config.num_replicas or 1, config.replicas),
+                allow_direct=bool(config.direct) or info.config.allow_direct,
+            )
+        )
+        if not_direct:  # bound before: bind again to read directly
+            kv = await js.key_value(config.bucket)
     return kv
 
 

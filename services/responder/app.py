@@ -376,7 +376,7 @@ class ResponderRuntime:
             known = await self.states.entry(ref)
         except Exception as error:  # the state is unreadable now: each DM is redelivered
             return [error] * len(dms)
-        working = known[0].model_copy(deep=True)
+        working = known.fresh()
         outcomes: list[Routed | Exception] = []
         decided: list[tuple[int, ClassifiedMessage, Decision, RoutedMessage]] = []
         for classified in dms:
@@ -483,18 +483,24 @@ class ResponderRuntime:
         return named
 
     async def deliver(self, request: OutboundRequest) -> OutboundResult:
-        """Send ``request`` unless a guard or the reply window refuses it; say how it ended."""
+        """Send ``request`` unless a guard or the reply window refuses it; say how it ended.
+
+        The state is read once; the claim and the outcome are written on the revision
+        the previous step left (compare-and-set, re-read only on a conflict).
+        """
         ref = request.conversation
-        state, _ = await self.states.read(ref)
+        known = await self.states.entry(ref)
+        state = known.state
         if (mid := state.sent.get(request.request_id)) is not None:
             return already_sent(request, mid)
         now = utcnow()
         if request.author == Author.AGENT:
-            await self.states.change(ref, _human_replied(now))
+            _, known = await self.states.change_entry(ref, _human_replied(now), known=known)
+            state = known.state
         elif (reason := self._bot_refusal(request, state)) is not None:
             return refused(request, *reason)
-        known = (state.last_customer_message_at, request.customer_last_message_at)
-        last = max((at for at in known if at is not None), default=None)
+        known_at = (state.last_customer_message_at, request.customer_last_message_at)
+        last = max((at for at in known_at if at is not None), default=None)
         policy = (
             RESPONSE
             if ref.channel == Channel.GENERIC
@@ -504,7 +510,9 @@ class ResponderRuntime:
             return refused(request, policy.reason, policy.kind)
         # At most once: the Send API takes no idempotency key, so a redelivery must not
         # send again what an earlier delivery (maybe on a replica that died) began to send.
-        sent_mid, earlier = await self.states.change(ref, _claim(request.request_id, now))
+        (sent_mid, earlier), known = await self.states.change_entry(
+            ref, _claim(request.request_id, now), known=known
+        )
         if sent_mid is not None:
             return already_sent(request, sent_mid)
         if earlier is not None:
@@ -518,9 +526,9 @@ class ResponderRuntime:
             )
         result = await self.adapter.send(request, policy)
         if result.status == OutboundStatus.SENT and result.mid is not None:
-            await self.states.change(ref, _sent(request.request_id, result.mid))
+            await self.states.change(ref, _sent(request.request_id, result.mid), known=known)
         else:
-            await self.states.change(ref, _released(request.request_id))
+            await self.states.change(ref, _released(request.request_id), known=known)
         return result
 
     def _bot_refusal(

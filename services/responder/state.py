@@ -9,7 +9,7 @@ import base64
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -102,6 +102,20 @@ def state_key(conversation: ConversationRef) -> str:
     return f"{conversation.channel.value}.{account}.{contact}"
 
 
+class StateEntry(NamedTuple):
+    """A conversation's state as stored: the state, its revision, its bytes."""
+
+    state: ConversationState
+    revision: int
+    stored: bytes
+
+    def fresh(self) -> ConversationState:
+        """A copy of the state to change (parsed again: cheaper than a deep copy)."""
+        if not self.stored:
+            return self.state.model_copy(deep=True)
+        return ConversationState.model_validate_json(self.stored)
+
+
 class StateConflictError(RuntimeError):
     """Too many concurrent writers on one conversation's state."""
 
@@ -114,19 +128,19 @@ class ConversationStates:
 
     async def read(self, conversation: ConversationRef) -> tuple[ConversationState, int]:
         """The state and its revision (0: never written)."""
-        state, revision, _ = await self.entry(conversation)
-        return state, revision
+        entry = await self.entry(conversation)
+        return entry.state, entry.revision
 
-    async def entry(self, conversation: ConversationRef) -> tuple[ConversationState, int, bytes]:
+    async def entry(self, conversation: ConversationRef) -> "StateEntry":
         """The state, its revision and its stored bytes (to tell whether a change changed it)."""
         try:
-            entry = await self.kv.get(state_key(conversation))
+            found = await self.kv.get(state_key(conversation))
         except (KeyNotFoundError, KeyDeletedError):
-            return ConversationState(), 0, b""
-        if not entry.value:
-            return ConversationState(), entry.revision or 0, b""
-        state = ConversationState.model_validate_json(entry.value)
-        return state, entry.revision or 0, entry.value
+            return StateEntry(ConversationState(), 0, b"")
+        if not found.value:
+            return StateEntry(ConversationState(), found.revision or 0, b"")
+        state = ConversationState.model_validate_json(found.value)
+        return StateEntry(state, found.revision or 0, found.value)
 
     async def write(
         self, conversation: ConversationRef, state: ConversationState, revision: int
@@ -141,7 +155,7 @@ class ConversationStates:
         conversation: ConversationRef,
         apply: Callable[[ConversationState], Awaitable[T]],
         *,
-        known: tuple[ConversationState, int, bytes] | None = None,
+        known: StateEntry | None = None,
     ) -> T:
         """Read, ``apply`` (which edits the state in place and returns a result), write.
 
@@ -149,23 +163,35 @@ class ConversationStates:
         state, so ``apply`` must depend on nothing but the state it is given. A state
         ``apply`` left as it was is not written again (every echo of a bot reply, every
         redelivery of a message already decided on). ``known`` is an entry read
-        already (a pull's states are read at once): the first attempt starts from a
-        copy of it instead of reading.
+        already (a pull's states are read at once, a send's state before its claim):
+        the first attempt starts from it instead of reading.
         """
+        result, _ = await self.change_entry(conversation, apply, known=known)
+        return result
+
+    async def change_entry(
+        self,
+        conversation: ConversationRef,
+        apply: Callable[[ConversationState], Awaitable[T]],
+        *,
+        known: StateEntry | None = None,
+    ) -> tuple[T, StateEntry]:
+        """:meth:`change`, also answering the entry it left (to change it again later
+        without reading it first)."""
         for _ in range(UPDATE_ATTEMPTS):
-            if known is not None:
-                state, revision, stored = known[0].model_copy(deep=True), known[1], known[2]
-                known = None
-            else:
-                state, revision, stored = await self.entry(conversation)
+            entry = known if known is not None else await self.entry(conversation)
+            known = None
+            state = entry.fresh()
             result = await apply(state)
             encoded = state.model_dump_json().encode()
-            if encoded == stored:
-                return result
+            if encoded == entry.stored:
+                return result, entry
             try:
-                await self.kv.update(state_key(conversation), encoded, last=revision)
+                revision = await self.kv.update(
+                    state_key(conversation), encoded, last=entry.revision
+                )
             except KeyWrongLastSequenceError:
                 logger.debug("conversation state changed concurrently; retrying")
                 continue
-            return result
+            return result, StateEntry(state, revision, encoded)
         raise StateConflictError("conversation state kept changing; giving up for now")
