@@ -10,7 +10,9 @@ fields of the current one).
 import dataclasses
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -27,8 +29,25 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+from pydantic import BaseModel
 
-from shared.events import Channel, ConversationRef, InboundMessage, RoutedMessage
+from shared.events import (
+    AttachmentCopied,
+    Channel,
+    ClassifiedMessage,
+    ContactProfile,
+    ConversationChanged,
+    ConversationRef,
+    DeadLetter,
+    InboundMessage,
+    MessageUpdate,
+    OutboundRequest,
+    OutboundResult,
+    RawEvent,
+    RoutedMessage,
+    SlaEvent,
+    StatusEvent,
+)
 from shared.settings import Settings
 
 ALL = "dm.>"
@@ -101,6 +120,145 @@ def dead_letter_subject(stage: str) -> str:
 def is_dead_letter(subject: str) -> bool:
     """Whether ``subject`` carries dead letters (which are never dead-lettered again)."""
     return subject.startswith("dm.dlq.")
+
+
+E = TypeVar("E", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject(Generic[E]):
+    """One kind of event on the bus: where it goes, what it is, how it is deduplicated.
+
+    ``pattern`` is the subject, or the wildcard of a family of subjects
+    (``dm.inbound.*``), whose member ``subject`` picks from the event; ``msg_id`` is the
+    event's ``Nats-Msg-Id`` (publishing the same fact twice stores it once).
+    Publishers and consumers both use these definitions: ``shared.bus.publish`` takes
+    one, a consumer's filter is a ``pattern``.
+    """
+
+    pattern: str
+    event: type[E]
+    msg_id: Callable[[E], str]
+    description: str
+    pick: Callable[[E], str] | None = None
+
+    def subject(self, event: E) -> str:
+        """The subject ``event`` is published on."""
+        return self.pick(event) if self.pick is not None else self.pattern
+
+
+def _message_id(message: InboundMessage) -> str:
+    return f"{message.channel.value}:{message.mid}"
+
+
+INBOUND_EVENT = Subject(
+    INBOUND_ALL,
+    InboundMessage,
+    _message_id,
+    "ingest: customers' messages, postbacks and referrals",
+    lambda message: inbound_subject(message.channel),
+)
+ECHO_EVENT = Subject(
+    ECHO_ALL,
+    InboundMessage,
+    _message_id,
+    "ingest: the page's own messages (echoes: the bot's replies, people in Meta's inbox)",
+    lambda message: echo_subject(message.channel),
+)
+STATUS_EVENT = Subject(
+    STATUS_ALL,
+    StatusEvent,
+    lambda status: status.event_id,
+    "ingest: delivery and read receipts, send statuses",
+    lambda status: status_subject(status.conversation.channel),
+)
+UPDATE_EVENT = Subject(
+    UPDATE_ALL,
+    MessageUpdate,
+    lambda update: update.event_id,
+    "ingest: reactions, edits and unsends of earlier messages",
+    lambda update: update_subject(update.conversation.channel),
+)
+RAW_EVENT = Subject(
+    RAW_ALL,
+    RawEvent,
+    lambda raw: raw.event_id,
+    "ingest: platform events not understood yet (or refused), kept",
+    lambda raw: raw_subject(raw.channel),
+)
+CLASSIFIED_EVENT = Subject(
+    CLASSIFIED,
+    ClassifiedMessage,
+    lambda classified: f"classified:{_message_id(classified.message)}",
+    "classifier: every customer DM with its classification",
+)
+ROUTED_EVENT = Subject(
+    ROUTED_ALL,
+    RoutedMessage,
+    lambda routed: routed_msg_id(routed.message),
+    "responder: a customer DM, its classification and the decision",
+    routed_subject,
+)
+OUTBOUND_REQUESTED_EVENT = Subject(
+    OUTBOUND_REQUESTED,
+    OutboundRequest,
+    lambda request: request.request_id,
+    "api: an agent's reply to send",
+)
+OUTBOUND_RESULT_EVENT = Subject(
+    OUTBOUND_RESULT,
+    OutboundResult,
+    lambda result: f"result:{result.request_id}",
+    "responder: how sending a reply ended",
+)
+DEAD_LETTER_EVENT = Subject(
+    DEAD_LETTER_ALL,
+    DeadLetter,
+    lambda letter: f"dlq:{letter.stage}:{letter.subject}:{letter.stream_sequence}",
+    "every stage: what it gave up on, with the error and the original",
+    lambda letter: dead_letter_subject(letter.stage),
+)
+SLA_EVENT = Subject(
+    "dm.sla.*",
+    SlaEvent,
+    lambda sla: f"sla:{sla.kind.value}:{sla.clock_id}",
+    "api: an SLA clock at risk or breached",
+    lambda sla: f"dm.sla.{sla.kind.value}",
+)
+CONTACT_PROFILE_EVENT = Subject(
+    CONTACT_PROFILE,
+    ContactProfile,
+    lambda profile: f"profile:{contact_key(profile.conversation)}:{profile.fetched_at.isoformat()}",
+    "responder: a contact's profile from the platform",
+)
+ATTACHMENT_EVENT = Subject(
+    ATTACHMENT,
+    AttachmentCopied,
+    lambda copied: f"attachment:{copied.conversation.channel.value}:{copied.mid}:{copied.index}",
+    "responder: an inbound attachment copied, or why not",
+)
+CONVERSATION_CHANGED_EVENT = Subject(
+    CONVERSATION_CHANGED,
+    ConversationChanged,
+    lambda changed: f"changed:{changed.conversation_id}:{changed.updated_at.isoformat()}",
+    "api: a conversation's state after a committed change",
+)
+SUBJECTS: tuple[Subject[Any], ...] = (
+    INBOUND_EVENT,
+    ECHO_EVENT,
+    STATUS_EVENT,
+    UPDATE_EVENT,
+    RAW_EVENT,
+    CLASSIFIED_EVENT,
+    ROUTED_EVENT,
+    OUTBOUND_REQUESTED_EVENT,
+    OUTBOUND_RESULT_EVENT,
+    DEAD_LETTER_EVENT,
+    SLA_EVENT,
+    CONTACT_PROFILE_EVENT,
+    ATTACHMENT_EVENT,
+    CONVERSATION_CHANGED_EVENT,
+)
 
 
 def stream_config(settings: Settings) -> StreamConfig:

@@ -5,7 +5,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import nats.errors
 from faststream.nats import NatsBroker
@@ -98,19 +98,26 @@ class EventSink(Protocol):
         ...
 
 
-EVENT_SUBJECTS: dict[type[BaseModel], tuple[str, str]] = {
-    InboundMessage: ("inbound", "customers' DMs, postbacks and referrals"),
-    StatusEvent: ("status", "delivery and read receipts, send statuses"),
-    MessageUpdate: ("update", "reactions, edits and unsends"),
-    RawEvent: ("raw", "platform events dmdesk does not understand yet"),
+# What ingest publishes: each subject family's definition (shared/streams.py).
+PUBLISHED = (
+    streams.INBOUND_EVENT,
+    streams.ECHO_EVENT,
+    streams.STATUS_EVENT,
+    streams.UPDATE_EVENT,
+    streams.RAW_EVENT,
+)
+BY_TYPE: dict[type[BaseModel], streams.Subject[Any]] = {
+    StatusEvent: streams.STATUS_EVENT,
+    MessageUpdate: streams.UPDATE_EVENT,
+    RawEvent: streams.RAW_EVENT,
 }
-ECHO_DESCRIPTION = "the page's own messages (echoes: the bot's replies, people in Meta's inbox)"
-SUBJECT_FACTORIES = {
-    "inbound": streams.inbound_subject,
-    "status": streams.status_subject,
-    "update": streams.update_subject,
-    "raw": streams.raw_subject,
-}
+
+
+def definition_of(event: BaseModel) -> streams.Subject[Any]:
+    """The subject definition an event is published under (echoes apart from DMs)."""
+    if isinstance(event, InboundMessage):
+        return streams.ECHO_EVENT if event.is_echo else streams.INBOUND_EVENT
+    return BY_TYPE[type(event)]
 
 
 class JetStreamSink:
@@ -120,27 +127,19 @@ class JetStreamSink:
         self.broker = broker
         self.settings = settings
         self.metrics = metrics
-        self.publishers: dict[tuple[type[BaseModel], Channel], LogicPublisher] = {}
-        self.echo_publishers: dict[Channel, LogicPublisher] = {}
-        for schema, (family, description) in EVENT_SUBJECTS.items():
+        self.publishers: dict[str, LogicPublisher] = {}
+        for definition in PUBLISHED:
             for channel in Channel:
-                if family != "inbound" and channel == Channel.GENERIC:
+                messages = definition.event is InboundMessage
+                if channel == Channel.GENERIC and not messages:
                     continue
-                subject = SUBJECT_FACTORIES[family](channel)
-                self.publishers[schema, channel] = broker.publisher(
+                subject = definition.pattern.removesuffix("*") + channel.value
+                self.publishers[subject] = broker.publisher(
                     subject,
-                    schema=schema,
+                    schema=definition.event,
                     title=subject,
-                    description=f"{channel.value}: {description}, normalised.",
+                    description=f"{channel.value}: {definition.description}, normalised.",
                 )
-        for channel in Channel:
-            subject = streams.echo_subject(channel)
-            self.echo_publishers[channel] = broker.publisher(
-                subject,
-                schema=InboundMessage,
-                title=subject,
-                description=f"{channel.value}: {ECHO_DESCRIPTION}, normalised.",
-            )
 
     def room(self) -> int:
         """The server's ``max_payload``, from the connection's server info."""
@@ -172,7 +171,7 @@ class JetStreamSink:
             started = time.perf_counter()
             try:
                 ack = await publish_event(
-                    self._publisher(event, channel),
+                    self._publisher(event),
                     event,
                     msg_id=normalised.msg_id,
                     settings=self.settings,
@@ -195,12 +194,8 @@ class JetStreamSink:
                 self.metrics.duplicates.labels(channel.value).inc()
         return duplicates
 
-    def _publisher(self, event: BaseModel, channel: Channel) -> LogicPublisher:
-        """Echoes go to ``dm.echo.<channel>`` (the classifier never reads them), the rest
-        by type."""
-        if isinstance(event, InboundMessage) and event.is_echo:
-            return self.echo_publishers[channel]
-        return self.publishers[type(event), channel]
+    def _publisher(self, event: BaseModel) -> LogicPublisher:
+        return self.publishers[definition_of(event).subject(event)]
 
 
 def _platform_order(event: Normalised) -> float:

@@ -54,7 +54,7 @@ from shared.bus import (
     event_publisher,
     make_broker,
     nats_credentials,
-    publish_event,
+    publish_as,
     settle_failure,
     stage_router,
 )
@@ -687,26 +687,14 @@ def _contact_work(
             return
         if profile is None:
             return
-        await publish_event(
-            jetstream(),
-            profile,
-            subject=streams.CONTACT_PROFILE,
-            msg_id=f"profile:{streams.contact_key(message.conversation)}:{message.mid}",
-            settings=settings,
-        )
+        await publish_as(jetstream(), streams.CONTACT_PROFILE_EVENT, profile, settings=settings)
         await runtime.fetcher.remember(profile)
         profile_fetches.labels(channel, "fetched").inc()
 
     async def attachments_of(message: InboundMessage) -> None:
         """Copy a DM's attachments into the object store; publish how each ended."""
         for copied in await runtime.copier.copy_all(message):
-            await publish_event(
-                jetstream(),
-                copied,
-                subject=streams.ATTACHMENT,
-                msg_id=f"attachment:{message.channel.value}:{message.mid}:{copied.index}",
-                settings=settings,
-            )
+            await publish_as(jetstream(), streams.ATTACHMENT_EVENT, copied, settings=settings)
             attachments_total.labels(message.channel.value, copied.state.value).inc()
 
     async def on_pull(messages: list[Msg]) -> None:
@@ -779,13 +767,7 @@ def _sender(
     async def send(request: OutboundRequest) -> None:
         """Check the guards and the reply window, send, and publish how it ended."""
         result = (await runtime.deliver(request)).model_copy(update={"author": request.author})
-        await publish_event(
-            jetstream(),
-            result,
-            subject=streams.OUTBOUND_RESULT,
-            msg_id=f"result:{request.request_id}",
-            settings=settings,
-        )
+        await publish_as(jetstream(), streams.OUTBOUND_RESULT_EVENT, result, settings=settings)
         if (
             result.error is not None
             and result.error.type
@@ -876,13 +858,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         await settle_failure(msg, error, stage=STAGE, settings=settings, broker=broker)
 
     async def publish_routed(routed: RoutedMessage) -> None:
-        await publish_event(
-            jetstream(),
-            routed,
-            subject=streams.routed_subject(routed),
-            msg_id=streams.routed_msg_id(routed.message),
-            settings=settings,
-        )
+        await publish_as(jetstream(), streams.ROUTED_EVENT, routed, settings=settings)
 
     async def on_classified(messages: list[Msg]) -> None:
         """Apply guards, rules and the FAQ to a pull of classified DMs; publish each
