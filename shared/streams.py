@@ -413,6 +413,16 @@ def contacts_bucket_config(settings: Settings) -> KeyValueConfig:
     )
 
 
+def contact_languages_bucket_config(settings: Settings) -> KeyValueConfig:
+    """The classifier's bucket of each contact's last detected language."""
+    return kv_bucket(
+        settings,
+        settings.contact_languages_bucket,
+        "classifier: each contact's last detected language",
+        1,
+    )
+
+
 async def open_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
     """Bind the bucket of ``config``, creating it when missing.
 
@@ -487,17 +497,30 @@ def attachments_store_config(settings: Settings) -> ObjectStoreConfig:
     )
 
 
+def models_store_config(settings: Settings) -> ObjectStoreConfig:
+    """The object store of the classifier's model artefacts (``dmdesk train-classifier``)."""
+    return object_store(
+        settings,
+        settings.models_bucket,
+        "classifier: the category model artefact (dmdesk train-classifier)",
+    )
+
+
 async def bind_object_store(js: JetStreamContext, config: ObjectStoreConfig) -> ObjectStore:
     """The object store ``config`` defines, created when it does not exist yet."""
     try:
-        return await js.object_store(config.bucket or "")
+        store = await js.object_store(config.bucket or "")
     except BucketNotFoundError:
-        pass
-    try:
-        # nats-py sets config.bucket from its bucket argument: pass both.
-        return await js.create_object_store(config.bucket or "", config=config)
-    except BadRequestError:  # another replica created it a moment ago
-        return await js.object_store(config.bucket or "")
+        try:
+            # nats-py sets config.bucket from its bucket argument: pass both.
+            return await js.create_object_store(config.bucket or "", config=config)
+        except BadRequestError:  # another replica created it a moment ago
+            return await js.object_store(config.bucket or "")
+    info = await js.stream_info(f"OBJ_{config.bucket}")
+    if (info.config.num_replicas or 1) < config.replicas:
+        # Created with fewer (a single node moved to a cluster): raised like a KV bucket.
+        await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas))
+    return store
 
 
 def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:

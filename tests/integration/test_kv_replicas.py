@@ -15,8 +15,11 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from shared.settings import Settings
 from shared.streams import (
+    attachments_store_config,
+    contact_languages_bucket_config,
     contacts_bucket_config,
     conversation_state_bucket_config,
+    models_store_config,
     open_key_value,
     profiles_bucket_config,
     rules_bucket_config,
@@ -29,7 +32,9 @@ BUCKETS = [
     conversation_state_bucket_config,
     contacts_bucket_config,
     profiles_bucket_config,
+    contact_languages_bucket_config,
 ]
+STORES = [attachments_store_config, models_store_config]
 
 
 @pytest.mark.parametrize("definition", BUCKETS, ids=lambda d: d.__name__)
@@ -39,6 +44,13 @@ def test_every_bucket_has_the_stream_replicas(definition: object) -> None:
     assert config.replicas == 3
     assert config.storage == StorageType.FILE
     assert config.direct
+
+
+@pytest.mark.parametrize("definition", STORES, ids=lambda d: d.__name__)
+def test_every_object_store_has_the_stream_replicas(definition: object) -> None:
+    config = definition(Settings(stream_replicas=3))  # type: ignore[operator]
+    assert config.replicas == 3
+    assert config.storage == StorageType.FILE
 
 
 async def test_a_bucket_without_direct_gets_is_given_them(
