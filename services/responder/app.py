@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, TypeVar
 
@@ -611,6 +612,17 @@ def decision_kind(decision: Decision) -> tuple[str, str]:
     return "silent", ""
 
 
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """What the responder's consumers share."""
+
+    runtime: ResponderRuntime
+    settings: Settings
+    registry: CollectorRegistry
+    jetstream: Callable[[], JetStreamContext]
+    settle: Callable[[Msg, Exception], Awaitable[None]]
+
+
 T = TypeVar("T")
 
 
@@ -644,15 +656,11 @@ async def each_in_order(
     await asyncio.gather(*(run(group) for group in groups.values()))
 
 
-def _contact_work(
-    runtime: ResponderRuntime,
-    settings: Settings,
-    registry: CollectorRegistry,
-    jetstream: Callable[[], JetStreamContext],
-    settle: Callable[[Msg, Exception], Awaitable[None]],
-) -> BatchConsumer:
+def _contact_work(wiring: Wiring) -> BatchConsumer:
     """Who wrote and what they sent: the profile fetcher and the attachment copier, on
     one durable (``responder-contacts-v2``), the pull's profile entries read at once."""
+    runtime, settings, registry = wiring.runtime, wiring.settings, wiring.registry
+    jetstream, settle = wiring.jetstream, wiring.settle
     profile_fetches = Counter(
         "dmdesk_profile_fetches_total",
         "Contact profile fetches by channel and result (fetched, or why not: rate_limited,"
@@ -742,15 +750,11 @@ def _contact_work(
     )
 
 
-def _sender(
-    runtime: ResponderRuntime,
-    settings: Settings,
-    registry: CollectorRegistry,
-    jetstream: Callable[[], JetStreamContext],
-    settle: Callable[[Msg, Exception], Awaitable[None]],
-) -> BatchConsumer:
+def _sender(wiring: Wiring) -> BatchConsumer:
     """The bot's replies (``dm.routed.reply``) and agents' (``dm.outbound.requested``) to
     the platforms, on one durable (``sender-v2``); a conversation's in order."""
+    runtime, settings, registry = wiring.runtime, wiring.settings, wiring.registry
+    jetstream, settle = wiring.jetstream, wiring.settle
     sent_total = Counter(
         "dmdesk_outbound_total",
         "Outbound messages by channel, author and result.",
@@ -894,6 +898,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
             settle,
         )
 
+    wiring = Wiring(runtime, settings, registry, jetstream, settle)
     broker.include_router(router)
     return ServiceSpec(
         name=STAGE,
@@ -915,8 +920,8 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
                 schema=InboundMessage,
                 title="notice humans replying elsewhere",
             ),
-            _contact_work(runtime, settings, registry, jetstream, settle),
-            _sender(runtime, settings, registry, jetstream, settle),
+            _contact_work(wiring),
+            _sender(wiring),
         ),
         on_startup=(runtime.start,),
         on_shutdown=(runtime.stop,),
