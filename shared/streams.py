@@ -354,14 +354,15 @@ CONSUMERS = (
     API_ROUTED,
     API_ECHO,
 )
-# Durables of earlier versions, no longer read by anyone: a stack upgraded in place
-# deletes them once they are drained (see the README's upgrade note).
-RETIRED_CONSUMERS = (
+RETIRED_RESPONDER_DURABLES = (
     "sender-v1",
     "responder-echoes-v1",
     "responder-profiles-v1",
     "responder-attachments-v1",
 )
+"""The responder's durables before version 2 of the flow, read by nobody now: their
+successors (``Consumer.succeeds``) start where they stopped; a stack upgraded in place
+deletes them (README)."""
 
 # The responder's key-value buckets (names come from settings; these are the keys).
 RULES_KEY = "active"

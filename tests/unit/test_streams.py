@@ -21,7 +21,7 @@ from shared.streams import (
     CONSUMERS,
     ECHO_EVENT,
     INBOUND_EVENT,
-    RETIRED_CONSUMERS,
+    RETIRED_RESPONDER_DURABLES,
     ROUTED_EVENT,
     SENDER,
     SUBJECTS,
@@ -98,5 +98,5 @@ def test_a_consumer_of_several_subjects_filters_on_each() -> None:
     assert config.filter_subject is None
     assert config.filter_subjects == ["dm.routed.reply", "dm.outbound.requested"]
     assert consumer_config(CLASSIFIER, Settings()).filter_subjects is None
-    retired = set(RETIRED_CONSUMERS)
+    retired = set(RETIRED_RESPONDER_DURABLES)
     assert not retired & {consumer.durable for consumer in CONSUMERS}
