@@ -35,27 +35,30 @@ def asyncapi_document() -> dict[str, Any]:
 def _receives(document: dict[str, Any], consumer: BatchConsumer) -> None:
     """Document a :class:`BatchConsumer` the way faststream documents its subscribers.
 
-    It pulls with nats-py, outside faststream, so faststream does not see it.
+    It pulls with nats-py, outside faststream, so faststream does not see it. A
+    consumer of several subjects gets a channel per subject (``<title> (<subject>)``).
     """
-    title, subject = consumer.title, consumer.consumer.filter_subject
-    message = f"{title}:SubscribeMessage"
-    channel_ref = f"#/channels/{quote(title)}"
-    document["channels"][title] = {
-        "address": subject,
-        "bindings": {"nats": {"bindingVersion": "custom", "subject": subject}},
-        "description": consumer.consumer.description,
-        "messages": {
-            "SubscribeMessage": {"$ref": f"#/components/messages/{quote(message, safe=':')}"}
-        },
-        "servers": [{"$ref": f"#/servers/{server}"} for server in document["servers"]],
-    }
-    document["operations"][title] = {
-        "action": "receive",
-        "channel": {"$ref": channel_ref},
-        "messages": [{"$ref": f"{channel_ref}/messages/SubscribeMessage"}],
-    }
-    document["components"]["messages"][message] = {
-        "correlationId": {"location": "$message.header#/correlation_id"},
-        "payload": {"$ref": f"#/components/schemas/{consumer.schema.__name__}"},
-        "title": message,
-    }
+    several = len(consumer.schemas) > 1
+    for subject, schema in consumer.schemas.items():
+        title = f"{consumer.title} ({subject})" if several else consumer.title
+        message = f"{title}:SubscribeMessage"
+        channel_ref = f"#/channels/{quote(title)}"
+        document["channels"][title] = {
+            "address": subject,
+            "bindings": {"nats": {"bindingVersion": "custom", "subject": subject}},
+            "description": consumer.consumer.description,
+            "messages": {
+                "SubscribeMessage": {"$ref": f"#/components/messages/{quote(message, safe=':')}"}
+            },
+            "servers": [{"$ref": f"#/servers/{server}"} for server in document["servers"]],
+        }
+        document["operations"][title] = {
+            "action": "receive",
+            "channel": {"$ref": channel_ref},
+            "messages": [{"$ref": f"{channel_ref}/messages/SubscribeMessage"}],
+        }
+        document["components"]["messages"][message] = {
+            "correlationId": {"location": "$message.header#/correlation_id"},
+            "payload": {"$ref": f"#/components/schemas/{schema.__name__}"},
+            "title": message,
+        }

@@ -5,9 +5,9 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg.exceptions  # type: ignore[import-untyped]
 import nats.errors
@@ -29,8 +29,10 @@ from shared.events import DeadLetter
 from shared.logs import error_fields
 from shared.settings import Settings
 from shared.streams import (
+    DEAD_LETTER_EVENT,
     MSG_ID_HEADER,
     Consumer,
+    Subject,
     consumer_config,
     dead_letter_subject,
     is_dead_letter,
@@ -38,6 +40,7 @@ from shared.streams import (
 from shared.tasks import stop_task
 
 logger = logging.getLogger("dmdesk.bus")
+E = TypeVar("E", bound=BaseModel)
 
 PUBLISH_ATTEMPTS = 3
 RETRYABLE_PUBLISH_ERRORS = (
@@ -148,8 +151,9 @@ def durable_subscriber(
     (faststream's default); the dead-letter middleware decides between a delayed
     redelivery and the dead-letter subject.
     """
+    [subject] = consumer.subjects  # faststream subscribes to one subject
     return router.subscriber(
-        consumer.filter_subject,
+        subject,
         stream=JStream(settings.stream_name, declare=False),
         durable=consumer.durable,
         config=consumer_config(consumer, settings),
@@ -191,13 +195,18 @@ class BatchConsumer:
         settings: Settings,
         handle: BatchHandler,
         *,
-        schema: type[BaseModel],
+        schema: type[BaseModel] | Mapping[str, type[BaseModel]],
         title: str,
     ) -> None:
         self.consumer = consumer
         self.settings = settings
         self.handle = handle
-        self.schema = schema  # the event each message holds (for the AsyncAPI document)
+        # The event each message holds, by subject when it reads several (AsyncAPI).
+        self.schemas = (
+            dict(schema)
+            if isinstance(schema, Mapping)
+            else dict.fromkeys(consumer.subjects, schema)
+        )
         self.title = title
         self._task: asyncio.Task[None] | None = None
         self._running = False
@@ -320,6 +329,24 @@ async def publish_event(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+async def publish_as(
+    target: NatsBroker | LogicPublisher | JetStreamContext,
+    definition: Subject[E],
+    event: E,
+    *,
+    settings: Settings,
+) -> PubAck:
+    """Publish ``event`` as its definition in ``shared.streams`` says: on its subject,
+    with its dedupe id (see :func:`publish_event`)."""
+    return await publish_event(
+        target,
+        event,
+        subject=definition.subject(event),
+        msg_id=definition.msg_id(event),
+        settings=settings,
+    )
+
+
 def redelivery_delay(deliveries: int) -> float:
     """Back-off before the next delivery of a message that failed ``deliveries`` times."""
     return float(min(MAX_REDELIVERY_DELAY_SECONDS, 0.5 * 2 ** (deliveries - 1)))
@@ -430,13 +457,7 @@ async def _dead_letter(
         original=msg.data.decode("utf-8", errors="replace"),
         headers={k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)},
     )
-    await publish_event(
-        broker,
-        letter,
-        subject=dead_letter_subject(stage),
-        msg_id=f"dlq:{stage}:{msg.subject}:{sequence}",
-        settings=settings,
-    )
+    await publish_as(broker, DEAD_LETTER_EVENT, letter, settings=settings)
     logger.error(
         "message dead-lettered",
         extra={

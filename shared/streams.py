@@ -10,7 +10,9 @@ fields of the current one).
 import dataclasses
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -24,11 +26,28 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+from pydantic import BaseModel
 
-from shared.events import Channel, ConversationRef, InboundMessage, RoutedMessage
+from shared.events import (
+    AttachmentCopied,
+    Channel,
+    ClassifiedMessage,
+    ContactProfile,
+    ConversationChanged,
+    ConversationRef,
+    DeadLetter,
+    InboundMessage,
+    MessageUpdate,
+    OutboundRequest,
+    OutboundResult,
+    RawEvent,
+    RoutedMessage,
+    SlaEvent,
+    StatusEvent,
+)
 from shared.settings import Settings
 
 ALL = "dm.>"
@@ -103,6 +122,145 @@ def is_dead_letter(subject: str) -> bool:
     return subject.startswith("dm.dlq.")
 
 
+E = TypeVar("E", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject(Generic[E]):
+    """One kind of event on the bus: where it goes, what it is, how it is deduplicated.
+
+    ``pattern`` is the subject, or the wildcard of a family of subjects
+    (``dm.inbound.*``), whose member ``subject`` picks from the event; ``msg_id`` is the
+    event's ``Nats-Msg-Id`` (publishing the same fact twice stores it once).
+    Publishers and consumers both use these definitions: ``shared.bus.publish`` takes
+    one, a consumer's filter is a ``pattern``.
+    """
+
+    pattern: str
+    event: type[E]
+    msg_id: Callable[[E], str]
+    description: str
+    pick: Callable[[E], str] | None = None
+
+    def subject(self, event: E) -> str:
+        """The subject ``event`` is published on."""
+        return self.pick(event) if self.pick is not None else self.pattern
+
+
+def _message_id(message: InboundMessage) -> str:
+    return f"{message.channel.value}:{message.mid}"
+
+
+INBOUND_EVENT = Subject(
+    INBOUND_ALL,
+    InboundMessage,
+    _message_id,
+    "ingest: customers' messages, postbacks and referrals",
+    lambda message: inbound_subject(message.channel),
+)
+ECHO_EVENT = Subject(
+    ECHO_ALL,
+    InboundMessage,
+    _message_id,
+    "ingest: the page's own messages (echoes: the bot's replies, people in Meta's inbox)",
+    lambda message: echo_subject(message.channel),
+)
+STATUS_EVENT = Subject(
+    STATUS_ALL,
+    StatusEvent,
+    lambda status: status.event_id,
+    "ingest: delivery and read receipts, send statuses",
+    lambda status: status_subject(status.conversation.channel),
+)
+UPDATE_EVENT = Subject(
+    UPDATE_ALL,
+    MessageUpdate,
+    lambda update: update.event_id,
+    "ingest: reactions, edits and unsends of earlier messages",
+    lambda update: update_subject(update.conversation.channel),
+)
+RAW_EVENT = Subject(
+    RAW_ALL,
+    RawEvent,
+    lambda raw: raw.event_id,
+    "ingest: platform events not understood yet (or refused), kept",
+    lambda raw: raw_subject(raw.channel),
+)
+CLASSIFIED_EVENT = Subject(
+    CLASSIFIED,
+    ClassifiedMessage,
+    lambda classified: f"classified:{_message_id(classified.message)}",
+    "classifier: every customer DM with its classification",
+)
+ROUTED_EVENT = Subject(
+    ROUTED_ALL,
+    RoutedMessage,
+    lambda routed: routed_msg_id(routed.message),
+    "responder: a customer DM, its classification and the decision",
+    routed_subject,
+)
+OUTBOUND_REQUESTED_EVENT = Subject(
+    OUTBOUND_REQUESTED,
+    OutboundRequest,
+    lambda request: request.request_id,
+    "api: an agent's reply to send",
+)
+OUTBOUND_RESULT_EVENT = Subject(
+    OUTBOUND_RESULT,
+    OutboundResult,
+    lambda result: f"result:{result.request_id}",
+    "responder: how sending a reply ended",
+)
+DEAD_LETTER_EVENT = Subject(
+    DEAD_LETTER_ALL,
+    DeadLetter,
+    lambda letter: f"dlq:{letter.stage}:{letter.subject}:{letter.stream_sequence}",
+    "every stage: what it gave up on, with the error and the original",
+    lambda letter: dead_letter_subject(letter.stage),
+)
+SLA_EVENT = Subject(
+    "dm.sla.*",
+    SlaEvent,
+    lambda sla: f"sla:{sla.kind.value}:{sla.clock_id}",
+    "api: an SLA clock at risk or breached",
+    lambda sla: f"dm.sla.{sla.kind.value}",
+)
+CONTACT_PROFILE_EVENT = Subject(
+    CONTACT_PROFILE,
+    ContactProfile,
+    lambda profile: f"profile:{contact_key(profile.conversation)}:{profile.fetched_at.isoformat()}",
+    "responder: a contact's profile from the platform",
+)
+ATTACHMENT_EVENT = Subject(
+    ATTACHMENT,
+    AttachmentCopied,
+    lambda copied: f"attachment:{copied.conversation.channel.value}:{copied.mid}:{copied.index}",
+    "responder: an inbound attachment copied, or why not",
+)
+CONVERSATION_CHANGED_EVENT = Subject(
+    CONVERSATION_CHANGED,
+    ConversationChanged,
+    lambda changed: f"changed:{changed.conversation_id}:{changed.updated_at.isoformat()}",
+    "api: a conversation's state after a committed change",
+)
+SUBJECTS: tuple[Subject[Any], ...] = (
+    INBOUND_EVENT,
+    ECHO_EVENT,
+    STATUS_EVENT,
+    UPDATE_EVENT,
+    RAW_EVENT,
+    CLASSIFIED_EVENT,
+    ROUTED_EVENT,
+    OUTBOUND_REQUESTED_EVENT,
+    OUTBOUND_RESULT_EVENT,
+    DEAD_LETTER_EVENT,
+    SLA_EVENT,
+    CONTACT_PROFILE_EVENT,
+    ATTACHMENT_EVENT,
+    CONVERSATION_CHANGED_EVENT,
+)
+
+
 def stream_config(settings: Settings) -> StreamConfig:
     """The one stream carrying every ``dm.>`` subject, on disk."""
     return StreamConfig(
@@ -119,18 +277,38 @@ def stream_config(settings: Settings) -> StreamConfig:
 
 @dataclass(frozen=True, slots=True)
 class Consumer:
-    """A durable pull consumer: who reads which subject."""
+    """A durable pull consumer: who reads which subject (or subjects: NATS 2.10's
+    ``filter_subjects``, one durable reading several, in stream order)."""
 
     durable: str
-    filter_subject: str
+    filter_subject: str | tuple[str, ...]
     description: str
+    succeeds: tuple[str, ...] = ()  # durables it replaces: it starts where they stopped
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """The subjects it reads."""
+        if isinstance(self.filter_subject, str):
+            return (self.filter_subject,)
+        return self.filter_subject
 
 
 CLASSIFIER = Consumer("classifier-v1", INBOUND_ALL, "classifier: inbound DMs")
 RESPONDER = Consumer("responder-v1", CLASSIFIED, "responder: classified DMs to rules")
-SENDER = Consumer("sender-v1", OUTBOUND_REQUESTED, "responder: outbound messages to platforms")
+SENDER = Consumer(
+    "sender-v2",
+    (ROUTED_REPLY, OUTBOUND_REQUESTED),
+    "responder: the bot's replies (dm.routed.reply) and agents' replies to platforms",
+    succeeds=("sender-v1",),
+)
 RESPONDER_ECHOES = Consumer(
-    "responder-echoes-v1", INBOUND_ALL, "responder: the page's own messages (a human took over)"
+    "responder-echoes-v2", ECHO_ALL, "responder: the page's own messages (a human took over)"
+)
+RESPONDER_CONTACTS = Consumer(
+    "responder-contacts-v2",
+    INBOUND_ALL,
+    "responder: who wrote (profiles) and what they sent (attachments copied to keep)",
+    succeeds=("responder-profiles-v1", "responder-attachments-v1"),
 )
 API_INBOUND = Consumer("api-inbound-v1", INBOUND_ALL, "api: inbound DMs into the queue")
 API_STATUS = Consumer("api-status-v1", STATUS_ALL, "api: delivery and read receipts")
@@ -146,12 +324,6 @@ API_OUTBOUND_RESULT = Consumer(
 API_DEAD_LETTER = Consumer("api-dead-letter-v1", DEAD_LETTER_ALL, "api: dead letters")
 API_UPDATE = Consumer("api-update-v1", UPDATE_ALL, "api: reactions, edits and unsends")
 API_CLOSED = Consumer("api-closed-v1", CLOSED, "api: conversations the bot closed")
-PROFILES = Consumer(
-    "responder-profiles-v1", INBOUND_ALL, "responder: contacts' profiles from the platforms"
-)
-ATTACHMENTS = Consumer(
-    "responder-attachments-v1", INBOUND_ALL, "responder: inbound attachments copied to keep"
-)
 API_ATTACHMENT = Consumer("api-attachment-v1", ATTACHMENT, "api: attachments copied")
 API_ROUTED = Consumer(
     "api-routed-v1", ROUTED_ALL, "api: customer DMs with their classification and decision"
@@ -176,11 +348,21 @@ CONSUMERS = (
     API_OUTBOUND_RESULT,
     API_DEAD_LETTER,
     API_CLOSED,
-    PROFILES,
+    RESPONDER_CONTACTS,
     API_CONTACT_PROFILE,
-    ATTACHMENTS,
     API_ATTACHMENT,
+    API_ROUTED,
+    API_ECHO,
 )
+RETIRED_RESPONDER_DURABLES = (
+    "sender-v1",
+    "responder-echoes-v1",
+    "responder-profiles-v1",
+    "responder-attachments-v1",
+)
+"""The responder's durables before version 2 of the flow, read by nobody now: their
+successors (``Consumer.succeeds``) start where they stopped; a stack upgraded in place
+deletes them (README)."""
 
 # The responder's key-value buckets (names come from settings; these are the keys).
 RULES_KEY = "active"
@@ -188,13 +370,20 @@ RULES_HISTORY = 10
 
 
 def kv_bucket(settings: Settings, bucket: str, description: str, history: int) -> KeyValueConfig:
-    """A KV bucket on disk, replicated like the stream."""
+    """A KV bucket on disk, replicated like the stream.
+
+    Reads are direct gets (``allow_direct``: the raw entry, answered by any replica,
+    without the JetStream API's JSON and base64), as NATS's own clients make them.
+    A replica may answer a moment behind the leader: every write is a compare-and-set
+    on the revision read, so a stale read costs a retry, never a lost update.
+    """
     return KeyValueConfig(
         bucket=bucket,
         description=description,
         history=history,
         storage=StorageType.FILE,
         replicas=settings.stream_replicas,
+        direct=True,
     )
 
 
@@ -225,12 +414,23 @@ def contacts_bucket_config(settings: Settings) -> KeyValueConfig:
     )
 
 
+def contact_languages_bucket_config(settings: Settings) -> KeyValueConfig:
+    """The classifier's bucket of each contact's last detected language."""
+    return kv_bucket(
+        settings,
+        settings.contact_languages_bucket,
+        "classifier: each contact's last detected language",
+        1,
+    )
+
+
 async def open_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
     """Bind the bucket of ``config``, creating it when missing.
 
     A bucket is the stream ``KV_<bucket>``: one created with fewer replicas than
     ``config`` asks for (a single node moved to a cluster, or an older definition) is
-    updated to that many, so losing one node does not stop its readers and writers.
+    updated to that many, so losing one node does not stop its readers and writers;
+    one created without direct gets (an older definition) is given them.
     """
     try:
         kv = await js.key_value(config.bucket)
@@ -242,8 +442,18 @@ async def open_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyVal
             kv = await js.key_value(config.bucket)
     stream = f"KV_{config.bucket}"
     info = await js.stream_info(stream)
-    if (info.config.num_replicas or 1) < config.replicas:
-        await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas))
+    fewer_replicas = (info.config.num_replicas or 1) < config.replicas
+    not_direct = bool(config.direct) and not info.config.allow_direct
+    if fewer_replicas or not_direct:
+        await js.update_stream(
+            dataclasses.replace(
+                info.config,
+                num_replicas=max(info.config.num_replicas or 1, config.replicas),
+                allow_direct=bool(config.direct) or info.config.allow_direct,
+            )
+        )
+        if not_direct:  # bound before: bind again to read directly
+            kv = await js.key_value(config.bucket)
     return kv
 
 
@@ -288,17 +498,30 @@ def attachments_store_config(settings: Settings) -> ObjectStoreConfig:
     )
 
 
+def models_store_config(settings: Settings) -> ObjectStoreConfig:
+    """The object store of the classifier's model artefacts (``dmdesk train-classifier``)."""
+    return object_store(
+        settings,
+        settings.models_bucket,
+        "classifier: the category model artefact (dmdesk train-classifier)",
+    )
+
+
 async def bind_object_store(js: JetStreamContext, config: ObjectStoreConfig) -> ObjectStore:
     """The object store ``config`` defines, created when it does not exist yet."""
     try:
-        return await js.object_store(config.bucket or "")
+        store = await js.object_store(config.bucket or "")
     except BucketNotFoundError:
-        pass
-    try:
-        # nats-py sets config.bucket from its bucket argument: pass both.
-        return await js.create_object_store(config.bucket or "", config=config)
-    except BadRequestError:  # another replica created it a moment ago
-        return await js.object_store(config.bucket or "")
+        try:
+            # nats-py sets config.bucket from its bucket argument: pass both.
+            return await js.create_object_store(config.bucket or "", config=config)
+        except BadRequestError:  # another replica created it a moment ago
+            return await js.object_store(config.bucket or "")
+    info = await js.stream_info(f"OBJ_{config.bucket}")
+    if (info.config.num_replicas or 1) < config.replicas:
+        # Created with fewer (a single node moved to a cluster): raised like a KV bucket.
+        await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas))
+    return store
 
 
 def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:
@@ -308,11 +531,13 @@ def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:
     dead-letters a message after ``settings.max_deliveries`` failures, so a message
     is never dropped by the server without a trace.
     """
+    subjects = consumer.subjects
     return ConsumerConfig(
         durable_name=consumer.durable,
         name=consumer.durable,
         description=consumer.description,
-        filter_subject=consumer.filter_subject,
+        filter_subject=subjects[0] if len(subjects) == 1 else None,
+        filter_subjects=list(subjects) if len(subjects) > 1 else None,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=settings.ack_wait_seconds,
@@ -320,6 +545,40 @@ def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:
         max_ack_pending=max(1000, settings.pull_batch_size * 4),
         num_replicas=0,
     )
+
+
+async def continuing(
+    js: JetStreamContext, stream: str, consumer: Consumer, settings: Settings
+) -> ConsumerConfig:
+    """The config of ``consumer``, starting where the durables it succeeds stopped.
+
+    A new durable reads the stream from its start; one that replaces earlier durables
+    (a stack upgraded in place) starts after the lowest of their ack floors instead,
+    so that it neither replays what they handled (sent replies, fetched profiles) nor
+    skips what they left. Once created, it keeps the start it was created with.
+    """
+    config = consumer_config(consumer, settings)
+    if not consumer.succeeds:
+        return config
+    try:
+        existing = await js.consumer_info(stream, consumer.durable)
+    except NotFoundError:
+        pass
+    else:
+        config.deliver_policy = existing.config.deliver_policy
+        config.opt_start_seq = existing.config.opt_start_seq
+        return config
+    floors: list[int] = []
+    for earlier in consumer.succeeds:
+        try:
+            info = await js.consumer_info(stream, earlier)
+        except NotFoundError:
+            continue
+        floors.append(info.ack_floor.stream_seq if info.ack_floor is not None else 0)
+    if floors:
+        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = min(floors) + 1
+    return config
 
 
 async def provision(js: JetStreamContext, settings: Settings, *consumers: Consumer) -> None:
@@ -331,8 +590,9 @@ async def provision(js: JetStreamContext, settings: Settings, *consumers: Consum
         # Exists with another config (or was created by a replica a moment ago).
         await js.update_stream(config)
     for consumer in consumers:
+        durable = await continuing(js, config.name or "", consumer, settings)
         try:
-            await js.add_consumer(config.name or "", consumer_config(consumer, settings))
+            await js.add_consumer(config.name or "", durable)
         except BadRequestError:
             # An existing durable keeps its non-editable fields; a changed definition
             # must get a new durable name (see the module docstring).

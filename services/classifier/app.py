@@ -21,7 +21,7 @@ from shared.bus import (
     BatchConsumer,
     event_publisher,
     make_broker,
-    publish_event,
+    publish_as,
     settle_failure,
     stage_router,
 )
@@ -101,10 +101,10 @@ def build(settings: Settings) -> ServiceSpec:
         ]
         published = await asyncio.gather(
             *(
-                publish_event(
+                publish_as(
                     classified_out,
+                    streams.CLASSIFIED_EVENT,
                     ClassifiedMessage(message=customers[i][1], classification=outcomes[i]),
-                    msg_id=f"classified:{customers[i][1].channel.value}:{customers[i][1].mid}",
                     settings=settings,
                 )
                 for i in classified

@@ -21,7 +21,7 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, ObjectMeta, ObjectStoreConfig
+from nats.js.api import ObjectMeta
 from nats.js.errors import KeyNotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -40,33 +40,14 @@ RECHECK_SECONDS = 30.0
 STOP_SECONDS = 5.0
 
 
-def contact_languages_config(settings: Settings) -> KeyValueConfig:
-    """The contact-languages bucket's definition (one place)."""
-    return streams.kv_bucket(
-        settings,
-        settings.contact_languages_bucket,
-        "classifier: each contact's last detected language",
-        1,
-    )
-
-
-def models_config(settings: Settings) -> ObjectStoreConfig:
-    """The model bucket's definition (one place)."""
-    return streams.object_store(
-        settings,
-        settings.models_bucket,
-        "classifier: the category model artefact (dmdesk train-classifier)",
-    )
-
-
 async def open_contact_languages(js: JetStreamContext, settings: Settings) -> KeyValue:
     """Bind the contact-languages bucket, creating it when missing."""
-    return await streams.open_key_value(js, contact_languages_config(settings))
+    return await streams.open_key_value(js, streams.contact_languages_bucket_config(settings))
 
 
 async def open_models(js: JetStreamContext, settings: Settings) -> ObjectStore:
     """Bind the model bucket, creating it when missing."""
-    return await streams.bind_object_store(js, models_config(settings))
+    return await streams.bind_object_store(js, streams.models_store_config(settings))
 
 
 def contact_key(message: InboundMessage) -> str:

@@ -5,7 +5,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import nats.errors
 from faststream.nats import NatsBroker
@@ -98,18 +98,26 @@ class EventSink(Protocol):
         ...
 
 
-EVENT_SUBJECTS: dict[type[BaseModel], tuple[str, str]] = {
-    InboundMessage: ("inbound", "DMs, echoes, postbacks and referrals"),
-    StatusEvent: ("status", "delivery and read receipts, send statuses"),
-    MessageUpdate: ("update", "reactions, edits and unsends"),
-    RawEvent: ("raw", "platform events dmdesk does not understand yet"),
+# What ingest publishes: each subject family's definition (shared/streams.py).
+PUBLISHED = (
+    streams.INBOUND_EVENT,
+    streams.ECHO_EVENT,
+    streams.STATUS_EVENT,
+    streams.UPDATE_EVENT,
+    streams.RAW_EVENT,
+)
+BY_TYPE: dict[type[BaseModel], streams.Subject[Any]] = {
+    StatusEvent: streams.STATUS_EVENT,
+    MessageUpdate: streams.UPDATE_EVENT,
+    RawEvent: streams.RAW_EVENT,
 }
-SUBJECT_FACTORIES = {
-    "inbound": streams.inbound_subject,
-    "status": streams.status_subject,
-    "update": streams.update_subject,
-    "raw": streams.raw_subject,
-}
+
+
+def definition_of(event: BaseModel) -> streams.Subject[Any]:
+    """The subject definition an event is published under (echoes apart from DMs)."""
+    if isinstance(event, InboundMessage):
+        return streams.ECHO_EVENT if event.is_echo else streams.INBOUND_EVENT
+    return BY_TYPE[type(event)]
 
 
 class JetStreamSink:
@@ -119,17 +127,18 @@ class JetStreamSink:
         self.broker = broker
         self.settings = settings
         self.metrics = metrics
-        self.publishers: dict[tuple[type[BaseModel], Channel], LogicPublisher] = {}
-        for schema, (family, description) in EVENT_SUBJECTS.items():
+        self.publishers: dict[str, LogicPublisher] = {}
+        for definition in PUBLISHED:
             for channel in Channel:
-                if family != "inbound" and channel == Channel.GENERIC:
+                messages = definition.event is InboundMessage
+                if channel == Channel.GENERIC and not messages:
                     continue
-                subject = SUBJECT_FACTORIES[family](channel)
-                self.publishers[schema, channel] = broker.publisher(
+                subject = definition.pattern.removesuffix("*") + channel.value
+                self.publishers[subject] = broker.publisher(
                     subject,
-                    schema=schema,
+                    schema=definition.event,
                     title=subject,
-                    description=f"{channel.value}: {description}, normalised.",
+                    description=f"{channel.value}: {definition.description}, normalised.",
                 )
 
     def room(self) -> int:
@@ -162,7 +171,7 @@ class JetStreamSink:
             started = time.perf_counter()
             try:
                 ack = await publish_event(
-                    self.publishers[type(event), channel],
+                    self._publisher(event),
                     event,
                     msg_id=normalised.msg_id,
                     settings=self.settings,
@@ -184,6 +193,9 @@ class JetStreamSink:
                 duplicates += 1
                 self.metrics.duplicates.labels(channel.value).inc()
         return duplicates
+
+    def _publisher(self, event: BaseModel) -> LogicPublisher:
+        return self.publishers[definition_of(event).subject(event)]
 
 
 def _platform_order(event: Normalised) -> float:

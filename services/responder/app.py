@@ -1,24 +1,29 @@
-"""The responder service: ``dm.classified`` in, ``dm.handoff`` / ``dm.reply.bot`` /
-``dm.closed`` out; ``dm.outbound.requested`` in, the platform's Send API and
-``dm.outbound.result`` out.
+"""The responder service: ``dm.classified`` in, one ``dm.routed.*`` per DM out (the DM,
+its classification and the decision); ``dm.routed.reply`` and ``dm.outbound.requested``
+in, the platform's Send API and ``dm.outbound.result`` out; ``dm.echo.*`` in (a human
+replying elsewhere); ``dm.inbound.*`` in, contacts' profiles and attachments' copies out.
 
 Per-conversation state and the live rule set live in NATS KV buckets (see
-``state.py`` and ``live_rules.py``), so any number of replicas share them.
+``state.py`` and ``live_rules.py``), so any number of replicas share them. Every
+consumer is a :class:`~shared.bus.BatchConsumer`: one handler call per pull.
 """
 
 import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import NamedTuple, TypeVar
 
 import nats
 import nats.errors
-from faststream.nats import NatsRouter
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
 
 from services.responder.adapters import SendAdapter
 from services.responder.attachments import AttachmentCopier
@@ -26,17 +31,24 @@ from services.responder.decide import apply_decision, decide
 from services.responder.dry_run import serve_dry_runs
 from services.responder.faq import FaqIndex, load_knowledge_base
 from services.responder.meta import GraphApi, GraphSendAdapter, make_adapter
-from services.responder.profiles import ProfileCache, ProfileFetcher, ProfileFetchError
-from services.responder.state import ConversationState, ConversationStates, HandledMessage
+from services.responder.profiles import (
+    Known,
+    ProfileCache,
+    ProfileFetcher,
+    ProfileFetchError,
+    has_profile_to_fetch,
+)
+from services.responder.state import ConversationState, ConversationStates, state_key
 from services.responder.window import RESPONSE, Refusal, messaging_policy
 from shared import streams
 from shared.bus import (
+    BatchConsumer,
     RetryLater,
-    durable_subscriber,
     event_publisher,
     make_broker,
     nats_credentials,
-    publish_event,
+    publish_as,
+    settle_failure,
     stage_router,
 )
 from shared.decisions import Decision
@@ -48,12 +60,15 @@ from shared.events import (
     ClassifiedMessage,
     ContactProfile,
     ConversationClosed,
+    ConversationRef,
     Handoff,
     InboundMessage,
     OutboundRequest,
     OutboundResult,
     OutboundStatus,
     PlatformError,
+    RoutedMessage,
+    RouteOutcome,
     utcnow,
 )
 from shared.live_rules import (
@@ -72,12 +87,15 @@ from shared.streams import conversation_state_bucket_config, open_key_value
 STAGE = "responder"
 logger = logging.getLogger("dmdesk.responder")
 
-EVENT_TYPES: dict[str, type[Any]] = {
-    streams.HANDOFF: Handoff,
-    streams.BOT_REPLY: BotReply,
-    streams.OUTBOUND_REQUESTED: OutboundRequest,
-    streams.CLOSED: ConversationClosed,
-}
+Publish = Callable[[RoutedMessage], Awaitable[None]]
+
+
+class Routed(NamedTuple):
+    """A DM routed: the event published and the decision, or (None, None) when the
+    conversation's state counts the DM already (a redelivery after its state was written)."""
+
+    routed: RoutedMessage | None
+    decision: Decision | None
 
 
 def bot_request_id(classified: ClassifiedMessage, position: int) -> str:
@@ -89,89 +107,97 @@ def bot_request_id(classified: ClassifiedMessage, position: int) -> str:
     return f"bot-{digest}-{position}"
 
 
-def decision_events(classified: ClassifiedMessage, decision: Decision) -> list[dict[str, Any]]:
-    """The events a decision publishes, as outbox entries (subject, msg_id, event)."""
+def route_outcome(decision: Decision) -> RouteOutcome:
+    """What a decision amounts to, for the api and the metrics."""
+    if decision.handoff is not None:
+        return RouteOutcome.HANDOFF
+    if decision.close is not None:
+        return RouteOutcome.CLOSED
+    if decision.replies:
+        return RouteOutcome.BOT
+    return RouteOutcome.IGNORED
+
+
+def routed_message(classified: ClassifiedMessage, decision: Decision) -> RoutedMessage:
+    """The one event a decision publishes: the DM, its classification and what was decided."""
     message, classification = classified.message, classified.classification
     ref = message.conversation
-    channel = ref.channel.value
     priority = decision.priority if decision.priority != classification.priority else None
-    events: list[tuple[str, str, Any]] = []
+    now = utcnow()
+    replies: list[BotReply] = []
+    requests: list[OutboundRequest] = []
     for position, reply in enumerate(decision.replies):
         request_id = bot_request_id(classified, position)
-        events.append(
-            (
-                streams.BOT_REPLY,
-                f"bot:{request_id}",
-                BotReply(
-                    conversation=ref,
-                    trigger_mid=message.mid,
-                    request_id=request_id,
-                    rule_id=reply.rule_id,
-                    text=reply.text,
-                    tags=decision.tags,
-                    priority=priority,
-                    kind=reply.kind,
-                    language=reply.language,
-                    opt_out=decision.opt_out,
-                ),
+        replies.append(
+            BotReply(
+                conversation=ref,
+                trigger_mid=message.mid,
+                request_id=request_id,
+                rule_id=reply.rule_id,
+                text=reply.text,
+                decided_at=now,
+                tags=decision.tags,
+                priority=priority,
+                kind=reply.kind,
+                language=reply.language,
+                opt_out=decision.opt_out,
             )
         )
-        events.append(
-            (
-                streams.OUTBOUND_REQUESTED,
-                request_id,
-                OutboundRequest(
-                    request_id=request_id,
-                    conversation=ref,
-                    text=reply.text,
-                    author=Author.BOT,
-                    in_reply_to=message.mid,
-                    customer_last_message_at=message.platform_ts,
-                ),
+        requests.append(
+            OutboundRequest(
+                request_id=request_id,
+                conversation=ref,
+                text=reply.text,
+                author=Author.BOT,
+                in_reply_to=message.mid,
+                requested_at=now,
+                customer_last_message_at=message.platform_ts,
             )
         )
-    if decision.handoff is not None:
-        handoff = decision.handoff
-        events.append(
-            (
-                streams.HANDOFF,
-                f"handoff:{channel}:{message.mid}",
-                Handoff(
-                    conversation=ref,
-                    trigger_mid=message.mid,
-                    team=handoff.team,
-                    priority=handoff.priority,
-                    category=classification.category,
-                    reason=handoff.reason,
-                    rule_id=handoff.rule_id,
-                    tags=decision.tags,
-                    language=decision.language,
-                    signals=handoff.signals,
-                    faq_entry=decision.faq.entry_id if decision.faq else None,
-                    faq_score=decision.faq.score if decision.faq else None,
-                    opt_out=decision.opt_out,
-                ),
-            )
+    handoff = None
+    if (planned := decision.handoff) is not None:
+        handoff = Handoff(
+            conversation=ref,
+            trigger_mid=message.mid,
+            team=planned.team,
+            priority=planned.priority,
+            category=classification.category,
+            reason=planned.reason,
+            rule_id=planned.rule_id,
+            decided_at=now,
+            tags=decision.tags,
+            language=decision.language,
+            signals=planned.signals,
+            faq_entry=decision.faq.entry_id if decision.faq else None,
+            faq_score=decision.faq.score if decision.faq else None,
+            opt_out=decision.opt_out,
         )
+    closed = None
     if decision.close is not None:
-        events.append(
-            (
-                streams.CLOSED,
-                f"closed:{channel}:{message.mid}",
-                ConversationClosed(
-                    conversation=ref,
-                    trigger_mid=message.mid,
-                    reason=decision.close.reason,
-                    rule_id=decision.close.rule_id,
-                    category=classification.category,
-                    tags=decision.tags,
-                ),
-            )
+        closed = ConversationClosed(
+            conversation=ref,
+            trigger_mid=message.mid,
+            reason=decision.close.reason,
+            rule_id=decision.close.rule_id,
+            category=classification.category,
+            tags=decision.tags,
+            decided_at=now,
         )
-    return [
-        {"subject": subject, "msg_id": msg_id, "event": event.model_dump(mode="json")}
-        for subject, msg_id, event in events
-    ]
+    return RoutedMessage(
+        message=message,
+        classification=classification,
+        classified_at=classified.classified_at,
+        outcome=route_outcome(decision),
+        decided_at=now,
+        handoff=handoff,
+        replies=replies,
+        requests=requests,
+        closed=closed,
+    )
+
+
+async def publish_nowhere(_routed: RoutedMessage) -> None:
+    """For callers that only want the decision (tests, tools)."""
 
 
 class ResponderRuntime:
@@ -309,39 +335,104 @@ class ResponderRuntime:
 
         return await self.states.change(echo.conversation, apply)
 
-    async def handle(self, classified: ClassifiedMessage) -> tuple[HandledMessage, Decision | None]:
-        """Decide on a DM once: the events to publish, and the decision if made just now.
+    async def handle(
+        self, classified: ClassifiedMessage, publish: Publish = publish_nowhere
+    ) -> Routed:
+        """:meth:`route` for one DM; raises what routing it raised."""
+        [outcome] = await self.route([classified], publish)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-        The decision and the state change are written together (optimistic
-        concurrency); a redelivered DM finds its earlier events in the state, and
-        writes nothing.
+    async def route(
+        self, pull: Sequence[ClassifiedMessage], publish: Publish
+    ) -> list[Routed | Exception]:
+        """Decide on each DM of a pull, publish its decision, then record it in its
+        conversation's state; each DM's outcome, in order (an exception for one that
+        failed: nothing of it is recorded, it is to be redelivered).
+
+        The states are read at once, one per conversation; a conversation's DMs are
+        decided one after the other on the state the previous ones left, their events
+        published together, and the state written once for them all (compare-and-set).
+        A DM the state counts already (redelivered after its state was written) is
+        neither decided nor published again. See docs/architecture.md (delivery
+        guarantees) for why the event is published before the state is written.
         """
-        classified = await self.with_profile(classified)
-        message = classified.message
-        ref = message.conversation
-        decided: list[Decision] = []
+        pull = await self.with_profiles(pull)
+        by_conversation: dict[str, list[int]] = {}
+        for index, classified in enumerate(pull):
+            by_conversation.setdefault(state_key(classified.message.conversation), []).append(index)
+        outcomes: list[Routed | Exception] = [Routed(None, None)] * len(pull)
 
-        async def decide_and_remember(state: ConversationState) -> HandledMessage:
-            if (earlier := state.handled_message(message.mid)) is not None:
-                decided.clear()
-                return earlier
+        async def conversation(indices: list[int]) -> None:
+            dms = [pull[i] for i in indices]
+            for i, outcome in zip(
+                indices, await self._route_conversation(dms, publish), strict=True
+            ):
+                outcomes[i] = outcome
+
+        await asyncio.gather(*(conversation(indices) for indices in by_conversation.values()))
+        return outcomes
+
+    async def _route_conversation(
+        self, dms: list[ClassifiedMessage], publish: Publish
+    ) -> list[Routed | Exception]:
+        ref = dms[0].message.conversation
+        try:
+            known = await self.states.entry(ref)
+        except Exception as error:  # the state is unreadable now: each DM is redelivered
+            return [error] * len(dms)
+        working = known.fresh()
+        outcomes: list[Routed | Exception] = []
+        decided: list[tuple[int, ClassifiedMessage, Decision, RoutedMessage]] = []
+        for classified in dms:
+            mid = classified.message.mid
+            if working.handled(mid):
+                outcomes.append(Routed(None, None))
+                continue
             decision = decide(
                 classified,
-                state,
+                working,
                 self.rules.current,
                 self.faq,
                 default_team=self.settings.default_team,
                 now=utcnow(),
             )
-            decided[:] = [decision]
-            handled = HandledMessage(mid=message.mid, events=decision_events(classified, decision))
-            apply_decision(state, classified, decision)
-            state.remember(handled)
-            return handled
+            apply_decision(working, classified, decision)
+            working.remember_handled(mid)
+            routed = routed_message(classified, decision)
+            decided.append((len(outcomes), classified, decision, routed))
+            outcomes.append(Routed(routed, decision))
+        published = await asyncio.gather(
+            *(publish(routed) for *_, routed in decided), return_exceptions=True
+        )
+        kept: list[tuple[ClassifiedMessage, Decision]] = []
+        for (position, classified, decision, _), result in zip(decided, published, strict=True):
+            if isinstance(result, Exception):
+                outcomes[position] = result
+            elif isinstance(result, BaseException):  # cancelled: nothing is acked
+                raise result
+            else:
+                kept.append((classified, decision))
+        if not kept:
+            return outcomes
 
-        handled = await self.states.change(ref, decide_and_remember)
-        decision = decided[0] if decided else None
-        if decision is not None:
+        async def record(state: ConversationState) -> None:
+            # Decided and published: whatever another replica wrote meanwhile, the state
+            # now counts what the customer was told (the event cannot be taken back).
+            for classified, decision in kept:
+                if not state.handled(classified.message.mid):
+                    apply_decision(state, classified, decision)
+                    state.remember_handled(classified.message.mid)
+
+        try:
+            await self.states.change(ref, record, known=known)
+        except Exception as error:  # redelivered: decided again, its event a duplicate
+            for position, outcome in enumerate(outcomes):
+                if isinstance(outcome, Routed) and outcome.routed is not None:
+                    outcomes[position] = error
+            return outcomes
+        for _, decision in kept:
             # Per DM, so DEBUG: dmdesk_responder_decisions_total counts them by kind and team.
             kind, team = decision_kind(decision)
             logger.debug(
@@ -355,44 +446,67 @@ class ResponderRuntime:
                     "rules_revision": self.rules.current.revision,
                 },
             )
-        return handled, decision
+        return outcomes
 
-    async def with_profile(self, classified: ClassifiedMessage) -> ClassifiedMessage:
-        """The DM with its contact's name from the platform profile, when there is one.
+    async def with_profiles(self, pull: Sequence[ClassifiedMessage]) -> list[ClassifiedMessage]:
+        """The DMs with their contacts' names from the platform profiles, when there are.
 
-        A profile being fetched is waited for, a little (``DMDESK_PROFILE_WAIT_SECONDS``
-        after the DM was received, at most); without one the DM is decided as it is.
+        Read for the pull's contacts at once. A profile being fetched is waited for, a
+        little (``DMDESK_PROFILE_WAIT_SECONDS`` after the DM was received, at most);
+        without one a DM is decided as it is.
         """
-        message = classified.message
-        if message.is_echo or message.channel == Channel.GENERIC:
-            return classified
-        profile = await self.profiles.profile(
-            message.conversation,
-            received_at=message.received_at,
-            wait=self.settings.profile_wait_seconds,
-        )
-        if profile is None or profile.display_name is None:
-            return classified
-        contact = message.contact.model_copy(
-            update={"name": profile.display_name, "first_name": profile.given_name}
-        )
-        return classified.model_copy(
-            update={"message": message.model_copy(update={"contact": contact})}
-        )
+        wait = timedelta(seconds=self.settings.profile_wait_seconds)
+        wanted: dict[str, tuple[ConversationRef, datetime]] = {}
+        for classified in pull:
+            message = classified.message
+            if has_profile_to_fetch(message):
+                key = streams.contact_key(message.conversation)
+                deadline = message.received_at + wait
+                if key not in wanted or wanted[key][1] < deadline:
+                    wanted[key] = (message.conversation, deadline)
+        if not wanted:
+            return list(pull)
+        profiles = await self.profiles.profiles(wanted)
+        named: list[ClassifiedMessage] = []
+        for classified in pull:
+            message = classified.message
+            profile = (
+                profiles.get(streams.contact_key(message.conversation))
+                if has_profile_to_fetch(message)
+                else None
+            )
+            if profile is None or profile.display_name is None:
+                named.append(classified)
+                continue
+            contact = message.contact.model_copy(
+                update={"name": profile.display_name, "first_name": profile.given_name}
+            )
+            named.append(
+                classified.model_copy(
+                    update={"message": message.model_copy(update={"contact": contact})}
+                )
+            )
+        return named
 
     async def deliver(self, request: OutboundRequest) -> OutboundResult:
-        """Send ``request`` unless a guard or the reply window refuses it; say how it ended."""
+        """Send ``request`` unless a guard or the reply window refuses it; say how it ended.
+
+        The state is read once; the claim and the outcome are written on the revision
+        the previous step left (compare-and-set, re-read only on a conflict).
+        """
         ref = request.conversation
-        state, _ = await self.states.read(ref)
+        known = await self.states.entry(ref)
+        state = known.state
         if (mid := state.sent.get(request.request_id)) is not None:
             return already_sent(request, mid)
         now = utcnow()
         if request.author == Author.AGENT:
-            await self.states.change(ref, _human_replied(now))
+            _, known = await self.states.change_entry(ref, _human_replied(now), known=known)
+            state = known.state
         elif (reason := self._bot_refusal(request, state)) is not None:
             return refused(request, *reason)
-        known = (state.last_customer_message_at, request.customer_last_message_at)
-        last = max((at for at in known if at is not None), default=None)
+        known_at = (state.last_customer_message_at, request.customer_last_message_at)
+        last = max((at for at in known_at if at is not None), default=None)
         policy = (
             RESPONSE
             if ref.channel == Channel.GENERIC
@@ -402,7 +516,9 @@ class ResponderRuntime:
             return refused(request, policy.reason, policy.kind)
         # At most once: the Send API takes no idempotency key, so a redelivery must not
         # send again what an earlier delivery (maybe on a replica that died) began to send.
-        sent_mid, earlier = await self.states.change(ref, _claim(request.request_id, now))
+        (sent_mid, earlier), known = await self.states.change_entry(
+            ref, _claim(request.request_id, now), known=known
+        )
         if sent_mid is not None:
             return already_sent(request, sent_mid)
         if earlier is not None:
@@ -416,9 +532,9 @@ class ResponderRuntime:
             )
         result = await self.adapter.send(request, policy)
         if result.status == OutboundStatus.SENT and result.mid is not None:
-            await self.states.change(ref, _sent(request.request_id, result.mid))
+            await self.states.change(ref, _sent(request.request_id, result.mid), known=known)
         else:
-            await self.states.change(ref, _released(request.request_id))
+            await self.states.change(ref, _released(request.request_id), known=known)
         return result
 
     def _bot_refusal(
@@ -501,10 +617,55 @@ def decision_kind(decision: Decision) -> tuple[str, str]:
     return "silent", ""
 
 
-def _subscribe_contact_work(
-    router: NatsRouter, runtime: ResponderRuntime, settings: Settings, registry: CollectorRegistry
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """What the responder's consumers share."""
+
+    runtime: ResponderRuntime
+    settings: Settings
+    registry: CollectorRegistry
+    jetstream: Callable[[], JetStreamContext]
+    settle: Callable[[Msg, Exception], Awaitable[None]]
+
+
+T = TypeVar("T")
+
+
+async def each_in_order(
+    messages: list[Msg],
+    parse: Callable[[Msg], T],
+    key: Callable[[T], Hashable],
+    handle: Callable[[T], Awaitable[None]],
+    settle: Callable[[Msg, Exception], Awaitable[None]],
 ) -> None:
-    """Who wrote and what they sent: the profile fetcher and the attachment copier."""
+    """Handle a pull's messages one by one per ``key`` (a conversation, a contact), the
+    keys concurrently; ack each after its handler, settle each failure alone."""
+    groups: dict[Hashable, list[tuple[Msg, T]]] = {}
+    for msg in messages:
+        try:
+            item = parse(msg)
+        except Exception as error:
+            await settle(msg, error)
+            continue
+        groups.setdefault(key(item), []).append((msg, item))
+
+    async def run(group: list[tuple[Msg, T]]) -> None:
+        for msg, item in group:
+            try:
+                await handle(item)
+            except Exception as error:
+                await settle(msg, error)
+            else:
+                await msg.ack()
+
+    await asyncio.gather(*(run(group) for group in groups.values()))
+
+
+def _contact_work(wiring: Wiring) -> BatchConsumer:
+    """Who wrote and what they sent: the profile fetcher and the attachment copier, on
+    one durable (``responder-contacts-v2``), the pull's profile entries read at once."""
+    runtime, settings, registry = wiring.runtime, wiring.settings, wiring.registry
+    jetstream, settle = wiring.jetstream, wiring.settle
     profile_fetches = Counter(
         "dmdesk_profile_fetches_total",
         "Contact profile fetches by channel and result (fetched, or why not: rate_limited,"
@@ -512,25 +673,18 @@ def _subscribe_contact_work(
         ["channel", "result"],
         registry=registry,
     )
-    attachment_out = event_publisher(
-        router, streams.ATTACHMENT, AttachmentCopied, "An inbound attachment copied, or why not."
-    )
     attachments_total = Counter(
         "dmdesk_attachments_total",
         "Inbound attachments by channel and outcome (stored, refused, failed).",
         ["channel", "state"],
         registry=registry,
     )
-    profile_out = event_publisher(
-        router, streams.CONTACT_PROFILE, ContactProfile, "A contact's profile from the platform."
-    )
 
-    @durable_subscriber(router, streams.PROFILES, settings, title="fetch contacts' profiles")
-    async def on_inbound_profile(message: InboundMessage) -> None:
+    async def profile_of(message: InboundMessage, known: Known) -> None:
         """Fetch the profile of a DM's contact when one is due; publish it, then cache it."""
         channel = message.channel.value
         try:
-            profile = await runtime.fetcher.on_inbound(message)
+            profile = await runtime.fetcher.on_inbound(message, known)
         except ProfileFetchError as failure:
             profile_fetches.labels(channel, failure.reason).inc()
             error = failure.error
@@ -546,37 +700,66 @@ def _subscribe_contact_work(
             return
         if profile is None:
             return
-        await publish_event(
-            profile_out,
-            profile,
-            msg_id=f"profile:{streams.contact_key(message.conversation)}:{message.mid}",
-            settings=settings,
-        )
+        await publish_as(jetstream(), streams.CONTACT_PROFILE_EVENT, profile, settings=settings)
         await runtime.fetcher.remember(profile)
         profile_fetches.labels(channel, "fetched").inc()
 
-    @durable_subscriber(router, streams.ATTACHMENTS, settings, title="copy inbound attachments")
-    async def on_inbound_attachments(message: InboundMessage) -> None:
+    async def attachments_of(message: InboundMessage) -> None:
         """Copy a DM's attachments into the object store; publish how each ended."""
         for copied in await runtime.copier.copy_all(message):
-            await publish_event(
-                attachment_out,
-                copied,
-                msg_id=f"attachment:{message.channel.value}:{message.mid}:{copied.index}",
-                settings=settings,
-            )
+            await publish_as(jetstream(), streams.ATTACHMENT_EVENT, copied, settings=settings)
             attachments_total.labels(message.channel.value, copied.state.value).inc()
 
+    async def on_pull(messages: list[Msg]) -> None:
+        """The pull's profile entries read at once; per contact, its DMs one by one."""
+        parsed: list[Msg] = []
+        inbound: dict[int, InboundMessage] = {}
+        for msg in messages:
+            try:
+                inbound[id(msg)] = InboundMessage.model_validate_json(msg.data)
+            except ValidationError as error:
+                await settle(msg, error)
+                continue
+            parsed.append(msg)
+        refs = {
+            streams.contact_key(message.conversation): message.conversation
+            for message in inbound.values()
+            if profile_wanted(message)
+        }
+        known = await runtime.profiles.read_all(refs) if refs else {}
 
-def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec:
-    """Wire the responder's broker, handlers and metrics."""
-    registry = CollectorRegistry()
-    decisions_total = Counter(
-        "dmdesk_responder_decisions_total",
-        "Decisions on classified DMs, by kind (bot_reply, handoff, close, silent) and team.",
-        ["kind", "team"],
-        registry=registry,
+        async def handle(message: InboundMessage) -> None:
+            key = streams.contact_key(message.conversation)
+            if key in known:
+                # Read once for the pull: later DMs of the contact read it afresh.
+                await profile_of(message, known.pop(key))
+            elif profile_wanted(message):
+                await profile_of(message, await runtime.profiles.read(message.conversation))
+            if message.attachments:
+                await attachments_of(message)
+
+        await each_in_order(
+            parsed,
+            lambda msg: inbound[id(msg)],
+            lambda message: streams.contact_key(message.conversation),
+            handle,
+            settle,
+        )
+
+    return BatchConsumer(
+        streams.RESPONDER_CONTACTS,
+        settings,
+        on_pull,
+        schema=InboundMessage,
+        title="fetch contacts' profiles and copy attachments",
     )
+
+
+def _sender(wiring: Wiring) -> BatchConsumer:
+    """The bot's replies (``dm.routed.reply``) and agents' (``dm.outbound.requested``) to
+    the platforms, on one durable (``sender-v2``); a conversation's in order."""
+    runtime, settings, registry = wiring.runtime, wiring.settings, wiring.registry
+    jetstream, settle = wiring.jetstream, wiring.settle
     sent_total = Counter(
         "dmdesk_outbound_total",
         "Outbound messages by channel, author and result.",
@@ -589,61 +772,11 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         ["reason"],
         registry=registry,
     )
-    runtime = ResponderRuntime(settings, adapter or make_adapter(settings))
-    broker = make_broker(settings, STAGE, registry)
-    router = stage_router(STAGE, settings)
-    publishers = {
-        streams.HANDOFF: event_publisher(
-            router, streams.HANDOFF, Handoff, "A conversation handed to a human team."
-        ),
-        streams.BOT_REPLY: event_publisher(
-            router, streams.BOT_REPLY, BotReply, "The bot answered a DM itself."
-        ),
-        streams.OUTBOUND_REQUESTED: event_publisher(
-            router, streams.OUTBOUND_REQUESTED, OutboundRequest, "A bot reply to send."
-        ),
-        streams.CLOSED: event_publisher(
-            router, streams.CLOSED, ConversationClosed, "The bot closed a conversation (spam)."
-        ),
-    }
-    result_out = event_publisher(
-        router, streams.OUTBOUND_RESULT, OutboundResult, "How sending a reply ended."
-    )
 
-    async def publish_outbox(handled: HandledMessage) -> None:
-        for item in handled.events:
-            subject = item["subject"]
-            event = EVENT_TYPES[subject].model_validate(item["event"])
-            await publish_event(
-                publishers[subject], event, msg_id=item["msg_id"], settings=settings
-            )
-
-    @durable_subscriber(router, streams.RESPONDER, settings, title="route classified DMs")
-    async def on_classified(classified: ClassifiedMessage) -> None:
-        """Apply guards, rules and the FAQ to a classified DM; publish what was decided."""
-        handled, decision = await runtime.handle(classified)
-        await publish_outbox(handled)
-        if decision is not None:
-            kind, team = decision_kind(decision)
-            decisions_total.labels(kind, team).inc()
-
-    @durable_subscriber(
-        router, streams.RESPONDER_ECHOES, settings, title="notice humans replying elsewhere"
-    )
-    async def on_inbound(message: InboundMessage) -> None:
-        """The page's own messages (echoes): a human replying outside dmdesk took over."""
-        if message.is_echo and await runtime.page_wrote(message):
-            logger.info("a human took over", extra={"channel": message.channel.value})
-
-    _subscribe_contact_work(router, runtime, settings, registry)
-
-    @durable_subscriber(router, streams.SENDER, settings, title="send outbound messages")
-    async def on_outbound(request: OutboundRequest) -> None:
+    async def send(request: OutboundRequest) -> None:
         """Check the guards and the reply window, send, and publish how it ended."""
         result = (await runtime.deliver(request)).model_copy(update={"author": request.author})
-        await publish_event(
-            result_out, result, msg_id=f"result:{request.request_id}", settings=settings
-        )
+        await publish_as(jetstream(), streams.OUTBOUND_RESULT_EVENT, result, settings=settings)
         if (
             result.error is not None
             and result.error.type
@@ -654,18 +787,146 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
             request.conversation.channel.value, request.author.value, result.status.value
         ).inc()
 
+    async def send_all(requests: list[OutboundRequest]) -> None:
+        for request in requests:  # a decision's replies go out in order
+            await send(request)
+
+    def outbound(msg: Msg) -> list[OutboundRequest]:
+        """The requests a message asks to send: a routed DM's bot replies, or an agent's."""
+        if msg.subject == streams.ROUTED_REPLY:
+            return RoutedMessage.model_validate_json(msg.data).requests
+        return [OutboundRequest.model_validate_json(msg.data)]
+
+    async def on_outbound(messages: list[Msg]) -> None:
+        await each_in_order(
+            messages,
+            outbound,
+            lambda requests: state_key(requests[0].conversation) if requests else "",
+            send_all,
+            settle,
+        )
+
+    return BatchConsumer(
+        streams.SENDER,
+        settings,
+        on_outbound,
+        schema={streams.ROUTED_REPLY: RoutedMessage, streams.OUTBOUND_REQUESTED: OutboundRequest},
+        title="send outbound messages",
+    )
+
+
+def profile_wanted(message: InboundMessage) -> bool:
+    """Whether the contacts' consumer looks the DM's contact up (WhatsApp's to publish the
+    webhook's profile once per refresh period; never echoes or generic DMs)."""
+    return not message.is_echo and message.channel != Channel.GENERIC
+
+
+def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec:
+    """Wire the responder's broker, handlers and metrics."""
+    registry = CollectorRegistry()
+    decisions_total = Counter(
+        "dmdesk_responder_decisions_total",
+        "Decisions on classified DMs, by kind (bot_reply, handoff, close, silent) and team.",
+        ["kind", "team"],
+        registry=registry,
+    )
+    runtime = ResponderRuntime(settings, adapter or make_adapter(settings))
+    broker = make_broker(settings, STAGE, registry)
+    router = stage_router(STAGE, settings)
+    # Declared for the AsyncAPI document; published with nats-py (the readers are
+    # BatchConsumers, not faststream subscribers).
+    event_publisher(
+        router,
+        streams.ROUTED_REPLY,
+        RoutedMessage,
+        "A customer DM, its classification and the bot's decision, with replies to send.",
+    )
+    event_publisher(
+        router,
+        streams.ROUTED_QUIET,
+        RoutedMessage,
+        "A customer DM, its classification and the bot's decision, nothing to send"
+        " (hand-off without acknowledgement, closed, ignored).",
+    )
+    event_publisher(router, streams.OUTBOUND_RESULT, OutboundResult, "How sending a reply ended.")
+    event_publisher(
+        router, streams.ATTACHMENT, AttachmentCopied, "An inbound attachment copied, or why not."
+    )
+    event_publisher(
+        router, streams.CONTACT_PROFILE, ContactProfile, "A contact's profile from the platform."
+    )
+    jetstreams: list[JetStreamContext] = []
+
+    def jetstream() -> JetStreamContext:
+        # broker.connection exists only once connected: look it up at first use.
+        if not jetstreams:
+            jetstreams.append(broker.connection.jetstream())
+        return jetstreams[0]
+
+    async def settle(msg: Msg, error: Exception) -> None:
+        await settle_failure(msg, error, stage=STAGE, settings=settings, broker=broker)
+
+    async def publish_routed(routed: RoutedMessage) -> None:
+        await publish_as(jetstream(), streams.ROUTED_EVENT, routed, settings=settings)
+
+    async def on_classified(messages: list[Msg]) -> None:
+        """Apply guards, rules and the FAQ to a pull of classified DMs; publish each
+        decision, record it, then ack (each failure settled alone)."""
+        valid: list[tuple[Msg, ClassifiedMessage]] = []
+        for msg in messages:
+            try:
+                valid.append((msg, ClassifiedMessage.model_validate_json(msg.data)))
+            except ValidationError as error:
+                await settle(msg, error)
+        if not valid:
+            return
+        outcomes = await runtime.route([classified for _, classified in valid], publish_routed)
+        for (msg, _), outcome in zip(valid, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                await settle(msg, outcome)
+                continue
+            await msg.ack()
+            if outcome.decision is not None:
+                decisions_total.labels(*decision_kind(outcome.decision)).inc()
+
+    async def on_echo(message: InboundMessage) -> None:
+        """The page's own messages (echoes): a human replying outside dmdesk took over."""
+        if message.is_echo and await runtime.page_wrote(message):
+            logger.info("a human took over", extra={"channel": message.channel.value})
+
+    async def on_echoes(messages: list[Msg]) -> None:
+        await each_in_order(
+            messages,
+            lambda msg: InboundMessage.model_validate_json(msg.data),
+            lambda message: state_key(message.conversation),
+            on_echo,
+            settle,
+        )
+
+    wiring = Wiring(runtime, settings, registry, jetstream, settle)
     broker.include_router(router)
     return ServiceSpec(
         name=STAGE,
         settings=settings,
         broker=broker,
         registry=registry,
-        consumers=(
-            streams.RESPONDER,
-            streams.SENDER,
-            streams.RESPONDER_ECHOES,
-            streams.PROFILES,
-            streams.ATTACHMENTS,
+        batch_consumers=(
+            BatchConsumer(
+                streams.RESPONDER,
+                settings,
+                on_classified,
+                schema=ClassifiedMessage,
+                title="route classified DMs",
+            ),
+            BatchConsumer(
+                streams.RESPONDER_ECHOES,
+                settings,
+                on_echoes,
+                schema=InboundMessage,
+                title="notice humans replying elsewhere",
+            ),
+            _contact_work(wiring),
+            _sender(wiring),
         ),
         on_startup=(runtime.start,),
         on_shutdown=(runtime.stop,),

@@ -1,12 +1,13 @@
 """Attachments that last: inbound images, videos, audio and files copied into NATS.
 
 Meta's attachment URLs expire, so the responder copies each inbound attachment soon
-after arrival, on a durable consumer of its own (``responder-attachments-v1``; the DM
-itself is never held up), into the object store bucket ``DMDESK_ATTACHMENTS_BUCKET``.
-A copy larger than ``DMDESK_ATTACHMENT_MAX_BYTES`` or of a content type not in
-``DMDESK_ATTACHMENT_CONTENT_TYPES`` is refused; a download that fails is tried again
-with back-off, then recorded as failed. Each outcome is published on ``dm.attachment``
-for the api, which serves stored copies at ``/v1/attachments/{object_name}``.
+after arrival, on a durable consumer of its own (``responder-contacts-v2``, with the
+profile fetcher; the DM itself is never held up), into the object store bucket
+``DMDESK_ATTACHMENTS_BUCKET``. A copy larger than ``DMDESK_ATTACHMENT_MAX_BYTES`` or of
+a content type not in ``DMDESK_ATTACHMENT_CONTENT_TYPES`` is refused; a download that
+fails is tried again with back-off, then recorded as failed. Each outcome is published
+on ``dm.attachment`` for the api, which serves stored copies at
+``/v1/attachments/{object_name}``.
 """
 
 import asyncio

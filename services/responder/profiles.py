@@ -1,13 +1,14 @@
 """Who wrote: contacts' profiles from the platforms, cached in a NATS KV bucket.
 
 The responder reads every inbound DM on a durable consumer of its own
-(``responder-profiles-v1``), beside the classifier, never on ingest's request
-path: a DM is published and routed whether or not its profile arrives. For a
-contact not seen, or whose profile is older than ``DMDESK_PROFILE_REFRESH_HOURS``,
-one replica claims the fetch (compare-and-set on the contact's key, so at most one
-fetch per contact per refresh period across replicas), asks the platform through
-:class:`~services.responder.meta.GraphApi` (rate limited per page, backed off on
-rate-limit errors), stores the profile and publishes ``dm.contact.profile``.
+(``responder-contacts-v2``, which copies attachments too), beside the classifier, never
+on ingest's request path: a DM is published and routed whether or not its profile
+arrives. For a contact not seen, or whose profile is older than
+``DMDESK_PROFILE_REFRESH_HOURS``, one replica claims the fetch (compare-and-set on the
+contact's key, so at most one fetch per contact per refresh period across replicas),
+asks the platform through :class:`~services.responder.meta.GraphApi` (rate limited per
+page, backed off on rate-limit errors), stores the profile and publishes
+``dm.contact.profile``.
 
 - Instagram, the messaging user profile: ``GET /{igsid}?fields=name,username,
   profile_pic,follower_count,is_verified_user,is_user_follow_business``.
@@ -57,6 +58,17 @@ MESSENGER_FIELDS = ("first_name", "last_name", "profile_pic")
 # After a fetch ends on a rate-limit error, that page's fetches pause this long.
 RATE_LIMITED_PAUSE_SECONDS = 60.0
 WAIT_POLL_SECONDS = 0.05
+FIRST_WAIT_POLL_SECONDS = 0.01
+Known = tuple["ProfileEntry | None", int | None]
+
+
+def has_profile_to_fetch(message: InboundMessage) -> bool:
+    """Whether the platform knows more about the DM's contact than the DM says.
+
+    Not for echoes (the page wrote), generic DMs (no platform), WhatsApp (its webhook
+    carries the profile name: the DM says all there is).
+    """
+    return not message.is_echo and message.channel in (Channel.INSTAGRAM, Channel.MESSENGER)
 
 
 class FetchState(StrEnum):
@@ -120,13 +132,24 @@ class ProfileCache:
             return age >= self.retry
         return age >= self.refresh
 
-    async def claim(self, ref: ConversationRef, claimant: str, now: datetime) -> bool:
+    def in_flight(self, entry: ProfileEntry | None, now: datetime) -> bool:
+        """Whether a replica is fetching the profile now (a claim not older than a fetch)."""
+        return (
+            entry is not None
+            and entry.state == FetchState.PENDING
+            and now - entry.at < self.claim_ttl
+        )
+
+    async def claim(
+        self, ref: ConversationRef, claimant: str, now: datetime, known: Known | None = None
+    ) -> bool:
         """Claim the contact's fetch for ``claimant`` (a DM's mid) if one is due; True if so.
 
         Compare-and-set on the key: of replicas claiming at once, one wins. A claimant
-        that claimed already (a redelivered DM) keeps its claim.
+        that claimed already (a redelivered DM) keeps its claim. ``known`` is the entry
+        read already (with the pull's others).
         """
-        entry, revision = await self.read(ref)
+        entry, revision = known if known is not None else await self.read(ref)
         if not self.due(entry, claimant, now):
             return False
         claimed = ProfileEntry(
@@ -149,19 +172,35 @@ class ProfileCache:
         """Record how the fetch ended."""
         await self.kv.put(contact_key(ref), entry.model_dump_json().encode())
 
-    async def profile(
-        self, ref: ConversationRef, *, received_at: datetime, wait: float
-    ) -> ContactProfile | None:
-        """The contact's profile; one being fetched is waited for until ``wait`` seconds
-        after the DM was received (never longer, however late the DM got here: a backlog
-        of DMs does not wait at all)."""
-        deadline = received_at + timedelta(seconds=wait)
-        while True:
-            entry, _ = await self.read(ref)
-            settled = entry is not None and entry.state != FetchState.PENDING
-            if settled or utcnow() >= deadline:
-                return entry.profile if entry is not None else None
-            await asyncio.sleep(WAIT_POLL_SECONDS)
+    async def read_all(self, refs: dict[str, ConversationRef]) -> dict[str, Known]:
+        """The entries of several contacts (by :func:`contact_key`), read at once."""
+        found = await asyncio.gather(*(self.read(ref) for ref in refs.values()))
+        return dict(zip(refs, found, strict=True))
+
+    async def profiles(
+        self, wanted: dict[str, tuple[ConversationRef, datetime]]
+    ) -> dict[str, ContactProfile | None]:
+        """Each contact's profile (``wanted``: by contact key, the contact and a deadline).
+
+        Only a fetch in flight is waited for, and only until its deadline (the DM's
+        reception plus ``DMDESK_PROFILE_WAIT_SECONDS``: a backlog of DMs does not wait at
+        all): a short poll that starts at 10 ms, read for the pull's contacts at once.
+        """
+        profiles: dict[str, ContactProfile | None] = {}
+        pending = dict(wanted)
+        poll = FIRST_WAIT_POLL_SECONDS
+        while pending:
+            entries = await self.read_all({key: ref for key, (ref, _) in pending.items()})
+            now = utcnow()
+            for key, (entry, _) in entries.items():
+                if not self.in_flight(entry, now) or now >= pending[key][1]:
+                    profiles[key] = entry.profile if entry is not None else None
+                    del pending[key]
+            if pending:
+                nearest = min(deadline for _, deadline in pending.values())
+                await asyncio.sleep(max(0.0, min(poll, (nearest - now).total_seconds())))
+                poll = min(poll * 2, WAIT_POLL_SECONDS)
+        return profiles
 
 
 def instagram_profile(ref: ConversationRef, payload: dict[str, Any]) -> ContactProfile:
@@ -209,8 +248,13 @@ class ProfileFetcher:
         self.limit = RateLimit(settings.profile_rate_limit)
         self._paused_until: dict[str, float] = {}
 
-    async def on_inbound(self, message: InboundMessage) -> ContactProfile | None:
+    async def on_inbound(
+        self, message: InboundMessage, known: Known | None = None
+    ) -> ContactProfile | None:
         """Fetch the profile of the DM's contact if one is due; the profile fetched, or None.
+
+        ``known`` is the contact's entry, read already. WhatsApp's profile is the
+        webhook's: due, it is returned without a claim (nobody fetches anything).
 
         Raises:
             ProfileFetchError: the platform gave no profile (recorded in the bucket).
@@ -218,12 +262,19 @@ class ProfileFetcher:
         if message.is_echo or message.channel == Channel.GENERIC:
             return None
         ref = message.conversation
-        if not await self.cache.claim(ref, message.mid, utcnow()):
+        if message.channel == Channel.WHATSAPP:
+            entry, _ = known if known is not None else await self.cache.read(ref)
+            if not self.cache.due(entry, message.mid, utcnow()):
+                return None
+        elif not await self.cache.claim(ref, message.mid, utcnow(), known):
             return None
+        else:
+            entry = None  # read again on failure: the claim replaced it
         try:
-            profile = await self.fetch(message)
+            return await self.fetch(message)
         except ProfileFetchError:
-            entry, _ = await self.cache.read(ref)
+            if entry is None:
+                entry, _ = await self.cache.read(ref)
             await self.cache.store(
                 ref,
                 ProfileEntry(
@@ -233,7 +284,6 @@ class ProfileFetcher:
                 ),
             )
             raise
-        return profile
 
     async def remember(self, profile: ContactProfile) -> None:
         """Store a fetched profile (after its event is published)."""

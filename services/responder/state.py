@@ -2,38 +2,27 @@
 
 Writes use optimistic concurrency (``kv.update(..., last=revision)``): two replicas
 handling messages of one conversation at once cannot lose each other's update;
-the loser re-reads and decides again.
+the loser re-reads and applies its change again.
 """
 
 import base64
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.events import ConversationRef
 
 logger = logging.getLogger("dmdesk.responder.state")
 
-KEEP_HANDLED = 20
+KEEP_HANDLED = 50
 KEEP_SENT = 50
 UPDATE_ATTEMPTS = 20
 T = TypeVar("T")
-
-
-class HandledMessage(BaseModel):
-    """A customer message already decided on, with the events that decision publishes.
-
-    Kept so a redelivered message republishes the same events (deduplicated by
-    their ids) instead of deciding, and counting, twice: a small outbox.
-    """
-
-    mid: str
-    events: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ConversationState(BaseModel):
@@ -49,19 +38,32 @@ class ConversationState(BaseModel):
     human_took_over_at: datetime | None = None
     agent_replied_at: datetime | None = None
     last_customer_message_at: datetime | None = None
-    handled: list[HandledMessage] = Field(default_factory=list)
+    handled_mids: list[str] = Field(
+        default_factory=list,
+        description="The customer messages this state counts already (the latest few).",
+    )
     sent: dict[str, str] = Field(default_factory=dict, description="request_id -> platform mid.")
     sending: dict[str, datetime] = Field(
         default_factory=dict, description="request_id -> when a replica began to send it."
     )
 
-    def handled_message(self, mid: str) -> HandledMessage | None:
-        """The earlier decision on ``mid``, if this conversation has one."""
-        return next((item for item in self.handled if item.mid == mid), None)
+    @model_validator(mode="before")
+    @classmethod
+    def _mids_of_the_outbox(cls, data: Any) -> Any:
+        """A state written before 2 kept an outbox of decisions (``handled``): keep its mids."""
+        if isinstance(data, dict) and "handled" in data and "handled_mids" not in data:
+            outbox = data.get("handled") or []
+            mids = [item["mid"] for item in outbox if isinstance(item, dict) and "mid" in item]
+            return {**data, "handled_mids": mids}
+        return data
 
-    def remember(self, handled: HandledMessage) -> None:
-        """Keep ``handled`` (and only the most recent few)."""
-        self.handled = [*self.handled, handled][-KEEP_HANDLED:]
+    def handled(self, mid: str) -> bool:
+        """Whether this state counts the customer message ``mid`` already."""
+        return mid in self.handled_mids
+
+    def remember_handled(self, mid: str) -> None:
+        """Note that this state counts ``mid`` (and keep only the most recent few)."""
+        self.handled_mids = [*self.handled_mids, mid][-KEEP_HANDLED:]
 
     def remember_sent(self, request_id: str, mid: str) -> None:
         """Keep the platform id of a sent request (and only the most recent few)."""
@@ -100,6 +102,20 @@ def state_key(conversation: ConversationRef) -> str:
     return f"{conversation.channel.value}.{account}.{contact}"
 
 
+class StateEntry(NamedTuple):
+    """A conversation's state as stored: the state, its revision, its bytes."""
+
+    state: ConversationState
+    revision: int
+    stored: bytes
+
+    def fresh(self) -> ConversationState:
+        """A copy of the state to change (parsed again: cheaper than a deep copy)."""
+        if not self.stored:
+            return self.state.model_copy(deep=True)
+        return ConversationState.model_validate_json(self.stored)
+
+
 class StateConflictError(RuntimeError):
     """Too many concurrent writers on one conversation's state."""
 
@@ -112,18 +128,19 @@ class ConversationStates:
 
     async def read(self, conversation: ConversationRef) -> tuple[ConversationState, int]:
         """The state and its revision (0: never written)."""
-        state, revision, _ = await self._read(conversation)
-        return state, revision
+        entry = await self.entry(conversation)
+        return entry.state, entry.revision
 
-    async def _read(self, conversation: ConversationRef) -> tuple[ConversationState, int, bytes]:
+    async def entry(self, conversation: ConversationRef) -> "StateEntry":
+        """The state, its revision and its stored bytes (to tell whether a change changed it)."""
         try:
-            entry = await self.kv.get(state_key(conversation))
+            found = await self.kv.get(state_key(conversation))
         except (KeyNotFoundError, KeyDeletedError):
-            return ConversationState(), 0, b""
-        if not entry.value:
-            return ConversationState(), entry.revision or 0, b""
-        state = ConversationState.model_validate_json(entry.value)
-        return state, entry.revision or 0, entry.value
+            return StateEntry(ConversationState(), 0, b"")
+        if not found.value:
+            return StateEntry(ConversationState(), found.revision or 0, b"")
+        state = ConversationState.model_validate_json(found.value)
+        return StateEntry(state, found.revision or 0, found.value)
 
     async def write(
         self, conversation: ConversationRef, state: ConversationState, revision: int
@@ -137,24 +154,44 @@ class ConversationStates:
         self,
         conversation: ConversationRef,
         apply: Callable[[ConversationState], Awaitable[T]],
+        *,
+        known: StateEntry | None = None,
     ) -> T:
         """Read, ``apply`` (which edits the state in place and returns a result), write.
 
         On a concurrent write the whole read-apply-write is retried with the fresh
         state, so ``apply`` must depend on nothing but the state it is given. A state
         ``apply`` left as it was is not written again (every echo of a bot reply, every
-        redelivery of a message already decided on).
+        redelivery of a message already decided on). ``known`` is an entry read
+        already (a pull's states are read at once, a send's state before its claim):
+        the first attempt starts from it instead of reading.
         """
+        result, _ = await self.change_entry(conversation, apply, known=known)
+        return result
+
+    async def change_entry(
+        self,
+        conversation: ConversationRef,
+        apply: Callable[[ConversationState], Awaitable[T]],
+        *,
+        known: StateEntry | None = None,
+    ) -> tuple[T, StateEntry]:
+        """:meth:`change`, also answering the entry it left (to change it again later
+        without reading it first)."""
         for _ in range(UPDATE_ATTEMPTS):
-            state, revision, stored = await self._read(conversation)
+            entry = known if known is not None else await self.entry(conversation)
+            known = None
+            state = entry.fresh()
             result = await apply(state)
             encoded = state.model_dump_json().encode()
-            if encoded == stored:
-                return result
+            if encoded == entry.stored:
+                return result, entry
             try:
-                await self.kv.update(state_key(conversation), encoded, last=revision)
+                revision = await self.kv.update(
+                    state_key(conversation), encoded, last=entry.revision
+                )
             except KeyWrongLastSequenceError:
                 logger.debug("conversation state changed concurrently; retrying")
                 continue
-            return result
+            return result, StateEntry(state, revision, encoded)
         raise StateConflictError("conversation state kept changing; giving up for now")

@@ -131,8 +131,11 @@ async def test_echo_makes_later_dms_from_the_contact_ordinary(ingest: Running) -
     await post(ingest.client, "messenger", fixture_bytes("messenger_echo_text"))
     await post(ingest.client, "messenger", fixture_bytes("messenger_text"))
     messages = await stored(ingest.settings.nats_url, ingest.settings.stream_name)
+    # The echo goes to a subject of its own, with the same dedupe id as any inbound message.
+    assert [subject for subject, _, _ in messages] == ["dm.echo.messenger", "dm.inbound.messenger"]
     echo, dm = (InboundMessage.model_validate(p) for _, _, p in messages)
     assert echo.is_echo
+    assert messages[0][1] == f"messenger:{echo.mid}"
     assert not dm.is_request
 
 

@@ -6,6 +6,7 @@ created with one replica earlier (an older definition, or a single node moved to
 cluster) is raised to the replicas the settings ask for when it is opened.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import nats
@@ -14,15 +15,26 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from shared.settings import Settings
 from shared.streams import (
+    attachments_store_config,
+    contact_languages_bucket_config,
     contacts_bucket_config,
     conversation_state_bucket_config,
+    models_store_config,
     open_key_value,
+    profiles_bucket_config,
     rules_bucket_config,
 )
 from tests.cluster import NODES, jetstream_ready, loopback_cluster
 from tests.stack import eventually
 
-BUCKETS = [rules_bucket_config, conversation_state_bucket_config, contacts_bucket_config]
+BUCKETS = [
+    rules_bucket_config,
+    conversation_state_bucket_config,
+    contacts_bucket_config,
+    profiles_bucket_config,
+    contact_languages_bucket_config,
+]
+STORES = [attachments_store_config, models_store_config]
 
 
 @pytest.mark.parametrize("definition", BUCKETS, ids=lambda d: d.__name__)
@@ -31,6 +43,34 @@ def test_every_bucket_has_the_stream_replicas(definition: object) -> None:
     config = definition(settings)  # type: ignore[operator]
     assert config.replicas == 3
     assert config.storage == StorageType.FILE
+    assert config.direct
+
+
+@pytest.mark.parametrize("definition", STORES, ids=lambda d: d.__name__)
+def test_every_object_store_has_the_stream_replicas(definition: object) -> None:
+    config = definition(Settings(stream_replicas=3))  # type: ignore[operator]
+    assert config.replicas == 3
+    assert config.storage == StorageType.FILE
+
+
+async def test_a_bucket_without_direct_gets_is_given_them(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory()
+    client = await nats.connect(settings.nats_url)
+    try:
+        js = client.jetstream()
+        old = conversation_state_bucket_config(settings)
+        await js.create_key_value(
+            KeyValueConfig(bucket=old.bucket, history=old.history, storage=StorageType.FILE)
+        )
+        assert not (await js.stream_info(f"KV_{old.bucket}")).config.allow_direct
+        kv = await open_key_value(js, conversation_state_bucket_config(settings))
+        assert (await js.stream_info(f"KV_{old.bucket}")).config.allow_direct
+        await kv.put("key", b"value")
+        assert (await kv.get("key")).value == b"value"
+    finally:
+        await client.close()
 
 
 async def test_a_single_replica_bucket_is_raised_to_the_cluster_replicas(tmp_path: Path) -> None:

@@ -2,16 +2,27 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import nats
 import pytest
 
+from services.responder.adapters import LogAdapter
+from services.responder.app import build
 from services.responder.meta import GraphApi
-from services.responder.profiles import FetchState, ProfileCache, ProfileFetcher, ProfileFetchError
+from services.responder.profiles import (
+    FetchState,
+    ProfileCache,
+    ProfileEntry,
+    ProfileFetcher,
+    ProfileFetchError,
+)
 from shared import streams
-from shared.events import Channel, Contact, InboundMessage, utcnow
+from shared.events import Channel, Contact, ContactProfile, InboundMessage, utcnow
+from shared.service import service_app
 from shared.settings import Settings
+from tests.stack import eventually, stored
 from tests.unit.responder.sendapi_stub import RATE_LIMIT, SendApiStub
 
 IG = "ig-1"
@@ -138,3 +149,89 @@ async def test_a_timeout_is_a_recorded_failure(
     assert entry is not None
     assert entry.state == FetchState.FAILED
     assert await fetcher.on_inbound(dm("slow", "m-2")) is None  # not again before the retry time
+
+
+def inbound(channel: Channel, contact: str, mid: str, account: str = IG) -> InboundMessage:
+    return InboundMessage(
+        mid=mid,
+        channel=channel,
+        account_id=account,
+        contact=Contact(platform_id=contact, name="Wa Name"),
+        text="hi",
+        platform_ts=utcnow(),
+    )
+
+
+async def test_contacts_consumer_writes_a_profile_only_when_one_is_due(
+    settings_factory: Callable[..., Settings], graph: SendApiStub
+) -> None:
+    graph.profiles["star"] = STAR
+    settings = settings_factory(graph_api_url=graph.base_url, page_access_tokens=TOKENS)
+    app = service_app(build(settings, LogAdapter()))
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    dms = [
+        inbound(Channel.GENERIC, "gen", "g-1"),
+        inbound(Channel.WHATSAPP, "wa", "w-1"),
+        inbound(Channel.WHATSAPP, "wa", "w-2"),
+        inbound(Channel.INSTAGRAM, "star", "i-1"),
+        inbound(Channel.INSTAGRAM, "star", "i-2"),
+    ]
+    try:
+        async with app.router.lifespan_context(app):
+            for message in dms:
+                await js.publish(
+                    streams.inbound_subject(message.channel),
+                    message.model_dump_json().encode(),
+                    headers={streams.MSG_ID_HEADER: f"{message.channel.value}:{message.mid}"},
+                )
+            await eventually(
+                lambda: js.consumer_info(settings.stream_name, streams.RESPONDER_CONTACTS.durable),
+                lambda info: info.num_pending == 0 and info.num_ack_pending == 0,
+                timeout=10,
+            )
+        kv = await js.key_value(settings.profiles_bucket)
+        keys = set(await kv.keys())
+        writes = (await js.stream_info(f"KV_{settings.profiles_bucket}")).state.last_seq
+        profiles = await stored(js, streams.CONTACT_PROFILE, settings.stream_name)
+    finally:
+        await client.close()
+    wa = streams.contact_key(dms[1].conversation)
+    star = streams.contact_key(dms[3].conversation)
+    # WhatsApp's profile is the webhook's: stored once, no claim; Instagram's claimed,
+    # then stored; the second DM of each finds it fresh and writes nothing; generic none.
+    assert keys == {wa, star}
+    assert writes == 3
+    assert len(profiles) == 2
+    assert len(graph.profile_requests("star")) == 1
+
+
+async def test_a_profile_is_waited_for_only_while_its_fetch_is_in_flight(
+    make_fetcher: Callable[..., ProfileFetcher],
+) -> None:
+    cache = make_fetcher().cache
+    soon = utcnow() + timedelta(seconds=30)
+    unknown, fetching, late = dm("nobody"), dm("star"), dm("late")
+    # Nobody fetches "nobody": not waited for. "late"'s DM is past its wait already.
+    assert await cache.claim(fetching.conversation, "m-1", utcnow())
+    assert await cache.claim(late.conversation, "m-1", utcnow())
+    wanted = {
+        streams.contact_key(unknown.conversation): (unknown.conversation, soon),
+        streams.contact_key(late.conversation): (late.conversation, utcnow()),
+    }
+    assert await cache.profiles(wanted) == dict.fromkeys(wanted)
+
+    fetched = ContactProfile(conversation=fetching.conversation, source="graph", name="Star")
+
+    async def fetch_ends() -> None:
+        await asyncio.sleep(0.1)
+        await cache.store(
+            fetching.conversation,
+            ProfileEntry(state=FetchState.FETCHED, at=utcnow(), profile=fetched),
+        )
+
+    key = streams.contact_key(fetching.conversation)
+    ending = asyncio.create_task(fetch_ends())
+    found = await cache.profiles({key: (fetching.conversation, soon)})
+    await ending
+    assert found == {key: fetched}

@@ -19,7 +19,10 @@ def test_asyncapi_documents_every_subject_family() -> None:
     addresses = {channel["address"] for channel in asyncapi_document()["channels"].values()}
     assert {
         "dm.inbound.*",
+        "dm.echo.*",
         "dm.classified",
+        "dm.routed.reply",
+        "dm.routed.quiet",
         "dm.handoff",
         "dm.reply.bot",
         "dm.outbound.requested",

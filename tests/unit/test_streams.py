@@ -2,11 +2,29 @@
 
 from nats.js.api import AckPolicy, StorageType
 
-from shared.events import Channel
+from shared.events import (
+    Category,
+    Channel,
+    Classification,
+    ClassifiedMessage,
+    Contact,
+    InboundMessage,
+    Priority,
+    RoutedMessage,
+    RouteOutcome,
+    utcnow,
+)
 from shared.settings import Settings
 from shared.streams import (
+    CLASSIFIED_EVENT,
     CLASSIFIER,
     CONSUMERS,
+    ECHO_EVENT,
+    INBOUND_EVENT,
+    RETIRED_RESPONDER_DURABLES,
+    ROUTED_EVENT,
+    SENDER,
+    SUBJECTS,
     consumer_config,
     dead_letter_subject,
     inbound_subject,
@@ -43,3 +61,42 @@ def test_one_file_backed_stream_carries_every_subject() -> None:
     for channel in Channel:
         assert inbound_subject(channel).startswith("dm.inbound.")
     assert dead_letter_subject("classifier") == "dm.dlq.classifier"
+
+
+def test_every_published_subject_has_one_definition_with_its_event_and_dedupe_id() -> None:
+    patterns = [definition.pattern for definition in SUBJECTS]
+    assert len(patterns) == len(set(patterns))
+    message = InboundMessage(
+        mid="m-1",
+        channel=Channel.INSTAGRAM,
+        account_id="ig-1",
+        contact=Contact(platform_id="ana"),
+        text="hi",
+        platform_ts=utcnow(),
+    )
+    classification = Classification(
+        category=Category.INQUIRY, confidence=0.9, priority=Priority.NORMAL, model_version="t"
+    )
+    routed = RoutedMessage(
+        message=message,
+        classification=classification,
+        classified_at=utcnow(),
+        outcome=RouteOutcome.IGNORED,
+    )
+    assert ROUTED_EVENT.subject(routed) == "dm.routed.quiet"
+    assert ROUTED_EVENT.msg_id(routed) == "routed:instagram:m-1"
+    assert INBOUND_EVENT.subject(message) == "dm.inbound.instagram"
+    assert INBOUND_EVENT.msg_id(message) == ECHO_EVENT.msg_id(message) == "instagram:m-1"
+    echo = message.model_copy(update={"is_echo": True})
+    assert ECHO_EVENT.subject(echo) == "dm.echo.instagram"
+    classified = ClassifiedMessage(message=message, classification=classification)
+    assert CLASSIFIED_EVENT.msg_id(classified) == "classified:instagram:m-1"
+
+
+def test_a_consumer_of_several_subjects_filters_on_each() -> None:
+    config = consumer_config(SENDER, Settings())
+    assert config.filter_subject is None
+    assert config.filter_subjects == ["dm.routed.reply", "dm.outbound.requested"]
+    assert consumer_config(CLASSIFIER, Settings()).filter_subjects is None
+    retired = set(RETIRED_RESPONDER_DURABLES)
+    assert not retired & {consumer.durable for consumer in CONSUMERS}

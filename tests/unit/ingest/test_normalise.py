@@ -1,11 +1,13 @@
 """Every fixture, ours and the public ones, normalises to the events it should."""
 
+import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.ingest.meta import InvalidBody, Normalised, normalise, parse_json
+from services.ingest.publisher import definition_of
 from shared.events import Channel, InboundMessage, MessageUpdate, RawEvent, StatusEvent
 from tests.unit.ingest.conftest import (
     OWN_FIXTURES,
@@ -658,3 +660,15 @@ def test_a_body_of_unknown_shape_is_invalid_with_the_field(
 def test_malformed_json_is_invalid(raw: bytes) -> None:
     with pytest.raises(InvalidBody, match="malformed JSON"):
         parse_json(raw)
+
+
+@pytest.mark.parametrize("path", sorted(OWN_FIXTURES.glob("*.json")), ids=lambda p: p.stem)
+def test_each_event_keeps_the_dedupe_id_and_subject_its_definition_gives(path: Path) -> None:
+    try:
+        batch = normalise(fixture_channel(path), parse_json(path.read_bytes()))
+    except InvalidBody:
+        pytest.skip("a fixture of a body ingest refuses: no events to check")
+    for normalised in batch.events:
+        definition = definition_of(normalised.event)
+        assert definition.msg_id(normalised.event) == normalised.msg_id
+        assert fnmatch.fnmatchcase(definition.subject(normalised.event), definition.pattern)
