@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from services.api import projector
-from services.api.writer import ProjectionWriter, Work, writer_sessions
+from services.api.writer import Group, ProjectionWriter, Work, writer_sessions
 from shared.db import create_engine, create_sync_engine, migrate
 from shared.events import (
     Category,
@@ -29,7 +29,6 @@ from shared.events import (
     Classification,
     ClassifiedMessage,
     Contact,
-    ConversationChanged,
     Handoff,
     InboundMessage,
     Priority,
@@ -66,7 +65,7 @@ def routed_dm(n: int, run: str) -> tuple[InboundMessage, ClassifiedMessage, Hand
     return message, ClassifiedMessage(message=message, classification=classification), handoff
 
 
-async def _no_feed(_changes: list[ConversationChanged]) -> None:
+async def _no_feed(_group: Group) -> None:
     """The change feed is not measured here."""
 
 

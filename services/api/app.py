@@ -27,7 +27,7 @@ from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
 from services.api.rules_routes import rules_router
 from services.api.sla_scheduler import SlaScheduler
-from services.api.writer import ProjectionWriter, Work, writer_sessions
+from services.api.writer import Group, ProjectionWriter, Work, writer_sessions
 from shared import streams
 from shared.bus import (
     BatchConsumer,
@@ -226,10 +226,12 @@ def _wire(
     scheduler = SlaScheduler(sessions, publish_sla, metrics)
     housekeeper = Housekeeper(sessions, settings, send_outbound, metrics, changes.publish)
 
-    async def committed(changed: list[ConversationChanged]) -> None:
-        await changes.publish_changes(changed)
-        scheduler.deadline_changed()
-        housekeeper.poke()
+    async def committed(group: Group) -> None:
+        await changes.publish_changes(group.changed)
+        if group.earliest_deadline is not None:
+            scheduler.deadline_changed(group.earliest_deadline)
+        if group.changed:
+            housekeeper.poke()
 
     api = Api(
         settings=settings,

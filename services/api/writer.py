@@ -35,11 +35,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.changes import changed_in, read_changes
+from services.api.clocks import earliest_deadline
 from shared.bus import dependency_unavailable
 from shared.events import ConversationChanged
 from shared.tasks import stop_task
@@ -48,7 +50,7 @@ logger = logging.getLogger("dmdesk.api.writer")
 
 Work = Callable[[Session], object]
 AFTER_COMMIT = "dmdesk.after_commit"
-Committed = Callable[[list[ConversationChanged]], Awaitable[None]]
+Committed = Callable[["Group"], Awaitable[None]]
 MAX_GROUP = 256
 
 
@@ -62,6 +64,15 @@ def writer_sessions(engine: Engine) -> sessionmaker[Session]:
     A savepoint flushes when it ends, so a projection that fails still fails alone.
     """
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+@dataclass(frozen=True)
+class Group:
+    """What a committed group changed: the conversations' states (for the change feed,
+    one each) and the earliest SLA time its clocks set (for the scheduler; None: none)."""
+
+    changed: list[ConversationChanged]
+    earliest_deadline: datetime | None = None
 
 
 Outcome = Exception | None
@@ -144,13 +155,13 @@ class ProjectionWriter:
         loop = asyncio.get_running_loop()
         works = [work for pending in group for work in pending.works]
         try:
-            failed, changed = await loop.run_in_executor(self._thread, self._write, works)
+            failed, done = await loop.run_in_executor(self._thread, self._write, works)
         except Exception as error:
             for pending in group:
                 _settle(pending, [error] * len(pending.works))
             return
         try:
-            await self.committed(changed)
+            await self.committed(done)
         except Exception:  # the data is committed: say so, but do not fail the messages
             logger.exception("after-commit step failed", extra={"group": len(works)})
         start = 0
@@ -158,7 +169,7 @@ class ProjectionWriter:
             _settle(pending, [failed.get(start + i) for i in range(len(pending.works))])
             start += len(pending.works)
 
-    def _write(self, works: list[Work]) -> tuple[dict[int, Exception], list[ConversationChanged]]:
+    def _write(self, works: list[Work]) -> tuple[dict[int, Exception], Group]:
         """On the writer's thread: the group's transaction; what failed, what changed."""
         try:
             return self._transaction(works, isolated=False)
@@ -171,7 +182,7 @@ class ProjectionWriter:
 
     def _transaction(
         self, works: list[Work], *, isolated: bool
-    ) -> tuple[dict[int, Exception], list[ConversationChanged]]:
+    ) -> tuple[dict[int, Exception], Group]:
         failed: dict[int, Exception] = {}
         with self.sessions() as session, session.begin():
             for index, work in enumerate(works):
@@ -191,7 +202,8 @@ class ProjectionWriter:
             # commits (on this thread, not by the event loop after it).
             session.flush()
             changes = read_changes(session, changed_in(session))
-        return failed, changes
+            earliest = earliest_deadline(session)
+        return failed, Group(changes, earliest)
 
 
 def after_commit(session: Session, effect: Callable[[], object]) -> None:

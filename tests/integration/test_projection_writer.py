@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from services.api import projector
-from services.api.writer import ProjectionWriter, Work, after_commit, writer_sessions
+from services.api.writer import Group, ProjectionWriter, Work, after_commit, writer_sessions
 from shared.db import create_sync_engine
 from shared.events import (
     Author,
@@ -60,9 +60,9 @@ class Recorder:
         self.groups: list[set[int]] = []
         self.changes: list[ConversationChanged] = []
 
-    async def __call__(self, changes: list[ConversationChanged]) -> None:
-        self.groups.append({change.conversation_id for change in changes})
-        self.changes.extend(changes)
+    async def __call__(self, group: Group) -> None:
+        self.groups.append({change.conversation_id for change in group.changed})
+        self.changes.extend(group.changed)
 
 
 @pytest.fixture

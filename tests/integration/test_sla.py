@@ -198,3 +198,35 @@ async def test_breach_is_published_within_seconds_of_the_deadline_with_no_reques
     first = (await clock_rows(sessions))[0]
     assert first.breached_at == first.due_at
     assert metrics.breaches.labels("first_response", "normal", "whatsapp")._value.get() == 1
+
+
+async def test_the_scheduler_looks_again_only_for_a_deadline_before_its_next_look(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    looks: list[datetime] = []
+
+    class Counting(SlaScheduler):
+        async def fire_due(self, now: datetime) -> datetime | None:
+            looks.append(now)
+            return await super().fire_due(now)
+
+    async def publish(event: SlaEvent) -> None:
+        raise AssertionError("nothing is due")
+
+    scheduler = Counting(sessions, publish, ApiMetrics(CollectorRegistry()), poll_seconds=60)
+    runner = asyncio.create_task(scheduler.run())
+    try:
+        while scheduler._next_look is None:  # the first look is over: it sleeps until the next
+            await asyncio.sleep(0.01)
+        scheduler.deadline_changed(utcnow() + timedelta(minutes=5))  # after the next look
+        await asyncio.sleep(0.2)
+        later_only = len(looks)
+        scheduler.deadline_changed(utcnow() + timedelta(seconds=1))  # before it
+        while len(looks) == later_only:
+            await asyncio.sleep(0.01)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    assert later_only == 1
+    assert len(looks) == 2
