@@ -132,11 +132,7 @@ SENDER = Consumer("sender-v1", OUTBOUND_REQUESTED, "responder: outbound messages
 RESPONDER_ECHOES = Consumer(
     "responder-echoes-v1", INBOUND_ALL, "responder: the page's own messages (a human took over)"
 )
-API_INBOUND = Consumer("api-inbound-v1", INBOUND_ALL, "api: inbound DMs into the queue")
 API_STATUS = Consumer("api-status-v1", STATUS_ALL, "api: delivery and read receipts")
-API_CLASSIFIED = Consumer("api-classified-v1", CLASSIFIED, "api: classifications")
-API_BOT_REPLY = Consumer("api-bot-reply-v1", BOT_REPLY, "api: bot replies")
-API_HANDOFF = Consumer("api-handoff-v1", HANDOFF, "api: hand-offs to teams")
 API_OUTBOUND_REQUESTED = Consumer(
     "api-outbound-requested-v1", OUTBOUND_REQUESTED, "api: outbound messages requested"
 )
@@ -145,7 +141,6 @@ API_OUTBOUND_RESULT = Consumer(
 )
 API_DEAD_LETTER = Consumer("api-dead-letter-v1", DEAD_LETTER_ALL, "api: dead letters")
 API_UPDATE = Consumer("api-update-v1", UPDATE_ALL, "api: reactions, edits and unsends")
-API_CLOSED = Consumer("api-closed-v1", CLOSED, "api: conversations the bot closed")
 PROFILES = Consumer(
     "responder-profiles-v1", INBOUND_ALL, "responder: contacts' profiles from the platforms"
 )
@@ -166,21 +161,28 @@ CONSUMERS = (
     RESPONDER,
     SENDER,
     RESPONDER_ECHOES,
-    API_INBOUND,
+    API_ROUTED,
+    API_ECHO,
     API_STATUS,
     API_UPDATE,
-    API_CLASSIFIED,
-    API_BOT_REPLY,
-    API_HANDOFF,
     API_OUTBOUND_REQUESTED,
     API_OUTBOUND_RESULT,
     API_DEAD_LETTER,
-    API_CLOSED,
     PROFILES,
     API_CONTACT_PROFILE,
     ATTACHMENTS,
     API_ATTACHMENT,
 )
+
+RETIRED_API_DURABLES = (
+    "api-inbound-v1",
+    "api-classified-v1",
+    "api-handoff-v1",
+    "api-bot-reply-v1",
+    "api-closed-v1",
+)
+"""The api's durables before ``dm.routed.*`` (v1 of the flow): a stack upgraded in place
+drains them first, then may delete them (README, release notes)."""
 
 # The responder's key-value buckets (names come from settings; these are the keys).
 RULES_KEY = "active"

@@ -1,6 +1,21 @@
 """Events the integration tests put on the bus, built one way."""
 
-from shared.events import Channel, Contact, InboundMessage, utcnow
+from shared.events import (
+    Author,
+    BotReply,
+    Category,
+    Channel,
+    Classification,
+    Contact,
+    ConversationClosed,
+    Handoff,
+    InboundMessage,
+    OutboundRequest,
+    Priority,
+    RoutedMessage,
+    RouteOutcome,
+    utcnow,
+)
 
 
 def generic_inbound(
@@ -16,3 +31,62 @@ def generic_inbound(
         is_echo=echo,
         platform_ts=utcnow(),
     )
+
+
+def routed(
+    message: InboundMessage,
+    outcome: RouteOutcome,
+    *,
+    priority: Priority = Priority.NORMAL,
+) -> RoutedMessage:
+    """The responder's decision on ``message``, as it publishes it."""
+    ref = message.conversation
+    decision = RoutedMessage(
+        message=message,
+        classification=Classification(
+            category=Category.ORDER_SHIPPING,
+            confidence=0.9,
+            priority=priority,
+            language="en",
+            model_version="test",
+        ),
+        classified_at=utcnow(),
+        outcome=outcome,
+    )
+    if outcome == RouteOutcome.HANDOFF:
+        return decision.model_copy(
+            update={
+                "handoff": Handoff(
+                    conversation=ref,
+                    trigger_mid=message.mid,
+                    team="billing",
+                    priority=priority,
+                    reason="complaint",
+                    rule_id="complaints",
+                    signals=["complaint"],
+                )
+            }
+        )
+    if outcome == RouteOutcome.BOT:
+        request_id = f"bot:{message.mid}"
+        replies = [
+            BotReply(
+                conversation=ref,
+                trigger_mid=message.mid,
+                request_id=request_id,
+                rule_id="where-is-my-order",
+                text="It ships today.",
+            )
+        ]
+        requests = [
+            OutboundRequest(
+                request_id=request_id, conversation=ref, text="It ships today.", author=Author.BOT
+            )
+        ]
+        return decision.model_copy(update={"replies": replies, "requests": requests})
+    if outcome == RouteOutcome.CLOSED:
+        closed = ConversationClosed(
+            conversation=ref, trigger_mid=message.mid, reason="spam", tags=["spam"]
+        )
+        return decision.model_copy(update={"closed": closed})
+    return decision

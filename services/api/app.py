@@ -1,4 +1,4 @@
-"""The api service: projects every ``dm.*`` event into the database and serves the REST API."""
+"""The api service: projects the ``dm.*`` events into the database and serves the REST API."""
 
 import asyncio
 import logging
@@ -49,17 +49,14 @@ from shared.db import (
 )
 from shared.events import (
     AttachmentCopied,
-    BotReply,
-    ClassifiedMessage,
     ContactProfile,
     ConversationChanged,
-    ConversationClosed,
     DeadLetter,
-    Handoff,
     InboundMessage,
     MessageUpdate,
     OutboundRequest,
     OutboundResult,
+    RoutedMessage,
     SlaEvent,
     SlaEventKind,
     StatusEvent,
@@ -72,6 +69,15 @@ STAGE = "api"
 logger = logging.getLogger("dmdesk.api")
 EventT = TypeVar("EventT", bound=BaseModel)
 Projection = Callable[[Session, EventT, ApiMetrics], object]
+
+
+def _loading(prefetch: Callable[[Session, list[EventT]], object], events: list[EventT]) -> Work:
+    """The writer's work that prefetches what ``events``' projections need."""
+
+    def load(session: Session) -> object:
+        return prefetch(session, events)
+
+    return load
 
 
 @dataclass
@@ -93,13 +99,15 @@ class Api:
         consumer: streams.Consumer,
         event_type: type[EventT],
         apply: Projection[EventT],
+        prefetch: Callable[[Session, list[EventT]], object] | None = None,
     ) -> None:
         """Project ``consumer``'s events with ``apply``, a pull at a time (:class:`BatchConsumer`).
 
         Each message of a pull is validated on its own; the pull's projections go to the
         writer in one call, which commits them with whatever else is waiting (group
         commit). Each message is acked once committed, or settled on its own
-        (redelivered, or dead-lettered) when it fails.
+        (redelivered, or dead-lettered) when it fails. ``prefetch`` loads the rows the
+        pull's projections need with a few multi-row statements (see the writer).
         """
         name = event_type.__name__
         projected = self.metrics.projected.labels(name)
@@ -111,15 +119,19 @@ class Api:
         async def handle(messages: list[Msg]) -> None:
             outcomes: list[Exception | None] = [None] * len(messages)
             works: list[Work] = []
+            events: list[EventT] = []
             valid: list[int] = []
             for index, msg in enumerate(messages):
                 try:
-                    works.append(bind(event_type.model_validate_json(msg.data)))
+                    events.append(event_type.model_validate_json(msg.data))
+                    works.append(bind(events[-1]))
                     valid.append(index)
                 except ValidationError as error:
                     outcomes[index] = error
+            loads = None if prefetch is None or not events else _loading(prefetch, events)
             try:
-                for index, outcome in zip(valid, await self.writer.apply_all(works), strict=True):
+                applied = await self.writer.apply_all(works, loads)
+                for index, outcome in zip(valid, applied, strict=True):
                     outcomes[index] = outcome
             finally:  # cancelled (shutdown): what the writer did not answer is left unacked
                 for msg, outcome in zip(messages, outcomes, strict=True):
@@ -263,12 +275,12 @@ def build(settings: Settings) -> ServiceSpec:
     )
     scheduler, housekeeper = api.scheduler, api.housekeeper
 
-    api.project(streams.API_INBOUND, InboundMessage, projector.project_inbound)
+    api.project(
+        streams.API_ROUTED, RoutedMessage, projector.project_routed, projector.prefetch_routed
+    )
+    api.project(streams.API_ECHO, InboundMessage, projector.project_inbound, projector.prefetch)
     api.project(streams.API_STATUS, StatusEvent, projector.project_status)
     api.project(streams.API_UPDATE, MessageUpdate, projector.project_update)
-    api.project(streams.API_CLASSIFIED, ClassifiedMessage, projector.project_classified)
-    api.project(streams.API_HANDOFF, Handoff, projector.project_handoff)
-    api.project(streams.API_BOT_REPLY, BotReply, projector.project_bot_reply)
     api.project(
         streams.API_OUTBOUND_REQUESTED,
         OutboundRequest,
@@ -276,7 +288,6 @@ def build(settings: Settings) -> ServiceSpec:
     )
     api.project(streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result)
     api.record_dead_letters()
-    api.project(streams.API_CLOSED, ConversationClosed, projector.project_closed)
     api.project(streams.API_CONTACT_PROFILE, ContactProfile, projector.project_contact_profile)
     api.project(streams.API_ATTACHMENT, AttachmentCopied, projector.project_attachment)
     broker.include_router(router)

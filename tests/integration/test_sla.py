@@ -27,6 +27,7 @@ from shared.events import (
     utcnow,
 )
 from shared.models import ConversationRow, SlaClockRow, SlaPolicyRow
+from tests.stack import eventually
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 REF = ConversationRef(channel=Channel.WHATSAPP, account_id="waba", contact_id="4915")
@@ -216,14 +217,20 @@ async def test_the_scheduler_looks_again_only_for_a_deadline_before_its_next_loo
     scheduler = Counting(sessions, publish, ApiMetrics(CollectorRegistry()), poll_seconds=60)
     runner = asyncio.create_task(scheduler.run())
     try:
-        while scheduler._next_look is None:  # the first look is over: it sleeps until the next
-            await asyncio.sleep(0.01)
+
+        async def next_look() -> datetime | None:
+            return scheduler._next_look
+
+        async def looked() -> int:
+            return len(looks)
+
+        # The first look is over: it sleeps until the next.
+        await eventually(next_look, lambda when: when is not None)
         scheduler.deadline_changed(utcnow() + timedelta(minutes=5))  # after the next look
         await asyncio.sleep(0.2)
         later_only = len(looks)
         scheduler.deadline_changed(utcnow() + timedelta(seconds=1))  # before it
-        while len(looks) == later_only:
-            await asyncio.sleep(0.01)
+        await eventually(looked, lambda count: count > later_only)
     finally:
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
