@@ -634,6 +634,9 @@ def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | No
             handoff.decided_at,
             team=handoff.team,
             reason=handoff.reason,
+            # When the DM entered the team's queue (in this transaction): what `dmdesk
+            # bench` times; ``at`` is when the responder decided.
+            projected_at=utcnow().isoformat(),
         )
     conversation.team = handoff.team
     _add_tags(conversation, handoff.tags)

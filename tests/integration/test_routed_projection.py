@@ -132,3 +132,5 @@ async def test_each_routed_dm_and_echo_is_projected_once_with_its_decision(
     assert decided == sorted(
         [(ana.id, "bot.handoff"), (ben.id, "bot.answered"), (cat.id, "bot.closed")]
     )
+    [handoff] = [row for row in activity if row.kind == "bot.handoff"]
+    assert "projected_at" in handoff.detail, "when it entered the queue (dmdesk bench)"
