@@ -23,6 +23,7 @@ from services.api.changes import ChangeFeed
 from services.api.changes import router as events_router
 from services.api.contacts import router as contacts_router
 from services.api.housekeeping import Housekeeper
+from services.api.late import LateDecisions
 from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
 from services.api.rules_routes import rules_router
@@ -305,6 +306,13 @@ def build(settings: Settings) -> ServiceSpec:
             asyncio.create_task(metrics.keep_gauges_fresh(read_sessions), name="queue-gauges")
         )
         background.append(asyncio.create_task(housekeeper.run(), name="housekeeping"))
+        late = LateDecisions(
+            lambda: broker.connection.jetstream(),  # noqa: PLW0108  (connected later)
+            api.writer,
+            settings,
+            metrics,
+        )
+        background.append(asyncio.create_task(late.run(), name="late-decisions"))
 
     async def stop() -> None:
         await api.writer.stop()

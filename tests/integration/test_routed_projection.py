@@ -7,6 +7,7 @@ PostgreSQL); the events are published as the responder and ingest publish them.
 from collections.abc import Callable
 
 import nats
+import pytest
 from nats.js import JetStreamContext
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,9 +27,14 @@ from shared.service import service_app
 from shared.settings import Settings
 from shared.streams import (
     API_ROUTED,
+    CLASSIFIED,
+    CLASSIFIER,
     MSG_ID_HEADER,
     OUTBOUND_RESULT,
+    RESPONDER,
     echo_subject,
+    inbound_subject,
+    provision,
     routed_msg_id,
     routed_subject,
 )
@@ -134,3 +140,60 @@ async def test_each_routed_dm_and_echo_is_projected_once_with_its_decision(
     )
     [handoff] = [row for row in activity if row.kind == "bot.handoff"]
     assert "projected_at" in handoff.detail, "when it entered the queue (dmdesk bench)"
+
+
+async def _conversation_of(
+    sessions: async_sessionmaker[AsyncSession], done: Callable[[ConversationRow], bool]
+) -> ConversationRow:
+    async def found() -> list[ConversationRow]:
+        return await rows(sessions, ConversationRow)
+
+    [row] = await eventually(found, lambda found: len(found) == 1 and done(found[0]), timeout=30)
+    return row
+
+
+@pytest.mark.parametrize("behind", ["responder", "classifier"])
+async def test_a_dm_whose_decision_is_late_is_queued_then_completed_once(
+    settings_factory: Callable[..., Settings], database_url: str, behind: str
+) -> None:
+    settings = settings_factory(database_url=database_url, decision_late_seconds=1)
+    message = generic_inbound("m-late", contact="eve")
+    decision = routed(message, RouteOutcome.HANDOFF, priority=Priority.HIGH)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    try:
+        # The stage that is behind has its durable, and nobody reads it (it is stopped).
+        if behind == "responder":
+            upstream = RESPONDER
+            subject, body = CLASSIFIED, decision.classified.model_dump_json().encode()
+        else:
+            upstream = CLASSIFIER
+            subject, body = inbound_subject(Channel.GENERIC), message.model_dump_json().encode()
+        await provision(js, settings, upstream)
+        await js.publish(subject, body, headers={MSG_ID_HEADER: f"{behind}:m-late"})
+        app = service_app(build(settings))
+        async with app.router.lifespan_context(app):
+            sessions = app.state.sessions
+            queued = await _conversation_of(sessions, lambda row: row.status == "open")
+            # The stage comes back: it takes its message, and its decision follows.
+            pulled = await js.pull_subscribe_bind(upstream.durable, settings.stream_name)
+            for msg in await pulled.fetch(1, timeout=5):
+                await msg.ack()
+            await publish(js, decision, msg_id=routed_msg_id(message))
+            decided = await _conversation_of(sessions, lambda row: row.team is not None)
+            stored: list[MessageRow] = await rows(sessions, MessageRow)
+            activity: list[ActivityRow] = await rows(sessions, ActivityRow)
+            late = app.state.metrics.registry.get_sample_value(
+                "dmdesk_late_projections_total", {"upstream": upstream.durable}
+            )
+    finally:
+        await client.close()
+
+    assert queued.team is None, "in the queue before its decision"
+    if behind == "responder":
+        assert queued.category == "order_shipping", "from its classification"
+    assert (decided.id, decided.team, decided.priority) == (queued.id, "billing", "high")
+    assert [m.mid for m in stored] == ["m-late"]
+    assert stored[0].category == "order_shipping"
+    assert [row.kind for row in activity].count("bot.handoff") == 1
+    assert late == 1
