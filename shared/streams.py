@@ -9,6 +9,7 @@ fields of the current one).
 
 import dataclasses
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 
@@ -24,12 +25,14 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from shared.events import Channel, ConversationRef, InboundMessage, RoutedMessage
 from shared.settings import Settings
+
+logger = logging.getLogger("dmdesk.streams")
 
 ALL = "dm.>"
 INBOUND_ALL = "dm.inbound.*"
@@ -182,7 +185,7 @@ RETIRED_API_DURABLES = (
     "api-closed-v1",
 )
 """The api's durables before ``dm.routed.*`` (v1 of the flow): a stack upgraded in place
-drains them first, then may delete them (README, release notes)."""
+drains them first; the api deletes them at start once they hold nothing (:func:`retire`)."""
 
 # The responder's key-value buckets (names come from settings; these are the keys).
 RULES_KEY = "active"
@@ -339,3 +342,32 @@ async def provision(js: JetStreamContext, settings: Settings, *consumers: Consum
             # An existing durable keeps its non-editable fields; a changed definition
             # must get a new durable name (see the module docstring).
             await js.consumer_info(config.name or "", consumer.durable)
+
+
+async def retire(js: JetStreamContext, settings: Settings, *durables: str) -> list[str]:
+    """Delete the ``durables`` no service reads any more, each once it holds nothing
+    (pending or unacknowledged); return those deleted.
+
+    One that still holds messages is left, with a warning: they are DMs of the previous
+    flow that no service will read (README, release notes: drain before upgrading).
+    """
+    deleted: list[str] = []
+    for durable in durables:
+        try:
+            info = await js.consumer_info(settings.stream_name, durable)
+        except NotFoundError:
+            continue
+        if info.num_pending or info.num_ack_pending:
+            logger.warning(
+                "a retired durable still holds messages; drain the previous flow, then delete it",
+                extra={
+                    "consumer": durable,
+                    "pending": info.num_pending,
+                    "ack_pending": info.num_ack_pending,
+                },
+            )
+            continue
+        await js.delete_consumer(settings.stream_name, durable)
+        deleted.append(durable)
+        logger.info("retired durable deleted", extra={"consumer": durable})
+    return deleted

@@ -331,6 +331,7 @@ def build(settings: Settings) -> ServiceSpec:
         broker=broker,
         registry=registry,
         batch_consumers=tuple(api.batches),
+        retired=streams.RETIRED_API_DURABLES,
         routers=(
             queue_router,
             actions_router,
