@@ -60,6 +60,7 @@ class SlaScheduler:
         """Fire what is due, then sleep until the next deadline (or a wake-up)."""
         while True:
             self._wake.clear()
+            self._next_look = None  # a deadline set while it looks may be missed: wake again
             try:
                 upcoming = await self.fire_due(utcnow())
             except Exception:
