@@ -1,5 +1,7 @@
 """Events the integration tests put on the bus, built one way."""
 
+from datetime import datetime
+
 from shared.events import (
     Author,
     BotReply,
@@ -38,9 +40,11 @@ def routed(
     outcome: RouteOutcome,
     *,
     priority: Priority = Priority.NORMAL,
+    at: datetime | None = None,
 ) -> RoutedMessage:
-    """The responder's decision on ``message``, as it publishes it."""
+    """The responder's decision on ``message``, as it publishes it, made ``at`` (now)."""
     ref = message.conversation
+    at = at or utcnow()
     decision = RoutedMessage(
         message=message,
         classification=Classification(
@@ -50,7 +54,8 @@ def routed(
             language="en",
             model_version="test",
         ),
-        classified_at=utcnow(),
+        classified_at=at,
+        decided_at=at,
         outcome=outcome,
     )
     if outcome == RouteOutcome.HANDOFF:
@@ -64,6 +69,7 @@ def routed(
                     reason="complaint",
                     rule_id="complaints",
                     signals=["complaint"],
+                    decided_at=at,
                 )
             }
         )
@@ -76,17 +82,22 @@ def routed(
                 request_id=request_id,
                 rule_id="where-is-my-order",
                 text="It ships today.",
+                decided_at=at,
             )
         ]
         requests = [
             OutboundRequest(
-                request_id=request_id, conversation=ref, text="It ships today.", author=Author.BOT
+                request_id=request_id,
+                conversation=ref,
+                text="It ships today.",
+                author=Author.BOT,
+                requested_at=at,
             )
         ]
         return decision.model_copy(update={"replies": replies, "requests": requests})
     if outcome == RouteOutcome.CLOSED:
         closed = ConversationClosed(
-            conversation=ref, trigger_mid=message.mid, reason="spam", tags=["spam"]
+            conversation=ref, trigger_mid=message.mid, reason="spam", tags=["spam"], decided_at=at
         )
         return decision.model_copy(update={"closed": closed})
     return decision
