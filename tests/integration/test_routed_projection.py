@@ -5,12 +5,14 @@ PostgreSQL); the events are published as the responder and ingest publish them.
 """
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import nats
 import pytest
 from nats.js import JetStreamContext
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import SQLModel
 
 from services.api.app import build
 from shared.events import (
@@ -41,6 +43,8 @@ from shared.streams import (
 from tests.events import generic_inbound, routed
 from tests.stack import eventually
 
+RowT = TypeVar("RowT", bound=SQLModel)
+
 
 async def publish(js: JetStreamContext, decision: RoutedMessage, *, msg_id: str) -> None:
     await js.publish(
@@ -50,7 +54,7 @@ async def publish(js: JetStreamContext, decision: RoutedMessage, *, msg_id: str)
     )
 
 
-async def rows(sessions: async_sessionmaker[AsyncSession], entity: type) -> list:  # type: ignore[type-arg]
+async def rows(sessions: async_sessionmaker[AsyncSession], entity: type[RowT]) -> list[RowT]:
     async with sessions() as session:
         return list((await session.execute(select(entity))).scalars())
 
