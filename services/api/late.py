@@ -106,8 +106,11 @@ class LateDecisions:
         durable = upstream.consumer.durable
         try:
             info = await js.consumer_info(stream, durable)
-        except NotFoundError:  # not provisioned yet: its service never started
-            return 0
+        except NotFoundError:
+            # Its service never started: the durable is created now (as that service
+            # would), so the DMs it has not read are found from here on.
+            await streams.provision(js, self.settings, upstream.consumer)
+            info = await js.consumer_info(stream, durable)
         if not (info.num_pending or info.num_ack_pending):
             return 0
         floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
