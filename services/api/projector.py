@@ -135,21 +135,9 @@ _CONVERSATIONS = _table(ConversationRow)
 
 def _contact_id(session: Session, channel: str, contact: Contact | None, platform_id: str) -> int:
     """The contact's id, created on first sight; the details the platform sent are kept."""
-    values: dict[str, Any] = {
-        "channel": channel,
-        "platform_id": platform_id,
-        "tags": [],
-        "vip": False,
-        "created_at": utcnow(),
-    }
+    values = _new_contact(channel, platform_id, contact, utcnow())
     refreshed: tuple[str, ...] = ()
     if contact is not None:
-        values |= {
-            "name": contact.name,
-            "tags": contact.tags,
-            "vip": contact.vip,
-            "followers": contact.followers,
-        }
         refreshed = tuple(k for k in ("name", "followers") if values[k] is not None)
         if contact.tags or contact.vip:
             refreshed += ("tags", "vip")
@@ -265,23 +253,11 @@ def _find_conversation(
         if existing is not None:
             return existing
     contact_id = _contact_id(session, ref.channel.value, contact, ref.contact_id)
-    at = at or utcnow()
+    key = (ref.channel.value, ref.account_id, ref.contact_id)
     _upsert(
         session,
         ConversationRow,
-        {
-            "channel": ref.channel.value,
-            "account_id": ref.account_id,
-            "contact_id": contact_id,
-            "status": ConversationStatus.OPEN.value,
-            "priority": Priority.NORMAL.value,
-            "priority_rank": Priority.NORMAL.rank,
-            "is_request": is_request,
-            "tags": [],
-            "queue_due_at": NO_DEADLINE,
-            "created_at": at,
-            "updated_at": at,
-        },
+        _new_conversation(key, contact_id, is_request=is_request, at=at or utcnow()),
         keys=("channel", "account_id", "contact_id"),
     )
     result = session.execute(
@@ -510,7 +486,12 @@ def prefetch(session: Session, messages: Sequence[InboundMessage]) -> None:
             _dialect_insert(dialect, _CONVERSATIONS).on_conflict_do_nothing(
                 index_elements=["channel", "account_id", "contact_id"]
             ),
-            [_new_conversation(key, ids[key], wanted[key]) for key in missing],
+            [
+                _new_conversation(
+                    key, ids[key], is_request=wanted[key].is_request, at=wanted[key].platform_ts
+                )
+                for key in missing
+            ],
         )
         found |= _conversations_by_key(session, {key: ids[key] for key in missing})
     conversations.update(found)
@@ -562,6 +543,7 @@ def _prefetch_contacts(
 def _new_contact(
     channel: str, platform_id: str, contact: Contact | None, at: datetime
 ) -> dict[str, Any]:
+    """A new contact's row, with the details the platform sent."""
     values: dict[str, Any] = {
         "channel": channel,
         "platform_id": platform_id,
@@ -582,8 +564,9 @@ def _new_contact(
 
 
 def _new_conversation(
-    key: tuple[str, str, str], contact_id: int | None, message: InboundMessage
+    key: tuple[str, str, str], contact_id: int | None, *, is_request: bool, at: datetime
 ) -> dict[str, Any]:
+    """A new conversation's row: open, normal priority, no deadline."""
     return {
         "channel": key[0],
         "account_id": key[1],
@@ -591,11 +574,11 @@ def _new_conversation(
         "status": ConversationStatus.OPEN.value,
         "priority": Priority.NORMAL.value,
         "priority_rank": Priority.NORMAL.rank,
-        "is_request": message.is_request,
+        "is_request": is_request,
         "tags": [],
         "queue_due_at": NO_DEADLINE,
-        "created_at": message.platform_ts,
-        "updated_at": message.platform_ts,
+        "created_at": at,
+        "updated_at": at,
     }
 
 
