@@ -7,15 +7,16 @@ reply's arrival is timed. Then, in one run:
 
 1. **Offered rate**: signed ``POST /webhooks/messenger`` (one DM each, one new contact
    each) at a fixed rate (default 200/s for 20 s). Latency is measured from just before
-   the POST to the conversation being queued and routed (its ``updated_at`` once the
-   team is set: the last of the inbound, classified and hand-off projections), and to
-   the bot reply reaching the Send API stub.
+   the POST to the conversation being queued and routed (when the projection that
+   gave it its team ran: ``projected_at`` in the activity log's ``bot.handoff`` entry,
+   not the conversation's ``updated_at``, which later projections such as the
+   acknowledgement's send result move), and to the bot reply reaching the Send API stub.
 2. **Saturation**: a bounded number of DMs (default 5,000) sent as fast as ingest
    accepts them, batched like Meta does under load (several events per webhook). The
    sustained rate is DMs divided by the time from the first POST to the last DM queued
    and routed in the database. The JetStream traffic of the phase is counted too:
    messages stored (every stream, the KV buckets' too) and delivered to the durable
-   consumers, per DM.
+   consumers, per DM, in total, by subject (stored) and by durable (delivered).
 3. **Raw JetStream** on the same server: publish with a PubAck to a scratch stream
    (file storage), then pull-consume with an ack; messages per second over both. With
    the traffic per DM this gives the *bus ceiling*: the DMs/s the stack could not pass
@@ -509,8 +510,9 @@ async def flood(
 
 
 ROUTED_SQL = """
-SELECT ct.platform_id, cv.updated_at
+SELECT ct.platform_id, cv.updated_at, ac.detail
 FROM conversations cv JOIN contacts ct ON ct.id = cv.contact_id
+LEFT JOIN activity ac ON ac.conversation_id = cv.id AND ac.kind = 'bot.handoff'
 WHERE cv.channel = 'messenger' AND cv.team IS NOT NULL AND ct.platform_id LIKE :prefix
 """
 ROUTED_COUNT_SQL = """
@@ -523,7 +525,22 @@ async def routed(engine: AsyncEngine, prefix: str) -> dict[str, float]:
     """Queued-and-routed conversations of contacts named ``prefix-*``: when, epoch seconds."""
     async with engine.connect() as connection:
         rows = await connection.execute(text(ROUTED_SQL), {"prefix": f"{prefix}-%"})
-        return {str(psid): _epoch(updated) for psid, updated in rows}
+        queued: dict[str, float] = {}
+        for psid, updated, detail in rows:
+            found = _projected_at(detail)
+            at = _epoch(updated) if found is None else found
+            queued[str(psid)] = min(at, queued.get(str(psid), at))
+        return queued
+
+
+def _projected_at(detail: object) -> float | None:
+    """When the hand-off was projected (epoch seconds), from its activity entry's detail
+    (JSON: a dict, or its text on a driver that does not decode it)."""
+    if isinstance(detail, str):
+        detail = json.loads(detail)
+    if not isinstance(detail, dict) or not isinstance(detail.get("projected_at"), str):
+        return None
+    return datetime.fromisoformat(detail["projected_at"]).timestamp()
 
 
 async def wait_routed(engine: AsyncEngine, prefix: str, count: int, within: float) -> int:
@@ -618,16 +635,20 @@ class BusCount:
     stream's name), and deliveries to consumers."""
 
     stored: Counter[str]
-    delivered: int
+    delivered: Counter[str]
 
     def per_dm(self, before: "BusCount", dms: int) -> dict[str, Any]:
         """The traffic since ``before``, per DM."""
         stored = self.stored - before.stored
+        delivered = self.delivered - before.delivered
         return {
             "stored_per_dm": round(stored.total() / dms, 2),
-            "delivered_per_dm": round((self.delivered - before.delivered) / dms, 2),
+            "delivered_per_dm": round(delivered.total() / dms, 2),
             "stored_per_dm_by_subject": {
                 subject: round(count / dms, 2) for subject, count in stored.most_common()
+            },
+            "delivered_per_dm_by_consumer": {
+                durable: round(count / dms, 2) for durable, count in delivered.most_common()
             },
         }
 
@@ -636,7 +657,7 @@ async def bus_count(nats_url: str) -> BusCount:
     """Messages stored in every stream (the KV buckets' too) and delivered from them."""
     client = await nats.connect(nats_url)
     stored: Counter[str] = Counter()
-    delivered = 0
+    delivered: Counter[str] = Counter()
     try:
         js = client.jetstream()
         for stream in await js.streams_info():
@@ -648,7 +669,8 @@ async def bus_count(nats_url: str) -> BusCount:
             else:
                 stored.update((await js.stream_info(name, subjects_filter=">")).state.subjects)
             for consumer in await js.consumers_info(name):
-                delivered += consumer.delivered.consumer_seq if consumer.delivered else 0
+                durable = f"{consumer.name} ({consumer.config.filter_subject or name})"
+                delivered[durable] += consumer.delivered.consumer_seq if consumer.delivered else 0
     finally:
         await client.close()
     return BusCount(stored, delivered)

@@ -1,8 +1,8 @@
 """``dmdesk bench-projections``: what the api's writer costs per DM, without NATS.
 
-Each DM of the run is projected as the api projects a routed DM: its inbound message,
-its classification and its hand-off to a team, each event type a stage of its own (as
-the api's consumers lag one another at saturation), through the api's own
+Each DM of the run is projected as the api projects a routed DM: from its one
+``dm.routed.*`` event (message, classification and hand-off to a team), a pull at a
+time with the pull's prefetch, through the api's own
 :class:`~services.api.writer.ProjectionWriter` (group commit on its own thread, a
 blocking driver). Nothing else runs: no NATS, no HTTP, no change feed. The process's
 CPU time per DM is therefore a floor under the api's cost per DM in ``dmdesk bench``:
@@ -16,30 +16,30 @@ import functools
 import json
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
 from services.api import projector
-from services.api.writer import ProjectionWriter, Work, writer_sessions
+from services.api.writer import Group, ProjectionWriter, Work, writer_sessions
 from shared.db import create_engine, create_sync_engine, migrate
 from shared.events import (
     Category,
     Channel,
     Classification,
-    ClassifiedMessage,
     Contact,
-    ConversationChanged,
     Handoff,
     InboundMessage,
     Priority,
+    RoutedMessage,
+    RouteOutcome,
     utcnow,
 )
 from shared.settings import Settings
 
 
-def routed_dm(n: int, run: str) -> tuple[InboundMessage, ClassifiedMessage, Handoff]:
-    """The three events of a DM from a new contact that the rules hand to a team."""
+def routed_dm(n: int, run: str) -> RoutedMessage:
+    """The decision event of a DM from a new contact that the rules hand to a team."""
     message = InboundMessage(
         mid=f"m-{run}-{n}",
         channel=Channel.MESSENGER,
@@ -63,19 +63,31 @@ def routed_dm(n: int, run: str) -> tuple[InboundMessage, ClassifiedMessage, Hand
         category=Category.ORDER_SHIPPING,
         reason="bench",
     )
-    return message, ClassifiedMessage(message=message, classification=classification), handoff
+    return RoutedMessage(
+        message=message,
+        classification=classification,
+        classified_at=utcnow(),
+        outcome=RouteOutcome.HANDOFF,
+        handoff=handoff,
+    )
 
 
-async def _no_feed(_changes: list[ConversationChanged]) -> None:
+async def _no_feed(_group: Group) -> None:
     """The change feed is not measured here."""
 
 
-async def _stage(writer: ProjectionWriter, works: Sequence[Work], pull: int) -> None:
-    """Hand the works to the writer a pull at a time, every pull at once, as a saturated
-    consumer does; a failed projection fails the run."""
-    outcomes = await asyncio.gather(
-        *(writer.apply_all(works[start : start + pull]) for start in range(0, len(works), pull))
-    )
+async def _project(writer: ProjectionWriter, events: Sequence[RoutedMessage], pull: int) -> None:
+    """Hand the events to the writer a pull at a time (with the pull's prefetch), every
+    pull at once, as a saturated consumer does; a failed projection fails the run."""
+
+    def pulled(start: int) -> Awaitable[list[Exception | None]]:
+        batch = list(events[start : start + pull])
+        works: list[Work] = [
+            functools.partial(projector.project_routed, routed=event) for event in batch
+        ]
+        return writer.apply_all(works, functools.partial(projector.prefetch_routed, routed=batch))
+
+    outcomes = await asyncio.gather(*(pulled(start) for start in range(0, len(events), pull)))
     failures = [outcome for pulled in outcomes for outcome in pulled if outcome is not None]
     if failures:
         raise failures[0]
@@ -92,18 +104,9 @@ async def measure(database_url: str, dms: int, group: int) -> dict[str, Any]:
     writer = ProjectionWriter(writer_sessions(sync_engine), _no_feed, max_group=group)
     run = f"{time.time_ns():x}"
     events = [routed_dm(n, run) for n in range(dms)]
-    stages: list[list[Work]] = [
-        [functools.partial(projector.project_inbound, message=inbound) for inbound, _, _ in events],
-        [
-            functools.partial(projector.project_classified, classified=classified)
-            for _, classified, _ in events
-        ],
-        [functools.partial(projector.project_handoff, handoff=handoff) for _, _, handoff in events],
-    ]
     try:
         cpu, wall = time.process_time(), time.perf_counter()
-        for works in stages:
-            await _stage(writer, works, Settings().pull_batch_size)
+        await _project(writer, events, Settings().pull_batch_size)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     finally:
         await writer.stop()
@@ -133,7 +136,7 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
         "bench-projections", help="the api's projections of routed DMs, in process"
     )
     bench.add_argument("--dms", type=int, default=2_000)
-    bench.add_argument("--group", type=int, default=150, help="events per transaction")
+    bench.add_argument("--group", type=int, default=150, help="DMs per transaction at most")
     bench.add_argument("--database-url", help="default: a temporary SQLite file")
     bench.set_defaults(
         handler=lambda args: (

@@ -411,6 +411,7 @@ class SlaClockRow(SQLModel, table=True):
     __tablename__ = "sla_clocks"
     __table_args__ = (
         Index("ix_sla_clocks_due", "state", "due_at"),
+        Index("ix_sla_clocks_at_risk", "state", "at_risk_at"),
         Index("ix_sla_clocks_conversation", "conversation_id", "metric", "state"),
     )
 

@@ -30,7 +30,7 @@ from shared.lag import ConsumerLagCollector
 from shared.logs import configure_logging
 from shared.ops import ReadinessCheck, nats_checks, nats_closed, ops_router
 from shared.settings import Settings
-from shared.streams import Consumer, provision
+from shared.streams import Consumer, provision, retire
 from shared.tasks import stop_task
 
 logger = logging.getLogger("dmdesk.service")
@@ -50,6 +50,7 @@ class ServiceSpec:
     broker: NatsBroker
     registry: CollectorRegistry
     consumers: Sequence[Consumer] = ()  # read by faststream subscribers
+    retired: Sequence[str] = ()  # durables of an earlier version, deleted once empty
     batch_consumers: Sequence[BatchConsumer] = ()
     routers: Sequence[APIRouter] = ()
     checks: Mapping[str, ReadinessCheck] = field(default_factory=dict)
@@ -72,7 +73,9 @@ def service_app(spec: ServiceSpec) -> FastAPI:
 
     async def connect_and_provision() -> None:
         await spec.broker.connect()
-        await provision(spec.broker.connection.jetstream(), spec.settings, *spec.durables)
+        js = spec.broker.connection.jetstream()
+        await provision(js, spec.settings, *spec.durables)
+        await retire(js, spec.settings, *spec.retired)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

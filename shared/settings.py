@@ -105,6 +105,13 @@ class Settings(BaseSettings):
         default="Is there anything else we can help you with?",
         description="The nudge sent to a silent customer.",
     )
+    decision_late_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="A customer DM whose decision (dm.routed) is later than this is put in"
+        " the queue from its classification, or from the inbound message when the classifier"
+        " is behind too; the decision completes it when it comes.",
+    )
     reassign_after_minutes: float = Field(
         default=0,
         description="Unassign a conversation whose customer waited this long; 0: never.",

@@ -9,6 +9,7 @@ fields of the current one).
 
 import dataclasses
 import hashlib
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ from shared.events import (
     StatusEvent,
 )
 from shared.settings import Settings
+
+logger = logging.getLogger("dmdesk.streams")
 
 ALL = "dm.>"
 INBOUND_ALL = "dm.inbound.*"
@@ -310,11 +313,7 @@ RESPONDER_CONTACTS = Consumer(
     "responder: who wrote (profiles) and what they sent (attachments copied to keep)",
     succeeds=("responder-profiles-v1", "responder-attachments-v1"),
 )
-API_INBOUND = Consumer("api-inbound-v1", INBOUND_ALL, "api: inbound DMs into the queue")
 API_STATUS = Consumer("api-status-v1", STATUS_ALL, "api: delivery and read receipts")
-API_CLASSIFIED = Consumer("api-classified-v1", CLASSIFIED, "api: classifications")
-API_BOT_REPLY = Consumer("api-bot-reply-v1", BOT_REPLY, "api: bot replies")
-API_HANDOFF = Consumer("api-handoff-v1", HANDOFF, "api: hand-offs to teams")
 API_OUTBOUND_REQUESTED = Consumer(
     "api-outbound-requested-v1", OUTBOUND_REQUESTED, "api: outbound messages requested"
 )
@@ -323,7 +322,6 @@ API_OUTBOUND_RESULT = Consumer(
 )
 API_DEAD_LETTER = Consumer("api-dead-letter-v1", DEAD_LETTER_ALL, "api: dead letters")
 API_UPDATE = Consumer("api-update-v1", UPDATE_ALL, "api: reactions, edits and unsends")
-API_CLOSED = Consumer("api-closed-v1", CLOSED, "api: conversations the bot closed")
 API_ATTACHMENT = Consumer("api-attachment-v1", ATTACHMENT, "api: attachments copied")
 API_ROUTED = Consumer(
     "api-routed-v1", ROUTED_ALL, "api: customer DMs with their classification and decision"
@@ -338,21 +336,16 @@ CONSUMERS = (
     RESPONDER,
     SENDER,
     RESPONDER_ECHOES,
-    API_INBOUND,
+    API_ROUTED,
+    API_ECHO,
     API_STATUS,
     API_UPDATE,
-    API_CLASSIFIED,
-    API_BOT_REPLY,
-    API_HANDOFF,
     API_OUTBOUND_REQUESTED,
     API_OUTBOUND_RESULT,
     API_DEAD_LETTER,
-    API_CLOSED,
     RESPONDER_CONTACTS,
     API_CONTACT_PROFILE,
     API_ATTACHMENT,
-    API_ROUTED,
-    API_ECHO,
 )
 RETIRED_RESPONDER_DURABLES = (
     "sender-v1",
@@ -363,6 +356,16 @@ RETIRED_RESPONDER_DURABLES = (
 """The responder's durables before version 2 of the flow, read by nobody now: their
 successors (``Consumer.succeeds``) start where they stopped; a stack upgraded in place
 deletes them (README)."""
+
+RETIRED_API_DURABLES = (
+    "api-inbound-v1",
+    "api-classified-v1",
+    "api-handoff-v1",
+    "api-bot-reply-v1",
+    "api-closed-v1",
+)
+"""The api's durables before ``dm.routed.*`` (v1 of the flow): a stack upgraded in place
+drains them first; the api deletes them at start once they hold nothing (:func:`retire`)."""
 
 # The responder's key-value buckets (names come from settings; these are the keys).
 RULES_KEY = "active"
@@ -597,3 +600,32 @@ async def provision(js: JetStreamContext, settings: Settings, *consumers: Consum
             # An existing durable keeps its non-editable fields; a changed definition
             # must get a new durable name (see the module docstring).
             await js.consumer_info(config.name or "", consumer.durable)
+
+
+async def retire(js: JetStreamContext, settings: Settings, *durables: str) -> list[str]:
+    """Delete the ``durables`` no service reads any more, each once it holds nothing
+    (pending or unacknowledged); return those deleted.
+
+    One that still holds messages is left, with a warning: they are DMs of the previous
+    flow that no service will read (README, release notes: drain before upgrading).
+    """
+    deleted: list[str] = []
+    for durable in durables:
+        try:
+            info = await js.consumer_info(settings.stream_name, durable)
+        except NotFoundError:
+            continue
+        if info.num_pending or info.num_ack_pending:
+            logger.warning(
+                "a retired durable still holds messages; drain the previous flow, then delete it",
+                extra={
+                    "consumer": durable,
+                    "pending": info.num_pending,
+                    "ack_pending": info.num_ack_pending,
+                },
+            )
+            continue
+        await js.delete_consumer(settings.stream_name, durable)
+        deleted.append(durable)
+        logger.info("retired durable deleted", extra={"consumer": durable})
+    return deleted

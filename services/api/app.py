@@ -1,4 +1,4 @@
-"""The api service: projects every ``dm.*`` event into the database and serves the REST API."""
+"""The api service: projects the ``dm.*`` events into the database and serves the REST API."""
 
 import asyncio
 import logging
@@ -23,11 +23,12 @@ from services.api.changes import ChangeFeed
 from services.api.changes import router as events_router
 from services.api.contacts import router as contacts_router
 from services.api.housekeeping import Housekeeper
+from services.api.late import LateDecisions
 from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
 from services.api.rules_routes import rules_router
 from services.api.sla_scheduler import SlaScheduler
-from services.api.writer import ProjectionWriter, Work, writer_sessions
+from services.api.writer import Group, ProjectionWriter, Work, writer_sessions
 from shared import streams
 from shared.bus import (
     BatchConsumer,
@@ -49,17 +50,14 @@ from shared.db import (
 )
 from shared.events import (
     AttachmentCopied,
-    BotReply,
-    ClassifiedMessage,
     ContactProfile,
     ConversationChanged,
-    ConversationClosed,
     DeadLetter,
-    Handoff,
     InboundMessage,
     MessageUpdate,
     OutboundRequest,
     OutboundResult,
+    RoutedMessage,
     SlaEvent,
     SlaEventKind,
     StatusEvent,
@@ -72,6 +70,15 @@ STAGE = "api"
 logger = logging.getLogger("dmdesk.api")
 EventT = TypeVar("EventT", bound=BaseModel)
 Projection = Callable[[Session, EventT, ApiMetrics], object]
+
+
+def _loading(prefetch: Callable[[Session, list[EventT]], object], events: list[EventT]) -> Work:
+    """The writer's work that prefetches what ``events``' projections need."""
+
+    def load(session: Session) -> object:
+        return prefetch(session, events)
+
+    return load
 
 
 @dataclass
@@ -93,13 +100,15 @@ class Api:
         consumer: streams.Consumer,
         event_type: type[EventT],
         apply: Projection[EventT],
+        prefetch: Callable[[Session, list[EventT]], object] | None = None,
     ) -> None:
         """Project ``consumer``'s events with ``apply``, a pull at a time (:class:`BatchConsumer`).
 
         Each message of a pull is validated on its own; the pull's projections go to the
         writer in one call, which commits them with whatever else is waiting (group
         commit). Each message is acked once committed, or settled on its own
-        (redelivered, or dead-lettered) when it fails.
+        (redelivered, or dead-lettered) when it fails. ``prefetch`` loads the rows the
+        pull's projections need with a few multi-row statements (see the writer).
         """
         name = event_type.__name__
         projected = self.metrics.projected.labels(name)
@@ -111,15 +120,19 @@ class Api:
         async def handle(messages: list[Msg]) -> None:
             outcomes: list[Exception | None] = [None] * len(messages)
             works: list[Work] = []
+            events: list[EventT] = []
             valid: list[int] = []
             for index, msg in enumerate(messages):
                 try:
-                    works.append(bind(event_type.model_validate_json(msg.data)))
+                    events.append(event_type.model_validate_json(msg.data))
+                    works.append(bind(events[-1]))
                     valid.append(index)
                 except ValidationError as error:
                     outcomes[index] = error
+            loads = None if prefetch is None or not events else _loading(prefetch, events)
             try:
-                for index, outcome in zip(valid, await self.writer.apply_all(works), strict=True):
+                applied = await self.writer.apply_all(works, loads)
+                for index, outcome in zip(valid, applied, strict=True):
                     outcomes[index] = outcome
             finally:  # cancelled (shutdown): what the writer did not answer is left unacked
                 for msg, outcome in zip(messages, outcomes, strict=True):
@@ -226,10 +239,12 @@ def _wire(
     scheduler = SlaScheduler(sessions, publish_sla, metrics)
     housekeeper = Housekeeper(sessions, settings, send_outbound, metrics, changes.publish)
 
-    async def committed(changed: list[ConversationChanged]) -> None:
-        await changes.publish_changes(changed)
-        scheduler.deadline_changed()
-        housekeeper.poke()
+    async def committed(group: Group) -> None:
+        await changes.publish_changes(group.changed)
+        if group.earliest_deadline is not None:
+            scheduler.deadline_changed(group.earliest_deadline)
+        if group.changed:
+            housekeeper.poke()
 
     api = Api(
         settings=settings,
@@ -261,12 +276,12 @@ def build(settings: Settings) -> ServiceSpec:
     )
     scheduler, housekeeper = api.scheduler, api.housekeeper
 
-    api.project(streams.API_INBOUND, InboundMessage, projector.project_inbound)
+    api.project(
+        streams.API_ROUTED, RoutedMessage, projector.project_routed, projector.prefetch_routed
+    )
+    api.project(streams.API_ECHO, InboundMessage, projector.project_inbound, projector.prefetch)
     api.project(streams.API_STATUS, StatusEvent, projector.project_status)
     api.project(streams.API_UPDATE, MessageUpdate, projector.project_update)
-    api.project(streams.API_CLASSIFIED, ClassifiedMessage, projector.project_classified)
-    api.project(streams.API_HANDOFF, Handoff, projector.project_handoff)
-    api.project(streams.API_BOT_REPLY, BotReply, projector.project_bot_reply)
     api.project(
         streams.API_OUTBOUND_REQUESTED,
         OutboundRequest,
@@ -274,7 +289,6 @@ def build(settings: Settings) -> ServiceSpec:
     )
     api.project(streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result)
     api.record_dead_letters()
-    api.project(streams.API_CLOSED, ConversationClosed, projector.project_closed)
     api.project(streams.API_CONTACT_PROFILE, ContactProfile, projector.project_contact_profile)
     api.project(streams.API_ATTACHMENT, AttachmentCopied, projector.project_attachment)
     broker.include_router(router)
@@ -292,6 +306,13 @@ def build(settings: Settings) -> ServiceSpec:
             asyncio.create_task(metrics.keep_gauges_fresh(read_sessions), name="queue-gauges")
         )
         background.append(asyncio.create_task(housekeeper.run(), name="housekeeping"))
+        late = LateDecisions(
+            lambda: broker.connection.jetstream(),  # noqa: PLW0108  (connected later)
+            api.writer,
+            settings,
+            metrics,
+        )
+        background.append(asyncio.create_task(late.run(), name="late-decisions"))
 
     async def stop() -> None:
         await api.writer.stop()
@@ -310,6 +331,7 @@ def build(settings: Settings) -> ServiceSpec:
         broker=broker,
         registry=registry,
         batch_consumers=tuple(api.batches),
+        retired=streams.RETIRED_API_DURABLES,
         routers=(
             queue_router,
             actions_router,

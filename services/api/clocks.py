@@ -34,10 +34,21 @@ from shared.models import (
     SlaClockRow,
     SlaPolicyRow,
 )
+from shared.states import ClockState
 
-__all__ = ["ACTIVE", "RESPONSE_METRICS", "Moved", "apply", "clocks_of", "policy_for", "retarget"]
+__all__ = [
+    "ACTIVE",
+    "RESPONSE_METRICS",
+    "Moved",
+    "apply",
+    "clocks_of",
+    "earliest_deadline",
+    "policy_for",
+    "retarget",
+]
 
 Move = Callable[[Lifecycle], None]
+EARLIEST = "dmdesk.earliest_deadline"
 
 
 @dataclass(frozen=True)
@@ -168,12 +179,38 @@ def apply(
     )
     move(lifecycle)
     _set_due(conversation, lifecycle.due_at())
+    _note_deadlines(session, rows)
     for entry in lifecycle.activity:
         activity.record(session, conversation_id, entry.kind, actor, entry.at, **entry.detail)
     return Moved(
         stopped=[clock for clock in rows if any(clock is s for s in lifecycle.stopped)],
         breached=[clock for clock in rows if any(clock is s for s in lifecycle.breached)],
     )
+
+
+def _note_deadlines(session: Session, rows: Sequence[SlaClockRow]) -> None:
+    """Keep the earliest time the scheduler must look at among these running clocks."""
+    times = [
+        when
+        for clock in rows
+        if clock.state == ClockState.RUNNING.value
+        for when in (
+            None if clock.at_risk_fired else clock.at_risk_at,
+            None if clock.breached_at is not None else clock.due_at,
+        )
+        if when is not None
+    ]
+    if times:
+        noted: datetime | None = session.info.get(EARLIEST)
+        session.info[EARLIEST] = min(times) if noted is None else min(noted, *times)
+
+
+def earliest_deadline(session: Session) -> datetime | None:
+    """The earliest at-risk time or deadline of a clock ``session``'s moves left running
+    (and forgets it): the SLA scheduler needs to look again only if it is before its next
+    look."""
+    noted: datetime | None = session.info.pop(EARLIEST, None)
+    return noted
 
 
 def retarget(session: Session, conversation: ConversationRow, at: datetime) -> None:

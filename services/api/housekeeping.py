@@ -46,6 +46,7 @@ class Housekeeper:
         metrics: ApiMetrics,
         announce: Announce | None = None,
         interval_seconds: float = 5.0,
+        min_gap_seconds: float = 1.0,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
@@ -53,6 +54,7 @@ class Housekeeper:
         self.metrics = metrics
         self.announce = announce
         self.interval_seconds = interval_seconds
+        self.min_gap_seconds = min_gap_seconds
         self._poke = asyncio.Event()
 
     def poke(self) -> None:
@@ -60,15 +62,25 @@ class Housekeeper:
         self._poke.set()
 
     async def run(self) -> None:
-        """Apply the rules until cancelled."""
+        """Apply the rules until cancelled.
+
+        Pokes coalesce: at most one tick per ``min_gap_seconds``. The projection writer
+        pokes after every committed group, and each tick is four write transactions
+        (on SQLite, four turns of the write lock taken from the writer).
+        """
+        loop = asyncio.get_running_loop()
         while True:
             self._poke.clear()
+            started = loop.time()
             try:
                 await self.tick(utcnow())
             except Exception:
                 logger.exception("housekeeping failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self.interval_seconds)
+            rest = started + self.min_gap_seconds - loop.time()
+            if rest > 0:
+                await asyncio.sleep(rest)
 
     async def tick(self, now: datetime) -> None:
         """Apply every rule once."""

@@ -98,6 +98,14 @@ class ApiMetrics:
             ["event"],
             registry=r,
         )
+        self.late_projections = Counter(
+            "dmdesk_late_projections_total",
+            "DMs put in the queue before their decision because it was late, by the"
+            " upstream durable that was behind (responder-v1: from dm.classified,"
+            " classifier-v1: from dm.inbound).",
+            ["upstream"],
+            registry=r,
+        )
         self.conversation_changes = Counter(
             "dmdesk_conversation_changes_total",
             "Conversation states published on dm.conversation.changed (published, failed).",

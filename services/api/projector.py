@@ -6,10 +6,11 @@ the platform's ids, so a second projection of the same event changes nothing.
 """
 
 import functools
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Result
 from sqlalchemy.orm import Session
@@ -39,6 +40,7 @@ from shared.events import (
     OutboundResult,
     OutboundStatus,
     Priority,
+    RoutedMessage,
     StatusEvent,
     StatusKind,
     UpdateKind,
@@ -52,6 +54,7 @@ from shared.models import (
     Direction,
     MessageRow,
     MessageStatus,
+    SlaClockRow,
 )
 from shared.priority_policy import PolicyStore, contact_priority
 from shared.states import ConversationStatus
@@ -126,25 +129,15 @@ def _table(entity: type[SQLModel]) -> Table:
 # Statements whose columns are the ORM entity's attributes go through the ORM
 # (and autoflush) even when built on the table: the fixed ones name the table's columns.
 _MESSAGES = _table(MessageRow)
+_CONTACTS = _table(ContactRow)
+_CONVERSATIONS = _table(ConversationRow)
 
 
 def _contact_id(session: Session, channel: str, contact: Contact | None, platform_id: str) -> int:
     """The contact's id, created on first sight; the details the platform sent are kept."""
-    values: dict[str, Any] = {
-        "channel": channel,
-        "platform_id": platform_id,
-        "tags": [],
-        "vip": False,
-        "created_at": utcnow(),
-    }
+    values = _new_contact(channel, platform_id, contact, utcnow())
     refreshed: tuple[str, ...] = ()
     if contact is not None:
-        values |= {
-            "name": contact.name,
-            "tags": contact.tags,
-            "vip": contact.vip,
-            "followers": contact.followers,
-        }
         refreshed = tuple(k for k in ("name", "followers") if values[k] is not None)
         if contact.tags or contact.vip:
             refreshed += ("tags", "vip")
@@ -213,8 +206,25 @@ def _conversation(
             session, ref, contact, is_request=is_request, at=at
         )
     elif contact is not None:
-        _contact_id(session, ref.channel.value, contact, ref.contact_id)
+        _store_contact(session, ref.channel.value, contact, ref.contact_id)
     return conversation
+
+
+def _store_contact(session: Session, channel: str, contact: Contact, platform_id: str) -> None:
+    """Keep the details a message carries: on the contact's row when the group loaded it
+    (:func:`prefetch`; written at the flush, and only if something changed), else with
+    an upsert."""
+    known: dict[tuple[str, str], ContactRow] = transaction_cache(session, "contacts")
+    row = known.get((channel, platform_id))
+    if row is None:
+        _contact_id(session, channel, contact, platform_id)
+        return
+    if contact.name is not None and row.name != contact.name:
+        row.name = contact.name
+    if contact.followers is not None and row.followers != contact.followers:
+        row.followers = contact.followers
+    if (contact.tags or contact.vip) and (row.tags, row.vip) != (contact.tags, contact.vip):
+        row.tags, row.vip = list(contact.tags), contact.vip
 
 
 def _find_conversation(
@@ -243,23 +253,11 @@ def _find_conversation(
         if existing is not None:
             return existing
     contact_id = _contact_id(session, ref.channel.value, contact, ref.contact_id)
-    at = at or utcnow()
+    key = (ref.channel.value, ref.account_id, ref.contact_id)
     _upsert(
         session,
         ConversationRow,
-        {
-            "channel": ref.channel.value,
-            "account_id": ref.account_id,
-            "contact_id": contact_id,
-            "status": ConversationStatus.OPEN.value,
-            "priority": Priority.NORMAL.value,
-            "priority_rank": Priority.NORMAL.rank,
-            "is_request": is_request,
-            "tags": [],
-            "queue_due_at": NO_DEADLINE,
-            "created_at": at,
-            "updated_at": at,
-        },
+        _new_conversation(key, contact_id, is_request=is_request, at=at or utcnow()),
         keys=("channel", "account_id", "contact_id"),
     )
     result = session.execute(
@@ -363,6 +361,13 @@ def project_classified(
         # The classification arrived before the message itself: store the message first.
         project_inbound(session, message, metrics)
         _classify_message(session, message, classification)
+    _classify_conversation(session, message, classification)
+
+
+def _classify_conversation(
+    session: Session, message: InboundMessage, classification: Classification
+) -> None:
+    """The conversation's side of a message's classification (the message is stored)."""
     # The message's projection stored the contact's details.
     conversation = _conversation(session, message.conversation, None)
     # The conversation's category and language stay stable (see lifecycle.classification_wins);
@@ -421,6 +426,182 @@ _CLASSIFY = (
 )
 
 
+def project_routed(
+    session: Session, routed: RoutedMessage, metrics: ApiMetrics | None = None
+) -> None:
+    """A customer DM, its classification and the responder's decision, from one event.
+
+    The message is stored (its clocks started) unless it is already (a redelivery, or
+    the late-decision path projected it first), then classified; the decision follows:
+    the hand-off before the replies (an acknowledgement of a hand-off does not put the
+    conversation in pending), the bot's requests as pending outbound messages (their
+    results may have come first), then the close.
+    """
+    message, classification = routed.message, routed.classification
+    project_inbound(session, message, metrics)
+    _classify_message(session, message, classification)
+    _classify_conversation(session, message, classification)
+    if routed.handoff is not None:
+        project_handoff(session, routed.handoff, metrics)
+    for reply in routed.replies:
+        project_bot_reply(session, reply, metrics)
+    for request in routed.requests:
+        project_outbound_requested(session, request, metrics)
+    if routed.closed is not None:
+        project_closed(session, routed.closed, metrics)
+
+
+def prefetch_routed(session: Session, routed: Sequence[RoutedMessage]) -> None:
+    """:func:`prefetch` for a pull of routed DMs."""
+    prefetch(session, [event.message for event in routed])
+
+
+def prefetch(session: Session, messages: Sequence[InboundMessage]) -> None:
+    """Load a group's contacts, conversations (locked) and SLA clocks with a few multi-row
+    statements, creating the contacts and conversations not seen before.
+
+    The projections then find them in the transaction's caches (``_conversation``,
+    ``clocks``), instead of each DM upserting its contact, upserting and selecting its
+    conversation and selecting its clocks; what they change is written at the flush,
+    a statement per table and kind of change (``executemany``). Keys already loaded in
+    this transaction are skipped.
+    """
+    conversations: dict[tuple[str, str, str], ConversationRow] = transaction_cache(
+        session, "conversations"
+    )
+    wanted: dict[tuple[str, str, str], InboundMessage] = {}
+    for message in messages:
+        key = (message.channel.value, message.account_id, message.conversation.contact_id)
+        if key not in conversations:
+            wanted.setdefault(key, message)
+    if not wanted:
+        return
+    contacts = _prefetch_contacts(session, wanted.values())
+    ids = {key: contacts[key[0], key[2]].id for key in wanted}
+    found = _conversations_by_key(session, ids)
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        dialect = session.get_bind().dialect.name
+        session.execute(
+            _dialect_insert(dialect, _CONVERSATIONS).on_conflict_do_nothing(
+                index_elements=["channel", "account_id", "contact_id"]
+            ),
+            [
+                _new_conversation(
+                    key, ids[key], is_request=wanted[key].is_request, at=wanted[key].platform_ts
+                )
+                for key in missing
+            ],
+        )
+        found |= _conversations_by_key(session, {key: ids[key] for key in missing})
+    conversations.update(found)
+    known_clocks: dict[int, list[SlaClockRow]] = transaction_cache(session, "sla_clocks")
+    loaded: dict[int, list[SlaClockRow]] = {
+        row.id: [] for row in found.values() if row.id is not None and row.id not in known_clocks
+    }
+    if loaded:
+        rows = session.execute(
+            select(SlaClockRow).where(col(SlaClockRow.conversation_id).in_(list(loaded)))
+        )
+        for clock in rows.scalars():
+            loaded[clock.conversation_id].append(clock)
+        known_clocks.update(loaded)
+
+
+def _prefetch_contacts(
+    session: Session, messages: Iterable[InboundMessage]
+) -> dict[tuple[str, str], ContactRow]:
+    """The messages' contacts as rows (kept in the transaction's cache), created if new."""
+    known: dict[tuple[str, str], ContactRow] = transaction_cache(session, "contacts")
+    new = {
+        (m.channel.value, m.conversation.contact_id): m
+        for m in messages
+        if (m.channel.value, m.conversation.contact_id) not in known
+    }
+    if new:
+        now = utcnow()
+        dialect = session.get_bind().dialect.name
+        session.execute(
+            _dialect_insert(dialect, _CONTACTS).on_conflict_do_nothing(
+                index_elements=["channel", "platform_id"]
+            ),
+            [
+                _new_contact(channel, platform_id, m.contact, now)
+                for (channel, platform_id), m in new.items()
+            ],
+        )
+        rows = session.execute(
+            select(ContactRow).where(
+                tuple_(col(ContactRow.channel), col(ContactRow.platform_id)).in_(list(new))
+            )
+        )
+        for row in rows.scalars():
+            known[row.channel, row.platform_id] = row
+    return known
+
+
+def _new_contact(
+    channel: str, platform_id: str, contact: Contact | None, at: datetime
+) -> dict[str, Any]:
+    """A new contact's row, with the details the platform sent."""
+    values: dict[str, Any] = {
+        "channel": channel,
+        "platform_id": platform_id,
+        "name": None,
+        "tags": [],
+        "vip": False,
+        "followers": None,
+        "created_at": at,
+    }
+    if contact is not None:
+        values |= {
+            "name": contact.name,
+            "tags": contact.tags,
+            "vip": contact.vip,
+            "followers": contact.followers,
+        }
+    return values
+
+
+def _new_conversation(
+    key: tuple[str, str, str], contact_id: int | None, *, is_request: bool, at: datetime
+) -> dict[str, Any]:
+    """A new conversation's row: open, normal priority, no deadline."""
+    return {
+        "channel": key[0],
+        "account_id": key[1],
+        "contact_id": contact_id,
+        "status": ConversationStatus.OPEN.value,
+        "priority": Priority.NORMAL.value,
+        "priority_rank": Priority.NORMAL.rank,
+        "is_request": is_request,
+        "tags": [],
+        "queue_due_at": NO_DEADLINE,
+        "created_at": at,
+        "updated_at": at,
+    }
+
+
+def _conversations_by_key(
+    session: Session, ids: dict[tuple[str, str, str], int | None]
+) -> dict[tuple[str, str, str], ConversationRow]:
+    """The conversations with these keys (channel, account, contact), locked, in id order."""
+    by_id = {(key[0], key[1], contact_id): key for key, contact_id in ids.items()}
+    rows = session.execute(
+        select(ConversationRow)
+        .where(
+            tuple_(
+                col(ConversationRow.channel),
+                col(ConversationRow.account_id),
+                col(ConversationRow.contact_id),
+            ).in_(list(by_id))
+        )
+        .order_by(col(ConversationRow.id))
+        .with_for_update()
+    )
+    return {by_id[row.channel, row.account_id, row.contact_id]: row for row in rows.scalars()}
+
+
 def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | None = None) -> None:
     """Put the conversation in the team's queue."""
     conversation = _conversation(session, handoff.conversation, None)
@@ -436,6 +617,9 @@ def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | No
             handoff.decided_at,
             team=handoff.team,
             reason=handoff.reason,
+            # When the DM entered the team's queue (in this transaction): what `dmdesk
+            # bench` times; ``at`` is when the responder decided.
+            projected_at=utcnow().isoformat(),
         )
     conversation.team = handoff.team
     _add_tags(conversation, handoff.tags)

@@ -1,8 +1,10 @@
 """Fires SLA at-risk and breach events at their deadlines, not on a slow sweep.
 
 The scheduler sleeps until the nearest deadline it knows of; a projection that
-sets a deadline wakes it. Deadlines set by another api replica are picked up by
-a short re-check (``poll_seconds``). Several replicas may run it: rows are
+sets an earlier deadline than the scheduler's next look wakes it (the projection
+writer says the earliest one each committed group set, so a group that sets none,
+or only later ones, costs the scheduler nothing). Deadlines set by another api
+replica are picked up by a short re-check (``poll_seconds``). Several replicas may run it: rows are
 claimed with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite has one writer) and
 events carry a ``Nats-Msg-Id``, so each fires once.
 """
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -45,15 +47,20 @@ class SlaScheduler:
         self.metrics = metrics
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
+        self._next_look: datetime | None = None
 
-    def deadline_changed(self) -> None:
-        """A deadline was set or moved: look again now."""
+    def deadline_changed(self, earliest: datetime | None = None) -> None:
+        """A deadline was set or moved: look again now, unless ``earliest`` (the earliest
+        deadline or at-risk time set, when known) comes after the next look anyway."""
+        if earliest is not None and self._next_look is not None and earliest >= self._next_look:
+            return
         self._wake.set()
 
     async def run(self) -> None:
         """Fire what is due, then sleep until the next deadline (or a wake-up)."""
         while True:
             self._wake.clear()
+            self._next_look = None  # a deadline set while it looks may be missed: wake again
             try:
                 upcoming = await self.fire_due(utcnow())
             except Exception:
@@ -62,6 +69,7 @@ class SlaScheduler:
             timeout = self.poll_seconds
             if upcoming is not None:
                 timeout = min(max((upcoming - utcnow()).total_seconds(), 0.01), timeout)
+            self._next_look = utcnow() + timedelta(seconds=timeout)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 

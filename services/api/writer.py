@@ -35,11 +35,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.changes import changed_in, read_changes
+from services.api.clocks import earliest_deadline
 from shared.bus import dependency_unavailable
 from shared.events import ConversationChanged
 from shared.tasks import stop_task
@@ -48,7 +50,7 @@ logger = logging.getLogger("dmdesk.api.writer")
 
 Work = Callable[[Session], object]
 AFTER_COMMIT = "dmdesk.after_commit"
-Committed = Callable[[list[ConversationChanged]], Awaitable[None]]
+Committed = Callable[["Group"], Awaitable[None]]
 MAX_GROUP = 256
 
 
@@ -64,6 +66,15 @@ def writer_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+@dataclass(frozen=True)
+class Group:
+    """What a committed group changed: the conversations' states (for the change feed,
+    one each) and the earliest SLA time its clocks set (for the scheduler; None: none)."""
+
+    changed: list[ConversationChanged]
+    earliest_deadline: datetime | None = None
+
+
 Outcome = Exception | None
 """What became of one work: None once committed, or the error it failed with."""
 
@@ -74,6 +85,7 @@ class _Pending:
 
     works: Sequence[Work]
     done: asyncio.Future[list[Outcome]]
+    prefetch: Work | None = None
 
 
 class ProjectionWriter:
@@ -98,17 +110,20 @@ class ProjectionWriter:
         if outcome is not None:
             raise outcome
 
-    async def apply_all(self, works: Sequence[Work]) -> list[Outcome]:
+    async def apply_all(self, works: Sequence[Work], prefetch: Work | None = None) -> list[Outcome]:
         """Run ``works`` in the next group (never split); return each one's outcome.
 
         One call and one future per pull: a task and a future per message cost the
-        api's event loop about as much as validating the message.
+        api's event loop about as much as validating the message. ``prefetch`` loads
+        what the works will need with a few multi-row statements (``projector.prefetch``);
+        it runs before every work of the group, and only when the group is applied
+        without savepoints (it changes nothing a work would not).
         """
         if not works:
             return []
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="projection-writer")
-        pending = _Pending(works, asyncio.get_running_loop().create_future())
+        pending = _Pending(works, asyncio.get_running_loop().create_future(), prefetch)
         self._queue.put_nowait(pending)
         return await pending.done
 
@@ -143,14 +158,15 @@ class ProjectionWriter:
     async def _commit(self, group: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         works = [work for pending in group for work in pending.works]
+        prefetches = [pending.prefetch for pending in group if pending.prefetch is not None]
         try:
-            failed, changed = await loop.run_in_executor(self._thread, self._write, works)
+            failed, done = await loop.run_in_executor(self._thread, self._write, works, prefetches)
         except Exception as error:
             for pending in group:
                 _settle(pending, [error] * len(pending.works))
             return
         try:
-            await self.committed(changed)
+            await self.committed(done)
         except Exception:  # the data is committed: say so, but do not fail the messages
             logger.exception("after-commit step failed", extra={"group": len(works)})
         start = 0
@@ -158,22 +174,26 @@ class ProjectionWriter:
             _settle(pending, [failed.get(start + i) for i in range(len(pending.works))])
             start += len(pending.works)
 
-    def _write(self, works: list[Work]) -> tuple[dict[int, Exception], list[ConversationChanged]]:
+    def _write(
+        self, works: list[Work], prefetches: list[Work]
+    ) -> tuple[dict[int, Exception], Group]:
         """On the writer's thread: the group's transaction; what failed, what changed."""
         try:
-            return self._transaction(works, isolated=False)
+            return self._transaction(works, prefetches, isolated=False)
         except Exception as error:
             if dependency_unavailable(error) or len(works) == 1:
                 raise
         # One of the projections failed: apply the group again, each in a savepoint,
         # so that one fails alone.
-        return self._transaction(works, isolated=True)
+        return self._transaction(works, [], isolated=True)
 
     def _transaction(
-        self, works: list[Work], *, isolated: bool
-    ) -> tuple[dict[int, Exception], list[ConversationChanged]]:
+        self, works: list[Work], prefetches: list[Work], *, isolated: bool
+    ) -> tuple[dict[int, Exception], Group]:
         failed: dict[int, Exception] = {}
         with self.sessions() as session, session.begin():
+            for prefetch in prefetches:
+                prefetch(session)
             for index, work in enumerate(works):
                 if not isolated:
                     work(session)
@@ -191,7 +211,8 @@ class ProjectionWriter:
             # commits (on this thread, not by the event loop after it).
             session.flush()
             changes = read_changes(session, changed_in(session))
-        return failed, changes
+            earliest = earliest_deadline(session)
+        return failed, Group(changes, earliest)
 
 
 def after_commit(session: Session, effect: Callable[[], object]) -> None:

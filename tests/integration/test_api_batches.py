@@ -14,19 +14,20 @@ from sqlmodel import col
 from services.api import projector
 from services.api.app import build
 from services.api.metrics import ApiMetrics
-from shared.events import Channel, DeadLetter, InboundMessage
+from shared.events import DeadLetter, RoutedMessage, RouteOutcome
 from shared.models import MessageRow
 from shared.service import service_app
 from shared.settings import Settings
-from shared.streams import API_INBOUND, MSG_ID_HEADER, inbound_subject, provision
-from tests.events import generic_inbound
+from shared.streams import API_ROUTED, MSG_ID_HEADER, ROUTED_QUIET, provision
+from tests.events import generic_inbound, routed
 from tests.stack import eventually, stored
 
 GOOD = 30
 
 
-def inbound(mid: str) -> bytes:
-    return generic_inbound(mid, contact=f"contact-{mid}").model_dump_json().encode()
+def decision(mid: str) -> bytes:
+    message = generic_inbound(mid, contact=f"contact-{mid}")
+    return routed(message, RouteOutcome.HANDOFF).model_dump_json().encode()
 
 
 async def test_one_pull_commits_its_good_messages_and_settles_each_bad_one_alone(
@@ -35,27 +36,27 @@ async def test_one_pull_commits_its_good_messages_and_settles_each_bad_one_alone
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     failures: Counter[str] = Counter()
-    project_inbound = projector.project_inbound
+    project_routed = projector.project_routed
 
-    def projection(session: object, message: InboundMessage, metrics: ApiMetrics) -> bool:
-        if message.mid == "broken":
+    def projection(session: object, event: RoutedMessage, metrics: ApiMetrics) -> None:
+        if event.message.mid == "broken":
             raise RuntimeError("projection exploded")
-        if message.mid == "flaky" and not failures["flaky"]:
+        if event.message.mid == "flaky" and not failures["flaky"]:
             failures["flaky"] += 1
             raise RuntimeError("fails the first time")
-        return project_inbound(session, message, metrics)  # type: ignore[arg-type]
+        project_routed(session, event, metrics)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(projector, "project_inbound", projection)
+    monkeypatch.setattr(projector, "project_routed", projection)
     settings = settings_factory(database_url=database_url, max_deliveries=3)
     client = await nats.connect(settings.nats_url)
     js = client.jetstream()
     try:
         # Everything is stored before the api starts, so its first pull holds all of it.
-        await provision(js, settings, API_INBOUND)
-        subject = inbound_subject(Channel.GENERIC)
+        await provision(js, settings, API_ROUTED)
+        subject = ROUTED_QUIET
         mids = [f"good-{index}" for index in range(GOOD)]
         for mid in [*mids[:10], "broken", *mids[10:20], "flaky", *mids[20:]]:
-            await js.publish(subject, inbound(mid), headers={MSG_ID_HEADER: mid})
+            await js.publish(subject, decision(mid), headers={MSG_ID_HEADER: mid})
         await js.publish(subject, b"not json at all")
 
         app = service_app(build(settings))
@@ -72,10 +73,10 @@ async def test_one_pull_commits_its_good_messages_and_settles_each_bad_one_alone
                 lambda found: len(found) == 2,
                 timeout=20,
             )
-            info = await js.consumer_info(settings.stream_name, API_INBOUND.durable)
+            info = await js.consumer_info(settings.stream_name, API_ROUTED.durable)
             registry = app.state.metrics.registry
             counted = [
-                registry.get_sample_value(f"dmdesk_{name}_total", {"event": "InboundMessage"})
+                registry.get_sample_value(f"dmdesk_{name}_total", {"event": "RoutedMessage"})
                 for name in ("projected_events", "projection_failures")
             ]
     finally:
@@ -99,4 +100,4 @@ async def test_one_pull_commits_its_good_messages_and_settles_each_bad_one_alone
         "projection exploded",
         3,
     )
-    assert InboundMessage.model_validate_json(broken.original).mid == "broken"
+    assert RoutedMessage.model_validate_json(broken.original).message.mid == "broken"

@@ -9,7 +9,7 @@ from nats.aio.msg import Msg
 from shared.bus import BatchConsumer
 from shared.events import Channel, InboundMessage
 from shared.settings import Settings
-from shared.streams import API_INBOUND, inbound_subject, provision
+from shared.streams import CLASSIFIER, inbound_subject, provision
 from tests.stack import eventually
 
 
@@ -28,9 +28,9 @@ async def test_stop_lets_the_pull_in_hand_finish_then_pulls_no_more(
         for msg in messages:
             await msg.ack()
 
-    consumer = BatchConsumer(API_INBOUND, settings, handle, schema=InboundMessage, title="test")
+    consumer = BatchConsumer(CLASSIFIER, settings, handle, schema=InboundMessage, title="test")
     try:
-        await provision(js, settings, API_INBOUND)
+        await provision(js, settings, CLASSIFIER)
         subject = inbound_subject(Channel.GENERIC)
         for body in (b"1", b"2", b"3"):
             await js.publish(subject, body)
@@ -43,7 +43,7 @@ async def test_stop_lets_the_pull_in_hand_finish_then_pulls_no_more(
         await asyncio.wait_for(stopping, timeout=5)
         await js.publish(subject, b"after the stop")
         await asyncio.sleep(0.5)
-        info = await js.consumer_info(settings.stream_name, API_INBOUND.durable)
+        info = await js.consumer_info(settings.stream_name, CLASSIFIER.durable)
     finally:
         release.set()
         await consumer.stop()
@@ -70,9 +70,9 @@ async def test_a_handler_that_raises_does_not_end_the_pulling(
         for msg in messages:
             await msg.ack()
 
-    consumer = BatchConsumer(API_INBOUND, settings, handle, schema=InboundMessage, title="test")
+    consumer = BatchConsumer(CLASSIFIER, settings, handle, schema=InboundMessage, title="test")
     try:
-        await provision(js, settings, API_INBOUND)
+        await provision(js, settings, CLASSIFIER)
         await js.publish(inbound_subject(Channel.GENERIC), b"1")
         consumer.start(js)
         await eventually(lambda: asyncio.sleep(0, pulls), lambda found: len(found) == 2)

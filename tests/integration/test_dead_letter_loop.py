@@ -15,34 +15,37 @@ from sqlalchemy import select
 from services.api import projector
 from services.api.app import build
 from services.api.writer import Outcome, ProjectionWriter, Work
-from shared.events import Channel
+from shared.events import RouteOutcome
 from shared.models import DeadLetterRow
 from shared.service import service_app
 from shared.settings import Settings
-from shared.streams import MSG_ID_HEADER, inbound_subject
-from tests.events import generic_inbound
+from shared.streams import MSG_ID_HEADER, ROUTED_QUIET
+from tests.events import generic_inbound, routed
 from tests.stack import eventually, stored
 
 MIDS = ("m-1", "m-2")
 
 
-async def broken_writer(self: ProjectionWriter, works: Sequence[Work]) -> list[Outcome]:
+async def broken_writer(
+    self: ProjectionWriter, works: Sequence[Work], prefetch: Work | None = None
+) -> list[Outcome]:
     return [TypeError("cannot use a string pattern on a bytes-like object") for _ in works]
 
 
 async def run_api_on_failing_projections(
     settings: Settings,
 ) -> tuple[list[DeadLetterRow], list[bytes], list[bytes], dict[str, float | None]]:
-    """Publish two DMs to an api whose projections fail; what it recorded and stored."""
+    """Publish two routed DMs to an api whose projections fail; what it recorded and stored."""
     client = await nats.connect(settings.nats_url)
     js = client.jetstream()
     app = service_app(build(settings))
     try:
         async with app.router.lifespan_context(app):
             for mid in MIDS:
+                decision = routed(generic_inbound(mid), RouteOutcome.IGNORED)
                 await js.publish(
-                    inbound_subject(Channel.GENERIC),
-                    generic_inbound(mid).model_dump_json().encode(),
+                    ROUTED_QUIET,
+                    decision.model_dump_json().encode(),
                     headers={MSG_ID_HEADER: mid},
                 )
             letters = await eventually(
@@ -76,7 +79,7 @@ async def test_a_writer_that_always_fails_leaves_one_recorded_dead_letter_per_me
     rows, letters, later, counted = await run_api_on_failing_projections(settings)
 
     assert len(letters) == len(later) == len(MIDS)
-    assert sorted(row.subject for row in rows) == ["dm.inbound.generic"] * len(MIDS)
+    assert sorted(row.subject for row in rows) == [ROUTED_QUIET] * len(MIDS)
     assert {(row.stage, row.error_type) for row in rows} == {("api", "TypeError")}
     assert counted["projected_events"] == len(MIDS)
 

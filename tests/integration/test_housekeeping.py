@@ -1,5 +1,7 @@
 """Time-based rules on a real database: snooze wake-up, round robin, reassignment, auto-close."""
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +25,7 @@ from shared.events import (
 )
 from shared.models import AgentRow, ConversationRow, TeamRow
 from shared.settings import Settings
+from tests.stack import eventually
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -146,3 +149,36 @@ async def test_silent_customer_is_nudged_then_the_conversation_closes(
     await keeper.tick(T0 + timedelta(hours=24))
     closed = (await conversations(sessions))["c1"]
     assert (closed.status, closed.resolved_at) == ("resolved", T0 + timedelta(hours=24))
+
+
+async def test_pokes_coalesce_into_at_most_one_tick_per_gap(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    ticks: list[datetime] = []
+
+    class Counting(Housekeeper):
+        async def tick(self, now: datetime) -> None:
+            ticks.append(now)
+
+    async def send(request: OutboundRequest) -> None:
+        raise AssertionError("nothing to send")
+
+    keeper = Counting(
+        sessions,
+        Settings(),
+        send,
+        ApiMetrics(CollectorRegistry()),
+        interval_seconds=600,
+        min_gap_seconds=600,
+    )
+    runner = asyncio.create_task(keeper.run())
+    try:
+        await eventually(lambda: asyncio.sleep(0, len(ticks)), lambda count: count == 1)
+        for _ in range(20):  # one per committed group
+            keeper.poke()
+            await asyncio.sleep(0.01)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    assert len(ticks) == 1, "the pokes wait for the gap to pass"

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from services.api import projector
-from services.api.writer import ProjectionWriter, Work, after_commit, writer_sessions
+from services.api.writer import Group, ProjectionWriter, Work, after_commit, writer_sessions
 from shared.db import create_sync_engine
 from shared.events import (
     Author,
@@ -33,11 +33,14 @@ from shared.events import (
     OutboundResult,
     OutboundStatus,
     Priority,
+    RoutedMessage,
+    RouteOutcome,
     StatusEvent,
     StatusKind,
     UpdateKind,
 )
 from shared.models import ContactRow, ConversationRow, MessageRow, SlaClockRow
+from tests.events import routed
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 
@@ -60,9 +63,9 @@ class Recorder:
         self.groups: list[set[int]] = []
         self.changes: list[ConversationChanged] = []
 
-    async def __call__(self, changes: list[ConversationChanged]) -> None:
-        self.groups.append({change.conversation_id for change in changes})
-        self.changes.extend(changes)
+    async def __call__(self, group: Group) -> None:
+        self.groups.append({change.conversation_id for change in group.changed})
+        self.changes.extend(group.changed)
 
 
 @pytest.fixture
@@ -412,3 +415,37 @@ async def test_a_conversation_projected_in_one_group_ends_as_one_event_per_trans
         ("first_response", "met"),
         ("next_response", "running"),
     }
+
+
+def routed_life(contact: str) -> list[RoutedMessage]:
+    """A bot answer, the customer writing again and handed to a team, the first DM again."""
+    first, second = (
+        message(f"{contact}-1", contact),
+        message(f"{contact}-2", contact, T0 + timedelta(minutes=30)),
+    )
+    return [
+        routed(first, RouteOutcome.BOT, at=T0 + timedelta(seconds=1)),
+        routed(second, RouteOutcome.HANDOFF, priority=Priority.HIGH, at=T0 + timedelta(minutes=31)),
+        routed(first, RouteOutcome.BOT, at=T0 + timedelta(seconds=1)),  # redelivered, same pull
+    ]
+
+
+async def test_a_pull_of_routed_dms_applied_set_based_ends_as_each_applied_alone(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+    pull = [*routed_life("set"), *routed_life("set-other")]
+    works = [applying(projector.project_routed, event) for event in pull]
+    outcomes = await running.apply_all(
+        works,
+        applying(projector.prefetch_routed, pull),  # one prefetch for the pull
+    )
+    assert outcomes == [None] * len(works)
+    for event in routed_life("alone"):
+        await running.apply(applying(projector.project_routed, event))
+
+    grouped, alone = await state_of(sessions, "set"), await state_of(sessions, "alone")
+    assert grouped == alone
+    assert grouped["conversation"]["team"] == "billing"
+    assert [m["author"] for m in grouped["messages"]].count("bot") == 1
+    assert len(grouped["messages"]) == 3, "two DMs and the bot's reply, each once"

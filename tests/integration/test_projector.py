@@ -25,11 +25,14 @@ from shared.events import (
     OutboundResult,
     OutboundStatus,
     Priority,
+    RoutedMessage,
+    RouteOutcome,
     StatusEvent,
     StatusKind,
     UpdateKind,
 )
-from shared.models import ContactRow, ConversationRow, MessageRow, metadata
+from shared.models import ActivityRow, ContactRow, ConversationRow, MessageRow, metadata
+from tests.events import routed
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 REF = ConversationRef(channel=Channel.MESSENGER, account_id="page-1", contact_id="psid-1")
@@ -97,28 +100,37 @@ async def test_duplicate_inbound_message_is_stored_once(
     assert [m.mid for m in await messages(sessions)] == ["m-1"]
 
 
-async def test_handoff_before_its_message_still_ends_in_one_routed_conversation(
+async def test_a_decision_after_its_early_projections_still_ends_in_one_routed_conversation(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    handoff = Handoff(
-        conversation=REF, trigger_mid="m-1", team="billing", priority=Priority.HIGH, reason="test"
-    )
-    async with transaction(sessions) as session:
-        await session.run_sync(projector.project_handoff, handoff)
-    async with transaction(sessions) as session:
-        await session.run_sync(projector.project_classified, classified("m-1", Priority.HIGH))
+    # The late-decision path projected the inbound message, then its classification;
+    # the decision comes last, and once more (redelivered).
+    decision = routed(inbound("m-1"), RouteOutcome.HANDOFF, priority=Priority.HIGH, at=T0)
     async with transaction(sessions) as session:
         await session.run_sync(projector.project_inbound, inbound("m-1"))
+    async with transaction(sessions) as session:
+        await session.run_sync(projector.project_classified, classified("m-1", Priority.HIGH))
+    for _ in range(2):
+        async with transaction(sessions) as session:
+            await session.run_sync(projector.project_routed, decision)
 
-    routed = await conversation(sessions)
-    assert routed.team == "billing"
-    assert routed.priority == "high"
+    queued = await conversation(sessions)
+    assert (queued.team, queued.priority) == ("billing", "high")
     assert [m.mid for m in await messages(sessions)] == ["m-1"]
     async with sessions() as session:
-        contacts = (
-            await session.execute(select(func.count()).select_from(ConversationRow))
+        counts = [
+            (await session.execute(select(func.count()).select_from(table))).scalar()
+            for table in (ConversationRow, ContactRow)
+        ]
+        handoffs = (
+            await session.execute(
+                select(func.count())
+                .select_from(ActivityRow)
+                .where(ActivityRow.kind == "bot.handoff")
+            )
         ).scalar()
-    assert contacts == 1
+    assert counts == [1, 1]
+    assert handoffs == 1
 
 
 async def test_classification_raises_priority_and_never_lowers_it(
@@ -238,8 +250,6 @@ async def test_reactions_edits_and_unsends_change_the_message_once(
 async def test_the_bots_hand_off_reason_and_the_opt_out_show_on_conversation_and_contact(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    async with transaction(sessions) as session:
-        await session.run_sync(projector.project_inbound, inbound("m-1"))
     handoff = Handoff(
         conversation=REF,
         trigger_mid="m-1",
@@ -251,13 +261,14 @@ async def test_the_bots_hand_off_reason_and_the_opt_out_show_on_conversation_and
         faq_entry="opening-hours",
         faq_score=0.31,
     )
+    decision = routed(inbound("m-1"), RouteOutcome.HANDOFF).model_copy(update={"handoff": handoff})
     async with transaction(sessions) as session:
-        await session.run_sync(projector.project_handoff, handoff)
-    routed = await conversation(sessions)
-    assert (routed.handoff_reason, routed.handoff_rule) == ("complaint", "complaint-flag")
-    assert routed.handoff_signals == ["complaint"]
-    assert (routed.faq_entry, routed.faq_score) == ("opening-hours", 0.31)
-    assert routed.bot_opted_out is False
+        await session.run_sync(projector.project_routed, decision)
+    queued = await conversation(sessions)
+    assert (queued.handoff_reason, queued.handoff_rule) == ("complaint", "complaint-flag")
+    assert queued.handoff_signals == ["complaint"]
+    assert (queued.faq_entry, queued.faq_score) == ("opening-hours", 0.31)
+    assert queued.bot_opted_out is False
 
     def reply(mid: str, opt_out: str) -> BotReply:
         return BotReply.model_validate(
@@ -270,9 +281,14 @@ async def test_the_bots_hand_off_reason_and_the_opt_out_show_on_conversation_and
             contact = (await session.execute(select(ContactRow))).scalar_one()
         return (await conversation(sessions)).bot_opted_out, contact.bot_opted_out
 
+    def answered(mid: str, opt_out: str) -> RoutedMessage:
+        return routed(inbound(mid), RouteOutcome.BOT).model_copy(
+            update={"replies": [reply(mid, opt_out)], "requests": []}
+        )
+
     async with transaction(sessions) as session:
-        await session.run_sync(projector.project_bot_reply, reply("m-2", "out"))
+        await session.run_sync(projector.project_routed, answered("m-2", "out"))
     assert await opted_out() == (True, True)
     async with transaction(sessions) as session:
-        await session.run_sync(projector.project_bot_reply, reply("m-3", "in"))
+        await session.run_sync(projector.project_routed, answered("m-3", "in"))
     assert await opted_out() == (False, False)

@@ -27,6 +27,7 @@ from shared.events import (
     utcnow,
 )
 from shared.models import ConversationRow, SlaClockRow, SlaPolicyRow
+from tests.stack import eventually
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 REF = ConversationRef(channel=Channel.WHATSAPP, account_id="waba", contact_id="4915")
@@ -198,3 +199,41 @@ async def test_breach_is_published_within_seconds_of_the_deadline_with_no_reques
     first = (await clock_rows(sessions))[0]
     assert first.breached_at == first.due_at
     assert metrics.breaches.labels("first_response", "normal", "whatsapp")._value.get() == 1
+
+
+async def test_the_scheduler_looks_again_only_for_a_deadline_before_its_next_look(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    looks: list[datetime] = []
+
+    class Counting(SlaScheduler):
+        async def fire_due(self, now: datetime) -> datetime | None:
+            looks.append(now)
+            return await super().fire_due(now)
+
+    async def publish(event: SlaEvent) -> None:
+        raise AssertionError("nothing is due")
+
+    scheduler = Counting(sessions, publish, ApiMetrics(CollectorRegistry()), poll_seconds=60)
+    runner = asyncio.create_task(scheduler.run())
+    try:
+
+        async def next_look() -> datetime | None:
+            return scheduler._next_look
+
+        async def looked() -> int:
+            return len(looks)
+
+        # The first look is over: it sleeps until the next.
+        await eventually(next_look, lambda when: when is not None)
+        scheduler.deadline_changed(utcnow() + timedelta(minutes=5))  # after the next look
+        await asyncio.sleep(0.2)
+        later_only = len(looks)
+        scheduler.deadline_changed(utcnow() + timedelta(seconds=1))  # before it
+        await eventually(looked, lambda count: count > later_only)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    assert later_only == 1
+    assert len(looks) == 2

@@ -21,6 +21,7 @@ from shared.streams import (
     CONSUMERS,
     ECHO_EVENT,
     INBOUND_EVENT,
+    RETIRED_API_DURABLES,
     RETIRED_RESPONDER_DURABLES,
     ROUTED_EVENT,
     SENDER,
@@ -50,6 +51,11 @@ def test_consumers_ack_explicitly_and_leave_giving_up_to_the_dead_letter_path() 
 def test_durable_names_are_unique() -> None:
     names = [consumer.durable for consumer in CONSUMERS]
     assert len(names) == len(set(names))
+
+
+def test_retired_durables_are_never_provisioned_again() -> None:
+    """A retired name in use again would start where the v1 consumer stopped (README)."""
+    assert not {consumer.durable for consumer in CONSUMERS} & set(RETIRED_API_DURABLES)
 
 
 def test_one_file_backed_stream_carries_every_subject() -> None:
