@@ -358,7 +358,10 @@ class ResponderRuntime:
         neither decided nor published again. See docs/architecture.md (delivery
         guarantees) for why the event is published before the state is written.
         """
-        pull = await self.with_profiles(pull)
+        try:
+            pull = await self.with_profiles(pull)
+        except Exception as error:  # the names help; they never hold a decision up
+            logger.warning("profiles unreadable", extra={"error_type": type(error).__name__})
         by_conversation: dict[str, list[int]] = {}
         for index, classified in enumerate(pull):
             by_conversation.setdefault(state_key(classified.message.conversation), []).append(index)
@@ -726,7 +729,11 @@ def _contact_work(wiring: Wiring) -> BatchConsumer:
             for message in inbound.values()
             if profile_wanted(message)
         }
-        known = await runtime.profiles.read_all(refs) if refs else {}
+        try:
+            known = await runtime.profiles.read_all(refs) if refs else {}
+        except Exception as error:  # each DM reads its own below (and fails alone)
+            logger.warning("profiles unreadable", extra={"error_type": type(error).__name__})
+            known = {}
 
         async def handle(message: InboundMessage) -> None:
             key = streams.contact_key(message.conversation)

@@ -56,15 +56,19 @@ def test_a_short_benchmark_prints_one_json_object_with_every_figure() -> None:
     assert cpu["total"] > 0
     assert all(10 < mb < 1000 for mb in figures["max_rss_mb"].values())
 
-    # Every saturation DM is handed to a team: one inbound, one classified and one
-    # hand-off event each, stored once, and each delivered to its consumers.
+    # Every saturation DM is handed to a team: one inbound, one classified and one routed
+    # event each (dm.routed.reply when the hand-off is acknowledged, else dm.routed.quiet),
+    # stored once, and each delivered to its consumers.
     bus = figures["bus"]
-    for subject in ("dm.inbound.messenger", "dm.classified", "dm.handoff"):
-        assert bus["stored_per_dm_by_subject"][subject] == 1.0, subject
+    by_subject = bus["stored_per_dm_by_subject"]
+    for subject in ("dm.inbound.messenger", "dm.classified"):
+        assert by_subject[subject] == 1.0, subject
+    routed = by_subject.get("dm.routed.reply", 0.0) + by_subject.get("dm.routed.quiet", 0.0)
+    assert routed == pytest.approx(1.0, abs=0.05)
     assert bus["stored_per_dm"] == pytest.approx(
         sum(bus["stored_per_dm_by_subject"].values()), abs=0.05
     )
-    assert bus["delivered_per_dm"] >= 6, "inbound x3, classified x2, hand-off x1 at least"
+    assert bus["delivered_per_dm"] >= 4, "inbound x2, classified x1, routed x1 at least"
     raw = figures["raw_jetstream"]
     seconds_per_dm = (
         bus["stored_per_dm"] / raw["publish_msgs_per_s"]
@@ -120,4 +124,6 @@ async def test_the_benchmark_measures_a_running_stack_with_its_own_app_secret(
     assert all(ms is not None and ms >= 0 for ms in cpu.values())
     assert cpu["total"] == pytest.approx(sum(ms for n, ms in cpu.items() if n != "total"), abs=0.01)
     assert cpu["total"] > 0
-    assert figures["bus"]["stored_per_dm_by_subject"]["dm.handoff"] == 1.0
+    by_subject = figures["bus"]["stored_per_dm_by_subject"]
+    routed = by_subject.get("dm.routed.reply", 0.0) + by_subject.get("dm.routed.quiet", 0.0)
+    assert routed == pytest.approx(1.0, abs=0.05)

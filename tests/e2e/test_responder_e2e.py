@@ -30,7 +30,13 @@ from shared.events import (
     utcnow,
 )
 from shared.rules import ROUND_THE_CLOCK
-from shared.streams import CLASSIFIED, MSG_ID_HEADER, OUTBOUND_RESULT, inbound_subject
+from shared.streams import (
+    CLASSIFIED,
+    MSG_ID_HEADER,
+    OUTBOUND_RESULT,
+    echo_subject,
+    inbound_subject,
+)
 from tests.stack import ServiceProcess, Stack, eventually, rules_with_calendars, started, stored
 from tests.unit.responder.sendapi_stub import RATE_LIMIT, RecordedCall, SendApiStub
 
@@ -313,7 +319,7 @@ async def test_a_human_replying_in_metas_inbox_silences_the_bot(
         platform_ts=utcnow(),
     )
     ack = await bus.jetstream().publish(
-        inbound_subject(Channel.MESSENGER),
+        echo_subject(Channel.MESSENGER),
         human.model_dump_json().encode(),
         headers={MSG_ID_HEADER: "messenger:m-inbox-human"},
     )

@@ -729,3 +729,20 @@ async def test_stopping_does_not_wait_forever_on_a_connection_that_will_not_drai
     monkeypatch.setattr(client, "drain", never_drains)
     await asyncio.wait_for(runtime.stop(), timeout=10)
     assert client.is_closed
+
+
+async def test_a_profile_bucket_that_fails_never_holds_a_decision_up(
+    chatty: ResponderRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreadable(*_: object) -> None:
+        raise nats.errors.TimeoutError
+
+    monkeypatch.setattr(chatty.profiles, "profiles", unreadable)
+    message = dm("m-1", "hello?", contact="hal")
+    on_messenger = message.model_copy(
+        update={"message": message.message.model_copy(update={"channel": Channel.MESSENGER})}
+    )
+    routed, decision = await chatty.handle(on_messenger)
+    assert decision is not None
+    assert routed is not None
+    assert routed.requests, "decided without the profile"
