@@ -18,10 +18,10 @@ from services.classifier import datasets
 from services.classifier.language import LanguageDetection
 from services.classifier.stores import publish_model
 from services.classifier.training import correction_examples, train
-from shared.events import BotReply, ClassifiedMessage, Handoff
+from shared.events import BotReply, ClassifiedMessage, Handoff, RoutedMessage
 from shared.rules import ROUND_THE_CLOCK
 from shared.settings import Settings
-from shared.streams import BOT_REPLY, CLASSIFIED, HANDOFF
+from shared.streams import CLASSIFIED, ROUTED_ALL
 from tests.e2e.test_priority_queue import ROUTINE, dm
 from tests.stack import Stack, eventually, rules_with_calendars, stored
 
@@ -31,6 +31,11 @@ HAZARD = (
     "La stufa elettrica che ho comprato da voi ha preso fuoco stanotte "
     "e mio figlio si è bruciato la mano"
 )
+
+
+async def decisions(nats_url: str) -> list[RoutedMessage]:
+    """The responder's decisions stored so far (one per DM)."""
+    return [RoutedMessage.model_validate_json(data) for data in await events(nats_url, ROUTED_ALL)]
 
 
 async def events(nats_url: str, subject: str) -> list[bytes]:
@@ -74,17 +79,19 @@ async def test_an_italian_safety_hazard_overtakes_fifty_inquiries_and_goes_to_a_
     assert "priority: safety hazard -> urgent" in hazard.reasons
 
     async def handed_off() -> list[Handoff]:
-        found = [Handoff.model_validate_json(data) for data in await events(clean_nats, HANDOFF)]
-        return [event for event in found if event.trigger_mid == "hazard"]
+        return [
+            routed.handoff
+            for routed in await decisions(clean_nats)
+            if routed.handoff is not None and routed.message.mid == "hazard"
+        ]
 
     handoff = (await eventually(handed_off, bool, timeout=30))[0]
     assert handoff.priority == "urgent"
     replies = [
         reply
-        for reply in (
-            BotReply.model_validate_json(data) for data in await events(clean_nats, BOT_REPLY)
-        )
-        if reply.trigger_mid == "hazard"
+        for routed in await decisions(clean_nats)
+        if routed.message.mid == "hazard"
+        for reply in routed.replies
     ]
     # The bot does not try to answer it: at most the hand-off rule's acknowledgement.
     assert all(
@@ -125,8 +132,12 @@ async def test_a_short_english_question_gets_an_english_answer(
     assert (classified.language, classified.language_source) == ("en", "detector")
 
     async def answered() -> list[BotReply]:
-        found = [BotReply.model_validate_json(data) for data in await events(clean_nats, BOT_REPLY)]
-        return [reply for reply in found if reply.trigger_mid == "canada"]
+        return [
+            reply
+            for routed in await decisions(clean_nats)
+            if routed.message.mid == "canada"
+            for reply in routed.replies
+        ]
 
     reply = (await eventually(answered, bool, timeout=30))[0]
     assert LanguageDetection().detect(reply.text) == "en", reply.text
