@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from faststream.nats.security import NatsUserPassword
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, ValidationError
 
 from shared.events import DeadLetter
@@ -169,6 +170,61 @@ FETCH_WAIT_SECONDS = 5.0
 REBIND_DELAY_SECONDS = 1.0
 
 
+PULL_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+@dataclasses.dataclass(frozen=True)
+class PullMetrics:
+    """What a service's :class:`BatchConsumer` pulls record (the pipeline dashboard's
+    handled messages, processing latency and messages in process)."""
+
+    service: str
+    handled: Counter
+    seconds: Histogram
+    in_process: Gauge
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry, service: str) -> "PullMetrics":
+        """The metrics in ``registry``, labelled with ``service``."""
+        labels = ["service", "consumer"]
+        return cls(
+            service=service,
+            handled=Counter(
+                "dmdesk_consumer_handled_messages_total",
+                "Messages handed to a durable consumer's handler (settled by it: acked, or"
+                " redelivered / dead-lettered, which dmdesk_dead_letters_total counts).",
+                labels,
+                registry=registry,
+            ),
+            seconds=Histogram(
+                "dmdesk_consumer_pull_seconds",
+                "Time a durable consumer's handler took over one pull (all its messages).",
+                labels,
+                buckets=PULL_SECONDS_BUCKETS,
+                registry=registry,
+            ),
+            in_process=Gauge(
+                "dmdesk_consumer_messages_in_process",
+                "Messages a durable consumer's handler holds now.",
+                labels,
+                registry=registry,
+            ),
+        )
+
+    def pulled(self, consumer: str, messages: int) -> Callable[[], None]:
+        """Record a pull of ``messages`` handed over now; call the answer once handled."""
+        started = time.perf_counter()
+        in_process = self.in_process.labels(self.service, consumer)
+        in_process.inc(messages)
+
+        def handled() -> None:
+            in_process.dec(messages)
+            self.handled.labels(self.service, consumer).inc(messages)
+            self.seconds.labels(self.service, consumer).observe(time.perf_counter() - started)
+
+        return handled
+
+
 class BatchConsumer:
     """A durable pull consumer whose handler gets each pull's messages in one call.
 
@@ -211,9 +267,11 @@ class BatchConsumer:
         self._task: asyncio.Task[None] | None = None
         self._running = False
         self._handling = False
+        self._metrics: PullMetrics | None = None
 
-    def start(self, js: JetStreamContext) -> None:
+    def start(self, js: JetStreamContext, metrics: PullMetrics | None = None) -> None:
         """Start pulling (the durable is provisioned, the connection up)."""
+        self._metrics = metrics
         self._running = True
         self._task = asyncio.create_task(self._run(js), name=f"pull {self.consumer.durable}")
 
@@ -254,6 +312,11 @@ class BatchConsumer:
                     await asyncio.sleep(REBIND_DELAY_SECONDS)
                     continue
                 self._handling = True
+                done = (
+                    self._metrics.pulled(self.consumer.durable, len(messages))
+                    if self._metrics is not None
+                    else None
+                )
                 try:
                     await self.handle(messages)
                 except Exception as error:  # e.g. NATS went away while it acked: pull on
@@ -267,6 +330,8 @@ class BatchConsumer:
                     )
                 finally:
                     self._handling = False
+                    if done is not None:
+                        done()
         finally:
             await _unsubscribe(subscription)
 

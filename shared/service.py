@@ -25,7 +25,7 @@ from faststream.nats import NatsBroker
 from nats.js.errors import ServiceUnavailableError
 from prometheus_client import CollectorRegistry
 
-from shared.bus import BatchConsumer, dependency_unavailable
+from shared.bus import BatchConsumer, PullMetrics, dependency_unavailable
 from shared.lag import ConsumerLagCollector
 from shared.logs import configure_logging
 from shared.ops import ReadinessCheck, nats_checks, nats_closed, ops_router
@@ -70,6 +70,7 @@ def service_app(spec: ServiceSpec) -> FastAPI:
     """The ASGI app of one service: its routes plus health, readiness and metrics."""
 
     lag = consumer_lag(spec)
+    pulls = PullMetrics.register(spec.registry, spec.name) if spec.batch_consumers else None
 
     async def connect_and_provision() -> None:
         await spec.broker.connect()
@@ -85,7 +86,7 @@ def service_app(spec: ServiceSpec) -> FastAPI:
         js = spec.broker.connection.jetstream()
         await spec.broker.start()
         for batch_consumer in spec.batch_consumers:
-            batch_consumer.start(js)
+            batch_consumer.start(js, pulls)
         lag_task = asyncio.create_task(lag.keep_fresh(js)) if lag else None
         watchdog = asyncio.create_task(stop_when_connection_closed(spec, _app))
         logger.info("service started", extra={"consumers": [c.durable for c in spec.durables]})

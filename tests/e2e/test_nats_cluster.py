@@ -139,11 +139,9 @@ async def test_two_replicas_on_a_three_node_cluster_handle_every_dm_exactly_once
 
                 for name, replica in zip(REPLICATED, extra, strict=True):
                     first_count = await counter(
-                        stack.services[name], "faststream_received_processed_messages_total"
+                        stack.services[name], "dmdesk_consumer_handled_messages_total"
                     )
-                    second_count = await counter(
-                        replica, "faststream_received_processed_messages_total"
-                    )
+                    second_count = await counter(replica, "dmdesk_consumer_handled_messages_total")
                     record_property(f"{name}_replicas_received", [first_count, second_count])
                 classified = [
                     await counter(process, "dmdesk_classified_total")
