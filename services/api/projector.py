@@ -669,22 +669,28 @@ def echo_attribution(session: Session, echo: InboundMessage) -> EchoAttribution:
         )
     ).scalar_one_or_none()
     conversation = _conversation(session, echo.conversation, echo.contact, at=echo.platform_ts)
-    in_flight = session.execute(
-        select(col(MessageRow.id))
-        .where(
-            col(MessageRow.conversation_id) == conversation.id,
-            col(MessageRow.status) == MessageStatus.PENDING.value,
-            col(MessageRow.request_id).is_not(None),
-        )
-        .limit(1)
-    ).first()
+    assert conversation.id is not None
     return attribute_echo(
         app_id=echo.app_id,
         mid=echo.mid,
         our_app_ids=get_settings().meta_app_ids,
         recorded={} if recorded is None else {echo.mid: recorded},
-        sends_in_flight=in_flight is not None,
+        sends_in_flight=_sends_in_flight(session, conversation.id),
     )
+
+
+def _sends_in_flight(session: Session, conversation_id: int) -> bool:
+    """Whether a reply of dmdesk's in the conversation awaits its result."""
+    found = session.execute(
+        select(col(MessageRow.id))
+        .where(
+            col(MessageRow.conversation_id) == conversation_id,
+            col(MessageRow.status) == MessageStatus.PENDING.value,
+            col(MessageRow.request_id).is_not(None),
+        )
+        .limit(1)
+    )
+    return found.first() is not None
 
 
 def project_own_echo(session: Session, echo: InboundMessage) -> bool:
@@ -757,32 +763,40 @@ def project_update(
 def project_status(
     session: Session, status: StatusEvent, metrics: ApiMetrics | None = None
 ) -> None:
-    """Advance outbound messages to delivered/read (never backwards), or mark them failed."""
-    ref = status.conversation
-    if status.kind == StatusKind.FAILED:
-        new = MessageStatus.FAILED.value
-        error = status.error.message if status.error else "failed"
-        session.execute(
-            update(MessageRow)
-            .where(
-                col(MessageRow.channel) == ref.channel.value, col(MessageRow.mid).in_(status.mids)
-            )
-            .values(status=new, error=error)
-        )
-        return
-    conversation = _conversation(session, ref, None)
+    """Advance outbound messages to delivered/read (never backwards), or mark them failed.
+
+    A reply not sent yet is neither delivered nor read. A status naming a mid not stored
+    while one of dmdesk's replies awaits its result may be about that reply (the platform
+    can report before the Send API answers dmdesk): it is redelivered until then.
+
+    Raises:
+        RetryLater: a named mid is unknown while a reply of dmdesk's is in flight.
+    """
+    conversation = _conversation(session, status.conversation, None)
+    assert conversation.id is not None
     query = select(MessageRow).where(
         col(MessageRow.conversation_id) == conversation.id,
         col(MessageRow.direction) == Direction.OUTBOUND.value,
     )
     if status.mids:
         query = query.where(col(MessageRow.mid).in_(status.mids))
-    elif status.watermark is not None:
-        query = query.where(col(MessageRow.platform_ts) <= status.watermark)
+    elif status.watermark is not None and status.kind != StatusKind.FAILED:
+        query = query.where(
+            col(MessageRow.platform_ts) <= status.watermark,
+            col(MessageRow.status) != MessageStatus.PENDING.value,
+        )
     else:
         return
+    rows = list(session.execute(query.with_for_update()).scalars())
+    if len(rows) < len(set(status.mids)) and _sends_in_flight(session, conversation.id):
+        raise RetryLater("a status names a mid not known yet while a reply awaits its result")
+    if status.kind == StatusKind.FAILED:
+        error = status.error.message if status.error else "failed"
+        for row in rows:
+            row.status, row.error = MessageStatus.FAILED.value, error
+        return
     rank = _STATUS_ORDER[status.kind.value]
-    for row in (session.execute(query)).scalars():
+    for row in rows:
         if _STATUS_ORDER.get(row.status, -1) < rank:
             row.status = status.kind.value
 

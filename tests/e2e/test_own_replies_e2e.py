@@ -355,22 +355,39 @@ async def test_a_person_replying_from_metas_inbox_is_a_page_message_and_a_human_
     assert len(human_responses(detail)) == 1
 
 
+@pytest.mark.parametrize(
+    "statuses_first", [False, True], ids=["result_then_statuses", "statuses_then_result"]
+)
 async def test_whatsapp_statuses_update_the_bots_reply_under_its_wamid(
-    meta_stack: Stack, send_api: SendApiStub
+    meta_stack: Stack, send_api: SendApiStub, statuses_first: bool
 ) -> None:
-    wa_id = "4915123450001"
+    wa_id = f"491512345000{int(statuses_first) + 3}"
+    gate = send_api.hold_sends(wa_id) if statuses_first else None
     await post_webhook(meta_stack, "whatsapp", whatsapp_dm(wa_id, "Where is my order?"))
     conversation = await conversation_id(meta_stack, wa_id)
-    wamid = await sent_mid(send_api, wa_id)
-    assert wamid.startswith("wamid.")
-    for status in ("sent", "delivered", "read"):
-        await post_webhook(meta_stack, "whatsapp", whatsapp_status(wa_id, wamid, status))
+    if gate is not None:
+        # The platform reports on the message before its Send API call has answered.
+        wamid = await held_mid(send_api, wa_id)
         await detail_when(
-            meta_stack,
-            conversation,
-            lambda d, s=status: (with_mid(d, wamid) or {}).get("status") == s,
+            meta_stack, conversation, lambda d: [m["status"] for m in outbound(d)] == ["pending"]
         )
-    detail = await meta_stack.conversation(conversation)
+        for status in ("sent", "delivered", "read"):
+            await post_webhook(meta_stack, "whatsapp", whatsapp_status(wa_id, wamid, status))
+        gate.set()
+        assert await sent_mid(send_api, wa_id) == wamid
+    else:
+        wamid = await sent_mid(send_api, wa_id)
+        for status in ("sent", "delivered", "read"):
+            await post_webhook(meta_stack, "whatsapp", whatsapp_status(wa_id, wamid, status))
+            await detail_when(
+                meta_stack,
+                conversation,
+                lambda d, s=status: (with_mid(d, wamid) or {}).get("status") == s,
+            )
+    assert wamid.startswith("wamid.")
+    detail = await detail_when(
+        meta_stack, conversation, lambda d: (with_mid(d, wamid) or {}).get("status") == "read"
+    )
     [bot] = outbound(detail)
     assert (bot["author"], bot["mid"], bot["status"]) == ("bot", wamid, "read")
     assert human_responses(detail) == []

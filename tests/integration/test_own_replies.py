@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.api import projector
 from services.api.housekeeping import Housekeeper
 from services.api.metrics import ApiMetrics
+from shared.bus import RetryLater
 from shared.db import transaction
 from shared.events import (
     Author,
@@ -303,3 +304,28 @@ async def test_bot_containment_is_decided_once_per_conversation(
 
 async def _no_send(request: OutboundRequest) -> None:
     raise AssertionError("containment sends nothing")
+
+
+async def test_a_status_before_the_send_apis_answer_waits_for_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await project(sessions, dm("eve"), request("eve", "bot-1"))
+    early = receipt("eve", StatusKind.READ, mids=["m_e"])
+    with pytest.raises(RetryLater):
+        await project(sessions, early)
+    # A watermark does not make a reply not sent yet read.
+    await project(sessions, receipt("eve", StatusKind.READ, watermark=T0 + timedelta(hours=1)))
+    _, [pending] = await state(sessions, "eve")
+    assert pending.status == "pending"
+    await project(sessions, result("eve", "bot-1", "m_e"), early)
+    _, [reply] = await state(sessions, "eve")
+    assert (reply.mid, reply.status) == ("m_e", "read")
+
+
+async def test_a_status_for_an_unknown_mid_with_nothing_in_flight_changes_nothing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await project(sessions, dm("fay"), request("fay", "bot-1"), result("fay", "bot-1", "m_f"))
+    await project(sessions, receipt("fay", StatusKind.DELIVERED, mids=["m_elsewhere"]))
+    _, [reply] = await state(sessions, "fay")
+    assert reply.status == "sent"
