@@ -732,20 +732,27 @@ def project_own_echo(session: Session, echo: InboundMessage) -> bool:
 def project_update(
     session: Session, change: MessageUpdate, metrics: ApiMetrics | None = None
 ) -> None:
-    """A reaction, edit or unsend of an earlier message; SLA clocks are not touched."""
+    """A reaction, edit or unsend of an earlier message; SLA clocks are not touched.
+
+    Raises:
+        RetryLater: the message is not known while a reply of dmdesk's awaits its result
+            (the update may be about that reply; see ``project_status``).
+    """
     if change.mid is None:
         return
-    message = (
-        session.execute(
-            select(MessageRow)
-            .where(
-                col(MessageRow.channel) == change.conversation.channel.value,
-                col(MessageRow.mid) == change.mid,
-            )
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
+    message = _message(session, change.conversation.channel.value, change.mid)
     if message is None:
+        ref = change.conversation
+        found = session.execute(
+            _BY_CONTACT,
+            {
+                "channel": ref.channel.value,
+                "account_id": ref.account_id,
+                "platform_id": ref.contact_id,
+            },
+        ).scalar_one_or_none()
+        if found is not None and found.id is not None and _sends_in_flight(session, found.id):
+            raise RetryLater("an update names a mid not known yet while a reply awaits its result")
         return
     side = "page" if change.by_page else "customer"
     if change.kind == UpdateKind.REACT:

@@ -329,3 +329,22 @@ async def test_a_status_for_an_unknown_mid_with_nothing_in_flight_changes_nothin
     await project(sessions, receipt("fay", StatusKind.DELIVERED, mids=["m_elsewhere"]))
     _, [reply] = await state(sessions, "fay")
     assert reply.status == "sent"
+
+
+async def test_a_reaction_before_the_send_apis_answer_waits_for_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await project(sessions, dm("gus"), request("gus", "bot-1"))
+    reaction = MessageUpdate(
+        event_id="react-gus",
+        kind=UpdateKind.REACT,
+        conversation=ref("gus"),
+        mid="m_g",
+        emoji="❤️",
+        platform_ts=T0 + timedelta(seconds=3),
+    )
+    with pytest.raises(RetryLater):
+        await project(sessions, reaction)
+    await project(sessions, result("gus", "bot-1", "m_g"), reaction)
+    _, [reply] = await state(sessions, "gus")
+    assert reply.reactions == {"customer": "❤️"}
