@@ -6,7 +6,7 @@ the platform's ids, so a second projection of the same event changes nothing.
 """
 
 import functools
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Table, bindparam, select, update
@@ -679,6 +679,11 @@ def echo_attribution(session: Session, echo: InboundMessage) -> EchoAttribution:
     )
 
 
+# A reply requested longer ago than this and still without a result (its request was
+# dead-lettered, say) is not in flight: nothing waits on it for ever.
+IN_FLIGHT_FOR = timedelta(hours=1)
+
+
 def _sends_in_flight(session: Session, conversation_id: int) -> bool:
     """Whether a reply of dmdesk's in the conversation awaits its result."""
     found = session.execute(
@@ -687,6 +692,7 @@ def _sends_in_flight(session: Session, conversation_id: int) -> bool:
             col(MessageRow.conversation_id) == conversation_id,
             col(MessageRow.status) == MessageStatus.PENDING.value,
             col(MessageRow.request_id).is_not(None),
+            col(MessageRow.received_at) >= utcnow() - IN_FLIGHT_FOR,
         )
         .limit(1)
     )

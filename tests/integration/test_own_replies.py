@@ -3,7 +3,7 @@ mid, whatever order the request, its result, its echo and the receipts arrive in
 containment decided once per conversation (issue #16)."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -31,11 +31,13 @@ from shared.events import (
     StatusEvent,
     StatusKind,
     UpdateKind,
+    utcnow,
 )
 from shared.models import ContactRow, ConversationRow, MessageRow
 from shared.settings import Settings, get_settings
 
-T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+# Recent: a reply requested more than an hour ago is no longer in flight.
+T0 = utcnow().replace(microsecond=0) - timedelta(minutes=10)
 OUR_APP = "1517924325178312"
 METAS_INBOX = "263902037430900"
 PLATFORM_MID = "m_platform-1"
@@ -348,3 +350,13 @@ async def test_a_reaction_before_the_send_apis_answer_waits_for_it(
     await project(sessions, result("gus", "bot-1", "m_g"), reaction)
     _, [reply] = await state(sessions, "gus")
     assert reply.reactions == {"customer": "❤️"}
+
+
+async def test_a_reply_requested_long_ago_without_a_result_is_not_in_flight(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    stuck = request("hal", "bot-1").model_copy(update={"requested_at": T0 - timedelta(hours=2)})
+    await project(sessions, dm("hal"), stuck)
+    await project(sessions, receipt("hal", StatusKind.DELIVERED, mids=["m_elsewhere"]))
+    _, [reply] = await state(sessions, "hal")
+    assert reply.status == "pending"
