@@ -129,6 +129,12 @@ class ConversationRow(SQLModel, table=True):
             sqlite_where=sql_text("status <> 'resolved'"),
         ),
         Index("ix_conversations_status", "status"),
+        Index(
+            "ix_conversations_bot_undecided",
+            "last_message_at",
+            postgresql_where=sql_text("bot_outcome IS NULL AND bot_replied_at IS NOT NULL"),
+            sqlite_where=sql_text("bot_outcome IS NULL AND bot_replied_at IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -186,6 +192,16 @@ class ConversationRow(SQLModel, table=True):
         sa_column=Column(UTCDateTime(), nullable=True),
         description="The customer's first message since the last response the policy counts.",
     )
+    bot_replied_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(UTCDateTime(), nullable=True),
+        description="When the bot's last reply was sent.",
+    )
+    bot_outcome: str | None = Field(
+        default=None,
+        max_length=16,
+        description="Bot containment, decided once: contained or escalated (see containment.py).",
+    )
 
 
 def unresolved() -> ColumnElement[bool]:
@@ -200,12 +216,19 @@ class MessageRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("channel", "mid", name="uq_messages_mid"),
         Index("ix_messages_conversation", "conversation_id", "platform_ts"),
+        Index("uq_messages_request", "channel", "request_id", unique=True),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: int = Field(foreign_key="conversations.id")
     channel: str = Field(max_length=32)
-    mid: str = Field(max_length=512)
+    mid: str = Field(
+        max_length=512,
+        description="The platform's id; a reply not sent yet: request:<request_id>.",
+    )
+    request_id: str | None = Field(
+        default=None, max_length=256, description="dmdesk's own reply: its outbound request."
+    )
     direction: str = Field(max_length=16)
     author: str = Field(max_length=16, description="customer, bot, agent or page (an echo)")
     text: str | None = None

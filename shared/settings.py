@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         default=0,
         description="Resolve a conversation waiting on a silent customer after this; 0: never.",
     )
+    bot_contained_after_hours: float = Field(
+        default=24,
+        gt=0,
+        description="A conversation the bot replied in, idle this long with no person's reply"
+        " after the bot's, counts as contained (dmdesk_bot_containment_total).",
+    )
     nudge_after_hours: float = Field(
         default=0,
         description="Before auto-closing, nudge a silent customer after this; 0: no nudge.",

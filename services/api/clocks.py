@@ -8,14 +8,14 @@ category and channel).
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from services.api import activity
+from services.api import activity, containment
 from services.api.lifecycle import (
     ACTIVE,
     DEFAULT_PAUSES,
@@ -34,7 +34,7 @@ from shared.models import (
     SlaClockRow,
     SlaPolicyRow,
 )
-from shared.states import ClockState
+from shared.states import ClockState, ConversationStatus
 
 __all__ = [
     "ACTIVE",
@@ -57,6 +57,7 @@ class Moved:
 
     stopped: list[SlaClockRow]
     breached: list[SlaClockRow]
+    contained: list[containment.Outcome] = field(default_factory=list)
 
 
 def _policy(row: SlaPolicyRow) -> Policy:
@@ -182,9 +183,12 @@ def apply(
     _note_deadlines(session, rows)
     for entry in lifecycle.activity:
         activity.record(session, conversation_id, entry.kind, actor, entry.at, **entry.detail)
+    resolved = conversation.status == ConversationStatus.RESOLVED.value
+    outcome = containment.settle(conversation, containment.CONTAINED) if resolved else None
     return Moved(
         stopped=[clock for clock in rows if any(clock is s for s in lifecycle.stopped)],
         breached=[clock for clock in rows if any(clock is s for s in lifecycle.breached)],
+        contained=[outcome] if outcome is not None else [],
     )
 
 

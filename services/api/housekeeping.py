@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from services.api import activity, assignment, clocks
+from services.api import activity, assignment, clocks, containment
 from services.api.changes import changed_in
 from services.api.metrics import ApiMetrics
 from services.api.routes import queue_order
@@ -89,6 +89,7 @@ class Housekeeper:
             self.reassign_stale,
             self.auto_assign,
             self.nudge_and_close,
+            self.contain_idle,
         ):
             async with transaction(self.sessions) as session:
                 await rule(session, now)
@@ -246,6 +247,26 @@ class Housekeeper:
                 await self.send(self._nudge(conversation, contact))
                 conversation.nudged_at = now
             conversation.updated_at = now
+
+    async def contain_idle(self, session: AsyncSession, now: datetime) -> None:
+        """Conversations the bot replied in, idle with no person's reply since: contained."""
+        after = timedelta(hours=self.settings.bot_contained_after_hours)
+        idle = await session.execute(
+            select(ConversationRow)
+            .where(
+                col(ConversationRow.bot_outcome).is_(None),
+                col(ConversationRow.bot_replied_at).is_not(None),
+                col(ConversationRow.last_message_at) <= now - after,
+            )
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        for conversation in idle.scalars():
+            if not containment.idle(conversation.last_message_at, now, after):
+                continue
+            outcome = containment.settle(conversation, containment.CONTAINED)
+            if outcome is not None:
+                self.metrics.containment.labels(outcome).inc()
 
     def _nudge(self, conversation: ConversationRow, contact: ContactRow) -> OutboundRequest:
         return OutboundRequest(

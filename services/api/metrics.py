@@ -34,6 +34,7 @@ class ApiMetrics:
     breaches: Counter = field(init=False)
     at_risk: Counter = field(init=False)
     containment: Counter = field(init=False)
+    bot_decisions: Counter = field(init=False)
     dead_letters: Counter = field(init=False)
     overrides: Counter = field(init=False)
     projected: Counter = field(init=False)
@@ -73,8 +74,15 @@ class ApiMetrics:
         )
         self.containment = Counter(
             "dmdesk_bot_containment_total",
-            "Conversations the bot answered or handed to a human.",
+            "Conversations the bot replied in, counted once each: contained (resolved or idle"
+            " with no person's reply after the bot's) or escalated (a person replied).",
             ["outcome"],
+            registry=r,
+        )
+        self.bot_decisions = Counter(
+            "dmdesk_bot_decisions_total",
+            "The bot's decisions on DMs, one per DM: answered, or handed_off to a team.",
+            ["decision"],
             registry=r,
         )
         self.dead_letters = Counter(
@@ -140,7 +148,10 @@ class ApiMetrics:
     def observe(self, conversation: ConversationRow, moved: Moved) -> None:
         """Record the counted (business) time of response and resolution clocks that just
         stopped met or breached (the same figure as their ``elapsed_seconds``), and the
-        breaches the move found before the scheduler did."""
+        breaches the move found before the scheduler did, and the bot containment it
+        decided."""
+        for outcome in moved.contained:
+            self.containment.labels(outcome).inc()
         for clock in moved.breached:
             self.breaches.labels(clock.metric, conversation.priority, conversation.channel).inc()
         for item in moved.stopped:

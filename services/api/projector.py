@@ -7,7 +7,7 @@ the platform's ids, so a second projection of the same event changes nothing.
 
 import functools
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Table, bindparam, select, tuple_, update
@@ -17,14 +17,16 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlmodel import SQLModel, col
 
-from services.api import activity, clocks, lifecycle
+from services.api import activity, clocks, containment, lifecycle
 from services.api.metrics import ApiMetrics
 from services.api.writer import after_commit
 from shared.bus import RetryLater
 from shared.db import transaction_cache
+from shared.echoes import EchoAttribution, attribute_echo
 from shared.events import (
     AttachmentCopied,
     AttachmentCopyState,
+    Author,
     BotReply,
     Classification,
     ClassifiedMessage,
@@ -57,6 +59,7 @@ from shared.models import (
     SlaClockRow,
 )
 from shared.priority_policy import PolicyStore, contact_priority
+from shared.settings import get_settings
 from shared.states import ConversationStatus
 
 _STATUS_ORDER = {
@@ -282,6 +285,8 @@ def project_inbound(
     session: Session, message: InboundMessage, metrics: ApiMetrics | None = None
 ) -> bool:
     """Store a platform message in its conversation; False if it was already stored."""
+    if message.is_echo and echo_attribution(session, message).ours:
+        return project_own_echo(session, message)
     conversation = _conversation(
         session,
         message.conversation,
@@ -330,6 +335,12 @@ def _responded(
     metrics: ApiMetrics | None,
 ) -> None:
     stopped = clocks.apply(session, conversation, lambda lc: lc.responded(ts, responder), responder)
+    # The page answered: no longer a message request (as Facebook shows it).
+    conversation.is_request = False
+    if responder == "bot":
+        containment.bot_replied(conversation, ts)
+    elif (outcome := containment.settle(conversation, containment.ESCALATED)) is not None:
+        stopped.contained.append(outcome)
     if metrics is not None:
         after_commit(session, functools.partial(metrics.observe, conversation, stopped))
 
@@ -606,7 +617,7 @@ def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | No
     """Put the conversation in the team's queue."""
     conversation = _conversation(session, handoff.conversation, None)
     if conversation.team is None and metrics is not None:
-        after_commit(session, metrics.containment.labels("handed_off").inc)
+        after_commit(session, metrics.bot_decisions.labels("handed_off").inc)
     assert conversation.id is not None
     if conversation.team != handoff.team:
         activity.record(
@@ -667,7 +678,7 @@ def project_bot_reply(session: Session, reply: BotReply, metrics: ApiMetrics | N
         )
         clocks.apply(session, conversation, lambda lc: lc.move(pending, reply.decided_at), "bot")
         if metrics is not None:
-            after_commit(session, metrics.containment.labels("answered").inc)
+            after_commit(session, metrics.bot_decisions.labels("answered").inc)
     conversation.updated_at = utcnow()
 
 
@@ -700,17 +711,27 @@ def _add_tags(conversation: ConversationRow, tags: list[str]) -> None:
 def project_outbound_requested(
     session: Session, request: OutboundRequest, metrics: ApiMetrics | None = None
 ) -> None:
-    """Show a requested reply on the conversation, pending until its result arrives."""
+    """Show a requested reply on the conversation, pending until its result arrives.
+
+    The result (or the platform's echo, matched by the result) may have been projected
+    first: then the message exists, under the platform's mid, and gets the text.
+    """
     conversation = _conversation(session, request.conversation, None)
     assert conversation.id is not None
-    # The result may have been projected first (it has no text): the text is filled in.
+    channel = request.conversation.channel.value
+    found = _own_message(session, channel, request.request_id)
+    if found is not None:
+        found.text = found.text or request.text
+        found.author = request.author.value
+        return
     _upsert(
         session,
         MessageRow,
         {
             "conversation_id": conversation.id,
-            "channel": request.conversation.channel.value,
+            "channel": channel,
             "mid": request_mid(request.request_id),
+            "request_id": request.request_id,
             "direction": Direction.OUTBOUND.value,
             "author": request.author.value,
             "text": request.text,
@@ -725,92 +746,203 @@ def project_outbound_requested(
 
 
 def request_mid(request_id: str) -> str:
-    """The message id an outbound request is stored under."""
+    """The message id an outbound request is stored under until the platform gives one."""
     return f"request:{request_id}"
+
+
+def _own_message(session: Session, channel: str, request_id: str) -> MessageRow | None:
+    """The message of dmdesk's request ``request_id``, if stored."""
+    found = session.execute(
+        select(MessageRow)
+        .where(col(MessageRow.channel) == channel, col(MessageRow.request_id) == request_id)
+        .with_for_update()
+    )
+    return found.scalar_one_or_none()
+
+
+def _message(session: Session, channel: str, mid: str) -> MessageRow | None:
+    found = session.execute(
+        select(MessageRow)
+        .where(col(MessageRow.channel) == channel, col(MessageRow.mid) == mid)
+        .with_for_update()
+    )
+    return found.scalar_one_or_none()
+
+
+def _later_status(first: str, second: str) -> str:
+    """The further along of two delivery states (pending < sent < delivered < read)."""
+    return max(first, second, key=lambda status: _STATUS_ORDER.get(status, -1))
 
 
 def project_outbound_result(
     session: Session, result: OutboundResult, metrics: ApiMetrics | None = None
 ) -> None:
-    """Mark a reply sent (a response for the SLA) or failed with the platform's reason.
+    """Mark a reply sent, under the platform's mid (a response for the SLA), or failed
+    with the platform's reason.
 
     The result may arrive before its request (separate consumers): then the message is
-    stored from the result, and the request fills its text in later.
+    stored from the result, and the request fills its text in later. The platform's
+    echo of the reply may have been stored first, under that mid: the result makes it
+    this reply's message (one message, never two), keeping the receipts it had.
     """
     conversation = _conversation(session, result.conversation, None)
     assert conversation.id is not None
+    channel = result.conversation.channel.value
     sent = result.status == OutboundStatus.SENT
     status = (MessageStatus.SENT if sent else MessageStatus.FAILED).value
     error = None if result.error is None else result.error.message
-    updated = session.execute(
-        _RESULT,
-        {
-            "result_channel": result.conversation.channel.value,
-            "result_mid": request_mid(result.request_id),
-            "status": status,
-            "error": error,
-        },
-    )
-    author = updated.scalar_one_or_none()
-    if author is None and result.author is not None:
-        inserted = _upsert(
-            session,
-            MessageRow,
-            {
-                "conversation_id": conversation.id,
-                "channel": result.conversation.channel.value,
-                "mid": request_mid(result.request_id),
-                "direction": Direction.OUTBOUND.value,
-                "author": result.author.value,
-                "attachments": [],
-                "status": status,
-                "error": error,
-                "platform_ts": result.finished_at,
-                "received_at": result.finished_at,
-            },
-            keys=("channel", "mid"),
-            returning="author",
+    platform_mid = result.mid if sent else None
+    row = _own_message(session, channel, result.request_id)
+    echo = None if platform_mid is None else _message(session, channel, platform_mid)
+    if echo is not None and echo is row:
+        echo = None
+    news = row is None or row.status in (MessageStatus.PENDING.value, MessageStatus.FAILED.value)
+    if row is None and echo is None:
+        if result.author is None:
+            return
+        row = MessageRow(
+            conversation_id=conversation.id,
+            channel=channel,
+            mid=platform_mid or request_mid(result.request_id),
+            request_id=result.request_id,
+            direction=Direction.OUTBOUND.value,
+            author=result.author.value,
+            attachments=[],
+            status=status,
+            error=error,
+            platform_ts=result.finished_at,
+            received_at=result.finished_at,
         )
-        author = inserted.scalar_one_or_none()
-    if sent and author is not None:
+        session.add(row)
+    elif row is None:
+        assert echo is not None
+        row = echo  # the echo came first: it is this reply
+        row.request_id = result.request_id
+        row.author = result.author.value if result.author is not None else row.author
+        row.status, row.error = _later_status(row.status, status), error
+    elif news:
+        row.status, row.error = status, error
+        if echo is not None:  # the echo came first: one message, with what it had
+            row.status = _later_status(row.status, echo.status)
+            row.text = row.text or echo.text
+            row.reactions = {**echo.reactions, **row.reactions}
+            session.delete(echo)
+            session.flush()
+        if platform_mid is not None:
+            row.mid = platform_mid
+    # Later projections look messages up by mid with Core statements.
+    session.flush()
+    author = row.author
+    if news and sent and author in (Author.BOT.value, Author.AGENT.value):
         ts = result.finished_at
         conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
-        responder = "bot" if author == "bot" else "human"
+        responder = "bot" if author == Author.BOT.value else "human"
         _responded(session, conversation, result.finished_at, responder, metrics)
         conversation.updated_at = utcnow()
 
 
-# Built once, on the Core table (see _upsert_statement): a reply that is still
-# pending (or failed and retried) takes its result.
-_RESULT = (
-    update(_MESSAGES)
-    .where(
-        _MESSAGES.c.channel == bindparam("result_channel"),
-        _MESSAGES.c.mid == bindparam("result_mid"),
-        _MESSAGES.c.status.in_([MessageStatus.PENDING.value, MessageStatus.FAILED.value]),
+def echo_attribution(session: Session, echo: InboundMessage) -> EchoAttribution:
+    """Whose ``echo`` is (:func:`shared.echoes.attribute_echo`), from what the database holds:
+    the platform mids of dmdesk's replies, and its replies not sent yet."""
+    channel = echo.channel.value
+    recorded = session.execute(
+        select(col(MessageRow.request_id)).where(
+            col(MessageRow.channel) == channel,
+            col(MessageRow.mid) == echo.mid,
+            col(MessageRow.request_id).is_not(None),
+        )
+    ).scalar_one_or_none()
+    conversation = _conversation(session, echo.conversation, echo.contact, at=echo.platform_ts)
+    assert conversation.id is not None
+    return attribute_echo(
+        app_id=echo.app_id,
+        mid=echo.mid,
+        our_app_ids=get_settings().meta_app_ids,
+        recorded={} if recorded is None else {echo.mid: recorded},
+        sends_in_flight=_sends_in_flight(session, conversation.id),
     )
-    .values(status=bindparam("status"), error=bindparam("error"))
-    .returning(_MESSAGES.c.author)
-)
+
+
+# A reply requested longer ago than this and still without a result (its request was
+# dead-lettered, say) is not in flight: nothing waits on it for ever.
+IN_FLIGHT_FOR = timedelta(hours=1)
+
+
+def _sends_in_flight(session: Session, conversation_id: int) -> bool:
+    """Whether a reply of dmdesk's in the conversation awaits its result."""
+    found = session.execute(
+        select(col(MessageRow.id))
+        .where(
+            col(MessageRow.conversation_id) == conversation_id,
+            col(MessageRow.status) == MessageStatus.PENDING.value,
+            col(MessageRow.request_id).is_not(None),
+            col(MessageRow.received_at) >= utcnow() - IN_FLIGHT_FOR,
+        )
+        .limit(1)
+    )
+    return found.first() is not None
+
+
+def project_own_echo(session: Session, echo: InboundMessage) -> bool:
+    """The platform's echo of a message dmdesk sent: never a person's response.
+
+    Already stored under its mid (the result came first): nothing to do. Else the echo
+    beat the Send API's answer: it is stored under its mid, and the result makes it the
+    reply's message (``project_outbound_result``). False if nothing was stored.
+    """
+    conversation = _conversation(session, echo.conversation, echo.contact, at=echo.platform_ts)
+    assert conversation.id is not None
+    inserted = _upsert(
+        session,
+        MessageRow,
+        {
+            "conversation_id": conversation.id,
+            "channel": echo.channel.value,
+            "mid": echo.mid,
+            "direction": Direction.OUTBOUND.value,
+            "author": "page",
+            "text": echo.text,
+            "attachments": [a.model_dump(mode="json") for a in echo.attachments],
+            "status": MessageStatus.SENT.value,
+            "platform_ts": echo.platform_ts,
+            "received_at": echo.received_at,
+        },
+        keys=("channel", "mid"),
+        returning="id",
+    )
+    if inserted.scalar_one_or_none() is None:
+        return False
+    ts = echo.platform_ts
+    conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
+    conversation.is_request = False
+    conversation.updated_at = utcnow()
+    return True
 
 
 def project_update(
     session: Session, change: MessageUpdate, metrics: ApiMetrics | None = None
 ) -> None:
-    """A reaction, edit or unsend of an earlier message; SLA clocks are not touched."""
+    """A reaction, edit or unsend of an earlier message; SLA clocks are not touched.
+
+    Raises:
+        RetryLater: the message is not known while a reply of dmdesk's awaits its result
+            (the update may be about that reply; see ``project_status``).
+    """
     if change.mid is None:
         return
-    message = (
-        session.execute(
-            select(MessageRow)
-            .where(
-                col(MessageRow.channel) == change.conversation.channel.value,
-                col(MessageRow.mid) == change.mid,
-            )
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
+    message = _message(session, change.conversation.channel.value, change.mid)
     if message is None:
+        ref = change.conversation
+        found = session.execute(
+            _BY_CONTACT,
+            {
+                "channel": ref.channel.value,
+                "account_id": ref.account_id,
+                "platform_id": ref.contact_id,
+            },
+        ).scalar_one_or_none()
+        if found is not None and found.id is not None and _sends_in_flight(session, found.id):
+            raise RetryLater("an update names a mid not known yet while a reply awaits its result")
         return
     side = "page" if change.by_page else "customer"
     if change.kind == UpdateKind.REACT:
@@ -828,32 +960,40 @@ def project_update(
 def project_status(
     session: Session, status: StatusEvent, metrics: ApiMetrics | None = None
 ) -> None:
-    """Advance outbound messages to delivered/read (never backwards), or mark them failed."""
-    ref = status.conversation
-    if status.kind == StatusKind.FAILED:
-        new = MessageStatus.FAILED.value
-        error = status.error.message if status.error else "failed"
-        session.execute(
-            update(MessageRow)
-            .where(
-                col(MessageRow.channel) == ref.channel.value, col(MessageRow.mid).in_(status.mids)
-            )
-            .values(status=new, error=error)
-        )
-        return
-    conversation = _conversation(session, ref, None)
+    """Advance outbound messages to delivered/read (never backwards), or mark them failed.
+
+    A reply not sent yet is neither delivered nor read. A status naming a mid not stored
+    while one of dmdesk's replies awaits its result may be about that reply (the platform
+    can report before the Send API answers dmdesk): it is redelivered until then.
+
+    Raises:
+        RetryLater: a named mid is unknown while a reply of dmdesk's is in flight.
+    """
+    conversation = _conversation(session, status.conversation, None)
+    assert conversation.id is not None
     query = select(MessageRow).where(
         col(MessageRow.conversation_id) == conversation.id,
         col(MessageRow.direction) == Direction.OUTBOUND.value,
     )
     if status.mids:
         query = query.where(col(MessageRow.mid).in_(status.mids))
-    elif status.watermark is not None:
-        query = query.where(col(MessageRow.platform_ts) <= status.watermark)
+    elif status.watermark is not None and status.kind != StatusKind.FAILED:
+        query = query.where(
+            col(MessageRow.platform_ts) <= status.watermark,
+            col(MessageRow.status) != MessageStatus.PENDING.value,
+        )
     else:
         return
+    rows = list(session.execute(query.with_for_update()).scalars())
+    if len(rows) < len(set(status.mids)) and _sends_in_flight(session, conversation.id):
+        raise RetryLater("a status names a mid not known yet while a reply awaits its result")
+    if status.kind == StatusKind.FAILED:
+        error = status.error.message if status.error else "failed"
+        for row in rows:
+            row.status, row.error = MessageStatus.FAILED.value, error
+        return
     rank = _STATUS_ORDER[status.kind.value]
-    for row in (session.execute(query)).scalars():
+    for row in rows:
         if _STATUS_ORDER.get(row.status, -1) < rank:
             row.status = status.kind.value
 

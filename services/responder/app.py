@@ -52,6 +52,7 @@ from shared.bus import (
     stage_router,
 )
 from shared.decisions import Decision
+from shared.echoes import attribute_echo
 from shared.events import (
     AttachmentCopied,
     Author,
@@ -309,26 +310,23 @@ class ResponderRuntime:
             await self.graph.aclose()
 
     async def page_wrote(self, echo: InboundMessage) -> bool:
-        """A message the page sent: unless it is the bot's own, a human took over; True if so.
+        """A message the page sent: unless it is dmdesk's own, a human took over; True if so.
 
-        Meta echoes every message a page sends, the bot's replies too. An echo that names
-        the app that sent it (Messenger's ``app_id``) is dmdesk's own when that is one of
-        ``DMDESK_META_APP_IDS``, else a person's. Without that, an echo whose mid dmdesk
-        recorded, or that arrives while one of its sends is in flight (its mid is not
-        recorded yet; a claim a dead replica left behind does not count) is dmdesk's; any
-        other was written in Meta's inbox or on a phone, and the bot stays out of the
-        conversation.
+        Meta echoes every message a page sends, the bot's replies too; whose it is, is
+        :func:`shared.echoes.attribute_echo`'s to say (the api asks the same). A send
+        claimed by a replica that died (older than a send with its retries) is not in flight.
         """
-        ours = self.settings.meta_app_ids
-        if ours and echo.app_id in ours:
-            return False
-        told_by_app = bool(ours) and echo.app_id is not None
         live_after = utcnow() - self.send_claim_ttl
 
         async def apply(state: ConversationState) -> bool:
-            if echo.mid in state.sent.values():
-                return False
-            if not told_by_app and state.sends_in_flight(live_after):
+            attribution = attribute_echo(
+                app_id=echo.app_id,
+                mid=echo.mid,
+                our_app_ids=self.settings.meta_app_ids,
+                recorded={mid: request_id for request_id, mid in state.sent.items()},
+                sends_in_flight=state.sends_in_flight(live_after),
+            )
+            if attribution.ours:
                 return False
             await _human_replied(echo.platform_ts)(state)
             return True

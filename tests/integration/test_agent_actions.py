@@ -221,6 +221,7 @@ async def test_metrics_export_the_fixed_names(api: Api) -> None:
         "dmdesk_sla_breaches_total",
         "dmdesk_queue_oldest_waiting_seconds",
         "dmdesk_bot_containment_total",
+        "dmdesk_bot_decisions_total",
         "dmdesk_dead_letters_total",
         "dmdesk_classifier_overrides_total",
         "dmdesk_queue_depth",

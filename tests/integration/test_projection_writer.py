@@ -368,7 +368,15 @@ async def state_of(sessions: async_sessionmaker[AsyncSession], contact: str) -> 
             .where(col(SlaClockRow.conversation_id) == conversation.id)
             .order_by(col(SlaClockRow.started_at), col(SlaClockRow.metric))
         )
-        unnamed = {"id", "conversation_id", "contact_id", "mid", "policy_id", "updated_at"}
+        unnamed = {
+            "id",
+            "conversation_id",
+            "contact_id",
+            "mid",
+            "policy_id",
+            "updated_at",
+            "request_id",
+        }
         return {
             "conversation": conversation.model_dump(exclude=unnamed | {"created_at"}),
             "messages": [

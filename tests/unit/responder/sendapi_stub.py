@@ -88,6 +88,16 @@ class RecordedCall:
     body: dict[str, Any]
     status: int
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    answer: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def message_id(self) -> str | None:
+        """The id the platform gave the message sent (Send API ``message_id``, WhatsApp's wamid)."""
+        if "message_id" in self.answer:
+            return str(self.answer["message_id"])
+        messages = self.answer.get("messages") or [{}]
+        found = messages[0].get("id")
+        return None if found is None else str(found)
 
 
 class SendApiStub:
@@ -104,6 +114,8 @@ class SendApiStub:
         self.profile_delay = 0.0
         self.profile_calls: list[RecordedCall] = []
         self.files: dict[str, tuple[bytes, str]] = {}
+        self.send_gates: dict[str, threading.Event] = {}
+        self.held: dict[str, list[str]] = defaultdict(list)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(
@@ -127,6 +139,15 @@ class SendApiStub:
         """Answer the next ``times`` sends to ``recipient`` with this error."""
         for _ in range(times):
             self.scripted[recipient].append((status, body))
+
+    def hold_sends(self, recipient: str) -> threading.Event:
+        """Hold the answers to sends to ``recipient`` until the returned event is set.
+
+        The message is sent all the same: its id is in ``held[recipient]`` at once (the
+        platform's echo and receipts may come before the Send API's answer).
+        """
+        gate = self.send_gates[recipient] = threading.Event()
+        return gate
 
     def sent(self, recipient: str | None = None) -> list[RecordedCall]:
         """Calls that succeeded, optionally to one recipient."""
@@ -231,9 +252,24 @@ class SendApiStub:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 status, answer, body, account = stub._answer(url.path, query, self.headers, raw)
+                recipient = _recipient(body)
+                if status == 200 and (gate := stub.send_gates.get(recipient)) is not None:
+                    held = RecordedCall(url.path, account, query, {}, body, status, answer=answer)
+                    if held.message_id is not None:
+                        with stub._lock:
+                            stub.held[recipient].append(held.message_id)
+                    gate.wait(30)
                 with stub._lock:
                     stub.calls.append(
-                        RecordedCall(url.path, account, query, dict(self.headers), body, status)
+                        RecordedCall(
+                            url.path,
+                            account,
+                            query,
+                            dict(self.headers),
+                            body,
+                            status,
+                            answer=answer,
+                        )
                     )
                 data = json.dumps(answer).encode()
                 self.send_response(status)
