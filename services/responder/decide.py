@@ -440,8 +440,9 @@ def _answer_from_faq(
 ) -> None:
     decision = turn.decision
     guards = rules.source.guards
-    match = faq.search(classified.message.text or "") if faq is not None else None
-    if faq is not None and match is not None and match.score >= guards.faq_threshold:
+    text = classified.message.text or ""
+    match = faq.search(text, decision.language) if faq is not None else None
+    if faq is not None and match is not None and _sure(faq, match, guards.faq_threshold, decision):
         decision.faq = FaqOutcome(
             entry_id=match.entry.id, score=round(match.score, 4), answered=True
         )
@@ -465,15 +466,19 @@ def _answer_from_faq(
     )
     misses = faq_misses + 1
     clarify = action.faq.clarify_template
-    if clarify is None or misses >= guards.faq_misses_before_handoff:
+    # A question the knowledge base knows it does not answer (jobs, stock...) goes to a
+    # person at once: asking the customer to rephrase it would not help.
+    known_unanswered = match is not None and match.unanswered_wins(guards.faq_threshold)
+    if clarify is None or known_unanswered or misses >= guards.faq_misses_before_handoff:
         team = _team(
             rules, action.faq.handoff_team or AUTO_TEAM, classified, decision.language, default_team
         )
-        reason = (
-            f"the FAQ could not answer after {misses} tries"
-            if clarify is not None
-            else turn.needs_human_reason or "the FAQ has no answer to this question"
-        )
+        if known_unanswered:
+            reason = "the FAQ does not answer this kind of question"
+        elif clarify is not None:
+            reason = f"the FAQ could not answer after {misses} tries"
+        else:
+            reason = turn.needs_human_reason or "the FAQ has no answer to this question"
         decision.handoff = PlannedHandoff(
             rule_id=rule_id, team=team, priority=decision.priority, reason=reason
         )
@@ -481,6 +486,19 @@ def _answer_from_faq(
         return
     decision.trace.append(f"FAQ miss {misses} (score {score:.2f}): asking an open question")
     _reply(turn, rules, classified, rule_id, clarify, "clarify", at)
+
+
+def _sure(faq: FaqIndex, match: FaqMatch, threshold: float, decision: Decision) -> bool:
+    """Whether ``match`` is good enough to answer; a close call says so in the trace."""
+    if faq.answers(match, threshold):
+        return True
+    if match.score >= threshold:
+        rival = match.runner_up_id or "a question the FAQ does not answer"
+        decision.trace.append(
+            f"FAQ {match.entry.id} (score {match.score:.2f}) too close to {rival}"
+            f" ({match.runner_up:.2f}): not answered"
+        )
+    return False
 
 
 def _holiday_answer(

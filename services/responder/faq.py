@@ -3,7 +3,10 @@
 Every question variant (in any language) is a document; a customer's message is
 scored against all of them and an entry scores its best variant. Word n-grams
 carry meaning, character n-grams absorb typos and inflections ("deliver",
-"delivery", "envío", "envio"). Below the threshold the bot does not guess.
+"delivery", "envío", "envio"). An entry's keywords ("paypal", "vat number") lean
+the search towards it; the knowledge base's unanswered questions (jobs, stock,
+a discount code that fails) compete with the entries and never answer. Below the
+threshold, or too close to the runner-up, the bot does not guess.
 """
 
 import re
@@ -118,15 +121,60 @@ _OTHER_STOP_WORDS = frozenset(
     """.split(),  # noqa: SIM905 - a word list reads better as text
 )
 _CHAT_FILLERS = frozenset({"u", "hey", "hi", "hello", "guys", "help", "please", "pls", "thanks"})
-STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) | _SPANISH_STOP_WORDS | _OTHER_STOP_WORDS | _CHAT_FILLERS
+# When and where the customer is asking name no topic: "today" is in hours and delivery
+# questions alike, and so are "when", "how much" and "where" in every language.
+_TIME_AND_QUESTION_WORDS = frozenset(
+    """today now tonight tomorrow hoy ahora manana heute jetzt morgen aujourd hui maintenant
+    demain oggi adesso ora domani hoje agora amanha quand quando donde onde dove cuanto cuanta
+    cuantos cuantas warum wieviel viele pourquoi perche porque""".split()  # noqa: SIM905
+)
+# Wanting, needing, doing and being name no topic either: "I'd like to", "comment je fais".
+_WISH_AND_BE_WORDS = frozenset(
+    """want wants like need would quiero quisiera queria necesito hago hacer estais estan
+    estamos mochte moechte mochten will brauche seid habt voudrais veux voulez fais faire
+    fait faut etes sommes vorrei voglio faccio fare serve quero faco fazer estao estamos
+    preciso""".split()  # noqa: SIM905
+)
+# What people add to a chat message in every language: greetings, thanks, "please", elisions
+# and the everyday function words the lists above miss.
+_CHAT_WORDS = frozenset(
+    """im ive dont didnt doesnt cant ur plz thx hola buenas gracias porfa favor eso esto esa
+    ese algo alguien vosotros vuestros vuestras usted ustedes tengo tiene tienen puede pueden
+    podeis hallo danke sich dass wenn weil als so nur sehr hier da dann gerade eure euren
+    eurem vom beim ins durch uber bonjour salut merci svp stp c n ca cet moi toi lui tout tous
+    toute aussi bien tres alors donc car chez ciao grazie dell dall nell sull all col sul
+    sulla nei negli dai dalla dal fa sta sei essere avere ce ne anche gia pure tutto tutti
+    questo questa quello quella qui qua ola oi obrigado obrigada pelo pela pelos pelas num
+    numa isto isso este esse essa lhe ja foi ser estar vai""".split()  # noqa: SIM905
+)
+# scikit-learn's English list holds words that name a customer's topic ("call" us, money
+# "back", a minimum "amount", get "off" a list): they stay.
+_ENGLISH_TOPIC_WORDS = frozenset(
+    """amount back bill call detail empty fill find fire first found front full give keep last
+    made move name off part put serious show side system take thick thin top""".split()  # noqa: SIM905
+)
+STOP_WORDS = (
+    (frozenset(ENGLISH_STOP_WORDS) - _ENGLISH_TOPIC_WORDS)
+    | _SPANISH_STOP_WORDS
+    | _OTHER_STOP_WORDS
+    | _CHAT_FILLERS
+    | _TIME_AND_QUESTION_WORDS
+    | _WISH_AND_BE_WORDS
+    | _CHAT_WORDS
+)
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def content_form(text: str) -> str:
+    """``text`` lower-cased and without accents, every word kept."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
+    return " ".join(_WORD.findall(plain))
 
 
 def content_words(text: str) -> str:
     """``text`` lower-cased, without accents and without function words."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
-    return " ".join(word for word in _WORD.findall(plain) if word not in STOP_WORDS)
+    return " ".join(word for word in content_form(text).split() if word not in STOP_WORDS)
 
 
 class FaqEntry(BaseModel):
@@ -137,6 +185,11 @@ class FaqEntry(BaseModel):
     id: str = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9_.-]+$")
     questions: dict[str, list[str]] = Field(description="Language to question variants.")
     answers: dict[str, str] = Field(description="Language to answer.")
+    keywords: list[str] = Field(
+        default_factory=list,
+        description="Words or phrases (any language) that name this entry's topic and no other's: "
+        "'paypal', 'vat number'. A message holding one leans towards this entry.",
+    )
     topic: Literal["hours"] | None = Field(
         default=None,
         description="hours: the bot checks the business-hours calendar for the day asked about.",
@@ -157,6 +210,18 @@ class KnowledgeBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     default_language: str = "en"
+    min_margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="How far the best entry must score above the runner-up (another entry or "
+        "an unanswered question) for the bot to answer: a close call is a miss, not a guess.",
+    )
+    unanswered: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Language to questions customers ask that look like FAQ ones but that no "
+        "entry answers (jobs, stock, appointments): they compete with the entries and never win.",
+    )
     entries: list[FaqEntry]
 
     @model_validator(mode="after")
@@ -185,10 +250,26 @@ def load_knowledge_base(path: Path | None = None) -> KnowledgeBase:
 
 @dataclass(frozen=True, slots=True)
 class FaqMatch:
-    """The best entry for a question and how sure the retrieval is (cosine, 0..1)."""
+    """The best entry for a question and how sure the retrieval is.
+
+    ``score`` is the cosine similarity of the best entry (0..1); ``runner_up`` is the best
+    score of anything else (another entry, or a question the FAQ does not answer) and
+    ``runner_up_id`` names it (``None`` for an unanswered question).
+    """
 
     entry: FaqEntry
     score: float
+    runner_up: float = 0.0
+    runner_up_id: str | None = None
+
+    @property
+    def margin(self) -> float:
+        """How far the best entry is ahead (negative: an unanswered question scores higher)."""
+        return self.score - self.runner_up
+
+    def unanswered_wins(self, threshold: float) -> bool:
+        """Whether a question the FAQ does not answer fits better, and fits well enough."""
+        return self.runner_up_id is None and self.runner_up >= max(threshold, self.score)
 
     def answer(self, language: str | None, default_language: str) -> str:
         """The answer in ``language`` when there is one, else in the default language."""
@@ -198,19 +279,46 @@ class FaqMatch:
         return answers[default_language]
 
 
+_UNANSWERED = -1
+# A variant written in another language than the customer's counts a little less: "cancel"
+# in an English question is closer to the English variants than to "cancelar".
+_OTHER_LANGUAGE_WEIGHT = 0.9
+# A keyword of an entry in the message raises that entry's score by this much (capped at 1).
+_KEYWORD_BONUS = 0.15
+
+
+def _keyword_pattern(keywords: list[str]) -> re.Pattern[str] | None:
+    words = sorted({content_form(keyword) for keyword in keywords} - {""}, key=len, reverse=True)
+    if not words:
+        return None
+    return re.compile(r"\b(?:" + "|".join(re.escape(word) for word in words) + r")\b")
+
+
 class FaqIndex:
-    """TF-IDF (word 1-2 grams + character 3-5 grams) cosine retrieval over every variant."""
+    """TF-IDF (word 1-2 grams + character 3-5 grams) cosine retrieval over every variant.
+
+    An entry scores its best variant (a variant in the customer's language counts in full,
+    others a little less), plus a bonus when the message names one of its keywords. The
+    knowledge base's unanswered questions are scored the same way and only compete.
+    """
 
     def __init__(self, knowledge_base: KnowledgeBase) -> None:
         self.knowledge_base = knowledge_base
         documents: list[str] = []
         owners: list[int] = []
+        languages: list[str] = []
         for position, entry in enumerate(knowledge_base.entries):
-            for variants in entry.questions.values():
-                for variant in variants:
-                    documents.append(variant)
-                    owners.append(position)
+            for language, variants in entry.questions.items():
+                documents += variants
+                owners += [position] * len(variants)
+                languages += [language] * len(variants)
+        for language, variants in knowledge_base.unanswered.items():
+            documents += variants
+            owners += [_UNANSWERED] * len(variants)
+            languages += [language] * len(variants)
         self._owners = np.asarray(owners)
+        self._languages = np.asarray(languages)
+        self._keywords = [_keyword_pattern(entry.keywords) for entry in knowledge_base.entries]
         self._words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
         self._chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
         self._matrix = self._vectorise(documents, fit=True)
@@ -223,11 +331,33 @@ class FaqIndex:
             words, chars = self._words.transform(texts), self._chars.transform(texts)
         return normalize(hstack([words, chars]).tocsr())
 
-    def search(self, question: str) -> FaqMatch | None:
+    def answers(self, match: FaqMatch | None, threshold: float) -> bool:
+        """Whether the bot may answer with ``match``: above ``threshold`` and clear of rivals."""
+        return (
+            match is not None
+            and match.score >= threshold
+            and match.margin >= self.knowledge_base.min_margin
+        )
+
+    def search(self, question: str, language: str | None = None) -> FaqMatch | None:
         """The best-scoring entry for ``question`` (None for an empty question)."""
         if not content_words(question):
             return None
         query = self._vectorise([question])
         scores = (self._matrix @ query.T).toarray().ravel()  # type: ignore[attr-defined]
-        best = int(np.argmax(scores))
-        return FaqMatch(self.knowledge_base.entries[int(self._owners[best])], float(scores[best]))
+        if language is not None:
+            scores = np.where(self._languages == language, scores, scores * _OTHER_LANGUAGE_WEIGHT)
+        entries = self.knowledge_base.entries
+        by_entry = np.zeros(len(entries))
+        np.maximum.at(by_entry, self._owners[self._owners >= 0], scores[self._owners >= 0])
+        plain = content_form(question)
+        for position, pattern in enumerate(self._keywords):
+            if pattern is not None and pattern.search(plain):
+                by_entry[position] = min(1.0, by_entry[position] + _KEYWORD_BONUS)
+        unanswered = float(scores[self._owners == _UNANSWERED].max(initial=0.0))
+        ranked = np.argsort(-by_entry)
+        best = int(ranked[0])
+        runner_up, runner_up_id = unanswered, None
+        if len(ranked) > 1 and by_entry[ranked[1]] >= unanswered:
+            runner_up, runner_up_id = float(by_entry[ranked[1]]), entries[int(ranked[1])].id
+        return FaqMatch(entries[best], float(by_entry[best]), runner_up, runner_up_id)

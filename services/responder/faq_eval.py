@@ -2,7 +2,8 @@
 
 A held-out set of paraphrases (``defaults/faq_heldout.yaml``), each with the entry
 that should answer it or ``null`` when none should. The bot's policy is simulated:
-above the threshold it answers; below it asks an open question and tries the
+above the threshold (and clear of the runner-up by the knowledge base's margin) it
+answers; otherwise it asks an open question and tries the
 customer's ``followup`` (if any); after ``misses_before_handoff`` misses it hands off.
 """
 
@@ -79,7 +80,7 @@ def evaluate(
         answer: str | None = None
         for attempt in attempts[:misses_before_handoff]:
             match = index.search(attempt)
-            if match is not None and match.score >= threshold:
+            if match is not None and index.answers(match, threshold):
                 answer = match.entry.id
                 break
         if answer is None:

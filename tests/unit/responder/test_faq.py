@@ -3,9 +3,29 @@
 import pytest
 from pydantic import ValidationError
 
-from services.responder.faq import KnowledgeBase, content_words
+from services.responder.faq import FaqIndex, KnowledgeBase, content_words
 from services.responder.faq_eval import evaluate, load_heldout
-from tests.unit.responder.helpers import faq_index
+from tests.unit.responder.helpers import classified, faq_index, run
+
+_TWO_ENTRIES = {
+    "entries": [
+        {"id": "shipping-cost", "questions": {"en": ["delivery price"]},
+         "answers": {"en": "£3.95."}},
+        {"id": "shipping-time", "questions": {"en": ["delivery time"]},
+         "answers": {"en": "2-4 days."}},
+    ],
+}  # fmt: skip
+
+
+def _known_questions(knowledge_base: KnowledgeBase) -> set[str]:
+    return {
+        variant.casefold()
+        for variants in [
+            *(v for entry in knowledge_base.entries for v in entry.questions.values()),
+            *knowledge_base.unanswered.values(),
+        ]
+        for variant in variants
+    }
 
 
 def test_paraphrase_finds_its_entry() -> None:
@@ -27,13 +47,8 @@ def test_function_words_alone_match_nothing() -> None:
 
 
 def test_held_out_questions_are_not_in_the_knowledge_base() -> None:
-    known = {
-        variant.lower()
-        for entry in faq_index().knowledge_base.entries
-        for variants in entry.questions.values()
-        for variant in variants
-    }
-    assert not [q.text for q in load_heldout().questions if q.text.lower() in known]
+    known = _known_questions(faq_index().knowledge_base)
+    assert not [q.text for q in load_heldout().questions if q.text.casefold() in known]
 
 
 def test_held_out_figures_stay_at_the_reported_level() -> None:
@@ -47,3 +62,52 @@ def test_entry_without_default_answer_is_refused() -> None:
         KnowledgeBase.model_validate(
             {"entries": [{"id": "x", "questions": {"es": ["hola"]}, "answers": {"es": "hola"}}]}
         )
+
+
+def test_words_that_name_a_topic_are_not_stop_words() -> None:
+    assert content_words("Can I call you back?") == "call back"
+    assert content_words("I want my money back") == "money back"
+    assert content_words("si je commande aujourd'hui, c'est quand ?") == "commande"
+
+
+def test_a_keyword_leans_towards_its_entry() -> None:
+    match = faq_index().search("do you take amex", "en")
+    assert match is not None
+    assert match.entry.id == "payment-methods"
+    assert faq_index().answers(match, threshold=0.4)
+
+
+def test_a_close_call_between_two_entries_is_not_answered() -> None:
+    index = FaqIndex(KnowledgeBase.model_validate({**_TWO_ENTRIES, "min_margin": 0.05}))
+    match = index.search("delivery?", "en")
+    assert match is not None
+    assert match.margin < 0.05
+    assert not index.answers(match, threshold=0.1)
+
+
+def test_a_question_the_faq_does_not_answer_competes_and_never_answers() -> None:
+    index = FaqIndex(
+        KnowledgeBase.model_validate(
+            {**_TWO_ENTRIES, "unanswered": {"en": ["Can I work in your delivery team?"]}}
+        )
+    )
+    match = index.search("any jobs in the delivery team?", "en")
+    assert match is not None
+    assert match.runner_up_id is None
+    assert match.unanswered_wins(threshold=0.2)
+    assert not index.answers(match, threshold=0.2)
+
+
+def test_a_question_the_faq_knows_it_does_not_answer_goes_to_a_person_at_once() -> None:
+    decision = run(classified("hey, any job vacancies in your shops?"))
+    assert decision.faq is not None
+    assert not decision.faq.answered
+    assert decision.handoff is not None
+    assert decision.handoff.reason == "the FAQ does not answer this kind of question"
+    assert [reply.kind for reply in decision.replies] == ["handoff_ack"]
+
+
+def test_a_question_in_the_customers_language_matches_its_own_variants() -> None:
+    match = faq_index().search("¿cuánto cuesta el envío a casa?", "es")
+    assert match is not None
+    assert match.entry.id == "shipping-cost"
