@@ -121,11 +121,12 @@ async def test_each_routed_dm_and_echo_is_projected_once_with_its_decision(
 
     by_mid = {message.mid: message for message in stored}
     assert sorted(by_mid) == sorted(
-        ["m-handoff", "m-bot", "m-spam", "m-ignored", "m-echo", "request:bot:m-bot"]
-    )
+        ["m-handoff", "m-bot", "m-spam", "m-ignored", "m-echo", "mid.sent"]
+    ), "the bot's reply is stored under the platform's id its result gave"
     assert by_mid["m-handoff"].category == "order_shipping"
-    request = by_mid["request:bot:m-bot"]
+    request = by_mid["mid.sent"]
     assert (request.author, request.text, request.status) == ("bot", "It ships today.", "sent")
+    assert request.request_id == "bot:m-bot"
     assert (by_mid["m-echo"].direction, by_mid["m-echo"].author) == ("outbound", "page")
     assert len(contacts) == 4
     contact_of = {contact.id: contact.platform_id for contact in contacts}

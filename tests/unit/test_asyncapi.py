@@ -23,8 +23,6 @@ def test_asyncapi_documents_every_subject_family() -> None:
         "dm.classified",
         "dm.routed.reply",
         "dm.routed.quiet",
-        "dm.handoff",
-        "dm.reply.bot",
         "dm.outbound.requested",
         "dm.outbound.result",
         "dm.status.*",
