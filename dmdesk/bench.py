@@ -70,7 +70,7 @@ SIGNATURE_HEADER = "X-Hub-Signature-256"
 HANDOFF_TEXTS = (
     "Hi, where is my order {n}? It was due on Monday.",
     "I was charged twice for order {n}, I want a refund",
-    "I cannot login to my account since yesterday ({n})",
+    "I cannot login to my account since yesterday ({n}), I need a person to help",
     "This is the worst service ever, order {n} arrived broken",
 )
 BOT_TEXTS = (
