@@ -760,6 +760,27 @@ def _own_message(session: Session, channel: str, request_id: str) -> MessageRow 
     return found.scalar_one_or_none()
 
 
+def _reply_and_echo(
+    session: Session, channel: str, request_id: str, mid: str | None
+) -> tuple[MessageRow | None, MessageRow | None]:
+    """The message of dmdesk's request ``request_id`` and, when another row, the one stored
+    under the platform's ``mid`` (its echo, come first): one statement for both."""
+    found = session.execute(
+        select(MessageRow)
+        .where(
+            col(MessageRow.channel) == channel,
+            (col(MessageRow.request_id) == request_id)
+            if mid is None
+            else (col(MessageRow.request_id) == request_id) | (col(MessageRow.mid) == mid),
+        )
+        .with_for_update()
+    ).scalars()
+    rows = list(found)
+    reply = next((row for row in rows if row.request_id == request_id), None)
+    echo = next((row for row in rows if row is not reply and row.mid == mid), None)
+    return reply, echo
+
+
 def _message(session: Session, channel: str, mid: str) -> MessageRow | None:
     found = session.execute(
         select(MessageRow)
@@ -792,10 +813,7 @@ def project_outbound_result(
     status = (MessageStatus.SENT if sent else MessageStatus.FAILED).value
     error = None if result.error is None else result.error.message
     platform_mid = result.mid if sent else None
-    row = _own_message(session, channel, result.request_id)
-    echo = None if platform_mid is None else _message(session, channel, platform_mid)
-    if echo is not None and echo is row:
-        echo = None
+    row, echo = _reply_and_echo(session, channel, result.request_id, platform_mid)
     news = row is None or row.status in (MessageStatus.PENDING.value, MessageStatus.FAILED.value)
     if row is None and echo is None:
         if result.author is None:
