@@ -595,11 +595,34 @@ async def provision(js: JetStreamContext, settings: Settings, *consumers: Consum
     for consumer in consumers:
         durable = await continuing(js, config.name or "", consumer, settings)
         try:
-            await js.add_consumer(config.name or "", durable)
+            info = await js.add_consumer(config.name or "", durable)
         except BadRequestError:
             # An existing durable keeps its non-editable fields; a changed definition
             # must get a new durable name (see the module docstring).
-            await js.consumer_info(config.name or "", consumer.durable)
+            info = await js.consumer_info(config.name or "", consumer.durable)
+        _check_filters(consumer, info.config)
+
+
+class UnfitServerError(RuntimeError):
+    """The NATS server cannot run a consumer as dmdesk defines it."""
+
+
+def _check_filters(consumer: Consumer, config: ConsumerConfig) -> None:
+    """Refuse a durable whose subjects the server did not keep.
+
+    A server older than 2.10 ignores ``filter_subjects`` without a word, and the durable
+    then reads the whole stream: every other event would reach its handler (and be
+    dead-lettered there).
+    """
+    kept = tuple(config.filter_subjects or ()) or (
+        (config.filter_subject,) if config.filter_subject else ()
+    )
+    if set(kept) != set(consumer.subjects):
+        raise UnfitServerError(
+            f"durable {consumer.durable} reads {list(kept) or 'the whole stream'} instead of"
+            f" {list(consumer.subjects)}: dmdesk needs NATS 2.10 or later (multi-subject"
+            " consumers)"
+        )
 
 
 async def retire(js: JetStreamContext, settings: Settings, *durables: str) -> list[str]:

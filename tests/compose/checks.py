@@ -118,14 +118,22 @@ def api_client() -> httpx.AsyncClient:
     )
 
 
+async def get(client: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+    """GET ``url``, waiting out the api's rate limit as its ``Retry-After`` asks."""
+    while True:
+        response = await client.get(url, **kwargs)
+        if response.status_code != httpx.codes.TOO_MANY_REQUESTS:
+            response.raise_for_status()
+            return response
+        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+
+
 async def conversations(client: httpx.AsyncClient) -> list[dict[str, Any]]:
     """Every conversation in any status, following cursors."""
     items: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": 200, "status": [s.value for s in ConversationStatus]}
     while True:
-        response = await client.get("/v1/queue", params=params)
-        response.raise_for_status()
-        page = response.json()
+        page = (await get(client, "/v1/queue", params=params)).json()
         items += page["items"]
         if not page["next_cursor"]:
             return items
@@ -133,9 +141,7 @@ async def conversations(client: httpx.AsyncClient) -> list[dict[str, Any]]:
 
 
 async def detail(client: httpx.AsyncClient, conversation_id: int) -> dict[str, Any]:
-    response = await client.get(f"/v1/conversations/{conversation_id}")
-    response.raise_for_status()
-    result: dict[str, Any] = response.json()
+    result: dict[str, Any] = (await get(client, f"/v1/conversations/{conversation_id}")).json()
     return result
 
 

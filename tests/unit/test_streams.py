@@ -1,6 +1,7 @@
 """Subjects, the stream and consumers are defined once, and configs are never shared."""
 
-from nats.js.api import AckPolicy, StorageType
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType
 
 from shared.events import (
     Category,
@@ -26,6 +27,8 @@ from shared.streams import (
     ROUTED_EVENT,
     SENDER,
     SUBJECTS,
+    UnfitServerError,
+    _check_filters,
     consumer_config,
     dead_letter_subject,
     inbound_subject,
@@ -106,3 +109,13 @@ def test_a_consumer_of_several_subjects_filters_on_each() -> None:
     assert consumer_config(CLASSIFIER, Settings()).filter_subjects is None
     retired = set(RETIRED_RESPONDER_DURABLES)
     assert not retired & {consumer.durable for consumer in CONSUMERS}
+
+
+def test_a_server_that_drops_a_durables_subjects_is_refused() -> None:
+    """NATS 2.9 ignores filter_subjects: the sender would read the whole stream."""
+    asked = consumer_config(SENDER, Settings())
+    assert set(asked.filter_subjects or ()) == set(SENDER.subjects)
+    _check_filters(SENDER, asked)  # a 2.10 server keeps them
+    with pytest.raises(UnfitServerError, match=r"NATS 2\.10 or later"):
+        _check_filters(SENDER, ConsumerConfig(durable_name=SENDER.durable))
+    _check_filters(CLASSIFIER, consumer_config(CLASSIFIER, Settings()))
