@@ -135,8 +135,16 @@ def _forget_transaction_caches(session: Session, _transaction: SessionTransactio
 
 
 def read_engine(url: str, writer: AsyncEngine) -> AsyncEngine:
-    """The engine for reads: on SQLite one that does not take the write lock, else ``writer``."""
-    return create_engine(url, exclusive_writes=False) if is_sqlite(url) else writer
+    """The engine for reads, each transaction on one snapshot of the database.
+
+    On SQLite one that does not take the write lock (a WAL read transaction keeps its
+    snapshot). On PostgreSQL ``writer``'s pool in REPEATABLE READ: under READ COMMITTED each
+    statement sees the latest commit, so a conversation read as messages, then clocks,
+    could show a response whose message it had not seen.
+    """
+    if is_sqlite(url):
+        return create_engine(url, exclusive_writes=False)
+    return writer.execution_options(isolation_level="REPEATABLE READ")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

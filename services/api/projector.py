@@ -281,19 +281,9 @@ _BY_KEY = (
 )
 
 
-def project_inbound(
-    session: Session, message: InboundMessage, metrics: ApiMetrics | None = None
-) -> bool:
-    """Store a platform message in its conversation; False if it was already stored."""
-    if message.is_echo and echo_attribution(session, message).ours:
-        return project_own_echo(session, message)
-    conversation = _conversation(
-        session,
-        message.conversation,
-        message.contact,
-        is_request=message.is_request,
-        at=message.platform_ts,
-    )
+def _stored(session: Session, conversation: ConversationRow, message: InboundMessage) -> bool:
+    """Store a platform message (a customer's, or an echo of the page's) in
+    ``conversation`` and move its last message time; False if it was already stored."""
     assert conversation.id is not None
     echo = message.is_echo
     inserted = _upsert(
@@ -318,6 +308,26 @@ def project_inbound(
         return False
     ts = message.platform_ts
     conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
+    return True
+
+
+def project_inbound(
+    session: Session, message: InboundMessage, metrics: ApiMetrics | None = None
+) -> bool:
+    """Store a platform message in its conversation; False if it was already stored."""
+    if message.is_echo and echo_attribution(session, message).ours:
+        return project_own_echo(session, message)
+    conversation = _conversation(
+        session,
+        message.conversation,
+        message.contact,
+        is_request=message.is_request,
+        at=message.platform_ts,
+    )
+    echo = message.is_echo
+    if not _stored(session, conversation, message):
+        return False
+    ts = message.platform_ts
     if echo:
         # A reply sent from Meta's own inbox is a human's response.
         _responded(session, conversation, ts, "human", metrics)
@@ -909,29 +919,8 @@ def project_own_echo(session: Session, echo: InboundMessage) -> bool:
     reply's message (``project_outbound_result``). False if nothing was stored.
     """
     conversation = _conversation(session, echo.conversation, echo.contact, at=echo.platform_ts)
-    assert conversation.id is not None
-    inserted = _upsert(
-        session,
-        MessageRow,
-        {
-            "conversation_id": conversation.id,
-            "channel": echo.channel.value,
-            "mid": echo.mid,
-            "direction": Direction.OUTBOUND.value,
-            "author": "page",
-            "text": echo.text,
-            "attachments": [a.model_dump(mode="json") for a in echo.attachments],
-            "status": MessageStatus.SENT.value,
-            "platform_ts": echo.platform_ts,
-            "received_at": echo.received_at,
-        },
-        keys=("channel", "mid"),
-        returning="id",
-    )
-    if inserted.scalar_one_or_none() is None:
+    if not _stored(session, conversation, echo):
         return False
-    ts = echo.platform_ts
-    conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
     conversation.is_request = False
     conversation.updated_at = utcnow()
     return True
