@@ -443,21 +443,26 @@ async def open_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyVal
         except BadRequestError:
             # Another replica created it a moment ago.
             kv = await js.key_value(config.bucket)
-    stream = f"KV_{config.bucket}"
+    if await _fit_stream(js, f"KV_{config.bucket}", config.replicas, direct=bool(config.direct)):
+        kv = await js.key_value(config.bucket)  # bound before: bind again to read directly
+    return kv
+
+
+async def _fit_stream(js: JetStreamContext, stream: str, replicas: int, *, direct: bool) -> bool:
+    """Raise the stream behind a bucket to ``replicas`` (a single node moved to a cluster, or
+    an older definition) and give it direct gets when ``direct``; True if direct was new."""
     info = await js.stream_info(stream)
-    fewer_replicas = (info.config.num_replicas or 1) < config.replicas
-    not_direct = bool(config.direct) and not info.config.allow_direct
+    fewer_replicas = (info.config.num_replicas or 1) < replicas
+    not_direct = direct and not info.config.allow_direct
     if fewer_replicas or not_direct:
         await js.update_stream(
             dataclasses.replace(
                 info.config,
-                num_replicas=max(info.config.num_replicas or 1, config.replicas),
-                allow_direct=bool(config.direct) or info.config.allow_direct,
+                num_replicas=max(info.config.num_replicas or 1, replicas),
+                allow_direct=direct or info.config.allow_direct,
             )
         )
-        if not_direct:  # bound before: bind again to read directly
-            kv = await js.key_value(config.bucket)
-    return kv
+    return not_direct
 
 
 def contact_key(conversation: ConversationRef) -> str:
@@ -520,10 +525,7 @@ async def bind_object_store(js: JetStreamContext, config: ObjectStoreConfig) -> 
             return await js.create_object_store(config.bucket or "", config=config)
         except BadRequestError:  # another replica created it a moment ago
             return await js.object_store(config.bucket or "")
-    info = await js.stream_info(f"OBJ_{config.bucket}")
-    if (info.config.num_replicas or 1) < config.replicas:
-        # Created with fewer (a single node moved to a cluster): raised like a KV bucket.
-        await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas))
+    await _fit_stream(js, f"OBJ_{config.bucket}", config.replicas, direct=False)
     return store
 
 

@@ -775,13 +775,13 @@ def _reply_and_echo(
 ) -> tuple[MessageRow | None, MessageRow | None]:
     """The message of dmdesk's request ``request_id`` and, when another row, the one stored
     under the platform's ``mid`` (its echo, come first): one statement for both."""
+    if mid is None:
+        return _own_message(session, channel, request_id), None
     found = session.execute(
         select(MessageRow)
         .where(
             col(MessageRow.channel) == channel,
-            (col(MessageRow.request_id) == request_id)
-            if mid is None
-            else (col(MessageRow.request_id) == request_id) | (col(MessageRow.mid) == mid),
+            (col(MessageRow.request_id) == request_id) | (col(MessageRow.mid) == mid),
         )
         .with_for_update()
     ).scalars()
