@@ -4,14 +4,20 @@ The api projects a customer DM from the responder's decision (``dm.routed.*``). 
 responder down (or the classifier), that event waits, and so would the customer. So every
 ``DMDESK_DECISION_LATE_SECONDS / 2`` the api looks at the two upstream durables (their
 consumer info: nothing else when nothing is late). When the oldest message one of them has
-not acknowledged is older than the bound, the api reads that durable's subject from its ack
-floor with a throw-away consumer and projects what it finds that is older than the bound:
+not acknowledged is older than the bound and the durable is stalled (its service took and
+acknowledged nothing since the previous look: stopped, or wedged), the api reads that
+durable's subject from its ack floor with a throw-away consumer and projects what it finds
+that is older than the bound:
 ``dm.classified`` as a classified DM (``project_classified``: in the queue, no team yet),
 ``dm.inbound.*`` as the message alone (``project_inbound``). The decision, when it comes,
 completes the DM through ``project_routed``, which stores nothing twice.
 
 Messages between the ack floor and the oldest unacknowledged one may have been decided
 already (acks arrive out of order): projecting them again changes nothing.
+
+A stage that is only behind (a spike: it takes and acknowledges messages, just later than
+the bound) is left alone: projecting its DMs early would double the api's work exactly when
+it has the least to spare, and the decisions that follow within seconds queue them anyway.
 """
 
 import asyncio
@@ -83,6 +89,8 @@ class LateDecisions:
         self.metrics = metrics
         self.late = timedelta(seconds=settings.decision_late_seconds)
         self._done: dict[str, int] = {}  # durable -> last stream sequence projected early
+        # durable -> (ack floor, last delivered) stream sequences at the previous look
+        self._seen: dict[str, tuple[int, int]] = {}
 
     async def run(self) -> None:
         """Look every half bound until cancelled."""
@@ -111,9 +119,12 @@ class LateDecisions:
             # would), so the DMs it has not read are found from here on.
             await streams.provision(js, self.settings, upstream.consumer)
             info = await js.consumer_info(stream, durable)
-        if not (info.num_pending or info.num_ack_pending):
-            return 0
         floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
+        delivered = info.delivered.stream_seq if info.delivered and info.delivered.stream_seq else 0
+        moved = self._seen.get(durable) != (floor, delivered)
+        self._seen[durable] = (floor, delivered)
+        if not (info.num_pending or info.num_ack_pending) or moved:
+            return 0  # nothing undecided, or its service is taking messages: not stalled
         start = max(floor, self._done.get(durable, 0)) + 1
         (subject,) = upstream.consumer.subjects  # the classifier's and the responder's: one each
         try:

@@ -4,6 +4,7 @@ The api service runs in-process on a real NATS server and a real database (SQLit
 PostgreSQL); the events are published as the responder and ingest publish them.
 """
 
+import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -205,3 +206,51 @@ async def test_a_dm_whose_decision_is_late_is_queued_then_completed_once(
     assert stored[0].category == "order_shipping"
     assert [row.kind for row in activity].count("bot.handoff") == 1
     assert late == 1
+
+
+async def test_a_stage_that_is_only_behind_is_not_projected_early_a_stalled_one_is(
+    settings_factory: Callable[..., Settings], database_url: str
+) -> None:
+    """A spike (the responder takes and acknowledges messages, but later than the bound) is
+    left to the responder's decisions; the same backlog is projected once the responder
+    stops taking messages."""
+    settings = settings_factory(database_url=database_url, decision_late_seconds=1)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+
+    async def classified(name: str) -> None:
+        decision = routed(generic_inbound(f"m-{name}", contact=name), RouteOutcome.HANDOFF)
+        body = decision.classified.model_dump_json().encode()
+        await js.publish(CLASSIFIED, body, headers={MSG_ID_HEADER: f"behind:{name}"})
+
+    try:
+        await provision(js, settings, RESPONDER)
+        await classified("held")
+        pulled = await js.pull_subscribe_bind(RESPONDER.durable, settings.stream_name)
+        (held,) = await pulled.fetch(1, timeout=5)  # taken, never acknowledged: the floor stays
+        app = service_app(build(settings))
+        async with app.router.lifespan_context(app):
+            metrics = app.state.metrics.registry
+            # Four bounds of a responder that keeps taking and deciding later DMs.
+            for index in range(20):
+                await classified(f"busy-{index}")
+                for msg in await pulled.fetch(1, timeout=5):
+                    await msg.ack()
+                await asyncio.sleep(0.2)
+            behind = metrics.get_sample_value(
+                "dmdesk_late_projections_total", {"upstream": RESPONDER.durable}
+            )
+            assert await rows(app.state.sessions, ConversationRow) == []
+            # The responder stops: the held DM (late by seconds now) reaches the queue.
+            async def messages() -> list[MessageRow]:
+                return await rows(app.state.sessions, MessageRow)
+
+            stored = await eventually(
+                messages, lambda found: "m-held" in {m.mid for m in found}, timeout=30
+            )
+        assert held.data  # (it was never acknowledged)
+    finally:
+        await client.close()
+
+    assert behind is None, "no early projection while the responder moves"
+    assert [m.direction for m in stored if m.mid == "m-held"] == ["inbound"]
