@@ -241,6 +241,7 @@ async def test_a_stage_that_is_only_behind_is_not_projected_early_a_stalled_one_
                 "dmdesk_late_projections_total", {"upstream": RESPONDER.durable}
             )
             assert await rows(app.state.sessions, ConversationRow) == []
+
             # The responder stops: the held DM (late by seconds now) reaches the queue.
             async def messages() -> list[MessageRow]:
                 return await rows(app.state.sessions, MessageRow)
