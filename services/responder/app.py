@@ -278,7 +278,7 @@ class ResponderRuntime:
         self._profiles = ProfileCache(profiles_kv, self.settings)
         self._fetcher = ProfileFetcher(self.graph, self._profiles, self.settings)
         store = await streams.bind_object_store(js, streams.attachments_store_config(self.settings))
-        self._copier = AttachmentCopier(self.graph.client, store, self.settings)
+        self._copier = AttachmentCopier(self.graph.http, store, self.settings)
         self._rules = LiveRules(rules_kv, self.initial)
         await self._rules.refresh()
         self._rules.start()

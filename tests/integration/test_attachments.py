@@ -3,7 +3,7 @@
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 
-import httpx
+import aiohttp
 import nats
 import pytest
 from sqlalchemy import select
@@ -44,8 +44,8 @@ async def copier(
     store = await streams.bind_object_store(
         client.jetstream(), streams.attachments_store_config(settings)
     )
-    async with httpx.AsyncClient() as http:
-        yield AttachmentCopier(http, store, settings)
+    async with aiohttp.ClientSession() as http:
+        yield AttachmentCopier(lambda: http, store, settings)
     await client.close()
 
 
@@ -102,7 +102,7 @@ async def test_an_unreachable_url_is_retried_then_recorded_as_failed(
 ) -> None:
     [outcome] = await copier.copy_all(dm(f"http://127.0.0.1:{free_port()}/x.jpg"))
     assert outcome.state == AttachmentCopyState.FAILED
-    assert outcome.reason == "download failed: ConnectError"
+    assert outcome.reason == "download failed: ClientConnectorError"
 
 
 async def test_the_copy_is_noted_on_its_message_keeping_the_original_url(
