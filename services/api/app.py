@@ -287,7 +287,12 @@ def build(settings: Settings) -> ServiceSpec:
         OutboundRequest,
         projector.project_outbound_requested,
     )
-    api.project(streams.API_OUTBOUND_RESULT, OutboundResult, projector.project_outbound_result)
+    api.project(
+        streams.API_OUTBOUND_RESULT,
+        OutboundResult,
+        projector.project_outbound_result,
+        projector.prefetch_conversations,
+    )
     api.record_dead_letters()
     api.project(streams.API_CONTACT_PROFILE, ContactProfile, projector.project_contact_profile)
     api.project(streams.API_ATTACHMENT, AttachmentCopied, projector.project_attachment)

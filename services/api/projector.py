@@ -8,7 +8,7 @@ the platform's ids, so a second projection of the same event changes nothing.
 import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -472,6 +472,13 @@ def project_routed(
         project_closed(session, routed.closed, metrics)
 
 
+class AboutConversation(Protocol):
+    """An event naming its conversation."""
+
+    @property
+    def conversation(self) -> ConversationRef: ...
+
+
 def prefetch_routed(session: Session, routed: Sequence[RoutedMessage]) -> None:
     """:func:`prefetch` for a pull of routed DMs."""
     prefetch(session, [event.message for event in routed])
@@ -516,9 +523,49 @@ def prefetch(session: Session, messages: Sequence[InboundMessage]) -> None:
         )
         found |= _conversations_by_key(session, {key: ids[key] for key in missing})
     conversations.update(found)
+    _prefetch_clocks(session, found.values())
+
+
+def prefetch_conversations(session: Session, events: Sequence[AboutConversation]) -> None:
+    """:func:`prefetch` for a pull of events about conversations that exist (outbound
+    results): their conversations, locked, and SLA clocks, with two statements. A
+    conversation not found is left to the projection (``_conversation``)."""
+    conversations: dict[tuple[str, str, str], ConversationRow] = transaction_cache(
+        session, "conversations"
+    )
+    wanted = {
+        (ref.channel.value, ref.account_id, ref.contact_id)
+        for ref in (event.conversation for event in events)
+    } - conversations.keys()
+    if not wanted:
+        return
+    rows = session.execute(
+        select(ConversationRow, col(ContactRow.platform_id))
+        .join(
+            ContactRow,
+            (col(ContactRow.id) == col(ConversationRow.contact_id))
+            & (col(ContactRow.channel) == col(ConversationRow.channel)),
+        )
+        .where(
+            tuple_(
+                col(ConversationRow.channel),
+                col(ConversationRow.account_id),
+                col(ContactRow.platform_id),
+            ).in_(list(wanted))
+        )
+        .order_by(col(ConversationRow.id))
+        .with_for_update(of=ConversationRow)
+    )
+    found = {(row.channel, row.account_id, platform_id): row for row, platform_id in rows}
+    conversations.update(found)
+    _prefetch_clocks(session, found.values())
+
+
+def _prefetch_clocks(session: Session, conversations: Iterable[ConversationRow]) -> None:
+    """Load the SLA clocks of ``conversations`` (one statement) into the transaction's cache."""
     known_clocks: dict[int, list[SlaClockRow]] = transaction_cache(session, "sla_clocks")
     loaded: dict[int, list[SlaClockRow]] = {
-        row.id: [] for row in found.values() if row.id is not None and row.id not in known_clocks
+        row.id: [] for row in conversations if row.id is not None and row.id not in known_clocks
     }
     if loaded:
         rows = session.execute(

@@ -457,3 +457,42 @@ async def test_a_pull_of_routed_dms_applied_set_based_ends_as_each_applied_alone
     assert grouped["conversation"]["team"] == "billing"
     assert [m["author"] for m in grouped["messages"]].count("bot") == 1
     assert len(grouped["messages"]) == 3, "two DMs and the bot's reply, each once"
+
+
+def results_of(contact: str) -> list[OutboundResult]:
+    """The Send API's answers to the bot's replies of :func:`routed_life`, and a redelivery."""
+    bot = next(event for event in routed_life(contact) if event.outcome == RouteOutcome.BOT)
+    [request] = bot.requests
+    sent = OutboundResult(
+        request_id=request.request_id,
+        conversation=bot.message.conversation,
+        status=OutboundStatus.SENT,
+        mid=f"{contact}-sent",
+        author=Author.BOT,
+        finished_at=T0 + timedelta(seconds=2),
+    )
+    return [sent, sent]
+
+
+async def test_a_pull_of_outbound_results_applied_with_its_prefetch_ends_as_each_applied_alone(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+    for contact in ("set", "set-other", "alone"):
+        for event in routed_life(contact):
+            await running.apply(applying(projector.project_routed, event))
+    pull = [*results_of("set"), *results_of("set-other")]
+    works = [applying(projector.project_outbound_result, event) for event in pull]
+    outcomes = await running.apply_all(works, applying(projector.prefetch_conversations, pull))
+    assert outcomes == [None] * len(works)
+    for event in results_of("alone"):
+        await running.apply(applying(projector.project_outbound_result, event))
+
+    grouped, alone = await state_of(sessions, "set"), await state_of(sessions, "alone")
+    assert grouped == alone
+    [reply] = [m for m in grouped["messages"] if m["author"] == "bot"]
+    assert reply["status"] == "sent"
+    assert grouped["conversation"]["bot_replied_at"] is not None
+    async with sessions() as session:
+        mids = set((await session.execute(select(col(MessageRow.mid)))).scalars())
+    assert {"set-sent", "set-other-sent", "alone-sent"} <= mids, "under the platform's ids"
