@@ -1,6 +1,7 @@
 """Guards on what the bot says and to whom (no framework)."""
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 # Wording a customer-care bot must not send: offers, discounts, calls to buy. Meta's
@@ -54,12 +55,39 @@ POLITE_FILLERS = (
     "please", "pls", "plz", "now", "thanks", "thank you", "por favor", "porfa", "ya", "gracias",
     "bitte", "danke", "sofort", "s il vous plaît", "s il vous plait", "svp", "merci",
     "per favore", "grazie", "obrigado", "obrigada", "agora", "ok", "okay",
+    # acknowledgements before a thanks or a command: "vale, muchas gracias", "ok stop"
+    "great", "perfect", "vale", "perfecto", "genial", "super", "parfait", "d accord",
+    "perfetto", "va bene", "perfeito", "otimo",
+)  # fmt: skip
+
+# Whom a short message is addressed to: "hi there", "thanks guys", "hola a todos".
+ADDRESS_WORDS = (
+    "there", "all", "everyone", "everybody", "guys", "team", "folks", "a todos", "equipo",
+    "chicos", "zusammen", "leute", "ihr lieben", "tout le monde", "l équipe",
+    "l equipe", "à tous", "a tous", "a tutti", "ragazzi", "pessoal", "equipa", "gente",
 )  # fmt: skip
 
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
-_FILLERS = "|".join(re.escape(filler) for filler in sorted(POLITE_FILLERS, key=len, reverse=True))
+
+
+def _alternatives(words: Iterable[str]) -> str:
+    return "|".join(re.escape(plain_text(word)) for word in sorted(words, key=len, reverse=True))
+
+
+def plain_text(text: str) -> str:
+    """``text`` lower-cased, without accents, curly apostrophes straightened.
+
+    Customers often type without accents ("donde esta mi pedido", "dov'e"): keywords and
+    commands are matched on this form of both sides.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.lower().replace("\u2019", "'"))
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+_FILLERS = _alternatives(POLITE_FILLERS)
 _LEADING_FILLERS = re.compile(rf"^(?:(?:{_FILLERS})\s+)+")
 _TRAILING_FILLERS = re.compile(rf"(?:\s+(?:{_FILLERS}))+$")
+_TRAILING_ADDRESS = re.compile(rf"(?:\s+(?:{_alternatives(ADDRESS_WORDS)}))+$")
 
 
 def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
@@ -76,13 +104,18 @@ def promotional_match(text: str, patterns: Iterable[re.Pattern[str]]) -> str | N
 
 
 def normalised_command(text: str | None) -> str:
-    """A short message reduced to lower-case words, polite fillers around it removed.
+    """A short message reduced to plain lower-case words, polite fillers around it removed.
 
-    "Stop please!", "STOP 🙏" and "por favor, baja" all read as the command word.
+    "Stop please!", "STOP 🙏" and "por favor, baja" all read as the command word; "hi
+    there", "thanks guys" and "ok thanks" as "hi" and "thanks" (whom it is addressed to,
+    and an acknowledgement before it, are dropped).
     """
-    words = " ".join(_PUNCTUATION.sub(" ", (text or "").lower().replace("_", " ")).split())
-    core = _TRAILING_FILLERS.sub("", _LEADING_FILLERS.sub("", words))
-    return core or words
+    words = " ".join(_PUNCTUATION.sub(" ", plain_text(text or "").replace("_", " ")).split())
+    addressed = _TRAILING_ADDRESS.sub("", words) or words
+    # The leading pattern keeps the last word: a message of fillers only ("ok thanks") reads
+    # as its last one ("thanks").
+    stripped = _LEADING_FILLERS.sub("", addressed)
+    return _TRAILING_FILLERS.sub("", stripped) or stripped
 
 
 def is_command(text: str | None, words: Iterable[str]) -> bool:

@@ -41,6 +41,7 @@ from shared.rule_guards import (
     DEFAULT_PROMOTIONAL_PATTERNS,
     compile_patterns,
     normalised_command,
+    plain_text,
     promotional_match,
 )
 from shared.rule_templates import Renderer, TemplateRenderError
@@ -85,7 +86,8 @@ class Conditions(Strict):
     language: list[str] | None = None
     channel: list[Channel] | None = None
     keywords: list[str] | None = Field(
-        default=None, description="Any of these words or phrases (case-insensitive, whole words)."
+        default=None,
+        description="Any of these words or phrases (case- and accent-insensitive, whole words).",
     )
     regex: str | None = Field(default=None, description="A Python regular expression (search).")
     contact_tags: list[str] | None = Field(default=None, description="Any of these tags.")
@@ -399,7 +401,9 @@ class CompiledRuleSet:
 
 
 def _keyword_pattern(keywords: Iterable[str]) -> re.Pattern[str]:
-    alternatives = "|".join(re.escape(word.strip().lower()) for word in keywords if word.strip())
+    """Matched on :func:`plain_text` (no accents): "donde esta mi pedido" finds "dónde está"."""
+    words = (plain_text(word.strip()) for word in keywords if word.strip())
+    alternatives = "|".join(re.escape(word) for word in words)
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 

@@ -21,7 +21,7 @@ from shared.decisions import (
     ReplyKind,
 )
 from shared.events import ClassifiedMessage, Priority
-from shared.rule_guards import is_command, normalised_command, promotional_match
+from shared.rule_guards import is_command, normalised_command, plain_text, promotional_match
 from shared.rule_templates import TemplateContact, TemplateContext, pick_language
 from shared.rules import (
     AUTO_TEAM,
@@ -199,9 +199,9 @@ def _evidence(compiled: CompiledRule, classified: ClassifiedMessage) -> list[str
     if when.priority is not None:
         found.append(f"priority:{classification.priority.value}")
     if compiled.keywords is not None and (
-        match := compiled.keywords.search(classified.message.text or "")
+        match := compiled.keywords.search(plain_text(classified.message.text or ""))
     ):
-        found.append(f"keyword:{match.group(0).lower()}")
+        found.append(f"keyword:{match.group(0)}")
     if when.masked is not None:
         found += [f"masked:{kind.value}" for kind in classified.message.masked
                   if kind in when.masked]  # fmt: skip
@@ -279,7 +279,7 @@ def _mismatch(
     if when.channel is not None:
         checks.append(("channel", message.channel in when.channel))
     if compiled.keywords is not None:
-        checks.append(("keywords", compiled.keywords.search(text) is not None))
+        checks.append(("keywords", compiled.keywords.search(plain_text(text)) is not None))
     if compiled.regex is not None:
         checks.append(("regex", compiled.regex.search(text) is not None))
     if when.contact_tags is not None:

@@ -10,7 +10,6 @@ threshold, or too close to the runner-up, the bot does not guess.
 """
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,6 +24,8 @@ from sklearn.feature_extraction.text import (  # type: ignore[import-untyped]
     TfidfVectorizer,
 )
 from sklearn.preprocessing import normalize  # type: ignore[import-untyped]
+
+from shared.rule_guards import plain_text
 
 DEFAULT_FAQ_RESOURCE = "faq.yaml"
 
@@ -130,10 +131,10 @@ _TIME_AND_QUESTION_WORDS = frozenset(
 )
 # Wanting, needing, doing and being name no topic either: "I'd like to", "comment je fais".
 _WISH_AND_BE_WORDS = frozenset(
-    """want wants like need would quiero quisiera queria necesito hago hacer estais estan
-    estamos mochte moechte mochten will brauche seid habt voudrais veux voulez fais faire
-    fait faut etes sommes vorrei voglio faccio fare serve quero faco fazer estao estamos
-    preciso""".split()  # noqa: SIM905
+    """want wants like need would quiero quisiera queria quiere quieren necesito hago hacer
+    estais estan estamos mochte moechte mochten will wollen brauche seid habt voudrais veux
+    veut voulez veulent fais faire fait faut etes sommes vorrei voglio faccio
+    fare serve quero quer querem faco fazer estao estamos preciso""".split()  # noqa: SIM905
 )
 # What people add to a chat message in every language: greetings, thanks, "please", elisions
 # and the everyday function words the lists above miss.
@@ -167,9 +168,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def content_form(text: str) -> str:
     """``text`` lower-cased and without accents, every word kept."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
-    return " ".join(_WORD.findall(plain))
+    return " ".join(_WORD.findall(plain_text(text)))
 
 
 def content_words(text: str) -> str:
