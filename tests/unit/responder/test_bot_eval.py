@@ -15,10 +15,11 @@ from shared.events import Priority
 from tests.unit.responder.helpers import default_rules, faq_index
 
 
-def test_the_set_has_at_least_300_messages_in_every_supported_language() -> None:
+def test_the_set_has_at_least_300_messages_and_30_held_out_in_every_supported_language() -> None:
     eval_set = load_eval_set()
     assert set(eval_set) == set(SUPPORTED_LANGUAGES)
     assert sum(len(part.dev) + len(part.heldout) for part in eval_set.values()) >= 300
+    assert all(len(part.heldout) >= 30 for part in eval_set.values())
 
 
 def test_expected_outcomes_name_real_faq_entries() -> None:
