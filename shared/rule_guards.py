@@ -118,6 +118,66 @@ def normalised_command(text: str | None) -> str:
     return _TRAILING_FILLERS.sub("", stripped) or stripped
 
 
+_DRAWN_OUT = re.compile(r"(\w)\1+\b")
+
+
+def is_phrase_sequence(command: str, phrases: frozenset[str]) -> bool:
+    """Whether ``command`` (normalised) is one of ``phrases`` or several in a row.
+
+    "hola buenos dias", "hey hey" and "moin moin" are greetings as much as "hola"; a word
+    drawn out at its end ("hellooo", "buenass") counts as itself.
+    """
+    words = command.split()
+    reachable = {0}
+    for start in range(len(words)):
+        if start not in reachable:
+            continue
+        for end in range(start + 1, len(words) + 1):
+            piece = " ".join(words[start:end])
+            if piece in phrases or _DRAWN_OUT.sub(r"\1", piece) in phrases:
+                reachable.add(end)
+    return bool(words) and len(words) in reachable
+
+
+# A short message that starts by asking to stop and names the messages is an opt-out too:
+# "please stop sending me these messages", "dejad de mandarme mensajes", "keine Nachrichten
+# mehr". One that names emails or the newsletter is a newsletter question, for the FAQ.
+STOP_OPENINGS = (
+    "stop", "quit", "no more", "dont send", "don t send", "do not send", "enough",
+    "deja de", "dejad de", "dejen de", "para de", "parad de", "paren de", "no quiero",
+    "no me mandeis", "no me mandes", "no me envieis", "no me enviéis", "no mas", "basta",
+    "hort auf", "hoert auf", "horen sie auf", "aufhoren", "schickt mir keine",
+    "arrete", "arretez", "arreter", "plus de", "ne m envoyez plus", "assez",
+    "smettete", "smettetela", "smettila", "non voglio", "non mandatemi", "non mi mandate",
+    "non scrivetemi", "parem", "pare de", "deixem de", "deixa de", "nao quero",
+    "nao me mandem", "nao me enviem", "chega de",
+)  # fmt: skip
+MESSAGE_WORDS = (
+    "message", "messages", "messaging", "text", "texts", "texting", "dm", "dms", "mensaje",
+    "mensajes", "escribirme", "nachricht", "nachrichten", "schreiben", "messaggi",
+    "messaggio", "scrivermi", "mensagem", "mensagens", "escrever",
+)  # fmt: skip
+_NEWSLETTER_WORDS = re.compile(
+    r"\b(?:e ?mails?|newsletters?|correos?|boletin|mails?|courriels?|emails?)\b"
+)
+_ANY_FILLER = re.compile(rf"\b(?:{_FILLERS})\b")
+_STOP_OPENING = re.compile(rf"^(?:{_alternatives(STOP_OPENINGS)})\b")
+_MESSAGE_WORD = re.compile(rf"\b(?:{_alternatives(MESSAGE_WORDS)})\b")
+STOP_REQUEST_MAX_WORDS = 10
+
+
+def asks_to_stop_messages(text: str | None) -> bool:
+    """Whether a short message asks for no more messages, in a sentence rather than a word."""
+    words = " ".join(_PUNCTUATION.sub(" ", plain_text(text or "")).split())
+    core = " ".join(_ANY_FILLER.sub(" ", words).split())
+    return (
+        len(core.split()) <= STOP_REQUEST_MAX_WORDS
+        and _STOP_OPENING.search(core) is not None
+        and _MESSAGE_WORD.search(core) is not None
+        and _NEWSLETTER_WORDS.search(core) is None
+    )
+
+
 def is_command(text: str | None, words: Iterable[str]) -> bool:
     """Whether the whole message is one of ``words`` ("STOP", "stop.", " Stop!")."""
     command = normalised_command(text)

@@ -89,7 +89,11 @@ class Conditions(Strict):
         default=None,
         description="Any of these words or phrases (case- and accent-insensitive, whole words).",
     )
-    regex: str | None = Field(default=None, description="A Python regular expression (search).")
+    regex: str | None = Field(
+        default=None,
+        description="A Python regular expression, searched case-insensitively in the text as "
+        "written and without accents.",
+    )
     contact_tags: list[str] | None = Field(default=None, description="Any of these tags.")
     vip: bool | None = None
     first_message: bool | None = None
@@ -119,8 +123,11 @@ class Conditions(Strict):
     )
     message_is: list[str] | None = Field(
         default=None,
-        description="The whole message is one of these (case, punctuation, emoji and "
-        "polite fillers aside): greetings, thanks.",
+        description="The whole message is one of these, or several in a row (case, accents, "
+        "punctuation, emoji, polite fillers and a drawn-out last letter aside): greetings.",
+    )
+    max_words: int | None = Field(
+        default=None, ge=1, description="The message has at most this many words."
     )
 
     @field_validator("regex")
