@@ -301,6 +301,11 @@ def _keyword_pattern(keywords: list[str]) -> re.Pattern[str] | None:
     return re.compile(r"\b(?:" + "|".join(re.escape(word) for word in words) + r")\b")
 
 
+def _names(pattern: re.Pattern[str] | None, text: str) -> bool:
+    """Whether ``text`` names one of the keywords ``pattern`` stands for."""
+    return pattern is not None and pattern.search(text) is not None
+
+
 class FaqIndex:
     """TF-IDF (word 1-2 grams + character 3-5 grams) cosine retrieval over every variant.
 
@@ -331,10 +336,7 @@ class FaqIndex:
         # entry's topic competes on equal terms.
         unanswered_texts = [content_form(text) for text in np.asarray(documents)[self._owners < 0]]
         self._unanswered_keywords = np.asarray(
-            [
-                [pattern is not None and pattern.search(text) is not None for text in unanswered_texts]
-                for pattern in self._keywords
-            ],
+            [[_names(pattern, text) for text in unanswered_texts] for pattern in self._keywords],
             dtype=bool,
         ).reshape(len(self._keywords), len(unanswered_texts))
         self._words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
@@ -371,10 +373,7 @@ class FaqIndex:
         by_entry = np.zeros(len(entries))
         np.maximum.at(by_entry, self._owners[self._owners >= 0], scores[self._owners >= 0])
         plain = content_form(question)
-        named = np.asarray(
-            [pattern is not None and pattern.search(plain) is not None for pattern in self._keywords],
-            dtype=bool,
-        )
+        named = np.asarray([_names(pattern, plain) for pattern in self._keywords], dtype=bool)
         by_entry = np.minimum(1.0, by_entry + _KEYWORD_BONUS * named)
         unanswered_scores = scores[self._owners == _UNANSWERED]
         if named.any():
