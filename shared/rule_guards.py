@@ -1,6 +1,7 @@
 """Guards on what the bot says and to whom (no framework)."""
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 # Wording a customer-care bot must not send: offers, discounts, calls to buy. Meta's
@@ -54,12 +55,39 @@ POLITE_FILLERS = (
     "please", "pls", "plz", "now", "thanks", "thank you", "por favor", "porfa", "ya", "gracias",
     "bitte", "danke", "sofort", "s il vous plaît", "s il vous plait", "svp", "merci",
     "per favore", "grazie", "obrigado", "obrigada", "agora", "ok", "okay",
+    # acknowledgements before a thanks or a command: "vale, muchas gracias", "ok stop"
+    "great", "perfect", "vale", "perfecto", "genial", "super", "parfait", "d accord",
+    "perfetto", "va bene", "perfeito", "otimo",
+)  # fmt: skip
+
+# Whom a short message is addressed to: "hi there", "thanks guys", "hola a todos".
+ADDRESS_WORDS = (
+    "there", "all", "everyone", "everybody", "guys", "team", "folks", "a todos", "equipo",
+    "chicos", "zusammen", "leute", "ihr lieben", "tout le monde", "l équipe",
+    "l equipe", "à tous", "a tous", "a tutti", "ragazzi", "pessoal", "equipa", "gente",
 )  # fmt: skip
 
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
-_FILLERS = "|".join(re.escape(filler) for filler in sorted(POLITE_FILLERS, key=len, reverse=True))
+
+
+def _alternatives(words: Iterable[str]) -> str:
+    return "|".join(re.escape(plain_text(word)) for word in sorted(words, key=len, reverse=True))
+
+
+def plain_text(text: str) -> str:
+    """``text`` lower-cased, without accents, curly apostrophes straightened.
+
+    Customers often type without accents ("donde esta mi pedido", "dov'e"): keywords and
+    commands are matched on this form of both sides.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.lower().replace("\u2019", "'"))
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+_FILLERS = _alternatives(POLITE_FILLERS)
 _LEADING_FILLERS = re.compile(rf"^(?:(?:{_FILLERS})\s+)+")
 _TRAILING_FILLERS = re.compile(rf"(?:\s+(?:{_FILLERS}))+$")
+_TRAILING_ADDRESS = re.compile(rf"(?:\s+(?:{_alternatives(ADDRESS_WORDS)}))+$")
 
 
 def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
@@ -76,13 +104,78 @@ def promotional_match(text: str, patterns: Iterable[re.Pattern[str]]) -> str | N
 
 
 def normalised_command(text: str | None) -> str:
-    """A short message reduced to lower-case words, polite fillers around it removed.
+    """A short message reduced to plain lower-case words, polite fillers around it removed.
 
-    "Stop please!", "STOP 🙏" and "por favor, baja" all read as the command word.
+    "Stop please!", "STOP 🙏" and "por favor, baja" all read as the command word; "hi
+    there", "thanks guys" and "ok thanks" as "hi" and "thanks" (whom it is addressed to,
+    and an acknowledgement before it, are dropped).
     """
-    words = " ".join(_PUNCTUATION.sub(" ", (text or "").lower().replace("_", " ")).split())
-    core = _TRAILING_FILLERS.sub("", _LEADING_FILLERS.sub("", words))
-    return core or words
+    words = " ".join(_PUNCTUATION.sub(" ", plain_text(text or "").replace("_", " ")).split())
+    addressed = _TRAILING_ADDRESS.sub("", words) or words
+    # The leading pattern keeps the last word: a message of fillers only ("ok thanks") reads
+    # as its last one ("thanks").
+    stripped = _LEADING_FILLERS.sub("", addressed)
+    return _TRAILING_FILLERS.sub("", stripped) or stripped
+
+
+_DRAWN_OUT = re.compile(r"(\w)\1+\b")
+
+
+def is_phrase_sequence(command: str, phrases: frozenset[str]) -> bool:
+    """Whether ``command`` (normalised) is one of ``phrases`` or several in a row.
+
+    "hola buenos dias", "hey hey" and "moin moin" are greetings as much as "hola"; a word
+    drawn out at its end ("hellooo", "buenass") counts as itself.
+    """
+    words = command.split()
+    reachable = {0}
+    for start in range(len(words)):
+        if start not in reachable:
+            continue
+        for end in range(start + 1, len(words) + 1):
+            piece = " ".join(words[start:end])
+            if piece in phrases or _DRAWN_OUT.sub(r"\1", piece) in phrases:
+                reachable.add(end)
+    return bool(words) and len(words) in reachable
+
+
+# A short message that starts by asking to stop and names the messages is an opt-out too:
+# "please stop sending me these messages", "dejad de mandarme mensajes", "keine Nachrichten
+# mehr". One that names emails or the newsletter is a newsletter question, for the FAQ.
+STOP_OPENINGS = (
+    "stop", "quit", "no more", "dont send", "don t send", "do not send", "enough",
+    "deja de", "dejad de", "dejen de", "para de", "parad de", "paren de", "no quiero",
+    "no me mandeis", "no me mandes", "no me envieis", "no me enviéis", "no mas", "basta",
+    "hort auf", "hoert auf", "horen sie auf", "aufhoren", "schickt mir keine",
+    "arrete", "arretez", "arreter", "plus de", "ne m envoyez plus", "assez",
+    "smettete", "smettetela", "smettila", "non voglio", "non mandatemi", "non mi mandate",
+    "non scrivetemi", "parem", "pare de", "deixem de", "deixa de", "nao quero",
+    "nao me mandem", "nao me enviem", "chega de",
+)  # fmt: skip
+MESSAGE_WORDS = (
+    "message", "messages", "messaging", "text", "texts", "texting", "dm", "dms", "mensaje",
+    "mensajes", "escribirme", "nachricht", "nachrichten", "schreiben", "messaggi",
+    "messaggio", "scrivermi", "mensagem", "mensagens", "escrever",
+)  # fmt: skip
+_NEWSLETTER_WORDS = re.compile(
+    r"\b(?:e ?mails?|newsletters?|correos?|boletin|mails?|courriels?|emails?)\b"
+)
+_ANY_FILLER = re.compile(rf"\b(?:{_FILLERS})\b")
+_STOP_OPENING = re.compile(rf"^(?:{_alternatives(STOP_OPENINGS)})\b")
+_MESSAGE_WORD = re.compile(rf"\b(?:{_alternatives(MESSAGE_WORDS)})\b")
+STOP_REQUEST_MAX_WORDS = 10
+
+
+def asks_to_stop_messages(text: str | None) -> bool:
+    """Whether a short message asks for no more messages, in a sentence rather than a word."""
+    words = " ".join(_PUNCTUATION.sub(" ", plain_text(text or "")).split())
+    core = " ".join(_ANY_FILLER.sub(" ", words).split())
+    return (
+        len(core.split()) <= STOP_REQUEST_MAX_WORDS
+        and _STOP_OPENING.search(core) is not None
+        and _MESSAGE_WORD.search(core) is not None
+        and _NEWSLETTER_WORDS.search(core) is None
+    )
 
 
 def is_command(text: str | None, words: Iterable[str]) -> bool:

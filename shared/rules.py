@@ -41,6 +41,7 @@ from shared.rule_guards import (
     DEFAULT_PROMOTIONAL_PATTERNS,
     compile_patterns,
     normalised_command,
+    plain_text,
     promotional_match,
 )
 from shared.rule_templates import Renderer, TemplateRenderError
@@ -85,9 +86,14 @@ class Conditions(Strict):
     language: list[str] | None = None
     channel: list[Channel] | None = None
     keywords: list[str] | None = Field(
-        default=None, description="Any of these words or phrases (case-insensitive, whole words)."
+        default=None,
+        description="Any of these words or phrases (case- and accent-insensitive, whole words).",
     )
-    regex: str | None = Field(default=None, description="A Python regular expression (search).")
+    regex: str | None = Field(
+        default=None,
+        description="A Python regular expression, searched case-insensitively in the text as "
+        "written and without accents.",
+    )
     contact_tags: list[str] | None = Field(default=None, description="Any of these tags.")
     vip: bool | None = None
     first_message: bool | None = None
@@ -117,8 +123,11 @@ class Conditions(Strict):
     )
     message_is: list[str] | None = Field(
         default=None,
-        description="The whole message is one of these (case, punctuation, emoji and "
-        "polite fillers aside): greetings, thanks.",
+        description="The whole message is one of these, or several in a row (case, accents, "
+        "punctuation, emoji, polite fillers and a drawn-out last letter aside): greetings.",
+    )
+    max_words: int | None = Field(
+        default=None, ge=1, description="The message has at most this many words."
     )
 
     @field_validator("regex")
@@ -399,7 +408,9 @@ class CompiledRuleSet:
 
 
 def _keyword_pattern(keywords: Iterable[str]) -> re.Pattern[str]:
-    alternatives = "|".join(re.escape(word.strip().lower()) for word in keywords if word.strip())
+    """Matched on :func:`plain_text` (no accents): "donde esta mi pedido" finds "dónde está"."""
+    words = (plain_text(word.strip()) for word in keywords if word.strip())
+    alternatives = "|".join(re.escape(word) for word in words)
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 

@@ -2,14 +2,17 @@
 
 ``defaults/bot_eval.yaml`` holds hand-written customer messages in the six supported
 languages, each with the outcome a customer should get: a FAQ entry, a person (with a
-message in their language), a greeting or an opt-out. Every message is decided by
-:func:`~services.responder.decide.decide` on a fresh conversation inside business hours,
-with the classification the message would get (its language, a category, flags).
+message in their language), a greeting, an opt-out or, after an answer, a polite close of
+their thanks. Every message is decided by :func:`~services.responder.decide.decide` on a
+fresh conversation inside business hours (a thanks: just after the bot answered), with the
+classification the message would get (its language, a category, flags, critical signals).
+A DM with a critical signal goes to a person with no bot message at all (a product
+decision): for those, a hand-off without a word is right, and any bot message is wrong.
 """
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -27,6 +30,7 @@ from shared.events import (
     Classification,
     ClassifiedMessage,
     Contact,
+    CriticalSignal,
     InboundMessage,
     Priority,
 )
@@ -38,6 +42,18 @@ SUPPORTED_LANGUAGES = ("en", "es", "de", "fr", "it", "pt")
 EVAL_AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 Split = Literal["dev", "heldout"]
 Verdict = Literal["right", "wrong", "silent", "missed"]
+OUTCOMES = frozenset({"handoff", "greet", "opt_out", "thanks"})
+"""The expected outcomes that are not a FAQ entry."""
+QUIET_SIGNALS = frozenset(
+    {
+        CriticalSignal.SAFETY,
+        CriticalSignal.LEGAL,
+        CriticalSignal.DISCRIMINATION,
+        CriticalSignal.PRESS,
+        CriticalSignal.PERSON_AT_RISK,
+    }
+)
+"""Critical signals whose DMs go to a person with no bot message at all (a product decision)."""
 
 
 class EvalMessage(BaseModel):
@@ -46,9 +62,23 @@ class EvalMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     t: str = Field(description="The text.")
-    e: str = Field(description="A FAQ entry id, handoff, greet or opt_out.")
+    e: str = Field(description="A FAQ entry id, handoff, greet, opt_out or thanks.")
     c: Category = Category.INQUIRY
-    f: list[Literal["complaint", "negative"]] = Field(default_factory=list)
+    f: list[Literal["complaint", "negative"] | CriticalSignal] = Field(
+        default_factory=list,
+        description="Flags the classifier would set: complaint, negative (sentiment), and "
+        "critical signals (safety, legal, discrimination, press, person_at_risk, fraud).",
+    )
+
+    @property
+    def critical(self) -> list[CriticalSignal]:
+        """The critical signals the classifier would find."""
+        return [flag for flag in self.f if isinstance(flag, CriticalSignal)]
+
+    @property
+    def quiet(self) -> bool:
+        """Whether a person must take it with no bot message (a critical signal)."""
+        return bool(QUIET_SIGNALS.intersection(self.critical))
 
 
 class LanguageSet(BaseModel):
@@ -112,11 +142,22 @@ def classified_for(message: EvalMessage, language: str, position: int) -> Classi
             language=language,
             category=message.c,
             confidence=0.8,
-            priority=Priority.NORMAL,
+            # The classifier makes every DM with a critical signal urgent.
+            priority=Priority.URGENT if message.critical else Priority.NORMAL,
             complaint="complaint" in message.f,
             sentiment=-0.8 if "negative" in message.f else 0.0,
+            critical=message.critical,
             model_version="eval",
         ),
+    )
+
+
+def state_for(message: EvalMessage) -> ConversationState:
+    """A fresh conversation; for a thanks, one the bot has just answered."""
+    if message.e != "thanks":
+        return ConversationState()
+    return ConversationState(
+        bot_turns=1, messages_seen=1, last_customer_message_at=EVAL_AT - timedelta(minutes=2)
     )
 
 
@@ -128,6 +169,11 @@ def verdict(message: EvalMessage, language: str, decision: Decision) -> Verdict:
     kinds = {reply.kind for reply in decision.replies}
     if answered is not None and answered != message.e:
         return "wrong"
+    if message.quiet:
+        # A person takes it and the bot says nothing: any bot message here is wrong.
+        if decision.replies:
+            return "wrong"
+        return "right" if decision.handoff is not None else "missed"
     if decision.handoff is not None and not decision.replies:
         return "silent"
     expected = message.e
@@ -139,6 +185,9 @@ def verdict(message: EvalMessage, language: str, decision: Decision) -> Verdict:
         return "right" if greeted else "missed"
     if expected == "opt_out":
         return "right" if decision.opt_out == "out" and "opt_out" in kinds else "missed"
+    if expected == "thanks":
+        closed = any(reply.template == "thanks_close" for reply in decision.replies)
+        return "right" if closed and decision.close is not None else "missed"
     return "right" if answered == expected else "missed"
 
 
@@ -155,16 +204,18 @@ def evaluate_bot(
                 classified = classified_for(message, language, position)
                 decision = decide(
                     classified,
-                    ConversationState(),
+                    state_for(message),
                     rules,
                     faq,
                     default_team="support",
                     now=EVAL_AT,
                 )
                 outcome = verdict(message, language, decision)
-                covered = message.e not in {"handoff", "greet", "opt_out"}
+                covered = message.e not in OUTCOMES
                 got = f"{decision.faq.entry_id} {decision.faq.score:.2f}" if decision.faq else None
-                note = f"[{split}] {message.t!r}: expected {message.e}, {outcome} (FAQ {got})"
+                spoke = message.quiet and decision.replies
+                why = ": a bot message on a critical DM" if spoke else ""
+                note = f"[{split}] {message.t!r}: expected {message.e}, {outcome}{why} (FAQ {got})"
                 counts.add(outcome, covered, note)
     return figures
 

@@ -4,9 +4,10 @@ No framework: plain tables for the six supported languages (en, es, de, fr, it, 
 """
 
 import re
-import unicodedata
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
+
+from shared.rule_guards import plain_text
 
 WEEKDAY_NAMES: dict[str, tuple[str, ...]] = {
     "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
@@ -70,17 +71,12 @@ _WEEKDAY_WORDS: tuple[tuple[str, ...], ...] = (
 )  # fmt: skip
 
 
-def _plain(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.lower().replace("\u2019", "'"))
-    return "".join(char for char in decomposed if not unicodedata.combining(char))
-
-
 def _month_numbers() -> dict[str, int]:
     numbers: dict[str, int] = {}
     for names in MONTH_NAMES.values():
         for position, name in enumerate(names, start=1):
-            numbers[_plain(name)] = position
-            numbers[_plain(name)[:3]] = position
+            numbers[plain_text(name)] = position
+            numbers[plain_text(name)[:3]] = position
     return numbers
 
 
@@ -113,7 +109,7 @@ def _next(month: int, day: int, today: date) -> date | None:
 
 def day_asked_about(text: str, at: datetime, timezone: str) -> date | None:
     """The local day a question is about ("on Christmas Day", "tomorrow"), or None."""
-    plain = _plain(text)
+    plain = plain_text(text)
     today = at.astimezone(ZoneInfo(timezone)).date()
     for (month, day), pattern in _NAMED:
         if pattern.search(plain):

@@ -21,7 +21,14 @@ from shared.decisions import (
     ReplyKind,
 )
 from shared.events import ClassifiedMessage, Priority
-from shared.rule_guards import is_command, normalised_command, promotional_match
+from shared.rule_guards import (
+    asks_to_stop_messages,
+    is_command,
+    is_phrase_sequence,
+    normalised_command,
+    plain_text,
+    promotional_match,
+)
 from shared.rule_templates import TemplateContact, TemplateContext, pick_language
 from shared.rules import (
     AUTO_TEAM,
@@ -83,7 +90,7 @@ def decide(
         trace.append("guard: a human has taken the conversation; the bot stays out")
         return decision
 
-    if is_command(message.text, guards.opt_out_words):
+    if is_command(message.text, guards.opt_out_words) or asks_to_stop_messages(message.text):
         _opt_out(decision, rules, classified, default_team, at, already=opted_out)
         return decision
 
@@ -199,9 +206,9 @@ def _evidence(compiled: CompiledRule, classified: ClassifiedMessage) -> list[str
     if when.priority is not None:
         found.append(f"priority:{classification.priority.value}")
     if compiled.keywords is not None and (
-        match := compiled.keywords.search(classified.message.text or "")
+        match := compiled.keywords.search(plain_text(classified.message.text or ""))
     ):
-        found.append(f"keyword:{match.group(0).lower()}")
+        found.append(f"keyword:{match.group(0)}")
     if when.masked is not None:
         found += [f"masked:{kind.value}" for kind in classified.message.masked
                   if kind in when.masked]  # fmt: skip
@@ -279,9 +286,10 @@ def _mismatch(
     if when.channel is not None:
         checks.append(("channel", message.channel in when.channel))
     if compiled.keywords is not None:
-        checks.append(("keywords", compiled.keywords.search(text) is not None))
+        checks.append(("keywords", compiled.keywords.search(plain_text(text)) is not None))
     if compiled.regex is not None:
-        checks.append(("regex", compiled.regex.search(text) is not None))
+        found = compiled.regex.search(text) or compiled.regex.search(plain_text(text))
+        checks.append(("regex", found is not None))
     if when.contact_tags is not None:
         checks.append(("contact_tags", bool(set(when.contact_tags) & set(message.contact.tags))))
     if when.vip is not None:
@@ -303,7 +311,11 @@ def _mismatch(
     if when.has_text is not None:
         checks.append(("has_text", bool(text.strip()) == when.has_text))
     if compiled.message_is is not None:
-        checks.append(("message_is", normalised_command(text) in compiled.message_is))
+        checks.append(
+            ("message_is", is_phrase_sequence(normalised_command(text), compiled.message_is))
+        )
+    if when.max_words is not None:
+        checks.append(("max_words", len(normalised_command(text).split()) <= when.max_words))
     if when.bot_turns is not None:
         low, high = when.bot_turns.at_least, when.bot_turns.at_most
         checks.append(

@@ -10,7 +10,6 @@ threshold, or too close to the runner-up, the bot does not guess.
 """
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,6 +24,8 @@ from sklearn.feature_extraction.text import (  # type: ignore[import-untyped]
     TfidfVectorizer,
 )
 from sklearn.preprocessing import normalize  # type: ignore[import-untyped]
+
+from shared.rule_guards import plain_text
 
 DEFAULT_FAQ_RESOURCE = "faq.yaml"
 
@@ -130,10 +131,10 @@ _TIME_AND_QUESTION_WORDS = frozenset(
 )
 # Wanting, needing, doing and being name no topic either: "I'd like to", "comment je fais".
 _WISH_AND_BE_WORDS = frozenset(
-    """want wants like need would quiero quisiera queria necesito hago hacer estais estan
-    estamos mochte moechte mochten will brauche seid habt voudrais veux voulez fais faire
-    fait faut etes sommes vorrei voglio faccio fare serve quero faco fazer estao estamos
-    preciso""".split()  # noqa: SIM905
+    """want wants like need would quiero quisiera queria quiere quieren necesito hago hacer
+    estais estan estamos mochte moechte mochten will wollen brauche seid habt voudrais veux
+    veut voulez veulent fais faire fait faut etes sommes vorrei voglio faccio
+    fare serve quero quer querem faco fazer estao estamos preciso""".split()  # noqa: SIM905
 )
 # What people add to a chat message in every language: greetings, thanks, "please", elisions
 # and the everyday function words the lists above miss.
@@ -167,9 +168,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def content_form(text: str) -> str:
     """``text`` lower-cased and without accents, every word kept."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
-    return " ".join(_WORD.findall(plain))
+    return " ".join(_WORD.findall(plain_text(text)))
 
 
 def content_words(text: str) -> str:
@@ -216,6 +215,14 @@ class KnowledgeBase(BaseModel):
         le=1.0,
         description="How far the best entry must score above the runner-up (another entry or "
         "an unanswered question) for the bot to answer: a close call is a miss, not a guess.",
+    )
+    min_margin_unanswered: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="How far the best entry must score above a question the FAQ does not "
+        "answer, when that is the runner-up (min_margin when unset): a look-alike that scores "
+        "close means the message is more likely the look-alike's kind of question.",
     )
     unanswered: dict[str, list[str]] = Field(
         default_factory=dict,
@@ -294,6 +301,11 @@ def _keyword_pattern(keywords: list[str]) -> re.Pattern[str] | None:
     return re.compile(r"\b(?:" + "|".join(re.escape(word) for word in words) + r")\b")
 
 
+def _names(pattern: re.Pattern[str] | None, text: str) -> bool:
+    """Whether ``text`` names one of the keywords ``pattern`` stands for."""
+    return pattern is not None and pattern.search(text) is not None
+
+
 class FaqIndex:
     """TF-IDF (word 1-2 grams + character 3-5 grams) cosine retrieval over every variant.
 
@@ -319,6 +331,14 @@ class FaqIndex:
         self._owners = np.asarray(owners)
         self._languages = np.asarray(languages)
         self._keywords = [_keyword_pattern(entry.keywords) for entry in knowledge_base.entries]
+        # An unanswered question naming an entry's keyword ("can I use two gift cards") gets
+        # the same lean as the entry when the message names it too: a look-alike on the
+        # entry's topic competes on equal terms.
+        unanswered_texts = [content_form(text) for text in np.asarray(documents)[self._owners < 0]]
+        self._unanswered_keywords = np.asarray(
+            [[_names(pattern, text) for text in unanswered_texts] for pattern in self._keywords],
+            dtype=bool,
+        ).reshape(len(self._keywords), len(unanswered_texts))
         self._words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
         self._chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
         self._matrix = self._vectorise(documents, fit=True)
@@ -333,11 +353,13 @@ class FaqIndex:
 
     def answers(self, match: FaqMatch | None, threshold: float) -> bool:
         """Whether the bot may answer with ``match``: above ``threshold`` and clear of rivals."""
-        return (
-            match is not None
-            and match.score >= threshold
-            and match.margin >= self.knowledge_base.min_margin
-        )
+        if match is None or match.score < threshold:
+            return False
+        knowledge_base = self.knowledge_base
+        margin = knowledge_base.min_margin
+        if match.runner_up_id is None and knowledge_base.min_margin_unanswered is not None:
+            margin = knowledge_base.min_margin_unanswered
+        return match.margin >= margin
 
     def search(self, question: str, language: str | None = None) -> FaqMatch | None:
         """The best-scoring entry for ``question`` (None for an empty question)."""
@@ -351,10 +373,13 @@ class FaqIndex:
         by_entry = np.zeros(len(entries))
         np.maximum.at(by_entry, self._owners[self._owners >= 0], scores[self._owners >= 0])
         plain = content_form(question)
-        for position, pattern in enumerate(self._keywords):
-            if pattern is not None and pattern.search(plain):
-                by_entry[position] = min(1.0, by_entry[position] + _KEYWORD_BONUS)
-        unanswered = float(scores[self._owners == _UNANSWERED].max(initial=0.0))
+        named = np.asarray([_names(pattern, plain) for pattern in self._keywords], dtype=bool)
+        by_entry = np.minimum(1.0, by_entry + _KEYWORD_BONUS * named)
+        unanswered_scores = scores[self._owners == _UNANSWERED]
+        if named.any():
+            leaning = self._unanswered_keywords[named].any(axis=0)
+            unanswered_scores = np.minimum(1.0, unanswered_scores + _KEYWORD_BONUS * leaning)
+        unanswered = float(unanswered_scores.max(initial=0.0))
         ranked = np.argsort(-by_entry)
         best = int(ranked[0])
         runner_up, runner_up_id = unanswered, None

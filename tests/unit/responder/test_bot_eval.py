@@ -1,31 +1,35 @@
 """The labelled customer messages: their shape, their size, and the figures they give."""
 
 from services.responder.bot_eval import (
+    OUTCOMES,
     SUPPORTED_LANGUAGES,
+    EvalMessage,
     evaluate_bot,
     load_eval_set,
     missing_translations,
+    verdict,
 )
 from services.responder.faq import load_knowledge_base
+from shared.decisions import Decision, PlannedClose, PlannedHandoff, PlannedReply
+from shared.events import Priority
 from tests.unit.responder.helpers import default_rules, faq_index
 
 
-def test_the_set_has_at_least_300_messages_in_every_supported_language() -> None:
+def test_the_set_has_at_least_300_messages_and_30_held_out_in_every_supported_language() -> None:
     eval_set = load_eval_set()
     assert set(eval_set) == set(SUPPORTED_LANGUAGES)
     assert sum(len(part.dev) + len(part.heldout) for part in eval_set.values()) >= 300
-    assert all(part.heldout for part in eval_set.values())
+    assert all(len(part.heldout) >= 30 for part in eval_set.values())
 
 
 def test_expected_outcomes_name_real_faq_entries() -> None:
-    entries = {entry.id for entry in load_knowledge_base().entries}
-    outcomes = {"handoff", "greet", "opt_out"} | entries
+    outcomes = OUTCOMES | {entry.id for entry in load_knowledge_base().entries}
     for part in load_eval_set().values():
         for message in [*part.dev, *part.heldout]:
             assert message.e in outcomes, message
 
 
-def test_no_evaluation_message_is_a_copy_of_a_knowledge_base_question() -> None:
+def test_no_held_out_message_is_a_copy_of_a_knowledge_base_question() -> None:
     knowledge_base = load_knowledge_base()
     questions = {
         question.casefold()
@@ -44,11 +48,51 @@ def test_no_evaluation_message_is_a_copy_of_a_knowledge_base_question() -> None:
     assert copies == []
 
 
-def test_no_hand_off_is_silent_and_every_reply_is_in_the_customers_language() -> None:
-    figures = evaluate_bot(load_eval_set(), default_rules(), faq_index(), ("dev", "heldout"))
+def test_no_dev_hand_off_is_silent_and_every_reply_is_in_the_customers_language() -> None:
+    # The dev part only: the held-out part is measured by `dmdesk eval-bot`, a few times at
+    # most, never on every test run.
+    figures = evaluate_bot(load_eval_set(), default_rules(), faq_index(), ("dev",))
     for language, counts in figures.items():
         assert counts.silent == 0, language
-        assert not [note for note in counts.mistakes if "wrong language" in note], language
+        assert counts.messages == counts.right + counts.wrong + counts.missed, language
+
+
+def _decision(*replies: PlannedReply, handoff: bool = False, close: bool = False) -> Decision:
+    return Decision(
+        priority=Priority.URGENT,
+        language="en",
+        replies=list(replies),
+        handoff=PlannedHandoff(
+            rule_id="r", team="support", priority=Priority.URGENT, reason="x", acknowledge=False
+        )
+        if handoff
+        else None,
+        close=PlannedClose(rule_id="r", reason="thanks") if close else None,
+    )
+
+
+def _reply(template: str, language: str = "en") -> PlannedReply:
+    return PlannedReply(rule_id="r", text="...", template=template, language=language)
+
+
+def test_a_critical_dm_handed_off_without_a_word_is_right_and_any_bot_message_wrong() -> None:
+    legal = EvalMessage(t="my lawyer will call you", e="handoff", f=["legal"])
+    assert verdict(legal, "en", _decision(handoff=True)) == "right"
+    assert verdict(legal, "en", _decision(_reply("urgent_ack"), handoff=True)) == "wrong"
+    assert verdict(legal, "en", _decision()) == "missed"
+
+
+def test_a_fraud_dm_still_wants_a_message_and_other_wordless_hand_offs_are_silent() -> None:
+    fraud = EvalMessage(t="someone used my card", e="handoff", f=["fraud"])
+    assert verdict(fraud, "en", _decision(handoff=True)) == "silent"
+    assert verdict(fraud, "en", _decision(_reply("urgent_ack"), handoff=True)) == "right"
+
+
+def test_thanks_is_right_only_when_the_bot_closes_politely_in_the_customers_language() -> None:
+    thanks = EvalMessage(t="merci !", e="thanks")
+    assert verdict(thanks, "fr", _decision(_reply("thanks_close", "fr"), close=True)) == "right"
+    assert verdict(thanks, "fr", _decision(_reply("thanks_close", "en"), close=True)) == "wrong"
+    assert verdict(thanks, "fr", _decision(_reply("faq_clarify", "fr"))) == "missed"
 
 
 def test_every_faq_answer_and_template_exists_in_every_supported_language() -> None:

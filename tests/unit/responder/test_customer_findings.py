@@ -119,11 +119,96 @@ def test_thanks_after_an_answer_closes_politely() -> None:
     assert decision.replies[0].text.startswith("You're welcome")
 
 
-@pytest.mark.parametrize("text", ["stop please", "STOP 🙏", "Unsubscribe.", "bitte abmelden"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "stop please",
+        "STOP 🙏",
+        "Unsubscribe.",
+        "bitte abmelden",
+        "please stop sending me these messages",
+        "dejad de mandarme mensajes",
+        "hört bitte auf, mir Nachrichten zu schicken",
+    ],
+)
 def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
     decision = run(classified(text))
     assert decision.opt_out == "out"
     assert decision.replies[0].kind == "opt_out"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "how do I stop getting your newsletter emails",
+        "stop, I never got a confirmation email for my order",
+        "the delivery driver's messages stopped, where is my parcel? it has been two weeks now",
+    ],
+)
+def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> None:
+    assert run(classified(text)).opt_out is None
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("hola buenos días", "es"),
+        ("hellooo", "en"),
+        ("Moin moin", "de"),
+        ("ciao a tutti", "it"),
+    ],
+)
+def test_greetings_in_a_row_drawn_out_or_addressed_get_a_greeting(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert [reply.template for reply in decision.replies] == ["greeting"]
+
+
+@pytest.mark.parametrize(
+    ("text", "closes"),
+    [
+        ("much appreciated", True),
+        ("muito obrigada pela ajuda", True),
+        ("thanks but it still doesn't work", False),
+        ("thanks, and where is my order?", False),
+        ("thanks for the quick reply yesterday about my parcel and the refund", False),
+    ],
+)
+def test_a_short_thanks_after_an_answer_closes_and_a_thanks_with_more_does_not(
+    text: str, closes: bool
+) -> None:
+    state = ConversationState(messages_seen=1, bot_turns=1)
+    decision = run(classified(text), state=state)
+    assert (decision.close is not None) is closes
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "is there anyone there I can chat to",
+        "¿me puede atender alguien del equipo?",
+        "can you put me through to customer services",
+    ],
+)
+def test_a_request_for_a_person_in_a_sentence_is_handed_off(text: str) -> None:
+    decision = run(classified(text))
+    assert "human-request-phrased" in decision.matched_rules
+    assert decision.handoff is not None
+    assert [reply.kind for reply in decision.replies] == ["handoff_ack"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "why was my payment declined?",
+        "Hi, why is my refund smaller than the order?",
+        "pourquoi ma commande a été annulée ?",
+    ],
+)
+def test_a_why_question_goes_to_a_person_not_the_faq(text: str) -> None:
+    decision = run(classified(text))
+    assert decision.matched_rules == ["why-question"]
+    assert decision.faq is None
+    assert decision.handoff is not None
 
 
 def test_start_brings_the_bot_back_after_an_opt_out() -> None:

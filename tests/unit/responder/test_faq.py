@@ -111,3 +111,34 @@ def test_a_question_in_the_customers_language_matches_its_own_variants() -> None
     match = faq_index().search("¿cuánto cuesta el envío a casa?", "es")
     assert match is not None
     assert match.entry.id == "shipping-cost"
+
+
+def test_a_look_alike_close_to_the_best_entry_is_not_answered() -> None:
+    look_alike = {"unanswered": {"en": ["can I get a delivery time slot"]}}
+    question = "can I choose a delivery time"
+    for min_margin_unanswered, answered in [(None, True), (0.3, False)]:
+        knowledge_base = {**_TWO_ENTRIES, **look_alike}
+        if min_margin_unanswered is not None:
+            knowledge_base["min_margin_unanswered"] = min_margin_unanswered
+        index = FaqIndex(KnowledgeBase.model_validate(knowledge_base))
+        match = index.search(question, "en")
+        assert match is not None
+        assert (match.entry.id, match.runner_up_id) == ("shipping-time", None)
+        assert 0 < match.margin < 0.3
+        assert index.answers(match, threshold=0.1) is answered
+
+
+def test_a_look_alike_naming_an_entrys_keyword_gets_the_same_lean() -> None:
+    entries = [
+        {"id": "gift-cards",
+         "questions": {"en": ["do you sell gift cards", "gift card?", "can I buy a gift card"]},
+         "keywords": ["gift card", "gift cards"], "answers": {"en": "From £10."}},
+    ]  # fmt: skip
+    look_alike = {"en": ["more than one gift card per order"]}
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries, "unanswered": look_alike}))
+    question = "can I use two gift cards on one order?"
+    match = index.search(question, "en")
+    assert match is not None
+    assert not index.answers(match, threshold=0.4)
+    index._unanswered_keywords[:] = False  # without the lean, the entry would answer
+    assert index.answers(index.search(question, "en"), threshold=0.4)

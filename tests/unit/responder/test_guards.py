@@ -59,6 +59,29 @@ def test_stop_in_a_sentence_is_not_an_opt_out() -> None:
     assert not is_command("please don't stop my order", ["stop"])
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("hi there!", ["hi"]),
+        ("Hola a todos", ["hola"]),
+        ("thanks guys", ["thanks"]),
+        ("ok thanks", ["thanks"]),
+        ("vale, muchas gracias", ["muchas gracias"]),
+        ("buenos dias", ["buenos días"]),
+        ("perfetto grazie", ["grazie"]),
+    ],
+)
+def test_commands_read_past_whom_they_address_acknowledgements_and_accents(
+    text: str, words: list[str]
+) -> None:
+    assert is_command(text, words)
+
+
+def test_a_filler_on_its_own_is_not_another_command() -> None:
+    assert not is_command("ok", ["thanks"])
+    assert not is_command("thanks for the stop", ["stop"])
+
+
 def test_opt_out_silences_the_bot_for_that_contact() -> None:
     state = ConversationState()
     stop = classified("STOP", mid="m-stop")

@@ -186,6 +186,34 @@ def test_keywords_match_whole_words_case_insensitively() -> None:
     assert run(classified("I'm in disorder"), rules).close is None
 
 
+def test_keywords_match_without_accents_and_with_curly_apostrophes() -> None:
+    rules = compile_rule_set(
+        minimal(
+            rules=[{"id": "r", "when": {"keywords": ["dónde está", "dov'è"]}, "then": ["close"]}]
+        )
+    )
+    assert run(classified("donde esta el paquete"), rules).close is not None
+    assert run(classified("DOV\u2019E il pacco?"), rules).close is not None
+    assert run(classified("dove siete?"), rules).close is None
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "entry"),
+    [
+        ("I want to cancel my order", "en", "cancel-order"),
+        ("¿cómo cancelo mi pedido?", "es", "cancel-order"),
+        ("Wie ändere ich die Lieferadresse meiner Bestellung?", "de", "change-address"),
+    ],
+)
+def test_a_question_about_my_order_is_not_taken_for_where_is_my_order(
+    text: str, language: str, entry: str
+) -> None:
+    decision = run(classified(text, language=language, category=Category.ORDER_SHIPPING))
+    assert "order-status" not in decision.matched_rules
+    assert decision.faq is not None
+    assert (decision.faq.entry_id, decision.faq.answered) == (entry, True)
+
+
 def test_regex_condition() -> None:
     rules = compile_rule_set(
         minimal(rules=[{"id": "r", "when": {"regex": r"#\d{3,}"}, "then": ["close"]}])
