@@ -10,11 +10,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Table, bindparam, select, tuple_, update
+from sqlalchemy import Table, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Result
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.base import Executable
 from sqlmodel import SQLModel, col
 
@@ -772,35 +773,61 @@ def project_outbound_requested(
     """Show a requested reply on the conversation, pending until its result arrives.
 
     The result (or the platform's echo, matched by the result) may have been projected
-    first: then the message exists, under the platform's mid, and gets the text.
+    first: then the message exists, under the platform's mid and with the request's id,
+    and gets the text.
     """
     conversation = _conversation(session, request.conversation, None)
     assert conversation.id is not None
     channel = request.conversation.channel.value
-    found = _own_message(session, channel, request.request_id)
-    if found is not None:
-        found.text = found.text or request.text
-        found.author = request.author.value
-        return
-    _upsert(
-        session,
-        MessageRow,
-        {
-            "conversation_id": conversation.id,
-            "channel": channel,
-            "mid": request_mid(request.request_id),
-            "request_id": request.request_id,
-            "direction": Direction.OUTBOUND.value,
-            "author": request.author.value,
-            "text": request.text,
-            "attachments": [],
-            "status": MessageStatus.PENDING.value,
-            "platform_ts": request.requested_at,
-            "received_at": request.requested_at,
-        },
-        keys=("channel", "mid"),
-        refresh=("text", "author"),
+    values = {
+        "conversation_id": conversation.id,
+        "channel": channel,
+        "mid": request_mid(request.request_id),
+        "request_id": request.request_id,
+        "direction": Direction.OUTBOUND.value,
+        "author": request.author.value,
+        "text": request.text,
+        "attachments": [],
+        "status": MessageStatus.PENDING.value,
+        "platform_ts": request.requested_at,
+        "received_at": request.requested_at,
+    }
+    dialect = session.get_bind().dialect.name
+    stored = session.execute(_requested_statement(dialect), values).scalar_one()
+    # The row may be loaded in this transaction (its result came first): keep it true.
+    loaded = session.identity_map.get(identity_key(MessageRow, stored))
+    if isinstance(loaded, MessageRow):
+        set_committed_value(loaded, "text", loaded.text or request.text)
+        set_committed_value(loaded, "author", request.author.value)
+
+
+@functools.cache
+def _requested_statement(dialect: str) -> Executable:
+    """A requested reply's message, one statement whether or not its result (or echo)
+    stored it first: new, else keyed by its request id, given the text it lacks."""
+    columns = (
+        "conversation_id",
+        "channel",
+        "mid",
+        "request_id",
+        "direction",
+        "author",
+        "text",
+        "attachments",
+        "status",
+        "platform_ts",
+        "received_at",
     )
+    insert = _dialect_insert(dialect, _MESSAGES).values(
+        {column: bindparam(column) for column in columns}
+    )
+    return insert.on_conflict_do_update(
+        index_elements=["channel", "request_id"],
+        set_={
+            "text": func.coalesce(_MESSAGES.c.text, insert.excluded.text),
+            "author": insert.excluded.author,
+        },
+    ).returning(_MESSAGES.c.id)
 
 
 def request_mid(request_id: str) -> str:
