@@ -10,9 +10,9 @@ per language. ``dmdesk tune-classifier`` prints one line per candidate.
 
 The rule that picks a candidate is fixed before the candidates are measured (``choose``):
 the best BANKING77 validation macro-F1 among the candidates that keep the own validation
-macro-F1 within ``OWN_TOLERANCE`` of the shipped settings' and lose no language more than
+macro-F1 within ``OWN_TOLERANCE`` of the settings it starts from and lose no language more than
 ``LANGUAGE_TOLERANCE`` (each language has 30 validation DMs or fewer, one or two per
-category: a language's figure moves by 0.05 with one message); ties keep the shipped ones.
+category: a language's figure moves by 0.05 with one message); ties keep the first.
 """
 
 import tempfile
@@ -36,6 +36,10 @@ from services.classifier.training import fit as fit_heads
 
 VALIDATION_SHARE = 0.2
 VALIDATION_SEED = 2024
+# The settings the tuning started from (those of catmodel-20261204-e0f85f4e): every
+# candidate is a change to them, so the command measures the same list whatever the
+# defaults in TrainingConfig became after it (intent_weight 0.15).
+TUNED_FROM = replace(TrainingConfig(), intent_weight=0.1)
 OWN_TOLERANCE = 0.005
 LANGUAGE_TOLERANCE = 0.05
 BANKING77 = "banking77"
@@ -64,10 +68,14 @@ class Candidate:
 
 
 def candidates(base: TrainingConfig | None = None) -> list[tuple[str, TrainingConfig]]:
-    """The settings tried: the shipped ones first, then one or two changes at a time."""
-    base = base or TrainingConfig()
+    """The settings tried: ``base`` first, then one or two changes to it at a time.
+
+    The changes are relative to ``base``, so the list stays the one that was measured
+    whatever the defaults become (see docs/classifier.md for its figures).
+    """
+    base = base or TUNED_FROM
     changes: list[tuple[str, dict[str, float]]] = [
-        ("shipped", {}),
+        ("before", {}),
         ("own weight 2", {"own_example_weight": 2.0}),
         ("own weight 1.5", {"own_example_weight": 1.5}),
         ("C 0.7", {"category_c": 0.7, "intent_c": 0.7}),
@@ -77,6 +85,13 @@ def candidates(base: TrainingConfig | None = None) -> list[tuple[str, TrainingCo
         ("intent weight 0.05", {"intent_weight": 0.05}),
         ("own weight 2, C 0.7", {"own_example_weight": 2.0, "category_c": 0.7, "intent_c": 0.7}),
         ("own weight 2, intent weight 0.2", {"own_example_weight": 2.0, "intent_weight": 0.2}),
+        # A second round, added after the first had been measured (same split, same rule).
+        ("own weight 4", {"own_example_weight": 4.0}),
+        ("own weight 5", {"own_example_weight": 5.0}),
+        ("intent temperature 0.2", {"intent_temperature": 0.2}),
+        ("intent weight 0.15", {"intent_weight": 0.15}),
+        ("char min_df 3", {"char_min_df": 3}),
+        ("word min_df 2", {"word_min_df": 2}),
     ]
     return [(name, replace(base, **change)) for name, change in changes]  # type: ignore[arg-type]
 
@@ -142,19 +157,19 @@ def measure(
 
 
 def choose(measured: Sequence[Candidate]) -> Candidate:
-    """The rule fixed in advance (see the module's docstring); the first is the shipped one."""
-    shipped = measured[0]
+    """The rule fixed in advance (see the module's docstring); the first is the starting point."""
+    start = measured[0]
     allowed = [
         candidate
         for candidate in measured
-        if candidate.own >= shipped.own - OWN_TOLERANCE
+        if candidate.own >= start.own - OWN_TOLERANCE
         and all(
-            value >= shipped.own_by_language[language] - LANGUAGE_TOLERANCE
+            value >= start.own_by_language[language] - LANGUAGE_TOLERANCE
             for language, value in candidate.own_by_language.items()
         )
     ]
-    # max keeps the first of equals: the shipped settings win a tie.
-    return max(allowed or [shipped], key=lambda candidate: candidate.banking77)
+    # max keeps the first of equals: the starting settings win a tie.
+    return max(allowed or [start], key=lambda candidate: candidate.banking77)
 
 
 def tune(report: Callable[[str], None] = print) -> Candidate:

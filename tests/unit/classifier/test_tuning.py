@@ -22,14 +22,14 @@ def candidate(name: str, banking77: float, own: float, **languages: float) -> Ca
     return Candidate(name, replace(TrainingConfig()), banking77, own, by_language)
 
 
-def test_the_shipped_settings_stay_unless_another_wins_on_banking77_without_costing_own() -> None:
-    shipped = candidate("shipped", 0.948, 0.650)
+def test_the_settings_stay_unless_others_win_on_banking77_without_costing_own_examples() -> None:
+    start = candidate("before", 0.948, 0.650)
     costs_own = candidate("costs own", 0.952, 0.640)
     costs_a_language = candidate("costs german", 0.951, 0.655, de=0.6)
-    assert choose([shipped, costs_own, costs_a_language]) is shipped
+    assert choose([start, costs_own, costs_a_language]) is start
     better = candidate("better", 0.950, 0.648)
-    assert choose([shipped, costs_own, better]) is better
-    assert choose([shipped, candidate("tie", 0.948, 0.660)]) is shipped
+    assert choose([start, costs_own, better]) is better
+    assert choose([start, candidate("tie", 0.948, 0.660)]) is start
 
 
 def test_the_validation_split_is_carved_from_training_data_in_every_language() -> None:
