@@ -1,4 +1,5 @@
-"""``dmdesk classify``, ``train-classifier``, ``eval-classifier`` and ``bench-classifier``.
+"""The classifier's commands: ``classify``, ``train-classifier``, ``tune-classifier``,
+``eval-classifier`` and ``bench-classifier``.
 
 Heavy modules (numpy, lingua, scikit-learn) are imported when a command runs, so the
 rest of the command line starts fast.
@@ -246,6 +247,14 @@ def compare(before: dict[str, float], after: dict[str, float]) -> list[str]:
     ]
 
 
+def _tune(_args: argparse.Namespace) -> int:
+    from services.classifier.tuning import tune  # noqa: PLC0415 (lazy: scikit-learn)
+
+    chosen = tune()
+    print(f"settings: {chosen.config}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from dmdesk.bench_classifier import run  # noqa: PLC0415 (lazy: heavy)
 
@@ -256,7 +265,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add ``classify``, ``train-classifier``, ``eval-classifier`` and ``bench-classifier``."""
+    """Add ``classify``, ``train-classifier``, ``tune-classifier``, ``eval-classifier`` and
+    ``bench-classifier``."""
     classify = commands.add_parser(
         "classify", help="classify JSON lines ({'text', 'contact'}) from stdin to stdout"
     )
@@ -299,6 +309,11 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
         "--before", help="also measure this artefact and print before -> after for each figure"
     )
     evaluate.set_defaults(handler=_evaluate)
+    tune = commands.add_parser(
+        "tune-classifier",
+        help="measure candidate training settings on a validation split of the training data",
+    )
+    tune.set_defaults(handler=_tune)
     bench = commands.add_parser("bench-classifier", help="DMs/s and peak memory of classification")
     bench.add_argument("--messages", type=int, default=30_000)
     bench.add_argument("--batch-size", type=int, default=BATCH_SIZE)

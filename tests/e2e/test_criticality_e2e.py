@@ -1,9 +1,10 @@
 """Criticality first, end to end (issue #13), across the four services as processes.
 
-A safety hazard written in Italian overtakes fifty ordinary inquiries and goes to a
-person, not to the bot; a short English question gets an English answer; a model
-retrained with an agent's correction reaches the running classifier without a restart,
-and the next classification names it.
+A safety hazard written in Italian overtakes fifty ordinary inquiries and gets no bot
+reply (no acknowledgement either: nothing is sent to that customer until a person
+answers); a short English question gets an English answer; a model retrained with an
+agent's correction reaches the running classifier without a restart, and the next
+classification names it.
 """
 
 import asyncio
@@ -18,15 +19,22 @@ from services.classifier import datasets
 from services.classifier.language import LanguageDetection
 from services.classifier.stores import publish_model
 from services.classifier.training import correction_examples, train
-from shared.events import BotReply, ClassifiedMessage, Handoff, RoutedMessage
+from shared.events import (
+    BotReply,
+    ClassifiedMessage,
+    OutboundRequest,
+    OutboundResult,
+    RoutedMessage,
+)
 from shared.rules import ROUND_THE_CLOCK
 from shared.settings import Settings
-from shared.streams import CLASSIFIED, ROUTED_ALL
+from shared.streams import CLASSIFIED, OUTBOUND_REQUESTED, OUTBOUND_RESULT, ROUTED_ALL
 from tests.e2e.test_priority_queue import ROUTINE, dm
 from tests.stack import Stack, eventually, rules_with_calendars, stored
 
 pytestmark = pytest.mark.e2e
 
+PARENT = "genitore"
 HAZARD = (
     "La stufa elettrica che ho comprato da voi ha preso fuoco stanotte "
     "e mio figlio si è bruciato la mano"
@@ -57,19 +65,19 @@ async def classification(nats_url: str, mid: str) -> ClassifiedMessage:
     return (await eventually(probe, bool, timeout=60))[-1]
 
 
-async def test_an_italian_safety_hazard_overtakes_fifty_inquiries_and_goes_to_a_person(
+async def test_an_italian_safety_hazard_overtakes_fifty_inquiries_and_gets_no_bot_reply(
     stack: Stack, clean_nats: str
 ) -> None:
     routine = [dm(f"q-{i}", ROUTINE[i % len(ROUTINE)], f"asker-{i}") for i in range(50)]
     assert (await stack.post_dm(routine)).status_code == 202
-    assert (await stack.post_dm(dm("hazard", HAZARD, "genitore"))).status_code == 202
+    assert (await stack.post_dm(dm("hazard", HAZARD, PARENT))).status_code == 202
 
     def classified(items: list[dict[str, Any]]) -> bool:
         return len([item for item in items if item["category"] is not None]) == 51
 
     items = await eventually(stack.full_queue, classified, timeout=90)
     head = items[0]
-    assert head["contact"]["platform_id"] == "genitore", [
+    assert head["contact"]["platform_id"] == PARENT, [
         (item["contact"]["platform_id"], item["priority"]) for item in items[:5]
     ]
     assert head["priority"] == "urgent"
@@ -78,25 +86,38 @@ async def test_an_italian_safety_hazard_overtakes_fifty_inquiries_and_goes_to_a_
     assert "safety" in hazard.critical
     assert "priority: safety hazard -> urgent" in hazard.reasons
 
-    async def handed_off() -> list[Handoff]:
-        return [
-            routed.handoff
-            for routed in await decisions(clean_nats)
-            if routed.handoff is not None and routed.message.mid == "hazard"
-        ]
+    async def hazard_decision() -> list[RoutedMessage]:
+        return [routed for routed in await decisions(clean_nats) if routed.message.mid == "hazard"]
 
-    handoff = (await eventually(handed_off, bool, timeout=30))[0]
-    assert handoff.priority == "urgent"
-    replies = [
-        reply
-        for routed in await decisions(clean_nats)
-        if routed.message.mid == "hazard"
-        for reply in routed.replies
+    [routed] = await eventually(hazard_decision, bool, timeout=30)
+    assert routed.handoff is not None
+    assert routed.handoff.priority == "urgent"
+    assert (routed.replies, routed.requests) == ([], [])
+
+    # No outbound send for the conversation: wait until every DM the bot answered or
+    # acknowledged (the fifty inquiries) has its send result, then look for the hazard's.
+    async def sends() -> tuple[set[str], set[str]]:
+        routed = await decisions(clean_nats)
+        answered = {r.message.contact.platform_id for r in routed if r.requests}
+        results = [
+            OutboundResult.model_validate_json(data)
+            for data in await events(clean_nats, OUTBOUND_RESULT)
+        ]
+        return answered, {result.conversation.contact_id for result in results}
+
+    answered, sent = await eventually(
+        sends, lambda found: len(found[0]) >= 50 and found[0] <= found[1], timeout=60
+    )
+    assert len(answered) >= 50, "the inquiries were not answered: the check would prove nothing"
+    assert answered <= sent
+    assert PARENT not in answered | sent
+    requested = [
+        OutboundRequest.model_validate_json(data)
+        for data in await events(clean_nats, OUTBOUND_REQUESTED)
     ]
-    # The bot does not try to answer it: at most the hand-off rule's acknowledgement.
-    assert all(
-        reply.kind == "template" and reply.rule_id == handoff.rule_id for reply in replies
-    ), replies
+    assert PARENT not in {request.conversation.contact_id for request in requested}
+    detail = await stack.conversation(head["id"])
+    assert [m for m in detail["messages"] if m["direction"] == "outbound"] == []
 
 
 async def answer_shipping_questions_from_the_faq(stack: Stack) -> None:

@@ -229,8 +229,10 @@ async def test_dry_run_shows_which_signal_decided_before_any_category_rule(
     assert decision["faq"] is None
     assert decision["handoff"]["signals"] == ["critical:legal"]
     assert decision["handoff"]["priority"] == "urgent"
-    assert "rule critical (#3) matched on critical:legal" in decision["trace"]
-    assert decision["replies"][0]["language"] == "it"
+    assert "rule critical (#2) matched on critical:legal" in decision["trace"]
+    # A critical DM is a person's to answer: no acknowledgement from the bot.
+    assert decision["replies"] == []
+    assert decision["handoff"]["acknowledge"] is False
 
 
 async def test_dry_run_tries_the_rules_given_and_refuses_bad_ones(

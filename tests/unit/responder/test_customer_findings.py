@@ -1,6 +1,6 @@
 """What customers met (issue #15): each finding as the decision the bot must now make."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -8,6 +8,7 @@ from services.responder.decide import apply_decision
 from services.responder.state import ConversationState
 from shared.events import Category, CriticalSignal, PrivateInfoKind
 from shared.rule_templates import greeting_name
+from shared.rules import compile_rule_set, load_rule_set_document
 from tests.unit.responder.helpers import classified, run
 
 
@@ -40,9 +41,46 @@ def test_critical_signals_go_to_a_person_before_any_faq(signal: CriticalSignal) 
     assert decision.handoff.signals == [f"critical:{signal.value}"]
 
 
-def test_person_at_risk_gets_only_a_human_acknowledgement() -> None:
+@pytest.mark.parametrize("signal", list(CriticalSignal))
+def test_a_critical_dm_gets_no_bot_message_not_even_an_acknowledgement(
+    signal: CriticalSignal,
+) -> None:
     decision = run(
-        classified("I can't go on", critical=[CriticalSignal.PERSON_AT_RISK], language="de")
+        classified(
+            "La stufa ha preso fuoco, ecco la mia carta [card]",
+            language="it",
+            critical=[signal],
+            masked=[PrivateInfoKind.CARD],
+        )
+    )
+    assert decision.replies == []
+    assert decision.handoff is not None
+    assert not decision.handoff.acknowledge
+    assert decision.handoff.priority == "urgent"
+
+
+def test_nothing_more_from_the_bot_after_a_critical_hand_off() -> None:
+    first = classified("I can't go on", critical=[CriticalSignal.PERSON_AT_RISK], language="de")
+    state = ConversationState()
+    apply_decision(state, first, run(first, state=state))
+    later = classified(
+        "What are your opening hours?",
+        mid="m-2",
+        language="de",
+        at=first.message.platform_ts + timedelta(minutes=5),
+    )
+    decision = run(later, state=state)
+    assert decision.replies == []
+    assert decision.silent_reason == "a human has taken the conversation"
+
+
+def test_a_team_can_give_critical_dms_an_acknowledgement_in_its_live_rules() -> None:
+    document = load_rule_set_document()
+    [rule] = [rule for rule in document["rules"] if rule["id"] == "person-at-risk"]
+    rule["then"].insert(0, {"reply": "person_at_risk_ack"})
+    decision = run(
+        classified("I can't go on", critical=[CriticalSignal.PERSON_AT_RISK], language="de"),
+        rules=compile_rule_set(document),
     )
     [reply] = decision.replies
     assert reply.language == "de"

@@ -36,7 +36,8 @@ def test_deploy_rules_yaml_is_the_packaged_default() -> None:
 def test_default_rule_set_compiles() -> None:
     rules = default_rules()
     ids = [rule.rule.id for rule in rules.rules]
-    assert ids[:3] == ["spam", "person-at-risk", "card-details"]
+    # Critical signals before the card warning: a critical DM gets no bot message at all.
+    assert ids[:4] == ["spam", "person-at-risk", "critical", "card-details"]
     # Signals before categories: no FAQ or template rule comes before a hand-off on a signal.
     assert ids.index("complaint-flag") < ids.index("faq") < ids.index("faq-any-category")
 
