@@ -51,9 +51,11 @@ QUIET_SIGNALS = frozenset(
         CriticalSignal.DISCRIMINATION,
         CriticalSignal.PRESS,
         CriticalSignal.PERSON_AT_RISK,
+        CriticalSignal.FRAUD,
     }
 )
-"""Critical signals whose DMs go to a person with no bot message at all (a product decision)."""
+"""Critical signals whose DMs go to a person with no bot message at all (a product decision:
+every critical signal of issue 13, fraud and account takeover included)."""
 
 
 class EvalMessage(BaseModel):

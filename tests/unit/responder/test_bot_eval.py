@@ -82,10 +82,12 @@ def test_a_critical_dm_handed_off_without_a_word_is_right_and_any_bot_message_wr
     assert verdict(legal, "en", _decision()) == "missed"
 
 
-def test_a_fraud_dm_still_wants_a_message_and_other_wordless_hand_offs_are_silent() -> None:
+def test_a_fraud_dm_wants_no_bot_message_and_other_wordless_hand_offs_are_silent() -> None:
     fraud = EvalMessage(t="someone used my card", e="handoff", f=["fraud"])
-    assert verdict(fraud, "en", _decision(handoff=True)) == "silent"
-    assert verdict(fraud, "en", _decision(_reply("urgent_ack"), handoff=True)) == "right"
+    assert verdict(fraud, "en", _decision(handoff=True)) == "right"
+    assert verdict(fraud, "en", _decision(_reply("urgent_ack"), handoff=True)) == "wrong"
+    plain = EvalMessage(t="agent please", e="handoff")
+    assert verdict(plain, "en", _decision(handoff=True)) == "silent"
 
 
 def test_thanks_is_right_only_when_the_bot_closes_politely_in_the_customers_language() -> None:
