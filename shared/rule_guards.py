@@ -1,5 +1,6 @@
 """Guards on what the bot says and to whom (no framework)."""
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -181,4 +182,10 @@ def asks_to_stop_messages(text: str | None) -> bool:
 def is_command(text: str | None, words: Iterable[str]) -> bool:
     """Whether the whole message is one of ``words`` ("STOP", "stop.", " Stop!")."""
     command = normalised_command(text)
-    return bool(command) and command in {normalised_command(word) for word in words}
+    return bool(command) and command in _commands(tuple(words))
+
+
+@functools.lru_cache(maxsize=64)
+def _commands(words: tuple[str, ...]) -> frozenset[str]:
+    """``words`` normalised, once per rule set (it was a tenth of the responder's CPU)."""
+    return frozenset(normalised_command(word) for word in words)
