@@ -18,7 +18,6 @@ so a bad rule set is refused with the rule and the reason before it is stored.
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,6 +32,7 @@ from pydantic import (
     field_validator,
 )
 
+from shared import packaged
 from shared.business_hours import ALWAYS_OPEN, WEEKDAYS, Calendar
 from shared.events import Category, Channel, CriticalSignal, Priority, PrivateInfoKind
 from shared.rule_guards import (
@@ -550,12 +550,7 @@ def _rule_problems(
 
 def load_rule_set_document(path: Path | None = None) -> dict[str, Any]:
     """The rule-set document at ``path``, or the default packaged with dmdesk."""
-    if path is None:
-        resource = resources.files("shared.defaults").joinpath(DEFAULT_RULES_RESOURCE)
-        text = resource.read_text(encoding="utf-8")
-    else:
-        text = path.read_text(encoding="utf-8")
-    return parse_document(text)
+    return parse_document(packaged.read_text("shared.defaults", DEFAULT_RULES_RESOURCE, path))
 
 
 ROUND_THE_CLOCK = {day: ["00:00-24:00"] for day in WEEKDAYS}

@@ -13,7 +13,6 @@ decision): for those, a hand-off without a word is right, and any bot message is
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -21,8 +20,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.responder.decide import decide
-from services.responder.faq import FaqIndex, KnowledgeBase
+from services.responder.faq import DEFAULTS_PACKAGE, FaqIndex, KnowledgeBase
 from services.responder.state import ConversationState
+from shared import packaged
 from shared.decisions import Decision
 from shared.events import (
     Category,
@@ -94,11 +94,7 @@ class LanguageSet(BaseModel):
 
 def load_eval_set(path: Path | None = None) -> dict[str, LanguageSet]:
     """The evaluation set at ``path``, or the one packaged with dmdesk."""
-    if path is None:
-        text = resources.files("services.responder.defaults").joinpath(EVAL_RESOURCE)
-        raw = yaml.safe_load(text.read_text(encoding="utf-8"))
-    else:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = yaml.safe_load(packaged.read_text(DEFAULTS_PACKAGE, EVAL_RESOURCE, path))
     return {language: LanguageSet.model_validate(value) for language, value in raw.items()}
 
 

@@ -11,7 +11,6 @@ threshold, or too close to the runner-up, the bot does not guess.
 
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -25,8 +24,10 @@ from sklearn.feature_extraction.text import (  # type: ignore[import-untyped]
 )
 from sklearn.preprocessing import normalize  # type: ignore[import-untyped]
 
+from shared import packaged
 from shared.rule_guards import plain_text
 
+DEFAULTS_PACKAGE = "services.responder.defaults"
 DEFAULT_FAQ_RESOURCE = "faq.yaml"
 
 # Function words carry no topic: without them "what is your VAT number" stops looking
@@ -247,11 +248,7 @@ class KnowledgeBase(BaseModel):
 
 def load_knowledge_base(path: Path | None = None) -> KnowledgeBase:
     """The knowledge base at ``path``, or the one packaged with dmdesk."""
-    if path is None:
-        text = resources.files("services.responder.defaults").joinpath(DEFAULT_FAQ_RESOURCE)
-        raw = yaml.safe_load(text.read_text(encoding="utf-8"))
-    else:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = yaml.safe_load(packaged.read_text(DEFAULTS_PACKAGE, DEFAULT_FAQ_RESOURCE, path))
     return KnowledgeBase.model_validate(raw)
 
 

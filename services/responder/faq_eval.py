@@ -8,13 +8,13 @@ customer's ``followup`` (if any); after ``misses_before_handoff`` misses it hand
 """
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from services.responder.faq import FaqIndex
+from services.responder.faq import DEFAULTS_PACKAGE, FaqIndex
+from shared import packaged
 
 HELDOUT_RESOURCE = "faq_heldout.yaml"
 
@@ -39,11 +39,7 @@ class HeldOutSet(BaseModel):
 
 def load_heldout(path: Path | None = None) -> HeldOutSet:
     """The held-out set at ``path``, or the one packaged with dmdesk."""
-    if path is None:
-        resource = resources.files("services.responder.defaults").joinpath(HELDOUT_RESOURCE)
-        text = resource.read_text(encoding="utf-8")
-    else:
-        text = path.read_text(encoding="utf-8")
+    text = packaged.read_text(DEFAULTS_PACKAGE, HELDOUT_RESOURCE, path)
     return HeldOutSet.model_validate(yaml.safe_load(text))
 
 

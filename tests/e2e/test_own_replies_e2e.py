@@ -13,8 +13,7 @@ status, and the echo of dmdesk's own reply is never a person's response.
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -37,32 +36,19 @@ RULES = {
 
 
 @pytest.fixture
-def send_api() -> Iterator[SendApiStub]:
-    with SendApiStub(TOKENS) as stub:
-        yield stub
+def page_tokens() -> dict[str, str]:
+    return TOKENS
 
 
 @pytest.fixture
 async def meta_stack(
-    request: pytest.FixtureRequest,
-    clean_nats: str,
-    database_url: str,
-    tmp_path: Path,
-    send_api: SendApiStub,
+    request: pytest.FixtureRequest, meta_stack_factory: Callable[..., Stack]
 ) -> AsyncIterator[Stack]:
     """The four services sending through the stand-in, knowing dmdesk's app id."""
-    running = Stack(
-        nats_url=clean_nats,
-        database_url=database_url,
-        workdir=tmp_path,
-        extra_env={
-            "DMDESK_SEND_ADAPTER": "meta",
-            "DMDESK_GRAPH_API_URL": send_api.base_url,
-            "DMDESK_PAGE_ACCESS_TOKENS": json.dumps(TOKENS),
-            "DMDESK_META_APP_IDS": json.dumps([OUR_APP]),
-            # A held answer must not look like a timeout (a retry would send twice).
-            "DMDESK_SEND_TIMEOUT_SECONDS": "60",
-        },
+    running = meta_stack_factory(
+        DMDESK_META_APP_IDS=json.dumps([OUR_APP]),
+        # A held answer must not look like a timeout (a retry would send twice).
+        DMDESK_SEND_TIMEOUT_SECONDS="60",
     )
     async with started(running, request):
         response = await running.client.put(f"{running.api_url}/v1/rules", json=RULES)

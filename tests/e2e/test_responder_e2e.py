@@ -8,7 +8,7 @@ the stub and the api all take part.
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,31 +47,16 @@ TOKENS = {PAGE: "page-token"}
 
 
 @pytest.fixture
-def send_api() -> Iterator[SendApiStub]:
-    with SendApiStub(TOKENS) as stub:
-        yield stub
+def page_tokens() -> dict[str, str]:
+    return TOKENS
 
 
 @pytest.fixture
 async def meta_stack(
-    request: pytest.FixtureRequest,
-    clean_nats: str,
-    database_url: str,
-    tmp_path: Path,
-    send_api: SendApiStub,
+    request: pytest.FixtureRequest, tmp_path: Path, meta_stack_factory: Callable[..., Stack]
 ) -> AsyncIterator[Stack]:
     """The four services sending through the stub, plus a second responder replica."""
-    running = Stack(
-        nats_url=clean_nats,
-        database_url=database_url,
-        workdir=tmp_path,
-        extra_env={
-            "DMDESK_SEND_ADAPTER": "meta",
-            "DMDESK_GRAPH_API_URL": send_api.base_url,
-            "DMDESK_PAGE_ACCESS_TOKENS": '{"page-1": "page-token"}',
-            "DMDESK_SEND_BACKOFF_SECONDS": "0.05",
-        },
-    )
+    running = meta_stack_factory(DMDESK_SEND_BACKOFF_SECONDS="0.05")
     first = running.services["responder"]
     second = ServiceProcess("responder", free_port(), first.env, tmp_path / "responder-2.log")
     running.services["responder-2"] = second
