@@ -6,6 +6,7 @@ state, and the dry-run endpoint shows exactly what the responder would do.
 :func:`apply_decision` is how a decision changes the conversation's state.
 """
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.responder.calendar_words import day_asked_about, say_day, say_moment
@@ -47,11 +48,33 @@ DEFAULT_RULE = "default-handoff"
 GUARD_RULE = "guard"
 
 
-class _Turn:
-    """The working state of one evaluation."""
+@dataclass(frozen=True, slots=True)
+class _Text:
+    """A message's text in the forms the rules' conditions read, made once per decision
+    (every rule's conditions read them)."""
 
-    def __init__(self, decision: Decision, bot_may_reply: bool, replies_left: int) -> None:
+    raw: str
+    plain: str  # lower-cased, without accents (keywords, regex)
+    command: str  # plain words, polite fillers dropped (message_is, max_words)
+
+    @classmethod
+    def of(cls, text: str | None) -> "_Text":
+        raw = text or ""
+        return cls(raw=raw, plain=plain_text(raw), command=normalised_command(raw))
+
+
+_NO_TEXT = _Text(raw="", plain="", command="")
+
+
+class _Turn:
+    """The working state of one evaluation (``text``: what its rules read; a turn that only
+    sends a system reply reads none)."""
+
+    def __init__(
+        self, decision: Decision, bot_may_reply: bool, replies_left: int, text: _Text = _NO_TEXT
+    ) -> None:
         self.decision = decision
+        self.text = text
         self.bot_may_reply = bot_may_reply
         self.replies_left = replies_left
         self.stopped_by_nothing = False
@@ -94,7 +117,7 @@ def decide(
         _opt_out(decision, rules, classified, default_team, at, already=opted_out)
         return decision
 
-    turn = _Turn(decision, True, max(0, guards.max_bot_replies - bot_turns))
+    turn = _Turn(decision, True, max(0, guards.max_bot_replies - bot_turns), _Text.of(message.text))
     if opted_out:
         turn.bot_may_reply = False
         turn.needs_human_reason = "contact opted out of automated replies"
@@ -109,7 +132,7 @@ def decide(
         if not _applies(compiled, classified, rules, turn, first_message, bot_turns, at):
             continue
         decision.matched_rules.append(compiled.rule.id)
-        evidence = _evidence(compiled, classified)
+        evidence = _evidence(compiled, classified, turn.text)
         trace.append(
             f"rule {compiled.rule.id} (#{compiled.index}) matched"
             + (f" on {', '.join(evidence)}" if evidence else "")
@@ -190,7 +213,7 @@ def _system_reply(
     _reply(turn, rules, classified, rule_id, template, kind, at)
 
 
-def _evidence(compiled: CompiledRule, classified: ClassifiedMessage) -> list[str]:
+def _evidence(compiled: CompiledRule, classified: ClassifiedMessage, text: _Text) -> list[str]:
     """The signals that made ``compiled`` match, for the agent: critical:legal, complaint..."""
     when, classification = compiled.rule.when, classified.classification
     found: list[str] = []
@@ -205,9 +228,7 @@ def _evidence(compiled: CompiledRule, classified: ClassifiedMessage) -> list[str
         found.append(f"category:{classification.category.value}")
     if when.priority is not None:
         found.append(f"priority:{classification.priority.value}")
-    if compiled.keywords is not None and (
-        match := compiled.keywords.search(plain_text(classified.message.text or ""))
-    ):
+    if compiled.keywords is not None and (match := compiled.keywords.search(text.plain)):
         found.append(f"keyword:{match.group(0)}")
     if when.masked is not None:
         found += [f"masked:{kind.value}" for kind in classified.message.masked
@@ -250,7 +271,7 @@ def _applies(
     rule = compiled.rule
     if not rule.enabled:
         return False
-    if _mismatch(compiled, classified, rules, first_message, bot_turns, at) is not None:
+    if _mismatch(compiled, classified, turn.text, rules, first_message, bot_turns, at) is not None:
         return False
     confidence, minimum = classified.classification.confidence, rules.source.guards.min_confidence
     if rule.when.is_category_rule and confidence < minimum:
@@ -266,6 +287,7 @@ def _applies(
 def _mismatch(
     compiled: CompiledRule,
     classified: ClassifiedMessage,
+    text: _Text,
     rules: CompiledRuleSet,
     first_message: bool,
     bot_turns: int,
@@ -274,7 +296,6 @@ def _mismatch(
     """The first condition of the rule that does not hold, or None when all hold."""
     when = compiled.rule.when
     message, classification = classified.message, classified.classification
-    text = message.text or ""
     language = classification.language or rules.source.default_language
     checks: list[tuple[str, bool]] = []
     if when.category is not None:
@@ -286,9 +307,9 @@ def _mismatch(
     if when.channel is not None:
         checks.append(("channel", message.channel in when.channel))
     if compiled.keywords is not None:
-        checks.append(("keywords", compiled.keywords.search(plain_text(text)) is not None))
+        checks.append(("keywords", compiled.keywords.search(text.plain) is not None))
     if compiled.regex is not None:
-        found = compiled.regex.search(text) or compiled.regex.search(plain_text(text))
+        found = compiled.regex.search(text.raw) or compiled.regex.search(text.plain)
         checks.append(("regex", found is not None))
     if when.contact_tags is not None:
         checks.append(("contact_tags", bool(set(when.contact_tags) & set(message.contact.tags))))
@@ -309,13 +330,11 @@ def _mismatch(
     if when.masked is not None:
         checks.append(("masked", bool(set(when.masked) & set(message.masked))))
     if when.has_text is not None:
-        checks.append(("has_text", bool(text.strip()) == when.has_text))
+        checks.append(("has_text", bool(text.raw.strip()) == when.has_text))
     if compiled.message_is is not None:
-        checks.append(
-            ("message_is", is_phrase_sequence(normalised_command(text), compiled.message_is))
-        )
+        checks.append(("message_is", is_phrase_sequence(text.command, compiled.message_is)))
     if when.max_words is not None:
-        checks.append(("max_words", len(normalised_command(text).split()) <= when.max_words))
+        checks.append(("max_words", len(text.command.split()) <= when.max_words))
     if when.bot_turns is not None:
         low, high = when.bot_turns.at_least, when.bot_turns.at_most
         checks.append(
