@@ -207,20 +207,29 @@ async def prometheus() -> None:
             healthy = set(up) == {"api", "ingest", "classifier", "responder"} and all(
                 value == "1" for value in up.values()
             )
-            if (healthy and sla) or time.monotonic() > deadline:
+            # A rule reads "unknown" until its group's first evaluation (evaluation_interval
+            # after Prometheus starts): wait for a verdict on every rule, not just for one.
+            response = await client.get("/api/v1/rules")
+            response.raise_for_status()
+            health = {
+                r["name"]: r.get("health")
+                for g in response.json()["data"]["groups"]
+                for r in g["rules"]
+            }
+            evaluated = all(value != "unknown" for value in health.values())
+            if (healthy and sla and evaluated) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(2)
         if not healthy:
             raise CheckFailedError(f"prometheus: up = {up}")
         if not sla:
             raise CheckFailedError("prometheus: no SLA series")
-        rules = (await client.get("/api/v1/rules")).json()["data"]["groups"]
-        unhealthy = [
-            r["name"] for g in rules for r in g["rules"] if r.get("health") not in ("ok", None)
-        ]
+        if not health:
+            raise CheckFailedError("prometheus: no alerting or recording rules loaded")
+        unhealthy = sorted(name for name, value in health.items() if value != "ok")
         if unhealthy:
             raise CheckFailedError(f"prometheus: rules not healthy: {unhealthy}")
-    print(f"prometheus: {len(up)} of 4 services up, {len(sla)} SLA series")
+    print(f"prometheus: {len(up)} of 4 services up, {len(sla)} SLA series, {len(health)} rules ok")
 
 
 async def drained() -> None:
