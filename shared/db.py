@@ -45,7 +45,7 @@ def create_engine(url: str, *, exclusive_writes: bool = True, **kwargs: Any) -> 
     run beside the writer.
     """
     if not is_sqlite(url):
-        return create_async_engine(url, **_pool_options(kwargs))
+        return create_async_engine(url, **_pool_options(make_url(url), kwargs))
     engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
     _set_up_sqlite(engine.sync_engine, exclusive_writes=exclusive_writes)
     return engine
@@ -70,7 +70,7 @@ def create_sync_engine(url: str, **kwargs: Any) -> Engine:
     if async_url.drivername == "postgresql+asyncpg":
         sync_url = sync_url.set(query=libpq_options(async_url.query))
     if not is_sqlite(url):
-        return sqlalchemy.create_engine(sync_url, **_pool_options(kwargs))
+        return sqlalchemy.create_engine(sync_url, **_pool_options(sync_url, kwargs))
     engine = sqlalchemy.create_engine(sync_url, connect_args={"timeout": 30}, **kwargs)
     _set_up_sqlite(engine, exclusive_writes=True)
     return engine
@@ -95,8 +95,32 @@ def libpq_options(query: Mapping[str, str | tuple[str, ...]]) -> dict[str, str |
     return options
 
 
-def _pool_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True} | kwargs
+# Every statement planned for its own parameters and the tables as they are now. A cached
+# generic plan is made once, often while the tables are still small (a new database, or
+# one whose statistics autovacuum has not refreshed yet), and then kept: an index chosen
+# for the channel alone scanned every message of the channel for each outbound result,
+# and halved a PostgreSQL stack's throughput (docs/benchmarks.md). dmdesk's statements
+# are short key lookups: planning them each time costs far less than one such plan.
+PLAN_CACHE_MODE = "force_custom_plan"
+
+
+def _pool_options(url: sqlalchemy.URL, kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "pool_size": 10,
+        "max_overflow": 10,
+        "pool_pre_ping": True,
+        "connect_args": _postgres_settings(url),
+    } | kwargs
+
+
+def _postgres_settings(url: sqlalchemy.URL) -> dict[str, Any]:
+    """Connection arguments that set dmdesk's session settings (``PLAN_CACHE_MODE``) as
+    the connection starts, without a statement of their own, for asyncpg or libpq."""
+    if url.get_driver_name() == "asyncpg":
+        return {"server_settings": {"plan_cache_mode": PLAN_CACHE_MODE}}
+    given = url.query.get("options", "")
+    options = " ".join(given) if isinstance(given, tuple) else given
+    return {"options": f"{options} -c plan_cache_mode={PLAN_CACHE_MODE}".strip()}
 
 
 def _set_up_sqlite(engine: Engine, *, exclusive_writes: bool) -> None:

@@ -56,3 +56,23 @@ async def test_the_writer_insists_on_tls_when_the_url_does(postgres_url: str) ->
         assert "invalid connection option" not in str(refused.value)
     finally:
         writer.dispose()
+
+
+async def test_both_drivers_plan_each_statement_for_its_own_parameters(postgres_url: str) -> None:
+    # A generic plan cached while the tables were small scanned a whole channel per
+    # lookup: every connection plans each statement anew. Options a URL gives libpq
+    # (here a statement timeout; asyncpg takes no such option) still apply beside it.
+    engine = create_engine(postgres_url)
+    writer = create_sync_engine(with_query(postgres_url, "options=-c%20statement_timeout%3D4321"))
+    try:
+        async with engine.connect() as connection:
+            mode = await connection.execute(text("show plan_cache_mode"))
+            assert mode.scalar_one() == "force_custom_plan"
+        with writer.connect() as connection:
+            assert connection.execute(text("show plan_cache_mode")).scalar_one() == (
+                "force_custom_plan"
+            )
+            assert connection.execute(text("show statement_timeout")).scalar_one() == "4321ms"
+    finally:
+        await engine.dispose()
+        writer.dispose()
