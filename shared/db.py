@@ -205,8 +205,37 @@ async def migrate(engine: AsyncEngine) -> None:
     database = engine.url.database
     if is_sqlite(str(engine.url)) and database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    async with engine.begin() as connection:
-        await connection.run_sync(_upgrade)
+    async with engine.connect() as connection:
+        await connection.run_sync(_upgrade_in_transaction)
+
+
+def _upgrade_in_transaction(connection: Connection) -> None:
+    """Upgrade in one transaction; on SQLite, with foreign keys off while it runs.
+
+    A migration in batch mode rebuilds a SQLite table (copy, drop, rename): dropping a
+    table that rows of others point at fails while foreign keys are on, and SQLite only
+    turns them off outside a transaction. They are checked before the commit instead.
+    """
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        _pragma(connection, "PRAGMA foreign_keys=OFF")
+    try:
+        with connection.begin():
+            _upgrade(connection)
+            if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").all()):
+                raise RuntimeError(f"a migration broke {len(broken)} foreign keys: {broken[:5]}")
+    finally:
+        if sqlite:
+            _pragma(connection, "PRAGMA foreign_keys=ON")
+
+
+def _pragma(connection: Connection, statement: str) -> None:
+    """Run ``statement`` on the driver's connection, outside any transaction."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
 
 
 class UnfitDatabaseError(RuntimeError):

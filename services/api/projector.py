@@ -597,9 +597,12 @@ def _prefetch_contacts(
 def _load_contacts(session: Session, keys: Iterable[tuple[str, str]]) -> None:
     """Load the contacts with these keys (channel, platform id) into the transaction's cache."""
     known: dict[tuple[str, str], ContactRow] = transaction_cache(session, "contacts")
+    wanted = list(keys)
+    # The ids alone as well: a condition on the key index's leading column (see models).
     rows = session.execute(
         select(ContactRow).where(
-            tuple_(col(ContactRow.channel), col(ContactRow.platform_id)).in_(list(keys))
+            col(ContactRow.platform_id).in_({platform_id for _, platform_id in wanted}),
+            tuple_(col(ContactRow.channel), col(ContactRow.platform_id)).in_(wanted),
         )
     )
     for row in rows.scalars():
@@ -656,6 +659,7 @@ def _conversations_by_key(
     rows = session.execute(
         select(ConversationRow)
         .where(
+            col(ConversationRow.contact_id).in_(set(ids.values())),
             tuple_(
                 col(ConversationRow.channel),
                 col(ConversationRow.account_id),
