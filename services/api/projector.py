@@ -285,15 +285,23 @@ _BY_KEY = (
 )
 
 
-def _stored(session: Session, conversation: ConversationRow, message: InboundMessage) -> bool:
+def _stored(
+    session: Session,
+    conversation: ConversationRow,
+    message: InboundMessage,
+    classification: Classification | None = None,
+) -> bool:
     """Store a platform message (a customer's, or an echo of the page's) in
-    ``conversation`` and move its last message time; False if it was already stored."""
+    ``conversation``, with its ``classification`` when it is known, and move its last
+    message time; False if it was already stored (its classification left as it was)."""
     assert conversation.id is not None
     echo = message.is_echo
+    classified = {} if classification is None else _classification_values(classification)
     inserted = _upsert(
         session,
         MessageRow,
-        {
+        classified
+        | {
             "conversation_id": conversation.id,
             "channel": message.channel.value,
             "mid": message.mid,
@@ -316,9 +324,13 @@ def _stored(session: Session, conversation: ConversationRow, message: InboundMes
 
 
 def project_inbound(
-    session: Session, message: InboundMessage, metrics: ApiMetrics | None = None
+    session: Session,
+    message: InboundMessage,
+    metrics: ApiMetrics | None = None,
+    classification: Classification | None = None,
 ) -> bool:
-    """Store a platform message in its conversation; False if it was already stored."""
+    """Store a platform message in its conversation (with its ``classification``, when
+    known); False if it was already stored."""
     if message.is_echo and echo_attribution(session, message).ours:
         return project_own_echo(session, message)
     conversation = _conversation(
@@ -329,7 +341,7 @@ def project_inbound(
         at=message.platform_ts,
     )
     echo = message.is_echo
-    if not _stored(session, conversation, message):
+    if not _stored(session, conversation, message, classification):
         return False
     ts = message.platform_ts
     if echo:
@@ -420,17 +432,21 @@ def _classify_message(
     """Store the classification on the message; False when the message is not stored yet."""
     updated = session.execute(
         _CLASSIFY,
-        {
-            "message_channel": message.channel.value,
-            "message_mid": message.mid,
-            "category": classification.category.value,
-            "priority": classification.priority.value,
-            "language": classification.language,
-            "sentiment": classification.sentiment,
-            "classification": classification.model_dump(mode="json"),
-        },
+        {"message_channel": message.channel.value, "message_mid": message.mid}
+        | _classification_values(classification),
     )
     return updated.first() is not None
+
+
+def _classification_values(classification: Classification) -> dict[str, Any]:
+    """A message row's classification columns."""
+    return {
+        "category": classification.category.value,
+        "priority": classification.priority.value,
+        "language": classification.language,
+        "sentiment": classification.sentiment,
+        "classification": classification.model_dump(mode="json"),
+    }
 
 
 # Built once (bound parameters), on the Core table (see _upsert_statement): it
@@ -456,15 +472,18 @@ def project_routed(
 ) -> None:
     """A customer DM, its classification and the responder's decision, from one event.
 
-    The message is stored (its clocks started) unless it is already (a redelivery, or
-    the late-decision path projected it first), then classified; the decision follows:
+    The message is stored with its classification (its clocks started) unless it is
+    already (a redelivery, or the late-decision path projected it first: then it is
+    classified apart); the decision follows:
     the hand-off before the replies (an acknowledgement of a hand-off does not put the
     conversation in pending), the bot's requests as pending outbound messages (their
     results may have come first), then the close.
     """
     message, classification = routed.message, routed.classification
-    project_inbound(session, message, metrics)
-    _classify_message(session, message, classification)
+    # Stored with its classification in one statement; classified apart when it was stored
+    # already.
+    if not project_inbound(session, message, metrics, classification):
+        _classify_message(session, message, classification)
     _classify_conversation(session, message, classification)
     if routed.handoff is not None:
         project_handoff(session, routed.handoff, metrics)
@@ -664,7 +683,7 @@ def _conversations_by_key(
                 col(ConversationRow.channel),
                 col(ConversationRow.account_id),
                 col(ConversationRow.contact_id),
-            ).in_(list(by_id))
+            ).in_(list(by_id)),
         )
         .order_by(col(ConversationRow.id))
         .with_for_update()
