@@ -26,7 +26,9 @@ reply's arrival is timed. Then, in one run:
 Peak memory is each service's VmHWM from ``/proc/<pid>/status``; ``cpu_ms_per_dm`` is
 the CPU time (user + system, ``/proc/<pid>/stat``) each service and the nats-server
 spent during the saturation phase, divided by the DMs routed in it, and their total
-(with ``--use-running``, for the pids given). ``--profile DIR``
+(with ``--use-running``, for the pids given). On a PostgreSQL server on this machine,
+``database_cpu_ms_per_dm`` is the same for the server processes of the bench's
+database (outside the total: the issue's figure is the stack's own). ``--profile DIR``
 samples every service with py-spy during the saturation phase (py-spy must be on PATH
 or beside Python; it is not a dmdesk dependency) and prints where time goes.
 """
@@ -920,12 +922,14 @@ async def saturate(
         {"nats-server": endpoints.nats_pid} if endpoints.nats_pid is not None else {}
     )
     cpu_before = cpu_seconds(measured)
+    database_before = cpu_seconds(await database_backends(engine))
     started = time.time()
     async with profiled(endpoints.pids, options.profile_dir):
         took = await flood(client, burst, options.burst_batch, sent, options.app_secret)
         settled = await wait_routed(engine, burst, len(burst), options.settle_timeout)
         finished = time.time()
     cpu_after = cpu_seconds(measured)
+    database_after = cpu_seconds(await database_backends(engine))
     traffic_after = await bus_count(endpoints.nats_url)
     done = await routed(engine, burst)
     if settled >= len(burst):
@@ -951,7 +955,35 @@ async def saturate(
     figures["e2e_dms_per_s"] = round(routed_in_window / max(finished - started, 1e-9), 1)
     if measured:
         figures["cpu_ms_per_dm"] = cpu_ms_per_dm(cpu_before, cpu_after, max(routed_in_window, 1))
+    if database_after:
+        figures["database_cpu_ms_per_dm"] = database_cpu_ms(
+            database_before, database_after, max(routed_in_window, 1)
+        )
     return figures
+
+
+async def database_backends(engine: AsyncEngine) -> dict[str, int]:
+    """The PostgreSQL server processes serving the bench's database, when that server runs
+    on this machine (their CPU time is readable here): the api's connections, and the
+    bench's own poll (one short query a second). Empty for SQLite or a remote server."""
+    url = engine.url
+    if engine.dialect.name != "postgresql" or url.host not in (None, "", "localhost", "127.0.0.1"):
+        return {}
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        )
+        return {str(pid): int(pid) for (pid,) in rows}
+
+
+def database_cpu_ms(
+    before: dict[str, float | None], after: dict[str, float | None], dms: int
+) -> float | None:
+    """CPU milliseconds per DM of the database's server processes between two readings: a
+    process that started in between counts from zero; one that ended in between, not at
+    all (the api's pool keeps its connections)."""
+    spent = [end - (before.get(pid) or 0.0) for pid, end in after.items() if end is not None]
+    return round(sum(spent) * 1000 / dms, 3) if spent else None
 
 
 async def baseline_and_resources(
@@ -1052,6 +1084,11 @@ def report(figures: dict[str, Any]) -> str:
                 + ", ".join(f"{name} {ms}" for name, ms in cpu.items())
             ]
             if (cpu := figures.get("cpu_ms_per_dm"))
+            else []
+        ),
+        *(
+            [f"CPU per routed DM while saturated, PostgreSQL's server processes (ms): {database}"]
+            if (database := figures.get("database_cpu_ms_per_dm")) is not None
             else []
         ),
     ]

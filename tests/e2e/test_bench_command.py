@@ -80,7 +80,9 @@ def test_a_short_benchmark_prints_one_json_object_with_every_figure() -> None:
     )
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "database_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 async def test_the_benchmark_measures_a_running_stack_with_its_own_app_secret(
     stack: Stack,
 ) -> None:
@@ -127,3 +129,8 @@ async def test_the_benchmark_measures_a_running_stack_with_its_own_app_secret(
     by_subject = figures["bus"]["stored_per_dm_by_subject"]
     routed = by_subject.get("dm.routed.reply", 0.0) + by_subject.get("dm.routed.quiet", 0.0)
     assert routed == pytest.approx(1.0, abs=0.05)
+    # A PostgreSQL server on this machine: its processes' CPU for the database, apart.
+    if stack.database_url.startswith("postgresql"):
+        assert figures["database_cpu_ms_per_dm"] > 0
+    else:
+        assert "database_cpu_ms_per_dm" not in figures
