@@ -136,6 +136,7 @@ def _table(entity: type[SQLModel]) -> Table:
 # Statements whose columns are the ORM entity's attributes go through the ORM
 # (and autoflush) even when built on the table: the fixed ones name the table's columns.
 _MESSAGES = _table(MessageRow)
+_MESSAGES_ECHO = _MESSAGES.alias("echo")
 _CONTACTS = _table(ContactRow)
 _CONVERSATIONS = _table(ConversationRow)
 
@@ -892,23 +893,64 @@ def _later_status(first: str, second: str) -> str:
 
 
 # Built once (bound parameters), on the Core table: it runs for nearly every DM's reply.
+# The usual case of a result in one statement: the request's message, not sent yet, takes
+# the outcome and the platform's mid, unless another row holds that mid (its echo came
+# first: the general path merges the two).
+_ECHO_HOLDS_MID = (
+    select(_MESSAGES_ECHO.c.id)
+    .where(
+        _MESSAGES_ECHO.c.mid == bindparam("new_mid"),
+        _MESSAGES_ECHO.c.channel == bindparam("message_channel"),
+    )
+    .exists()
+)
 _MARK_SENT = (
     update(_MESSAGES)
-    .where(_MESSAGES.c.id == bindparam("message_id"))
-    .values(status=bindparam("new_status"), error=bindparam("new_error"), mid=bindparam("new_mid"))
+    .where(
+        _MESSAGES.c.request_id == bindparam("message_request_id"),
+        _MESSAGES.c.channel == bindparam("message_channel"),
+        _MESSAGES.c.status.in_([MessageStatus.PENDING.value, MessageStatus.FAILED.value]),
+        ~_ECHO_HOLDS_MID,
+    )
+    .values(
+        status=bindparam("new_status"),
+        error=bindparam("new_error"),
+        mid=func.coalesce(bindparam("new_mid"), _MESSAGES.c.mid),
+    )
+    .returning(_MESSAGES.c.id, _MESSAGES.c.mid, _MESSAGES.c.author)
 )
 
 
 def _mark_sent(
-    session: Session, row: MessageRow, *, status: str, error: str | None, mid: str
-) -> None:
-    """Write a reply's outcome to its (stored) message at once, and onto ``row`` as written."""
-    session.execute(
+    session: Session,
+    channel: str,
+    request_id: str,
+    *,
+    status: str,
+    error: str | None,
+    mid: str | None,
+) -> str | None:
+    """The usual result: write it to its request's message, not sent yet, at once; the
+    message's author, or None when the general path must decide (no such message, sent
+    already, or an echo stored under ``mid``). A copy of the row loaded in this
+    transaction is kept true."""
+    written = session.execute(
         _MARK_SENT,
-        {"message_id": row.id, "new_status": status, "new_error": error, "new_mid": mid},
-    )
-    for key, value in (("status", status), ("error", error), ("mid", mid)):
-        set_committed_value(row, key, value)
+        {
+            "message_request_id": request_id,
+            "message_channel": channel,
+            "new_status": status,
+            "new_error": error,
+            "new_mid": mid,
+        },
+    ).first()
+    if written is None:
+        return None
+    loaded = session.identity_map.get(identity_key(MessageRow, written.id))
+    if isinstance(loaded, MessageRow):
+        for key, value in (("status", status), ("error", error), ("mid", written.mid)):
+            set_committed_value(loaded, key, value)
+    return str(written.author)
 
 
 def project_outbound_result(
@@ -929,12 +971,38 @@ def project_outbound_result(
     status = (MessageStatus.SENT if sent else MessageStatus.FAILED).value
     error = None if result.error is None else result.error.message
     platform_mid = result.mid if sent else None
+    author = _mark_sent(
+        session, channel, result.request_id, status=status, error=error, mid=platform_mid
+    )
+    if author is None:
+        author = _settle_result(session, conversation, result, status, error, platform_mid)
+    # author is None: nothing new (a redelivered result, or no message to give it to).
+    if sent and author in (Author.BOT.value, Author.AGENT.value):
+        ts = result.finished_at
+        conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
+        responder = "bot" if author == Author.BOT.value else "human"
+        _responded(session, conversation, result.finished_at, responder, metrics)
+        conversation.updated_at = utcnow()
+
+
+def _settle_result(
+    session: Session,
+    conversation: ConversationRow,
+    result: OutboundResult,
+    status: str,
+    error: str | None,
+    platform_mid: str | None,
+) -> str | None:
+    """A result :func:`_mark_sent` left: its message stored from the result (the request
+    not projected yet), or merged with its echo (come first), or already settled (a
+    redelivery). The message's author when the result was news, else None."""
+    assert conversation.id is not None
+    channel = result.conversation.channel.value
     row, echo = _reply_and_echo(session, channel, result.request_id, platform_mid)
     news = row is None or row.status in (MessageStatus.PENDING.value, MessageStatus.FAILED.value)
-    written = False
     if row is None and echo is None:
         if result.author is None:
-            return
+            return None
         row = MessageRow(
             conversation_id=conversation.id,
             channel=channel,
@@ -955,12 +1023,6 @@ def project_outbound_result(
         row.request_id = result.request_id
         row.author = result.author.value if result.author is not None else row.author
         row.status, row.error = _later_status(row.status, status), error
-    elif news and echo is None and row.id is not None:
-        # The usual case: the request's message, now sent (or failed), under the
-        # platform's mid. One statement, written now: later projections look messages
-        # up by mid with Core statements (a flush of the session cost four times more).
-        _mark_sent(session, row, status=status, error=error, mid=platform_mid or row.mid)
-        written = True
     elif news:
         row.status, row.error = status, error
         if echo is not None:  # the echo came first: one message, with what it had
@@ -971,15 +1033,8 @@ def project_outbound_result(
             session.flush()
         if platform_mid is not None:
             row.mid = platform_mid
-    if not written:  # later projections look messages up by mid with Core statements
-        session.flush()
-    author = row.author
-    if news and sent and author in (Author.BOT.value, Author.AGENT.value):
-        ts = result.finished_at
-        conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
-        responder = "bot" if author == Author.BOT.value else "human"
-        _responded(session, conversation, result.finished_at, responder, metrics)
-        conversation.updated_at = utcnow()
+    session.flush()  # later projections look messages up by mid with Core statements
+    return row.author if news else None
 
 
 def echo_attribution(session: Session, echo: InboundMessage) -> EchoAttribution:
