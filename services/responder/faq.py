@@ -190,6 +190,18 @@ class FaqEntry(BaseModel):
         description="Words or phrases (any language) that name this entry's topic and no other's: "
         "'paypal', 'vat number'. A message holding one leans towards this entry.",
     )
+    requires: list[str] = Field(
+        default_factory=list,
+        description="The entry's key concept: patterns (regular expressions on the message "
+        "lower-cased and without accents), one of which a message must match for this entry "
+        "to answer it ('an address' for change-address: 'can I change my username' is not one).",
+    )
+    excludes: list[str] = Field(
+        default_factory=list,
+        description="Look-alikes next to this entry's topic that it does not answer: patterns "
+        "(as requires) such as 'an expired gift card' or 'ordering by phone'. A message "
+        "matching one is handed to a person rather than answered with this entry.",
+    )
     topic: Literal["hours"] | None = Field(
         default=None,
         description="hours: the bot checks the business-hours calendar for the day asked about.",
@@ -201,6 +213,7 @@ class FaqEntry(BaseModel):
             raise ValueError(f"FAQ entry {self.id!r} has no question")
         if not self.answers:
             raise ValueError(f"FAQ entry {self.id!r} has no answer")
+        _check_patterns([*self.requires, *self.excludes], f"FAQ entry {self.id!r}")
         return self
 
 
@@ -225,6 +238,12 @@ class KnowledgeBase(BaseModel):
         "answer, when that is the runner-up (min_margin when unset): a look-alike that scores "
         "close means the message is more likely the look-alike's kind of question.",
     )
+    unanswered_cues: list[str] = Field(
+        default_factory=list,
+        description="Topics no entry answers, as patterns (regular expressions on the message "
+        "lower-cased and without accents): customs, the currency, a pickup point. A message "
+        "naming one is handed to a person, however much it looks like an entry's question.",
+    )
     unanswered: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Language to questions customers ask that look like FAQ ones but that no "
@@ -243,7 +262,23 @@ class KnowledgeBase(BaseModel):
                 raise ValueError(
                     f"FAQ entry {entry.id!r} has no {self.default_language!r} (default) answer"
                 )
+        _check_patterns(self.unanswered_cues, "unanswered_cues")
         return self
+
+
+def _check_patterns(patterns: list[str], owner: str) -> None:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"{owner}: bad pattern {pattern!r}: {error}") from error
+
+
+def _any_pattern(patterns: list[str]) -> re.Pattern[str] | None:
+    """One pattern that matches where any of ``patterns`` does (None for none)."""
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{pattern})" for pattern in patterns))
 
 
 def load_knowledge_base(path: Path | None = None) -> KnowledgeBase:
@@ -258,13 +293,15 @@ class FaqMatch:
 
     ``score`` is the cosine similarity of the best entry (0..1); ``runner_up`` is the best
     score of anything else (another entry, or a question the FAQ does not answer) and
-    ``runner_up_id`` names it (``None`` for an unanswered question).
+    ``runner_up_id`` names it (``None`` for an unanswered question). ``unanswered_topic``:
+    the message names a topic no entry answers (customs, a pickup point), so it never answers.
     """
 
     entry: FaqEntry
     score: float
     runner_up: float = 0.0
     runner_up_id: str | None = None
+    unanswered_topic: bool = False
 
     @property
     def margin(self) -> float:
@@ -273,6 +310,8 @@ class FaqMatch:
 
     def unanswered_wins(self, threshold: float) -> bool:
         """Whether a question the FAQ does not answer fits better, and fits well enough."""
+        if self.unanswered_topic:
+            return True
         return self.runner_up_id is None and self.runner_up >= max(threshold, self.score)
 
     def answer(self, language: str | None, default_language: str) -> str:
@@ -328,6 +367,9 @@ class FaqIndex:
         self._owners = np.asarray(owners)
         self._languages = np.asarray(languages)
         self._keywords = [_keyword_pattern(entry.keywords) for entry in knowledge_base.entries]
+        self._requires = [_any_pattern(entry.requires) for entry in knowledge_base.entries]
+        self._excludes = [_any_pattern(entry.excludes) for entry in knowledge_base.entries]
+        self._unanswered_cue = _any_pattern(knowledge_base.unanswered_cues)
         # An unanswered question naming an entry's keyword ("can I use two gift cards") gets
         # the same lean as the entry when the message names it too: a look-alike on the
         # entry's topic competes on equal terms.
@@ -350,7 +392,7 @@ class FaqIndex:
 
     def answers(self, match: FaqMatch | None, threshold: float) -> bool:
         """Whether the bot may answer with ``match``: above ``threshold`` and clear of rivals."""
-        if match is None or match.score < threshold:
+        if match is None or match.unanswered_topic or match.score < threshold:
             return False
         knowledge_base = self.knowledge_base
         margin = knowledge_base.min_margin
@@ -377,9 +419,27 @@ class FaqIndex:
             leaning = self._unanswered_keywords[named].any(axis=0)
             unanswered_scores = np.minimum(1.0, unanswered_scores + _KEYWORD_BONUS * leaning)
         unanswered = float(unanswered_scores.max(initial=0.0))
+        # An entry the message is a look-alike of (one the entry excludes, or no word of the
+        # entry's key concept) does not answer: its score counts as an unanswered question's,
+        # so a close call hands the message to a person.
+        look_alike = self._look_alikes(plain)
+        if look_alike.any():
+            unanswered = max(unanswered, float(by_entry[look_alike].max()))
+            by_entry = np.where(look_alike, 0.0, by_entry)
         ranked = np.argsort(-by_entry)
         best = int(ranked[0])
         runner_up, runner_up_id = unanswered, None
         if len(ranked) > 1 and by_entry[ranked[1]] >= unanswered:
             runner_up, runner_up_id = float(by_entry[ranked[1]]), entries[int(ranked[1])].id
-        return FaqMatch(entries[best], float(by_entry[best]), runner_up, runner_up_id)
+        topic = _names(self._unanswered_cue, plain)
+        return FaqMatch(entries[best], float(by_entry[best]), runner_up, runner_up_id, topic)
+
+    def _look_alikes(self, plain: str) -> "np.ndarray[tuple[int], np.dtype[np.bool_]]":
+        """Per entry, whether the message (``content_form``) is a look-alike it does not answer."""
+        return np.asarray(
+            [
+                _names(excludes, plain) or (requires is not None and not _names(requires, plain))
+                for requires, excludes in zip(self._requires, self._excludes, strict=True)
+            ],
+            dtype=bool,
+        )

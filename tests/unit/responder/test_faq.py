@@ -142,3 +142,62 @@ def test_a_look_alike_naming_an_entrys_keyword_gets_the_same_lean() -> None:
     assert not index.answers(match, threshold=0.4)
     index._unanswered_keywords[:] = False  # without the lean, the entry would answer
     assert index.answers(index.search(question, "en"), threshold=0.4)
+
+
+def test_a_topic_no_entry_answers_goes_to_a_person_however_close_it_looks() -> None:
+    cues = {"unanswered_cues": [r"\bcustoms\b"]}
+    index = FaqIndex(KnowledgeBase.model_validate({**_TWO_ENTRIES, **cues}))
+    match = index.search("customs delivery price?", "en")
+    assert match is not None
+    assert match.entry.id == "shipping-cost"
+    assert match.unanswered_wins(threshold=0.4)
+    assert not index.answers(match, threshold=0.1)
+
+
+def test_an_entry_does_not_answer_a_look_alike_it_excludes() -> None:
+    entries = [{**_TWO_ENTRIES["entries"][1], "excludes": [r"\bexpress\b"]}]
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries}))
+    assert index.answers(index.search("delivery time?", "en"), threshold=0.4)
+    match = index.search("express delivery time?", "en")
+    assert match is not None
+    assert match.score == 0
+    assert match.unanswered_wins(threshold=0.4)
+
+
+def test_an_entry_with_a_key_concept_answers_only_a_message_that_names_it() -> None:
+    entries = [{**_TWO_ENTRIES["entries"][1], "requires": [r"\bdeliver\w*"]}]
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries}))
+    assert index.answers(index.search("delivery time?", "en"), threshold=0.4)
+    assert not index.answers(index.search("what time?", "en"), threshold=0.1)
+
+
+def test_a_pattern_that_does_not_compile_is_refused() -> None:
+    with pytest.raises(ValidationError, match="bad pattern"):
+        KnowledgeBase.model_validate({**_TWO_ENTRIES, "unanswered_cues": ["(customs"]})
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("my gift voucher ran out last month, it says expired, can you renew it?", "en"),
+        ("mi cheque regalo está caducado, ¿qué hago?", "es"),
+        ("could I pay for one order with three gift cards", "en"),
+        ("geht eine Bestellung auch telefonisch aufzugeben, ich bestelle ungern online?", "de"),
+        ("vous acceptez les paiements en dollars ou une autre devise ?", "fr"),
+        ("posso ricevere il pacco in un punto di ritiro?", "it"),
+        ("qual é a transportadora que usam?", "pt"),
+        ("Kann ich meine E-Mail-Adresse im Konto ändern?", "de"),
+    ],
+)
+def test_look_alikes_of_faq_topics_go_to_a_person_with_a_message(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is not None
+    assert not decision.faq.answered, decision.faq.entry_id
+    assert decision.handoff is not None
+    assert [reply.kind for reply in decision.replies] == ["handoff_ack"]
+
+
+def test_the_trace_says_a_topic_the_faq_does_not_answer_was_named() -> None:
+    decision = run(classified("do I pay import duties on a parcel to Norway?"))
+    assert decision.handoff is not None
+    assert any("names a topic the FAQ does not answer" in line for line in decision.trace)
