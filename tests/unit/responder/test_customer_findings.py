@@ -167,6 +167,8 @@ def test_thanks_after_an_answer_closes_politely() -> None:
         "please stop sending me these messages",
         "dejad de mandarme mensajes",
         "hört bitte auf, mir Nachrichten zu schicken",
+        "Désinscrivez-moi s'il vous plaît",
+        "désabonne-moi",
     ],
 )
 def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
@@ -225,6 +227,9 @@ def test_a_short_thanks_after_an_answer_closes_and_a_thanks_with_more_does_not(
         "is there anyone there I can chat to",
         "¿me puede atender alguien del equipo?",
         "can you put me through to customer services",
+        "could I talk to your supervisor",
+        "quiero hablar con el encargado de la tienda",
+        "Ich möchte bitte mit einem Vorgesetzten sprechen",
     ],
 )
 def test_a_request_for_a_person_in_a_sentence_is_handed_off(text: str) -> None:
