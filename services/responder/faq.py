@@ -323,6 +323,7 @@ class FaqMatch:
 
 
 _UNANSWERED = -1
+_Flags = np.ndarray[tuple[int], np.dtype[np.bool_]]
 # A variant written in another language than the customer's counts a little less: "cancel"
 # in an English question is closer to the English variants than to "cancelar".
 _OTHER_LANGUAGE_WEIGHT = 0.9
@@ -419,27 +420,27 @@ class FaqIndex:
             leaning = self._unanswered_keywords[named].any(axis=0)
             unanswered_scores = np.minimum(1.0, unanswered_scores + _KEYWORD_BONUS * leaning)
         unanswered = float(unanswered_scores.max(initial=0.0))
-        # An entry the message is a look-alike of (one the entry excludes, or no word of the
-        # entry's key concept) does not answer: its score counts as an unanswered question's,
-        # so a close call hands the message to a person.
-        look_alike = self._look_alikes(plain)
+        # An entry whose key concept the message does not name cannot answer, but still
+        # competes as a rival; a look-alike an entry excludes counts as an unanswered question
+        # scoring as the entry did, so a close call hands the message to a person.
+        unconcerned, look_alike = self._outside(plain)
         if look_alike.any():
             unanswered = max(unanswered, float(by_entry[look_alike].max()))
-            by_entry = np.where(look_alike, 0.0, by_entry)
-        ranked = np.argsort(-by_entry)
-        best = int(ranked[0])
+        rivals = np.where(look_alike, 0.0, by_entry)
+        best = int(np.argmax(np.where(unconcerned, 0.0, rivals)))
+        best_score = 0.0 if unconcerned[best] else float(rivals[best])
+        rivals[best] = -1.0
         runner_up, runner_up_id = unanswered, None
-        if len(ranked) > 1 and by_entry[ranked[1]] >= unanswered:
-            runner_up, runner_up_id = float(by_entry[ranked[1]]), entries[int(ranked[1])].id
+        if len(entries) > 1 and rivals.max() >= unanswered:
+            second = int(np.argmax(rivals))
+            runner_up, runner_up_id = float(rivals[second]), entries[second].id
         topic = _names(self._unanswered_cue, plain)
-        return FaqMatch(entries[best], float(by_entry[best]), runner_up, runner_up_id, topic)
+        return FaqMatch(entries[best], best_score, runner_up, runner_up_id, topic)
 
-    def _look_alikes(self, plain: str) -> "np.ndarray[tuple[int], np.dtype[np.bool_]]":
-        """Per entry, whether the message (``content_form``) is a look-alike it does not answer."""
-        return np.asarray(
-            [
-                _names(excludes, plain) or (requires is not None and not _names(requires, plain))
-                for requires, excludes in zip(self._requires, self._excludes, strict=True)
-            ],
-            dtype=bool,
-        )
+    def _outside(self, plain: str) -> tuple[_Flags, _Flags]:
+        """Per entry: the message (``content_form``) misses its key concept; it is a look-alike."""
+        unconcerned = [
+            pattern is not None and not _names(pattern, plain) for pattern in self._requires
+        ]
+        look_alike = [_names(pattern, plain) for pattern in self._excludes]
+        return np.asarray(unconcerned, dtype=bool), np.asarray(look_alike, dtype=bool)

@@ -201,3 +201,46 @@ def test_the_trace_says_a_topic_the_faq_does_not_answer_was_named() -> None:
     decision = run(classified("do I pay import duties on a parcel to Norway?"))
     assert decision.handoff is not None
     assert any("names a topic the FAQ does not answer" in line for line in decision.trace)
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("how much is the blue linen shirt?", "en"),
+        ("quanto costa la borsa nera?", "it"),
+        ("combien coûte le pull bleu ?", "fr"),
+        ("quanto custa o casaco verde?", "pt"),
+    ],
+)
+def test_a_products_price_is_not_the_delivery_cost(text: str, language: str) -> None:
+    match = faq_index().search(text, language)
+    assert match is None or match.entry.id != "shipping-cost" or not match.score
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("how long will delivery take, I placed the order yesterday", "en"),
+        ("j'ai commandé samedi, la livraison prend combien de jours ?", "fr"),
+    ],
+)
+def test_an_order_already_placed_is_not_answered_with_the_usual_delivery_time(
+    text: str, language: str
+) -> None:
+    index = faq_index()
+    match = index.search(text, language)
+    assert match is not None
+    assert not index.answers(match, threshold=0.4)
+    assert index.answers(index.search("how long does delivery take if I order today?"), 0.4)
+
+
+def test_an_entry_missing_its_key_concept_still_competes_as_a_rival() -> None:
+    entries = [
+        {**_TWO_ENTRIES["entries"][0], "requires": [r"\bprice\b"]},
+        _TWO_ENTRIES["entries"][1],
+    ]
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries, "min_margin": 0.2}))
+    match = index.search("delivery?", "en")
+    assert match is not None
+    assert (match.entry.id, match.runner_up_id) == ("shipping-time", "shipping-cost")
+    assert not index.answers(match, threshold=0.1)
