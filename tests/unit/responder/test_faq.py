@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from services.responder.faq import FaqIndex, KnowledgeBase, content_words
+from services.responder.faq import FaqIndex, KnowledgeBase, content_form, content_words
 from services.responder.faq_eval import evaluate, load_heldout
 from tests.unit.responder.helpers import classified, faq_index, run
 
@@ -187,6 +187,9 @@ def test_a_pattern_that_does_not_compile_is_refused() -> None:
         ("posso ricevere il pacco in un punto di ritiro?", "it"),
         ("qual é a transportadora que usam?", "pt"),
         ("Kann ich meine E-Mail-Adresse im Konto ändern?", "de"),
+        ("how do I update the phone number on my account", "en"),
+        ("je peux changer mon numéro de téléphone sur mon compte ?", "fr"),
+        ("vous faites les emballages cadeaux ?", "fr"),
     ],
 )
 def test_look_alikes_of_faq_topics_go_to_a_person_with_a_message(text: str, language: str) -> None:
@@ -244,3 +247,20 @@ def test_an_entry_missing_its_key_concept_still_competes_as_a_rival() -> None:
     assert match is not None
     assert (match.entry.id, match.runner_up_id) == ("shipping-time", "shipping-cost")
     assert not index.answers(match, threshold=0.1)
+
+
+def test_every_question_of_an_entry_names_its_key_concept_and_is_none_of_its_look_alikes() -> None:
+    index = faq_index()
+    misfits = []
+    for entry in index.knowledge_base.entries:
+        for variants in entry.questions.values():
+            for variant in variants:
+                match = index.search(variant)
+                if match is None or match.unanswered_topic:
+                    misfits.append(variant)
+                    continue
+                unconcerned, look_alike = index._outside(content_form(variant))
+                position = index.knowledge_base.entries.index(entry)
+                if unconcerned[position] or look_alike[position]:
+                    misfits.append(variant)
+    assert misfits == []
