@@ -190,6 +190,10 @@ def test_a_pattern_that_does_not_compile_is_refused() -> None:
         ("how do I update the phone number on my account", "en"),
         ("je peux changer mon numéro de téléphone sur mon compte ?", "fr"),
         ("vous faites les emballages cadeaux ?", "fr"),
+        ("¿reparáis productos fuera de garantía?", "es"),
+        ("Repariert ihr auch Geräte ohne Garantie?", "de"),
+        ("¿puedo reservar una prenda en tienda?", "es"),
+        ("entregam ao sábado?", "pt"),
     ],
 )
 def test_look_alikes_of_faq_topics_go_to_a_person_with_a_message(text: str, language: str) -> None:
@@ -264,3 +268,10 @@ def test_every_question_of_an_entry_names_its_key_concept_and_is_none_of_its_loo
                 if unconcerned[position] or look_alike[position]:
                     misfits.append(variant)
     assert misfits == []
+
+
+def test_a_question_without_a_size_or_the_fit_is_not_a_size_question() -> None:
+    index = faq_index()
+    swap = index.search("can I swap the colour of the shoes I ordered?", "en")
+    assert swap is None or swap.entry.id != "sizes" or not index.answers(swap, threshold=0.4)
+    assert index.answers(index.search("do these boots come up small?", "en"), threshold=0.4)
