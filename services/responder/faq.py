@@ -192,9 +192,10 @@ class FaqEntry(BaseModel):
     )
     requires: list[str] = Field(
         default_factory=list,
-        description="The entry's key concept: patterns (regular expressions on the message "
-        "lower-cased and without accents), one of which a message must match for this entry "
-        "to answer it ('an address' for change-address: 'can I change my username' is not one).",
+        description="The entry's key concepts: patterns (regular expressions on the message "
+        "lower-cased and without accents), each of which a message must match for this entry "
+        "to answer it ('an address' for change-address: 'can I change my username' is not one; "
+        "the delivery and a cost for shipping-cost).",
     )
     excludes: list[str] = Field(
         default_factory=list,
@@ -368,7 +369,9 @@ class FaqIndex:
         self._owners = np.asarray(owners)
         self._languages = np.asarray(languages)
         self._keywords = [_keyword_pattern(entry.keywords) for entry in knowledge_base.entries]
-        self._requires = [_any_pattern(entry.requires) for entry in knowledge_base.entries]
+        self._requires = [
+            [re.compile(pattern) for pattern in entry.requires] for entry in knowledge_base.entries
+        ]
         self._excludes = [_any_pattern(entry.excludes) for entry in knowledge_base.entries]
         self._unanswered_cue = _any_pattern(knowledge_base.unanswered_cues)
         # An unanswered question naming an entry's keyword ("can I use two gift cards") gets
@@ -420,15 +423,18 @@ class FaqIndex:
             leaning = self._unanswered_keywords[named].any(axis=0)
             unanswered_scores = np.minimum(1.0, unanswered_scores + _KEYWORD_BONUS * leaning)
         unanswered = float(unanswered_scores.max(initial=0.0))
-        # An entry whose key concept the message does not name cannot answer, but still
-        # competes as a rival; a look-alike an entry excludes counts as an unanswered question
-        # scoring as the entry did, so a close call hands the message to a person.
-        unconcerned, look_alike = self._outside(plain)
+        # An entry whose key concepts the message does not all name cannot answer; it still
+        # competes as a rival unless the best entry's own key concepts are all named. A
+        # look-alike an entry excludes counts as an unanswered question scoring as the entry
+        # did, so a close call hands the message to a person.
+        unconcerned, confirmed, look_alike = self._outside(plain)
         if look_alike.any():
             unanswered = max(unanswered, float(by_entry[look_alike].max()))
         rivals = np.where(look_alike, 0.0, by_entry)
         best = int(np.argmax(np.where(unconcerned, 0.0, rivals)))
         best_score = 0.0 if unconcerned[best] else float(rivals[best])
+        if confirmed[best]:
+            rivals = np.where(unconcerned, 0.0, rivals)
         rivals[best] = -1.0
         runner_up, runner_up_id = unanswered, None
         if len(entries) > 1 and rivals.max() >= unanswered:
@@ -437,10 +443,11 @@ class FaqIndex:
         topic = _names(self._unanswered_cue, plain)
         return FaqMatch(entries[best], best_score, runner_up, runner_up_id, topic)
 
-    def _outside(self, plain: str) -> tuple[_Flags, _Flags]:
-        """Per entry: the message (``content_form``) misses its key concept; it is a look-alike."""
-        unconcerned = [
-            pattern is not None and not _names(pattern, plain) for pattern in self._requires
-        ]
-        look_alike = [_names(pattern, plain) for pattern in self._excludes]
-        return np.asarray(unconcerned, dtype=bool), np.asarray(look_alike, dtype=bool)
+    def _outside(self, plain: str) -> tuple[_Flags, _Flags, _Flags]:
+        """Per entry, for the message (``content_form``): it misses one of the entry's key
+        concepts; it names every one (and the entry has some); it is a look-alike."""
+        named = [[_names(pattern, plain) for pattern in concepts] for concepts in self._requires]
+        unconcerned = np.asarray([not all(concepts) for concepts in named], dtype=bool)
+        confirmed = np.asarray([bool(concepts) and all(concepts) for concepts in named], dtype=bool)
+        look_alike = np.asarray([_names(pattern, plain) for pattern in self._excludes], dtype=bool)
+        return unconcerned, confirmed, look_alike

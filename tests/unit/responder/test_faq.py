@@ -263,7 +263,7 @@ def test_every_question_of_an_entry_names_its_key_concept_and_is_none_of_its_loo
                 if match is None or match.unanswered_topic:
                     misfits.append(variant)
                     continue
-                unconcerned, look_alike = index._outside(content_form(variant))
+                unconcerned, _, look_alike = index._outside(content_form(variant))
                 position = index.knowledge_base.entries.index(entry)
                 if unconcerned[position] or look_alike[position]:
                     misfits.append(variant)
@@ -275,3 +275,13 @@ def test_a_question_without_a_size_or_the_fit_is_not_a_size_question() -> None:
     swap = index.search("can I swap the colour of the shoes I ordered?", "en")
     assert swap is None or swap.entry.id != "sizes" or not index.answers(swap, threshold=0.4)
     assert index.answers(index.search("do these boots come up small?", "en"), threshold=0.4)
+
+
+def test_an_entry_whose_key_concepts_are_all_named_has_no_rival_missing_its_own() -> None:
+    cost, time = _TWO_ENTRIES["entries"]
+    entries = [{**cost, "requires": [r"\bprice\b"]}, {**time, "requires": [r"\btime\b"]}]
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries, "min_margin": 0.2}))
+    match = index.search("delivery time?", "en")
+    assert match is not None
+    assert (match.entry.id, match.runner_up_id, match.runner_up) == ("shipping-time", None, 0.0)
+    assert index.answers(match, threshold=0.1)
