@@ -285,3 +285,18 @@ def test_an_entry_whose_key_concepts_are_all_named_has_no_rival_missing_its_own(
     assert match is not None
     assert (match.entry.id, match.runner_up) == ("shipping-time", 0.0)
     assert index.answers(match, threshold=0.1)
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "not_entry"),
+    [
+        ("how fast do you ship", "en", "international-shipping"),
+        ("¿cuánto tarda en llegar la devolución del dinero?", "es", "shipping-time"),
+        ("¿cómo doy de baja mi cuenta?", "es", "newsletter"),
+    ],
+)
+def test_a_message_missing_an_entrys_key_concept_is_not_answered_with_it(
+    text: str, language: str, not_entry: str
+) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is None or not decision.faq.answered or decision.faq.entry_id != not_entry
