@@ -193,6 +193,8 @@ def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> Non
     ("text", "language"),
     [
         ("hola buenos días", "es"),
+        ("buenas noches!", "es"),
+        ("Buona sera a tutti", "it"),
         ("hellooo", "en"),
         ("Moin moin", "de"),
         ("ciao a tutti", "it"),
@@ -208,6 +210,7 @@ def test_greetings_in_a_row_drawn_out_or_addressed_get_a_greeting(text: str, lan
     [
         ("much appreciated", True),
         ("muito obrigada pela ajuda", True),
+        ("obrigadinha!", True),
         ("thanks but it still doesn't work", False),
         ("thanks, and where is my order?", False),
         ("thanks for the quick reply yesterday about my parcel and the refund", False),
