@@ -194,6 +194,12 @@ def test_a_pattern_that_does_not_compile_is_refused() -> None:
         ("Repariert ihr auch Geräte ohne Garantie?", "de"),
         ("¿puedo reservar una prenda en tienda?", "es"),
         ("entregam ao sábado?", "pt"),
+        ("how do I remove a saved card from my account", "en"),
+        ("can I cancel my return?", "en"),
+        ("can the refund go to a different card?", "en"),
+        ("vous pouvez me rappeler ?", "fr"),
+        ("posso cambiare la data di consegna?", "it"),
+        ("come tolgo una carta salvata dal mio account?", "it"),
     ],
 )
 def test_look_alikes_of_faq_topics_go_to_a_person_with_a_message(text: str, language: str) -> None:
@@ -300,22 +306,6 @@ def test_a_message_missing_an_entrys_key_concept_is_not_answered_with_it(
 ) -> None:
     decision = run(classified(text, language=language))
     assert decision.faq is None or not decision.faq.answered or decision.faq.entry_id != not_entry
-
-
-@pytest.mark.parametrize(
-    ("text", "language"),
-    [
-        ("how do I remove a saved card from my account", "en"),
-        ("can I cancel my return?", "en"),
-        ("can the refund go to a different card?", "en"),
-        ("vous pouvez me rappeler ?", "fr"),
-        ("posso cambiare la data di consegna?", "it"),
-        ("come tolgo una carta salvata dal mio account?", "it"),
-    ],
-)
-def test_a_look_alike_an_entry_excludes_is_never_answered(text: str, language: str) -> None:
-    decision = run(classified(text, language=language))
-    assert decision.faq is None or not decision.faq.answered, decision.faq.entry_id
 
 
 def test_a_customer_giving_their_name_is_not_asking_to_be_called() -> None:
