@@ -200,6 +200,9 @@ def test_a_pattern_that_does_not_compile_is_refused() -> None:
         ("vous pouvez me rappeler ?", "fr"),
         ("posso cambiare la data di consegna?", "it"),
         ("come tolgo una carta salvata dal mio account?", "it"),
+        ("Um wie viel Uhr kommt der Paketbote?", "de"),
+        ("posso pagare con due carte?", "it"),
+        ("can I get a refund instead of store credit?", "en"),
     ],
 )
 def test_look_alikes_of_faq_topics_go_to_a_person_with_a_message(text: str, language: str) -> None:
@@ -314,3 +317,12 @@ def test_a_customer_giving_their_name_is_not_asking_to_be_called() -> None:
     )
     assert decision.faq is not None
     assert (decision.faq.entry_id, decision.faq.answered) == ("contact-phone", True)
+
+
+def test_who_runs_the_company_is_not_answered_with_its_legal_details() -> None:
+    index = faq_index()
+    for text, language in [
+        ("¿quién es el dueño de la empresa?", "es"),
+        ("Wer ist der Geschäftsführer?", "de"),
+    ]:
+        assert not index.answers(index.search(text, language), threshold=0.4), text
