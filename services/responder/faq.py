@@ -236,8 +236,9 @@ class KnowledgeBase(BaseModel):
         ge=0.0,
         le=1.0,
         description="How far the best entry must score above a question the FAQ does not "
-        "answer, when that is the runner-up (min_margin when unset): a look-alike that scores "
-        "close means the message is more likely the look-alike's kind of question.",
+        "answer, when that is the runner-up (min_margin when unset, and when the message names "
+        "every key concept the entry requires): a look-alike that scores close means the "
+        "message is more likely the look-alike's kind of question.",
     )
     unanswered_cues: list[str] = Field(
         default_factory=list,
@@ -296,6 +297,9 @@ class FaqMatch:
     score of anything else (another entry, or a question the FAQ does not answer) and
     ``runner_up_id`` names it (``None`` for an unanswered question). ``unanswered_topic``:
     the message names a topic no entry answers (customs, a pickup point), so it never answers.
+    ``confirmed``: the message names every key concept of the entry (which has some), so an
+    unanswered question needs only ``min_margin`` to make a close call, not the wider
+    ``min_margin_unanswered``.
     """
 
     entry: FaqEntry
@@ -303,6 +307,7 @@ class FaqMatch:
     runner_up: float = 0.0
     runner_up_id: str | None = None
     unanswered_topic: bool = False
+    confirmed: bool = False
 
     @property
     def margin(self) -> float:
@@ -400,7 +405,11 @@ class FaqIndex:
             return False
         knowledge_base = self.knowledge_base
         margin = knowledge_base.min_margin
-        if match.runner_up_id is None and knowledge_base.min_margin_unanswered is not None:
+        if (
+            match.runner_up_id is None
+            and knowledge_base.min_margin_unanswered is not None
+            and not match.confirmed
+        ):
             margin = knowledge_base.min_margin_unanswered
         return match.margin >= margin
 
@@ -441,7 +450,9 @@ class FaqIndex:
             second = int(np.argmax(rivals))
             runner_up, runner_up_id = float(rivals[second]), entries[second].id
         topic = _names(self._unanswered_cue, plain)
-        return FaqMatch(entries[best], best_score, runner_up, runner_up_id, topic)
+        return FaqMatch(
+            entries[best], best_score, runner_up, runner_up_id, topic, bool(confirmed[best])
+        )
 
     def _outside(self, plain: str) -> tuple[_Flags, _Flags, _Flags]:
         """Per entry, for the message (``content_form``): it misses one of the entry's key

@@ -326,3 +326,21 @@ def test_who_runs_the_company_is_not_answered_with_its_legal_details() -> None:
         ("Wer ist der Geschäftsführer?", "de"),
     ]:
         assert not index.answers(index.search(text, language), threshold=0.4), text
+
+
+def test_an_entry_whose_key_concepts_are_named_needs_the_plain_margin_over_a_look_alike() -> None:
+    look_alike = {"unanswered": {"en": ["can I get a delivery time slot"]}}
+    question = "can I choose a delivery time"
+    for requires, answered in [([], False), ([r"\btime\b"], True)]:
+        cost, time = _TWO_ENTRIES["entries"]
+        knowledge_base = {
+            "entries": [cost, {**time, "requires": requires}],
+            **look_alike,
+            "min_margin": 0.01,
+            "min_margin_unanswered": 0.3,
+        }
+        index = FaqIndex(KnowledgeBase.model_validate(knowledge_base))
+        match = index.search(question, "en")
+        assert match is not None
+        assert match.confirmed is bool(requires)
+        assert index.answers(match, threshold=0.1) is answered
