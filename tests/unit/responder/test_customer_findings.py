@@ -295,3 +295,18 @@ def test_no_template_reads_thanks_space_bang_for_a_nameless_contact() -> None:
     decision = run(classified("qwerty plugh", name="🌸"))
     assert "Thanks !" not in decision.replies[0].text
     assert decision.replies[0].text.startswith("Thanks!")
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "stock"),
+    [
+        ("do you still have the black boots in a 39?", "en", True),
+        ("ainda têm o casaco azul?", "pt", True),
+        ("my kettle is 18 months old, do I still have a guarantee?", "en", False),
+    ],
+)
+def test_still_having_an_item_is_a_stock_question_and_still_having_a_warranty_is_not(
+    text: str, language: str, stock: bool
+) -> None:
+    decision = run(classified(text, language=language))
+    assert ("stock-question" in decision.matched_rules) is stock
