@@ -203,6 +203,9 @@ def test_a_pattern_that_does_not_compile_is_refused() -> None:
         ("Um wie viel Uhr kommt der Paketbote?", "de"),
         ("posso pagare con due carte?", "it"),
         ("can I get a refund instead of store credit?", "en"),
+        ("Kann ich ohne Kassenbon zurückgeben?", "de"),
+        ("posso trocar por outra cor?", "pt"),
+        ("il prezzo è sceso dopo l'acquisto, mi rimborsate la differenza?", "it"),
     ],
 )
 def test_look_alikes_of_faq_topics_go_to_a_person_with_a_message(text: str, language: str) -> None:
@@ -344,3 +347,9 @@ def test_an_entry_whose_key_concepts_are_named_needs_the_plain_margin_over_a_loo
         assert match is not None
         assert match.confirmed is bool(requires)
         assert index.answers(match, threshold=0.1) is answered
+
+
+def test_a_colour_the_customer_did_not_like_is_a_reason_to_return_not_an_exchange() -> None:
+    decision = run(classified("I don't like the colour of the bag, how do I send it back?"))
+    assert decision.faq is not None
+    assert (decision.faq.entry_id, decision.faq.answered) == ("returns", True)
