@@ -206,6 +206,8 @@ def test_a_pattern_that_does_not_compile_is_refused() -> None:
         ("Kann ich ohne Kassenbon zurückgeben?", "de"),
         ("posso trocar por outra cor?", "pt"),
         ("il prezzo è sceso dopo l'acquisto, mi rimborsate la differenza?", "it"),
+        ("têm tamanhos grandes?", "pt"),
+        ("je reçois la newsletter en double", "fr"),
     ],
 )
 def test_look_alikes_of_faq_topics_go_to_a_person_with_a_message(text: str, language: str) -> None:
