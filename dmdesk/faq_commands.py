@@ -72,6 +72,9 @@ def run_eval_bot(args: argparse.Namespace) -> int:
     for choice, languages in report.items():
         print(f"\n{choice}: language  messages  right  wrong  silent  missed  right-of-covered")
         for language, row in languages.items():
+            if not row["messages"]:
+                print(f"{'':>{len(choice) + 2}}{language:<8}  no messages")
+                continue
             covered = row["covered_right"] / max(1, row["covered"])
             wrong = row["wrong"] / max(1, row["messages"])
             print(

@@ -36,7 +36,8 @@ DEFAULT_OPT_OUT_WORDS = (
     "hör auf",
     # fr
     "arrêt", "arret", "arrête", "arrêter", "arretez", "arrêtez", "désabonner",
-    "me désabonner", "désinscription", "se désinscrire", "plus de messages",
+    "me désabonner", "désabonnez-moi", "désabonne-moi", "désinscription", "se désinscrire",
+    "désinscrivez-moi", "plus de messages",
     # it
     "basta messaggi", "disiscrivimi", "annulla iscrizione", "cancellami", "non scrivermi più",
     "smettila",

@@ -89,7 +89,10 @@ class LanguageSet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dev: list[EvalMessage]
-    heldout: list[EvalMessage]
+    heldout: list[EvalMessage] = Field(
+        default_factory=list,
+        description="Empty between a measured held-out part joining dev and a fresh one.",
+    )
 
 
 def load_eval_set(path: Path | None = None) -> dict[str, LanguageSet]:

@@ -523,7 +523,12 @@ def _sure(faq: FaqIndex, match: FaqMatch, threshold: float, decision: Decision) 
     """Whether ``match`` is good enough to answer; a close call says so in the trace."""
     if faq.answers(match, threshold):
         return True
-    if match.score >= threshold:
+    if match.unanswered_topic:
+        decision.trace.append(
+            f"FAQ {match.entry.id} (score {match.score:.2f}) not answered: the message names a"
+            " topic the FAQ does not answer"
+        )
+    elif match.score >= threshold:
         rival = match.runner_up_id or "a question the FAQ does not answer"
         decision.trace.append(
             f"FAQ {match.entry.id} (score {match.score:.2f}) too close to {rival}"

@@ -190,6 +190,19 @@ class FaqEntry(BaseModel):
         description="Words or phrases (any language) that name this entry's topic and no other's: "
         "'paypal', 'vat number'. A message holding one leans towards this entry.",
     )
+    requires: list[str] = Field(
+        default_factory=list,
+        description="The entry's key concepts: patterns (regular expressions on the message "
+        "lower-cased and without accents), each of which a message must match for this entry "
+        "to answer it ('an address' for change-address: 'can I change my username' is not one; "
+        "the delivery and a cost for shipping-cost).",
+    )
+    excludes: list[str] = Field(
+        default_factory=list,
+        description="Look-alikes next to this entry's topic that it does not answer: patterns "
+        "(as requires) such as 'an expired gift card' or 'ordering by phone'. A message "
+        "matching one is handed to a person rather than answered with this entry.",
+    )
     topic: Literal["hours"] | None = Field(
         default=None,
         description="hours: the bot checks the business-hours calendar for the day asked about.",
@@ -201,6 +214,7 @@ class FaqEntry(BaseModel):
             raise ValueError(f"FAQ entry {self.id!r} has no question")
         if not self.answers:
             raise ValueError(f"FAQ entry {self.id!r} has no answer")
+        _check_patterns([*self.requires, *self.excludes], f"FAQ entry {self.id!r}")
         return self
 
 
@@ -222,8 +236,15 @@ class KnowledgeBase(BaseModel):
         ge=0.0,
         le=1.0,
         description="How far the best entry must score above a question the FAQ does not "
-        "answer, when that is the runner-up (min_margin when unset): a look-alike that scores "
-        "close means the message is more likely the look-alike's kind of question.",
+        "answer, when that is the runner-up (min_margin when unset, and when the message names "
+        "every key concept the entry requires): a look-alike that scores close means the "
+        "message is more likely the look-alike's kind of question.",
+    )
+    unanswered_cues: list[str] = Field(
+        default_factory=list,
+        description="Topics no entry answers, as patterns (regular expressions on the message "
+        "lower-cased and without accents): customs, the currency, a pickup point. A message "
+        "naming one is handed to a person, however much it looks like an entry's question.",
     )
     unanswered: dict[str, list[str]] = Field(
         default_factory=dict,
@@ -243,7 +264,23 @@ class KnowledgeBase(BaseModel):
                 raise ValueError(
                     f"FAQ entry {entry.id!r} has no {self.default_language!r} (default) answer"
                 )
+        _check_patterns(self.unanswered_cues, "unanswered_cues")
         return self
+
+
+def _check_patterns(patterns: list[str], owner: str) -> None:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"{owner}: bad pattern {pattern!r}: {error}") from error
+
+
+def _any_pattern(patterns: list[str]) -> re.Pattern[str] | None:
+    """One pattern that matches where any of ``patterns`` does (None for none)."""
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{pattern})" for pattern in patterns))
 
 
 def load_knowledge_base(path: Path | None = None) -> KnowledgeBase:
@@ -258,13 +295,19 @@ class FaqMatch:
 
     ``score`` is the cosine similarity of the best entry (0..1); ``runner_up`` is the best
     score of anything else (another entry, or a question the FAQ does not answer) and
-    ``runner_up_id`` names it (``None`` for an unanswered question).
+    ``runner_up_id`` names it (``None`` for an unanswered question). ``unanswered_topic``:
+    the message names a topic no entry answers (customs, a pickup point), so it never answers.
+    ``confirmed``: the message names every key concept of the entry (which has some), so an
+    unanswered question needs only ``min_margin`` to make a close call, not the wider
+    ``min_margin_unanswered``.
     """
 
     entry: FaqEntry
     score: float
     runner_up: float = 0.0
     runner_up_id: str | None = None
+    unanswered_topic: bool = False
+    confirmed: bool = False
 
     @property
     def margin(self) -> float:
@@ -273,6 +316,8 @@ class FaqMatch:
 
     def unanswered_wins(self, threshold: float) -> bool:
         """Whether a question the FAQ does not answer fits better, and fits well enough."""
+        if self.unanswered_topic:
+            return True
         return self.runner_up_id is None and self.runner_up >= max(threshold, self.score)
 
     def answer(self, language: str | None, default_language: str) -> str:
@@ -284,6 +329,7 @@ class FaqMatch:
 
 
 _UNANSWERED = -1
+_Flags = np.ndarray[tuple[int], np.dtype[np.bool_]]
 # A variant written in another language than the customer's counts a little less: "cancel"
 # in an English question is closer to the English variants than to "cancelar".
 _OTHER_LANGUAGE_WEIGHT = 0.9
@@ -328,6 +374,11 @@ class FaqIndex:
         self._owners = np.asarray(owners)
         self._languages = np.asarray(languages)
         self._keywords = [_keyword_pattern(entry.keywords) for entry in knowledge_base.entries]
+        self._requires = [
+            [re.compile(pattern) for pattern in entry.requires] for entry in knowledge_base.entries
+        ]
+        self._excludes = [_any_pattern(entry.excludes) for entry in knowledge_base.entries]
+        self._unanswered_cue = _any_pattern(knowledge_base.unanswered_cues)
         # An unanswered question naming an entry's keyword ("can I use two gift cards") gets
         # the same lean as the entry when the message names it too: a look-alike on the
         # entry's topic competes on equal terms.
@@ -350,11 +401,15 @@ class FaqIndex:
 
     def answers(self, match: FaqMatch | None, threshold: float) -> bool:
         """Whether the bot may answer with ``match``: above ``threshold`` and clear of rivals."""
-        if match is None or match.score < threshold:
+        if match is None or match.unanswered_topic or match.score < threshold:
             return False
         knowledge_base = self.knowledge_base
         margin = knowledge_base.min_margin
-        if match.runner_up_id is None and knowledge_base.min_margin_unanswered is not None:
+        if (
+            match.runner_up_id is None
+            and knowledge_base.min_margin_unanswered is not None
+            and not match.confirmed
+        ):
             margin = knowledge_base.min_margin_unanswered
         return match.margin >= margin
 
@@ -377,9 +432,33 @@ class FaqIndex:
             leaning = self._unanswered_keywords[named].any(axis=0)
             unanswered_scores = np.minimum(1.0, unanswered_scores + _KEYWORD_BONUS * leaning)
         unanswered = float(unanswered_scores.max(initial=0.0))
-        ranked = np.argsort(-by_entry)
-        best = int(ranked[0])
+        # An entry whose key concepts the message does not all name cannot answer; it still
+        # competes as a rival unless the best entry's own key concepts are all named. A
+        # look-alike an entry excludes counts as an unanswered question scoring as the entry
+        # did, so a close call hands the message to a person.
+        unconcerned, confirmed, look_alike = self._outside(plain)
+        if look_alike.any():
+            unanswered = max(unanswered, float(by_entry[look_alike].max()))
+        rivals = np.where(look_alike, 0.0, by_entry)
+        best = int(np.argmax(np.where(unconcerned, 0.0, rivals)))
+        best_score = 0.0 if unconcerned[best] else float(rivals[best])
+        if confirmed[best]:
+            rivals = np.where(unconcerned, 0.0, rivals)
+        rivals[best] = -1.0
         runner_up, runner_up_id = unanswered, None
-        if len(ranked) > 1 and by_entry[ranked[1]] >= unanswered:
-            runner_up, runner_up_id = float(by_entry[ranked[1]]), entries[int(ranked[1])].id
-        return FaqMatch(entries[best], float(by_entry[best]), runner_up, runner_up_id)
+        if len(entries) > 1 and rivals.max() >= unanswered:
+            second = int(np.argmax(rivals))
+            runner_up, runner_up_id = float(rivals[second]), entries[second].id
+        topic = _names(self._unanswered_cue, plain)
+        return FaqMatch(
+            entries[best], best_score, runner_up, runner_up_id, topic, bool(confirmed[best])
+        )
+
+    def _outside(self, plain: str) -> tuple[_Flags, _Flags, _Flags]:
+        """Per entry, for the message (``content_form``): it misses one of the entry's key
+        concepts; it names every one (and the entry has some); it is a look-alike."""
+        named = [[_names(pattern, plain) for pattern in concepts] for concepts in self._requires]
+        unconcerned = np.asarray([not all(concepts) for concepts in named], dtype=bool)
+        confirmed = np.asarray([bool(concepts) and all(concepts) for concepts in named], dtype=bool)
+        look_alike = np.asarray([_names(pattern, plain) for pattern in self._excludes], dtype=bool)
+        return unconcerned, confirmed, look_alike

@@ -167,6 +167,8 @@ def test_thanks_after_an_answer_closes_politely() -> None:
         "please stop sending me these messages",
         "dejad de mandarme mensajes",
         "hört bitte auf, mir Nachrichten zu schicken",
+        "Désinscrivez-moi s'il vous plaît",
+        "désabonne-moi",
     ],
 )
 def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
@@ -191,6 +193,8 @@ def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> Non
     ("text", "language"),
     [
         ("hola buenos días", "es"),
+        ("buenas noches!", "es"),
+        ("Buona sera a tutti", "it"),
         ("hellooo", "en"),
         ("Moin moin", "de"),
         ("ciao a tutti", "it"),
@@ -206,6 +210,7 @@ def test_greetings_in_a_row_drawn_out_or_addressed_get_a_greeting(text: str, lan
     [
         ("much appreciated", True),
         ("muito obrigada pela ajuda", True),
+        ("obrigadinha!", True),
         ("thanks but it still doesn't work", False),
         ("thanks, and where is my order?", False),
         ("thanks for the quick reply yesterday about my parcel and the refund", False),
@@ -225,6 +230,9 @@ def test_a_short_thanks_after_an_answer_closes_and_a_thanks_with_more_does_not(
         "is there anyone there I can chat to",
         "¿me puede atender alguien del equipo?",
         "can you put me through to customer services",
+        "could I talk to your supervisor",
+        "quiero hablar con el encargado de la tienda",
+        "Ich möchte bitte mit einem Vorgesetzten sprechen",
     ],
 )
 def test_a_request_for_a_person_in_a_sentence_is_handed_off(text: str) -> None:
@@ -287,3 +295,18 @@ def test_no_template_reads_thanks_space_bang_for_a_nameless_contact() -> None:
     decision = run(classified("qwerty plugh", name="🌸"))
     assert "Thanks !" not in decision.replies[0].text
     assert decision.replies[0].text.startswith("Thanks!")
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "stock"),
+    [
+        ("do you still have the black boots in a 39?", "en", True),
+        ("ainda têm o casaco azul?", "pt", True),
+        ("my kettle is 18 months old, do I still have a guarantee?", "en", False),
+    ],
+)
+def test_still_having_an_item_is_a_stock_question_and_still_having_a_warranty_is_not(
+    text: str, language: str, stock: bool
+) -> None:
+    decision = run(classified(text, language=language))
+    assert ("stock-question" in decision.matched_rules) is stock

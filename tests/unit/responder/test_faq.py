@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from services.responder.faq import FaqIndex, KnowledgeBase, content_words
+from services.responder.faq import FaqIndex, KnowledgeBase, content_form, content_words
 from services.responder.faq_eval import evaluate, load_heldout
 from tests.unit.responder.helpers import classified, faq_index, run
 
@@ -142,3 +142,216 @@ def test_a_look_alike_naming_an_entrys_keyword_gets_the_same_lean() -> None:
     assert not index.answers(match, threshold=0.4)
     index._unanswered_keywords[:] = False  # without the lean, the entry would answer
     assert index.answers(index.search(question, "en"), threshold=0.4)
+
+
+def test_a_topic_no_entry_answers_goes_to_a_person_however_close_it_looks() -> None:
+    cues = {"unanswered_cues": [r"\bcustoms\b"]}
+    index = FaqIndex(KnowledgeBase.model_validate({**_TWO_ENTRIES, **cues}))
+    match = index.search("customs delivery price?", "en")
+    assert match is not None
+    assert match.entry.id == "shipping-cost"
+    assert match.unanswered_wins(threshold=0.4)
+    assert not index.answers(match, threshold=0.1)
+
+
+def test_an_entry_does_not_answer_a_look_alike_it_excludes() -> None:
+    entries = [{**_TWO_ENTRIES["entries"][1], "excludes": [r"\bexpress\b"]}]
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries}))
+    assert index.answers(index.search("delivery time?", "en"), threshold=0.4)
+    match = index.search("express delivery time?", "en")
+    assert match is not None
+    assert match.score == 0
+    assert match.unanswered_wins(threshold=0.4)
+
+
+def test_an_entry_with_a_key_concept_answers_only_a_message_that_names_it() -> None:
+    entries = [{**_TWO_ENTRIES["entries"][1], "requires": [r"\bdeliver\w*"]}]
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries}))
+    assert index.answers(index.search("delivery time?", "en"), threshold=0.4)
+    assert not index.answers(index.search("what time?", "en"), threshold=0.1)
+
+
+def test_a_pattern_that_does_not_compile_is_refused() -> None:
+    with pytest.raises(ValidationError, match="bad pattern"):
+        KnowledgeBase.model_validate({**_TWO_ENTRIES, "unanswered_cues": ["(customs"]})
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("my gift voucher ran out last month, it says expired, can you renew it?", "en"),
+        ("mi cheque regalo está caducado, ¿qué hago?", "es"),
+        ("could I pay for one order with three gift cards", "en"),
+        ("geht eine Bestellung auch telefonisch aufzugeben, ich bestelle ungern online?", "de"),
+        ("vous acceptez les paiements en dollars ou une autre devise ?", "fr"),
+        ("posso ricevere il pacco in un punto di ritiro?", "it"),
+        ("qual é a transportadora que usam?", "pt"),
+        ("Kann ich meine E-Mail-Adresse im Konto ändern?", "de"),
+        ("how do I update the phone number on my account", "en"),
+        ("je peux changer mon numéro de téléphone sur mon compte ?", "fr"),
+        ("vous faites les emballages cadeaux ?", "fr"),
+        ("¿reparáis productos fuera de garantía?", "es"),
+        ("Repariert ihr auch Geräte ohne Garantie?", "de"),
+        ("¿puedo reservar una prenda en tienda?", "es"),
+        ("entregam ao sábado?", "pt"),
+        ("how do I remove a saved card from my account", "en"),
+        ("can I cancel my return?", "en"),
+        ("can the refund go to a different card?", "en"),
+        ("vous pouvez me rappeler ?", "fr"),
+        ("posso cambiare la data di consegna?", "it"),
+        ("come tolgo una carta salvata dal mio account?", "it"),
+        ("Um wie viel Uhr kommt der Paketbote?", "de"),
+        ("posso pagare con due carte?", "it"),
+        ("can I get a refund instead of store credit?", "en"),
+        ("Kann ich ohne Kassenbon zurückgeben?", "de"),
+        ("posso trocar por outra cor?", "pt"),
+        ("il prezzo è sceso dopo l'acquisto, mi rimborsate la differenza?", "it"),
+        ("têm tamanhos grandes?", "pt"),
+        ("je reçois la newsletter en double", "fr"),
+    ],
+)
+def test_look_alikes_of_faq_topics_go_to_a_person_with_a_message(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is not None
+    assert not decision.faq.answered, decision.faq.entry_id
+    assert decision.handoff is not None
+    assert [reply.kind for reply in decision.replies] == ["handoff_ack"]
+
+
+def test_the_trace_says_a_topic_the_faq_does_not_answer_was_named() -> None:
+    decision = run(classified("do I pay import duties on a parcel to Norway?"))
+    assert decision.handoff is not None
+    assert any("names a topic the FAQ does not answer" in line for line in decision.trace)
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("how much is the blue linen shirt?", "en"),
+        ("quanto costa la borsa nera?", "it"),
+        ("combien coûte le pull bleu ?", "fr"),
+        ("quanto custa o casaco verde?", "pt"),
+    ],
+)
+def test_a_products_price_is_not_the_delivery_cost(text: str, language: str) -> None:
+    match = faq_index().search(text, language)
+    assert match is None or match.entry.id != "shipping-cost" or not match.score
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("how long will delivery take, I placed the order yesterday", "en"),
+        ("j'ai commandé samedi, la livraison prend combien de jours ?", "fr"),
+    ],
+)
+def test_an_order_already_placed_is_not_answered_with_the_usual_delivery_time(
+    text: str, language: str
+) -> None:
+    index = faq_index()
+    match = index.search(text, language)
+    assert match is not None
+    assert not index.answers(match, threshold=0.4)
+    assert index.answers(index.search("how long does delivery take if I order today?"), 0.4)
+
+
+def test_an_entry_missing_its_key_concept_still_competes_as_a_rival() -> None:
+    entries = [
+        {**_TWO_ENTRIES["entries"][0], "requires": [r"\bprice\b"]},
+        _TWO_ENTRIES["entries"][1],
+    ]
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries, "min_margin": 0.2}))
+    match = index.search("delivery?", "en")
+    assert match is not None
+    assert (match.entry.id, match.runner_up_id) == ("shipping-time", "shipping-cost")
+    assert not index.answers(match, threshold=0.1)
+
+
+def test_every_question_of_an_entry_names_its_key_concept_and_is_none_of_its_look_alikes() -> None:
+    index = faq_index()
+    misfits = []
+    for entry in index.knowledge_base.entries:
+        for variants in entry.questions.values():
+            for variant in variants:
+                match = index.search(variant)
+                if match is None or match.unanswered_topic:
+                    misfits.append(variant)
+                    continue
+                unconcerned, _, look_alike = index._outside(content_form(variant))
+                position = index.knowledge_base.entries.index(entry)
+                if unconcerned[position] or look_alike[position]:
+                    misfits.append(variant)
+    assert misfits == []
+
+
+def test_a_question_without_a_size_or_the_fit_is_not_a_size_question() -> None:
+    index = faq_index()
+    swap = index.search("can I swap the colour of the shoes I ordered?", "en")
+    assert swap is None or swap.entry.id != "sizes" or not index.answers(swap, threshold=0.4)
+    assert index.answers(index.search("do these boots come up small?", "en"), threshold=0.4)
+
+
+def test_an_entry_whose_key_concepts_are_all_named_has_no_rival_missing_its_own() -> None:
+    cost, time = _TWO_ENTRIES["entries"]
+    entries = [{**cost, "requires": [r"\bprice\b"]}, {**time, "requires": [r"\btime\b"]}]
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries, "min_margin": 0.2}))
+    match = index.search("delivery time?", "en")
+    assert match is not None
+    assert (match.entry.id, match.runner_up) == ("shipping-time", 0.0)
+    assert index.answers(match, threshold=0.1)
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "not_entry"),
+    [
+        ("how fast do you ship", "en", "international-shipping"),
+        ("¿cuánto tarda en llegar la devolución del dinero?", "es", "shipping-time"),
+        ("¿cómo doy de baja mi cuenta?", "es", "newsletter"),
+    ],
+)
+def test_a_message_missing_an_entrys_key_concept_is_not_answered_with_it(
+    text: str, language: str, not_entry: str
+) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is None or not decision.faq.answered or decision.faq.entry_id != not_entry
+
+
+def test_a_customer_giving_their_name_is_not_asking_to_be_called() -> None:
+    decision = run(
+        classified("Ciao, mi chiamo Marco, qual è il vostro numero di telefono?", language="it")
+    )
+    assert decision.faq is not None
+    assert (decision.faq.entry_id, decision.faq.answered) == ("contact-phone", True)
+
+
+def test_who_runs_the_company_is_not_answered_with_its_legal_details() -> None:
+    index = faq_index()
+    for text, language in [
+        ("¿quién es el dueño de la empresa?", "es"),
+        ("Wer ist der Geschäftsführer?", "de"),
+    ]:
+        assert not index.answers(index.search(text, language), threshold=0.4), text
+
+
+def test_an_entry_whose_key_concepts_are_named_needs_the_plain_margin_over_a_look_alike() -> None:
+    look_alike = {"unanswered": {"en": ["can I get a delivery time slot"]}}
+    question = "can I choose a delivery time"
+    for requires, answered in [([], False), ([r"\btime\b"], True)]:
+        cost, time = _TWO_ENTRIES["entries"]
+        knowledge_base = {
+            "entries": [cost, {**time, "requires": requires}],
+            **look_alike,
+            "min_margin": 0.01,
+            "min_margin_unanswered": 0.3,
+        }
+        index = FaqIndex(KnowledgeBase.model_validate(knowledge_base))
+        match = index.search(question, "en")
+        assert match is not None
+        assert match.confirmed is bool(requires)
+        assert index.answers(match, threshold=0.1) is answered
+
+
+def test_a_colour_the_customer_did_not_like_is_a_reason_to_return_not_an_exchange() -> None:
+    decision = run(classified("I don't like the colour of the bag, how do I send it back?"))
+    assert decision.faq is not None
+    assert (decision.faq.entry_id, decision.faq.answered) == ("returns", True)
