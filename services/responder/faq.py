@@ -240,6 +240,15 @@ class KnowledgeBase(BaseModel):
         "every key concept the entry requires): a look-alike that scores close means the "
         "message is more likely the look-alike's kind of question.",
     )
+    confirmed_threshold_discount: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=0.2,
+        description="How much lower the score threshold is for an entry whose key concepts the "
+        "message all names (the entry has at least one that is not a mere exclusion): naming "
+        "them is evidence the wording alone does not give, so a customer who puts the question "
+        "in other words than the variants is still answered.",
+    )
     unanswered_cues: list[str] = Field(
         default_factory=list,
         description="Topics no entry answers, as patterns (regular expressions on the message "
@@ -297,7 +306,8 @@ class FaqMatch:
     score of anything else (another entry, or a question the FAQ does not answer) and
     ``runner_up_id`` names it (``None`` for an unanswered question). ``unanswered_topic``:
     the message names a topic no entry answers (customs, a pickup point), so it never answers.
-    ``confirmed``: the message names every key concept of the entry (which has some), so an
+    ``confirmed``: the message names every key concept of the entry (which has one that is not
+    a mere exclusion), so the threshold is ``confirmed_threshold_discount`` lower and an
     unanswered question needs only ``min_margin`` to make a close call, not the wider
     ``min_margin_unanswered``.
     """
@@ -377,6 +387,15 @@ class FaqIndex:
         self._requires = [
             [re.compile(pattern) for pattern in entry.requires] for entry in knowledge_base.entries
         ]
+        # A concept written as an exclusion alone ("^(?!...)": no refund named) is not named
+        # by a message; an entry with only such concepts is never confirmed by one.
+        self._positive = np.asarray(
+            [
+                any(not pattern.startswith("^(?!") for pattern in entry.requires)
+                for entry in knowledge_base.entries
+            ],
+            dtype=bool,
+        )
         self._excludes = [_any_pattern(entry.excludes) for entry in knowledge_base.entries]
         self._unanswered_cue = _any_pattern(knowledge_base.unanswered_cues)
         # An unanswered question naming an entry's keyword ("can I use two gift cards") gets
@@ -401,9 +420,13 @@ class FaqIndex:
 
     def answers(self, match: FaqMatch | None, threshold: float) -> bool:
         """Whether the bot may answer with ``match``: above ``threshold`` and clear of rivals."""
-        if match is None or match.unanswered_topic or match.score < threshold:
+        if match is None or match.unanswered_topic:
             return False
         knowledge_base = self.knowledge_base
+        if match.confirmed:
+            threshold -= knowledge_base.confirmed_threshold_discount
+        if match.score < threshold:
+            return False
         margin = knowledge_base.min_margin
         if (
             match.runner_up_id is None
@@ -456,9 +479,10 @@ class FaqIndex:
 
     def _outside(self, plain: str) -> tuple[_Flags, _Flags, _Flags]:
         """Per entry, for the message (``content_form``): it misses one of the entry's key
-        concepts; it names every one (and the entry has some); it is a look-alike."""
+        concepts; it names every one (and the entry has one that is not a mere exclusion); it
+        is a look-alike."""
         named = [[_names(pattern, plain) for pattern in concepts] for concepts in self._requires]
         unconcerned = np.asarray([not all(concepts) for concepts in named], dtype=bool)
-        confirmed = np.asarray([bool(concepts) and all(concepts) for concepts in named], dtype=bool)
+        confirmed = self._positive & np.asarray([all(concepts) for concepts in named], dtype=bool)
         look_alike = np.asarray([_names(pattern, plain) for pattern in self._excludes], dtype=bool)
         return unconcerned, confirmed, look_alike
