@@ -165,6 +165,26 @@ STOP_WORDS = (
     | _CHAT_WORDS
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Countries, as the six languages name them (accents removed): which one a customer names is
+# no topic, that they name one is ("do you ship to Poland" is "do you ship to Spain"), so
+# every name becomes one word before matching.
+COUNTRY_WORDS = frozenset(
+    """spain espana espagne spagna espanha spanien france francia frankreich franca germany
+    alemania allemagne germania alemanha deutschland italy italia italie italien portugal
+    portogallo poland polonia pologne polen austria autriche osterreich oesterreich
+    switzerland suiza suisse svizzera suica schweiz belgium belgica belgique belgien belgio
+    netherlands holland holanda hollande niederlande olanda ireland irlanda irlande irland
+    norway noruega norvege norwegen norvegia sweden suecia suede schweden svezia denmark
+    dinamarca danemark danimarca finland finlandia finnland greece grecia grece griechenland
+    usa eeuu america canada kanada mexico messico mexiko brazil brasil bresil brasilien
+    brasile argentina argentinien argentine colombia kolumbien colombie australia australien
+    australie japan japon giappone japao morocco marruecos maroc marokko marocco marrocos
+    angola mocambique mozambique luxembourg luxemburgo lussemburgo luxemburg hungary hungria
+    ungarn ungheria hongrie romania rumania rumanien roumanie croatia croacia kroatien
+    croatie croazia czechia tschechien uk england inglaterra angleterre inghilterra
+    scotland escocia schottland ecosse scozia""".split()  # noqa: SIM905
+)
+COUNTRY_WORD = "xcountry"
 
 
 def content_form(text: str) -> str:
@@ -174,7 +194,8 @@ def content_form(text: str) -> str:
 
 def content_words(text: str) -> str:
     """``text`` lower-cased, without accents and without function words."""
-    return " ".join(word for word in content_form(text).split() if word not in STOP_WORDS)
+    words = (word for word in content_form(text).split() if word not in STOP_WORDS)
+    return " ".join(COUNTRY_WORD if word in COUNTRY_WORDS else word for word in words)
 
 
 class FaqEntry(BaseModel):
