@@ -156,7 +156,8 @@ STOP_OPENINGS = (
     "nao me mandem", "nao me enviem", "chega de",
     # the wish not to hear from the page any more: "don't want any more DMs", "no me
     # escribáis más", "merci de ne plus m'écrire", "quero deixar de receber mensagens"
-    "dont want", "don t want", "do not want", "can you not", "could you not", "no more",
+    "dont want", "don t want", "do not want", "i dont want", "i don t want", "i do not want",
+    "can you not", "could you not",
     "no me escribais", "no me escribas", "no me escriban", "quitadme de", "quitame de",
     "ich mochte keine", "ich will keine", "schreibt mir", "schreiben sie mir",
     "ne plus m", "de ne plus m", "je ne veux plus", "je veux plus", "ne m ecrivez plus",
