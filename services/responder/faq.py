@@ -270,6 +270,14 @@ class KnowledgeBase(BaseModel):
         "them is evidence the wording alone does not give, so a customer who puts the question "
         "in other words than the variants is still answered.",
     )
+    confirmed_unanswered_discount: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=0.2,
+        description="How much less an unanswered question that does not name an entry's key "
+        "concepts counts against a message that names them all: 'how long after my return "
+        "arrives is the refund?' is less likely 'has my return arrived?' than the words say.",
+    )
     unanswered_cues: list[str] = Field(
         default_factory=list,
         description="Topics no entry answers, as patterns (regular expressions on the message "
@@ -427,6 +435,18 @@ class FaqIndex:
             [[_names(pattern, text) for text in unanswered_texts] for pattern in self._keywords],
             dtype=bool,
         ).reshape(len(self._keywords), len(unanswered_texts))
+        # Per entry, the unanswered questions that name its key concepts: the look-alikes of
+        # that entry ("a second-hand warranty" for warranty), as against questions about
+        # something else that share a word with a message ("has my return arrived?" with "how
+        # long after my return arrives is the refund?").
+        texts = unanswered_texts
+        self._unanswered_of = np.asarray(
+            [
+                [bool(concepts) and all(c.search(text) for c in concepts) for text in texts]
+                for concepts in self._requires
+            ],
+            dtype=bool,
+        ).reshape(len(self._requires), len(unanswered_texts))
         self._words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
         self._chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
         self._matrix = self._vectorise(documents, fit=True)
@@ -488,6 +508,14 @@ class FaqIndex:
         best_score = 0.0 if unconcerned[best] else float(rivals[best])
         if confirmed[best]:
             rivals = np.where(unconcerned, 0.0, rivals)
+            # A message naming the entry's key concepts is less likely an unanswered question
+            # that does not name them (it shares other words with the message).
+            elsewhere = unanswered_scores - self.knowledge_base.confirmed_unanswered_discount
+            unanswered = float(
+                np.where(self._unanswered_of[best], unanswered_scores, elsewhere).max(initial=0.0)
+            )
+            if look_alike.any():
+                unanswered = max(unanswered, float(by_entry[look_alike].max()))
         rivals[best] = -1.0
         runner_up, runner_up_id = unanswered, None
         if len(entries) > 1 and rivals.max() >= unanswered:

@@ -414,3 +414,37 @@ def test_covered_questions_in_other_words_are_answered(
     decision = run(classified(text, language=language))
     assert decision.faq is not None
     assert (decision.faq.entry_id, decision.faq.answered) == (entry, True)
+
+
+def test_a_look_alike_missing_the_entrys_key_concepts_counts_less_against_a_confirmed_one() -> None:
+    cost, time = _TWO_ENTRIES["entries"]
+    question = "parcel arrived, delivery time of the refund"
+    for discount, answered in [(0.0, False), (0.2, True)]:
+        knowledge_base = {
+            "entries": [cost, {**time, "requires": [r"\brefund\b"]}],
+            "unanswered": {"en": ["has my parcel arrived"]},
+            "min_margin": 0.01,
+            "confirmed_unanswered_discount": discount,
+        }
+        index = FaqIndex(KnowledgeBase.model_validate(knowledge_base))
+        match = index.search(question, "en")
+        assert match is not None
+        assert match.confirmed
+        assert index.answers(match, threshold=0.1) is answered
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("do you refund the shipping cost?", "en"),
+        ("¿la tienda tiene aparcamiento?", "es"),
+        ("vous recrutez en boutique ?", "fr"),
+        ("what's your refund policy on furniture?", "en"),
+        ("can I change the address on my account?", "en"),
+    ],
+)
+def test_look_alikes_that_name_an_entrys_concepts_are_not_answered(
+    text: str, language: str
+) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is None or not decision.faq.answered, decision.faq.entry_id
