@@ -67,6 +67,7 @@ ADDRESS_WORDS = (
     "there", "all", "everyone", "everybody", "guys", "team", "folks", "a todos", "equipo",
     "chicos", "zusammen", "leute", "ihr lieben", "tout le monde", "l équipe",
     "l equipe", "à tous", "a tous", "a tutti", "ragazzi", "pessoal", "equipa", "gente",
+    "à vous", "a vous", "a voi", "a vocês", "a voces",
 )  # fmt: skip
 
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
@@ -153,11 +154,22 @@ STOP_OPENINGS = (
     "smettete", "smettetela", "smettila", "non voglio", "non mandatemi", "non mi mandate",
     "non scrivetemi", "parem", "pare de", "deixem de", "deixa de", "nao quero",
     "nao me mandem", "nao me enviem", "chega de",
+    # the wish not to hear from the page any more: "don't want any more DMs", "no me
+    # escribáis más", "merci de ne plus m'écrire", "quero deixar de receber mensagens"
+    "dont want", "don t want", "do not want", "i dont want", "i don t want", "i do not want",
+    "can you not", "could you not",
+    "no me escribais", "no me escribas", "no me escriban", "quitadme de", "quitame de",
+    "ich mochte keine", "ich will keine", "schreibt mir", "schreiben sie mir",
+    "ne plus m", "de ne plus m", "je ne veux plus", "je veux plus", "ne m ecrivez plus",
+    "toglietemi da", "non voglio piu", "non scrivetemi", "non scrivermi",
+    "quero deixar de", "nao me escrevam", "tirem me de", "deixem de me",
 )  # fmt: skip
 MESSAGE_WORDS = (
     "message", "messages", "messaging", "text", "texts", "texting", "dm", "dms", "mensaje",
     "mensajes", "escribirme", "nachricht", "nachrichten", "schreiben", "messaggi",
     "messaggio", "scrivermi", "mensagem", "mensagens", "escrever",
+    "write", "writing", "escribais", "escribas", "escriban", "schreibt", "ecrire", "ecrivez",
+    "scrivetemi", "scrivere", "escrevam", "escrevem",
 )  # fmt: skip
 _NEWSLETTER_WORDS = re.compile(
     r"\b(?:e ?mails?|newsletters?|correos?|boletin|mails?|courriels?|emails?)\b"

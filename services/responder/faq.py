@@ -165,6 +165,26 @@ STOP_WORDS = (
     | _CHAT_WORDS
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Countries, as the six languages name them (accents removed): which one a customer names is
+# no topic, that they name one is ("do you ship to Poland" is "do you ship to Spain"), so
+# every name becomes one word before matching.
+COUNTRY_WORDS = frozenset(
+    """spain espana espagne spagna espanha spanien france francia frankreich franca germany
+    alemania allemagne germania alemanha deutschland italy italia italie italien portugal
+    portogallo poland polonia pologne polen austria autriche osterreich oesterreich
+    switzerland suiza suisse svizzera suica schweiz belgium belgica belgique belgien belgio
+    netherlands holland holanda hollande niederlande olanda ireland irlanda irlande irland
+    norway noruega norvege norwegen norvegia sweden suecia suede schweden svezia denmark
+    dinamarca danemark danimarca finland finlandia finnland greece grecia grece griechenland
+    usa eeuu america canada kanada mexico messico mexiko brazil brasil bresil brasilien
+    brasile argentina argentinien argentine colombia kolumbien colombie australia australien
+    australie japan japon giappone japao morocco marruecos maroc marokko marocco marrocos
+    angola mocambique mozambique luxembourg luxemburgo lussemburgo luxemburg hungary hungria
+    ungarn ungheria hongrie romania rumania rumanien roumanie croatia croacia kroatien
+    croatie croazia czechia tschechien uk england inglaterra angleterre inghilterra
+    scotland escocia schottland ecosse scozia""".split()  # noqa: SIM905
+)
+COUNTRY_WORD = "xcountry"
 
 
 def content_form(text: str) -> str:
@@ -174,7 +194,8 @@ def content_form(text: str) -> str:
 
 def content_words(text: str) -> str:
     """``text`` lower-cased, without accents and without function words."""
-    return " ".join(word for word in content_form(text).split() if word not in STOP_WORDS)
+    words = (word for word in content_form(text).split() if word not in STOP_WORDS)
+    return " ".join(COUNTRY_WORD if word in COUNTRY_WORDS else word for word in words)
 
 
 class FaqEntry(BaseModel):
@@ -240,6 +261,23 @@ class KnowledgeBase(BaseModel):
         "every key concept the entry requires): a look-alike that scores close means the "
         "message is more likely the look-alike's kind of question.",
     )
+    confirmed_threshold_discount: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=0.2,
+        description="How much lower the score threshold is for an entry whose key concepts the "
+        "message all names (the entry has at least one that is not a mere exclusion): naming "
+        "them is evidence the wording alone does not give, so a customer who puts the question "
+        "in other words than the variants is still answered.",
+    )
+    confirmed_unanswered_discount: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=0.2,
+        description="How much less an unanswered question that does not name an entry's key "
+        "concepts counts against a message that names them all: 'how long after my return "
+        "arrives is the refund?' is less likely 'has my return arrived?' than the words say.",
+    )
     unanswered_cues: list[str] = Field(
         default_factory=list,
         description="Topics no entry answers, as patterns (regular expressions on the message "
@@ -297,7 +335,8 @@ class FaqMatch:
     score of anything else (another entry, or a question the FAQ does not answer) and
     ``runner_up_id`` names it (``None`` for an unanswered question). ``unanswered_topic``:
     the message names a topic no entry answers (customs, a pickup point), so it never answers.
-    ``confirmed``: the message names every key concept of the entry (which has some), so an
+    ``confirmed``: the message names every key concept of the entry (which has one that is not
+    a mere exclusion), so the threshold is ``confirmed_threshold_discount`` lower and an
     unanswered question needs only ``min_margin`` to make a close call, not the wider
     ``min_margin_unanswered``.
     """
@@ -377,6 +416,15 @@ class FaqIndex:
         self._requires = [
             [re.compile(pattern) for pattern in entry.requires] for entry in knowledge_base.entries
         ]
+        # A concept written as an exclusion alone ("^(?!...)": no refund named) is not named
+        # by a message; an entry with only such concepts is never confirmed by one.
+        self._positive = np.asarray(
+            [
+                any(not pattern.startswith("^(?!") for pattern in entry.requires)
+                for entry in knowledge_base.entries
+            ],
+            dtype=bool,
+        )
         self._excludes = [_any_pattern(entry.excludes) for entry in knowledge_base.entries]
         self._unanswered_cue = _any_pattern(knowledge_base.unanswered_cues)
         # An unanswered question naming an entry's keyword ("can I use two gift cards") gets
@@ -387,6 +435,18 @@ class FaqIndex:
             [[_names(pattern, text) for text in unanswered_texts] for pattern in self._keywords],
             dtype=bool,
         ).reshape(len(self._keywords), len(unanswered_texts))
+        # Per entry, the unanswered questions that name its key concepts: the look-alikes of
+        # that entry ("a second-hand warranty" for warranty), as against questions about
+        # something else that share a word with a message ("has my return arrived?" with "how
+        # long after my return arrives is the refund?").
+        texts = unanswered_texts
+        self._unanswered_of = np.asarray(
+            [
+                [bool(concepts) and all(c.search(text) for c in concepts) for text in texts]
+                for concepts in self._requires
+            ],
+            dtype=bool,
+        ).reshape(len(self._requires), len(unanswered_texts))
         self._words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
         self._chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
         self._matrix = self._vectorise(documents, fit=True)
@@ -401,9 +461,13 @@ class FaqIndex:
 
     def answers(self, match: FaqMatch | None, threshold: float) -> bool:
         """Whether the bot may answer with ``match``: above ``threshold`` and clear of rivals."""
-        if match is None or match.unanswered_topic or match.score < threshold:
+        if match is None or match.unanswered_topic:
             return False
         knowledge_base = self.knowledge_base
+        if match.confirmed:
+            threshold -= knowledge_base.confirmed_threshold_discount
+        if match.score < threshold:
+            return False
         margin = knowledge_base.min_margin
         if (
             match.runner_up_id is None
@@ -444,6 +508,14 @@ class FaqIndex:
         best_score = 0.0 if unconcerned[best] else float(rivals[best])
         if confirmed[best]:
             rivals = np.where(unconcerned, 0.0, rivals)
+            # A message naming the entry's key concepts is less likely an unanswered question
+            # that does not name them (it shares other words with the message).
+            elsewhere = unanswered_scores - self.knowledge_base.confirmed_unanswered_discount
+            unanswered = float(
+                np.where(self._unanswered_of[best], unanswered_scores, elsewhere).max(initial=0.0)
+            )
+            if look_alike.any():
+                unanswered = max(unanswered, float(by_entry[look_alike].max()))
         rivals[best] = -1.0
         runner_up, runner_up_id = unanswered, None
         if len(entries) > 1 and rivals.max() >= unanswered:
@@ -456,9 +528,10 @@ class FaqIndex:
 
     def _outside(self, plain: str) -> tuple[_Flags, _Flags, _Flags]:
         """Per entry, for the message (``content_form``): it misses one of the entry's key
-        concepts; it names every one (and the entry has some); it is a look-alike."""
+        concepts; it names every one (and the entry has one that is not a mere exclusion); it
+        is a look-alike."""
         named = [[_names(pattern, plain) for pattern in concepts] for concepts in self._requires]
         unconcerned = np.asarray([not all(concepts) for concepts in named], dtype=bool)
-        confirmed = np.asarray([bool(concepts) and all(concepts) for concepts in named], dtype=bool)
+        confirmed = self._positive & np.asarray([all(concepts) for concepts in named], dtype=bool)
         look_alike = np.asarray([_names(pattern, plain) for pattern in self._excludes], dtype=bool)
         return unconcerned, confirmed, look_alike

@@ -169,6 +169,10 @@ def test_thanks_after_an_answer_closes_politely() -> None:
         "hört bitte auf, mir Nachrichten zu schicken",
         "Désinscrivez-moi s'il vous plaît",
         "désabonne-moi",
+        "I don't want messages from you any more",
+        "no me escribas más por favor",
+        "ne m'écrivez plus ici",
+        "quero deixar de receber as vossas mensagens",
     ],
 )
 def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
@@ -181,6 +185,7 @@ def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
     "text",
     [
         "how do I stop getting your newsletter emails",
+        "I don't want the emails, just the texts about my order",
         "stop, I never got a confirmation email for my order",
         "the delivery driver's messages stopped, where is my parcel? it has been two weeks now",
     ],
@@ -198,6 +203,10 @@ def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> Non
         ("hellooo", "en"),
         ("Moin moin", "de"),
         ("ciao a tutti", "it"),
+        ("good evening all", "en"),
+        ("buon pomeriggio a tutti", "it"),
+        ("Hallöchen!", "de"),
+        ("hola, ¿qué tal?", "es"),
     ],
 )
 def test_greetings_in_a_row_drawn_out_or_addressed_get_a_greeting(text: str, language: str) -> None:

@@ -355,3 +355,96 @@ def test_a_colour_the_customer_did_not_like_is_a_reason_to_return_not_an_exchang
     decision = run(classified("I don't like the colour of the bag, how do I send it back?"))
     assert decision.faq is not None
     assert (decision.faq.entry_id, decision.faq.answered) == ("returns", True)
+
+
+def test_an_entry_whose_key_concepts_are_named_answers_a_little_under_the_threshold() -> None:
+    cost, time = _TWO_ENTRIES["entries"]
+    for requires, answered in [
+        ([], False),
+        ([r"^(?!.*\bcost\b)"], False),
+        ([r"\btimings\b"], True),
+    ]:
+        knowledge_base = {
+            "entries": [cost, {**time, "requires": requires}],
+            "confirmed_threshold_discount": 0.2,
+        }
+        index = FaqIndex(KnowledgeBase.model_validate(knowledge_base))
+        match = index.search("timings", "en")
+        assert match is not None
+        assert 0.2 < match.score < 0.4
+        # A concept that only excludes something is named by every message: no confirmation.
+        assert match.confirmed is answered
+        assert index.answers(match, threshold=0.4) is answered
+
+
+def test_every_country_is_one_word_to_the_matcher() -> None:
+    assert content_words("do you ship to Poland?") == content_words("do you ship to Spain?")
+    assert content_words("¿enviáis a Noruega?") == content_words("¿enviáis a España?")
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("does the warranty cover it if I dropped my phone?", "en"),
+        ("la garantía cubre si se me cae?", "es"),
+        ("Mir ist die Vase runtergefallen, geht das über die Garantie?", "de"),
+        ("ho ricevuto il rimborso ma manca una parte, come mai?", "it"),
+        ("do you deliver on Sundays?", "en"),
+        ("how do I set up two-factor login?", "en"),
+        ("je peux échanger ma jupe contre la même en noir ?", "fr"),
+    ],
+)
+def test_look_alikes_next_to_an_entry_are_not_answered_with_it(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is None or not decision.faq.answered, decision.faq.entry_id
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "entry"),
+    [
+        ("once my return reaches you, how many days until the refund?", "en", "refund-time"),
+        ("ich trage sonst 42, welche Größe bei euch?", "de", "sizes"),
+        ("I live in Sweden, can I order from you?", "en", "international-shipping"),
+        ("I don't use it anymore, please delete my account", "en", "delete-account"),
+    ],
+)
+def test_covered_questions_in_other_words_are_answered(
+    text: str, language: str, entry: str
+) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is not None
+    assert (decision.faq.entry_id, decision.faq.answered) == (entry, True)
+
+
+def test_a_look_alike_missing_the_entrys_key_concepts_counts_less_against_a_confirmed_one() -> None:
+    cost, time = _TWO_ENTRIES["entries"]
+    question = "parcel arrived, delivery time of the refund"
+    for discount, answered in [(0.0, False), (0.2, True)]:
+        knowledge_base = {
+            "entries": [cost, {**time, "requires": [r"\brefund\b"]}],
+            "unanswered": {"en": ["has my parcel arrived"]},
+            "min_margin": 0.01,
+            "confirmed_unanswered_discount": discount,
+        }
+        index = FaqIndex(KnowledgeBase.model_validate(knowledge_base))
+        match = index.search(question, "en")
+        assert match is not None
+        assert match.confirmed
+        assert index.answers(match, threshold=0.1) is answered
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("do you refund the shipping cost?", "en"),
+        ("¿la tienda tiene aparcamiento?", "es"),
+        ("vous recrutez en boutique ?", "fr"),
+        ("what's your refund policy on furniture?", "en"),
+        ("can I change the address on my account?", "en"),
+    ],
+)
+def test_look_alikes_that_name_an_entrys_concepts_are_not_answered(
+    text: str, language: str
+) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is None or not decision.faq.answered, decision.faq.entry_id
