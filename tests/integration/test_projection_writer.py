@@ -496,3 +496,28 @@ async def test_a_pull_of_outbound_results_applied_with_its_prefetch_ends_as_each
     async with sessions() as session:
         mids = set((await session.execute(select(col(MessageRow.mid)))).scalars())
     assert {"set-sent", "set-other-sent", "alone-sent"} <= mids, "under the platform's ids"
+
+
+async def test_a_routed_dm_stored_before_its_pull_is_classified_once_like_alone(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    # The late-decision path stored the message first; the pull's prefetch then inserts
+    # only the messages that are new, and this one is classified by its projection.
+    running, _ = writer
+    for contact in ("late", "late-alone"):
+        first = routed_life(contact)[0]
+        await running.apply(applying(projector.project_inbound, first.message))
+    pull = routed_life("late")
+    outcomes = await running.apply_all(
+        [applying(projector.project_routed, event) for event in pull],
+        applying(projector.prefetch_routed, pull),
+    )
+    assert outcomes == [None] * len(pull)
+    for event in routed_life("late-alone"):
+        await running.apply(applying(projector.project_routed, event))
+
+    grouped, alone = await state_of(sessions, "late"), await state_of(sessions, "late-alone")
+    assert grouped == alone
+    customer = [m for m in grouped["messages"] if m["author"] == "customer"]
+    assert len(customer) == 2
+    assert all(m["category"] is not None for m in customer), "each DM classified"
