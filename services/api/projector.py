@@ -6,7 +6,6 @@ the platform's ids, so a second projection of the same event changes nothing.
 """
 
 import functools
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -295,47 +294,34 @@ def _stored(
 ) -> bool:
     """Store a platform message (a customer's, or an echo of the page's) in
     ``conversation``, with its ``classification`` when it is known, and move its last
-    message time; False if it was already stored (its classification left as it was).
-
-    A message its pull's prefetch inserted (:func:`prefetch_routed`) counts as stored here,
-    once."""
-    inserted_by_prefetch: dict[tuple[str, str], bool] = transaction_cache(
-        session, "inserted_messages"
-    )
-    if not inserted_by_prefetch.pop((message.channel.value, message.mid), False):
-        inserted = _upsert(
-            session,
-            MessageRow,
-            _message_values(conversation, message, classification),
-            keys=("channel", "mid"),
-            returning="id",
-        )
-        if inserted.scalar_one_or_none() is None:
-            return False
-    ts = message.platform_ts
-    conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
-    return True
-
-
-def _message_values(
-    conversation: ConversationRow, message: InboundMessage, classification: Classification | None
-) -> dict[str, Any]:
-    """The row of a platform message in ``conversation`` (with its classification, if known)."""
+    message time; False if it was already stored (its classification left as it was)."""
     assert conversation.id is not None
     echo = message.is_echo
     classified = {} if classification is None else _classification_values(classification)
-    return classified | {
-        "conversation_id": conversation.id,
-        "channel": message.channel.value,
-        "mid": message.mid,
-        "direction": (Direction.OUTBOUND if echo else Direction.INBOUND).value,
-        "author": "page" if echo else "customer",
-        "text": message.text,
-        "attachments": [a.model_dump(mode="json") for a in message.attachments],
-        "status": (MessageStatus.SENT if echo else MessageStatus.RECEIVED).value,
-        "platform_ts": message.platform_ts,
-        "received_at": message.received_at,
-    }
+    inserted = _upsert(
+        session,
+        MessageRow,
+        classified
+        | {
+            "conversation_id": conversation.id,
+            "channel": message.channel.value,
+            "mid": message.mid,
+            "direction": (Direction.OUTBOUND if echo else Direction.INBOUND).value,
+            "author": "page" if echo else "customer",
+            "text": message.text,
+            "attachments": [a.model_dump(mode="json") for a in message.attachments],
+            "status": (MessageStatus.SENT if echo else MessageStatus.RECEIVED).value,
+            "platform_ts": message.platform_ts,
+            "received_at": message.received_at,
+        },
+        keys=("channel", "mid"),
+        returning="id",
+    )
+    if inserted.scalar_one_or_none() is None:
+        return False
+    ts = message.platform_ts
+    conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
+    return True
 
 
 def project_inbound(
@@ -518,41 +504,8 @@ class AboutConversation(Protocol):
 
 
 def prefetch_routed(session: Session, routed: Sequence[RoutedMessage]) -> None:
-    """:func:`prefetch` for a pull of routed DMs, then their messages (with their
-    classifications) inserted with one multi-row statement: each projection then finds
-    its message inserted (:func:`_stored`) instead of inserting it with a statement (and,
-    on PostgreSQL, a round trip) of its own. A message stored already (a redelivery, the
-    late-decision path) is left to its projection, as before."""
+    """:func:`prefetch` for a pull of routed DMs."""
     prefetch(session, [event.message for event in routed])
-    conversations: dict[tuple[str, str, str], ConversationRow] = transaction_cache(
-        session, "conversations"
-    )
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for event in routed:
-        message = event.message
-        conversation = conversations.get(
-            (message.channel.value, message.account_id, message.conversation.contact_id)
-        )
-        if message.is_echo or conversation is None or conversation.id is None:
-            continue
-        rows.setdefault(
-            (message.channel.value, message.mid),
-            _message_values(conversation, message, event.classification),
-        )
-    # The statement returns the mids it inserted: a mid the pull holds on two channels (a
-    # caller's own ids) is left to its projections.
-    mids = Counter(mid for _, mid in rows)
-    values = [row for key, row in rows.items() if mids[key[1]] == 1]
-    if not values:
-        return
-    dialect = session.get_bind().dialect.name
-    statement = _upsert_statement(
-        dialect, MessageRow, tuple(values[0]), ("channel", "mid"), (), (), "mid"
-    )
-    inserted = set(session.execute(statement, values).scalars())
-    transaction_cache(session, "inserted_messages").update(
-        {key: True for key in rows if mids[key[1]] == 1 and key[1] in inserted}
-    )
 
 
 def prefetch(session: Session, messages: Sequence[InboundMessage]) -> None:
