@@ -1,5 +1,6 @@
 """Async database access: engines for SQLite and PostgreSQL, sessions and migrations."""
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, SessionTransaction
 
+logger = logging.getLogger("dmdesk.db")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Serialises migrations when several api replicas start at once on PostgreSQL.
 MIGRATION_LOCK_ID = 0x646D6465736B
@@ -255,6 +257,16 @@ async def prepare(engine: AsyncEngine) -> None:
     if engine.dialect.name == "postgresql":
         async with engine.connect() as connection:
             encoding = str((await connection.execute(text("SHOW server_encoding"))).scalar_one())
+            autovacuum = str((await connection.execute(text("SHOW autovacuum"))).scalar_one())
+        if autovacuum.lower() != "on":
+            # dmdesk's lookups by key do not depend on statistics (docs/architecture.md),
+            # but the queue's pages and the gauges' aggregates are planned with them.
+            logger.warning(
+                "PostgreSQL's autovacuum is off: table statistics are never refreshed and"
+                " the plans of the queue's and the gauges' queries degrade as the tables"
+                " grow; turn autovacuum on, or run ANALYZE regularly",
+                extra={"database": engine.url.database},
+            )
         if encoding.upper() not in {"UTF8", "UTF-8"}:
             raise UnfitDatabaseError(
                 f"the database {engine.url.database} has the encoding {encoding}; dmdesk"
