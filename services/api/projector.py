@@ -64,6 +64,9 @@ from shared.priority_policy import PolicyStore, contact_priority
 from shared.settings import get_settings
 from shared.states import ConversationStatus
 
+# A reply whose outcome is not known yet: a result settles it (a failed send may be retried).
+_UNSETTLED = (MessageStatus.PENDING.value, MessageStatus.FAILED.value)
+
 _STATUS_ORDER = {
     MessageStatus.PENDING.value: 0,
     MessageStatus.SENT.value: 1,
@@ -439,6 +442,10 @@ def _classify_message(
     return updated.first() is not None
 
 
+_CLASSIFICATION_COLUMNS = ("category", "priority", "language", "sentiment", "classification")
+"""A message row's classification columns (:func:`_classification_values`)."""
+
+
 def _classification_values(classification: Classification) -> dict[str, Any]:
     """A message row's classification columns."""
     return {
@@ -458,12 +465,7 @@ _CLASSIFY = (
         _MESSAGES.c.channel == bindparam("message_channel"),
         _MESSAGES.c.mid == bindparam("message_mid"),
     )
-    .values(
-        {
-            column: bindparam(column)
-            for column in ("category", "priority", "language", "sentiment", "classification")
-        }
-    )
+    .values({column: bindparam(column) for column in _CLASSIFICATION_COLUMNS})
     .returning(_MESSAGES.c.id)
 )
 
@@ -909,7 +911,7 @@ _MARK_SENT = (
     .where(
         _MESSAGES.c.request_id == bindparam("message_request_id"),
         _MESSAGES.c.channel == bindparam("message_channel"),
-        _MESSAGES.c.status.in_([MessageStatus.PENDING.value, MessageStatus.FAILED.value]),
+        _MESSAGES.c.status.in_(_UNSETTLED),
         ~_ECHO_HOLDS_MID,
     )
     .values(
@@ -999,7 +1001,7 @@ def _settle_result(
     assert conversation.id is not None
     channel = result.conversation.channel.value
     row, echo = _reply_and_echo(session, channel, result.request_id, platform_mid)
-    news = row is None or row.status in (MessageStatus.PENDING.value, MessageStatus.FAILED.value)
+    news = row is None or row.status in _UNSETTLED
     if row is None and echo is None:
         if result.author is None:
             return None
