@@ -212,7 +212,7 @@ async def prometheus() -> None:
             response = await client.get("/api/v1/rules")
             response.raise_for_status()
             health = {
-                r["name"]: r.get("health")
+                f"{g['name']}/{r['name']}": r.get("health")
                 for g in response.json()["data"]["groups"]
                 for r in g["rules"]
             }
