@@ -67,12 +67,10 @@ async def test_one_pull_is_classified_together_and_each_bad_message_settled_alon
             letters = await eventually(
                 lambda: stored(js, "dm.dlq.classifier", settings.stream_name),
                 lambda found: len(found) == 2,
-                timeout=20,
             )
             classified = await eventually(
                 lambda: stored(js, CLASSIFIED, settings.stream_name),
                 lambda found: len(found) >= GOOD,
-                timeout=10,
             )
             info = await js.consumer_info(settings.stream_name, CLASSIFIER.durable)
             registry = spec.registry

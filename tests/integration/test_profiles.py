@@ -188,7 +188,6 @@ async def test_contacts_consumer_writes_a_profile_only_when_one_is_due(
             await eventually(
                 lambda: js.consumer_info(settings.stream_name, streams.RESPONDER_CONTACTS.durable),
                 lambda info: info.num_pending == 0 and info.num_ack_pending == 0,
-                timeout=10,
             )
         kv = await js.key_value(settings.profiles_bucket)
         keys = set(await kv.keys())
