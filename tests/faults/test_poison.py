@@ -94,7 +94,7 @@ async def test_dm_failing_until_its_cause_is_fixed_is_retried_then_replayed_into
         {"id": "warm-1", "contact": {"id": "warm"}, "text": "where is my order?"}
     )
     assert warm.status_code == 202
-    assert await eventually(lambda: routed_conversation(stack, "warm"), bool, timeout=20)
+    assert await eventually(lambda: routed_conversation(stack, "warm"), bool)
 
     client = await nats.connect(stack.services["api"].env["DMDESK_NATS_URL"])
     try:

@@ -67,11 +67,10 @@ async def test_one_pull_commits_its_good_messages_and_settles_each_bad_one_alone
                     count = await session.scalar(select(func.count(col(MessageRow.id))))
                     return int(count or 0)
 
-            await eventually(stored_messages, lambda count: count == GOOD + 1, timeout=20)
+            await eventually(stored_messages, lambda count: count == GOOD + 1)
             letters = await eventually(
                 lambda: stored(js, "dm.dlq.api", settings.stream_name),
                 lambda found: len(found) == 2,
-                timeout=20,
             )
             info = await js.consumer_info(settings.stream_name, API_ROUTED.durable)
             registry = app.state.metrics.registry

@@ -60,7 +60,7 @@ async def test_failing_handler_is_retried_then_dead_lettered(
             generic_inbound("m-1").model_dump_json().encode(),
             headers={MSG_ID_HEADER: "generic:m-1"},
         )
-        letters = await eventually(lambda: dead_letters(js, settings), bool, timeout=15)
+        letters = await eventually(lambda: dead_letters(js, settings), bool)
     finally:
         await broker.stop()
 
@@ -90,7 +90,7 @@ async def test_handler_that_recovers_processes_the_message_once(
         await js.publish(
             inbound_subject(Channel.GENERIC), generic_inbound("m-2").model_dump_json().encode()
         )
-        await eventually(lambda: asyncio.sleep(0, done), bool, timeout=10)
+        await eventually(lambda: asyncio.sleep(0, done), bool)
         await asyncio.sleep(1.0)  # a wrong ack would show up as a third attempt
     finally:
         await broker.stop()

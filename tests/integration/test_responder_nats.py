@@ -271,7 +271,7 @@ async def test_stored_rule_set_that_does_not_compile_is_ignored_by_replicas(
     await asyncio.sleep(0.5)
     assert replicas[0].rules.current.source == before.source
     good = await kv.put(RULES_KEY, encode_document(load_rule_set_document()))
-    await eventually(lambda: _revisions(replicas), lambda found: found == {good}, timeout=5)
+    await eventually(lambda: _revisions(replicas), lambda found: found == {good})
 
 
 async def test_a_pulls_dms_of_one_conversation_are_decided_in_turn(
@@ -279,7 +279,7 @@ async def test_a_pulls_dms_of_one_conversation_are_decided_in_turn(
 ) -> None:
     response = await api.put("/v1/rules", json=greeting_rules("Hi"))
     revision = response.json()["revision"]
-    await eventually(lambda: _revisions(replicas), lambda found: found == {revision}, timeout=5)
+    await eventually(lambda: _revisions(replicas), lambda found: found == {revision})
     published: list[RoutedMessage] = []
 
     async def publish(routed: RoutedMessage) -> None:
@@ -308,7 +308,7 @@ async def test_replicas_deciding_one_conversation_at_once_lose_no_update(
 ) -> None:
     response = await api.put("/v1/rules", json=greeting_rules("Hi"))
     revision = response.json()["revision"]
-    await eventually(lambda: _revisions(replicas), lambda found: found == {revision}, timeout=5)
+    await eventually(lambda: _revisions(replicas), lambda found: found == {revision})
     # Six messages of one conversation decided at once on two replicas: each decision is
     # published before its state is written, so the state counts every reply published
     # (the loser of a compare-and-set adds its decision to the winner's state).
