@@ -6,11 +6,12 @@ unique key (the platform's ids), so projecting an event twice changes nothing.
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator, UniqueConstraint
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm.attributes import manager_of_class
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel, col
 
@@ -458,6 +459,37 @@ class SlaClockRow(SQLModel, table=True):
     responder: str | None = Field(default=None, max_length=16, description="bot or human")
     team: str | None = Field(default=None, max_length=128)
     assignee: str | None = Field(default=None, max_length=128)
+
+
+RowT = TypeVar("RowT", bound=SQLModel)
+
+
+def new_row(model: type[RowT], **values: Any) -> RowT:
+    """A new row of the table model ``model``: what ``model(**values)`` builds (each field
+    the value given, else its default), at a fifth of the cost, for the writer's hot paths.
+
+    SQLModel's constructor sets every field through pydantic's and SQLAlchemy's
+    ``__setattr__`` (about 45 µs for a clock, of which a DM starts two or three: 8 % of the
+    api's CPU in ``dmdesk bench``). A new row needs only its values in the instance's dict,
+    where SQLAlchemy's flush reads a pending row's columns (its own loading fills rows the
+    same way); later changes are tracked as usual. Like the constructor of a table model,
+    it does not validate: build rows with it from values the code made, never from input.
+    """
+    if model.__sqlmodel_relationships__:
+        raise TypeError(f"{model.__name__} has relationships: build it with its constructor")
+    unknown = values.keys() - model.model_fields.keys()
+    if unknown:
+        raise TypeError(f"{model.__name__} has no field {sorted(unknown)}")
+    row: RowT = manager_of_class(model).new_instance()
+    row.__dict__.update(
+        (name, values[name] if name in values else field.get_default(call_default_factory=True))
+        for name, field in model.model_fields.items()
+        if name in values or not field.is_required()
+    )
+    object.__setattr__(row, "__pydantic_fields_set__", set(values))
+    object.__setattr__(row, "__pydantic_extra__", None)
+    object.__setattr__(row, "__pydantic_private__", None)
+    return row
 
 
 metadata = SQLModel.metadata

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from shared.models import ActivityRow
+from shared.models import ActivityRow, new_row
 
 
 def record(
@@ -25,5 +25,12 @@ def record(
 ) -> None:
     """Add one line to the conversation's activity log (in the caller's transaction)."""
     session.add(
-        ActivityRow(conversation_id=conversation_id, at=at, kind=kind, actor=actor, detail=detail)
+        new_row(
+            ActivityRow,
+            conversation_id=conversation_id,
+            at=at,
+            kind=kind,
+            actor=actor,
+            detail=detail,
+        )
     )

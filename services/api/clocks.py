@@ -33,6 +33,7 @@ from shared.models import (
     ConversationRow,
     SlaClockRow,
     SlaPolicyRow,
+    new_row,
 )
 from shared.states import ClockState, ConversationStatus
 
@@ -157,7 +158,8 @@ def apply(
         policies[_policy(current).id] = _policy(current)
 
     def make(new: NewClock) -> Clock:
-        row = SlaClockRow(
+        row = new_row(
+            SlaClockRow,
             conversation_id=conversation_id,
             policy_id=new.policy_id,
             metric=new.metric,
