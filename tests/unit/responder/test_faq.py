@@ -224,6 +224,8 @@ def test_a_pattern_that_does_not_compile_is_refused() -> None:
         ("can I return something I bought online in one of your shops?", "en"),
         ("are you taking on staff for christmas?", "en"),
         ("posso levar o meu cão à loja?", "pt"),
+        ("my parcel was delivered to the wrong house", "en"),
+        ("le colis a été livré chez un voisin", "fr"),
     ],
 )
 def test_look_alikes_of_faq_topics_go_to_a_person_with_a_message(text: str, language: str) -> None:
@@ -480,6 +482,8 @@ def test_chat_shorthand_and_stretched_letters_read_as_their_words() -> None:
         ("vous expédiez jusqu'en Suisse ?", "fr", "international-shipping"),
         ("is there a way to undo an order I placed by mistake?", "en", "cancel-order"),
         ("wrong house number on my order, can I change it?", "en", "change-address"),
+        ("qué plazo tenéis para reembolsar una devolución?", "es", "refund-time"),
+        ("the kettle died after two months, is that covered?", "en", "warranty"),
     ],
 )
 def test_questions_in_words_of_their_own_are_answered(
@@ -497,3 +501,9 @@ def test_a_product_question_is_not_answered_with_an_entry_that_names_none_of_its
     for text in ("do you sell vegan leather bags?", "vendéis bolsos de piel vegana?"):
         match = index.search(text, "en")
         assert match is None or not index.answers(match, 0.4), match.entry.id
+
+
+def test_a_product_that_broke_after_months_of_use_is_not_a_return() -> None:
+    index = faq_index()
+    match = index.search("the kettle stopped working after 2 months, can I return it?", "en")
+    assert match is None or match.entry.id != "returns" or not index.answers(match, 0.4)
