@@ -187,9 +187,40 @@ COUNTRY_WORDS = frozenset(
 COUNTRY_WORD = "xcountry"
 
 
+# Chat shorthand and the commonest misspellings, as their words: "hw long dose delivery take",
+# "q hora abren", "vcs entregam", "ur pwd". Every form of a message (its vectors, keywords,
+# key concepts and look-alike cues) reads the full words.
+CHAT_SPELLINGS = {
+    # en
+    "hw": "how", "dose": "does", "wat": "what", "wot": "what", "wen": "when", "whn": "when",
+    "ur": "your", "pwd": "password", "pw": "password", "passwd": "password", "pword": "password",
+    "acc": "account", "acct": "account", "addy": "address", "adress": "address",
+    "adres": "address", "shiping": "shipping", "delivey": "delivery", "delievery": "delivery",
+    "recieve": "receive", "recieved": "received", "tmrw": "tomorrow", "tmr": "tomorrow",
+    "wknd": "weekend", "fone": "phone", "num": "number", "ppl": "people", "pics": "photos",
+    # es
+    "q": "que", "k": "que", "xq": "porque", "pq": "porque", "tb": "tambien", "tmb": "tambien",
+    "dnd": "donde", "xa": "para", "pa": "para", "finde": "fin de semana", "dev": "devolucion",
+    # de
+    "gibts": "gibt es", "nen": "einen", "bissl": "bisschen",
+    # fr
+    "bjr": "bonjour", "slt": "salut", "cmd": "commande", "cde": "commande",
+    "cmde": "commande", "pk": "pourquoi", "qd": "quand", "tt": "tout", "rdv": "rendez vous",
+    # it
+    "ke": "che", "cmq": "comunque", "xke": "perche", "xche": "perche", "nn": "non",
+    "qnd": "quando", "x": "per",
+    # pt
+    "vc": "voce", "vcs": "voces", "qdo": "quando", "td": "tudo", "obg": "obrigado",
+    "msm": "mesmo", "hj": "hoje",
+}  # fmt: skip
+# A letter typed three times or more is one typed twice: "sooo", "pleeease", "freeee".
+_REPEATED_LETTER = re.compile(r"([^\W\d_])\1{2,}")
+
+
 def content_form(text: str) -> str:
-    """``text`` lower-cased and without accents, every word kept."""
-    return " ".join(_WORD.findall(plain_text(text)))
+    """``text`` lower-cased and without accents, every word kept (chat shorthand spelt out)."""
+    words = _WORD.findall(_REPEATED_LETTER.sub(r"\1\1", plain_text(text)))
+    return " ".join(CHAT_SPELLINGS.get(word, word) for word in words)
 
 
 def content_words(text: str) -> str:

@@ -208,6 +208,24 @@ def test_a_pattern_that_does_not_compile_is_refused() -> None:
         ("il prezzo è sceso dopo l'acquisto, mi rimborsate la differenza?", "it"),
         ("têm tamanhos grandes?", "pt"),
         ("je reçois la newsletter en double", "fr"),
+        ("the e-gift card I sent my brother never reached his email", "en"),
+        ("la carte cadeau envoyée par mail n'est jamais arrivée", "fr"),
+        ("does the membership renew by itself every year?", "en"),
+        ("o meu abo... a assinatura renova sozinha?", "pt"),
+        ("I've been on hold for ages on your helpline", "en"),
+        ("llevo 20 minutos esperando en la línea de teléfono", "es"),
+        ("liefert ihr auch in ländliche Gegenden, wir wohnen auf dem Land", "de"),
+        ("consegnate anche in campagna, in case isolate?", "it"),
+        ("the password reset email still hasn't come, I've asked twice", "en"),
+        ("non mi arriva il codice di verifica via sms", "it"),
+        ("fazem ajustes de costura nas calças?", "pt"),
+        ("quanto costa il tavolo in rovere?", "it"),
+        ("vous faites l'ourlet des pantalons ?", "fr"),
+        ("can I return something I bought online in one of your shops?", "en"),
+        ("are you taking on staff for christmas?", "en"),
+        ("posso levar o meu cão à loja?", "pt"),
+        ("my parcel was delivered to the wrong house", "en"),
+        ("le colis a été livré chez un voisin", "fr"),
     ],
 )
 def test_look_alikes_of_faq_topics_go_to_a_person_with_a_message(text: str, language: str) -> None:
@@ -448,3 +466,44 @@ def test_look_alikes_that_name_an_entrys_concepts_are_not_answered(
 ) -> None:
     decision = run(classified(text, language=language))
     assert decision.faq is None or not decision.faq.answered, decision.faq.entry_id
+
+
+def test_chat_shorthand_and_stretched_letters_read_as_their_words() -> None:
+    assert content_form("hw long dose it take, sooo slow") == "how long does it take soo slow"
+    assert content_form("vcs atendem q horas") == "voces atendem que horas"
+    assert content_form("pleeease reset my pwd") == "pleease reset my password"
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "entry_id"),
+    [
+        ("my blender stopped working after 5 months, will you replace it?", "en", "warranty"),
+        ("se me ha estropeado la tostadora a los 3 meses, qué hago?", "es", "warranty"),
+        ("vous expédiez jusqu'en Suisse ?", "fr", "international-shipping"),
+        ("is there a way to undo an order I placed by mistake?", "en", "cancel-order"),
+        ("wrong house number on my order, can I change it?", "en", "change-address"),
+        ("qué plazo tenéis para reembolsar una devolución?", "es", "refund-time"),
+        ("the kettle died after two months, is that covered?", "en", "warranty"),
+    ],
+)
+def test_questions_in_words_of_their_own_are_answered(
+    text: str, language: str, entry_id: str
+) -> None:
+    index = faq_index()
+    match = index.search(text, language)
+    assert match is not None
+    assert match.entry.id == entry_id
+    assert index.answers(match, 0.4)
+
+
+def test_a_product_question_is_not_answered_with_an_entry_that_names_none_of_its_concepts() -> None:
+    index = faq_index()
+    for text in ("do you sell vegan leather bags?", "vendéis bolsos de piel vegana?"):
+        match = index.search(text, "en")
+        assert match is None or not index.answers(match, 0.4), match.entry.id
+
+
+def test_a_product_that_broke_after_months_of_use_is_not_a_return() -> None:
+    index = faq_index()
+    match = index.search("the kettle stopped working after 2 months, can I return it?", "en")
+    assert match is None or match.entry.id != "returns" or not index.answers(match, 0.4)
