@@ -189,7 +189,8 @@ COUNTRY_WORD = "xcountry"
 
 # Chat shorthand and the commonest misspellings, as their words: "hw long dose delivery take",
 # "q hora abren", "vcs entregam", "ur pwd". Every form of a message (its vectors, keywords,
-# key concepts and look-alike cues) reads the full words.
+# key concepts and look-alike cues) reads the full words. One map for every language, so a
+# shorthand that is a word of another language stays out ("num" is Portuguese, "fone" too).
 CHAT_SPELLINGS = {
     # en
     "hw": "how", "dose": "does", "wat": "what", "wot": "what", "wen": "when", "whn": "when",
@@ -197,7 +198,7 @@ CHAT_SPELLINGS = {
     "acc": "account", "acct": "account", "addy": "address", "adress": "address",
     "adres": "address", "shiping": "shipping", "delivey": "delivery", "delievery": "delivery",
     "recieve": "receive", "recieved": "received", "tmrw": "tomorrow", "tmr": "tomorrow",
-    "wknd": "weekend", "fone": "phone", "num": "number", "ppl": "people", "pics": "photos",
+    "wknd": "weekend", "ppl": "people", "pics": "photos",
     # es
     "q": "que", "k": "que", "xq": "porque", "pq": "porque", "tb": "tambien", "tmb": "tambien",
     "dnd": "donde", "xa": "para", "pa": "para", "finde": "fin de semana", "dev": "devolucion",
