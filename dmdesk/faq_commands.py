@@ -66,6 +66,9 @@ def run_eval_bot(args: argparse.Namespace) -> int:
         splits: tuple[Split, ...] = ("dev", "heldout") if choice == "all" else (choice,)
         figures = evaluate_bot(eval_set, rules, index, splits)
         report[choice] = {language: asdict(counts) for language, counts in figures.items()}
+        if not args.mistakes:  # a held-out part's messages are shown only when asked for
+            for row in report[choice].values():
+                del row["mistakes"]
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0

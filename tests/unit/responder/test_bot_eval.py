@@ -1,5 +1,12 @@
 """The labelled customer messages: their shape, their size, and the figures they give."""
 
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dmdesk.cli import main
 from services.responder.bot_eval import (
     OUTCOMES,
     SUPPORTED_LANGUAGES,
@@ -114,3 +121,22 @@ def test_thanks_is_right_only_when_the_bot_closes_politely_in_the_customers_lang
 
 def test_every_faq_answer_and_template_exists_in_every_supported_language() -> None:
     assert missing_translations(load_knowledge_base(), default_rules()) == []
+
+
+def test_the_json_report_shows_messages_only_when_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--json` gives the counts; a held-out part's texts only with `--mistakes`, so that
+    # reading its figures never shows what it holds.
+    part = {"dev": [{"t": "hello", "e": "greet"}], "heldout": [{"t": "qwxz", "e": "returns"}]}
+    path = tmp_path / "set.yaml"
+    path.write_text(yaml.safe_dump(dict.fromkeys(SUPPORTED_LANGUAGES, part)))
+    for extra, shown in (([], False), (["--mistakes"], True)):
+        with pytest.raises(SystemExit) as ended:
+            main(["eval-bot", "--set", str(path), "--split", "heldout", "--json", *extra])
+        assert ended.value.code == 0
+        report = json.loads(capsys.readouterr().out)["heldout"]
+        assert {row["wrong"] + row["missed"] for row in report.values()} == {1}
+        assert all(("mistakes" in row) is shown for row in report.values())
+        if shown:
+            assert all("qwxz" in row["mistakes"][0] for row in report.values())
