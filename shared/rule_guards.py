@@ -67,10 +67,23 @@ ADDRESS_WORDS = (
     "there", "all", "everyone", "everybody", "guys", "team", "folks", "a todos", "equipo",
     "chicos", "zusammen", "leute", "ihr lieben", "tout le monde", "l équipe",
     "l equipe", "à tous", "a tous", "a tutti", "ragazzi", "pessoal", "equipa", "gente",
-    "à vous", "a vous", "a voi", "a vocês", "a voces",
+    "à vous", "a vous", "a voi", "a vocês", "a voces", "to you", "to you all", "to all",
 )  # fmt: skip
+# Words joining two greetings: "salve e buon pomeriggio", "hola y buenas tardes".
+JOINERS = frozenset({"and", "y", "e", "und", "et"})
 
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
+
+# Greetings a message opens with before its question: "Boa tarde, ...", "Hi, good evening,
+# ...". The FAQ reads a message without them: "tarde" or "evening" there asks nothing about
+# the opening hours. (Words that also name a time alone, "morning", are left in.)
+GREETING_OPENINGS = (
+    "hi", "hello", "hey", "hiya", "heya", "howdy", "good morning", "good afternoon",
+    "good evening", "hola", "buenas", "buenos dias", "buenas tardes", "buenas noches", "hallo",
+    "guten tag", "guten morgen", "guten abend", "moin", "servus", "gruss gott", "gruezi",
+    "bonjour", "bonsoir", "salut", "coucou", "ciao", "salve", "buongiorno", "buonasera",
+    "buona sera", "buon pomeriggio", "buondi", "ola", "oi", "bom dia", "boa tarde", "boa noite",
+)  # fmt: skip
 
 
 def _alternatives(words: Iterable[str]) -> str:
@@ -91,6 +104,18 @@ _FILLERS = _alternatives(POLITE_FILLERS)
 _LEADING_FILLERS = re.compile(rf"^(?:(?:{_FILLERS})\s+)+")
 _TRAILING_FILLERS = re.compile(rf"(?:\s+(?:{_FILLERS}))+$")
 _TRAILING_ADDRESS = re.compile(rf"(?:\s+(?:{_alternatives(ADDRESS_WORDS)}))+$")
+
+
+_GREETING_OPENING = re.compile(
+    rf"^[\W_]*(?:(?:(?:{_alternatives(JOINERS)})\s+)?(?:{_alternatives(GREETING_OPENINGS)})"
+    rf"(?:\s+(?:{_alternatives(ADDRESS_WORDS)}))*(?![\w'])[\W_]*)+"
+)
+
+
+def without_greeting(text: str) -> str:
+    """``text`` in :func:`plain_text` form without the greetings it opens with ("boa
+    tarde, era possivel..." reads "era possivel..."); empty for a greeting alone."""
+    return _GREETING_OPENING.sub("", plain_text(text), count=1)
 
 
 def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
@@ -124,17 +149,27 @@ def normalised_command(text: str | None) -> str:
 _DRAWN_OUT = re.compile(r"(\w)\1+\b")
 
 
+_ADDRESSES = frozenset(" ".join(plain_text(word).split()) for word in ADDRESS_WORDS)
+
+
 def is_phrase_sequence(command: str, phrases: frozenset[str]) -> bool:
     """Whether ``command`` (normalised) is one of ``phrases`` or several in a row.
 
-    "hola buenos dias", "hey hey" and "moin moin" are greetings as much as "hola"; a word
-    drawn out at its end ("hellooo", "buenass") counts as itself.
+    "hola buenos dias", "hey hey", "moin moin", "salve e buon pomeriggio" and "ciao ragazzi,
+    buonasera" are greetings as much as "hola"; a word drawn out at its end ("hellooo",
+    "buenass") counts as itself.
     """
     words = command.split()
     reachable = {0}
     for start in range(len(words)):
         if start not in reachable:
             continue
+        if start and words[start] in JOINERS:
+            reachable.add(start + 1)
+        if start:  # whom the first greeting addresses: "ciao ragazzi, buonasera"
+            for end in range(start + 1, min(start + 4, len(words) + 1)):
+                if " ".join(words[start:end]) in _ADDRESSES:
+                    reachable.add(end)
         for end in range(start + 1, len(words) + 1):
             piece = " ".join(words[start:end])
             if piece in phrases or _DRAWN_OUT.sub(r"\1", piece) in phrases:
@@ -170,6 +205,10 @@ MESSAGE_WORDS = (
     "messaggio", "scrivermi", "mensagem", "mensagens", "escrever",
     "write", "writing", "escribais", "escribas", "escriban", "schreibt", "ecrire", "ecrivez",
     "scrivetemi", "scrivere", "escrevam", "escrevem",
+    # being contacted: "deixem de me contactar", "stop contacting me"
+    "contact", "contacting", "contactar", "contactarme", "contactame", "contactarnos",
+    "kontaktieren", "kontakt", "contacter", "contactez", "contattare", "contattarmi",
+    "contattatemi", "contatar", "contatem", "contactem",
 )  # fmt: skip
 _NEWSLETTER_WORDS = re.compile(
     r"\b(?:e ?mails?|newsletters?|correos?|boletin|mails?|courriels?|emails?)\b"

@@ -25,7 +25,7 @@ from sklearn.feature_extraction.text import (  # type: ignore[import-untyped]
 from sklearn.preprocessing import normalize  # type: ignore[import-untyped]
 
 from shared import packaged
-from shared.rule_guards import plain_text
+from shared.rule_guards import plain_text, without_greeting
 
 DEFAULTS_PACKAGE = "services.responder.defaults"
 DEFAULT_FAQ_RESOURCE = "faq.yaml"
@@ -510,7 +510,9 @@ class FaqIndex:
         return match.margin >= margin
 
     def search(self, question: str, language: str | None = None) -> FaqMatch | None:
-        """The best-scoring entry for ``question`` (None for an empty question)."""
+        """The best-scoring entry for ``question`` (None for an empty question or a greeting
+        alone), read without the greetings it opens with."""
+        question = without_greeting(question)
         if not content_words(question):
             return None
         query = self._vectorise([question])

@@ -173,6 +173,8 @@ def test_thanks_after_an_answer_closes_politely() -> None:
         "no me escribas más por favor",
         "ne m'écrivez plus ici",
         "quero deixar de receber as vossas mensagens",
+        "please stop contacting me on here",
+        "deixem de me contactar, obrigado",
     ],
 )
 def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
@@ -207,6 +209,9 @@ def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> Non
         ("buon pomeriggio a tutti", "it"),
         ("Hallöchen!", "de"),
         ("hola, ¿qué tal?", "es"),
+        ("hello and good morning to you", "en"),
+        ("ciao e buonasera", "it"),
+        ("hallo zusammen, guten Abend", "de"),
     ],
 )
 def test_greetings_in_a_row_drawn_out_or_addressed_get_a_greeting(text: str, language: str) -> None:
@@ -319,3 +324,33 @@ def test_still_having_an_item_is_a_stock_question_and_still_having_a_warranty_is
 ) -> None:
     decision = run(classified(text, language=language))
     assert ("stock-question" in decision.matched_rules) is stock
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "could a member of staff look at this instead of the bot",
+        "I want a reply from a person, not a bot",
+        "podem passar-me a um assistente por favor",
+    ],
+)
+def test_asking_for_staff_or_not_a_bot_is_a_request_for_a_person(text: str) -> None:
+    decision = run(classified(text))
+    assert "human-request" in decision.matched_rules
+    assert decision.handoff is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Good evening! is delivery to Portugal possible?", "en"),
+        ("Boa tarde, vocês enviam para a Suíça?", "pt"),
+    ],
+)
+def test_a_greeting_before_a_question_is_not_read_as_an_hours_question(
+    text: str, language: str
+) -> None:
+    decision = run(classified(text, language=language, category=Category.ORDER_SHIPPING))
+    assert decision.faq is not None
+    assert decision.faq.entry_id == "international-shipping"
+    assert decision.faq.answered

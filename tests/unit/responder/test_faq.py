@@ -507,3 +507,24 @@ def test_a_product_that_broke_after_months_of_use_is_not_a_return() -> None:
     index = faq_index()
     match = index.search("the kettle stopped working after 2 months, can I return it?", "en")
     assert match is None or match.entry.id != "returns" or not index.answers(match, 0.4)
+
+
+@pytest.mark.parametrize(
+    ("greeting", "question", "language"),
+    [
+        ("Good evening! ", "is delivery to Portugal possible?", "en"),
+        ("Boa tarde, ", "qual é o prazo de entrega?", "pt"),
+        ("Buon pomeriggio e buonasera a tutti, ", "quanto costa la spedizione?", "it"),
+        ("Hola, buenas tardes. ", "¿aceptáis PayPal?", "es"),
+    ],
+)
+def test_a_message_is_matched_without_the_greetings_it_opens_with(
+    greeting: str, question: str, language: str
+) -> None:
+    # "tarde", "evening" or "pomeriggio" in a greeting ask nothing about the opening hours.
+    index = faq_index()
+    assert index.search(greeting + question, language) == index.search(question, language)
+
+
+def test_a_greeting_alone_matches_no_entry() -> None:
+    assert faq_index().search("Boa tarde!", "pt") is None
