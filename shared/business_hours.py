@@ -9,6 +9,7 @@ A holiday closes the ranges that *start* on that local date; a night shift that
 began the evening before still runs into it.
 """
 
+import functools
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
@@ -29,8 +30,10 @@ def _parse_clock(text: str) -> time:
     return time(hours, minutes)
 
 
+@functools.lru_cache(maxsize=256)
 def parse_range(text: str) -> tuple[time, time]:
-    """``"09:00-18:00"`` as (start, end); ``24:00`` is the end of the day."""
+    """``"09:00-18:00"`` as (start, end); ``24:00`` is the end of the day (parsed once per
+    text: every bot decision reads the calendar)."""
     start, end = text.split("-")
     return _parse_clock(start), _parse_clock(end)
 
