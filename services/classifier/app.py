@@ -2,11 +2,10 @@
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping, Sequence
 
 from nats.aio.msg import Msg
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from services.classifier.model import CategoryModel
@@ -34,7 +33,6 @@ logger = logging.getLogger("dmdesk.classifier")
 
 STAGE = "classifier"
 NEUTRAL_BAND = 0.05
-PULL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def build(settings: Settings) -> ServiceSpec:
@@ -50,12 +48,6 @@ def build(settings: Settings) -> ServiceSpec:
         "dmdesk_classification_failures_total",
         "Inbound DMs whose classification or its publish failed (redelivered later, or "
         "dead-lettered).",
-        registry=registry,
-    )
-    pull_seconds = Histogram(
-        "dmdesk_classifier_pull_seconds",
-        "Time to classify one pull of inbound DMs and publish the results.",
-        buckets=PULL_BUCKETS,
         registry=registry,
     )
     # Loaded at start-up (about a second), not when the app is merely built.
@@ -81,7 +73,6 @@ def build(settings: Settings) -> ServiceSpec:
 
     async def on_pull(messages: list[Msg]) -> None:
         """Classify a pull's customer messages at once; echoes (the page's own) pass by."""
-        started = time.perf_counter()
         customers: list[tuple[Msg, InboundMessage]] = []
         for msg in messages:
             try:
@@ -126,7 +117,6 @@ def build(settings: Settings) -> ServiceSpec:
                 outcome.priority.value,
                 sentiment_label(outcome.sentiment),
             ).inc()
-        pull_seconds.observe(time.perf_counter() - started)
 
     async def settle(msg: Msg, error: Exception) -> None:
         failures_total.inc()
