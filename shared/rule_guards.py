@@ -149,7 +149,9 @@ def normalised_command(text: str | None) -> str:
 _DRAWN_OUT = re.compile(r"(\w)\1+\b")
 
 
-_ADDRESSES = frozenset(" ".join(plain_text(word).split()) for word in ADDRESS_WORDS)
+# What may stand between two greetings of a sequence: whom the first addresses ("ciao
+# ragazzi, buonasera") or a joining word ("salve e buon pomeriggio").
+_BETWEEN_GREETINGS = JOINERS | {" ".join(plain_text(word).split()) for word in ADDRESS_WORDS}
 
 
 def is_phrase_sequence(command: str, phrases: frozenset[str]) -> bool:
@@ -164,11 +166,9 @@ def is_phrase_sequence(command: str, phrases: frozenset[str]) -> bool:
     for start in range(len(words)):
         if start not in reachable:
             continue
-        if start and words[start] in JOINERS:
-            reachable.add(start + 1)
-        if start:  # whom the first greeting addresses: "ciao ragazzi, buonasera"
+        if start:
             for end in range(start + 1, min(start + 4, len(words) + 1)):
-                if " ".join(words[start:end]) in _ADDRESSES:
+                if " ".join(words[start:end]) in _BETWEEN_GREETINGS:
                     reachable.add(end)
         for end in range(start + 1, len(words) + 1):
             piece = " ".join(words[start:end])

@@ -471,10 +471,12 @@ class FaqIndex:
         # that entry ("a second-hand warranty" for warranty), as against questions about
         # something else that share a word with a message ("has my return arrived?" with "how
         # long after my return arrives is the refund?").
-        texts = unanswered_texts
         self._unanswered_of = np.asarray(
             [
-                [bool(concepts) and all(c.search(text) for c in concepts) for text in texts]
+                [
+                    bool(concepts) and all(c.search(text) for c in concepts)
+                    for text in unanswered_texts
+                ]
                 for concepts in self._requires
             ],
             dtype=bool,
@@ -529,14 +531,11 @@ class FaqIndex:
         if named.any():
             leaning = self._unanswered_keywords[named].any(axis=0)
             unanswered_scores = np.minimum(1.0, unanswered_scores + _KEYWORD_BONUS * leaning)
-        unanswered = float(unanswered_scores.max(initial=0.0))
         # An entry whose key concepts the message does not all name cannot answer; it still
         # competes as a rival unless the best entry's own key concepts are all named. A
         # look-alike an entry excludes counts as an unanswered question scoring as the entry
         # did, so a close call hands the message to a person.
         unconcerned, confirmed, look_alike = self._outside(plain)
-        if look_alike.any():
-            unanswered = max(unanswered, float(by_entry[look_alike].max()))
         rivals = np.where(look_alike, 0.0, by_entry)
         best = int(np.argmax(np.where(unconcerned, 0.0, rivals)))
         best_score = 0.0 if unconcerned[best] else float(rivals[best])
@@ -545,11 +544,10 @@ class FaqIndex:
             # A message naming the entry's key concepts is less likely an unanswered question
             # that does not name them (it shares other words with the message).
             elsewhere = unanswered_scores - self.knowledge_base.confirmed_unanswered_discount
-            unanswered = float(
-                np.where(self._unanswered_of[best], unanswered_scores, elsewhere).max(initial=0.0)
-            )
-            if look_alike.any():
-                unanswered = max(unanswered, float(by_entry[look_alike].max()))
+            unanswered_scores = np.where(self._unanswered_of[best], unanswered_scores, elsewhere)
+        unanswered = float(unanswered_scores.max(initial=0.0))
+        if look_alike.any():
+            unanswered = max(unanswered, float(by_entry[look_alike].max()))
         rivals[best] = -1.0
         runner_up, runner_up_id = unanswered, None
         if len(entries) > 1 and rivals.max() >= unanswered:
