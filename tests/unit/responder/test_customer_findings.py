@@ -175,6 +175,15 @@ def test_thanks_after_an_answer_closes_politely() -> None:
         "quero deixar de receber as vossas mensagens",
         "please stop contacting me on here",
         "deixem de me contactar, obrigado",
+        # asked anywhere in the sentence, naming the messages or the channel
+        "ok can u stop sliding into my dms w promos pls i never signed up for this",
+        "unsubscribe me from these whatsapp messages pls",
+        "no me contactéis más por este chat",
+        "kontaktiert mich bitte nicht mehr über diesen Kanal",
+        "Stopp. Keine weiteren Nachrichten bitte.",
+        "merci de ne plus me contacter par Messenger, je ne suis pas intéressée",
+        "non voglio più essere contattata da questo profilo, grazie",
+        "não quero ser contactada por este canal",
     ],
 )
 def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
@@ -190,6 +199,10 @@ def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
         "I don't want the emails, just the texts about my order",
         "stop, I never got a confirmation email for my order",
         "the delivery driver's messages stopped, where is my parcel? it has been two weeks now",
+        "can I stop my order? I got a text saying it ships tomorrow",
+        "no me han enviado el mensaje de confirmación del pedido",
+        "I don't know why I got a message saying it was delivered",
+        "unsubscribe me from the newsletter emails please",
     ],
 )
 def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> None:
