@@ -231,7 +231,8 @@ OPT_OUT_PATTERNS = (
     r"\b(?:stop|quit|cease)\s+(?:\w+\s+)?(?:messag|text|dm|contact|writ|send|spam|slid|hitt)\w*",
     r"\b(?:don t|dont|do not|never)\s+(?:\w+\s+){0,2}?(?:contact|message|text|dm|write)\w*\s+me\b",
     r"\b(?:don t|dont|do not)\s+want\s+(?:to\s+(?:get|receive)\s+)?any\s+more\b",
-    r"\b(?:opt\s?(?:me\s+)?out|unsubscribe|unsub|take me off|remove me|rather not (?:get|receive|be))\b",
+    r"\b(?:opt\s?(?:me\s+)?out|unsubscribe|unsub|take me off|remove me)\b",
+    r"\brather not (?:get|receive|be)\b",
     r"\bno\s+(?:more|further)\s+(?:\w+\s+)?(?:messages|texts|dms)\b",
     # es
     r"\bno\s+(?:me\s+)?(?:\w+\s+)?(?:(?:mand|envi|contact|molest)(?:eis|es|en)|escrib(?:ais|as|an))\b",
@@ -240,10 +241,11 @@ OPT_OUT_PATTERNS = (
     r"\b(?:borradme|borrame|quitadme|quitame|sacadme|sacame|darme de baja|dadme de baja)\b",
     # de
     r"\bkeine\s+(?:weiteren\s+)?(?:\w+\s+)?(?:nachrichten|dms|messages|mitteilungen)\b",
-    r"\bnicht\s+mehr\b.*\b(?:kontaktier|anschreib|anzuschreib|angeschrieb|schreib|zu kontaktieren)\w*",
+    r"\bnicht\s+mehr\b.*\b(?:kontaktier|anschreib|anzuschreib|angeschrieb|schreib)\w*",
     r"\b(?:kontaktiert|schreibt|kontaktieren sie|schreiben sie)\s+mich\b.*\bnicht\s+mehr\b",
     r"\b(?:hort|hoert|horen sie)\s+auf\b",
-    r"\b(?:tragt|tragen sie)\s+mich\s+aus\b|\bnichts\s+mehr\s+per\b|\bmich\s+(?:\w+\s+){0,4}in\s+ruhe\b",
+    r"\b(?:tragt|tragen sie)\s+mich\s+aus\b|\bnichts\s+mehr\s+per\b",
+    r"\bmich\s+(?:\w+\s+){0,4}in\s+ruhe\b",
     # fr
     r"\bne\s+plus\s+(?:me|m)\s+(?:\w+\s+)?(?:contact|ecri|envoy)\w*",
     r"\bne\s+m\s+(?:ecrivez|envoyez|contactez)\s+plus\b",
