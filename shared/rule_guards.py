@@ -68,6 +68,9 @@ ADDRESS_WORDS = (
     "chicos", "zusammen", "leute", "ihr lieben", "tout le monde", "l équipe",
     "l equipe", "à tous", "a tous", "a tutti", "ragazzi", "pessoal", "equipa", "gente",
     "à vous", "a vous", "a voi", "a vocês", "a voces", "to you", "to you all", "to all",
+    "people", "y all", "amigos", "chicas", "ihr", "euch", "miteinander", "mitenand",
+    "les gens", "la team", "madame", "monsieur", "messieurs dames", "à toute l équipe",
+    "a toute l equipe", "raga", "ragazze", "galera", "malta",
 )  # fmt: skip
 # Words joining two greetings: "salve e buon pomeriggio", "hola y buenas tardes".
 JOINERS = frozenset({"and", "y", "e", "und", "et"})

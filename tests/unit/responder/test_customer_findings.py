@@ -225,11 +225,34 @@ def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> Non
         ("hello and good morning to you", "en"),
         ("ciao e buonasera", "it"),
         ("hallo zusammen, guten Abend", "de"),
+        # familiar forms, "how are you", "anyone there?", whom it addresses, emoji
+        ("hey, how's it going", "en"),
+        ("holiii 😊", "es"),
+        ("buen día, cómo andan?", "es"),
+        ("Hey, hallo ihr 👋", "de"),
+        ("slt slt, ça va ? 👋", "fr"),
+        ("Bonjour madame, monsieur", "fr"),
+        ("uè ciao ragazzi", "it"),
+        ("Oiê, tudo joia?", "pt"),
+        ("e aí gente, beleza?", "pt"),
     ],
 )
 def test_greetings_in_a_row_drawn_out_or_addressed_get_a_greeting(text: str, language: str) -> None:
     decision = run(classified(text, language=language))
     assert [reply.template for reply in decision.replies] == ["greeting"]
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("hey, how's it going? do you ship to Ireland?", "en"),
+        ("buen día, cómo andan? tienen tienda en Madrid?", "es"),
+        ("oie gente, vocês entregam no sábado?", "pt"),
+    ],
+)
+def test_a_greeting_with_a_question_is_a_question(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert "greeting" not in decision.matched_rules
 
 
 @pytest.mark.parametrize(
