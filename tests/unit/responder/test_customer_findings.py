@@ -149,6 +149,12 @@ def test_greeting_gets_a_greeting_and_no_empty_name() -> None:
     assert [reply.text for reply in decision.replies] == ["Hi! How can we help you today?"]
 
 
+def test_portuguese_ta_is_not_a_thanks() -> None:
+    state = ConversationState(messages_seen=1, bot_turns=1)
+    decision = run(classified("o link não tá funcionando", language="pt"), state=state)
+    assert decision.close is None
+
+
 def test_thanks_after_an_answer_closes_politely() -> None:
     state = ConversationState(messages_seen=1, bot_turns=1)
     decision = run(classified("thanks!"), state=state)
@@ -264,6 +270,15 @@ def test_a_greeting_with_a_question_is_a_question(text: str, language: str) -> N
         ("thanks but it still doesn't work", False),
         ("thanks, and where is my order?", False),
         ("thanks for the quick reply yesterday about my parcel and the refund", False),
+        # familiar, drawn out, or saying the answer helped
+        ("ah brilliant, ta", True),
+        ("ah trop bien merciii 🫶", True),
+        ("brigado, fiquei esclarecido 👍", True),
+        ("ah ok c'est clair, merci beaucoup !", True),
+        ("Perfekt, vielen Dank für die schnelle Antwort", True),
+        ("ok that helps, can I also change the size?", False),
+        ("merci, et pour la commande 48213 ?", False),
+        ("grazie, però non ho ancora ricevuto il rimborso", False),
     ],
 )
 def test_a_short_thanks_after_an_answer_closes_and_a_thanks_with_more_does_not(
