@@ -383,12 +383,31 @@ def test_still_having_an_item_is_a_stock_question_and_still_having_a_warranty_is
         "could a member of staff look at this instead of the bot",
         "I want a reply from a person, not a bot",
         "podem passar-me a um assistente por favor",
+        # a colleague, someone real, a call back
+        "oye, me pasas con un compañero tuyo?",
+        "Können Sie mich bitte an einen Kollegen aus Fleisch und Blut weiterleiten?",
+        "Kann mich bitte jemand zurückrufen?",
+        "y a quelqu'un de réel au bout ou c'est un robot ?",
+        "preferia falar com um colaborador vosso, pode ser?",
     ],
 )
 def test_asking_for_staff_or_not_a_bot_is_a_request_for_a_person(text: str) -> None:
     decision = run(classified(text))
     assert "human-request" in decision.matched_rules
     assert decision.handoff is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Is there anyone on the chat on a Saturday around 1pm?",
+        "vorrei fare un buono regalo per il compleanno di una collega, come si compra?",
+        "impossible de me rappeler mon mot de passe, comment le récupérer ?",
+    ],
+)
+def test_a_colleague_a_chat_or_remembering_is_not_a_request_for_a_person(text: str) -> None:
+    decision = run(classified(text))
+    assert not {"human-request", "human-request-phrased"} & set(decision.matched_rules)
 
 
 @pytest.mark.parametrize(
