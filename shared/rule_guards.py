@@ -240,13 +240,13 @@ OPT_OUT_PATTERNS = (
     # es
     r"\bno\s+(?:me\s+)?(?:\w+\s+)?(?:(?:mand|envi|contact|molest)(?:eis|es|en)|escrib(?:ais|as|an))\b",
     r"\b(?:deja|dejad|dejen|para|parad|paren|parar)\s+de\s+(?:\w+\s+)?(?:mandar|enviar|escribir|contactar)",
-    r"\bno\s+quiero\s+(?:\w+\s+){0,2}?(?:recibir|mas)\b",
+    r"\bno\s+quiero\s+(?:recibir\s+)?(?:\w+\s+){0,2}?(?:mas|mensajes|nada)\b",
     r"\b(?:borradme|borrame|quitadme|quitame|sacadme|sacame|darme de baja|dadme de baja)\b",
     # de
     r"\bkeine\s+(?:weiteren\s+)?(?:\w+\s+)?(?:nachrichten|dms|messages|mitteilungen)\b",
     r"\bnicht\s+mehr\b.*\b(?:kontaktier|anschreib|anzuschreib|angeschrieb|schreib)\w*",
     r"\b(?:kontaktiert|schreibt|kontaktieren sie|schreiben sie)\s+mich\b.*\bnicht\s+mehr\b",
-    r"\b(?:hort|hoert|horen sie)\s+auf\b",
+    r"\b(?:hort|hoert|horen sie)\s+auf\s+(?:\w+\s+){0,3}?(?:\w*schreib|schick|nachricht|kontakt)",
     r"\b(?:tragt|tragen sie)\s+mich\s+aus\b|\bnichts\s+mehr\s+per\b",
     r"\bmich\s+(?:\w+\s+){0,4}in\s+ruhe\b",
     # fr
@@ -261,7 +261,7 @@ OPT_OUT_PATTERNS = (
     r"\b(?:smettete|smettetela|smettila|basta)\s+(?:di\s+)?(?:\w+\s+)?(?:scriver|mandar|inviar|contattar)",
     r"\bnon\s+(?:mi\s+)?(?:scrivete|scrivetemi|contattate|contattatemi|mandate|inviate)\s+piu\b",
     # pt
-    r"\bnao\s+(?:quero|desejo)\s+(?:\w+\s+){0,2}?(?:ser\s+contact|ser\s+contat|receber)",
+    r"\bnao\s+(?:quero|desejo)\s+(?:\w+\s+){0,2}?(?:ser\s+contact|ser\s+contat|receber\s+(?:mais|mensage|msg|nada))",
     r"\b(?:para|pare|parem|parar|deixem|deixa|deixe)\s+de\s+(?:me\s+)?(?:mandar|enviar|escrever|contactar|contatar)",
     r"\b(?:me\s+tira|tira\s+me|tirem\s+me|me\s+tirem)\b",
 )

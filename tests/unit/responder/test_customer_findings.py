@@ -209,6 +209,9 @@ def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
         "no me han enviado el mensaje de confirmación del pedido",
         "I don't know why I got a message saying it was delivered",
         "unsubscribe me from the newsletter emails please",
+        "no quiero recibir el pedido en mi casa, os lo dije por whatsapp",
+        "não quero receber a encomenda nesta morada, já disse no chat",
+        "hört auf mit den Verzögerungen, wo ist mein Paket? schon 3 Nachrichten geschrieben",
     ],
 )
 def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> None:
