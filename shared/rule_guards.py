@@ -68,6 +68,9 @@ ADDRESS_WORDS = (
     "chicos", "zusammen", "leute", "ihr lieben", "tout le monde", "l équipe",
     "l equipe", "à tous", "a tous", "a tutti", "ragazzi", "pessoal", "equipa", "gente",
     "à vous", "a vous", "a voi", "a vocês", "a voces", "to you", "to you all", "to all",
+    "people", "y all", "amigos", "chicas", "ihr", "euch", "miteinander", "mitenand",
+    "les gens", "la team", "madame", "monsieur", "messieurs dames", "à toute l équipe",
+    "a toute l equipe", "raga", "ragazze", "galera", "malta",
 )  # fmt: skip
 # Words joining two greetings: "salve e buon pomeriggio", "hola y buenas tardes".
 JOINERS = frozenset({"and", "y", "e", "und", "et"})
@@ -181,10 +184,10 @@ def is_phrase_sequence(command: str, phrases: frozenset[str]) -> bool:
 # "please stop sending me these messages", "dejad de mandarme mensajes", "keine Nachrichten
 # mehr". One that names emails or the newsletter is a newsletter question, for the FAQ.
 STOP_OPENINGS = (
-    "stop", "quit", "no more", "dont send", "don t send", "do not send", "enough",
+    "stop", "stopp", "quit", "no more", "dont send", "don t send", "do not send", "enough",
     "deja de", "dejad de", "dejen de", "para de", "parad de", "paren de", "no quiero",
     "no me mandeis", "no me mandes", "no me envieis", "no me enviéis", "no mas", "basta",
-    "hort auf", "hoert auf", "horen sie auf", "aufhoren", "schickt mir keine",
+    "hort auf", "hoert auf", "horen sie auf", "aufhoren", "schickt mir keine", "keine weiteren",
     "arrete", "arretez", "arreter", "plus de", "ne m envoyez plus", "assez",
     "smettete", "smettetela", "smettila", "non voglio", "non mandatemi", "non mi mandate",
     "non scrivetemi", "parem", "pare de", "deixem de", "deixa de", "nao quero",
@@ -200,34 +203,97 @@ STOP_OPENINGS = (
     "quero deixar de", "nao me escrevam", "tirem me de", "deixem de me",
 )  # fmt: skip
 MESSAGE_WORDS = (
-    "message", "messages", "messaging", "text", "texts", "texting", "dm", "dms", "mensaje",
-    "mensajes", "escribirme", "nachricht", "nachrichten", "schreiben", "messaggi",
-    "messaggio", "scrivermi", "mensagem", "mensagens", "escrever",
+    "message", "messages", "messaging", "text", "texts", "texting", "dm", "dms", "dming",
+    "msg", "msgs", "mensaje", "mensajes", "mensajitos", "escribirme", "nachricht",
+    "nachrichten", "schreiben", "messaggi", "messaggio", "scrivermi", "mensagem", "mensagens",
+    "escrever",
     "write", "writing", "escribais", "escribas", "escriban", "schreibt", "ecrire", "ecrivez",
-    "scrivetemi", "scrivere", "escrevam", "escrevem",
+    "scrivetemi", "scrivere", "escrevam", "escrevem", "anschreiben", "anzuschreiben",
+    "angeschrieben",
     # being contacted: "deixem de me contactar", "stop contacting me"
-    "contact", "contacting", "contactar", "contactarme", "contactame", "contactarnos",
-    "kontaktieren", "kontakt", "contacter", "contactez", "contattare", "contattarmi",
-    "contattatemi", "contatar", "contatem", "contactem",
+    "contact", "contacting", "contacted", "contactar", "contactarme", "contactame",
+    "contactarnos", "contacteis", "contacten", "kontaktieren", "kontaktiert", "kontakt",
+    "contacter", "contactez", "contacte", "contactee", "contattare", "contattarmi",
+    "contattatemi", "contattato", "contattata", "contatar", "contatem", "contactem",
+    "contactado", "contactada", "contatado", "contatada",
 )  # fmt: skip
+# Where the messages come: a DM channel, not the e-mail the newsletter uses.
+CHANNEL_WORDS = (
+    "chat", "whatsapp", "insta", "instagram", "messenger", "facebook", "direct", "inbox",
+    "dms", "dm", "on here", "this page", "this account", "canal", "channel", "kanal", "privado",
+    "prive", "en prive", "privat", "por aqui", "por este medio", "este chat", "diesen kanal",
+    "account", "konto", "compte", "profilo", "perfil", "pagina", "page", "seite",
+)  # fmt: skip
+# Asking, anywhere in a message, not to be written to any more: an opt-out when the message
+# also names the messages or the channel (above). Verb forms are the imperative and the
+# wish ("no me mandéis", "don't contact me", "nicht mehr anschreiben", "ne plus me
+# contacter", "non voglio più essere contattato", "não quero ser contactada"), never a
+# statement about what happened ("no me han enviado el mensaje").
+OPT_OUT_PATTERNS = (
+    # en
+    r"\b(?:stop|quit|cease)\s+(?:\w+\s+)?(?:messag|text|dm|contact|writ|send|spam|slid|hitt)\w*",
+    r"\b(?:don t|dont|do not|never)\s+(?:\w+\s+){0,2}?(?:contact|message|text|dm|write)\w*\s+me\b",
+    r"\b(?:don t|dont|do not)\s+want\s+(?:to\s+(?:get|receive)\s+)?any\s+more\b",
+    r"\b(?:opt\s?(?:me\s+)?out|unsubscribe|unsub|take me off|remove me)\b",
+    r"\brather not (?:get|receive|be)\b",
+    r"\bno\s+(?:more|further)\s+(?:\w+\s+)?(?:messages|texts|dms)\b",
+    # es
+    r"\bno\s+(?:me\s+)?(?:\w+\s+)?(?:(?:mand|envi|contact|molest)(?:eis|es|en)|escrib(?:ais|as|an))\b",
+    r"\b(?:deja|dejad|dejen|para|parad|paren|parar)\s+de\s+(?:\w+\s+)?(?:mandar|enviar|escribir|contactar)",
+    r"\bno\s+quiero\s+(?:recibir\s+)?(?:\w+\s+){0,2}?(?:mas|mensajes|nada)\b",
+    r"\b(?:borradme|borrame|quitadme|quitame|sacadme|sacame|darme de baja|dadme de baja)\b",
+    # de
+    r"\bkeine\s+(?:weiteren\s+)?(?:\w+\s+)?(?:nachrichten|dms|messages|mitteilungen)\b",
+    r"\bnicht\s+mehr\b.*\b(?:kontaktier|anschreib|anzuschreib|angeschrieb|schreib)\w*",
+    r"\b(?:kontaktiert|schreibt|kontaktieren sie|schreiben sie)\s+mich\b.*\bnicht\s+mehr\b",
+    r"\b(?:hort|hoert|horen sie)\s+auf\s+(?:\w+\s+){0,3}?(?:\w*schreib|schick|nachricht|kontakt)",
+    r"\b(?:tragt|tragen sie)\s+mich\s+aus\b|\bnichts\s+mehr\s+per\b",
+    r"\bmich\s+(?:\w+\s+){0,4}in\s+ruhe\b",
+    # fr
+    r"\bne\s+plus\s+(?:me|m)\s+(?:\w+\s+)?(?:contact|ecri|envoy)\w*",
+    r"\bne\s+m\s+(?:ecrivez|envoyez|contactez)\s+plus\b",
+    r"\b(?:arretez|arrete|arreter|cessez|cesse|cesser)\s+de\s+(?:me\s+|m\s+)?(?:en\s+)?(?:ecrire|envoyer|contacter|spammer)",
+    r"\bj?(?:e\s+)?(?:ne\s+)?(?:veux|souhaite|desire)\s+plus\s+(?:\w+\s+){0,2}?(?:recevoir|etre\s+contacte)",
+    r"\b(?:lachez|retirez|laissez)\s+moi\b|\bme\s+(?:laisser\s+tranquille|retirer\s+de)\b",
+    # it
+    r"\bnon\s+(?:voglio|desidero)\s+piu\s+(?:\w+\s+){0,2}?(?:essere\s+contattat|ricevere)",
+    r"\b(?:toglietemi|toglimi|cancellatemi|levatemi)\b",
+    r"\b(?:smettete|smettetela|smettila|basta)\s+(?:di\s+)?(?:\w+\s+)?(?:scriver|mandar|inviar|contattar)",
+    r"\bnon\s+(?:mi\s+)?(?:scrivete|scrivetemi|contattate|contattatemi|mandate|inviate)\s+piu\b",
+    # pt
+    r"\bnao\s+(?:quero|desejo)\s+(?:\w+\s+){0,2}?(?:ser\s+contact|ser\s+contat|receber\s+(?:mais|mensage|msg|nada))",
+    r"\b(?:para|pare|parem|parar|deixem|deixa|deixe)\s+de\s+(?:me\s+)?(?:mandar|enviar|escrever|contactar|contatar)",
+    r"\b(?:me\s+tira|tira\s+me|tirem\s+me|me\s+tirem)\b",
+)
 _NEWSLETTER_WORDS = re.compile(
     r"\b(?:e ?mails?|newsletters?|correos?|boletin|mails?|courriels?|emails?)\b"
 )
 _ANY_FILLER = re.compile(rf"\b(?:{_FILLERS})\b")
 _STOP_OPENING = re.compile(rf"^(?:{_alternatives(STOP_OPENINGS)})\b")
 _MESSAGE_WORD = re.compile(rf"\b(?:{_alternatives(MESSAGE_WORDS)})\b")
+_CHANNEL_WORD = re.compile(rf"\b(?:{_alternatives(CHANNEL_WORDS)})\b")
+_OPT_OUT_PATTERN = re.compile("|".join(f"(?:{pattern})" for pattern in OPT_OUT_PATTERNS))
 STOP_REQUEST_MAX_WORDS = 10
+OPT_OUT_SENTENCE_MAX_WORDS = 20
 
 
 def asks_to_stop_messages(text: str | None) -> bool:
-    """Whether a short message asks for no more messages, in a sentence rather than a word."""
+    """Whether a message asks for no more messages in a sentence rather than a word: a
+    short one that opens by asking to stop and names the messages, or one that asks not to
+    be written to (any form of :data:`OPT_OUT_PATTERNS`) and names the messages or the
+    channel; never one about e-mails or the newsletter (the FAQ answers those)."""
     words = " ".join(_PUNCTUATION.sub(" ", plain_text(text or "")).split())
     core = " ".join(_ANY_FILLER.sub(" ", words).split())
+    if _NEWSLETTER_WORDS.search(core) is not None:
+        return False
+    length = len(core.split())
+    names_messages = _MESSAGE_WORD.search(core) is not None
+    if length <= STOP_REQUEST_MAX_WORDS and names_messages and _STOP_OPENING.search(core):
+        return True
     return (
-        len(core.split()) <= STOP_REQUEST_MAX_WORDS
-        and _STOP_OPENING.search(core) is not None
-        and _MESSAGE_WORD.search(core) is not None
-        and _NEWSLETTER_WORDS.search(core) is None
+        length <= OPT_OUT_SENTENCE_MAX_WORDS
+        and (names_messages or _CHANNEL_WORD.search(core) is not None)
+        and _OPT_OUT_PATTERN.search(core) is not None
     )
 
 

@@ -408,9 +408,10 @@ class CompiledRuleSet:
 
 
 def _keyword_pattern(keywords: Iterable[str]) -> re.Pattern[str]:
-    """Matched on :func:`plain_text` (no accents): "donde esta mi pedido" finds "dónde está"."""
+    """Matched on :func:`plain_text` (no accents): "donde esta mi pedido" finds "dónde está";
+    a last letter drawn out counts as itself ("merciii", "grazieee", "obrigadaa")."""
     words = (plain_text(word.strip()) for word in keywords if word.strip())
-    alternatives = "|".join(re.escape(word) for word in words)
+    alternatives = "|".join(re.escape(word) + ("+" if word[-1].isalpha() else "") for word in words)
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 

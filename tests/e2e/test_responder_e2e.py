@@ -247,7 +247,7 @@ async def test_message_outside_business_hours_gets_the_away_reply(
 ) -> None:
     # The stack's team works round the clock; these rules close every calendar.
     await put_rules(meta_stack, rules_with_calendars({}))
-    await post_dm(bus, "m-night", "Hello, could someone call me back please?", "night-1")
+    await post_dm(bus, "m-night", "Hello, do you do gift wrapping?", "night-1")
     [call] = await sent_to(send_api, "night-1")
     assert (
         "away right now" in call.body["message"]["text"]

@@ -149,6 +149,12 @@ def test_greeting_gets_a_greeting_and_no_empty_name() -> None:
     assert [reply.text for reply in decision.replies] == ["Hi! How can we help you today?"]
 
 
+def test_portuguese_ta_is_not_a_thanks() -> None:
+    state = ConversationState(messages_seen=1, bot_turns=1)
+    decision = run(classified("o link não tá funcionando", language="pt"), state=state)
+    assert decision.close is None
+
+
 def test_thanks_after_an_answer_closes_politely() -> None:
     state = ConversationState(messages_seen=1, bot_turns=1)
     decision = run(classified("thanks!"), state=state)
@@ -175,6 +181,15 @@ def test_thanks_after_an_answer_closes_politely() -> None:
         "quero deixar de receber as vossas mensagens",
         "please stop contacting me on here",
         "deixem de me contactar, obrigado",
+        # asked anywhere in the sentence, naming the messages or the channel
+        "ok can u stop sliding into my dms w promos pls i never signed up for this",
+        "unsubscribe me from these whatsapp messages pls",
+        "no me contactéis más por este chat",
+        "kontaktiert mich bitte nicht mehr über diesen Kanal",
+        "Stopp. Keine weiteren Nachrichten bitte.",
+        "merci de ne plus me contacter par Messenger, je ne suis pas intéressée",
+        "non voglio più essere contattata da questo profilo, grazie",
+        "não quero ser contactada por este canal",
     ],
 )
 def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
@@ -190,6 +205,13 @@ def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
         "I don't want the emails, just the texts about my order",
         "stop, I never got a confirmation email for my order",
         "the delivery driver's messages stopped, where is my parcel? it has been two weeks now",
+        "can I stop my order? I got a text saying it ships tomorrow",
+        "no me han enviado el mensaje de confirmación del pedido",
+        "I don't know why I got a message saying it was delivered",
+        "unsubscribe me from the newsletter emails please",
+        "no quiero recibir el pedido en mi casa, os lo dije por whatsapp",
+        "não quero receber a encomenda nesta morada, já disse no chat",
+        "hört auf mit den Verzögerungen, wo ist mein Paket? schon 3 Nachrichten geschrieben",
     ],
 )
 def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> None:
@@ -212,11 +234,34 @@ def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> Non
         ("hello and good morning to you", "en"),
         ("ciao e buonasera", "it"),
         ("hallo zusammen, guten Abend", "de"),
+        # familiar forms, "how are you", "anyone there?", whom it addresses, emoji
+        ("hey, how's it going", "en"),
+        ("holiii 😊", "es"),
+        ("buen día, cómo andan?", "es"),
+        ("Hey, hallo ihr 👋", "de"),
+        ("slt slt, ça va ? 👋", "fr"),
+        ("Bonjour madame, monsieur", "fr"),
+        ("uè ciao ragazzi", "it"),
+        ("Oiê, tudo joia?", "pt"),
+        ("e aí gente, beleza?", "pt"),
     ],
 )
 def test_greetings_in_a_row_drawn_out_or_addressed_get_a_greeting(text: str, language: str) -> None:
     decision = run(classified(text, language=language))
     assert [reply.template for reply in decision.replies] == ["greeting"]
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("hey, how's it going? do you ship to Ireland?", "en"),
+        ("buen día, cómo andan? tienen tienda en Madrid?", "es"),
+        ("oie gente, vocês entregam no sábado?", "pt"),
+    ],
+)
+def test_a_greeting_with_a_question_is_a_question(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert "greeting" not in decision.matched_rules
 
 
 @pytest.mark.parametrize(
@@ -228,6 +273,15 @@ def test_greetings_in_a_row_drawn_out_or_addressed_get_a_greeting(text: str, lan
         ("thanks but it still doesn't work", False),
         ("thanks, and where is my order?", False),
         ("thanks for the quick reply yesterday about my parcel and the refund", False),
+        # familiar, drawn out, or saying the answer helped
+        ("ah brilliant, ta", True),
+        ("ah trop bien merciii 🫶", True),
+        ("brigado, fiquei esclarecido 👍", True),
+        ("ah ok c'est clair, merci beaucoup !", True),
+        ("Perfekt, vielen Dank für die schnelle Antwort", True),
+        ("ok that helps, can I also change the size?", False),
+        ("merci, et pour la commande 48213 ?", False),
+        ("grazie, però non ho ancora ricevuto il rimborso", False),
     ],
 )
 def test_a_short_thanks_after_an_answer_closes_and_a_thanks_with_more_does_not(
@@ -332,12 +386,31 @@ def test_still_having_an_item_is_a_stock_question_and_still_having_a_warranty_is
         "could a member of staff look at this instead of the bot",
         "I want a reply from a person, not a bot",
         "podem passar-me a um assistente por favor",
+        # a colleague, someone real, a call back
+        "oye, me pasas con un compañero tuyo?",
+        "Können Sie mich bitte an einen Kollegen aus Fleisch und Blut weiterleiten?",
+        "Kann mich bitte jemand zurückrufen?",
+        "y a quelqu'un de réel au bout ou c'est un robot ?",
+        "preferia falar com um colaborador vosso, pode ser?",
     ],
 )
 def test_asking_for_staff_or_not_a_bot_is_a_request_for_a_person(text: str) -> None:
     decision = run(classified(text))
     assert "human-request" in decision.matched_rules
     assert decision.handoff is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Is there anyone on the chat on a Saturday around 1pm?",
+        "vorrei fare un buono regalo per il compleanno di una collega, come si compra?",
+        "impossible de me rappeler mon mot de passe, comment le récupérer ?",
+    ],
+)
+def test_a_colleague_a_chat_or_remembering_is_not_a_request_for_a_person(text: str) -> None:
+    decision = run(classified(text))
+    assert not {"human-request", "human-request-phrased"} & set(decision.matched_rules)
 
 
 @pytest.mark.parametrize(

@@ -279,7 +279,7 @@ def test_default_rules_away_outside_business_hours() -> None:
     from datetime import UTC, datetime
 
     sunday_night = datetime(2026, 11, 29, 23, 0, tzinfo=UTC)
-    decision = run(classified("Can someone call me back?", at=sunday_night))
+    decision = run(classified("Do you do gift wrapping?", at=sunday_night))
     assert decision.matched_rules == ["away"]
     assert [reply.template for reply in decision.replies] == ["away"]
     assert decision.handoff is not None
@@ -291,11 +291,11 @@ def test_default_rules_round_the_clock_never_say_away() -> None:
     christmas_night = datetime(2026, 12, 25, 23, 0, tzinfo=UTC)  # a holiday, at night
     document = with_calendar_hours(load_rule_set_document(), ROUND_THE_CLOCK)
     decision = run(
-        classified("Can someone call me back?", at=christmas_night), compile_rule_set(document)
+        classified("Do you do gift wrapping?", at=christmas_night), compile_rule_set(document)
     )
     assert "away" not in decision.matched_rules
     closed = compile_rule_set(with_calendar_hours(load_rule_set_document(), {}))
     monday_noon = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-    assert run(classified("Can someone call me back?", at=monday_noon), closed).matched_rules == [
+    assert run(classified("Do you do gift wrapping?", at=monday_noon), closed).matched_rules == [
         "away"
     ]
