@@ -1038,6 +1038,18 @@ _MARK_SENT = (
 )
 
 
+# A result :func:`prefetch_results` found to be the usual case, by the message's id.
+_MARK_BY_ID = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id == bindparam("message_id"))
+    .values(
+        status=bindparam("new_status"),
+        error=bindparam("new_error"),
+        mid=func.coalesce(bindparam("new_mid"), _MESSAGES.c.mid),
+    )
+)
+
+
 def _mark_sent(
     session: Session,
     channel: str,
@@ -1051,6 +1063,9 @@ def _mark_sent(
     message's author, or None when the general path must decide (no such message, sent
     already, or an echo stored under ``mid``). A copy of the row loaded in this
     transaction is kept true."""
+    marked: dict[tuple[str, str], str] = transaction_cache(session, "prefetched_results")
+    if (author := marked.pop((channel, request_id), None)) is not None:
+        return author  # written by the pull's prefetch (:func:`prefetch_results`)
     written = session.execute(
         _MARK_SENT,
         {
@@ -1063,11 +1078,87 @@ def _mark_sent(
     ).first()
     if written is None:
         return None
-    loaded = session.identity_map.get(identity_key(MessageRow, written.id))
-    if isinstance(loaded, MessageRow):
-        for key, value in (("status", status), ("error", error), ("mid", written.mid)):
-            set_committed_value(loaded, key, value)
+    _keep_loaded_true(session, written.id, status=status, error=error, mid=written.mid)
     return str(written.author)
+
+
+def _keep_loaded_true(
+    session: Session, message_id: int, *, status: str, error: str | None, mid: str
+) -> None:
+    """A copy of the message ``message_id`` loaded in this transaction gets what a Core
+    statement wrote to its row."""
+    loaded = session.identity_map.get(identity_key(MessageRow, message_id))
+    if isinstance(loaded, MessageRow):
+        for key, value in (("status", status), ("error", error), ("mid", mid)):
+            set_committed_value(loaded, key, value)
+
+
+def prefetch_results(session: Session, results: Sequence[OutboundResult]) -> None:
+    """:func:`prefetch_conversations` for a pull of outbound results, then the usual
+    results (:func:`_mark_sent`'s) written set-based: their requests' messages read (one
+    statement, locked), the mids they would take checked (one), and the messages not sent
+    yet whose mid no other row holds updated with one ``executemany``. Each projection
+    finds its result written (once) instead of running its ``UPDATE``; a result the
+    prefetch left (its request not stored, sent already, an echo holding its mid, a
+    second result of a request in the pull) goes the usual way."""
+    prefetch_conversations(session, results)
+    marked: dict[tuple[str, str], str] = transaction_cache(session, "prefetched_results")
+    wanted: dict[tuple[str, str], OutboundResult] = {}
+    for result in results:
+        key = (result.conversation.channel.value, result.request_id)
+        if key not in marked:
+            wanted.setdefault(key, result)
+    if not wanted:
+        return
+    found = session.execute(
+        select(
+            _MESSAGES.c.id,
+            _MESSAGES.c.channel,
+            _MESSAGES.c.request_id,
+            _MESSAGES.c.mid,
+            _MESSAGES.c.author,
+        )
+        .where(
+            _MESSAGES.c.request_id.in_({request_id for _, request_id in wanted}),
+            _MESSAGES.c.status.in_(_UNSETTLED),
+        )
+        .with_for_update()
+    )
+    unsettled = {(row.channel, row.request_id): row for row in found if row.channel is not None}
+    mids = {
+        (key[0], result.mid)
+        for key, result in wanted.items()
+        if result.status == OutboundStatus.SENT and result.mid is not None
+    }
+    held: set[tuple[str, str]] = set()
+    if mids:
+        holders = session.execute(
+            select(_MESSAGES.c.channel, _MESSAGES.c.mid).where(
+                _MESSAGES.c.mid.in_({mid for _, mid in mids})
+            )
+        )
+        held = {(row.channel, row.mid) for row in holders}
+    updates: list[dict[str, Any]] = []
+    for key, result in wanted.items():
+        sent = result.status == OutboundStatus.SENT
+        platform_mid = result.mid if sent else None
+        row = unsettled.get(key)
+        if row is None or (platform_mid is not None and (key[0], platform_mid) in held):
+            continue
+        status = (MessageStatus.SENT if sent else MessageStatus.FAILED).value
+        error = None if result.error is None else result.error.message
+        updates.append(
+            {
+                "message_id": row.id,
+                "new_status": status,
+                "new_error": error,
+                "new_mid": platform_mid,
+            }
+        )
+        _keep_loaded_true(session, row.id, status=status, error=error, mid=platform_mid or row.mid)
+        marked[key] = str(row.author)
+    if updates:
+        session.execute(_MARK_BY_ID, updates)
 
 
 def project_outbound_result(

@@ -1,8 +1,9 @@
 """Group commit: concurrent projections share transactions, and fail alone or together."""
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -484,7 +485,7 @@ async def test_a_pull_of_outbound_results_applied_with_its_prefetch_ends_as_each
             await running.apply(applying(projector.project_routed, event))
     pull = [*results_of("set"), *results_of("set-other")]
     works = [applying(projector.project_outbound_result, event) for event in pull]
-    outcomes = await running.apply_all(works, applying(projector.prefetch_conversations, pull))
+    outcomes = await running.apply_all(works, applying(projector.prefetch_results, pull))
     assert outcomes == [None] * len(works)
     for event in results_of("alone"):
         await running.apply(applying(projector.project_outbound_result, event))
@@ -536,6 +537,23 @@ async def one_at_a_time(running: ProjectionWriter, projection: Any, events: list
         await running.apply(applying(projection, event))
 
 
+@contextlib.contextmanager
+def statements(running: ProjectionWriter, prefix: str) -> Iterator[list[str]]:
+    """The statements starting with ``prefix`` that the writer runs meanwhile."""
+    engine = running.sessions.kw["bind"]
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith(prefix):
+            seen.append(statement)
+
+    sqlalchemy_event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", count)
+
+
 def customer_dm(contact: str, n: int = 1) -> RoutedMessage:
     """The ``n``-th DM of ``contact``, answered by the bot."""
     at = T0 + timedelta(minutes=n)
@@ -546,19 +564,9 @@ async def test_a_pull_inserts_its_messages_and_requests_with_one_statement_each(
     sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
 ) -> None:
     running, _ = writer
-    engine = running.sessions.kw["bind"]
-    inserts: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("INSERT INTO messages"):
-            inserts.append(statement)
-
     pull = [customer_dm(f"count-{n}") for n in range(20)]
-    sqlalchemy_event.listen(engine, "before_cursor_execute", count)
-    try:
+    with statements(running, "INSERT INTO messages") as inserts:
         assert await routed_pull(running, pull) == [None] * len(pull)
-    finally:
-        sqlalchemy_event.remove(engine, "before_cursor_execute", count)
     # 20 DMs and their 20 replies: a multi-row INSERT for each kind, not one per DM.
     assert len(inserts) == 2
     async with sessions() as session:
@@ -574,8 +582,10 @@ async def test_the_same_dm_in_two_pulls_of_one_group_is_stored_once_like_alone(
     running, recorder = writer
     pull = [*routed_life("twice"), *routed_life("twice-other")]
     # Handed over together: one group, two prefetches that both find the DMs new.
-    first, second = await asyncio.gather(routed_pull(running, pull), routed_pull(running, pull))
+    with statements(running, "SAVEPOINT") as savepoints:
+        first, second = await asyncio.gather(routed_pull(running, pull), routed_pull(running, pull))
     assert first == second == [None] * len(pull)
+    assert savepoints == [], "applied with the prefetches, not retried one by one"
     assert len(recorder.groups) == 1, "the two pulls shared a transaction"
     await one_at_a_time(running, projector.project_routed, routed_life("twice-alone"))
 
@@ -634,11 +644,13 @@ async def test_a_dm_projected_early_in_the_same_group_as_its_decision_ends_as_al
         decision = customer_dm(contact)
         return ClassifiedMessage(message=decision.message, classification=decision.classification)
 
-    classified, decided = await asyncio.gather(
-        running.apply_all([applying(projector.project_classified, early("early"))]),
-        routed_pull(running, [customer_dm("early")]),
-    )
+    with statements(running, "SAVEPOINT") as savepoints:
+        classified, decided = await asyncio.gather(
+            running.apply_all([applying(projector.project_classified, early("early"))]),
+            routed_pull(running, [customer_dm("early")]),
+        )
     assert classified == decided == [None]
+    assert savepoints == []
     assert len(recorder.groups) == 1
     await one_at_a_time(running, projector.project_classified, [early("early-alone")])
     await one_at_a_time(running, projector.project_routed, [customer_dm("early-alone")])
@@ -663,7 +675,7 @@ def result_of(decision: RoutedMessage) -> OutboundResult:
 
 def results_pull(running: ProjectionWriter, results: list[OutboundResult]) -> Any:
     works = [applying(projector.project_outbound_result, result) for result in results]
-    return running.apply_all(works, applying(projector.prefetch_conversations, results))
+    return running.apply_all(works, applying(projector.prefetch_results, results))
 
 
 async def test_a_result_before_its_request_ends_as_alone(
@@ -699,14 +711,90 @@ async def test_a_flush_earlier_in_the_group_leaves_the_prefetched_dms_news(
     for contact in ("flushing", "prefetched", "prefetched-alone"):
         await one_at_a_time(running, projector.project_routed, [customer_dm(contact, 1)])
     groups = len(recorder.groups)
-    outcomes = await asyncio.gather(
-        results_pull(running, [result_of(customer_dm("flushing", 2))]),
-        routed_pull(running, [customer_dm("prefetched", 2)]),
-    )
+    with statements(running, "SAVEPOINT") as savepoints:
+        outcomes = await asyncio.gather(
+            results_pull(running, [result_of(customer_dm("flushing", 2))]),
+            routed_pull(running, [customer_dm("prefetched", 2)]),
+        )
     assert outcomes == [[None], [None]]
+    assert savepoints == []
     assert len(recorder.groups) == groups + 1, "one group"
     await one_at_a_time(running, projector.project_routed, [customer_dm("prefetched-alone", 2)])
 
     grouped = await state_of(sessions, "prefetched")
     assert grouped == await state_of(sessions, "prefetched-alone")
     assert grouped["conversation"]["last_message_at"] == customer_dm("x", 2).message.platform_ts
+
+
+async def test_a_pull_of_results_marks_its_replies_with_one_update(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+    decisions = [customer_dm(f"marked-{n}") for n in range(10)]
+    assert await routed_pull(running, decisions) == [None] * 10
+    with statements(running, "UPDATE messages") as updates:
+        assert await results_pull(running, [result_of(d) for d in decisions]) == [None] * 10
+    assert len(updates) == 1, "one executemany, not an UPDATE per result"
+    async with sessions() as session:
+        replies = (
+            await session.execute(select(MessageRow).where(col(MessageRow.author) == "bot"))
+        ).scalars()
+        assert sorted((m.status, m.mid) for m in replies) == sorted(
+            ("sent", f"{result_of(d).request_id}-sent") for d in decisions
+        )
+
+
+async def test_results_the_prefetch_leaves_end_as_alone(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    # In one pull: a failed send then its retry's success, a redelivery, a result whose
+    # echo was stored first under its mid, a result before its request.
+    running, _ = writer
+
+    def life(contact: str) -> tuple[list[RoutedMessage], Any, list[OutboundResult]]:
+        retried, redelivered, echoed, early = (customer_dm(contact, n) for n in range(1, 5))
+        failed = result_of(retried).model_copy(
+            update={"status": OutboundStatus.FAILED, "mid": None}
+        )
+        sent = result_of(echoed)
+        assert sent.mid is not None
+        echo = InboundMessage(
+            mid=sent.mid,
+            channel=Channel.MESSENGER,
+            account_id="page-1",
+            contact=Contact(platform_id=contact),
+            text="It ships today.",
+            is_echo=True,
+            platform_ts=sent.finished_at,
+        )
+        results = [
+            failed,
+            result_of(retried),
+            result_of(redelivered),
+            result_of(redelivered),
+            sent,
+            result_of(early),
+        ]
+        return [retried, redelivered, echoed], echo, [*results, *results]
+
+    async def apply(contact: str, together: bool) -> None:
+        decisions, echo, results = life(contact)
+        if together:
+            assert await routed_pull(running, decisions) == [None] * 3
+            await running.apply(applying(projector.project_own_echo, echo))
+            with statements(running, "SAVEPOINT") as savepoints:
+                assert await results_pull(running, results) == [None] * len(results)
+            assert savepoints == [], "applied with its prefetch, not retried one by one"
+            assert await routed_pull(running, [customer_dm(contact, 4)]) == [None]
+        else:
+            await one_at_a_time(running, projector.project_routed, decisions)
+            await running.apply(applying(projector.project_own_echo, echo))
+            await one_at_a_time(running, projector.project_outbound_result, results)
+            await one_at_a_time(running, projector.project_routed, [customer_dm(contact, 4)])
+
+    await apply("settled", together=True)
+    await apply("settled-alone", together=False)
+    grouped = await state_of(sessions, "settled")
+    assert grouped == await state_of(sessions, "settled-alone")
+    replies = [m["status"] for m in grouped["messages"] if m["author"] != "customer"]
+    assert replies == ["sent"] * 4, "each reply once, sent"
