@@ -1124,7 +1124,7 @@ def prefetch_results(session: Session, results: Sequence[OutboundResult]) -> Non
         )
         .with_for_update()
     )
-    unsettled = {(row.channel, row.request_id): row for row in found if row.channel is not None}
+    unsettled = {(row.channel, row.request_id): row for row in found}
     mids = {
         (key[0], result.mid)
         for key, result in wanted.items()
@@ -1157,6 +1157,8 @@ def prefetch_results(session: Session, results: Sequence[OutboundResult]) -> Non
         )
         _keep_loaded_true(session, row.id, status=status, error=error, mid=platform_mid or row.mid)
         marked[key] = str(row.author)
+        if platform_mid is not None:  # a second result naming it goes the usual way
+            held.add((key[0], platform_mid))
     if updates:
         session.execute(_MARK_BY_ID, updates)
 
