@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session, SessionTransaction, SessionTransactionOrigin
 
 logger = logging.getLogger("dmdesk.db")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -156,8 +156,11 @@ def transaction_cache(session: Session, name: str) -> dict[Any, Any]:
 
 
 @event.listens_for(Session, "after_transaction_end")
-def _forget_transaction_caches(session: Session, _transaction: SessionTransaction) -> None:
-    session.info.pop(TRANSACTION_CACHES, None)
+def _forget_transaction_caches(session: Session, transaction: SessionTransaction) -> None:
+    # A flush runs in a subtransaction of its own: its end ends neither the transaction
+    # nor a savepoint (the caches were dropped at every flush).
+    if transaction.origin is not SessionTransactionOrigin.SUBTRANSACTION:
+        session.info.pop(TRANSACTION_CACHES, None)
 
 
 def read_engine(url: str, writer: AsyncEngine) -> AsyncEngine:

@@ -291,7 +291,7 @@ def build(settings: Settings) -> ServiceSpec:
         streams.API_OUTBOUND_RESULT,
         OutboundResult,
         projector.project_outbound_result,
-        projector.prefetch_conversations,
+        projector.prefetch_results,
     )
     api.record_dead_letters()
     api.project(streams.API_CONTACT_PROFILE, ContactProfile, projector.project_contact_profile)

@@ -82,22 +82,27 @@ def _dialect_insert(dialect: str, table: Any) -> postgresql.Insert | sqlite.Inse
 def _upsert(
     session: Session,
     table: type[SQLModel],
-    values: dict[str, Any],
+    values: dict[str, Any] | list[dict[str, Any]],
     keys: tuple[str, ...],
     *,
     refresh: tuple[str, ...] = (),
     fill: tuple[str, ...] = (),
-    returning: str | None = None,
+    returning: tuple[str, ...] = (),
 ) -> Result[Any]:
-    """Insert ``values`` unless a row with the same ``keys`` exists; then set its
-    ``refresh`` columns to these values, and its ``fill`` columns where they are null
-    (neither: ``DO NOTHING``). RETURNING ``returning``.
+    """Insert ``values`` (a row, or a list of rows: ``executemany``) unless a row with the
+    same ``keys`` exists; then set its ``refresh`` columns to these values, and its
+    ``fill`` columns where they are null (neither: ``DO NOTHING``). RETURNING ``returning``.
+
+    Many rows with RETURNING go as few multi-row INSERTs (SQLAlchemy's "insertmanyvalues")
+    on both databases; the rows come back in no particular order (asking for the order
+    makes SQLite insert one row at a time), so return their keys.
 
     The statement is built once per shape, with bound parameters: building and hashing
     a statement per event was a quarter of the projections' CPU.
     """
     dialect = session.get_bind().dialect.name
-    statement = _upsert_statement(dialect, table, tuple(values), keys, refresh, fill, returning)
+    columns = tuple(values if isinstance(values, dict) else values[0])
+    statement = _upsert_statement(dialect, table, columns, keys, refresh, fill, returning)
     return session.execute(statement, values)
 
 
@@ -109,7 +114,7 @@ def _upsert_statement(
     keys: tuple[str, ...],
     refresh: tuple[str, ...],
     fill: tuple[str, ...],
-    returning: str | None,
+    returning: tuple[str, ...],
 ) -> Executable:
     # On the Core table, not the ORM entity: the ORM's bulk-insert path (and the
     # autoflush before it) cost as much as the statement, and these rows are not
@@ -125,9 +130,9 @@ def _upsert_statement(
         if updates
         else insert.on_conflict_do_nothing(index_elements=list(keys))
     )
-    if returning is None:
+    if not returning:
         return statement
-    return statement.returning(core.c[returning])
+    return statement.returning(*(core.c[column] for column in returning))
 
 
 def _table(entity: type[SQLModel]) -> Table:
@@ -158,7 +163,7 @@ def _contact_id(session: Session, channel: str, contact: Contact | None, platfor
         values,
         keys=("channel", "platform_id"),
         refresh=refreshed,
-        returning="id",
+        returning=("id",),
     )
     inserted: int | None = upserted.scalar_one_or_none()
     if inserted is not None:
@@ -297,34 +302,87 @@ def _stored(
 ) -> bool:
     """Store a platform message (a customer's, or an echo of the page's) in
     ``conversation``, with its ``classification`` when it is known, and move its last
-    message time; False if it was already stored (its classification left as it was)."""
-    assert conversation.id is not None
-    echo = message.is_echo
-    classified = {} if classification is None else _classification_values(classification)
-    inserted = _upsert(
-        session,
-        MessageRow,
-        classified
-        | {
-            "conversation_id": conversation.id,
-            "channel": message.channel.value,
-            "mid": message.mid,
-            "direction": (Direction.OUTBOUND if echo else Direction.INBOUND).value,
-            "author": "page" if echo else "customer",
-            "text": message.text,
-            "attachments": [a.model_dump(mode="json") for a in message.attachments],
-            "status": (MessageStatus.SENT if echo else MessageStatus.RECEIVED).value,
-            "platform_ts": message.platform_ts,
-            "received_at": message.received_at,
-        },
-        keys=("channel", "mid"),
-        returning="id",
-    )
-    if inserted.scalar_one_or_none() is None:
+    message time; False if it was already stored (its classification left as it was).
+
+    A message its pull's prefetch tried to insert (:func:`prefetch_routed`) is not
+    inserted again: the first projection of it takes the prefetch's outcome."""
+    inserted = _prefetched(session, _MESSAGE_KEY, (message.channel.value, message.mid))
+    if inserted is None:
+        upserted = _upsert(
+            session,
+            MessageRow,
+            _message_values(conversation, message, classification),
+            keys=_MESSAGE_KEY,
+            returning=("id",),
+        )
+        inserted = upserted.scalar_one_or_none() is not None
+    if not inserted:
         return False
     ts = message.platform_ts
     conversation.last_message_at = max(filter(None, (conversation.last_message_at, ts)))
     return True
+
+
+_MESSAGE_KEY = ("channel", "mid")
+_REQUEST_KEY = ("channel", "request_id")
+
+
+def _message_values(
+    conversation: ConversationRow, message: InboundMessage, classification: Classification | None
+) -> dict[str, Any]:
+    """The row of a platform message in ``conversation``, with its classification if known."""
+    assert conversation.id is not None
+    echo = message.is_echo
+    classified = {} if classification is None else _classification_values(classification)
+    return classified | {
+        "conversation_id": conversation.id,
+        "channel": message.channel.value,
+        "mid": message.mid,
+        "direction": (Direction.OUTBOUND if echo else Direction.INBOUND).value,
+        "author": "page" if echo else "customer",
+        "text": message.text,
+        "attachments": [a.model_dump(mode="json") for a in message.attachments],
+        "status": (MessageStatus.SENT if echo else MessageStatus.RECEIVED).value,
+        "platform_ts": message.platform_ts,
+        "received_at": message.received_at,
+    }
+
+
+def _prefetched(session: Session, keys: tuple[str, ...], key: tuple[str, str]) -> bool | None:
+    """Whether the group's prefetch inserted the message with ``key`` (its ``keys``
+    columns' values; False: it was stored already), told once: to the first projection
+    that asks. None when no prefetch tried it (the projection runs its statement)."""
+    outcomes: dict[tuple[str, str], bool] = transaction_cache(session, _prefetch_cache(keys))
+    return outcomes.pop(key, None)
+
+
+def _prefetch_cache(keys: tuple[str, ...]) -> str:
+    return f"prefetched_messages:{','.join(keys)}"
+
+
+def _prefetch_messages(
+    session: Session,
+    rows: dict[tuple[str, str], dict[str, Any]],
+    keys: tuple[str, ...],
+    *,
+    refresh: tuple[str, ...] = (),
+    fill: tuple[str, ...] = (),
+) -> list[tuple[Any, ...]]:
+    """Upsert the message ``rows`` (by their ``keys`` values) with one ``executemany`` of
+    the statement their projections would each run, and note which were inserted for
+    :func:`_prefetched`. Rows an earlier prefetch of the group wrote are left: what it
+    noted is for their first projection. The rows inserted or updated, with their ids."""
+    outcomes: dict[tuple[str, str], bool] = transaction_cache(session, _prefetch_cache(keys))
+    new = [values for key, values in rows.items() if key not in outcomes]
+    if not new:
+        return []
+    upserted = _upsert(
+        session, MessageRow, new, keys, refresh=refresh, fill=fill, returning=(*keys, "id")
+    )
+    returned: list[tuple[Any, ...]] = [tuple(row) for row in upserted]
+    written = {(row[0], row[1]) for row in returned}
+    outcomes.update({key: key in written for key in rows if key not in outcomes})
+    return returned
 
 
 def project_inbound(
@@ -506,8 +564,50 @@ class AboutConversation(Protocol):
 
 
 def prefetch_routed(session: Session, routed: Sequence[RoutedMessage]) -> None:
-    """:func:`prefetch` for a pull of routed DMs."""
+    """:func:`prefetch` for a pull of routed DMs, then the pull's new messages (with their
+    classifications) and the bot's requested replies upserted with one ``executemany``
+    each: the projections find them written (:func:`_prefetched`) instead of running a
+    statement (and on PostgreSQL a round trip) each. A message stored already (a
+    redelivery, the late-decision path) is told so, and classified by its projection."""
     prefetch(session, [event.message for event in routed])
+    conversations: dict[tuple[str, str, str], ConversationRow] = transaction_cache(
+        session, "conversations"
+    )
+    messages: dict[tuple[str, str], dict[str, Any]] = {}
+    requests: dict[tuple[str, str], OutboundRequest] = {}
+    for event in routed:
+        message = event.message
+        ref = message.conversation
+        conversation = conversations.get((ref.channel.value, ref.account_id, ref.contact_id))
+        if conversation is None or message.is_echo:  # an echo's projection attributes it first
+            continue
+        key = (message.channel.value, message.mid)
+        if key not in messages:
+            messages[key] = _message_values(conversation, message, event.classification)
+        for request in event.requests:
+            requests.setdefault((request.conversation.channel.value, request.request_id), request)
+    _prefetch_messages(session, messages, _MESSAGE_KEY)
+    _prefetch_requests(session, conversations, requests)
+
+
+def _prefetch_requests(
+    session: Session,
+    conversations: dict[tuple[str, str, str], ConversationRow],
+    requests: dict[tuple[str, str], OutboundRequest],
+) -> None:
+    """The requested replies' rows, upserted as their projections would each upsert them
+    (:func:`project_outbound_requested`), for those whose conversation is loaded."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, request in requests.items():
+        ref = request.conversation
+        conversation = conversations.get((ref.channel.value, ref.account_id, ref.contact_id))
+        if conversation is not None:
+            rows[key] = _request_values(conversation, request)
+    written = _prefetch_messages(
+        session, rows, _REQUEST_KEY, refresh=_REQUEST_REFRESH, fill=_REQUEST_FILL
+    )
+    for channel, request_id, stored in written:
+        _requested(session, stored, requests[channel, request_id])
 
 
 def prefetch(session: Session, messages: Sequence[InboundMessage]) -> None:
@@ -801,9 +901,31 @@ def project_outbound_requested(
     conversation = _conversation(session, request.conversation, None)
     assert conversation.id is not None
     channel = request.conversation.channel.value
-    values: dict[str, Any] = {
+    # Keyed by the request id: one statement whether or not its result (or echo) stored
+    # the message first, under the platform's mid; then it gets the text it lacks.
+    if _prefetched(session, _REQUEST_KEY, (channel, request.request_id)) is not None:
+        return  # upserted by the pull's prefetch (:func:`prefetch_routed`)
+    stored = _upsert(
+        session,
+        MessageRow,
+        _request_values(conversation, request),
+        keys=_REQUEST_KEY,
+        refresh=_REQUEST_REFRESH,
+        fill=_REQUEST_FILL,
+        returning=("id",),
+    ).scalar_one()
+    _requested(session, stored, request)
+
+
+_REQUEST_REFRESH, _REQUEST_FILL = ("author",), ("text",)
+
+
+def _request_values(conversation: ConversationRow, request: OutboundRequest) -> dict[str, Any]:
+    """The row of a requested reply in ``conversation``: pending, under :func:`request_mid`."""
+    assert conversation.id is not None
+    return {
         "conversation_id": conversation.id,
-        "channel": channel,
+        "channel": request.conversation.channel.value,
         "mid": request_mid(request.request_id),
         "request_id": request.request_id,
         "direction": Direction.OUTBOUND.value,
@@ -814,18 +936,11 @@ def project_outbound_requested(
         "platform_ts": request.requested_at,
         "received_at": request.requested_at,
     }
-    # Keyed by the request id: one statement whether or not its result (or echo) stored
-    # the message first, under the platform's mid; then it gets the text it lacks.
-    stored = _upsert(
-        session,
-        MessageRow,
-        values,
-        keys=("channel", "request_id"),
-        refresh=("author",),
-        fill=("text",),
-        returning="id",
-    ).scalar_one()
-    # The row may be loaded in this transaction (its result came first): keep it true.
+
+
+def _requested(session: Session, stored: int, request: OutboundRequest) -> None:
+    """The request's message ``stored`` (its id) may be loaded in this transaction (its
+    result came first): keep it true."""
     loaded = session.identity_map.get(identity_key(MessageRow, stored))
     if isinstance(loaded, MessageRow):
         set_committed_value(loaded, "text", loaded.text or request.text)
@@ -923,6 +1038,18 @@ _MARK_SENT = (
 )
 
 
+# A result :func:`prefetch_results` found to be the usual case, by the message's id.
+_MARK_BY_ID = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id == bindparam("message_id"))
+    .values(
+        status=bindparam("new_status"),
+        error=bindparam("new_error"),
+        mid=func.coalesce(bindparam("new_mid"), _MESSAGES.c.mid),
+    )
+)
+
+
 def _mark_sent(
     session: Session,
     channel: str,
@@ -936,6 +1063,9 @@ def _mark_sent(
     message's author, or None when the general path must decide (no such message, sent
     already, or an echo stored under ``mid``). A copy of the row loaded in this
     transaction is kept true."""
+    marked: dict[tuple[str, str], str] = transaction_cache(session, "prefetched_results")
+    if (author := marked.pop((channel, request_id), None)) is not None:
+        return author  # written by the pull's prefetch (:func:`prefetch_results`)
     written = session.execute(
         _MARK_SENT,
         {
@@ -948,11 +1078,89 @@ def _mark_sent(
     ).first()
     if written is None:
         return None
-    loaded = session.identity_map.get(identity_key(MessageRow, written.id))
-    if isinstance(loaded, MessageRow):
-        for key, value in (("status", status), ("error", error), ("mid", written.mid)):
-            set_committed_value(loaded, key, value)
+    _keep_loaded_true(session, written.id, status=status, error=error, mid=written.mid)
     return str(written.author)
+
+
+def _keep_loaded_true(
+    session: Session, message_id: int, *, status: str, error: str | None, mid: str
+) -> None:
+    """A copy of the message ``message_id`` loaded in this transaction gets what a Core
+    statement wrote to its row."""
+    loaded = session.identity_map.get(identity_key(MessageRow, message_id))
+    if isinstance(loaded, MessageRow):
+        for key, value in (("status", status), ("error", error), ("mid", mid)):
+            set_committed_value(loaded, key, value)
+
+
+def prefetch_results(session: Session, results: Sequence[OutboundResult]) -> None:
+    """:func:`prefetch_conversations` for a pull of outbound results, then the usual
+    results (:func:`_mark_sent`'s) written set-based: their requests' messages read (one
+    statement, locked), the mids they would take checked (one), and the messages not sent
+    yet whose mid no other row holds updated with one ``executemany``. Each projection
+    finds its result written (once) instead of running its ``UPDATE``; a result the
+    prefetch left (its request not stored, sent already, an echo holding its mid, a
+    second result of a request in the pull) goes the usual way."""
+    prefetch_conversations(session, results)
+    marked: dict[tuple[str, str], str] = transaction_cache(session, "prefetched_results")
+    wanted: dict[tuple[str, str], OutboundResult] = {}
+    for result in results:
+        key = (result.conversation.channel.value, result.request_id)
+        if key not in marked:
+            wanted.setdefault(key, result)
+    if not wanted:
+        return
+    found = session.execute(
+        select(
+            _MESSAGES.c.id,
+            _MESSAGES.c.channel,
+            _MESSAGES.c.request_id,
+            _MESSAGES.c.mid,
+            _MESSAGES.c.author,
+        )
+        .where(
+            _MESSAGES.c.request_id.in_({request_id for _, request_id in wanted}),
+            _MESSAGES.c.status.in_(_UNSETTLED),
+        )
+        .with_for_update()
+    )
+    unsettled = {(row.channel, row.request_id): row for row in found}
+    mids = {
+        (key[0], result.mid)
+        for key, result in wanted.items()
+        if result.status == OutboundStatus.SENT and result.mid is not None
+    }
+    held: set[tuple[str, str]] = set()
+    if mids:
+        holders = session.execute(
+            select(_MESSAGES.c.channel, _MESSAGES.c.mid).where(
+                _MESSAGES.c.mid.in_({mid for _, mid in mids})
+            )
+        )
+        held = {(row.channel, row.mid) for row in holders}
+    updates: list[dict[str, Any]] = []
+    for key, result in wanted.items():
+        sent = result.status == OutboundStatus.SENT
+        platform_mid = result.mid if sent else None
+        row = unsettled.get(key)
+        if row is None or (platform_mid is not None and (key[0], platform_mid) in held):
+            continue
+        status = (MessageStatus.SENT if sent else MessageStatus.FAILED).value
+        error = None if result.error is None else result.error.message
+        updates.append(
+            {
+                "message_id": row.id,
+                "new_status": status,
+                "new_error": error,
+                "new_mid": platform_mid,
+            }
+        )
+        _keep_loaded_true(session, row.id, status=status, error=error, mid=platform_mid or row.mid)
+        marked[key] = str(row.author)
+        if platform_mid is not None:  # a second result naming it goes the usual way
+            held.add((key[0], platform_mid))
+    if updates:
+        session.execute(_MARK_BY_ID, updates)
 
 
 def project_outbound_result(
@@ -1194,7 +1402,7 @@ def project_dead_letter(
             "failed_at": letter.failed_at,
         },
         keys=("stage", "subject", "stream_sequence"),
-        returning="id",
+        returning=("id",),
     )
     if inserted.scalar_one_or_none() is not None and metrics is not None:
         after_commit(session, metrics.dead_letters.labels(letter.stage).inc)

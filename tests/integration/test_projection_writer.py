@@ -1,13 +1,15 @@
 """Group commit: concurrent projections share transactions, and fail alone or together."""
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -483,7 +485,7 @@ async def test_a_pull_of_outbound_results_applied_with_its_prefetch_ends_as_each
             await running.apply(applying(projector.project_routed, event))
     pull = [*results_of("set"), *results_of("set-other")]
     works = [applying(projector.project_outbound_result, event) for event in pull]
-    outcomes = await running.apply_all(works, applying(projector.prefetch_conversations, pull))
+    outcomes = await running.apply_all(works, applying(projector.prefetch_results, pull))
     assert outcomes == [None] * len(works)
     for event in results_of("alone"):
         await running.apply(applying(projector.project_outbound_result, event))
@@ -521,3 +523,278 @@ async def test_a_routed_dm_stored_before_its_pull_is_classified_once_like_alone(
     customer = [m for m in grouped["messages"] if m["author"] == "customer"]
     assert len(customer) == 2
     assert all(m["category"] is not None for m in customer), "each DM classified"
+
+
+def routed_pull(running: ProjectionWriter, pull: list[RoutedMessage]) -> Any:
+    """Hand ``pull`` to the writer as the api's routed consumer does: with its prefetch."""
+    works = [applying(projector.project_routed, event) for event in pull]
+    return running.apply_all(works, applying(projector.prefetch_routed, pull))
+
+
+async def one_at_a_time(running: ProjectionWriter, projection: Any, events: list[Any]) -> None:
+    """Each event in a transaction of its own, without prefetch: the reference."""
+    for event in events:
+        await running.apply(applying(projection, event))
+
+
+@contextlib.contextmanager
+def statements(running: ProjectionWriter, prefix: str) -> Iterator[list[str]]:
+    """The statements starting with ``prefix`` that the writer runs meanwhile."""
+    engine = running.sessions.kw["bind"]
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith(prefix):
+            seen.append(statement)
+
+    sqlalchemy_event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", count)
+
+
+def customer_dm(contact: str, n: int = 1) -> RoutedMessage:
+    """The ``n``-th DM of ``contact``, answered by the bot."""
+    at = T0 + timedelta(minutes=n)
+    return routed(message(f"{contact}-{n}", contact, at), RouteOutcome.BOT, at=at)
+
+
+async def test_a_pull_inserts_its_messages_and_requests_with_one_statement_each(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+    pull = [customer_dm(f"count-{n}") for n in range(20)]
+    with statements(running, "INSERT INTO messages") as inserts:
+        assert await routed_pull(running, pull) == [None] * len(pull)
+    # 20 DMs and their 20 replies: a multi-row INSERT for each kind, not one per DM.
+    assert len(inserts) == 2
+    async with sessions() as session:
+        rows = (await session.execute(select(MessageRow))).scalars().all()
+    assert sorted(row.author for row in rows) == ["bot"] * 20 + ["customer"] * 20
+    assert all(row.category is not None for row in rows if row.author == "customer")
+    assert all(row.text == "It ships today." for row in rows if row.author == "bot")
+
+
+async def test_the_same_dm_in_two_pulls_of_one_group_is_stored_once_like_alone(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, recorder = writer
+    pull = [*routed_life("twice"), *routed_life("twice-other")]
+    # Handed over together: one group, two prefetches that both find the DMs new.
+    with statements(running, "SAVEPOINT") as savepoints:
+        first, second = await asyncio.gather(routed_pull(running, pull), routed_pull(running, pull))
+    assert first == second == [None] * len(pull)
+    assert savepoints == [], "applied with the prefetches, not retried one by one"
+    assert len(recorder.groups) == 1, "the two pulls shared a transaction"
+    await one_at_a_time(running, projector.project_routed, routed_life("twice-alone"))
+
+    grouped, reference = await state_of(sessions, "twice"), await state_of(sessions, "twice-alone")
+    assert grouped == reference
+    assert len(grouped["messages"]) == 3, "two DMs and the bot's reply, each once"
+
+
+async def test_a_redelivered_pull_changes_nothing(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+    pull = routed_life("again")
+    assert await routed_pull(running, pull) == [None] * len(pull)
+    before = await state_of(sessions, "again")
+    assert await routed_pull(running, pull) == [None] * len(pull)
+    assert await state_of(sessions, "again") == before
+
+
+async def test_a_failing_projection_in_a_prefetched_pull_fails_alone(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    # The group is applied again without prefetches, each projection in a savepoint: the
+    # others store their DMs (once), the failing one nothing.
+    running, _ = writer
+    pull = [*routed_life("good"), customer_dm("bad")]
+    works = [applying(projector.project_routed, event) for event in pull]
+
+    def half_done_then_fails(session: Session) -> object:
+        works[-1](session)
+        raise ValueError("a bug in this projection")
+
+    outcomes = await running.apply_all(
+        [*works[:-1], half_done_then_fails], applying(projector.prefetch_routed, pull)
+    )
+    assert outcomes[:-1] == [None] * (len(pull) - 1)
+    assert isinstance(outcomes[-1], ValueError)
+    await one_at_a_time(running, projector.project_routed, routed_life("good-alone"))
+
+    assert await state_of(sessions, "good") == await state_of(sessions, "good-alone")
+    assert not [mid for mid in await stored_mids(sessions) if mid.startswith("bad")]
+    # Redelivered, the failed DM is projected in full.
+    assert await routed_pull(running, [customer_dm("bad")]) == [None]
+    await one_at_a_time(running, projector.project_routed, [customer_dm("bad-alone")])
+    assert await state_of(sessions, "bad") == await state_of(sessions, "bad-alone")
+
+
+async def test_a_dm_projected_early_in_the_same_group_as_its_decision_ends_as_alone(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    # The late-decision path: dm.classified projected early, dm.routed in another pull of
+    # the same group (whose prefetch runs before either projection).
+    running, recorder = writer
+
+    def early(contact: str) -> ClassifiedMessage:
+        decision = customer_dm(contact)
+        return ClassifiedMessage(message=decision.message, classification=decision.classification)
+
+    with statements(running, "SAVEPOINT") as savepoints:
+        classified, decided = await asyncio.gather(
+            running.apply_all([applying(projector.project_classified, early("early"))]),
+            routed_pull(running, [customer_dm("early")]),
+        )
+    assert classified == decided == [None]
+    assert savepoints == []
+    assert len(recorder.groups) == 1
+    await one_at_a_time(running, projector.project_classified, [early("early-alone")])
+    await one_at_a_time(running, projector.project_routed, [customer_dm("early-alone")])
+
+    grouped, reference = await state_of(sessions, "early"), await state_of(sessions, "early-alone")
+    assert grouped == reference
+    assert {(c["metric"], c["state"]) for c in grouped["clocks"]}, "the DM's clocks started"
+
+
+def result_of(decision: RoutedMessage) -> OutboundResult:
+    """The Send API's answer to the bot's reply of ``decision``."""
+    [request] = decision.requests
+    return OutboundResult(
+        request_id=request.request_id,
+        conversation=request.conversation,
+        status=OutboundStatus.SENT,
+        mid=f"{request.request_id}-sent",
+        author=Author.BOT,
+        finished_at=request.requested_at + timedelta(seconds=2),
+    )
+
+
+def results_pull(running: ProjectionWriter, results: list[OutboundResult]) -> Any:
+    works = [applying(projector.project_outbound_result, result) for result in results]
+    return running.apply_all(works, applying(projector.prefetch_results, results))
+
+
+async def test_a_result_before_its_request_ends_as_alone(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    # The result stores the reply; the request's row, upserted by its pull's prefetch,
+    # gets the text and stays as the result left it.
+    running, _ = writer
+    for contact, apply in (("result-first", "pulls"), ("result-first-alone", "alone")):
+        earlier, later = customer_dm(contact, 1), customer_dm(contact, 2)
+        if apply == "pulls":
+            assert await routed_pull(running, [earlier]) == [None]
+            assert await results_pull(running, [result_of(later)]) == [None]
+            assert await routed_pull(running, [later]) == [None]
+        else:
+            await one_at_a_time(running, projector.project_routed, [earlier])
+            await one_at_a_time(running, projector.project_outbound_result, [result_of(later)])
+            await one_at_a_time(running, projector.project_routed, [later])
+
+    grouped = await state_of(sessions, "result-first")
+    assert grouped == await state_of(sessions, "result-first-alone")
+    replies = [(m["status"], m["text"]) for m in grouped["messages"] if m["author"] == "bot"]
+    assert replies == [("pending", "It ships today."), ("sent", "It ships today.")]
+
+
+async def test_a_flush_earlier_in_the_group_leaves_the_prefetched_dms_news(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    # A result whose request is not projected yet stores its reply and flushes, before the
+    # routed pull's projections run (every prefetch of a group runs first): what the
+    # prefetch inserted is still told to them as inserted (their clocks start).
+    running, recorder = writer
+    for contact in ("flushing", "prefetched", "prefetched-alone"):
+        await one_at_a_time(running, projector.project_routed, [customer_dm(contact, 1)])
+    groups = len(recorder.groups)
+    with statements(running, "SAVEPOINT") as savepoints:
+        outcomes = await asyncio.gather(
+            results_pull(running, [result_of(customer_dm("flushing", 2))]),
+            routed_pull(running, [customer_dm("prefetched", 2)]),
+        )
+    assert outcomes == [[None], [None]]
+    assert savepoints == []
+    assert len(recorder.groups) == groups + 1, "one group"
+    await one_at_a_time(running, projector.project_routed, [customer_dm("prefetched-alone", 2)])
+
+    grouped = await state_of(sessions, "prefetched")
+    assert grouped == await state_of(sessions, "prefetched-alone")
+    assert grouped["conversation"]["last_message_at"] == customer_dm("x", 2).message.platform_ts
+
+
+async def test_a_pull_of_results_marks_its_replies_with_one_update(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+    decisions = [customer_dm(f"marked-{n}") for n in range(10)]
+    assert await routed_pull(running, decisions) == [None] * 10
+    with statements(running, "UPDATE messages") as updates:
+        assert await results_pull(running, [result_of(d) for d in decisions]) == [None] * 10
+    assert len(updates) == 1, "one executemany, not an UPDATE per result"
+    async with sessions() as session:
+        replies = (
+            await session.execute(select(MessageRow).where(col(MessageRow.author) == "bot"))
+        ).scalars()
+        assert sorted((m.status, m.mid) for m in replies) == sorted(
+            ("sent", f"{result_of(d).request_id}-sent") for d in decisions
+        )
+
+
+async def test_results_the_prefetch_leaves_end_as_alone(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    # In one pull: a failed send then its retry's success, a redelivery, a result whose
+    # echo was stored first under its mid, a result before its request.
+    running, _ = writer
+
+    def life(contact: str) -> tuple[list[RoutedMessage], Any, list[OutboundResult]]:
+        retried, redelivered, echoed, early = (customer_dm(contact, n) for n in range(1, 5))
+        failed = result_of(retried).model_copy(
+            update={"status": OutboundStatus.FAILED, "mid": None}
+        )
+        sent = result_of(echoed)
+        assert sent.mid is not None
+        echo = InboundMessage(
+            mid=sent.mid,
+            channel=Channel.MESSENGER,
+            account_id="page-1",
+            contact=Contact(platform_id=contact),
+            text="It ships today.",
+            is_echo=True,
+            platform_ts=sent.finished_at,
+        )
+        results = [
+            failed,
+            result_of(retried),
+            result_of(redelivered),
+            result_of(redelivered),
+            sent,
+            result_of(early),
+        ]
+        return [retried, redelivered, echoed], echo, [*results, *results]
+
+    async def apply(contact: str, together: bool) -> None:
+        decisions, echo, results = life(contact)
+        if together:
+            assert await routed_pull(running, decisions) == [None] * 3
+            await running.apply(applying(projector.project_own_echo, echo))
+            with statements(running, "SAVEPOINT") as savepoints:
+                assert await results_pull(running, results) == [None] * len(results)
+            assert savepoints == [], "applied with its prefetch, not retried one by one"
+            assert await routed_pull(running, [customer_dm(contact, 4)]) == [None]
+        else:
+            await one_at_a_time(running, projector.project_routed, decisions)
+            await running.apply(applying(projector.project_own_echo, echo))
+            await one_at_a_time(running, projector.project_outbound_result, results)
+            await one_at_a_time(running, projector.project_routed, [customer_dm(contact, 4)])
+
+    await apply("settled", together=True)
+    await apply("settled-alone", together=False)
+    grouped = await state_of(sessions, "settled")
+    assert grouped == await state_of(sessions, "settled-alone")
+    replies = [m["status"] for m in grouped["messages"] if m["author"] != "customer"]
+    assert replies == ["sent"] * 4, "each reply once, sent"
