@@ -32,13 +32,15 @@ changes are written once per group, not before each of its events' queries.
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, event, inspect
+from sqlalchemy.orm import InstanceState, Session, sessionmaker
+from sqlalchemy.orm.attributes import flag_modified
 
 from services.api.changes import changed_in, read_changes
 from services.api.clocks import earliest_deadline
@@ -62,8 +64,45 @@ def writer_sessions(engine: Engine) -> sessionmaker[Session]:
     updates of rows that are not loaded as objects run on the Core tables. Flushing
     before every query wrote a conversation once per event instead of once per group.
     A savepoint flushes when it ends, so a projection that fails still fails alone.
+
+    Rows of one table changed in one flush are updated alike (:func:`_update_alike`).
     """
-    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    event.listen(sessions, "before_flush", _update_alike)
+    return sessions
+
+
+def _update_alike(session: Session, _context: object, _instances: object) -> None:
+    """Give the rows of a table that this flush updates the same changed columns.
+
+    The flush updates rows whose changed columns are alike with one ``executemany`` (on
+    PostgreSQL, psycopg's pipeline: one round trip), but a row with other columns changed
+    breaks the run: a group of DMs half answered by the bot (status) and half handed off
+    (team) updated its conversations one statement each. A column another row of the
+    table changed is written with the value the row holds; the projections load the
+    rows they change locked (``FOR UPDATE``; SQLite's writer holds the write lock), so no
+    one else's change is written over.
+    """
+    by_table: defaultdict[type, list[InstanceState[object]]] = defaultdict(list)
+    for row in session.dirty:
+        by_table[type(row)].append(inspect(row))
+    for states in by_table.values():
+        if len(states) < 2:
+            continue
+        # The attributes set since the row was loaded (``committed_state``), of which those
+        # whose value differs: what the flush itself writes.
+        changed = [
+            {
+                key
+                for key in state.committed_state
+                if key in state.mapper.column_attrs and state.attrs[key].history.has_changes()
+            }
+            for state in states
+        ]
+        every = set[str]().union(*changed)
+        for state, own in zip(states, changed, strict=True):
+            for key in every - own:
+                flag_modified(state.obj(), key)
 
 
 @dataclass(frozen=True)

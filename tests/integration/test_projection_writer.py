@@ -576,6 +576,44 @@ async def test_a_pull_inserts_its_messages_and_requests_with_one_statement_each(
     assert all(row.text == "It ships today." for row in rows if row.author == "bot")
 
 
+async def test_conversations_changed_differently_in_a_pull_are_updated_with_one_statement(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+    # Known conversations (their first DM applied before), then a pull in which the bot
+    # answers every other one (status) and a team takes the rest (team, priority).
+    contacts = [f"alike-{n}" for n in range(12)]
+    await routed_pull(running, [customer_dm(contact) for contact in contacts])
+    pull = [
+        routed(
+            message(f"{contact}-2", contact, T0 + timedelta(minutes=5)),
+            RouteOutcome.BOT if n % 2 else RouteOutcome.HANDOFF,
+            priority=Priority.HIGH,
+            at=T0 + timedelta(minutes=5),
+        )
+        for n, contact in enumerate(contacts)
+    ]
+    with statements(running, "UPDATE conversations") as updates:
+        assert await routed_pull(running, pull) == [None] * len(pull)
+    assert len(updates) == 1, "one executemany for the pull's conversations, not one each"
+    for n, contact in enumerate(contacts[:2]):
+        alone = f"alike-alone-{n}"
+        await one_at_a_time(
+            running,
+            projector.project_routed,
+            [
+                customer_dm(alone),
+                routed(
+                    message(f"{alone}-2", alone, T0 + timedelta(minutes=5)),
+                    RouteOutcome.BOT if n % 2 else RouteOutcome.HANDOFF,
+                    priority=Priority.HIGH,
+                    at=T0 + timedelta(minutes=5),
+                ),
+            ],
+        )
+        assert await state_of(sessions, contact) == await state_of(sessions, alone)
+
+
 async def test_the_same_dm_in_two_pulls_of_one_group_is_stored_once_like_alone(
     sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
 ) -> None:
