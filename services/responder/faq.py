@@ -203,7 +203,7 @@ CHAT_SPELLINGS = {
     "garantee": "guarantee", "recive": "receive", "delivry": "delivery",
     # es
     "q": "que", "k": "que", "xq": "porque", "pq": "porque", "tb": "tambien", "tmb": "tambien",
-    "dnd": "donde", "xa": "para", "pa": "para", "finde": "fin de semana", "dev": "devolucion",
+    "dnd": "donde", "xa": "para", "pa": "para", "dev": "devolucion",
     "cdo": "cuando", "porfa": "por favor",
     # de
     "gibts": "gibt es", "nen": "einen", "bissl": "bisschen",
