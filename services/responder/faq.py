@@ -198,21 +198,27 @@ CHAT_SPELLINGS = {
     "acc": "account", "acct": "account", "addy": "address", "adress": "address",
     "adres": "address", "shiping": "shipping", "delivey": "delivery", "delievery": "delivery",
     "recieve": "receive", "recieved": "received", "tmrw": "tomorrow", "tmr": "tomorrow",
-    "wknd": "weekend", "ppl": "people", "pics": "photos",
+    "wknd": "weekend", "ppl": "people", "pics": "photos", "acount": "account",
+    "accout": "account", "pasword": "password", "cancle": "cancel", "warrenty": "warranty",
+    "garantee": "guarantee", "recive": "receive", "delivry": "delivery",
     # es
     "q": "que", "k": "que", "xq": "porque", "pq": "porque", "tb": "tambien", "tmb": "tambien",
-    "dnd": "donde", "xa": "para", "pa": "para", "finde": "fin de semana", "dev": "devolucion",
+    "dnd": "donde", "xa": "para", "pa": "para", "dev": "devolucion",
+    "cdo": "cuando", "porfa": "por favor",
     # de
     "gibts": "gibt es", "nen": "einen", "bissl": "bisschen",
     # fr
     "bjr": "bonjour", "slt": "salut", "cmd": "commande", "cde": "commande",
     "cmde": "commande", "pk": "pourquoi", "qd": "quand", "tt": "tout", "rdv": "rendez vous",
+    "comande": "commande", "jai": "j ai", "jsuis": "je suis", "chuis": "je suis",
+    "jpeux": "je peux", "jveux": "je veux", "jme": "je me", "jviens": "je viens",
     # it
     "ke": "che", "cmq": "comunque", "xke": "perche", "xche": "perche", "nn": "non",
     "qnd": "quando", "x": "per",
     # pt
     "vc": "voce", "vcs": "voces", "qdo": "quando", "td": "tudo", "obg": "obrigado",
-    "msm": "mesmo", "hj": "hoje",
+    "msm": "mesmo", "hj": "hoje", "pra": "para", "tbm": "tambem", "oq": "o que",
+    "qnt": "quanto", "qto": "quanto", "qnts": "quantos", "qts": "quantos", "dps": "depois",
 }  # fmt: skip
 # A letter typed three times or more is one typed twice: "sooo", "pleeease", "freeee".
 _REPEATED_LETTER = re.compile(r"([^\W\d_])\1{2,}")
