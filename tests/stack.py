@@ -113,7 +113,14 @@ class ServiceProcess:
                         continue
                     raise RuntimeError(f"{self.name} exited with {self.process.returncode}")
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                    ready = (await client.get(f"{self.url}/readyz")).status_code == 200
+                    # Another test's service may have taken the port meanwhile and be the one
+                    # answering: ready only once the port is this process's.
+                    if (
+                        ready
+                        and self.process is not None
+                        and listens_on(self.process.pid, self.port)
+                    ):
                         return
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {timeout}s")
@@ -142,6 +149,28 @@ class ServiceProcess:
                 self.process.kill()
                 await self.process.wait()
         return self.process.returncode
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on TCP ``port`` (Linux's /proc;
+    True where there is no /proc to ask)."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return True
+    listening = set()
+    for table in tables:
+        with contextlib.suppress(OSError):
+            for line in table.read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    listening.add(f"socket:[{inode}]")
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if str(fd.readlink()) in listening:
+                    return True
+    return False
 
 
 async def issue_api_key(database_url: str, scope: Scope) -> str:
