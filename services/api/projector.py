@@ -201,6 +201,11 @@ _BY_CONTACT = (
 )
 
 
+def _conversation_key(ref: ConversationRef) -> tuple[str, str, str]:
+    """A conversation's key in the transaction's cache: channel, account, contact."""
+    return (ref.channel.value, ref.account_id, ref.contact_id)
+
+
 def _conversation(
     session: Session,
     ref: ConversationRef,
@@ -215,7 +220,7 @@ def _conversation(
     events of each conversation. A message's contact details are stored every time.
     """
     known: dict[tuple[str, str, str], ConversationRow] = transaction_cache(session, "conversations")
-    key = (ref.channel.value, ref.account_id, ref.contact_id)
+    key = _conversation_key(ref)
     conversation = known.get(key)
     if conversation is None:
         conversation = known[key] = _find_conversation(
@@ -269,7 +274,7 @@ def _find_conversation(
         if existing is not None:
             return existing
     contact_id = _contact_id(session, ref.channel.value, contact, ref.contact_id)
-    key = (ref.channel.value, ref.account_id, ref.contact_id)
+    key = _conversation_key(ref)
     _upsert(
         session,
         ConversationRow,
@@ -578,7 +583,7 @@ def prefetch_routed(session: Session, routed: Sequence[RoutedMessage]) -> None:
     for event in routed:
         message = event.message
         ref = message.conversation
-        conversation = conversations.get((ref.channel.value, ref.account_id, ref.contact_id))
+        conversation = conversations.get(_conversation_key(ref))
         if conversation is None or message.is_echo:  # an echo's projection attributes it first
             continue
         key = (message.channel.value, message.mid)
@@ -600,7 +605,7 @@ def _prefetch_requests(
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for key, request in requests.items():
         ref = request.conversation
-        conversation = conversations.get((ref.channel.value, ref.account_id, ref.contact_id))
+        conversation = conversations.get(_conversation_key(ref))
         if conversation is not None:
             rows[key] = _request_values(conversation, request)
     written = _prefetch_messages(
@@ -659,10 +664,7 @@ def prefetch_conversations(session: Session, events: Sequence[AboutConversation]
     conversations: dict[tuple[str, str, str], ConversationRow] = transaction_cache(
         session, "conversations"
     )
-    wanted = {
-        (ref.channel.value, ref.account_id, ref.contact_id)
-        for ref in (event.conversation for event in events)
-    } - conversations.keys()
+    wanted = {_conversation_key(event.conversation) for event in events} - conversations.keys()
     if not wanted:
         return
     # Two statements that use the unique keys' indexes (one joining contacts was planned
@@ -1093,6 +1095,15 @@ def _keep_loaded_true(
             set_committed_value(loaded, key, value)
 
 
+def _result_outcome(result: OutboundResult) -> tuple[str, str | None, str | None]:
+    """What a Send API result makes of its message: the status, the error, and the
+    platform's mid (a sent reply's only)."""
+    sent = result.status == OutboundStatus.SENT
+    status = (MessageStatus.SENT if sent else MessageStatus.FAILED).value
+    error = None if result.error is None else result.error.message
+    return status, error, result.mid if sent else None
+
+
 def prefetch_results(session: Session, results: Sequence[OutboundResult]) -> None:
     """:func:`prefetch_conversations` for a pull of outbound results, then the usual
     results (:func:`_mark_sent`'s) written set-based: their requests' messages read (one
@@ -1140,13 +1151,10 @@ def prefetch_results(session: Session, results: Sequence[OutboundResult]) -> Non
         held = {(row.channel, row.mid) for row in holders}
     updates: list[dict[str, Any]] = []
     for key, result in wanted.items():
-        sent = result.status == OutboundStatus.SENT
-        platform_mid = result.mid if sent else None
+        status, error, platform_mid = _result_outcome(result)
         row = unsettled.get(key)
         if row is None or (platform_mid is not None and (key[0], platform_mid) in held):
             continue
-        status = (MessageStatus.SENT if sent else MessageStatus.FAILED).value
-        error = None if result.error is None else result.error.message
         updates.append(
             {
                 "message_id": row.id,
@@ -1178,9 +1186,7 @@ def project_outbound_result(
     assert conversation.id is not None
     channel = result.conversation.channel.value
     sent = result.status == OutboundStatus.SENT
-    status = (MessageStatus.SENT if sent else MessageStatus.FAILED).value
-    error = None if result.error is None else result.error.message
-    platform_mid = result.mid if sent else None
+    status, error, platform_mid = _result_outcome(result)
     author = _mark_sent(
         session, channel, result.request_id, status=status, error=error, mid=platform_mid
     )
