@@ -26,11 +26,13 @@ reply's arrival is timed. Then, in one run:
 Peak memory is each service's VmHWM from ``/proc/<pid>/status``; ``cpu_ms_per_dm`` is
 the CPU time (user + system, ``/proc/<pid>/stat``) each service and the nats-server
 spent during the saturation phase, divided by the DMs routed in it, and their total
-(with ``--use-running``, for the pids given). On a PostgreSQL server on this machine,
-``database_cpu_ms_per_dm`` is the same for the server processes of the bench's
-database (outside the total: the issue's figure is the stack's own). ``--profile DIR``
-samples every service with py-spy during the saturation phase (py-spy must be on PATH
-or beside Python; it is not a dmdesk dependency) and prints where time goes.
+(with ``--use-running``, for the pids given); ``offered.cpu_ms_per_dm`` the same over the
+offered-rate phase (its DMs come one per webhook, so each costs more). On a PostgreSQL
+server on this machine, ``database_cpu_ms_per_dm`` is the same for the server processes of
+the bench's database (outside the total: the issue's figure is the stack's own). ``--profile DIR``
+samples every service with py-spy during the saturation phase, and into ``DIR/offered``
+during the offered-rate phase (py-spy must be on PATH or beside Python; it is not a dmdesk
+dependency), and prints where time goes while saturated.
 """
 
 import argparse
@@ -873,10 +875,15 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
         _log(f"offered rate: {count} DMs at {options.rate}/s")
         offered, sent = make_dms(f"o{run}", count, options.bot_share), Sent()
         calls_before = len(stub.calls)
-        took = await offer(client, offered, options.rate, sent, options.app_secret)
-        settled = await wait_routed(
-            engine, offered, count - _bot_only(offered), options.settle_timeout
-        )
+        measured = _measured_pids(endpoints)
+        cpu_before = cpu_seconds(measured)
+        profile_dir = None if options.profile_dir is None else options.profile_dir / "offered"
+        async with profiled(endpoints.pids, profile_dir):
+            took = await offer(client, offered, options.rate, sent, options.app_secret)
+            settled = await wait_routed(
+                engine, offered, count - _bot_only(offered), options.settle_timeout
+            )
+        cpu_after = cpu_seconds(measured)
         await asyncio.sleep(1.0)  # bot replies still on their way to the stub
         queued = latency_ms(sent, await routed(engine, offered))
         replies = {
@@ -894,6 +901,8 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
             "webhook_to_queued": summary(queued),
             "webhook_to_bot_reply": summary(bot),
         }
+        if measured:
+            figures["offered"]["cpu_ms_per_dm"] = cpu_ms_per_dm(cpu_before, cpu_after, count)
         figures |= {k: v for k, v in summary(queued).items() if k.startswith("p")}
         figures["bot_reply_p99_ms"] = summary(bot)["p99_ms"]
         figures["bot_replies_measured"] = bool(bot)
@@ -904,6 +913,12 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
         await client.close()
         await engine.dispose()
     return figures
+
+
+def _measured_pids(endpoints: Endpoints) -> dict[str, int]:
+    """The processes whose CPU time the bench reads: the services and nats-server."""
+    nats = {"nats-server": endpoints.nats_pid} if endpoints.nats_pid is not None else {}
+    return endpoints.pids | nats
 
 
 async def saturate(
@@ -918,9 +933,7 @@ async def saturate(
     _log(f"saturation: {options.burst} DMs, {options.burst_batch} per webhook")
     burst, sent = make_dms(f"b{run}", options.burst), Sent()
     traffic_before = await bus_count(endpoints.nats_url)
-    measured = endpoints.pids | (
-        {"nats-server": endpoints.nats_pid} if endpoints.nats_pid is not None else {}
-    )
+    measured = _measured_pids(endpoints)
     cpu_before = cpu_seconds(measured)
     database_before = cpu_seconds(await database_backends(engine))
     started = time.time()
@@ -1162,7 +1175,11 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     bench.add_argument(
         "--pid", action="append", help="with --use-running: NAME=PID, for peak memory"
     )
-    bench.add_argument("--profile", metavar="DIR", help="py-spy every service while saturated")
+    bench.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy every service (saturation; DIR/offered: offered rate)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=_main)
 
