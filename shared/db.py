@@ -108,12 +108,16 @@ PLAN_CACHE_MODE = "force_custom_plan"
 
 
 def _pool_options(url: sqlalchemy.URL, kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "pool_size": 10,
-        "max_overflow": 10,
-        "pool_pre_ping": True,
-        "connect_args": _postgres_settings(url),
-    } | _psycopg_options(url) | kwargs
+    return (
+        {
+            "pool_size": 10,
+            "max_overflow": 10,
+            "pool_pre_ping": True,
+            "connect_args": _postgres_settings(url),
+        }
+        | _psycopg_options(url)
+        | kwargs
+    )
 
 
 def _psycopg_options(url: sqlalchemy.URL) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def service_app(spec: ServiceSpec) -> FastAPI:
         await spec.broker.connect()
         js = spec.broker.connection.jetstream()
         await provision(js, spec.settings, *spec.durables)
-        await retire(js, spec.settings, *spec.retired)
+        await retire(js, spec.settings, *spec.retired, successors=spec.durables)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

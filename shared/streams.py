@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -278,6 +278,18 @@ def stream_config(settings: Settings) -> StreamConfig:
     )
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether ``subject`` is one ``pattern`` names (NATS wildcards: ``*`` one token,
+    ``>`` the rest)."""
+    wanted, parts = pattern.split("."), subject.split(".")
+    for index, part in enumerate(wanted):
+        if part == ">":
+            return len(parts) > index
+        if index >= len(parts) or part not in ("*", parts[index]):
+            return False
+    return len(parts) == len(wanted)
+
+
 @dataclass(frozen=True, slots=True)
 class Consumer:
     """A durable pull consumer: who reads which subject (or subjects: NATS 2.10's
@@ -314,17 +326,15 @@ RESPONDER_CONTACTS = Consumer(
     succeeds=("responder-profiles-v1", "responder-attachments-v1"),
 )
 API_STATUS = Consumer("api-status-v1", STATUS_ALL, "api: delivery and read receipts")
-API_OUTBOUND_REQUESTED = Consumer(
-    "api-outbound-requested-v1", OUTBOUND_REQUESTED, "api: outbound messages requested"
-)
-API_OUTBOUND_RESULT = Consumer(
-    "api-outbound-result-v1", OUTBOUND_RESULT, "api: outbound send results"
-)
 API_DEAD_LETTER = Consumer("api-dead-letter-v1", DEAD_LETTER_ALL, "api: dead letters")
 API_UPDATE = Consumer("api-update-v1", UPDATE_ALL, "api: reactions, edits and unsends")
 API_ATTACHMENT = Consumer("api-attachment-v1", ATTACHMENT, "api: attachments copied")
 API_ROUTED = Consumer(
-    "api-routed-v1", ROUTED_ALL, "api: customer DMs with their classification and decision"
+    "api-routed-v2",
+    (ROUTED_ALL, OUTBOUND_REQUESTED, OUTBOUND_RESULT),
+    "api: customer DMs with their classification and decision, and replies requested and"
+    " sent, in stream order (a reply's result always after its request)",
+    succeeds=("api-routed-v1", "api-outbound-requested-v1", "api-outbound-result-v1"),
 )
 API_ECHO = Consumer("api-echo-v1", ECHO_ALL, "api: the page's own messages (echoes)")
 API_CONTACT_PROFILE = Consumer(
@@ -340,8 +350,6 @@ CONSUMERS = (
     API_ECHO,
     API_STATUS,
     API_UPDATE,
-    API_OUTBOUND_REQUESTED,
-    API_OUTBOUND_RESULT,
     API_DEAD_LETTER,
     RESPONDER_CONTACTS,
     API_CONTACT_PROFILE,
@@ -363,9 +371,14 @@ RETIRED_API_DURABLES = (
     "api-handoff-v1",
     "api-bot-reply-v1",
     "api-closed-v1",
+    "api-routed-v1",
+    "api-outbound-requested-v1",
+    "api-outbound-result-v1",
 )
 """The api's durables before ``dm.routed.*`` (v1 of the flow): a stack upgraded in place
-drains them first; the api deletes them at start once they hold nothing (:func:`retire`)."""
+drains them first; the api deletes them at start once they hold nothing (:func:`retire`).
+Then those ``api-routed-v2`` succeeds: it starts where they stopped, so they are deleted
+once it exists, whatever they hold."""
 
 # The responder's key-value buckets (names come from settings; these are the keys).
 RULES_KEY = "active"
@@ -558,9 +571,10 @@ async def continuing(
     """The config of ``consumer``, starting where the durables it succeeds stopped.
 
     A new durable reads the stream from its start; one that replaces earlier durables
-    (a stack upgraded in place) starts after the lowest of their ack floors instead,
-    so that it neither replays what they handled (sent replies, fetched profiles) nor
-    skips what they left. Once created, it keeps the start it was created with.
+    (a stack upgraded in place) starts after the lowest of their ack floors instead
+    (the stream's end for one that holds nothing), so that it neither replays what they
+    handled (sent replies, fetched profiles) nor skips what they left. Once created, it
+    keeps the start it was created with.
     """
     config = consumer_config(consumer, settings)
     if not consumer.succeeds:
@@ -573,13 +587,19 @@ async def continuing(
         config.deliver_policy = existing.config.deliver_policy
         config.opt_start_seq = existing.config.opt_start_seq
         return config
+    # Read before the durables: one that holds nothing then has handled every message of
+    # its subjects up to here (its ack floor may be far behind, or 0 if none came).
+    last = (await js.stream_info(stream)).state.last_seq
     floors: list[int] = []
     for earlier in consumer.succeeds:
         try:
             info = await js.consumer_info(stream, earlier)
         except NotFoundError:
             continue
-        floors.append(info.ack_floor.stream_seq if info.ack_floor is not None else 0)
+        if not (info.num_pending or info.num_ack_pending):
+            floors.append(last)
+        else:
+            floors.append(info.ack_floor.stream_seq if info.ack_floor is not None else 0)
     if floors:
         config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
         config.opt_start_seq = min(floors) + 1
@@ -627,20 +647,28 @@ def _check_filters(consumer: Consumer, config: ConsumerConfig) -> None:
         )
 
 
-async def retire(js: JetStreamContext, settings: Settings, *durables: str) -> list[str]:
+async def retire(
+    js: JetStreamContext,
+    settings: Settings,
+    *durables: str,
+    successors: Sequence[Consumer] = (),
+) -> list[str]:
     """Delete the ``durables`` no service reads any more, each once it holds nothing
     (pending or unacknowledged); return those deleted.
 
     One that still holds messages is left, with a warning: they are DMs of the previous
     flow that no service will read (README, release notes: drain before upgrading).
+    One that a consumer of ``successors`` succeeds (provisioned before: it started where
+    its predecessors stopped) is deleted whatever it holds: its successor reads that.
     """
+    replaced = {durable for consumer in successors for durable in consumer.succeeds}
     deleted: list[str] = []
     for durable in durables:
         try:
             info = await js.consumer_info(settings.stream_name, durable)
         except NotFoundError:
             continue
-        if info.num_pending or info.num_ack_pending:
+        if durable not in replaced and (info.num_pending or info.num_ack_pending):
             logger.warning(
                 "a retired durable still holds messages; drain the previous flow, then delete it",
                 extra={

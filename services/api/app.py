@@ -4,7 +4,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.publisher.usecase import LogicPublisher
@@ -72,11 +72,27 @@ EventT = TypeVar("EventT", bound=BaseModel)
 Projection = Callable[[Session, EventT, ApiMetrics], object]
 
 
-def _loading(prefetch: Callable[[Session, list[EventT]], object], events: list[EventT]) -> Work:
-    """The writer's work that prefetches what ``events``' projections need."""
+@dataclass(frozen=True)
+class Projecting(Generic[EventT]):
+    """How the api projects one kind of event: its type, its projection, and what loads
+    a pull's rows for it with a few multi-row statements (see the writer)."""
+
+    event_type: type[EventT]
+    apply: Projection[EventT]
+    prefetch: Callable[[Session, list[EventT]], object] | None = None
+
+
+def _loading(loads: list[tuple[Projecting[Any], list[Any]]]) -> Work | None:
+    """The writer's work that prefetches what a pull's projections need, kind by kind in
+    the order the consumer lists them (a reply's request before its result)."""
+    wanted = [(kind.prefetch, events) for kind, events in loads if kind.prefetch and events]
+    if not wanted:
+        return None
 
     def load(session: Session) -> object:
-        return prefetch(session, events)
+        for prefetch, events in wanted:
+            prefetch(session, events)
+        return None
 
     return load
 
@@ -96,59 +112,78 @@ class Api:
     batches: list[BatchConsumer] = field(default_factory=list)
 
     def project(
-        self,
-        consumer: streams.Consumer,
-        event_type: type[EventT],
-        apply: Projection[EventT],
-        prefetch: Callable[[Session, list[EventT]], object] | None = None,
+        self, consumer: streams.Consumer, *kinds: Projecting[Any], follows: bool = False
     ) -> None:
-        """Project ``consumer``'s events with ``apply``, a pull at a time (:class:`BatchConsumer`).
+        """Project ``consumer``'s events, a pull at a time (:class:`BatchConsumer`).
 
-        Each message of a pull is validated on its own; the pull's projections go to the
-        writer in one call, which commits them with whatever else is waiting (group
-        commit). Each message is acked once committed, or settled on its own
-        (redelivered, or dead-lettered) when it fails. ``prefetch`` loads the rows the
-        pull's projections need with a few multi-row statements (see the writer).
+        ``kinds`` is one per subject the consumer reads, in its order (a consumer of
+        several subjects gets them in stream order, mixed in its pulls). Each message of
+        a pull is validated on its own; the pull's projections go to the writer in one
+        call, which commits them with whatever else is waiting (group commit). Each
+        message is acked once committed, or settled on its own (redelivered, or
+        dead-lettered) when it fails. ``follows``: the events are about messages other
+        events bring (receipts, profiles), so in a group their pull is applied after
+        the others.
         """
-        name = event_type.__name__
-        projected = self.metrics.projected.labels(name)
-        failed = self.metrics.projection_failures.labels(name)
+        if len(kinds) != len(consumer.subjects):
+            raise ValueError(f"{consumer.durable}: one projection per subject it reads")
+        by_subject = dict(zip(consumer.subjects, kinds, strict=True))
+        counters = {
+            kind.event_type: (
+                self.metrics.projected.labels(kind.event_type.__name__),
+                self.metrics.projection_failures.labels(kind.event_type.__name__),
+            )
+            for kind in kinds
+        }
 
-        def bind(event: EventT) -> Work:
-            return lambda session: apply(session, event, self.metrics)
+        def kind_of(subject: str) -> Projecting[Any]:
+            for pattern, kind in by_subject.items():
+                if streams.subject_matches(pattern, subject):
+                    return kind
+            raise ValueError(f"{consumer.durable} reads no subject {subject}")
+
+        def bind(kind: Projecting[EventT], event: EventT) -> Work:
+            return lambda session: kind.apply(session, event, self.metrics)
 
         async def handle(messages: list[Msg]) -> None:
             outcomes: list[Exception | None] = [None] * len(messages)
+            kinds_of = [kind_of(msg.subject) for msg in messages]
             works: list[Work] = []
-            events: list[EventT] = []
+            pulled: dict[Projecting[Any], list[Any]] = {kind: [] for kind in kinds}
             valid: list[int] = []
-            for index, msg in enumerate(messages):
+            for index, (msg, kind) in enumerate(zip(messages, kinds_of, strict=True)):
                 try:
-                    events.append(event_type.model_validate_json(msg.data))
-                    works.append(bind(events[-1]))
-                    valid.append(index)
+                    event = kind.event_type.model_validate_json(msg.data)
                 except ValidationError as error:
                     outcomes[index] = error
-            loads = None if prefetch is None or not events else _loading(prefetch, events)
+                    continue
+                pulled[kind].append(event)
+                works.append(bind(kind, event))
+                valid.append(index)
+            loads = _loading(list(pulled.items()))
             try:
-                applied = await self.writer.apply_all(works, loads)
+                applied = await self.writer.apply_all(works, loads, order=int(follows))
                 for index, outcome in zip(valid, applied, strict=True):
                     outcomes[index] = outcome
             finally:  # cancelled (shutdown): what the writer did not answer is left unacked
-                for msg, outcome in zip(messages, outcomes, strict=True):
+                for msg, kind, outcome in zip(messages, kinds_of, outcomes, strict=True):
                     if outcome is not None:
-                        failed.inc()
+                        counters[kind.event_type][1].inc()
                         await settle_failure(
                             msg, outcome, stage=STAGE, settings=self.settings, broker=self.broker
                         )
-            for msg, outcome in zip(messages, outcomes, strict=True):
+            for msg, kind, outcome in zip(messages, kinds_of, outcomes, strict=True):
                 if outcome is None:
                     await msg.ack()
-                    projected.inc()
+                    counters[kind.event_type][0].inc()
 
         self.batches.append(
             BatchConsumer(
-                consumer, self.settings, handle, schema=event_type, title=f"project {name}"
+                consumer,
+                self.settings,
+                handle,
+                schema={subject: kind.event_type for subject, kind in by_subject.items()},
+                title="project " + ", ".join(kind.event_type.__name__ for kind in kinds),
             )
         )
 
@@ -277,25 +312,29 @@ def build(settings: Settings) -> ServiceSpec:
     scheduler, housekeeper = api.scheduler, api.housekeeper
 
     api.project(
-        streams.API_ROUTED, RoutedMessage, projector.project_routed, projector.prefetch_routed
-    )
-    api.project(streams.API_ECHO, InboundMessage, projector.project_inbound, projector.prefetch)
-    api.project(streams.API_STATUS, StatusEvent, projector.project_status)
-    api.project(streams.API_UPDATE, MessageUpdate, projector.project_update)
-    api.project(
-        streams.API_OUTBOUND_REQUESTED,
-        OutboundRequest,
-        projector.project_outbound_requested,
+        streams.API_ROUTED,
+        Projecting(RoutedMessage, projector.project_routed, projector.prefetch_routed),
+        Projecting(OutboundRequest, projector.project_outbound_requested),
+        Projecting(OutboundResult, projector.project_outbound_result, projector.prefetch_results),
     )
     api.project(
-        streams.API_OUTBOUND_RESULT,
-        OutboundResult,
-        projector.project_outbound_result,
-        projector.prefetch_results,
+        streams.API_ECHO, Projecting(InboundMessage, projector.project_inbound, projector.prefetch)
+    )
+    api.project(streams.API_STATUS, Projecting(StatusEvent, projector.project_status), follows=True)
+    api.project(
+        streams.API_UPDATE, Projecting(MessageUpdate, projector.project_update), follows=True
     )
     api.record_dead_letters()
-    api.project(streams.API_CONTACT_PROFILE, ContactProfile, projector.project_contact_profile)
-    api.project(streams.API_ATTACHMENT, AttachmentCopied, projector.project_attachment)
+    api.project(
+        streams.API_CONTACT_PROFILE,
+        Projecting(ContactProfile, projector.project_contact_profile),
+        follows=True,
+    )
+    api.project(
+        streams.API_ATTACHMENT,
+        Projecting(AttachmentCopied, projector.project_attachment),
+        follows=True,
+    )
     broker.include_router(router)
 
     background: list[asyncio.Task[None]] = []

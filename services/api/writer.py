@@ -3,7 +3,10 @@
 Each of the api's consumers hands over a pull at a time (``shared.bus.BatchConsumer``),
 and its handler gives the pull's projections to the :class:`ProjectionWriter` in one
 call (:meth:`ProjectionWriter.apply_all`) and waits for their outcomes. The writer
-applies whatever is waiting, from every consumer, in arrival order, in one transaction:
+applies whatever is waiting, from every consumer, in one transaction, in arrival order
+except that a pull of events that follow others (outbound results, receipts) goes after
+the group's other pulls (``order``): a result then finds its reply stored by the routed
+DM of the same group instead of storing it from the result, to be merged after:
 
 - a projection that raises rolls back alone, and only its handler gets the exception
   (its message is redelivered or dead-lettered, as with a transaction of its own): the
@@ -125,6 +128,7 @@ class _Pending:
     works: Sequence[Work]
     done: asyncio.Future[list[Outcome]]
     prefetch: Work | None = None
+    order: int = 0
 
 
 class ProjectionWriter:
@@ -149,20 +153,23 @@ class ProjectionWriter:
         if outcome is not None:
             raise outcome
 
-    async def apply_all(self, works: Sequence[Work], prefetch: Work | None = None) -> list[Outcome]:
+    async def apply_all(
+        self, works: Sequence[Work], prefetch: Work | None = None, *, order: int = 0
+    ) -> list[Outcome]:
         """Run ``works`` in the next group (never split); return each one's outcome.
 
         One call and one future per pull: a task and a future per message cost the
         api's event loop about as much as validating the message. ``prefetch`` loads
         what the works will need with a few multi-row statements (``projector.prefetch``);
         it runs before every work of the group, and only when the group is applied
-        without savepoints (it changes nothing a work would not).
+        without savepoints (it changes nothing a work would not). Within a group, calls
+        are applied by ``order`` (lower first; prefetches too), then as they came.
         """
         if not works:
             return []
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="projection-writer")
-        pending = _Pending(works, asyncio.get_running_loop().create_future(), prefetch)
+        pending = _Pending(works, asyncio.get_running_loop().create_future(), prefetch, order)
         self._queue.put_nowait(pending)
         return await pending.done
 
@@ -185,7 +192,10 @@ class ProjectionWriter:
                 group.append(self._queue.get_nowait())
                 size += len(group[-1].works)
             # A handler cancelled while it waited (shutdown) no longer wants its work done.
-            live = [pending for pending in group if not pending.done.done()]
+            live = sorted(
+                (pending for pending in group if not pending.done.done()),
+                key=lambda pending: pending.order,
+            )
             try:
                 if live:
                     await self._commit(live)

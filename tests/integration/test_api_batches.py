@@ -1,24 +1,42 @@
-"""The api projects each pull as one batch, yet settles every message of it on its own.
+"""The api projects each pull as one batch, yet settles every message of it on its own,
+and a reply's result after the DM that asked for it.
 
 The api service runs in-process on a real NATS server and a real database.
 """
 
+import threading
 from collections import Counter
 from collections.abc import Callable
 
 import nats
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
+from sqlalchemy import event as sqlalchemy_event
 from sqlmodel import col
 
 from services.api import projector
 from services.api.app import build
 from services.api.metrics import ApiMetrics
-from shared.events import DeadLetter, RoutedMessage, RouteOutcome
+from shared.events import (
+    Author,
+    DeadLetter,
+    OutboundResult,
+    OutboundStatus,
+    RoutedMessage,
+    RouteOutcome,
+    utcnow,
+)
 from shared.models import MessageRow
 from shared.service import service_app
 from shared.settings import Settings
-from shared.streams import API_ROUTED, MSG_ID_HEADER, ROUTED_QUIET, provision
+from shared.streams import (
+    API_ROUTED,
+    MSG_ID_HEADER,
+    OUTBOUND_RESULT,
+    ROUTED_QUIET,
+    ROUTED_REPLY,
+    provision,
+)
 from tests.events import generic_inbound, routed
 from tests.stack import eventually, stored
 
@@ -100,3 +118,67 @@ async def test_one_pull_commits_its_good_messages_and_settles_each_bad_one_alone
         3,
     )
     assert RoutedMessage.model_validate_json(broken.original).message.mid == "broken"
+
+
+async def test_a_pull_of_dms_and_their_results_projects_each_result_after_its_dm(
+    settings_factory: Callable[..., Settings], database_url: str
+) -> None:
+    # One durable reads the decisions and the Send API's results in stream order, so a
+    # result never comes before its DM: the pull's replies are stored by its decisions'
+    # prefetch and its results written set-based (one UPDATE), none stored from a result.
+    settings = settings_factory(database_url=database_url)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    mids = [f"bot-{index}" for index in range(10)]
+    try:
+        await provision(js, settings, API_ROUTED)
+        for mid in mids:
+            event = routed(generic_inbound(mid, contact=f"contact-{mid}"), RouteOutcome.BOT)
+            [request] = event.requests
+            result = OutboundResult(
+                request_id=request.request_id,
+                conversation=event.message.conversation,
+                status=OutboundStatus.SENT,
+                mid=f"sent-{mid}",
+                author=Author.BOT,
+                finished_at=utcnow(),
+            )
+            await js.publish(
+                ROUTED_REPLY, event.model_dump_json().encode(), headers={MSG_ID_HEADER: mid}
+            )
+            await js.publish(
+                OUTBOUND_RESULT,
+                result.model_dump_json().encode(),
+                headers={MSG_ID_HEADER: f"result:{request.request_id}"},
+            )
+        seen: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            # The writer's statements (its own thread), not the migrations'.
+            on_writer = threading.current_thread().name.startswith("projection-writer")
+            if on_writer and statement.startswith(("INSERT INTO messages", "UPDATE messages")):
+                seen.append(" ".join(statement.split()[:3]))
+
+        sqlalchemy_event.listen(Engine, "before_cursor_execute", count)
+        app = service_app(build(settings))
+        try:
+            async with app.router.lifespan_context(app):
+
+                async def replies() -> list[str]:
+                    async with app.state.sessions() as session:
+                        found = await session.execute(
+                            select(col(MessageRow.mid)).where(
+                                col(MessageRow.author) == "bot", col(MessageRow.status) == "sent"
+                            )
+                        )
+                        return sorted(found.scalars())
+
+                await eventually(replies, lambda found: len(found) == len(mids))
+                info = await js.consumer_info(settings.stream_name, API_ROUTED.durable)
+        finally:
+            sqlalchemy_event.remove(Engine, "before_cursor_execute", count)
+    finally:
+        await client.close()
+    assert info.delivered.consumer_seq == 2 * len(mids), "one pull, nothing redelivered"
+    # The customers' DMs and the replies: one multi-row INSERT each; the results: one UPDATE.
+    assert Counter(seen) == {"INSERT INTO messages": 2, "UPDATE messages SET": 1}

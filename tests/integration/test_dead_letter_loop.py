@@ -27,7 +27,7 @@ MIDS = ("m-1", "m-2")
 
 
 async def broken_writer(
-    self: ProjectionWriter, works: Sequence[Work], prefetch: Work | None = None
+    self: ProjectionWriter, works: Sequence[Work], prefetch: Work | None = None, *, order: int = 0
 ) -> list[Outcome]:
     return [TypeError("cannot use a string pattern on a bytes-like object") for _ in works]
 

@@ -33,6 +33,7 @@ from shared.streams import (
     dead_letter_subject,
     inbound_subject,
     stream_config,
+    subject_matches,
 )
 
 
@@ -119,3 +120,22 @@ def test_a_server_that_drops_a_durables_subjects_is_refused() -> None:
     with pytest.raises(UnfitServerError, match=r"NATS 2\.10 or later"):
         _check_filters(SENDER, ConsumerConfig(durable_name=SENDER.durable))
     _check_filters(CLASSIFIER, consumer_config(CLASSIFIER, Settings()))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "matches"),
+    [
+        ("dm.routed.*", "dm.routed.reply", True),
+        ("dm.routed.*", "dm.routed", False),
+        ("dm.routed.*", "dm.routed.reply.more", False),
+        ("dm.outbound.result", "dm.outbound.result", True),
+        ("dm.outbound.result", "dm.outbound.requested", False),
+        ("dm.>", "dm.inbound.whatsapp", True),
+        ("dm.>", "dm", False),
+        ("dm.*.messenger", "dm.echo.messenger", True),
+    ],
+)
+def test_a_subject_matches_a_pattern_as_nats_wildcards_do(
+    pattern: str, subject: str, matches: bool
+) -> None:
+    assert subject_matches(pattern, subject) is matches
