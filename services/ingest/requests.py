@@ -2,13 +2,14 @@
 
 Ingest is stateless and may run as many replicas, so what it remembers about a
 contact lives in a NATS KV bucket (``settings.contacts_bucket``), keyed
-``<channel>.<account>.<contact>``: ``request`` once the contact has written while
-the page never has, ``known`` once the page has written to them (an echo, or a
-send status for one of its messages). A DM is a request unless the contact is
-known. A contact's first DM in a body is decided before it is published, and a
-retried body decides the same, because a request stays a request until the page
-answers. Contacts who talked to the page before dmdesk was installed look new
-to it; the queue shows them as requests until the page answers once.
+``<channel>.<account>.<contact>``: ``known`` once the page has written to them (an
+echo, or a send status for one of its messages). A DM is a request unless the
+contact is known, so a contact who only ever wrote has no entry: a DM from a new
+contact costs one read, no write. A retried body decides the same, because a request
+stays a request until the page answers. (Before, a first DM also stored ``request``,
+which said nothing the absence of ``known`` does not; such entries are read as that.)
+Contacts who talked to the page before dmdesk was installed look new to it; the queue
+shows them as requests until the page answers once.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from faststream.nats import NatsBroker
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from services.ingest.meta import Normalised
@@ -25,7 +26,6 @@ from shared.events import Channel, InboundMessage, StatusEvent, StatusKind
 from shared.settings import Settings
 from shared.streams import contact_key, contacts_bucket_config, open_key_value
 
-REQUEST = b"request"
 KNOWN = b"known"
 KNOWN_CACHE_SIZE = 100_000
 
@@ -35,10 +35,6 @@ class ContactStore(Protocol):
 
     async def get(self, key: str) -> bytes | None:
         """The state stored under ``key``, or None."""
-        ...
-
-    async def create(self, key: str, state: bytes) -> bytes | None:
-        """Store ``state`` unless ``key`` exists; return the state found if it did."""
         ...
 
     async def put(self, key: str, state: bytes) -> None:
@@ -75,12 +71,10 @@ class MessageRequests:
     async def _is_request(self, key: str) -> bool:
         if key in self.known:
             return False
-        state = await self.store.get(key)
-        if state is None:
-            state = await self.store.create(key, REQUEST) or REQUEST
-        if state == KNOWN:
+        if await self.store.get(key) == KNOWN:
             self._cache(key)
-        return state != KNOWN
+            return False
+        return True
 
     async def _remember_known(self, key: str) -> None:
         if key not in self.known:
@@ -123,14 +117,6 @@ class KvContactStore:
         except KeyNotFoundError:
             return None
         return entry.value
-
-    async def create(self, key: str, state: bytes) -> bytes | None:
-        """See :class:`ContactStore`."""
-        try:
-            await (await self.bucket()).create(key, state)
-        except KeyWrongLastSequenceError:
-            return await self.get(key)
-        return None
 
     async def put(self, key: str, state: bytes) -> None:
         """See :class:`ContactStore`."""

@@ -90,12 +90,6 @@ class MemoryContactStore:
     async def get(self, key: str) -> bytes | None:
         return self.states.get(key)
 
-    async def create(self, key: str, state: bytes) -> bytes | None:
-        if key in self.states:
-            return self.states[key]
-        self.states[key] = state
-        return None
-
     async def put(self, key: str, state: bytes) -> None:
         self.states[key] = state
 
