@@ -152,8 +152,8 @@ async def classify_remembering_languages(
 ) -> list[Classification | Exception]:
     """:func:`classify_each` with the contacts' previous languages read from ``store``
     for the whole pull, and the languages the detector was sure of written back when
-    they changed. The bucket only helps: when it fails, the pull is classified without
-    it."""
+    they changed (a new contact's when it is not the page's default). The bucket only
+    helps: when it fails, the pull is classified without it."""
     keys = [contact_key(message) for message in messages]
     try:
         previous = await store.read(keys)
@@ -161,13 +161,17 @@ async def classify_remembering_languages(
         logger.warning("contact languages unreadable", extra={"error_type": type(error).__name__})
         previous = {}
     outcomes = classify_each(classifier, messages, settings, previous)
+    # Stored when it differs from what a short DM would fall back to without it: the
+    # contact's stored language, else the page's default (so a new contact writing in
+    # the page's language costs no write).
     changed = {
         key: outcome.language
-        for key, outcome in zip(keys, outcomes, strict=True)
+        for key, message, outcome in zip(keys, messages, outcomes, strict=True)
         if isinstance(outcome, Classification)
         and outcome.language_source is LanguageSource.DETECTOR
         and outcome.language is not None
-        and previous.get(key) != outcome.language
+        and previous.get(key, settings.default_language_of(message.account_id))
+        != outcome.language
     }
     if changed:
         try:

@@ -50,3 +50,20 @@ async def test_a_broken_bucket_does_not_stop_classification(classifier: Classifi
     )
     assert isinstance(outcomes[0], Classification)
     assert outcomes[0].language == "en"
+
+
+async def test_a_new_contacts_language_is_written_only_when_it_is_not_the_pages_default(
+    classifier: Classifier,
+) -> None:
+    # A short DM falls back to the stored language, else the page's default (en): a new
+    # contact writing English needs no entry; one writing Spanish does, and so does a
+    # known Spanish writer who now writes English (the entry would be wrong).
+    english = generic_inbound("1", contact="new-en", text="Hi, I would like to change my address")
+    spanish = generic_inbound("2", contact="new-es", text="Hola, quiero cambiar mi dirección")
+    switched = generic_inbound("3", contact="was-es", text="Hi, I would like to change my address")
+    store = MemoryLanguages({contact_key(switched): "es"})
+    outcomes = await classify_remembering_languages(
+        classifier, store, [english, spanish, switched], Settings()
+    )
+    assert [o.language for o in outcomes if isinstance(o, Classification)] == ["en", "es", "en"]
+    assert store.writes == [{contact_key(spanish): "es", contact_key(switched): "en"}]
