@@ -513,13 +513,11 @@ class FaqIndex:
         ]
         # A concept written as an exclusion alone ("^(?!...)": no refund named) is not named
         # by a message; an entry with only such concepts is never confirmed by one.
-        self._positive = np.asarray(
-            [
-                any(not pattern.startswith("^(?!") for pattern in entry.requires)
-                for entry in knowledge_base.entries
-            ],
-            dtype=bool,
-        )
+        self._positive_concepts = [
+            [not pattern.startswith("^(?!") for pattern in entry.requires]
+            for entry in knowledge_base.entries
+        ]
+        self._positive = np.asarray([any(p) for p in self._positive_concepts], dtype=bool)
         self._excludes = [_any_pattern(entry.excludes) for entry in knowledge_base.entries]
         self._unanswered_cue = _any_pattern(knowledge_base.unanswered_cues)
         # An unanswered question naming an entry's keyword ("can I use two gift cards") gets
@@ -640,5 +638,16 @@ class FaqIndex:
         named = [[_names(pattern, plain) for pattern in concepts] for concepts in self._requires]
         unconcerned = np.asarray([not all(concepts) for concepts in named], dtype=bool)
         confirmed = self._positive & np.asarray([all(concepts) for concepts in named], dtype=bool)
-        look_alike = np.asarray([_names(pattern, plain) for pattern in self._excludes], dtype=bool)
-        return unconcerned, confirmed, look_alike
+        # A look-alike is on the entry's topic (it names one of its key concepts, when it has
+        # any that is not a mere exclusion) and asks something next to it the answer does not
+        # give: a message about something else that shares an excluded word ("my return
+        # arrived" with cancel-order's "return") is no look-alike of it.
+        on_topic = np.asarray(
+            [
+                not any(positive) or any(n for n, p in zip(concepts, positive, strict=True) if p)
+                for concepts, positive in zip(named, self._positive_concepts, strict=True)
+            ],
+            dtype=bool,
+        )
+        excluded = np.asarray([_names(pattern, plain) for pattern in self._excludes], dtype=bool)
+        return unconcerned, confirmed, excluded & on_topic

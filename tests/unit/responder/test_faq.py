@@ -533,3 +533,13 @@ def test_a_message_is_matched_without_the_greetings_it_opens_with(
 
 def test_a_greeting_alone_matches_no_entry() -> None:
     assert faq_index().search("Boa tarde!", "pt") is None
+
+
+def test_an_excluded_word_makes_a_look_alike_only_of_an_entry_whose_topic_is_named() -> None:
+    cost, time = _TWO_ENTRIES["entries"]
+    entries = [{**cost, "requires": [r"\bprice\b"], "excludes": [r"\breturn\b"]}, time]
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries, "min_margin": 0.01}))
+    _, _, look_alike = index._outside(content_form("delivery time of my return", "en"))
+    assert not look_alike[0]
+    _, _, look_alike = index._outside(content_form("delivery price of my return", "en"))
+    assert look_alike[0]
