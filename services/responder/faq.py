@@ -186,6 +186,34 @@ COUNTRY_WORDS = frozenset(
     scotland escocia schottland ecosse scozia""".split()  # noqa: SIM905
 )
 COUNTRY_WORD = "xcountry"
+# Cities abroad name a destination abroad as a country does ("do you deliver to Oslo" is "do you
+# deliver to Norway"); British ones, a place at home ("a shop in Leeds" is "a shop in London").
+# Neither says which city is a topic: each kind reads as one word. Names that are also words
+# ("Nice", "Bath", "Reading", "Porto" for German postage, "Lima", "Granada") are left out.
+FOREIGN_CITY_WORDS = frozenset(
+    """paris madrid barcelona valencia sevilla seville sevilha malaga bilbao zaragoza vigo
+    lisboa lisbon lissabon lisbonne lisbona coimbra faro braga berlin berlino berlim munich
+    munchen muenchen hamburg hambourg amburgo hamburgo koln koeln cologne frankfurt francfort
+    francoforte stuttgart dusseldorf wien vienna vienne viena zurich zurigo geneva geneve genf
+    ginevra ginebra genebra bern berne basel basilea roma rome rom milan milano mailand milao
+    turin torino naples napoli neapel napoles florence firenze florenz florencia venice venezia
+    venedig venise venecia veneza bologna genova palermo amsterdam amsterda rotterdam brussels
+    bruxelles brussel bruselas bruxelas antwerp anvers amberes antwerpen namur liege charleroi
+    copenhagen kopenhagen copenhague copenaghen stockholm estocolmo stoccolma oslo helsinki
+    dublin dublino warsaw warschau varsovie varsovia varsavia prague prag praga budapest athens
+    athen athenes atenas atene lyon lione marseille marsella marsiglia marselha toulouse
+    bordeaux burdeos lille nantes strasbourg strassburg estrasburgo montpellier montreal
+    quebec toronto vancouver singapore singapur singapour singapura dubai tokyo tokio toquio
+    sydney melbourne auckland zealand zelande zelanda zelandia neuseeland mallorca majorca
+    ibiza tenerife canarias canaries kanaren acores azores azoren madeira""".split()  # noqa: SIM905
+)
+HOME_CITY_WORDS = frozenset(
+    """london londres londra manchester edinburgh edimburgo edimbourg glasgow birmingham leeds
+    liverpool bristol cardiff belfast newcastle sheffield nottingham leicester brighton oxford
+    cambridge aberdeen dundee inverness bolton coventry southampton portsmouth plymouth
+    norwich exeter swansea luton""".split()  # noqa: SIM905
+)
+HOME_CITY_WORD = "xcity"
 
 
 # Chat shorthand and the commonest misspellings, as their words: "hw long dose delivery take",
@@ -284,7 +312,15 @@ def content_words(text: str, language: str | None = None) -> str:
     words = [word for word in content_form(text, language).split() if word not in STOP_WORDS]
     if base_language(language) == "de":
         words = [_GERMAN_UMLAUT_SPELLING.sub(r"\1", word) for word in words]
-    return " ".join(COUNTRY_WORD if word in COUNTRY_WORDS else word for word in words)
+    return " ".join(_place(word) for word in words)
+
+
+def _place(word: str) -> str:
+    """``word``, or the one word its kind of place reads as (a country, a city abroad, a
+    British city)."""
+    if word in COUNTRY_WORDS or word in FOREIGN_CITY_WORDS:
+        return COUNTRY_WORD
+    return HOME_CITY_WORD if word in HOME_CITY_WORDS else word
 
 
 class FaqEntry(BaseModel):

@@ -543,3 +543,12 @@ def test_an_excluded_word_makes_a_look_alike_only_of_an_entry_whose_topic_is_nam
     assert not look_alike[0]
     _, _, look_alike = index._outside(content_form("delivery price of my return", "en"))
     assert look_alike[0]
+
+
+def test_a_city_abroad_reads_as_a_country_and_a_british_city_as_any_other() -> None:
+    assert content_words("do you deliver to Oslo?", "en") == content_words(
+        "do you deliver to Norway?", "en"
+    )
+    assert content_words("une boutique à Édimbourg ?", "fr") == content_words(
+        "une boutique à Londres ?", "fr"
+    )
