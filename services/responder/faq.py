@@ -289,6 +289,8 @@ _EVERY_SPELLING = {
 # "daur" on both sides does no harm; the key concepts' patterns spell both ("gro(e)?ss") and
 # read the words as typed.
 _GERMAN_UMLAUT_SPELLING = re.compile(r"([aou])e")
+# "p&p" (British for postage and packing) is no word for the tokeniser, which drops the letters.
+_POSTAGE_AND_PACKING = re.compile(r"\bp ?(?:&|and|n) ?p\b")
 # A letter typed three times or more is one typed twice: "sooo", "pleeease", "freeee".
 _REPEATED_LETTER = re.compile(r"([^\W\d_])\1{2,}")
 
@@ -303,7 +305,8 @@ def content_form(text: str, language: str | None = None) -> str:
     ``language``, or of every language when it is unknown, spelt out)."""
     language = base_language(language)
     spellings = _SPELLINGS.get(language, _EVERY_SPELLING) if language else _EVERY_SPELLING
-    words = _WORD.findall(_REPEATED_LETTER.sub(r"\1\1", plain_text(text)))
+    plain = _POSTAGE_AND_PACKING.sub("postage and packing", plain_text(text))
+    words = _WORD.findall(_REPEATED_LETTER.sub(r"\1\1", plain))
     return " ".join(spellings.get(word, word) for word in words)
 
 
