@@ -94,12 +94,14 @@ def _alternatives(words: Iterable[str]) -> str:
 
 
 def plain_text(text: str) -> str:
-    """``text`` lower-cased, without accents, curly apostrophes straightened.
+    """``text`` lower-cased, without accents, curly apostrophes straightened, "ß" as "ss".
 
-    Customers often type without accents ("donde esta mi pedido", "dov'e"): keywords and
-    commands are matched on this form of both sides.
+    Customers often type without accents ("donde esta mi pedido", "dov'e") and Swiss and
+    many other keyboards have no "ß" ("Grösse", "Strasse"): keywords and commands are matched
+    on this form of both sides.
     """
-    decomposed = unicodedata.normalize("NFKD", text.lower().replace("\u2019", "'"))
+    lowered = text.lower().replace("\u2019", "'").replace("ß", "ss")
+    decomposed = unicodedata.normalize("NFKD", lowered)
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 

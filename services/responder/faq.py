@@ -10,6 +10,7 @@ threshold, or too close to the runner-up, the bot does not guess.
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -185,55 +186,144 @@ COUNTRY_WORDS = frozenset(
     scotland escocia schottland ecosse scozia""".split()  # noqa: SIM905
 )
 COUNTRY_WORD = "xcountry"
+# Cities abroad name a destination abroad as a country does ("do you deliver to Oslo" is "do you
+# deliver to Norway"); British ones, a place at home ("a shop in Leeds" is "a shop in London").
+# Neither says which city is a topic: each kind reads as one word. Names that are also words
+# ("Nice", "Bath", "Reading", "Porto" for German postage, "Lima", "Granada") are left out.
+FOREIGN_CITY_WORDS = frozenset(
+    """paris madrid barcelona valencia sevilla seville sevilha malaga bilbao zaragoza vigo
+    lisboa lisbon lissabon lisbonne lisbona coimbra faro braga berlin berlino berlim munich
+    munchen muenchen hamburg hambourg amburgo hamburgo koln koeln cologne frankfurt francfort
+    francoforte stuttgart dusseldorf wien vienna vienne viena zurich zurigo geneva geneve genf
+    ginevra ginebra genebra bern berne basel basilea roma rome rom milan milano mailand milao
+    turin torino naples napoli neapel napoles florence firenze florenz florencia venice venezia
+    venedig venise venecia veneza bologna genova palermo amsterdam amsterda rotterdam brussels
+    bruxelles brussel bruselas bruxelas antwerp anvers amberes antwerpen namur liege charleroi
+    copenhagen kopenhagen copenhague copenaghen stockholm estocolmo stoccolma oslo helsinki
+    dublin dublino warsaw warschau varsovie varsovia varsavia prague prag praga budapest athens
+    athen athenes atenas atene lyon lione marseille marsella marsiglia marselha toulouse
+    bordeaux burdeos lille nantes strasbourg strassburg estrasburgo montpellier montreal
+    quebec toronto vancouver singapore singapur singapour singapura dubai tokyo tokio toquio
+    sydney melbourne auckland zealand zelande zelanda zelandia neuseeland mallorca majorca
+    ibiza tenerife canarias canaries kanaren acores azores azoren madeira""".split()  # noqa: SIM905
+)
+HOME_CITY_WORDS = frozenset(
+    """london londres londra manchester edinburgh edimburgo edimbourg glasgow birmingham leeds
+    liverpool bristol cardiff belfast newcastle sheffield nottingham leicester brighton oxford
+    cambridge aberdeen dundee inverness bolton coventry southampton portsmouth plymouth
+    norwich exeter swansea luton""".split()  # noqa: SIM905
+)
+HOME_CITY_WORD = "xcity"
 
 
 # Chat shorthand and the commonest misspellings, as their words: "hw long dose delivery take",
 # "q hora abren", "vcs entregam", "ur pwd". Every form of a message (its vectors, keywords,
-# key concepts and look-alike cues) reads the full words. One map for every language, so a
-# shorthand that is a word of another language stays out ("num" is Portuguese, "fone" too).
-CHAT_SPELLINGS = {
-    # en
-    "hw": "how", "dose": "does", "wat": "what", "wot": "what", "wen": "when", "whn": "when",
-    "ur": "your", "pwd": "password", "pw": "password", "passwd": "password", "pword": "password",
-    "acc": "account", "acct": "account", "addy": "address", "adress": "address",
-    "adres": "address", "shiping": "shipping", "delivey": "delivery", "delievery": "delivery",
-    "recieve": "receive", "recieved": "received", "tmrw": "tomorrow", "tmr": "tomorrow",
-    "wknd": "weekend", "ppl": "people", "pics": "photos", "acount": "account",
-    "accout": "account", "pasword": "password", "cancle": "cancel", "warrenty": "warranty",
-    "garantee": "guarantee", "recive": "receive", "delivry": "delivery",
-    # es
-    "q": "que", "k": "que", "xq": "porque", "pq": "porque", "tb": "tambien", "tmb": "tambien",
-    "dnd": "donde", "xa": "para", "pa": "para", "dev": "devolucion",
-    "cdo": "cuando", "porfa": "por favor",
-    # de
-    "gibts": "gibt es", "nen": "einen", "bissl": "bisschen",
-    # fr
-    "bjr": "bonjour", "slt": "salut", "cmd": "commande", "cde": "commande",
-    "cmde": "commande", "pk": "pourquoi", "qd": "quand", "tt": "tout", "rdv": "rendez vous",
-    "comande": "commande", "jai": "j ai", "jsuis": "je suis", "chuis": "je suis",
-    "jpeux": "je peux", "jveux": "je veux", "jme": "je me", "jviens": "je viens",
-    # it
-    "ke": "che", "cmq": "comunque", "xke": "perche", "xche": "perche", "nn": "non",
-    "qnd": "quando", "x": "per",
-    # pt
-    "vc": "voce", "vcs": "voces", "qdo": "quando", "td": "tudo", "obg": "obrigado",
-    "msm": "mesmo", "hj": "hoje", "pra": "para", "tbm": "tambem", "oq": "o que",
-    "qnt": "quanto", "qto": "quanto", "qnts": "quantos", "qts": "quantos", "dps": "depois",
+# key concepts and look-alike cues) reads the full words. A shorthand is spelt out in its own
+# language only: "tt" is "tout" in French and "tutto" in Italian, "dose" a word in Portuguese
+# and Italian, "wen" a word in German, "dev" English; only misspellings that are no word in
+# any of the six languages are read in every one.
+_ANY_LANGUAGE_SPELLINGS = {
+    "pwd": "password", "pw": "password", "passwd": "password", "pword": "password",
+    "pasword": "password", "acount": "account", "accout": "account", "shiping": "shipping",
+    "delivey": "delivery", "delievery": "delivery", "delivry": "delivery", "recieve": "receive",
+    "recieved": "received", "recive": "receive", "warrenty": "warranty", "cancle": "cancel",
 }  # fmt: skip
+CHAT_SPELLINGS: dict[str, dict[str, str]] = {
+    "en": {
+        "hw": "how", "dose": "does", "wat": "what", "wot": "what", "wen": "when", "whn": "when",
+        "ur": "your", "acc": "account", "acct": "account", "addy": "address",
+        "adress": "address", "adres": "address", "tmrw": "tomorrow", "tmr": "tomorrow",
+        "2moro": "tomorrow", "wknd": "weekend", "ppl": "people", "pics": "photos",
+        "garantee": "guarantee", "abt": "about", "b4": "before", "bc": "because",
+        "coz": "because", "cuz": "because", "msg": "message", "msgs": "messages",
+        "pkg": "package", "pkge": "package", "asap": "as soon as possible",
+    },
+    "es": {
+        "q": "que", "k": "que", "xq": "porque", "pq": "porque", "tb": "tambien",
+        "tmb": "tambien", "tmbn": "tambien", "dnd": "donde", "xa": "para", "pa": "para",
+        "dev": "devolucion", "cdo": "cuando", "porfa": "por favor", "x": "por",
+        "xfa": "por favor", "xfavor": "por favor", "msj": "mensaje", "msjs": "mensajes",
+        "d": "de", "tmp": "tampoco",
+    },
+    "de": {
+        "gibts": "gibt es", "nen": "einen", "bissl": "bisschen", "ne": "eine", "ner": "einer",
+        "nem": "einem", "is": "ist", "nich": "nicht", "net": "nicht", "nix": "nichts",
+        "grad": "gerade", "hab": "habe", "kannste": "kannst du", "haste": "hast du",
+        "lg": "liebe grusse", "vllt": "vielleicht", "evtl": "eventuell",
+    },
+    "fr": {
+        "bjr": "bonjour", "slt": "salut", "cmd": "commande", "cde": "commande",
+        "cmde": "commande", "pk": "pourquoi", "qd": "quand", "tt": "tout", "rdv": "rendez vous",
+        "comande": "commande", "jai": "j ai", "jsuis": "je suis", "chuis": "je suis",
+        "jpeux": "je peux", "jveux": "je veux", "jme": "je me", "jviens": "je viens",
+        "pr": "pour", "ds": "dans", "vs": "vous", "bcp": "beaucoup", "mtn": "maintenant",
+        "dsl": "desole", "jcommande": "je commande", "jsp": "je sais pas", "qqch": "quelque chose",
+        "qqn": "quelqu un", "cmb": "combien", "cb": "carte bancaire",
+    },
+    "it": {
+        "ke": "che", "k": "che", "cmq": "comunque", "xke": "perche", "xche": "perche",
+        "pk": "perche", "nn": "non", "qnd": "quando", "x": "per", "tt": "tutto",
+        "sn": "sono", "qlc": "qualche", "qlcs": "qualcosa", "dv": "dove", "msg": "messaggio",
+    },
+    "pt": {
+        "vc": "voce", "vcs": "voces", "qdo": "quando", "qnd": "quando", "td": "tudo",
+        "obg": "obrigado", "msm": "mesmo", "hj": "hoje", "pra": "para", "pro": "para o",
+        "tbm": "tambem", "tb": "tambem", "oq": "o que", "q": "que", "pq": "porque",
+        "qnt": "quanto", "qto": "quanto", "qnts": "quantos", "qts": "quantos",
+        "dps": "depois", "n": "nao", "msgs": "mensagens", "msg": "mensagem", "cmg": "comigo",
+    },
+}  # fmt: skip
+_SPELLINGS = {
+    language: {**_ANY_LANGUAGE_SPELLINGS, **spellings}
+    for language, spellings in CHAT_SPELLINGS.items()
+}
+# A message of no known language reads the shorthand of every language (the first listed
+# wins where two differ).
+_EVERY_SPELLING = {
+    word: full
+    for spellings in reversed(list(_SPELLINGS.values()))
+    for word, full in spellings.items()
+}
+# German written without umlauts ("groesse", "Gebuehren") meets German written with them
+# ("Größe", "Gebühren" read "grosse", "gebuhren") in the vectors, where "dauer" reading
+# "daur" on both sides does no harm; the key concepts' patterns spell both ("gro(e)?ss") and
+# read the words as typed.
+_GERMAN_UMLAUT_SPELLING = re.compile(r"([aou])e")
+# "p&p" (British for postage and packing) is no word for the tokeniser, which drops the letters.
+_POSTAGE_AND_PACKING = re.compile(r"\bp ?(?:&|and|n) ?p\b")
 # A letter typed three times or more is one typed twice: "sooo", "pleeease", "freeee".
 _REPEATED_LETTER = re.compile(r"([^\W\d_])\1{2,}")
 
 
-def content_form(text: str) -> str:
-    """``text`` lower-cased and without accents, every word kept (chat shorthand spelt out)."""
-    words = _WORD.findall(_REPEATED_LETTER.sub(r"\1\1", plain_text(text)))
-    return " ".join(CHAT_SPELLINGS.get(word, word) for word in words)
+def base_language(language: str | None) -> str | None:
+    """The language without its region: "es-MX" is "es", "pt_BR" "pt"."""
+    return re.split(r"[-_]", language.lower(), maxsplit=1)[0] if language else None
 
 
-def content_words(text: str) -> str:
+def content_form(text: str, language: str | None = None) -> str:
+    """``text`` lower-cased and without accents, every word kept (the chat shorthand of
+    ``language``, or of every language when it is unknown, spelt out)."""
+    language = base_language(language)
+    spellings = _SPELLINGS.get(language, _EVERY_SPELLING) if language else _EVERY_SPELLING
+    plain = _POSTAGE_AND_PACKING.sub("postage and packing", plain_text(text))
+    words = _WORD.findall(_REPEATED_LETTER.sub(r"\1\1", plain))
+    return " ".join(spellings.get(word, word) for word in words)
+
+
+def content_words(text: str, language: str | None = None) -> str:
     """``text`` lower-cased, without accents and without function words."""
-    words = (word for word in content_form(text).split() if word not in STOP_WORDS)
-    return " ".join(COUNTRY_WORD if word in COUNTRY_WORDS else word for word in words)
+    words = [word for word in content_form(text, language).split() if word not in STOP_WORDS]
+    if base_language(language) == "de":
+        words = [_GERMAN_UMLAUT_SPELLING.sub(r"\1", word) for word in words]
+    return " ".join(_place(word) for word in words)
+
+
+def _place(word: str) -> str:
+    """``word``, or the one word its kind of place reads as (a country, a city abroad, a
+    British city)."""
+    if word in COUNTRY_WORDS or word in FOREIGN_CITY_WORDS:
+        return COUNTRY_WORD
+    return HOME_CITY_WORD if word in HOME_CITY_WORDS else word
 
 
 class FaqEntry(BaseModel):
@@ -415,7 +505,13 @@ _KEYWORD_BONUS = 0.15
 
 
 def _keyword_pattern(keywords: list[str]) -> re.Pattern[str] | None:
-    words = sorted({content_form(keyword) for keyword in keywords} - {""}, key=len, reverse=True)
+    # Keywords are written in full words: no shorthand of one language may rewrite a word of
+    # another's ("heures d ouverture" keeps its "d", which Spanish chat writes for "de").
+    words = sorted(
+        {" ".join(_WORD.findall(plain_text(keyword))) for keyword in keywords} - {""},
+        key=len,
+        reverse=True,
+    )
     if not words:
         return None
     return re.compile(r"\b(?:" + "|".join(re.escape(word) for word in words) + r")\b")
@@ -456,19 +552,24 @@ class FaqIndex:
         ]
         # A concept written as an exclusion alone ("^(?!...)": no refund named) is not named
         # by a message; an entry with only such concepts is never confirmed by one.
-        self._positive = np.asarray(
-            [
-                any(not pattern.startswith("^(?!") for pattern in entry.requires)
-                for entry in knowledge_base.entries
-            ],
-            dtype=bool,
-        )
+        self._positive_concepts = [
+            [not pattern.startswith("^(?!") for pattern in entry.requires]
+            for entry in knowledge_base.entries
+        ]
+        self._positive = np.asarray([any(p) for p in self._positive_concepts], dtype=bool)
         self._excludes = [_any_pattern(entry.excludes) for entry in knowledge_base.entries]
         self._unanswered_cue = _any_pattern(knowledge_base.unanswered_cues)
         # An unanswered question naming an entry's keyword ("can I use two gift cards") gets
         # the same lean as the entry when the message names it too: a look-alike on the
         # entry's topic competes on equal terms.
-        unanswered_texts = [content_form(text) for text in np.asarray(documents)[self._owners < 0]]
+        unanswered_texts = [
+            content_form(text, language)
+            for text, language in zip(
+                np.asarray(documents)[self._owners < 0],
+                self._languages[self._owners < 0],
+                strict=True,
+            )
+        ]
         self._unanswered_keywords = np.asarray(
             [[_names(pattern, text) for text in unanswered_texts] for pattern in self._keywords],
             dtype=bool,
@@ -489,10 +590,14 @@ class FaqIndex:
         ).reshape(len(self._requires), len(unanswered_texts))
         self._words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
         self._chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
-        self._matrix = self._vectorise(documents, fit=True)
+        self._matrix = self._vectorise(documents, languages, fit=True)
 
-    def _vectorise(self, texts: list[str], *, fit: bool = False) -> object:
-        texts = [content_words(text) for text in texts]
+    def _vectorise(
+        self, texts: list[str], languages: Sequence[str | None], *, fit: bool = False
+    ) -> object:
+        texts = [
+            content_words(text, language) for text, language in zip(texts, languages, strict=True)
+        ]
         if fit:
             words, chars = self._words.fit_transform(texts), self._chars.fit_transform(texts)
         else:
@@ -521,16 +626,17 @@ class FaqIndex:
         """The best-scoring entry for ``question`` (None for an empty question or a greeting
         alone), read without the greetings it opens with."""
         question = without_greeting(question)
-        if not content_words(question):
+        language = base_language(language)
+        if not content_words(question, language):
             return None
-        query = self._vectorise([question])
+        query = self._vectorise([question], [language])
         scores = (self._matrix @ query.T).toarray().ravel()  # type: ignore[attr-defined]
         if language is not None:
             scores = np.where(self._languages == language, scores, scores * _OTHER_LANGUAGE_WEIGHT)
         entries = self.knowledge_base.entries
         by_entry = np.zeros(len(entries))
         np.maximum.at(by_entry, self._owners[self._owners >= 0], scores[self._owners >= 0])
-        plain = content_form(question)
+        plain = content_form(question, language)
         named = np.asarray([_names(pattern, plain) for pattern in self._keywords], dtype=bool)
         by_entry = np.minimum(1.0, by_entry + _KEYWORD_BONUS * named)
         unanswered_scores = scores[self._owners == _UNANSWERED]
@@ -571,5 +677,16 @@ class FaqIndex:
         named = [[_names(pattern, plain) for pattern in concepts] for concepts in self._requires]
         unconcerned = np.asarray([not all(concepts) for concepts in named], dtype=bool)
         confirmed = self._positive & np.asarray([all(concepts) for concepts in named], dtype=bool)
-        look_alike = np.asarray([_names(pattern, plain) for pattern in self._excludes], dtype=bool)
-        return unconcerned, confirmed, look_alike
+        # A look-alike is on the entry's topic (it names one of its key concepts, when it has
+        # any that is not a mere exclusion) and asks something next to it the answer does not
+        # give: a message about something else that shares an excluded word ("my return
+        # arrived" with cancel-order's "return") is no look-alike of it.
+        on_topic = np.asarray(
+            [
+                not any(positive) or any(n for n, p in zip(concepts, positive, strict=True) if p)
+                for concepts, positive in zip(named, self._positive_concepts, strict=True)
+            ],
+            dtype=bool,
+        )
+        excluded = np.asarray([_names(pattern, plain) for pattern in self._excludes], dtype=bool)
+        return unconcerned, confirmed, excluded & on_topic

@@ -289,13 +289,13 @@ def test_every_question_of_an_entry_names_its_key_concept_and_is_none_of_its_loo
     index = faq_index()
     misfits = []
     for entry in index.knowledge_base.entries:
-        for variants in entry.questions.values():
+        for language, variants in entry.questions.items():
             for variant in variants:
-                match = index.search(variant)
+                match = index.search(variant, language)
                 if match is None or match.unanswered_topic:
                     misfits.append(variant)
                     continue
-                unconcerned, _, look_alike = index._outside(content_form(variant))
+                unconcerned, _, look_alike = index._outside(content_form(variant, language))
                 position = index.knowledge_base.entries.index(entry)
                 if unconcerned[position] or look_alike[position]:
                     misfits.append(variant)
@@ -458,9 +458,26 @@ def test_a_look_alike_missing_the_entrys_key_concepts_counts_less_against_a_conf
 
 
 def test_chat_shorthand_and_stretched_letters_read_as_their_words() -> None:
-    assert content_form("hw long dose it take, sooo slow") == "how long does it take soo slow"
-    assert content_form("vcs atendem q horas") == "voces atendem que horas"
-    assert content_form("pleeease reset my pwd") == "pleease reset my password"
+    assert content_form("hw long dose it take, sooo slow", "en") == "how long does it take soo slow"
+    assert content_form("vcs atendem q horas", "pt-BR") == "voces atendem que horas"
+    assert content_form("pleeease reset my pwd", "en") == "pleease reset my password"
+    assert content_form("mi pwd no va", "es") == "mi password no va"
+    assert content_form("how much is p&p?", "en") == "how much is postage and packing"
+
+
+def test_a_shorthand_is_read_in_its_own_language_only() -> None:
+    assert content_form("tt est cassé", "fr") == "tout est casse"
+    assert content_form("tt rotto", "it") == "tutto rotto"
+    assert content_form("uma dose a mais", "pt") == "uma dose a mais"
+    assert content_form("an wen schreibe ich", "de") == "an wen schreibe ich"
+    assert content_form("heures d ouverture", "fr") == "heures d ouverture"
+    assert content_form("la talla d mi hijo", "es") == "la talla de mi hijo"
+
+
+def test_german_with_or_without_umlauts_and_sharp_s_reads_the_same() -> None:
+    assert content_form("Größe", "de") == content_form("grosse", "de") == "grosse"
+    assert content_words("Größe", "de") == content_words("Groesse", "de") == "grosse"
+    assert content_words("Gebühren", "de") == content_words("Gebuehren", "de")
 
 
 @pytest.mark.parametrize(
@@ -517,3 +534,22 @@ def test_a_message_is_matched_without_the_greetings_it_opens_with(
 
 def test_a_greeting_alone_matches_no_entry() -> None:
     assert faq_index().search("Boa tarde!", "pt") is None
+
+
+def test_an_excluded_word_makes_a_look_alike_only_of_an_entry_whose_topic_is_named() -> None:
+    cost, time = _TWO_ENTRIES["entries"]
+    entries = [{**cost, "requires": [r"\bprice\b"], "excludes": [r"\breturn\b"]}, time]
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries, "min_margin": 0.01}))
+    _, _, look_alike = index._outside(content_form("delivery time of my return", "en"))
+    assert not look_alike[0]
+    _, _, look_alike = index._outside(content_form("delivery price of my return", "en"))
+    assert look_alike[0]
+
+
+def test_a_city_abroad_reads_as_a_country_and_a_british_city_as_any_other() -> None:
+    assert content_words("do you deliver to Oslo?", "en") == content_words(
+        "do you deliver to Norway?", "en"
+    )
+    assert content_words("une boutique à Édimbourg ?", "fr") == content_words(
+        "une boutique à Londres ?", "fr"
+    )

@@ -7,7 +7,7 @@ import pytest
 from services.responder.decide import apply_decision
 from services.responder.state import ConversationState
 from shared.events import Category
-from shared.rule_guards import is_command
+from shared.rule_guards import is_command, plain_text
 from shared.rules import RuleSetError, compile_rule_set
 from tests.unit.responder.helpers import OFFICE_NOON, classified, run
 
@@ -139,3 +139,7 @@ def test_team_auto_picks_a_team_whose_skills_fit() -> None:
     decision = run(classified("I was charged twice", category=Category.REFUND_BILLING))
     assert decision.handoff is not None
     assert decision.handoff.team == "billing"
+
+
+def test_plain_text_reads_sharp_s_as_double_s() -> None:
+    assert plain_text("Größe, STRAẞE") == plain_text("Grösse, strasse") == "grosse, strasse"
