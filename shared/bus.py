@@ -242,7 +242,11 @@ class BatchConsumer:
     as there is one message (up to ``pull_batch_size``): a batch adds no wait when
     the stream is quiet and grows with the load. faststream's batch subscriber waits
     to fill a batch up to its timeout instead, which costs either latency or, with a
-    short timeout, a stream of empty pulls while idle.
+    short timeout, a stream of empty pulls while idle. After a pull smaller than the
+    batch size it waits ``pull_linger_seconds`` (10 ms) before the next: a steady flow
+    of a few hundred DMs a second then comes in pulls of several messages rather than
+    one each, which cost the stack about a seventh less CPU per DM (docs/benchmarks.md),
+    for at most that wait per stage.
     """
 
     def __init__(
@@ -332,6 +336,9 @@ class BatchConsumer:
                     self._handling = False
                     if done is not None:
                         done()
+                linger = self.settings.pull_linger_seconds
+                if linger and len(messages) < self.settings.pull_batch_size and self._running:
+                    await asyncio.sleep(linger)
         finally:
             await _unsubscribe(subscription)
 

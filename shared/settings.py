@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     )
     ack_wait_seconds: float = Field(default=30, description="Consumer ack wait.")
     pull_batch_size: int = Field(default=64, description="Messages fetched per pull request.")
+    pull_linger_seconds: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="After a pull smaller than pull_batch_size, wait this long before the "
+        "next, so that a steady flow is handled in batches (0: pull again at once).",
+    )
     publish_timeout_seconds: float = Field(default=5, description="PubAck wait per publish.")
     graceful_timeout_seconds: float = Field(
         default=15,

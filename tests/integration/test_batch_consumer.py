@@ -84,3 +84,36 @@ async def test_a_handler_that_raises_does_not_end_the_pulling(
 
     # Redelivered after the ack wait, then the next message as usual.
     assert pulls == [[b"1"], [b"1"], [b"2"]]
+
+
+async def test_after_a_small_pull_it_lingers_so_a_steady_flow_comes_in_batches(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    # A pull smaller than the batch size: the next waits DMDESK_PULL_LINGER_SECONDS, and
+    # what arrived meanwhile comes as one pull, not one pull per message.
+    settings = settings_factory(pull_linger_seconds=0.5)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    pulls: list[list[bytes]] = []
+
+    async def handle(messages: list[Msg]) -> None:
+        pulls.append([msg.data for msg in messages])
+        for msg in messages:
+            await msg.ack()
+
+    consumer = BatchConsumer(CLASSIFIER, settings, handle, schema=InboundMessage, title="test")
+    try:
+        await provision(js, settings, CLASSIFIER)
+        subject = inbound_subject(Channel.GENERIC)
+        consumer.start(js)
+        await js.publish(subject, b"first")
+        await eventually(lambda: asyncio.sleep(0, pulls), bool)
+        for body in (b"2", b"3", b"4"):  # one at a time, while it lingers
+            await js.publish(subject, body)
+            await asyncio.sleep(0.05)
+        await eventually(lambda: asyncio.sleep(0, pulls), lambda seen: len(seen) >= 2)
+    finally:
+        await consumer.stop()
+        await client.close()
+
+    assert pulls == [[b"first"], [b"2", b"3", b"4"]]
