@@ -164,14 +164,17 @@ async def classify_remembering_languages(
     # Stored when it differs from what a short DM would fall back to without it: the
     # contact's stored language, else the page's default (so a new contact writing in
     # the page's language costs no write).
+    fallbacks = [
+        previous.get(key, settings.default_language_of(message.account_id))
+        for key, message in zip(keys, messages, strict=True)
+    ]
     changed = {
         key: outcome.language
-        for key, message, outcome in zip(keys, messages, outcomes, strict=True)
+        for key, fallback, outcome in zip(keys, fallbacks, outcomes, strict=True)
         if isinstance(outcome, Classification)
         and outcome.language_source is LanguageSource.DETECTOR
         and outcome.language is not None
-        and previous.get(key, settings.default_language_of(message.account_id))
-        != outcome.language
+        and outcome.language != fallback
     }
     if changed:
         try:
