@@ -108,30 +108,21 @@ PLAN_CACHE_MODE = "force_custom_plan"
 
 
 def _pool_options(url: sqlalchemy.URL, kwargs: dict[str, Any]) -> dict[str, Any]:
-    return (
-        {
-            "pool_size": 10,
-            "max_overflow": 10,
-            "pool_pre_ping": True,
-            "connect_args": _postgres_settings(url),
-        }
-        | _psycopg_options(url)
-        | kwargs
-    )
-
-
-def _psycopg_options(url: sqlalchemy.URL) -> dict[str, Any]:
-    """psycopg's own cursors take `%(name)s` placeholders and parse every statement
-    into PostgreSQL's `$n` (caching only statements under 4 KB with at most 50
-    parameters), so each of the writer's multi-row statements was parsed again on
-    every call: an eighth of the api's CPU. Its RawCursor takes `$n` as PostgreSQL
-    does, and SQLAlchemy renders them (`numeric_dollar`, as for asyncpg)."""
-    if url.get_driver_name() != "psycopg":
-        return {}
-    return {
-        "paramstyle": "numeric_dollar",
-        "connect_args": _postgres_settings(url) | {"cursor_factory": psycopg.RawCursor},
+    options: dict[str, Any] = {
+        "pool_size": 10,
+        "max_overflow": 10,
+        "pool_pre_ping": True,
+        "connect_args": _postgres_settings(url),
     }
+    if url.get_driver_name() == "psycopg":
+        # psycopg's own cursors take `%(name)s` placeholders and parse every statement
+        # into PostgreSQL's `$n` (caching only statements under 4 KB with at most 50
+        # parameters), so each of the writer's multi-row statements was parsed again on
+        # every call: an eighth of the api's CPU. Its RawCursor takes `$n` as PostgreSQL
+        # does, and SQLAlchemy renders them (`numeric_dollar`, as for asyncpg).
+        options["paramstyle"] = "numeric_dollar"
+        options["connect_args"] |= {"cursor_factory": psycopg.RawCursor}
+    return options | kwargs
 
 
 def _postgres_settings(url: sqlalchemy.URL) -> dict[str, Any]:

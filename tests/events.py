@@ -13,6 +13,8 @@ from shared.events import (
     Handoff,
     InboundMessage,
     OutboundRequest,
+    OutboundResult,
+    OutboundStatus,
     Priority,
     RoutedMessage,
     RouteOutcome,
@@ -101,3 +103,16 @@ def routed(
         )
         return decision.model_copy(update={"closed": closed})
     return decision
+
+
+def sent_result(decision: RoutedMessage, mid: str, at: datetime | None = None) -> OutboundResult:
+    """The Send API's answer to the bot's reply in ``decision``: sent, as platform ``mid``."""
+    [request] = decision.requests
+    return OutboundResult(
+        request_id=request.request_id,
+        conversation=decision.message.conversation,
+        status=OutboundStatus.SENT,
+        mid=mid,
+        author=Author.BOT,
+        finished_at=at or utcnow(),
+    )

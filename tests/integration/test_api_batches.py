@@ -18,13 +18,9 @@ from services.api import projector
 from services.api.app import build
 from services.api.metrics import ApiMetrics
 from shared.events import (
-    Author,
     DeadLetter,
-    OutboundResult,
-    OutboundStatus,
     RoutedMessage,
     RouteOutcome,
-    utcnow,
 )
 from shared.models import MessageRow
 from shared.service import service_app
@@ -37,7 +33,7 @@ from shared.streams import (
     ROUTED_REPLY,
     provision,
 )
-from tests.events import generic_inbound, routed
+from tests.events import generic_inbound, routed, sent_result
 from tests.stack import eventually, stored
 
 GOOD = 30
@@ -134,22 +130,14 @@ async def test_a_pull_of_dms_and_their_results_projects_each_result_after_its_dm
         await provision(js, settings, API_ROUTED)
         for mid in mids:
             event = routed(generic_inbound(mid, contact=f"contact-{mid}"), RouteOutcome.BOT)
-            [request] = event.requests
-            result = OutboundResult(
-                request_id=request.request_id,
-                conversation=event.message.conversation,
-                status=OutboundStatus.SENT,
-                mid=f"sent-{mid}",
-                author=Author.BOT,
-                finished_at=utcnow(),
-            )
+            result = sent_result(event, f"sent-{mid}")
             await js.publish(
                 ROUTED_REPLY, event.model_dump_json().encode(), headers={MSG_ID_HEADER: mid}
             )
             await js.publish(
                 OUTBOUND_RESULT,
                 result.model_dump_json().encode(),
-                headers={MSG_ID_HEADER: f"result:{request.request_id}"},
+                headers={MSG_ID_HEADER: f"result:{result.request_id}"},
             )
         seen: list[str] = []
 

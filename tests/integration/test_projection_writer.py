@@ -42,7 +42,7 @@ from shared.events import (
     UpdateKind,
 )
 from shared.models import ContactRow, ConversationRow, MessageRow, SlaClockRow
-from tests.events import routed
+from tests.events import routed, sent_result
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 
@@ -464,15 +464,7 @@ async def test_a_pull_of_routed_dms_applied_set_based_ends_as_each_applied_alone
 def results_of(contact: str) -> list[OutboundResult]:
     """The Send API's answers to the bot's replies of :func:`routed_life`, and a redelivery."""
     bot = next(event for event in routed_life(contact) if event.outcome == RouteOutcome.BOT)
-    [request] = bot.requests
-    sent = OutboundResult(
-        request_id=request.request_id,
-        conversation=bot.message.conversation,
-        status=OutboundStatus.SENT,
-        mid=f"{contact}-sent",
-        author=Author.BOT,
-        finished_at=T0 + timedelta(seconds=2),
-    )
+    sent = sent_result(bot, f"{contact}-sent", T0 + timedelta(seconds=2))
     return [sent, sent]
 
 
