@@ -43,6 +43,11 @@ async def test_the_api_asks_and_a_responder_answers_under_their_own_users(
             await msg.respond(b"answered")
 
         await responder.subscribe(DRY_RUN_SUBJECT, queue=DRY_RUN_QUEUE, cb=answer)
+        # nats-py writes a flush's PING straight to the socket, ahead of the SUB still
+        # waiting for its flusher task, so one flush's PONG may come back before the
+        # server has the subscription (the api then met "no responders" in CI). The first
+        # round trip lets the flusher write the SUB; the second PING follows it.
+        await responder.flush()
         await responder.flush()
         reply = await api.request(DRY_RUN_SUBJECT, b"{}", timeout=5)
         assert reply.data == b"answered"
