@@ -576,6 +576,22 @@ class ProfileSource(StrEnum):
     WEBHOOK = "webhook"
 
 
+class ProfileDue(Event):
+    """A contact's profile to fetch once the page's rate limit allows
+    (``dm.contact.profile_due``).
+
+    The responder claims a new contact's fetch as its DM arrives; when the page has no
+    room left under ``DMDESK_PROFILE_RATE_LIMIT`` it queues the fetch here instead of
+    waiting, so a spike of new contacts does not hold up the attachments read on the
+    same consumer. ``mid`` is the DM whose claim it is.
+    """
+
+    version: Literal[1] = 1
+    conversation: ConversationRef
+    mid: str = Field(min_length=1, max_length=512)
+    deferred_at: datetime = Field(default_factory=utcnow)
+
+
 class ContactProfile(Event):
     """What the platform says about a contact (``dm.contact.profile``).
 

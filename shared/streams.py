@@ -44,6 +44,7 @@ from shared.events import (
     MessageUpdate,
     OutboundRequest,
     OutboundResult,
+    ProfileDue,
     RawEvent,
     RoutedMessage,
     SlaEvent,
@@ -69,6 +70,7 @@ SLA_AT_RISK = "dm.sla.at_risk"
 CONVERSATION_CHANGED = "dm.conversation.changed"
 CLOSED = "dm.closed"
 CONTACT_PROFILE = "dm.contact.profile"
+PROFILE_DUE = "dm.contact.profile_due"
 ECHO_ALL = "dm.echo.*"
 ROUTED_ALL = "dm.routed.*"
 ROUTED_REPLY = "dm.routed.reply"
@@ -234,6 +236,12 @@ CONTACT_PROFILE_EVENT = Subject(
     lambda profile: f"profile:{contact_key(profile.conversation)}:{profile.fetched_at.isoformat()}",
     "responder: a contact's profile from the platform",
 )
+PROFILE_DUE_EVENT = Subject(
+    PROFILE_DUE,
+    ProfileDue,
+    lambda due: f"profile-due:{contact_key(due.conversation)}:{due.mid}",
+    "responder: a contact's profile fetch queued until the page's rate limit allows",
+)
 ATTACHMENT_EVENT = Subject(
     ATTACHMENT,
     AttachmentCopied,
@@ -259,6 +267,7 @@ SUBJECTS: tuple[Subject[Any], ...] = (
     DEAD_LETTER_EVENT,
     SLA_EVENT,
     CONTACT_PROFILE_EVENT,
+    PROFILE_DUE_EVENT,
     ATTACHMENT_EVENT,
     CONVERSATION_CHANGED_EVENT,
 )
@@ -325,6 +334,11 @@ RESPONDER_CONTACTS = Consumer(
     "responder: who wrote (profiles) and what they sent (attachments copied to keep)",
     succeeds=("responder-profiles-v1", "responder-attachments-v1"),
 )
+RESPONDER_PROFILES_DUE = Consumer(
+    "responder-profiles-due-v1",
+    PROFILE_DUE,
+    "responder: profile fetches a spike of new contacts queued behind the rate limit",
+)
 API_STATUS = Consumer("api-status-v1", STATUS_ALL, "api: delivery and read receipts")
 API_DEAD_LETTER = Consumer("api-dead-letter-v1", DEAD_LETTER_ALL, "api: dead letters")
 API_UPDATE = Consumer("api-update-v1", UPDATE_ALL, "api: reactions, edits and unsends")
@@ -352,6 +366,7 @@ CONSUMERS = (
     API_UPDATE,
     API_DEAD_LETTER,
     RESPONDER_CONTACTS,
+    RESPONDER_PROFILES_DUE,
     API_CONTACT_PROFILE,
     API_ATTACHMENT,
 )

@@ -68,6 +68,7 @@ from shared.events import (
     OutboundResult,
     OutboundStatus,
     PlatformError,
+    ProfileDue,
     RoutedMessage,
     RouteOutcome,
     utcnow,
@@ -662,30 +663,28 @@ async def each_in_order(
     await asyncio.gather(*(run(group) for group in groups.values()))
 
 
-def _contact_work(wiring: Wiring) -> BatchConsumer:
-    """Who wrote and what they sent: the profile fetcher and the attachment copier, on
-    one durable (``responder-contacts-v2``), the pull's profile entries read at once."""
+def _profile_fetching(
+    wiring: Wiring,
+) -> tuple[Callable[[InboundMessage, Known], Awaitable[None]], BatchConsumer]:
+    """The profile fetch for a DM (publish what it gave, or the fetch it queued) and
+    the consumer of the queued fetches (``responder-profiles-due-v1``)."""
     runtime, settings, registry = wiring.runtime, wiring.settings, wiring.registry
     jetstream, settle = wiring.jetstream, wiring.settle
     profile_fetches = Counter(
         "dmdesk_profile_fetches_total",
-        "Contact profile fetches by channel and result (fetched, or why not: rate_limited,"
-        " network, graph_error, no_token, no_name, bad_answer).",
+        "Contact profile fetches by channel and result (fetched; deferred: queued until"
+        " the page's rate limit allows; or why not: rate_limited, network, graph_error,"
+        " no_token, no_name, bad_answer).",
         ["channel", "result"],
         registry=registry,
     )
-    attachments_total = Counter(
-        "dmdesk_attachments_total",
-        "Inbound attachments by channel and outcome (stored, refused, failed).",
-        ["channel", "state"],
-        registry=registry,
-    )
 
-    async def profile_of(message: InboundMessage, known: Known) -> None:
-        """Fetch the profile of a DM's contact when one is due; publish it, then cache it."""
-        channel = message.channel.value
+    async def fetched(
+        channel: str, fetching: Awaitable[ContactProfile | ProfileDue | None]
+    ) -> None:
+        """Publish what a fetch gave (then cache it), or the fetch it queued; count it."""
         try:
-            profile = await runtime.fetcher.on_inbound(message, known)
+            profile = await fetching
         except ProfileFetchError as failure:
             profile_fetches.labels(channel, failure.reason).inc()
             error = failure.error
@@ -699,11 +698,55 @@ def _contact_work(wiring: Wiring) -> BatchConsumer:
                 },
             )
             return
+        if isinstance(profile, ProfileDue):
+            await publish_as(jetstream(), streams.PROFILE_DUE_EVENT, profile, settings=settings)
+            profile_fetches.labels(channel, "deferred").inc()
+            return
         if profile is None:
             return
         await publish_as(jetstream(), streams.CONTACT_PROFILE_EVENT, profile, settings=settings)
         await runtime.fetcher.remember(profile)
         profile_fetches.labels(channel, "fetched").inc()
+
+    async def profile_of(message: InboundMessage, known: Known) -> None:
+        """Fetch the profile of a DM's contact when one is due (or queue the fetch)."""
+        await fetched(message.channel.value, runtime.fetcher.on_inbound(message, known))
+
+    async def on_due(due: ProfileDue) -> None:
+        await fetched(due.conversation.channel.value, runtime.fetcher.on_due(due))
+
+    async def on_dues(messages: list[Msg]) -> None:
+        """Queued fetches, each contact's in order, as fast as the rate limit allows."""
+        await each_in_order(
+            messages,
+            lambda msg: ProfileDue.model_validate_json(msg.data),
+            lambda due: streams.contact_key(due.conversation),
+            on_due,
+            settle,
+        )
+
+    return profile_of, BatchConsumer(
+        streams.RESPONDER_PROFILES_DUE,
+        settings,
+        on_dues,
+        schema=ProfileDue,
+        title="fetch the profiles a full rate limit queued",
+    )
+
+
+def _contact_work(wiring: Wiring) -> tuple[BatchConsumer, BatchConsumer]:
+    """Who wrote and what they sent: the profile fetcher and the attachment copier, on
+    one durable (``responder-contacts-v2``), the pull's profile entries read at once;
+    and the fetches a full rate limit queued (``responder-profiles-due-v1``)."""
+    runtime, settings, registry = wiring.runtime, wiring.settings, wiring.registry
+    jetstream, settle = wiring.jetstream, wiring.settle
+    profile_of, dues = _profile_fetching(wiring)
+    attachments_total = Counter(
+        "dmdesk_attachments_total",
+        "Inbound attachments by channel and outcome (stored, refused, failed).",
+        ["channel", "state"],
+        registry=registry,
+    )
 
     async def attachments_of(message: InboundMessage) -> None:
         """Copy a DM's attachments into the object store; publish how each ended."""
@@ -751,12 +794,15 @@ def _contact_work(wiring: Wiring) -> BatchConsumer:
             settle,
         )
 
-    return BatchConsumer(
-        streams.RESPONDER_CONTACTS,
-        settings,
-        on_pull,
-        schema=InboundMessage,
-        title="fetch contacts' profiles and copy attachments",
+    return (
+        BatchConsumer(
+            streams.RESPONDER_CONTACTS,
+            settings,
+            on_pull,
+            schema=InboundMessage,
+            title="fetch contacts' profiles and copy attachments",
+        ),
+        dues,
     )
 
 
@@ -860,6 +906,12 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
     event_publisher(
         router, streams.CONTACT_PROFILE, ContactProfile, "A contact's profile from the platform."
     )
+    event_publisher(
+        router,
+        streams.PROFILE_DUE,
+        ProfileDue,
+        "A new contact's profile fetch, queued until the page's rate limit allows.",
+    )
     jetstreams: list[JetStreamContext] = []
 
     def jetstream() -> JetStreamContext:
@@ -930,7 +982,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
                 schema=InboundMessage,
                 title="notice humans replying elsewhere",
             ),
-            _contact_work(wiring),
+            *_contact_work(wiring),
             _sender(wiring),
         ),
         on_startup=(runtime.start,),

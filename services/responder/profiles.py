@@ -17,11 +17,18 @@ page, backed off on rate-limit errors), stores the profile and publishes
 
 A failed fetch is a metric and a log line (no names, no text), recorded in the
 bucket so the next DM tries again after ``DMDESK_PROFILE_RETRY_MINUTES``.
+
+A claimed fetch that finds the page's rate limit full does not wait for room: it is
+queued as ``dm.contact.profile_due`` (the entry says ``deferred``, so no decision waits
+for it) and fetched by :meth:`ProfileFetcher.on_due` from a consumer of its own, as fast
+as the limit allows. A spike of new contacts then queues its fetches there while the
+attachments read with the DMs are copied at once.
 """
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -37,6 +44,7 @@ from shared.events import (
     ConversationRef,
     InboundMessage,
     PlatformError,
+    ProfileDue,
     ProfileSource,
     utcnow,
 )
@@ -75,6 +83,7 @@ class FetchState(StrEnum):
     """Where a contact's profile fetch stands."""
 
     PENDING = "pending"
+    DEFERRED = "deferred"
     FETCHED = "fetched"
     FAILED = "failed"
 
@@ -128,6 +137,10 @@ class ProfileCache:
         age = now - entry.at
         if entry.state == FetchState.PENDING:
             return entry.claimed_by == claimant or age >= self.claim_ttl
+        if entry.state == FetchState.DEFERRED:
+            # Its dm.contact.profile_due is in the stream: only that claim fetches (or,
+            # should it never come, the next DM after a refresh period).
+            return entry.claimed_by == claimant or age >= self.refresh
         if entry.state == FetchState.FAILED:
             return age >= self.retry
         return age >= self.refresh
@@ -141,19 +154,26 @@ class ProfileCache:
         )
 
     async def claim(
-        self, ref: ConversationRef, claimant: str, now: datetime, known: Known | None = None
+        self,
+        ref: ConversationRef,
+        claimant: str,
+        now: datetime,
+        known: Known | None = None,
+        *,
+        state: FetchState = FetchState.PENDING,
     ) -> bool:
         """Claim the contact's fetch for ``claimant`` (a DM's mid) if one is due; True if so.
 
         Compare-and-set on the key: of replicas claiming at once, one wins. A claimant
         that claimed already (a redelivered DM) keeps its claim. ``known`` is the entry
-        read already (with the pull's others).
+        read already (with the pull's others). ``state``: ``deferred`` for a fetch
+        queued until the rate limit allows.
         """
         entry, revision = known if known is not None else await self.read(ref)
         if not self.due(entry, claimant, now):
             return False
         claimed = ProfileEntry(
-            state=FetchState.PENDING,
+            state=state,
             at=now,
             claimed_by=claimant,
             profile=entry.profile if entry is not None else None,
@@ -250,8 +270,9 @@ class ProfileFetcher:
 
     async def on_inbound(
         self, message: InboundMessage, known: Known | None = None
-    ) -> ContactProfile | None:
-        """Fetch the profile of the DM's contact if one is due; the profile fetched, or None.
+    ) -> ContactProfile | ProfileDue | None:
+        """Fetch the profile of the DM's contact if one is due; the profile fetched, the
+        fetch queued for later (the page's rate limit is full: publish it), or None.
 
         ``known`` is the contact's entry, read already. WhatsApp's profile is the
         webhook's: due, it is returned without a claim (nobody fetches anything).
@@ -266,12 +287,41 @@ class ProfileFetcher:
             entry, _ = known if known is not None else await self.cache.read(ref)
             if not self.cache.due(entry, message.mid, utcnow()):
                 return None
-        elif not await self.cache.claim(ref, message.mid, utcnow(), known):
+            return await self._recorded(ref, self.fetch(message), entry)
+        if known is not None and not self.cache.due(known[0], message.mid, utcnow()):
             return None
-        else:
-            entry = None  # read again on failure: the claim replaced it
+        # A full page queues the fetch rather than wait for room (the entry says so).
+        full = await self.limit.exhausted(ref.account_id) is not None
+        state = FetchState.DEFERRED if full else FetchState.PENDING
+        if not await self.cache.claim(ref, message.mid, utcnow(), known, state=state):
+            return None
+        if full:
+            return ProfileDue(conversation=ref, mid=message.mid)
+        counted = await self.limit.hit(ref.account_id) is None
+        return await self._recorded(ref, self.fetch(message, counted=counted))
+
+    async def on_due(self, due: ProfileDue) -> ContactProfile | None:
+        """Fetch a profile queued by :meth:`on_inbound`, waiting for room under the rate
+        limit; None when its claim has gone (another DM's fetch took over).
+
+        Raises:
+            ProfileFetchError: the platform gave no profile (recorded in the bucket).
+        """
+        ref = due.conversation
+        if not await self.cache.claim(ref, due.mid, utcnow()):
+            return None
+        return await self._recorded(ref, self._graph_profile(ref))
+
+    async def _recorded(
+        self,
+        ref: ConversationRef,
+        fetching: Awaitable[ContactProfile],
+        entry: ProfileEntry | None = None,
+    ) -> ContactProfile:
+        """The profile ``fetching`` gives; a failure recorded in the bucket (keeping the
+        last profile: ``entry``, else the one stored) and raised."""
         try:
-            return await self.fetch(message)
+            return await fetching
         except ProfileFetchError:
             if entry is None:
                 entry, _ = await self.cache.read(ref)
@@ -292,14 +342,28 @@ class ProfileFetcher:
             ProfileEntry(state=FetchState.FETCHED, at=profile.fetched_at, profile=profile),
         )
 
-    async def fetch(self, message: InboundMessage) -> ContactProfile:
-        """Ask the platform who wrote ``message``."""
+    async def fetch(self, message: InboundMessage, *, counted: bool = False) -> ContactProfile:
+        """Ask the platform who wrote ``message`` (``counted``: its first request is
+        counted under the rate limit already)."""
         ref = message.conversation
         if ref.channel == Channel.WHATSAPP:
             name = _text(message.contact.name)
             if name is None:
                 raise ProfileFetchError("no_name")
             return ContactProfile(conversation=ref, source=ProfileSource.WEBHOOK, name=name)
+        return await self._graph_profile(ref, counted=counted)
+
+    async def _graph_profile(
+        self, ref: ConversationRef, *, counted: bool = False
+    ) -> ContactProfile:
+        """The contact's profile from the Graph API, each request under the rate limit."""
+        uncounted = [not counted]
+
+        async def before_attempt() -> None:
+            if uncounted[0]:
+                await self._acquire(ref.account_id)
+            uncounted[0] = True
+
         if self._paused_until.get(ref.account_id, 0.0) > time.monotonic():
             raise ProfileFetchError("rate_limited")
         token = self.graph.token(ref.channel, ref.account_id)
@@ -310,7 +374,7 @@ class ProfileFetcher:
             "GET",
             f"{self.graph.base_url}/{ref.contact_id}",
             max_attempts=self.max_attempts,
-            before_attempt=lambda: self._acquire(ref.account_id),
+            before_attempt=before_attempt,
             log={"channel": ref.channel.value, "call": "profile"},
             request_timeout=self.timeout,
             params={"fields": ",".join(fields), "access_token": token},

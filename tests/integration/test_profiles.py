@@ -19,7 +19,8 @@ from services.responder.profiles import (
     ProfileFetchError,
 )
 from shared import streams
-from shared.events import Channel, Contact, ContactProfile, InboundMessage, utcnow
+from shared.events import Channel, Contact, ContactProfile, InboundMessage, ProfileDue, utcnow
+from shared.ratelimit import RateLimit
 from shared.service import service_app
 from shared.settings import Settings
 from tests.stack import eventually, stored
@@ -151,6 +152,34 @@ async def test_a_timeout_is_a_recorded_failure(
     assert await fetcher.on_inbound(dm("slow", "m-2")) is None  # not again before the retry time
 
 
+async def test_a_full_rate_limit_queues_the_fetch_instead_of_waiting_for_room(
+    make_fetcher: Callable[..., ProfileFetcher], graph: SendApiStub
+) -> None:
+    for contact in ("a", "b", "c"):
+        graph.profiles[contact] = STAR
+    fetcher = make_fetcher()
+    fetcher.limit = RateLimit("2/second")
+    assert isinstance(await fetcher.on_inbound(dm("a")), ContactProfile)
+    assert isinstance(await fetcher.on_inbound(dm("b")), ContactProfile)
+
+    queued = await fetcher.on_inbound(dm("c", "m-c"))
+    assert isinstance(queued, ProfileDue)
+    assert queued.mid == "m-c"
+    assert graph.profile_requests("c") == []
+    entry, _ = await fetcher.cache.read(dm("c").conversation)
+    assert entry is not None
+    assert entry.state == FetchState.DEFERRED
+    assert not fetcher.cache.in_flight(entry, utcnow())  # no decision waits for it
+    assert await fetcher.on_inbound(dm("c", "m-c2")) is None  # queued once
+
+    profile = await fetcher.on_due(queued)  # waits for room
+    assert profile is not None
+    assert profile.followers == 400_000
+    await fetcher.remember(profile)
+    assert await fetcher.on_due(queued) is None  # redelivered: fetched already
+    assert len(graph.profile_requests("c")) == 1
+
+
 def inbound(channel: Channel, contact: str, mid: str, account: str = IG) -> InboundMessage:
     return InboundMessage(
         mid=mid,
@@ -203,6 +232,47 @@ async def test_contacts_consumer_writes_a_profile_only_when_one_is_due(
     assert writes == 3
     assert len(profiles) == 2
     assert len(graph.profile_requests("star")) == 1
+
+
+async def test_a_spike_of_new_contacts_queues_profiles_without_holding_up_the_dms(
+    settings_factory: Callable[..., Settings], graph: SendApiStub
+) -> None:
+    contacts = [f"new-{i}" for i in range(6)]
+    for contact in contacts:
+        graph.profiles[contact] = STAR
+    settings = settings_factory(
+        graph_api_url=graph.base_url, page_access_tokens=TOKENS, profile_rate_limit="1/second"
+    )
+    app = service_app(build(settings, LogAdapter()))
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    dms = [inbound(Channel.INSTAGRAM, contact, f"m-{contact}") for contact in contacts]
+    try:
+        async with app.router.lifespan_context(app):
+            for message in dms:
+                await js.publish(
+                    streams.inbound_subject(message.channel),
+                    message.model_dump_json().encode(),
+                    headers={streams.MSG_ID_HEADER: f"{message.channel.value}:{message.mid}"},
+                )
+            await eventually(
+                lambda: js.consumer_info(settings.stream_name, streams.RESPONDER_CONTACTS.durable),
+                lambda info: info.num_pending == 0 and info.num_ack_pending == 0,
+            )
+            # One a second: the DMs' consumer is done long before the last profile.
+            fetched_then = len(await stored(js, streams.CONTACT_PROFILE, settings.stream_name))
+            queued = await stored(js, streams.PROFILE_DUE, settings.stream_name)
+            profiles = await eventually(
+                lambda: stored(js, streams.CONTACT_PROFILE, settings.stream_name),
+                lambda profiles: len(profiles) == len(contacts),
+            )
+    finally:
+        await client.close()
+    assert len(profiles) == len(contacts)
+    assert fetched_then < len(contacts)
+    assert len(queued) >= len(contacts) - 1
+    for contact in contacts:
+        assert len(graph.profile_requests(contact)) == 1
 
 
 async def test_a_profile_is_waited_for_only_while_its_fetch_is_in_flight(
