@@ -19,9 +19,9 @@ A failed fetch is a metric and a log line (no names, no text), recorded in the
 bucket so the next DM tries again after ``DMDESK_PROFILE_RETRY_MINUTES``.
 
 A claimed fetch that finds the page's rate limit full does not wait for room: it is
-queued as ``dm.contact.profile_due`` (the entry says ``deferred``, so no decision waits
-for it) and fetched by :meth:`ProfileFetcher.on_due` from a consumer of its own, as fast
-as the limit allows. A spike of new contacts then queues its fetches there while the
+queued as ``dm.contact.profile_due`` (unclaimed: no decision waits for it) and claimed
+and fetched by :meth:`ProfileFetcher.on_due` from a consumer of its own, as fast as the
+limit allows. A spike of new contacts then queues its fetches there while the
 attachments read with the DMs are copied at once.
 """
 
@@ -83,7 +83,6 @@ class FetchState(StrEnum):
     """Where a contact's profile fetch stands."""
 
     PENDING = "pending"
-    DEFERRED = "deferred"
     FETCHED = "fetched"
     FAILED = "failed"
 
@@ -137,10 +136,6 @@ class ProfileCache:
         age = now - entry.at
         if entry.state == FetchState.PENDING:
             return entry.claimed_by == claimant or age >= self.claim_ttl
-        if entry.state == FetchState.DEFERRED:
-            # Its dm.contact.profile_due is in the stream: only that claim fetches (or,
-            # should it never come, the next DM after a refresh period).
-            return entry.claimed_by == claimant or age >= self.refresh
         if entry.state == FetchState.FAILED:
             return age >= self.retry
         return age >= self.refresh
@@ -154,26 +149,19 @@ class ProfileCache:
         )
 
     async def claim(
-        self,
-        ref: ConversationRef,
-        claimant: str,
-        now: datetime,
-        known: Known | None = None,
-        *,
-        state: FetchState = FetchState.PENDING,
+        self, ref: ConversationRef, claimant: str, now: datetime, known: Known | None = None
     ) -> bool:
         """Claim the contact's fetch for ``claimant`` (a DM's mid) if one is due; True if so.
 
         Compare-and-set on the key: of replicas claiming at once, one wins. A claimant
         that claimed already (a redelivered DM) keeps its claim. ``known`` is the entry
-        read already (with the pull's others). ``state``: ``deferred`` for a fetch
-        queued until the rate limit allows.
+        read already (with the pull's others).
         """
         entry, revision = known if known is not None else await self.read(ref)
         if not self.due(entry, claimant, now):
             return False
         claimed = ProfileEntry(
-            state=state,
+            state=FetchState.PENDING,
             at=now,
             claimed_by=claimant,
             profile=entry.profile if entry is not None else None,
@@ -290,13 +278,14 @@ class ProfileFetcher:
             return await self._recorded(ref, self.fetch(message), entry)
         if known is not None and not self.cache.due(known[0], message.mid, utcnow()):
             return None
-        # A full page queues the fetch rather than wait for room (the entry says so).
-        full = await self.limit.exhausted(ref.account_id) is not None
-        state = FetchState.DEFERRED if full else FetchState.PENDING
-        if not await self.cache.claim(ref, message.mid, utcnow(), known, state=state):
-            return None
-        if full:
+        if await self.limit.exhausted(ref.account_id) is not None:
+            # The page's limit is full: queue the fetch rather than wait for room. The
+            # queued fetch claims the contact when it runs (a contact's later DMs may
+            # queue it again meanwhile: the first claim fetches, the others find it due
+            # no more), so queueing writes nothing here and no decision waits for it.
             return ProfileDue(conversation=ref, mid=message.mid)
+        if not await self.cache.claim(ref, message.mid, utcnow(), known):
+            return None
         counted = await self.limit.hit(ref.account_id) is None
         return await self._recorded(ref, self.fetch(message, counted=counted))
 
