@@ -255,6 +255,7 @@ class ProfileFetcher:
         self.timeout = settings.profile_timeout_seconds
         self.limit = RateLimit(settings.profile_rate_limit)
         self._paused_until: dict[str, float] = {}
+        self._full_until: dict[str, float] = {}
 
     async def on_inbound(
         self, message: InboundMessage, known: Known | None = None
@@ -278,7 +279,7 @@ class ProfileFetcher:
             return await self._recorded(ref, self.fetch(message), entry)
         if known is not None and not self.cache.due(known[0], message.mid, utcnow()):
             return None
-        if await self.limit.exhausted(ref.account_id) is not None:
+        if await self._full(ref.account_id):
             # The page's limit is full: queue the fetch rather than wait for room. The
             # queued fetch claims the contact when it runs (a contact's later DMs may
             # queue it again meanwhile: the first claim fetches, the others find it due
@@ -288,6 +289,17 @@ class ProfileFetcher:
             return None
         counted = await self.limit.hit(ref.account_id) is None
         return await self._recorded(ref, self.fetch(message, counted=counted))
+
+    async def _full(self, account_id: str) -> bool:
+        """Whether the page's rate limit has no room now (asked of the limiter once per
+        wait: a spike's DMs then skip its window scan until room is due)."""
+        if self._full_until.get(account_id, 0.0) > time.monotonic():
+            return True
+        wait = await self.limit.exhausted(account_id)
+        if wait is None:
+            return False
+        self._full_until[account_id] = time.monotonic() + wait
+        return True
 
     async def on_due(self, due: ProfileDue) -> ContactProfile | None:
         """Fetch a profile queued by :meth:`on_inbound`, waiting for room under the rate
