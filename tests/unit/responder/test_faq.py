@@ -480,6 +480,14 @@ def test_german_with_or_without_umlauts_and_sharp_s_reads_the_same() -> None:
     assert content_words("Gebühren", "de") == content_words("Gebuehren", "de")
 
 
+def test_a_german_compound_also_reads_its_topic_noun() -> None:
+    assert content_form("Versandgebühren?", "de") == "versandgebuhren gebuhren"
+    assert content_form("die Servicehotline", "de") == "die servicehotline hotline"
+    # Heads of other topics' compounds are not read apart, nor other languages' words.
+    assert content_form("Ihre Umsatzsteuernummer", "de") == "ihre umsatzsteuernummer"
+    assert content_form("Servicehotline", "en") == "servicehotline"
+
+
 @pytest.mark.parametrize(
     ("text", "language", "entry_id"),
     [
