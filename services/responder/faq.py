@@ -183,7 +183,12 @@ COUNTRY_WORDS = frozenset(
     angola mocambique mozambique luxembourg luxemburgo lussemburgo luxemburg hungary hungria
     ungarn ungheria hongrie romania rumania rumanien roumanie croatia croacia kroatien
     croatie croazia czechia tschechien uk england inglaterra angleterre inghilterra
-    scotland escocia schottland ecosse scozia""".split()  # noqa: SIM905
+    scotland escocia schottland ecosse scozia peru chile venezuela ecuador uruguay paraguay
+    bolivia guatemala honduras nicaragua panama cuba india china turquia turkei tuerkei turquie
+    turchia bulgaria bulgarie bulgarien eslovaquia slowakei slovaquie slovacchia slovakia slovenia
+    eslovenia slowenien slovenie estonia estland estonie latvia letonia lettland lettonie
+    lettonia lithuania lituania litauen lituanie cyprus chipre zypern chypre cipro malta malte
+    iceland islandia islande islanda israel egypt egipto agypten egypte egitto""".split()  # noqa: SIM905
 )
 COUNTRY_WORD = "xcountry"
 # Cities abroad name a destination abroad as a country does ("do you deliver to Oslo" is "do you

@@ -398,6 +398,7 @@ def test_an_entry_whose_key_concepts_are_named_answers_a_little_under_the_thresh
 def test_every_country_is_one_word_to_the_matcher() -> None:
     assert content_words("do you ship to Poland?") == content_words("do you ship to Spain?")
     assert content_words("¿enviáis a Noruega?") == content_words("¿enviáis a España?")
+    assert content_words("¿hacen envíos a Perú?") == content_words("¿hacen envíos a Chile?")
 
 
 @pytest.mark.parametrize(
