@@ -183,7 +183,12 @@ COUNTRY_WORDS = frozenset(
     angola mocambique mozambique luxembourg luxemburgo lussemburgo luxemburg hungary hungria
     ungarn ungheria hongrie romania rumania rumanien roumanie croatia croacia kroatien
     croatie croazia czechia tschechien uk england inglaterra angleterre inghilterra
-    scotland escocia schottland ecosse scozia""".split()  # noqa: SIM905
+    scotland escocia schottland ecosse scozia peru chile venezuela ecuador uruguay paraguay
+    bolivia guatemala honduras nicaragua panama cuba india china turquia turkei tuerkei turquie
+    turchia bulgaria bulgarie bulgarien eslovaquia slowakei slovaquie slovacchia slovakia slovenia
+    eslovenia slowenien slovenie estonia estland estonie latvia letonia lettland lettonie
+    lettonia lithuania lituania litauen lituanie cyprus chipre zypern chypre cipro malta malte
+    iceland islandia islande islanda israel egypt egipto agypten egypte egitto""".split()  # noqa: SIM905
 )
 COUNTRY_WORD = "xcountry"
 # Cities abroad name a destination abroad as a country does ("do you deliver to Oslo" is "do you
@@ -293,6 +298,16 @@ _GERMAN_UMLAUT_SPELLING = re.compile(r"([aou])e")
 _POSTAGE_AND_PACKING = re.compile(r"\bp ?(?:&|and|n) ?p\b")
 # A letter typed three times or more is one typed twice: "sooo", "pleeease", "freeee".
 _REPEATED_LETTER = re.compile(r"([^\W\d_])\1{2,}")
+# German joins nouns into one word ("Versandgebühren", "Servicehotline", "Schuhgrösse"): a
+# compound ending in one of these topic nouns reads that noun too, as a word of its own right
+# after it, so "Versandgebühren" names the fees as "Gebühren" does. Nouns that head compounds
+# of other topics are left out ("Steuernummer" is no phone number, "Geschenkkarte" no card to
+# pay with, "Kundenkonto" in a newsletter question no account to delete).
+_GERMAN_COMPOUND_HEADS = re.compile(
+    r"\b(?:\w{3,}?)((?:kosten|geb(?:u|ue)hr|spesen|porto|dauer|frist|hotline|telefon|adresse"
+    r"|anschrift|passwort|kennwort|gutschein|garantie|filiale|versand|lieferung|erstattung"
+    r"|gro(?:e)?sse|geschaft)(?:n|en|e|s|es)?)\b"
+)
 
 
 def base_language(language: str | None) -> str | None:
@@ -307,7 +322,10 @@ def content_form(text: str, language: str | None = None) -> str:
     spellings = _SPELLINGS.get(language, _EVERY_SPELLING) if language else _EVERY_SPELLING
     plain = _POSTAGE_AND_PACKING.sub("postage and packing", plain_text(text))
     words = _WORD.findall(_REPEATED_LETTER.sub(r"\1\1", plain))
-    return " ".join(spellings.get(word, word) for word in words)
+    form = " ".join(spellings.get(word, word) for word in words)
+    if language == "de":
+        form = _GERMAN_COMPOUND_HEADS.sub(r"\g<0> \1", form)
+    return form
 
 
 def content_words(text: str, language: str | None = None) -> str:

@@ -398,6 +398,7 @@ def test_an_entry_whose_key_concepts_are_named_answers_a_little_under_the_thresh
 def test_every_country_is_one_word_to_the_matcher() -> None:
     assert content_words("do you ship to Poland?") == content_words("do you ship to Spain?")
     assert content_words("¿enviáis a Noruega?") == content_words("¿enviáis a España?")
+    assert content_words("¿hacen envíos a Perú?") == content_words("¿hacen envíos a Chile?")
 
 
 @pytest.mark.parametrize(
@@ -478,6 +479,14 @@ def test_german_with_or_without_umlauts_and_sharp_s_reads_the_same() -> None:
     assert content_form("Größe", "de") == content_form("grosse", "de") == "grosse"
     assert content_words("Größe", "de") == content_words("Groesse", "de") == "grosse"
     assert content_words("Gebühren", "de") == content_words("Gebuehren", "de")
+
+
+def test_a_german_compound_also_reads_its_topic_noun() -> None:
+    assert content_form("Versandgebühren?", "de") == "versandgebuhren gebuhren"
+    assert content_form("die Servicehotline", "de") == "die servicehotline hotline"
+    # Heads of other topics' compounds are not read apart, nor other languages' words.
+    assert content_form("Ihre Umsatzsteuernummer", "de") == "ihre umsatzsteuernummer"
+    assert content_form("Servicehotline", "en") == "servicehotline"
 
 
 @pytest.mark.parametrize(
