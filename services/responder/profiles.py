@@ -279,27 +279,30 @@ class ProfileFetcher:
             return await self._recorded(ref, self.fetch(message), entry)
         if known is not None and not self.cache.due(known[0], message.mid, utcnow()):
             return None
-        if await self._full(ref.account_id):
+        if not await self._take_token(ref.account_id):
             # The page's limit is full: queue the fetch rather than wait for room. The
             # queued fetch claims the contact when it runs (a contact's later DMs may
             # queue it again meanwhile: the first claim fetches, the others find it due
             # no more), so queueing writes nothing here and no decision waits for it.
             return ProfileDue(conversation=ref, mid=message.mid)
+        # The token is taken before the claim: a claim is a fetch in flight, which
+        # decisions wait for, so it must not then wait for room (a DM's pull would wait
+        # up to DMDESK_PROFILE_WAIT_SECONDS for it). A claim lost to another replica
+        # wastes the token.
         if not await self.cache.claim(ref, message.mid, utcnow(), known):
             return None
-        counted = await self.limit.hit(ref.account_id) is None
-        return await self._recorded(ref, self.fetch(message, counted=counted))
+        return await self._recorded(ref, self.fetch(message, counted=True))
 
-    async def _full(self, account_id: str) -> bool:
-        """Whether the page's rate limit has no room now (asked of the limiter once per
-        wait: a spike's DMs then skip its window scan until room is due)."""
+    async def _take_token(self, account_id: str) -> bool:
+        """Count a request under the page's rate limit now, if it has room; a page found
+        full is remembered until room is due (a spike's DMs skip the limiter)."""
         if self._full_until.get(account_id, 0.0) > time.monotonic():
-            return True
-        wait = await self.limit.exhausted(account_id)
-        if wait is None:
             return False
+        wait = await self.limit.hit(account_id)
+        if wait is None:
+            return True
         self._full_until[account_id] = time.monotonic() + wait
-        return True
+        return False
 
     async def on_due(self, due: ProfileDue) -> ContactProfile | None:
         """Fetch a profile queued by :meth:`on_inbound`, waiting for room under the rate
@@ -309,9 +312,13 @@ class ProfileFetcher:
             ProfileFetchError: the platform gave no profile (recorded in the bucket).
         """
         ref = due.conversation
-        if not await self.cache.claim(ref, due.mid, utcnow()):
+        entry, revision = await self.cache.read(ref)
+        if not self.cache.due(entry, due.mid, utcnow()):
             return None
-        return await self._recorded(ref, self._graph_profile(ref))
+        await self._acquire(ref.account_id)  # before the claim, as in on_inbound
+        if not await self.cache.claim(ref, due.mid, utcnow(), (entry, revision)):
+            return None
+        return await self._recorded(ref, self._graph_profile(ref, counted=True))
 
     async def _recorded(
         self,

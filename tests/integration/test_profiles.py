@@ -180,6 +180,26 @@ async def test_a_full_rate_limit_queues_the_fetch_instead_of_waiting_for_room(
     assert len(graph.profile_requests("c")) == 1
 
 
+async def test_a_claimed_fetch_never_waits_for_room_under_the_rate_limit(
+    make_fetcher: Callable[..., ProfileFetcher], graph: SendApiStub
+) -> None:
+    # A pull's contacts are fetched at once: only those that got room claim (a claim is a
+    # fetch in flight, which decisions wait for); the others are queued, unclaimed.
+    contacts = [f"pull-{i}" for i in range(5)]
+    for contact in contacts:
+        graph.profiles[contact] = STAR
+    fetcher = make_fetcher()
+    fetcher.limit = RateLimit("2/minute")
+    results = await asyncio.gather(*(fetcher.on_inbound(dm(contact)) for contact in contacts))
+    fetched = [result for result in results if isinstance(result, ContactProfile)]
+    queued = [result for result in results if isinstance(result, ProfileDue)]
+    assert (len(fetched), len(queued)) == (2, 3)
+    for due in queued:
+        entry, _ = await fetcher.cache.read(due.conversation)
+        assert entry is None
+    assert sum(len(graph.profile_requests(contact)) for contact in contacts) == 2
+
+
 def inbound(channel: Channel, contact: str, mid: str, account: str = IG) -> InboundMessage:
     return InboundMessage(
         mid=mid,
