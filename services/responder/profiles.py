@@ -18,11 +18,13 @@ page, backed off on rate-limit errors), stores the profile and publishes
 A failed fetch is a metric and a log line (no names, no text), recorded in the
 bucket so the next DM tries again after ``DMDESK_PROFILE_RETRY_MINUTES``.
 
-A claimed fetch that finds the page's rate limit full does not wait for room: it is
-queued as ``dm.contact.profile_due`` (unclaimed: no decision waits for it) and claimed
-and fetched by :meth:`ProfileFetcher.on_due` from a consumer of its own, as fast as the
-limit allows. A spike of new contacts then queues its fetches there while the
-attachments read with the DMs are copied at once.
+A fetch takes its token under the rate limit before it claims the contact (a claim is a
+fetch in flight, which the responder's decisions wait for). One that finds the page's
+limit full does not wait for room: it is queued as ``dm.contact.profile_due``
+(unclaimed: no decision waits for it) and claimed and fetched by
+:meth:`ProfileFetcher.on_due` from a consumer of its own, as fast as the limit allows. A
+spike of new contacts then queues its fetches there while the attachments read with the
+DMs are copied at once.
 """
 
 import asyncio
@@ -365,12 +367,13 @@ class ProfileFetcher:
         self, ref: ConversationRef, *, counted: bool = False
     ) -> ContactProfile:
         """The contact's profile from the Graph API, each request under the rate limit."""
-        uncounted = [not counted]
+        already_counted = counted
 
         async def before_attempt() -> None:
-            if uncounted[0]:
+            nonlocal already_counted
+            if not already_counted:
                 await self._acquire(ref.account_id)
-            uncounted[0] = True
+            already_counted = False
 
         if self._paused_until.get(ref.account_id, 0.0) > time.monotonic():
             raise ProfileFetchError("rate_limited")
