@@ -580,10 +580,11 @@ class ProfileDue(Event):
     """A contact's profile to fetch once the page's rate limit allows
     (``dm.contact.profile_due``).
 
-    The responder claims a new contact's fetch as its DM arrives; when the page has no
-    room left under ``DMDESK_PROFILE_RATE_LIMIT`` it queues the fetch here instead of
-    waiting, so a spike of new contacts does not hold up the attachments read on the
-    same consumer. ``mid`` is the DM whose claim it is.
+    When a new contact's DM arrives and the page has no room left under
+    ``DMDESK_PROFILE_RATE_LIMIT``, the responder queues the fetch here instead of waiting,
+    so a spike of new contacts does not hold up the attachments read on the same
+    consumer. Nothing is claimed until the queued fetch runs; ``mid`` is the DM that asked
+    (the claimant then).
     """
 
     version: Literal[1] = 1

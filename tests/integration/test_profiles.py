@@ -7,6 +7,7 @@ from typing import Any
 
 import nats
 import pytest
+from nats.js.client import JetStreamContext
 
 from services.responder.adapters import LogAdapter
 from services.responder.app import build
@@ -19,6 +20,7 @@ from services.responder.profiles import (
     ProfileFetchError,
 )
 from shared import streams
+from shared.bus import publish_as
 from shared.events import Channel, Contact, ContactProfile, InboundMessage, ProfileDue, utcnow
 from shared.ratelimit import RateLimit
 from shared.service import service_app
@@ -86,7 +88,7 @@ async def test_instagram_profile_has_the_documented_fields(
 ) -> None:
     graph.profiles["star"] = STAR
     profile = await make_fetcher().on_inbound(dm("star"))
-    assert profile is not None
+    assert isinstance(profile, ContactProfile)
     assert (profile.name, profile.username, profile.followers) == ("Star Creator", "star", 400_000)
     assert (profile.verified, profile.follows_business) == (True, False)
     [call] = graph.profile_requests("star")
@@ -104,6 +106,7 @@ async def test_replicas_fetch_a_contact_once_per_refresh_period(
     )
     assert sum(result is not None for result in results) == 1
     fetched = next(result for result in results if result is not None)
+    assert isinstance(fetched, ContactProfile)
     await first.remember(fetched)
     assert await second.on_inbound(dm("star", "m-3")) is None
     assert len(graph.profile_requests("star")) == 1
@@ -115,7 +118,7 @@ async def test_rate_limit_errors_are_backed_off_and_retried(
     graph.profiles["star"] = STAR
     graph.fail_profile("star", 400, RATE_LIMIT, times=2)
     profile = await make_fetcher().on_inbound(dm("star"))
-    assert profile is not None
+    assert isinstance(profile, ContactProfile)
     assert profile.followers == 400_000
     assert [call.status for call in graph.profile_requests("star")] == [400, 400, 200]
 
@@ -211,6 +214,18 @@ def inbound(channel: Channel, contact: str, mid: str, account: str = IG) -> Inbo
     )
 
 
+async def contacts_consumer_handles(
+    js: JetStreamContext, settings: Settings, dms: list[InboundMessage]
+) -> None:
+    """Publish ``dms`` as ingest does and wait until ``responder-contacts-v2`` acked them all."""
+    for message in dms:
+        await publish_as(js, streams.INBOUND_EVENT, message, settings=settings)
+    await eventually(
+        lambda: js.consumer_info(settings.stream_name, streams.RESPONDER_CONTACTS.durable),
+        lambda info: info.num_pending == 0 and info.num_ack_pending == 0,
+    )
+
+
 async def test_contacts_consumer_writes_a_profile_only_when_one_is_due(
     settings_factory: Callable[..., Settings], graph: SendApiStub
 ) -> None:
@@ -228,16 +243,7 @@ async def test_contacts_consumer_writes_a_profile_only_when_one_is_due(
     ]
     try:
         async with app.router.lifespan_context(app):
-            for message in dms:
-                await js.publish(
-                    streams.inbound_subject(message.channel),
-                    message.model_dump_json().encode(),
-                    headers={streams.MSG_ID_HEADER: f"{message.channel.value}:{message.mid}"},
-                )
-            await eventually(
-                lambda: js.consumer_info(settings.stream_name, streams.RESPONDER_CONTACTS.durable),
-                lambda info: info.num_pending == 0 and info.num_ack_pending == 0,
-            )
+            await contacts_consumer_handles(js, settings, dms)
         kv = await js.key_value(settings.profiles_bucket)
         keys = set(await kv.keys())
         writes = (await js.stream_info(f"KV_{settings.profiles_bucket}")).state.last_seq
@@ -269,16 +275,7 @@ async def test_a_spike_of_new_contacts_queues_profiles_without_holding_up_the_dm
     dms = [inbound(Channel.INSTAGRAM, contact, f"m-{contact}") for contact in contacts]
     try:
         async with app.router.lifespan_context(app):
-            for message in dms:
-                await js.publish(
-                    streams.inbound_subject(message.channel),
-                    message.model_dump_json().encode(),
-                    headers={streams.MSG_ID_HEADER: f"{message.channel.value}:{message.mid}"},
-                )
-            await eventually(
-                lambda: js.consumer_info(settings.stream_name, streams.RESPONDER_CONTACTS.durable),
-                lambda info: info.num_pending == 0 and info.num_ack_pending == 0,
-            )
+            await contacts_consumer_handles(js, settings, dms)
             # One a second: the DMs' consumer is done long before the last profile.
             fetched_then = len(await stored(js, streams.CONTACT_PROFILE, settings.stream_name))
             queued = await stored(js, streams.PROFILE_DUE, settings.stream_name)
