@@ -43,7 +43,8 @@ from datetime import datetime
 
 from sqlalchemy import Engine, event, inspect
 from sqlalchemy.orm import InstanceState, Session, sessionmaker
-from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy.orm.attributes import flag_modified, get_history
+from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
 
 from services.api.changes import changed_in, read_changes
 from services.api.clocks import earliest_deadline
@@ -98,7 +99,8 @@ def _update_alike(session: Session, _context: object, _instances: object) -> Non
             {
                 key
                 for key in state.committed_state
-                if key in state.mapper.column_attrs and state.attrs[key].history.has_changes()
+                if key in state.mapper.column_attrs
+                and get_history(state.obj(), key, PASSIVE_NO_INITIALIZE).has_changes()
             }
             for state in states
         ]
