@@ -1,5 +1,8 @@
 """A service that starts before its dependencies waits for them, and only for them."""
 
+import gc
+import weakref
+
 import nats.errors
 import pytest
 from nats.js.errors import ServiceUnavailableError
@@ -58,3 +61,26 @@ async def test_start_up_waits_while_jetstream_is_not_ready(monkeypatch: pytest.M
 
     await service.patiently(step)
     assert len(attempts) == 2
+
+
+class Node:
+    peer: "Node | None" = None
+
+
+def test_a_started_service_leaves_its_startup_objects_out_of_later_collections() -> None:
+    threshold = gc.get_threshold()
+    frozen_before = gc.get_freeze_count()
+    built_at_startup: list[object] = [[] for _ in range(1_000)]
+    cycle = Node()
+    cycle.peer = cycle  # startup's garbage: collected, not frozen for good
+    left = weakref.ref(cycle)
+    del cycle
+    try:
+        service.freeze_startup_heap()
+        assert left() is None
+        assert gc.get_freeze_count() >= frozen_before + len(built_at_startup)
+        assert not any(item is built_at_startup for item in gc.get_objects())
+        assert gc.get_threshold() == (service.YOUNG_GC_THRESHOLD, *threshold[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
