@@ -86,7 +86,11 @@ async def test_one_pull_commits_its_good_messages_and_settles_each_bad_one_alone
                 lambda: stored(js, "dm.dlq.api", settings.stream_name),
                 lambda found: len(found) == 2,
             )
-            info = await js.consumer_info(settings.stream_name, API_ROUTED.durable)
+            # A dead letter is stored before its message is acked: wait for the acks.
+            info = await eventually(
+                lambda: js.consumer_info(settings.stream_name, API_ROUTED.durable),
+                lambda found: (found.num_ack_pending, found.num_pending) == (0, 0),
+            )
             registry = app.state.metrics.registry
             counted = [
                 registry.get_sample_value(f"dmdesk_{name}_total", {"event": "RoutedMessage"})
