@@ -5,7 +5,14 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import APIRouter, Response, status
 from faststream.nats import NatsBroker
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from pydantic import BaseModel
 
 from shared.settings import Settings
@@ -20,6 +27,17 @@ class Health(BaseModel):
 
     status: str = "ok"
     service: str
+
+
+def service_registry() -> CollectorRegistry:
+    """A service's metrics registry, with its process's CPU time, memory and open files
+    (``process_*``) and CPython's garbage collections (``python_gc_*``, ``python_info``):
+    prometheus-client's own collectors, per replica on the dashboards."""
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 def nats_closed(broker: NatsBroker) -> str | None:

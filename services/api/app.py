@@ -9,7 +9,6 @@ from typing import Any, Generic, TypeVar
 from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.publisher.usecase import LogicPublisher
 from nats.aio.msg import Msg
-from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
@@ -62,6 +61,7 @@ from shared.events import (
     SlaEventKind,
     StatusEvent,
 )
+from shared.ops import service_registry
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
 from shared.tasks import stop_task
@@ -296,7 +296,7 @@ def _wire(
 
 def build(settings: Settings) -> ServiceSpec:
     """Wire the api's database, projections, SLA scheduler, routes and metrics."""
-    registry = CollectorRegistry()
+    registry = service_registry()
     metrics = ApiMetrics(registry)
     engine = create_engine(settings.sqlalchemy_url)
     sessions = session_factory(engine)

@@ -5,7 +5,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from nats.aio.msg import Msg
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.classifier.model import CategoryModel
@@ -25,6 +25,7 @@ from shared.bus import (
     stage_router,
 )
 from shared.events import Classification, ClassifiedMessage, InboundMessage, LanguageSource
+from shared.ops import service_registry
 from shared.priority_policy import PolicyStore
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
@@ -37,7 +38,7 @@ NEUTRAL_BAND = 0.05
 
 def build(settings: Settings) -> ServiceSpec:
     """Wire the classifier's broker, handlers and metrics."""
-    registry = CollectorRegistry()
+    registry = service_registry()
     classified_total = Counter(
         "dmdesk_classified_total",
         "DMs classified, by category, priority and sentiment (negative, neutral, positive).",

@@ -1,12 +1,11 @@
 """The ingest service: HTTP in (Meta webhooks, generic JSON), JetStream out."""
 
-from prometheus_client import CollectorRegistry
-
 from services.ingest.metrics import IngestMetrics
 from services.ingest.publisher import JetStreamSink
 from services.ingest.requests import KvContactStore, MessageRequests
 from services.ingest.routes import ingest_routers
 from shared.bus import make_broker
+from shared.ops import service_registry
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
 
@@ -15,7 +14,7 @@ STAGE = "ingest"
 
 def build(settings: Settings) -> ServiceSpec:
     """Wire ingest's broker, contact store, routes and metrics."""
-    registry = CollectorRegistry()
+    registry = service_registry()
     broker = make_broker(settings, STAGE, registry)
     metrics = IngestMetrics(registry)
     contacts = KvContactStore(broker, settings)

@@ -80,6 +80,7 @@ from shared.live_rules import (
     read_document,
     seed_defaults,
 )
+from shared.ops import service_registry
 from shared.rule_guards import promotional_match
 from shared.rules import compile_rule_set, load_rule_set_document
 from shared.service import ServiceSpec, serve, service_app
@@ -874,7 +875,7 @@ def profile_wanted(message: InboundMessage) -> bool:
 
 def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec:
     """Wire the responder's broker, handlers and metrics."""
-    registry = CollectorRegistry()
+    registry = service_registry()
     decisions_total = Counter(
         "dmdesk_responder_decisions_total",
         "Decisions on classified DMs, by kind (bot_reply, handoff, close, silent) and team.",
