@@ -310,6 +310,39 @@ _GERMAN_COMPOUND_HEADS = re.compile(
 )
 
 
+# "Ordered half an hour ago", "pedí hace media hora", "vor einer Stunde bestellt": a time ago
+# in hours or minutes says when something happened, not that the customer asks about the
+# hours; in the vectors it reads as one word (the patterns still see the words).
+_TIME_AGO = re.compile(
+    r"\b(?:(?:hace|vor|il y a|faz|ha)(?: \w+){0,2} (?:horas?|stunden?|heures?|minut\w*|mins?)"
+    r"|(?:(?:half )?an?|one|two|three|couple of|few|[0-9]+|mezz|un|una|mezza|due|tre|qualche)"
+    r" (?:hours?|hrs?|mins?|minutes?|ore|ora|minuti) (?:ago|fa))\b"
+)
+TIME_AGO_WORD = "xrecently"
+
+
+# Spanish and Italian join object pronouns to an infinitive or a gerund ("cancelarlo",
+# "devolverla", "enviándolo", "annullarlo", "rimandarvelo"): the verb is read as the variants
+# write it ("cancelar", "annullare"), the pronouns as the function words they are. Italian
+# "si" and "ti" are left joined ("diversi" is no verb), and so is Spanish "-ernos" ("modernos").
+_ENCLITICS: dict[str, tuple[re.Pattern[str], str]] = {
+    "es": (
+        re.compile(
+            r"\b(?!\w*ernos\b)(\w{3,}?(?:ar|er|ir)|\w{2,}?(?:ando|iendo))"
+            r"((?:me|te|se|nos|os)?(?:lo|la|los|las|le|les)|me|te|se|nos|os)\b"
+        ),
+        r"\1 \2",
+    ),
+    "it": (
+        re.compile(
+            r"\b(\w{3,}?(?:ar|er|ir))"
+            r"((?:me|te|ce|ve|se|glie)(?:lo|la|li|le|ne)|lo|la|li|le|ne|mi|ci|vi|gli)\b"
+        ),
+        r"\1e \2",
+    ),
+}
+
+
 def base_language(language: str | None) -> str | None:
     """The language without its region: "es-MX" is "es", "pt_BR" "pt"."""
     return re.split(r"[-_]", language.lower(), maxsplit=1)[0] if language else None
@@ -329,9 +362,15 @@ def content_form(text: str, language: str | None = None) -> str:
 
 
 def content_words(text: str, language: str | None = None) -> str:
-    """``text`` lower-cased, without accents and without function words."""
-    words = [word for word in content_form(text, language).split() if word not in STOP_WORDS]
-    if base_language(language) == "de":
+    """``text`` lower-cased, without accents and without function words (a time ago in hours
+    or minutes read as one word, a verb's attached pronouns as words of their own)."""
+    language = base_language(language)
+    form = _TIME_AGO.sub(f" {TIME_AGO_WORD} ", content_form(text, language))
+    enclitics = _ENCLITICS.get(language) if language else None
+    if enclitics is not None:
+        form = enclitics[0].sub(enclitics[1], form)
+    words = [word for word in form.split() if word not in STOP_WORDS]
+    if language == "de":
         words = [_GERMAN_UMLAUT_SPELLING.sub(r"\1", word) for word in words]
     return " ".join(_place(word) for word in words)
 
