@@ -343,6 +343,28 @@ _ENCLITICS: dict[str, tuple[re.Pattern[str], str]] = {
 }
 
 
+# German splits a verb from its particle at the end of a clause ("die Mail kommt nie an",
+# "wie schicke ich das zurück", "ich melde mich ab"): the joined verb is read too, right after
+# the particle ("ankommen", "zuruckschicken", "abmelden"), as the variants and patterns write it.
+# "zurück" is never a preposition; the other particles count at the end of a clause only.
+_GERMAN_SEPARATED_VERB = re.compile(
+    r"\b(?:(?P<stem>komm|schick|geb|ruf|meld|tausch|mach|nehm|hol|send|buch|zahl|bring|stell"
+    r"|lad|seh|fall|guck|schau)(?:e|st|t|en|et|te|ten)?|(?P<irregular>kam|kamen|gibt|gab|nimmt"
+    r"|nahm|sieht|sah|fallt|fiel|rief))\b(?:\s+\w+){0,6}?\s+(?:(?P<back>zuruck|zurueck)\b|(?P<particle>"
+    r"an|ab|auf|um|aus|ein|nach|weiter)\b(?=\s*(?:$|[.,;:!?)]|(?:und|aber|oder|weil|wenn|dass|ob"
+    r"|denn|bitte)\b)))"
+)
+_GERMAN_IRREGULAR_STEMS = {
+    "kam": "komm", "kamen": "komm", "gibt": "geb", "gab": "geb", "nimmt": "nehm", "nahm": "nehm",
+    "sieht": "seh", "sah": "seh", "fallt": "fall", "fiel": "fall", "rief": "ruf",
+}  # fmt: skip
+
+
+def _joined_verb(found: re.Match[str]) -> str:
+    stem = found["stem"] or _GERMAN_IRREGULAR_STEMS[found["irregular"]]
+    return f"{found[0]} {found['back'] or found['particle']}{stem}en"
+
+
 def base_language(language: str | None) -> str | None:
     """The language without its region: "es-MX" is "es", "pt_BR" "pt"."""
     return re.split(r"[-_]", language.lower(), maxsplit=1)[0] if language else None
@@ -354,6 +376,8 @@ def content_form(text: str, language: str | None = None) -> str:
     language = base_language(language)
     spellings = _SPELLINGS.get(language, _EVERY_SPELLING) if language else _EVERY_SPELLING
     plain = _POSTAGE_AND_PACKING.sub("postage and packing", plain_text(text))
+    if language == "de":
+        plain = _GERMAN_SEPARATED_VERB.sub(_joined_verb, plain)
     words = _WORD.findall(_REPEATED_LETTER.sub(r"\1\1", plain))
     form = " ".join(spellings.get(word, word) for word in words)
     if language == "de":
