@@ -360,6 +360,19 @@ _GERMAN_IRREGULAR_STEMS = {
 }  # fmt: skip
 
 
+# Idioms built on the word for an account that name none: "me di cuenta" (I realised), "tener
+# en cuenta", "dei-me conta", "mi sono reso conto" read as a word for noticing.
+_ACCOUNT_IDIOMS = {
+    "es": re.compile(
+        r"\b((?:di|dio|dimos|disteis|dieron|doy|das|da|damos|dan|dado|dar|darme|darse|darte"
+        r"|dando|daba|daban|tener en|tenga en|tengan en|teniendo en) )cuenta\b"
+    ),
+    "pt": re.compile(r"\b((?:dei|deu|demos|deram|dou|dar|dado|dando)(?: me)? )conta\b"),
+    "it": re.compile(r"\b((?:reso|resa|resi|rese|rendo|rende|rendersi|rendermi) )conto\b"),
+}
+NOTICED_WORD = "notado"
+
+
 def _joined_verb(found: re.Match[str]) -> str:
     stem = found["stem"] or _GERMAN_IRREGULAR_STEMS[found["irregular"]]
     return f"{found[0]} {found['back'] or found['particle']}{stem}en"
@@ -382,6 +395,9 @@ def content_form(text: str, language: str | None = None) -> str:
     form = " ".join(spellings.get(word, word) for word in words)
     if language == "de":
         form = _GERMAN_COMPOUND_HEADS.sub(r"\g<0> \1", form)
+    idiom = _ACCOUNT_IDIOMS.get(language) if language else None
+    if idiom is not None:
+        form = idiom.sub(rf"\g<1>{NOTICED_WORD}", form)
     return form
 
 
