@@ -361,11 +361,16 @@ _GERMAN_IRREGULAR_STEMS = {
 
 
 # Idioms built on the word for an account that name none: "me di cuenta" (I realised), "tener
-# en cuenta", "dei-me conta", "mi sono reso conto" read as a word for noticing.
+# en cuenta", "je me suis rendu compte", "dei-me conta", "mi sono reso conto" read as a word
+# for noticing.
 _ACCOUNT_IDIOMS = {
     "es": re.compile(
         r"\b((?:di|dio|dimos|disteis|dieron|doy|das|da|damos|dan|dado|dar|darme|darse|darte"
         r"|dando|daba|daban|tener en|tenga en|tengan en|teniendo en) )cuenta\b"
+    ),
+    "fr": re.compile(
+        r"\b((?:rendre|rends|rend|rendu|rendue|rendant|rendais|rendait|rendons|rendez|tenir|tiens"
+        r"|tient|tenu|tenant|en fin de) )compte\b"
     ),
     "pt": re.compile(r"\b((?:dei|deu|demos|deram|dou|dar|dado|dando)(?: me)? )conta\b"),
     "it": re.compile(r"\b((?:reso|resa|resi|rese|rendo|rende|rendersi|rendermi) )conto\b"),
