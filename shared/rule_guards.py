@@ -232,8 +232,10 @@ CHANNEL_WORDS = (
 # contacter", "non voglio più essere contattato", "não quero ser contactada"), never a
 # statement about what happened ("no me han enviado el mensaje").
 OPT_OUT_PATTERNS = (
-    # en
-    r"\b(?:stop|quit|cease)\s+(?:\w+\s+)?(?:messag|text|dm|contact|writ|send|spam|slid|hitt)\w*",
+    # en ("what time do you stop answering messages" asks the hours: answering, replying or
+    # reading the messages is the page's, not messages to the customer)
+    r"\b(?:stop|quit|cease)\s+(?:(?!(?:answer|repl|respond|read|check)\w*\b)\w+\s+)?"
+    r"(?:messag|text|dm|contact|writ|send|spam|slid|hitt)\w*",
     r"\b(?:don t|dont|do not|never)\s+(?:\w+\s+){0,2}?(?:contact|message|text|dm|write)\w*\s+me\b",
     r"\b(?:don t|dont|do not)\s+want\s+(?:to\s+(?:get|receive)\s+)?any\s+more\b",
     r"\b(?:opt\s?(?:me\s+)?out|unsubscribe|unsub|take me off|remove me)\b",

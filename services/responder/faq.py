@@ -310,6 +310,79 @@ _GERMAN_COMPOUND_HEADS = re.compile(
 )
 
 
+# "Ordered half an hour ago", "pedí hace media hora", "vor einer Stunde bestellt": a time ago
+# in hours or minutes says when something happened, not that the customer asks about the
+# hours; in the vectors it reads as one word (the patterns still see the words).
+_TIME_AGO = re.compile(
+    r"\b(?:(?:hace|vor|il y a|faz|ha)(?: \w+){0,2} (?:horas?|stunden?|heures?|minut\w*|mins?)"
+    r"|(?:(?:half )?an?|one|two|three|couple of|few|[0-9]+|mezz|un|una|mezza|due|tre|qualche)"
+    r" (?:hours?|hrs?|mins?|minutes?|ore|ora|minuti) (?:ago|fa))\b"
+)
+TIME_AGO_WORD = "xrecently"
+
+
+# Spanish and Italian join object pronouns to an infinitive or a gerund ("cancelarlo",
+# "devolverla", "enviándolo", "annullarlo", "rimandarvelo"): the verb is read as the variants
+# write it ("cancelar", "annullare"), the pronouns as the function words they are. Italian
+# "si" and "ti" are left joined ("diversi" is no verb), and so is Spanish "-ernos" ("modernos").
+_ENCLITICS: dict[str, tuple[re.Pattern[str], str]] = {
+    "es": (
+        re.compile(
+            r"\b(?!\w*ernos\b)(\w{3,}?(?:ar|er|ir)|\w{2,}?(?:ando|iendo))"
+            r"((?:me|te|se|nos|os)?(?:lo|la|los|las|le|les)|me|te|se|nos|os)\b"
+        ),
+        r"\1 \2",
+    ),
+    "it": (
+        re.compile(
+            r"\b(\w{3,}?(?:ar|er|ir))"
+            r"((?:me|te|ce|ve|se|glie)(?:lo|la|li|le|ne)|lo|la|li|le|ne|mi|ci|vi|gli)\b"
+        ),
+        r"\1e \2",
+    ),
+}
+
+
+# German splits a verb from its particle at the end of a clause ("die Mail kommt nie an",
+# "wie schicke ich das zurück", "ich melde mich ab"): the joined verb is read too, right after
+# the particle ("ankommen", "zuruckschicken", "abmelden"), as the variants and patterns write it.
+# "zurück" is never a preposition; the other particles count at the end of a clause only.
+_GERMAN_SEPARATED_VERB = re.compile(
+    r"\b(?:(?P<stem>komm|schick|geb|ruf|meld|tausch|mach|nehm|hol|send|buch|zahl|bring|stell"
+    r"|lad|seh|fall|guck|schau)(?:e|st|t|en|et|te|ten)?|(?P<irregular>kam|kamen|gibt|gab|nimmt"
+    r"|nahm|sieht|sah|fallt|fiel|rief))\b(?:\s+\w+){0,6}?\s+(?:(?P<back>zuruck|zurueck)\b|(?P<particle>"
+    r"an|ab|auf|um|aus|ein|nach|weiter)\b(?=\s*(?:$|[.,;:!?)]|(?:und|aber|oder|weil|wenn|dass|ob"
+    r"|denn|bitte)\b)))"
+)
+_GERMAN_IRREGULAR_STEMS = {
+    "kam": "komm", "kamen": "komm", "gibt": "geb", "gab": "geb", "nimmt": "nehm", "nahm": "nehm",
+    "sieht": "seh", "sah": "seh", "fallt": "fall", "fiel": "fall", "rief": "ruf",
+}  # fmt: skip
+
+
+# Idioms built on the word for an account that name none: "me di cuenta" (I realised), "tener
+# en cuenta", "je me suis rendu compte", "dei-me conta", "mi sono reso conto" read as a word
+# for noticing.
+_ACCOUNT_IDIOMS = {
+    "es": re.compile(
+        r"\b((?:di|dio|dimos|disteis|dieron|doy|das|da|damos|dan|dado|dar|darme|darse|darte"
+        r"|dando|daba|daban|tener en|tenga en|tengan en|teniendo en) )cuenta\b"
+    ),
+    "fr": re.compile(
+        r"\b((?:rendre|rends|rend|rendu|rendue|rendant|rendais|rendait|rendons|rendez|tenir|tiens"
+        r"|tient|tenu|tenant|en fin de) )compte\b"
+    ),
+    "pt": re.compile(r"\b((?:dei|deu|demos|deram|dou|dar|dado|dando)(?: me)? )conta\b"),
+    "it": re.compile(r"\b((?:reso|resa|resi|rese|rendo|rende|rendersi|rendermi) )conto\b"),
+}
+NOTICED_WORD = "notado"
+
+
+def _joined_verb(found: re.Match[str]) -> str:
+    stem = found["stem"] or _GERMAN_IRREGULAR_STEMS[found["irregular"]]
+    return f"{found[0]} {found['back'] or found['particle']}{stem}en"
+
+
 def base_language(language: str | None) -> str | None:
     """The language without its region: "es-MX" is "es", "pt_BR" "pt"."""
     return re.split(r"[-_]", language.lower(), maxsplit=1)[0] if language else None
@@ -321,17 +394,28 @@ def content_form(text: str, language: str | None = None) -> str:
     language = base_language(language)
     spellings = _SPELLINGS.get(language, _EVERY_SPELLING) if language else _EVERY_SPELLING
     plain = _POSTAGE_AND_PACKING.sub("postage and packing", plain_text(text))
+    if language == "de":
+        plain = _GERMAN_SEPARATED_VERB.sub(_joined_verb, plain)
     words = _WORD.findall(_REPEATED_LETTER.sub(r"\1\1", plain))
     form = " ".join(spellings.get(word, word) for word in words)
     if language == "de":
         form = _GERMAN_COMPOUND_HEADS.sub(r"\g<0> \1", form)
+    idiom = _ACCOUNT_IDIOMS.get(language) if language else None
+    if idiom is not None:
+        form = idiom.sub(rf"\g<1>{NOTICED_WORD}", form)
     return form
 
 
 def content_words(text: str, language: str | None = None) -> str:
-    """``text`` lower-cased, without accents and without function words."""
-    words = [word for word in content_form(text, language).split() if word not in STOP_WORDS]
-    if base_language(language) == "de":
+    """``text`` lower-cased, without accents and without function words (a time ago in hours
+    or minutes read as one word, a verb's attached pronouns as words of their own)."""
+    language = base_language(language)
+    form = _TIME_AGO.sub(f" {TIME_AGO_WORD} ", content_form(text, language))
+    enclitics = _ENCLITICS.get(language) if language else None
+    if enclitics is not None:
+        form = enclitics[0].sub(enclitics[1], form)
+    words = [word for word in form.split() if word not in STOP_WORDS]
+    if language == "de":
         words = [_GERMAN_UMLAUT_SPELLING.sub(r"\1", word) for word in words]
     return " ".join(_place(word) for word in words)
 
