@@ -29,7 +29,10 @@ spent during the saturation phase, divided by the DMs routed in it, and their to
 (with ``--use-running``, for the pids given); ``offered.cpu_ms_per_dm`` the same over the
 offered-rate phase (its DMs come one per webhook, so each costs more). On a PostgreSQL
 server on this machine, ``database_cpu_ms_per_dm`` is the same for the server processes of
-the bench's database (outside the total: the issue's figure is the stack's own). ``--profile DIR``
+the bench's database (outside the total: the issue's figure is the stack's own).
+``gc_full_collections`` of each phase counts each service's CPython full collections in it
+(``python_gc_collections_total``, generation 2, read from its /metrics before and after:
+each stalls the service while it walks what the process tracks). ``--profile DIR``
 samples every service with py-spy during the saturation phase, and into ``DIR/offered``
 during the offered-rate phase (py-spy must be on PATH or beside Python; it is not a dmdesk
 dependency), and prints where time goes while saturated.
@@ -56,8 +59,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -329,6 +334,9 @@ class Endpoints:
     database_url: str
     pids: dict[str, int] = field(default_factory=dict)
     nats_pid: int | None = None
+    # Every service's base URL, for its /metrics (the embedded stack's; with --use-running,
+    # ingest's and the api's).
+    service_urls: dict[str, str] = field(default_factory=dict)
 
 
 class EmbeddedStack:
@@ -361,6 +369,7 @@ class EmbeddedStack:
             database_url=self.database_url,
             pids={name: process.pid for name, process in self.processes.items()},
             nats_pid=self.nats.process.pid if self.nats.process else None,
+            service_urls={name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()},
         )
 
     def env(self) -> dict[str, str]:
@@ -634,6 +643,31 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float | None]:
     return used
 
 
+async def full_collections(client: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, float]:
+    """Each service's CPython full collections so far (``python_gc_collections_total`` of
+    the oldest generation, from its /metrics); a service that does not answer is left out."""
+    counts: dict[str, float] = {}
+    for name, url in urls.items():
+        try:
+            response = await client.get(f"{url}/metrics", timeout=5)
+            response.raise_for_status()
+        except httpx.HTTPError:
+            continue
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                if (
+                    sample.name == "python_gc_collections_total"
+                    and sample.labels.get("generation") == "2"
+                ):
+                    counts[name] = sample.value
+    return counts
+
+
+def collections_between(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    """The full collections each service ran between two readings."""
+    return {name: int(after[name] - before[name]) for name in after if name in before}
+
+
 def cpu_ms_per_dm(
     before: dict[str, float | None], after: dict[str, float | None], dms: int
 ) -> dict[str, float | None]:
@@ -864,6 +898,7 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
     run = uuid.uuid4().hex[:6]
     engine = create_engine(endpoints.database_url)
     client = LoopbackClient(endpoints.ingest_url, options.connections)
+    scraper = httpx.AsyncClient()  # /metrics, between the phases only
     figures: dict[str, Any] = {"offered_rate": options.rate, "run": run}
     try:
         _log("warm-up: 50 DMs")
@@ -877,6 +912,7 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
         calls_before = len(stub.calls)
         measured = _measured_pids(endpoints)
         cpu_before = cpu_seconds(measured)
+        gc_before = await full_collections(scraper, endpoints.service_urls)
         profile_dir = None if options.profile_dir is None else options.profile_dir / "offered"
         async with profiled(endpoints.pids, profile_dir):
             took = await offer(client, offered, options.rate, sent, options.app_secret)
@@ -884,6 +920,7 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
                 engine, offered, count - _bot_only(offered), options.settle_timeout
             )
         cpu_after = cpu_seconds(measured)
+        gc_after = await full_collections(scraper, endpoints.service_urls)
         await asyncio.sleep(1.0)  # bot replies still on their way to the stub
         queued = latency_ms(sent, await routed(engine, offered))
         replies = {
@@ -903,14 +940,19 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
         }
         if measured:
             figures["offered"]["cpu_ms_per_dm"] = cpu_ms_per_dm(cpu_before, cpu_after, count)
+        figures["offered"]["gc_full_collections"] = collections_between(gc_before, gc_after)
         figures |= {k: v for k, v in summary(queued).items() if k.startswith("p")}
         figures["bot_reply_p99_ms"] = summary(bot)["p99_ms"]
         figures["bot_replies_measured"] = bool(bot)
 
+        gc_before = await full_collections(scraper, endpoints.service_urls)
         figures |= await saturate(options, endpoints, client, engine, run, offered)
+        gc_after = await full_collections(scraper, endpoints.service_urls)
+        figures["saturation"]["gc_full_collections"] = collections_between(gc_before, gc_after)
         figures |= await baseline_and_resources(figures, options, endpoints, stub)
     finally:
         await client.close()
+        await scraper.aclose()
         await engine.dispose()
     return figures
 
@@ -1104,6 +1146,14 @@ def report(figures: dict[str, Any]) -> str:
             if (database := figures.get("database_cpu_ms_per_dm")) is not None
             else []
         ),
+        *(
+            [
+                "full garbage collections while saturated: "
+                + ", ".join(f"{name} {count}" for name, count in collections.items())
+            ]
+            if (collections := figures["saturation"].get("gc_full_collections"))
+            else []
+        ),
     ]
     for name, spots in figures.get("profile", {}).items():
         lines.append(f"profile {name} ({spots.get('samples', 0)} samples), self time:")
@@ -1125,6 +1175,7 @@ def _options(args: argparse.Namespace) -> Options:
             args.nats_url,
             args.database_url,
             {name: int(pid) for name, pid in pids.items()},
+            service_urls={"ingest": args.ingest_url, "api": args.api_url},
         )
     return Options(
         rate=args.rate,

@@ -55,6 +55,11 @@ def test_a_short_benchmark_prints_one_json_object_with_every_figure() -> None:
     assert cpu["total"] == pytest.approx(sum(ms for n, ms in cpu.items() if n != "total"), abs=0.01)
     assert cpu["total"] > 0
     assert all(10 < mb < 1000 for mb in figures["max_rss_mb"].values())
+    # Each service's full collections per phase, read from its /metrics.
+    for phase in ("offered", "saturation"):
+        collections = figures[phase]["gc_full_collections"]
+        assert set(collections) == SERVICES
+        assert all(isinstance(count, int) and count >= 0 for count in collections.values())
 
     # Every saturation DM is handed to a team: one inbound, one classified and one routed
     # event each (dm.routed.reply when the hand-off is acknowledged, else dm.routed.quiet),
