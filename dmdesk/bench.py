@@ -911,8 +911,9 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
         offered, sent = make_dms(f"o{run}", count, options.bot_share), Sent()
         calls_before = len(stub.calls)
         measured = _measured_pids(endpoints)
-        cpu_before = cpu_seconds(measured)
+        # Read before the CPU: the services' /metrics answers are not the phase's work.
         gc_before = await full_collections(scraper, endpoints.service_urls)
+        cpu_before = cpu_seconds(measured)
         profile_dir = None if options.profile_dir is None else options.profile_dir / "offered"
         async with profiled(endpoints.pids, profile_dir):
             took = await offer(client, offered, options.rate, sent, options.app_secret)

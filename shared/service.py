@@ -138,7 +138,7 @@ def freeze_startup_heap() -> None:
     young objects less often.
 
     CPython's full collection walks every object the process tracks, and a service
-    tracks some 300,000 after startup (modules, the model, the rules, the FAQ index).
+    tracks 120,000-210,000 after startup (modules, the model, the rules, the FAQ index).
     Measured under ``dmdesk bench`` (about a minute): the responder ran 25-28 full
     collections of up to 0.5-0.6 s (5-7 s in all, the GIL held: a stall for every DM in
     flight) and the api 12-13 of up to 0.5-0.7 s. Collected once, then frozen
