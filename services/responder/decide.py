@@ -297,53 +297,57 @@ def _mismatch(
     when = compiled.rule.when
     message, classification = classified.message, classified.classification
     language = classification.language or rules.source.default_language
-    checks: list[tuple[str, bool]] = []
-    if when.category is not None:
-        checks.append(("category", classification.category in when.category))
-    if when.priority is not None:
-        checks.append(("priority", classification.priority in when.priority))
-    if when.language is not None:
-        checks.append(("language", language in when.language))
-    if when.channel is not None:
-        checks.append(("channel", message.channel in when.channel))
-    if compiled.keywords is not None:
-        checks.append(("keywords", compiled.keywords.search(text.plain) is not None))
-    if compiled.regex is not None:
-        found = compiled.regex.search(text.raw) or compiled.regex.search(text.plain)
-        checks.append(("regex", found is not None))
-    if when.contact_tags is not None:
-        checks.append(("contact_tags", bool(set(when.contact_tags) & set(message.contact.tags))))
-    if when.vip is not None:
-        checks.append(("vip", message.contact.vip == when.vip))
-    if when.first_message is not None:
-        checks.append(("first_message", first_message == when.first_message))
-    if when.spam is not None:
-        checks.append(("spam", classification.spam == when.spam))
-    if when.private_info is not None:
-        checks.append(("private_info", bool(classification.private_info) == when.private_info))
-    if when.complaint is not None:
-        checks.append(("complaint", classification.complaint == when.complaint))
-    if when.sentiment_below is not None:
-        checks.append(("sentiment_below", classification.sentiment <= when.sentiment_below))
-    if when.critical is not None:
-        checks.append(("critical", bool(set(when.critical) & set(classification.critical))))
-    if when.masked is not None:
-        checks.append(("masked", bool(set(when.masked) & set(message.masked))))
-    if when.has_text is not None:
-        checks.append(("has_text", bool(text.raw.strip()) == when.has_text))
-    if compiled.message_is is not None:
-        checks.append(("message_is", is_phrase_sequence(text.command, compiled.message_is)))
-    if when.max_words is not None:
-        checks.append(("max_words", len(text.command.split()) <= when.max_words))
+    # Cheapest first, stopping at the first that fails: most rules fail on their category or
+    # a flag before their keywords, patterns or phrases need searching.
+    if when.category is not None and classification.category not in when.category:
+        return "category"
+    if when.priority is not None and classification.priority not in when.priority:
+        return "priority"
+    if when.language is not None and language not in when.language:
+        return "language"
+    if when.channel is not None and message.channel not in when.channel:
+        return "channel"
+    if when.contact_tags is not None and not set(when.contact_tags) & set(message.contact.tags):
+        return "contact_tags"
+    if when.vip is not None and message.contact.vip != when.vip:
+        return "vip"
+    if when.first_message is not None and first_message != when.first_message:
+        return "first_message"
+    if when.spam is not None and classification.spam != when.spam:
+        return "spam"
+    if when.private_info is not None and bool(classification.private_info) != when.private_info:
+        return "private_info"
+    if when.complaint is not None and classification.complaint != when.complaint:
+        return "complaint"
+    if when.sentiment_below is not None and classification.sentiment > when.sentiment_below:
+        return "sentiment_below"
+    if when.critical is not None and not set(when.critical) & set(classification.critical):
+        return "critical"
+    if when.masked is not None and not set(when.masked) & set(message.masked):
+        return "masked"
+    if when.has_text is not None and bool(text.raw.strip()) != when.has_text:
+        return "has_text"
+    if when.max_words is not None and len(text.command.split()) > when.max_words:
+        return "max_words"
     if when.bot_turns is not None:
         low, high = when.bot_turns.at_least, when.bot_turns.at_most
-        checks.append(
-            ("bot_turns", (low is None or bot_turns >= low) and (high is None or bot_turns <= high))
-        )
+        if (low is not None and bot_turns < low) or (high is not None and bot_turns > high):
+            return "bot_turns"
     if when.business_hours is not None:
         is_open = rules.calendar(when.calendar).is_open(at)
-        checks.append(("business_hours", is_open == when.business_hours))
-    return next((name for name, holds in checks if not holds), None)
+        if is_open != when.business_hours:
+            return "business_hours"
+    if compiled.keywords is not None and compiled.keywords.search(text.plain) is None:
+        return "keywords"
+    if compiled.regex is not None and not (
+        compiled.regex.search(text.raw) or compiled.regex.search(text.plain)
+    ):
+        return "regex"
+    if compiled.message_is is not None and not is_phrase_sequence(
+        text.command, compiled.message_is
+    ):
+        return "message_is"
+    return None
 
 
 def _run_actions(
