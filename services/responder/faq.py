@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.sparse import hstack  # type: ignore[import-untyped]
+from sklearn import config_context  # type: ignore[import-untyped]
 from sklearn.feature_extraction.text import (  # type: ignore[import-untyped]
     ENGLISH_STOP_WORDS,
     TfidfVectorizer,
@@ -693,6 +694,10 @@ class FaqIndex:
         self._words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
         self._chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
         self._matrix = self._vectorise(documents, languages, fit=True)
+        # By column: a question names a few hundred of the tens of thousands of features, and
+        # the variants' scores are those columns times the question's weights (a tenth of the
+        # time of a sparse product with the whole matrix).
+        self._by_feature = self._matrix.tocsc()  # type: ignore[attr-defined]
 
     def _vectorise(
         self, texts: list[str], languages: Sequence[str | None], *, fit: bool = False
@@ -703,7 +708,10 @@ class FaqIndex:
         if fit:
             words, chars = self._words.fit_transform(texts), self._chars.fit_transform(texts)
         else:
-            words, chars = self._words.transform(texts), self._chars.transform(texts)
+            # The vectorisers are ours and fitted: scikit-learn's checks of their parameters
+            # and of the input were a third of a question's vectorising.
+            with config_context(assume_finite=True, skip_parameter_validation=True):
+                words, chars = self._words.transform(texts), self._chars.transform(texts)
         return normalize(hstack([words, chars]).tocsr())
 
     def answers(self, match: FaqMatch | None, threshold: float) -> bool:
@@ -732,7 +740,7 @@ class FaqIndex:
         if not content_words(question, language):
             return None
         query = self._vectorise([question], [language])
-        scores = (self._matrix @ query.T).toarray().ravel()  # type: ignore[attr-defined]
+        scores = self._by_feature[:, query.indices] @ query.data  # type: ignore[attr-defined]
         if language is not None:
             scores = np.where(self._languages == language, scores, scores * _OTHER_LANGUAGE_WEIGHT)
         entries = self.knowledge_base.entries
