@@ -1,7 +1,10 @@
 """FAQ retrieval and its held-out figures."""
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
+from scipy.sparse import hstack  # type: ignore[import-untyped]
+from sklearn.preprocessing import normalize  # type: ignore[import-untyped]
 
 from services.responder.faq import FaqIndex, KnowledgeBase, content_form, content_words
 from services.responder.faq_eval import evaluate, load_heldout
@@ -44,6 +47,26 @@ def test_answer_in_language_with_default_fallback() -> None:
 def test_function_words_alone_match_nothing() -> None:
     assert content_words("What is your...?") == ""
     assert faq_index().search("what is your") is None
+
+
+def test_a_questions_weights_are_scikit_learns() -> None:
+    # The search weighs a question itself (scikit-learn's transform costs 15 times as much for
+    # one text): the same features and weights as the fitted vectorisers give, normalised as
+    # the matrix's rows are.
+    index = faq_index()
+    questions: list[tuple[str, str | None]] = [
+        (q.text, language) for q in load_heldout().questions for language in ("en", "de", None)
+    ]
+    questions += [("Wo ist mein Paket??? 📦", "de"), ("ok", None), ("", "en"), ("🙂", "es")]
+    for text, language in questions:
+        features, weights = index._query(text, language)
+        words = [content_words(text, language)]
+        expected = normalize(
+            hstack([index._words.transform(words), index._chars.transform(words)]).tocsr()
+        )
+        got = np.zeros(expected.shape[1])
+        got[features] = weights
+        assert np.allclose(got, expected.toarray().ravel(), atol=1e-12), text
 
 
 def test_held_out_questions_are_not_in_the_knowledge_base() -> None:
