@@ -102,6 +102,8 @@ def plain_text(text: str) -> str:
     """
     lowered = text.lower().replace("\u2019", "'").replace("ß", "ss")
     decomposed = unicodedata.normalize("NFKD", lowered)
+    if decomposed.isascii():
+        return decomposed
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
