@@ -12,7 +12,6 @@ from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
-from faststream.nats.publisher.usecase import LogicPublisher
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,8 +41,8 @@ from services.api.schemas import (
     TagsRequest,
     TransferRequest,
 )
-from shared import pii
-from shared.bus import publish_event
+from shared import pii, streams
+from shared.bus import EventBus
 from shared.events import Author, Channel, ConversationRef, OutboundRequest, utcnow
 from shared.models import AgentRow, ContactRow, ConversationRow, CorrectionRow, MessageRow, NoteRow
 from shared.settings import Settings
@@ -226,7 +225,7 @@ async def reply(
     under the Idempotency-Key, so the confirmed request may reuse the key.
     """
     settings: Settings = request.app.state.settings
-    outbound: LogicPublisher = request.app.state.outbound
+    bus: EventBus = request.app.state.bus
     agent = principal.acting_as(body.agent, "agent")
     found = private_info_kinds(body.text)
     unconfirmed = sorted(
@@ -262,7 +261,7 @@ async def reply(
             agent_id=agent,
             customer_last_message_at=conversation.last_customer_message_at,
         )
-        await publish_event(outbound, event, msg_id=request_id, settings=settings)
+        await bus.publish(streams.OUTBOUND_REQUESTED_EVENT, event)
         if conversation.assignee is None and await assignment.registered(session, agent):
             assert conversation.id is not None
             conversation.assignee, conversation.assigned_at = agent, utcnow()

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from faststream.nats import NatsBroker, NatsRouter
-from faststream.nats.publisher.usecase import LogicPublisher
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,9 +30,10 @@ from services.api.writer import Group, ProjectionWriter, Work, writer_sessions
 from shared import streams
 from shared.bus import (
     BatchConsumer,
+    EventBus,
+    PublishMetrics,
     event_publisher,
     make_broker,
-    publish_event,
     settle_failure,
     stage_router,
 )
@@ -58,7 +58,6 @@ from shared.events import (
     OutboundResult,
     RoutedMessage,
     SlaEvent,
-    SlaEventKind,
     StatusEvent,
 )
 from shared.ops import service_registry
@@ -229,29 +228,25 @@ class Api:
 
 def _wire(
     settings: Settings,
-    broker: NatsBroker,
+    bus: EventBus,
     router: NatsRouter,
     metrics: ApiMetrics,
     sessions: async_sessionmaker[AsyncSession],
     read_sessions: async_sessionmaker[AsyncSession],
     writer_sessions: sessionmaker[Session],
-) -> tuple[Api, LogicPublisher]:
-    outbound_out = event_publisher(
+) -> Api:
+    # Declared for the AsyncAPI document; published through the EventBus.
+    event_publisher(
         router,
         streams.OUTBOUND_REQUESTED,
         OutboundRequest,
         "An agent's reply to send.",
         title=f"{streams.OUTBOUND_REQUESTED} (agent replies)",
     )
-    sla_out = {
-        SlaEventKind.BREACHED: event_publisher(
-            router, streams.SLA_BREACHED, SlaEvent, "An SLA target was breached."
-        ),
-        SlaEventKind.AT_RISK: event_publisher(
-            router, streams.SLA_AT_RISK, SlaEvent, "An SLA target is close to its deadline."
-        ),
-    }
-    # Declared for the AsyncAPI document; ChangeFeed publishes with nats-py directly.
+    event_publisher(router, streams.SLA_BREACHED, SlaEvent, "An SLA target was breached.")
+    event_publisher(
+        router, streams.SLA_AT_RISK, SlaEvent, "An SLA target is close to its deadline."
+    )
     event_publisher(
         router,
         streams.CONVERSATION_CHANGED,
@@ -260,17 +255,12 @@ def _wire(
     )
 
     async def publish_sla(event: SlaEvent) -> None:
-        await publish_event(
-            sla_out[event.kind],
-            event,
-            msg_id=f"sla:{event.kind.value}:{event.clock_id}",
-            settings=settings,
-        )
+        await bus.publish(streams.SLA_EVENT, event)
 
     async def send_outbound(request: OutboundRequest) -> None:
-        await publish_event(outbound_out, request, msg_id=request.request_id, settings=settings)
+        await bus.publish(streams.OUTBOUND_REQUESTED_EVENT, request)
 
-    changes = ChangeFeed(read_sessions, broker, settings, metrics.conversation_changes)
+    changes = ChangeFeed(read_sessions, bus, metrics.conversation_changes)
     scheduler = SlaScheduler(sessions, publish_sla, metrics)
     housekeeper = Housekeeper(sessions, settings, send_outbound, metrics, changes.publish)
 
@@ -281,7 +271,7 @@ def _wire(
         if group.changed:
             housekeeper.poke()
 
-    api = Api(
+    return Api(
         settings=settings,
         metrics=metrics,
         sessions=sessions,
@@ -289,9 +279,8 @@ def _wire(
         housekeeper=housekeeper,
         changes=changes,
         writer=ProjectionWriter(writer_sessions, committed),
-        broker=broker,
+        broker=bus.broker,
     )
-    return api, outbound_out
 
 
 def build(settings: Settings) -> ServiceSpec:
@@ -306,9 +295,8 @@ def build(settings: Settings) -> ServiceSpec:
     group_sessions = writer_sessions(writer_engine)
     broker = make_broker(settings, STAGE, registry)
     router = stage_router(STAGE, settings)
-    api, outbound_out = _wire(
-        settings, broker, router, metrics, sessions, read_sessions, group_sessions
-    )
+    bus = EventBus(broker, settings, PublishMetrics.register(registry, STAGE))
+    api = _wire(settings, bus, router, metrics, sessions, read_sessions, group_sessions)
     scheduler, housekeeper = api.scheduler, api.housekeeper
 
     api.project(
@@ -396,7 +384,7 @@ def build(settings: Settings) -> ServiceSpec:
             "read_sessions": read_sessions,
             "settings": settings,
             "metrics": metrics,
-            "outbound": outbound_out,
+            "bus": bus,
             "scheduler": scheduler,
             "housekeeper": housekeeper,
             "changes": api.changes,

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Header, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from faststream.nats import NatsBroker
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.client import JetStreamContext
 from prometheus_client import Counter
 from sqlalchemy import bindparam, event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,11 +25,16 @@ from sqlmodel import col
 
 from services.api.auth import ReadKey
 from services.api.schemas import KEYED
-from shared.bus import publish_event
+from shared.bus import EventBus
 from shared.events import Channel, ConversationChanged, Priority, SlaEvent
 from shared.models import ContactRow, ConversationRow
 from shared.settings import Settings
-from shared.streams import CONVERSATION_CHANGED, SLA_AT_RISK, SLA_BREACHED
+from shared.streams import (
+    CONVERSATION_CHANGED,
+    CONVERSATION_CHANGED_EVENT,
+    SLA_AT_RISK,
+    SLA_BREACHED,
+)
 
 logger = logging.getLogger("dmdesk.api.changes")
 CHANGED = "dmdesk.changed_conversations"
@@ -100,26 +104,17 @@ def read_changes(session: Session, conversation_ids: Iterable[int]) -> list[Conv
 class ChangeFeed:
     """Publishes the current state of changed conversations, once they are committed.
 
-    About four changes per DM go out, so they are published with nats-py directly
-    (``publish_event`` with the JetStream context): through faststream's publisher they
-    took a tenth of the api's CPU at saturation, most of it its per-publish middlewares.
-    The feed counts what it published in ``dmdesk_conversation_changes_total``; the
-    subject is still declared on the api's router, so the AsyncAPI document lists it.
+    It counts what it published in ``dmdesk_conversation_changes_total`` (besides the
+    EventBus's ``dmdesk_published_messages_total``).
     """
 
     def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        broker: NatsBroker,
-        settings: Settings,
-        counted: Counter,
+        self, sessions: async_sessionmaker[AsyncSession], bus: EventBus, counted: Counter
     ) -> None:
         self.sessions = sessions
-        self.broker = broker
-        self.settings = settings
+        self.bus = bus
         self.published = counted.labels("published")
         self.failed = counted.labels("failed")
-        self._js: JetStreamContext | None = None
 
     async def publish(self, conversation_ids: Iterable[int]) -> None:
         """Read each conversation's state as it is now and publish it (best effort)."""
@@ -136,19 +131,8 @@ class ChangeFeed:
 
     async def publish_changes(self, changes: list[ConversationChanged]) -> None:
         """Publish committed states (best effort: logged and counted on failure)."""
-        if self._js is None:
-            self._js = self.broker.connection.jetstream()
         outcomes = await asyncio.gather(
-            *(
-                publish_event(
-                    self._js,
-                    change,
-                    subject=CONVERSATION_CHANGED,
-                    msg_id=f"changed:{change.conversation_id}:{change.updated_at.isoformat()}",
-                    settings=self.settings,
-                )
-                for change in changes
-            ),
+            *(self.bus.publish(CONVERSATION_CHANGED_EVENT, change) for change in changes),
             return_exceptions=True,
         )
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]

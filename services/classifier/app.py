@@ -18,9 +18,10 @@ from services.classifier.stores import (
 from shared import streams
 from shared.bus import (
     BatchConsumer,
+    EventBus,
+    PublishMetrics,
     event_publisher,
     make_broker,
-    publish_as,
     settle_failure,
     stage_router,
 )
@@ -68,9 +69,11 @@ def build(settings: Settings) -> ServiceSpec:
     # broker.connection exists only once connected: look it up at first use.
     contact_languages = ContactLanguages(lambda: broker.connection.jetstream(), settings)  # noqa: PLW0108
     router = stage_router(STAGE, settings)
-    classified_out = event_publisher(
+    # Declared for the AsyncAPI document; published through the EventBus.
+    event_publisher(
         router, streams.CLASSIFIED, ClassifiedMessage, "Every customer DM with its classification."
     )
+    bus = EventBus(broker, settings, PublishMetrics.register(registry, STAGE))
 
     async def on_pull(messages: list[Msg]) -> None:
         """Classify a pull's customer messages at once; echoes (the page's own) pass by."""
@@ -93,11 +96,9 @@ def build(settings: Settings) -> ServiceSpec:
         ]
         published = await asyncio.gather(
             *(
-                publish_as(
-                    classified_out,
+                bus.publish(
                     streams.CLASSIFIED_EVENT,
                     ClassifiedMessage(message=customers[i][1], classification=outcomes[i]),
-                    settings=settings,
                 )
                 for i in classified
             ),

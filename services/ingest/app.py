@@ -4,7 +4,7 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.publisher import JetStreamSink
 from services.ingest.requests import KvContactStore, MessageRequests
 from services.ingest.routes import ingest_routers
-from shared.bus import make_broker
+from shared.bus import EventBus, PublishMetrics, make_broker
 from shared.ops import service_registry
 from shared.service import ServiceSpec, serve, service_app
 from shared.settings import Settings, get_settings
@@ -17,6 +17,7 @@ def build(settings: Settings) -> ServiceSpec:
     registry = service_registry()
     broker = make_broker(settings, STAGE, registry)
     metrics = IngestMetrics(registry)
+    bus = EventBus(broker, settings, PublishMetrics.register(registry, STAGE))
     contacts = KvContactStore(broker, settings)
     return ServiceSpec(
         name=STAGE,
@@ -24,7 +25,7 @@ def build(settings: Settings) -> ServiceSpec:
         broker=broker,
         registry=registry,
         routers=ingest_routers(
-            settings, JetStreamSink(broker, settings, metrics), MessageRequests(contacts), metrics
+            settings, JetStreamSink(bus, metrics), MessageRequests(contacts), metrics
         ),
         checks={"contacts_bucket": contacts.ready},
         description=(

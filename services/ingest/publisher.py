@@ -8,17 +8,14 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import nats.errors
-from faststream.nats import NatsBroker
-from faststream.nats.publisher.usecase import LogicPublisher
 from nats.js.errors import NoStreamResponseError
 from pydantic import BaseModel
 
 from services.ingest.meta import Normalised
 from services.ingest.metrics import IngestMetrics, label
 from shared import streams
-from shared.bus import publish_event
+from shared.bus import EventBus
 from shared.events import Channel, InboundMessage, MessageUpdate, RawEvent, StatusEvent
-from shared.settings import Settings
 
 logger = logging.getLogger("dmdesk.ingest")
 
@@ -123,18 +120,17 @@ def definition_of(event: BaseModel) -> streams.Subject[Any]:
 class JetStreamSink:
     """Publishes with a PubAck and ``Nats-Msg-Id``; conversations in parallel, each in order."""
 
-    def __init__(self, broker: NatsBroker, settings: Settings, metrics: IngestMetrics) -> None:
-        self.broker = broker
-        self.settings = settings
+    def __init__(self, bus: EventBus, metrics: IngestMetrics) -> None:
+        self.bus = bus
         self.metrics = metrics
-        self.publishers: dict[str, LogicPublisher] = {}
+        # Declared for the AsyncAPI document; published through the EventBus.
         for definition in PUBLISHED:
             for channel in Channel:
                 messages = definition.event is InboundMessage
                 if channel == Channel.GENERIC and not messages:
                     continue
                 subject = definition.pattern.removesuffix("*") + channel.value
-                self.publishers[subject] = broker.publisher(
+                bus.broker.publisher(
                     subject,
                     schema=definition.event,
                     title=subject,
@@ -143,7 +139,7 @@ class JetStreamSink:
 
     def room(self) -> int:
         """The server's ``max_payload``, from the connection's server info."""
-        return self.broker.connection.max_payload
+        return self.bus.broker.connection.max_payload
 
     async def store(self, events: Sequence[Normalised]) -> int:
         """Store ``events``; see :class:`EventSink`."""
@@ -170,11 +166,8 @@ class JetStreamSink:
             )
             started = time.perf_counter()
             try:
-                ack = await publish_event(
-                    self._publisher(event),
-                    event,
-                    msg_id=normalised.msg_id,
-                    settings=self.settings,
+                ack = await self.bus.publish_event(
+                    event, subject=definition_of(event).subject(event), msg_id=normalised.msg_id
                 )
             except nats.errors.MaxPayloadError as exc:
                 raise EventTooLargeError(bus_size(normalised), self.room()) from exc
@@ -193,9 +186,6 @@ class JetStreamSink:
                 duplicates += 1
                 self.metrics.duplicates.labels(channel.value).inc()
         return duplicates
-
-    def _publisher(self, event: BaseModel) -> LogicPublisher:
-        return self.publishers[definition_of(event).subject(event)]
 
 
 def _platform_order(event: Normalised) -> float:

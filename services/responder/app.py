@@ -21,7 +21,6 @@ import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.client import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
@@ -43,11 +42,12 @@ from services.responder.window import RESPONSE, Refusal, messaging_policy
 from shared import streams
 from shared.bus import (
     BatchConsumer,
+    EventBus,
+    PublishMetrics,
     RetryLater,
     event_publisher,
     make_broker,
     nats_credentials,
-    publish_as,
     settle_failure,
     stage_router,
 )
@@ -627,7 +627,7 @@ class Wiring:
     runtime: ResponderRuntime
     settings: Settings
     registry: CollectorRegistry
-    jetstream: Callable[[], JetStreamContext]
+    bus: EventBus
     settle: Callable[[Msg, Exception], Awaitable[None]]
 
 
@@ -670,7 +670,7 @@ def _profile_fetching(
     """The profile fetch for a DM (publish what it gave, or the fetch it queued) and
     the consumer of the queued fetches (``responder-profiles-due-v1``)."""
     runtime, settings, registry = wiring.runtime, wiring.settings, wiring.registry
-    jetstream, settle = wiring.jetstream, wiring.settle
+    bus, settle = wiring.bus, wiring.settle
     profile_fetches = Counter(
         "dmdesk_profile_fetches_total",
         "Contact profile fetches by channel and result (fetched; deferred: queued until"
@@ -700,12 +700,12 @@ def _profile_fetching(
             )
             return
         if isinstance(profile, ProfileDue):
-            await publish_as(jetstream(), streams.PROFILE_DUE_EVENT, profile, settings=settings)
+            await bus.publish(streams.PROFILE_DUE_EVENT, profile)
             profile_fetches.labels(channel, "deferred").inc()
             return
         if profile is None:
             return
-        await publish_as(jetstream(), streams.CONTACT_PROFILE_EVENT, profile, settings=settings)
+        await bus.publish(streams.CONTACT_PROFILE_EVENT, profile)
         await runtime.fetcher.remember(profile)
         profile_fetches.labels(channel, "fetched").inc()
 
@@ -740,7 +740,7 @@ def _contact_work(wiring: Wiring) -> tuple[BatchConsumer, BatchConsumer]:
     one durable (``responder-contacts-v2``), the pull's profile entries read at once;
     and the fetches a full rate limit queued (``responder-profiles-due-v1``)."""
     runtime, settings, registry = wiring.runtime, wiring.settings, wiring.registry
-    jetstream, settle = wiring.jetstream, wiring.settle
+    bus, settle = wiring.bus, wiring.settle
     profile_of, dues = _profile_fetching(wiring)
     attachments_total = Counter(
         "dmdesk_attachments_total",
@@ -752,7 +752,7 @@ def _contact_work(wiring: Wiring) -> tuple[BatchConsumer, BatchConsumer]:
     async def attachments_of(message: InboundMessage) -> None:
         """Copy a DM's attachments into the object store; publish how each ended."""
         for copied in await runtime.copier.copy_all(message):
-            await publish_as(jetstream(), streams.ATTACHMENT_EVENT, copied, settings=settings)
+            await bus.publish(streams.ATTACHMENT_EVENT, copied)
             attachments_total.labels(message.channel.value, copied.state.value).inc()
 
     async def on_pull(messages: list[Msg]) -> None:
@@ -811,7 +811,7 @@ def _sender(wiring: Wiring) -> BatchConsumer:
     """The bot's replies (``dm.routed.reply``) and agents' (``dm.outbound.requested``) to
     the platforms, on one durable (``sender-v2``); a conversation's in order."""
     runtime, settings, registry = wiring.runtime, wiring.settings, wiring.registry
-    jetstream, settle = wiring.jetstream, wiring.settle
+    bus, settle = wiring.bus, wiring.settle
     sent_total = Counter(
         "dmdesk_outbound_total",
         "Outbound messages by channel, author and result.",
@@ -828,7 +828,7 @@ def _sender(wiring: Wiring) -> BatchConsumer:
     async def send(request: OutboundRequest) -> None:
         """Check the guards and the reply window, send, and publish how it ended."""
         result = (await runtime.deliver(request)).model_copy(update={"author": request.author})
-        await publish_as(jetstream(), streams.OUTBOUND_RESULT_EVENT, result, settings=settings)
+        await bus.publish(streams.OUTBOUND_RESULT_EVENT, result)
         if (
             result.error is not None
             and result.error.type
@@ -885,8 +885,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
     runtime = ResponderRuntime(settings, adapter or make_adapter(settings))
     broker = make_broker(settings, STAGE, registry)
     router = stage_router(STAGE, settings)
-    # Declared for the AsyncAPI document; published with nats-py (the readers are
-    # BatchConsumers, not faststream subscribers).
+    # Declared for the AsyncAPI document; published through the EventBus.
     event_publisher(
         router,
         streams.ROUTED_REPLY,
@@ -913,19 +912,13 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         ProfileDue,
         "A new contact's profile fetch, queued until the page's rate limit allows.",
     )
-    jetstreams: list[JetStreamContext] = []
-
-    def jetstream() -> JetStreamContext:
-        # broker.connection exists only once connected: look it up at first use.
-        if not jetstreams:
-            jetstreams.append(broker.connection.jetstream())
-        return jetstreams[0]
+    bus = EventBus(broker, settings, PublishMetrics.register(registry, STAGE))
 
     async def settle(msg: Msg, error: Exception) -> None:
         await settle_failure(msg, error, stage=STAGE, settings=settings, broker=broker)
 
     async def publish_routed(routed: RoutedMessage) -> None:
-        await publish_as(jetstream(), streams.ROUTED_EVENT, routed, settings=settings)
+        await bus.publish(streams.ROUTED_EVENT, routed)
 
     async def on_classified(messages: list[Msg]) -> None:
         """Apply guards, rules and the FAQ to a pull of classified DMs; publish each
@@ -961,7 +954,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
             settle,
         )
 
-    wiring = Wiring(runtime, settings, registry, jetstream, settle)
+    wiring = Wiring(runtime, settings, registry, bus, settle)
     broker.include_router(router)
     return ServiceSpec(
         name=STAGE,

@@ -1,4 +1,5 @@
-"""A publish retried after a PubAck timeout: stored once, and not reported as a duplicate."""
+"""A publish retried after a PubAck timeout: stored once, and not reported as a duplicate;
+what the EventBus counts."""
 
 from collections.abc import Callable
 from typing import Any
@@ -7,11 +8,12 @@ import nats
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+from prometheus_client import CollectorRegistry
 
-from shared.bus import publish_event
+from shared.bus import EventBus, PublishMetrics, make_broker, publish_event
 from shared.events import Channel
 from shared.settings import Settings
-from shared.streams import inbound_subject, provision
+from shared.streams import INBOUND_EVENT, inbound_subject, provision
 from tests.events import generic_inbound
 from tests.stack import stored
 
@@ -54,3 +56,35 @@ async def test_the_retry_of_a_timed_out_publish_is_not_a_duplicate(
     assert not first.duplicate, "stored by this very call: its first attempt's answer was late"
     assert again.duplicate
     assert len(bodies) == 1
+
+
+async def test_the_event_bus_counts_what_it_stored_and_what_the_stream_already_held(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory()
+    registry = CollectorRegistry()
+    broker = make_broker(settings, "test", registry)
+    bus = EventBus(broker, settings, PublishMetrics.register(registry, "test"))
+    await broker.connect()
+    try:
+        js = broker.connection.jetstream()
+        await provision(js, settings)
+        first = await bus.publish(INBOUND_EVENT, generic_inbound("m-1"))
+        again = await bus.publish(INBOUND_EVENT, generic_inbound("m-1"))
+        other = await bus.publish(INBOUND_EVENT, generic_inbound("m-2"))
+        bodies = await stored(js, inbound_subject(Channel.GENERIC), settings.stream_name)
+    finally:
+        await broker.stop()
+
+    assert [bool(ack.duplicate) for ack in (first, again, other)] == [False, True, False]
+    assert len(bodies) == 2
+    subject = inbound_subject(Channel.GENERIC)
+
+    def published(outcome: str) -> float | None:
+        return registry.get_sample_value(
+            "dmdesk_published_messages_total",
+            {"service": "test", "subject": subject, "outcome": outcome},
+        )
+
+    assert (published("stored"), published("duplicate")) == (2.0, 1.0)
+    assert registry.get_sample_value("dmdesk_publish_seconds_count", {"service": "test"}) == 3.0
