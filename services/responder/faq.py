@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy.sparse import hstack  # type: ignore[import-untyped]
 from sklearn.feature_extraction.text import (  # type: ignore[import-untyped]
     ENGLISH_STOP_WORDS,
@@ -420,6 +420,22 @@ def content_words(text: str, language: str | None = None) -> str:
     return " ".join(_place(word) for word in words)
 
 
+# A pattern in faq.yaml (a key concept, a look-alike, an unanswered cue) names "any country or
+# city abroad" as ``{country}``: the loader puts the names the matcher reads as a country in its
+# place, so the knowledge base keeps no list of its own to keep in step with these.
+COUNTRY_PLACEHOLDER = "{country}"
+_COUNTRY_ALTERNATION = (
+    "(?:"
+    + "|".join(sorted(COUNTRY_WORDS | FOREIGN_CITY_WORDS, key=lambda word: (-len(word), word)))
+    + ")"
+)
+
+
+def expand_places(patterns: list[str]) -> list[str]:
+    """``patterns`` with every ``{country}`` spelt out as the country and foreign city names."""
+    return [pattern.replace(COUNTRY_PLACEHOLDER, _COUNTRY_ALTERNATION) for pattern in patterns]
+
+
 def _place(word: str) -> str:
     """``word``, or the one word its kind of place reads as (a country, a city abroad, a
     British city)."""
@@ -458,6 +474,11 @@ class FaqEntry(BaseModel):
         default=None,
         description="hours: the bot checks the business-hours calendar for the day asked about.",
     )
+
+    @field_validator("requires", "excludes", mode="after")
+    @classmethod
+    def _expand_places(cls, patterns: list[str]) -> list[str]:
+        return expand_places(patterns)
 
     @model_validator(mode="after")
     def _has_content(self) -> "FaqEntry":
@@ -520,6 +541,11 @@ class KnowledgeBase(BaseModel):
         "entry answers (jobs, stock, appointments): they compete with the entries and never win.",
     )
     entries: list[FaqEntry]
+
+    @field_validator("unanswered_cues", mode="after")
+    @classmethod
+    def _expand_places(cls, patterns: list[str]) -> list[str]:
+        return expand_places(patterns)
 
     @model_validator(mode="after")
     def _unique_ids_and_default_answers(self) -> "KnowledgeBase":

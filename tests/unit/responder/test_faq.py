@@ -1,5 +1,7 @@
 """FAQ retrieval and its held-out figures."""
 
+from importlib.resources import files
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -192,6 +194,31 @@ def test_an_entry_with_a_key_concept_answers_only_a_message_that_names_it() -> N
     index = FaqIndex(KnowledgeBase.model_validate({"entries": entries}))
     assert index.answers(index.search("delivery time?", "en"), threshold=0.4)
     assert not index.answers(index.search("what time?", "en"), threshold=0.1)
+
+
+def test_country_placeholder_is_spelt_out_from_the_matchers_country_names() -> None:
+    # One list of countries (faq.py's): a pattern names "any country or city abroad" as
+    # {country}, and every name the matcher reads as a country matches it.
+    cues = {"unanswered_cues": [r"\bcall\w* from {country}\b"]}
+    knowledge_base = KnowledgeBase.model_validate({**_TWO_ENTRIES, **cues})
+    assert "{country}" not in knowledge_base.unanswered_cues[0]
+    entries = [{**_TWO_ENTRIES["entries"][1], "excludes": [r"\bto {country}\b"]}]
+    entry = KnowledgeBase.model_validate({"entries": entries}).entries[0]
+    assert "{country}" not in entry.excludes[0]
+    index = FaqIndex(knowledge_base)
+    for place in ("Poland", "Österreich", "Oslo", "Brasil"):
+        match = index.search(f"delivery price when calling from {place}?", "en")
+        assert match is not None
+        assert match.unanswered_topic, place
+    match = index.search("delivery price when calling from Leeds?", "en")
+    assert match is not None
+    assert not match.unanswered_topic
+
+
+def test_the_packaged_return_label_look_alike_names_countries_through_the_placeholder() -> None:
+    text = files("services.responder.defaults").joinpath("faq.yaml").read_text(encoding="utf-8")
+    assert "{country}" in text
+    assert "|spain|espana|" not in text  # no second list of countries to keep in step
 
 
 def test_a_pattern_that_does_not_compile_is_refused() -> None:
