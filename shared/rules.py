@@ -1,6 +1,6 @@
 """The chatbot's rule set: what it is (pydantic models) and how it is checked (no framework).
 
-A rule set is a YAML/JSON document (``deploy/rules.yaml`` is the default)::
+A rule set is a YAML/JSON document (``shared/defaults/rules.yaml`` is the default)::
 
     rules:
       - id: order-status

@@ -262,7 +262,7 @@ class Settings(BaseSettings):
     rules_path: Path | None = Field(
         default=None,
         description="Rule set YAML loaded when the rules bucket is empty; the packaged"
-        " default (deploy/rules.yaml) when unset.",
+        " default (shared/defaults/rules.yaml) when unset.",
     )
     faq_path: Path | None = Field(
         default=None, description="FAQ knowledge base YAML; the packaged default when unset."

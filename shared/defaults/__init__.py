@@ -1,1 +1,1 @@
-"""The default rule set shipped with dmdesk (``deploy/rules.yaml``; a test keeps them identical)."""
+"""The default rule set shipped with dmdesk (``rules.yaml``)."""
