@@ -729,12 +729,12 @@ class FaqIndex:
             content_words(text, language)
             for text, language in zip(documents, languages, strict=True)
         ]
-        self._matrix = normalize(
-            hstack([self._words.fit_transform(texts), self._chars.fit_transform(texts)]).tocsr()
-        )
-        # By column: a question names a few hundred of the tens of thousands of features, and
-        # the variants' scores are those columns times the question's weights.
-        self._by_feature = self._matrix.tocsc()
+        # The variants' unit vectors, by column: a question names a few hundred of the tens
+        # of thousands of features, and the variants' scores are those columns times the
+        # question's weights.
+        self._by_feature = normalize(
+            hstack([self._words.fit_transform(texts), self._chars.fit_transform(texts)])
+        ).tocsc()
         self._analysers = [
             (vectoriser.build_analyzer(), vectoriser.vocabulary_, vectoriser.idf_)
             for vectoriser in (self._words, self._chars)
@@ -742,7 +742,7 @@ class FaqIndex:
 
     def _query(self, question: str, language: str | None) -> tuple[_Indices, _Weights]:
         """The question's features and weights, as the fitted vectorisers and the matrix's
-        normalising make them (the columns of ``_matrix`` it names; a unit test checks them
+        normalising make them (the columns of ``_by_feature`` it names; a unit test checks them
         against scikit-learn's ``transform``, which costs 15 times as much for one text)."""
         text = content_words(question, language)
         indices: list[_Indices] = []
