@@ -242,10 +242,12 @@ OPT_OUT_PATTERNS = (
     r"\b(?:don t|dont|do not)\s+want\s+(?:to\s+(?:get|receive)\s+)?any\s+more\b",
     r"\b(?:opt\s?(?:me\s+)?out|unsubscribe|unsub|take me off|remove me)\b",
     r"\brather not (?:get|receive|be)\b",
+    # the polite forms: "would you mind not sending me any more messages"
+    r"\b(?:mind|rather)\s+not\s+(?:\w+\s+){0,2}?(?:send|contact|messag|text|writ|receiv|get)\w*",
     r"\bno\s+(?:more|further)\s+(?:\w+\s+)?(?:messages|texts|dms)\b",
     # es
     r"\bno\s+(?:me\s+)?(?:\w+\s+)?(?:(?:mand|envi|contact|molest)(?:eis|es|en)|escrib(?:ais|as|an))\b",
-    r"\b(?:deja|dejad|dejen|para|parad|paren|parar)\s+de\s+(?:\w+\s+)?(?:mandar|enviar|escribir|contactar)",
+    r"\b(?:deja|dejad|dejen|dejar|dejaran|dejasen|dejarais|dejaseis|para|parad|paren|parar)\s+de\s+(?:\w+\s+)?(?:mandar|enviar|escribir|contactar)",
     r"\bno\s+quiero\s+(?:recibir\s+)?(?:\w+\s+){0,2}?(?:mas|mensajes|nada)\b",
     r"\b(?:borradme|borrame|quitadme|quitame|sacadme|sacame|darme de baja|dadme de baja)\b",
     # de
@@ -258,17 +260,18 @@ OPT_OUT_PATTERNS = (
     # fr
     r"\bne\s+plus\s+(?:me|m)\s+(?:\w+\s+)?(?:contact|ecri|envoy)\w*",
     r"\bne\s+m\s+(?:ecrivez|envoyez|contactez)\s+plus\b",
-    r"\b(?:arretez|arrete|arreter|cessez|cesse|cesser)\s+de\s+(?:me\s+|m\s+)?(?:en\s+)?(?:ecrire|envoyer|contacter|spammer)",
+    r"\b(?:arretez|arrete|arreter|arretiez|cessez|cesse|cesser|cessiez)\s+de\s+(?:me\s+|m\s+)?(?:en\s+)?(?:ecrire|envoyer|contacter|spammer)",
     r"\bj?(?:e\s+)?(?:ne\s+)?(?:veux|souhaite|desire)\s+plus\s+(?:\w+\s+){0,2}?(?:recevoir|etre\s+contacte)",
     r"\b(?:lachez|retirez|laissez)\s+moi\b|\bme\s+(?:laisser\s+tranquille|retirer\s+de)\b",
     # it
-    r"\bnon\s+(?:voglio|desidero)\s+piu\s+(?:\w+\s+){0,2}?(?:essere\s+contattat|ricevere)",
+    r"\bnon\s+(?:voglio|desidero)\s+(?:piu\s+)?(?:\w+\s+){0,2}?(?:essere\s+(?:ri)?contattat|ricevere)",
+    r"\bnon\s+(?:\w+\s+)?(?:inviar|mandar|scriver|contattar)\w*\s+piu\b",
     r"\b(?:toglietemi|toglimi|cancellatemi|levatemi)\b",
     r"\b(?:smettete|smettetela|smettila|basta)\s+(?:di\s+)?(?:\w+\s+)?(?:scriver|mandar|inviar|contattar)",
     r"\bnon\s+(?:mi\s+)?(?:scrivete|scrivetemi|contattate|contattatemi|mandate|inviate)\s+piu\b",
     # pt
     r"\bnao\s+(?:quero|desejo)\s+(?:\w+\s+){0,2}?(?:ser\s+contact|ser\s+contat|receber\s+(?:mais|mensage|msg|nada))",
-    r"\b(?:para|pare|parem|parar|deixem|deixa|deixe)\s+de\s+(?:me\s+)?(?:mandar|enviar|escrever|contactar|contatar)",
+    r"\b(?:para|pare|parem|parar|pararem|parassem|deixem|deixa|deixe|deixar|deixarem|deixassem)\s+de\s+(?:me\s+)?(?:mandar|enviar|escrever|contactar|contatar)",
     r"\b(?:me\s+tira|tira\s+me|tirem\s+me|me\s+tirem)\b",
 )
 _NEWSLETTER_WORDS = re.compile(
@@ -280,7 +283,7 @@ _MESSAGE_WORD = re.compile(rf"\b(?:{_alternatives(MESSAGE_WORDS)})\b")
 _CHANNEL_WORD = re.compile(rf"\b(?:{_alternatives(CHANNEL_WORDS)})\b")
 _OPT_OUT_PATTERN = re.compile("|".join(f"(?:{pattern})" for pattern in OPT_OUT_PATTERNS))
 STOP_REQUEST_MAX_WORDS = 10
-OPT_OUT_SENTENCE_MAX_WORDS = 20
+OPT_OUT_SENTENCE_MAX_WORDS = 30
 
 
 def asks_to_stop_messages(text: str | None) -> bool:

@@ -427,3 +427,86 @@ def test_a_greeting_before_a_question_is_not_read_as_an_hours_question(
     assert decision.faq is not None
     assert decision.faq.entry_id == "international-shipping"
     assert decision.faq.answered
+
+
+# Round 12 (issue 20): the customer's own case told as a story and chased, polite greetings
+# and opt-outs, and look-alikes the answers do not settle (written apart from the eval set).
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("I was charged delivery on a 70 pound basket, why?", "en"),
+        ("la spedizione me l'avete fatta pagare lo stesso, come mai?", "it"),
+        ("apaguei a conta e continuo a receber sms vossos. Porquê?", "pt"),
+    ],
+)
+def test_a_why_question_closing_a_story_goes_to_a_person(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.matched_rules == ["why-question"]
+    assert decision.faq is None
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("asked for a replacement ten days ago and still nothing", "en"),
+        ("mandei as fotos da avaria há uma semana e nada", "pt"),
+        ("Reklamation vor drei Wochen geschickt und nichts passiert", "de"),
+    ],
+)
+def test_a_case_chased_with_nothing_yet_goes_to_a_person(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.matched_rules == ["nothing-yet"]
+    assert decision.faq is None
+    assert decision.handoff is not None
+
+
+def test_a_general_question_after_nothing_yet_stays_the_faqs() -> None:
+    decision = run(
+        classified("ordered on friday and nothing yet, how long does delivery usually take?")
+    )
+    assert "nothing-yet" not in decision.matched_rules
+
+
+def test_a_well_wishing_sentence_with_its_subject_greets() -> None:
+    decision = run(classified("Good afternoon, I hope you are all well."))
+    assert "greeting" in decision.matched_rules
+    assert decision.faq is None
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Would you mind not sending me any more messages on Instagram, please?", "en"),
+        ("Vi prego di non mandarmi più messaggi su Instagram.", "it"),
+        ("Pedia-vos que deixassem de me mandar mensagens pelo Instagram.", "pt"),
+    ],
+)
+def test_polite_opt_outs_are_opt_outs(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.opt_out == "out"
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("can I get same day delivery on a rug?", "en"),
+        ("is my account deleted yet? I asked for it in March", "en"),
+        ("do you deliver to Tenerife?", "en"),
+        ("the warranty, does it cover a lamp from your shop? I have no order number", "en"),
+    ],
+)
+def test_look_alikes_the_answers_do_not_settle_are_not_answered(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is None or not decision.faq.answered
+
+
+def test_an_exchange_in_case_the_size_does_not_fit_is_sizes() -> None:
+    decision = run(
+        classified(
+            "Wie fallen die Stiefel aus? Ich trage 41. Wenn sie nicht passen, kann ich tauschen?",
+            language="de",
+        )
+    )
+    assert decision.faq is not None
+    assert decision.faq.entry_id == "sizes"
+    assert decision.faq.answered
