@@ -7,16 +7,12 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg.exceptions  # type: ignore[import-untyped]
 import nats.errors
 import sqlalchemy.exc
-from faststream import AckPolicy, ContextRepo
-from faststream.exceptions import HandlerException
-from faststream.middlewares import BaseMiddleware
-from faststream.nats import JStream, NatsBroker, NatsRouter, PubAck, PullSub
+from faststream.nats import NatsBroker, NatsRouter, PubAck
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.publisher.usecase import LogicPublisher
 from faststream.nats.security import NatsUserPassword
@@ -34,7 +30,6 @@ from shared.streams import (
     MSG_ID_HEADER,
     Consumer,
     Subject,
-    consumer_config,
     dead_letter_subject,
     is_dead_letter,
 )
@@ -113,9 +108,10 @@ def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -
     )
 
 
-def stage_router(stage: str, settings: Settings) -> NatsRouter:
-    """A router whose subscribers dead-letter what keeps failing, tagged ``stage``."""
-    router = NatsRouter(middlewares=[dead_letters(stage, settings)])  # type: ignore[list-item]
+def stage_router(stage: str) -> NatsRouter:
+    """The router a stage declares its publishers on (the AsyncAPI document), its dead
+    letters' subject included."""
+    router = NatsRouter()
     router.publisher(
         dead_letter_subject(stage),
         schema=DeadLetter,
@@ -138,31 +134,6 @@ def event_publisher(
     the same subject.
     """
     return router.publisher(subject, schema=schema, title=title or subject, description=description)
-
-
-Handler = Callable[..., Awaitable[None]]
-
-
-def durable_subscriber(
-    router: NatsRouter, consumer: Consumer, settings: Settings, *, title: str | None = None
-) -> Callable[[Handler], Any]:
-    """Subscribe a handler to ``consumer``: a durable pull consumer, acked after success.
-
-    The ack policy is chosen on purpose: an exception never terminates the message
-    (faststream's default); the dead-letter middleware decides between a delayed
-    redelivery and the dead-letter subject.
-    """
-    [subject] = consumer.subjects  # faststream subscribes to one subject
-    return router.subscriber(
-        subject,
-        stream=JStream(settings.stream_name, declare=False),
-        durable=consumer.durable,
-        config=consumer_config(consumer, settings),
-        pull_sub=PullSub(batch_size=settings.pull_batch_size, timeout=1.0),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        title=title or consumer.durable,
-        description=consumer.description,
-    )
 
 
 BatchHandler = Callable[[list[Msg]], Awaitable[None]]
@@ -493,31 +464,6 @@ def redelivery_delay(deliveries: int) -> float:
     return float(min(MAX_REDELIVERY_DELAY_SECONDS, 0.5 * 2 ** (deliveries - 1)))
 
 
-class DeadLetterMiddleware(BaseMiddleware[Any, Msg]):
-    """Settle a message whose handler raised (see :func:`settle_failure`)."""
-
-    def __init__(
-        self, msg: Msg, /, *, context: ContextRepo, stage: str, settings: Settings
-    ) -> None:
-        super().__init__(msg, context=context)
-        self.stage = stage
-        self.settings = settings
-
-    async def after_processed(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_val: BaseException | None = None,
-        exc_tb: TracebackType | None = None,
-    ) -> bool | None:
-        if not isinstance(exc_val, Exception) or isinstance(exc_val, HandlerException):
-            return False
-        broker: NatsBroker = self.context.get("broker")
-        await settle_failure(
-            self.msg, exc_val, stage=self.stage, settings=self.settings, broker=broker
-        )
-        return True
-
-
 async def settle_failure(
     msg: Msg, error: Exception, *, stage: str, settings: Settings, broker: NatsBroker
 ) -> None:
@@ -629,12 +575,3 @@ def dependency_unavailable(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def dead_letters(stage: str, settings: Settings) -> Callable[..., DeadLetterMiddleware]:
-    """The dead-letter middleware factory for one stage."""
-
-    def build(msg: Msg, /, *, context: ContextRepo) -> DeadLetterMiddleware:
-        return DeadLetterMiddleware(msg, context=context, stage=stage, settings=settings)
-
-    return build

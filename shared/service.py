@@ -52,7 +52,6 @@ class ServiceSpec:
     settings: Settings
     broker: NatsBroker
     registry: CollectorRegistry
-    consumers: Sequence[Consumer] = ()  # read by faststream subscribers
     retired: Sequence[str] = ()  # durables of an earlier version, deleted once empty
     batch_consumers: Sequence[BatchConsumer] = ()
     routers: Sequence[APIRouter] = ()
@@ -65,8 +64,8 @@ class ServiceSpec:
 
     @property
     def durables(self) -> tuple[Consumer, ...]:
-        """Every durable consumer the service reads, through faststream or a BatchConsumer."""
-        return (*self.consumers, *(batch.consumer for batch in self.batch_consumers))
+        """Every durable consumer the service reads (each through a BatchConsumer)."""
+        return tuple(batch.consumer for batch in self.batch_consumers)
 
 
 def service_app(spec: ServiceSpec) -> FastAPI:

@@ -294,7 +294,7 @@ def build(settings: Settings) -> ServiceSpec:
     writer_engine = create_sync_engine(settings.sqlalchemy_url)
     group_sessions = writer_sessions(writer_engine)
     broker = make_broker(settings, STAGE, registry)
-    router = stage_router(STAGE, settings)
+    router = stage_router(STAGE)
     bus = EventBus(broker, settings, PublishMetrics.register(registry, STAGE))
     api = _wire(settings, bus, router, metrics, sessions, read_sessions, group_sessions)
     scheduler, housekeeper = api.scheduler, api.housekeeper

@@ -68,7 +68,7 @@ def build(settings: Settings) -> ServiceSpec:
     broker = make_broker(settings, STAGE, registry)
     # broker.connection exists only once connected: look it up at first use.
     contact_languages = ContactLanguages(lambda: broker.connection.jetstream(), settings)  # noqa: PLW0108
-    router = stage_router(STAGE, settings)
+    router = stage_router(STAGE)
     # Declared for the AsyncAPI document; published through the EventBus.
     event_publisher(
         router, streams.CLASSIFIED, ClassifiedMessage, "Every customer DM with its classification."

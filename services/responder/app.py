@@ -884,7 +884,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
     )
     runtime = ResponderRuntime(settings, adapter or make_adapter(settings))
     broker = make_broker(settings, STAGE, registry)
-    router = stage_router(STAGE, settings)
+    router = stage_router(STAGE)
     # Declared for the AsyncAPI document; published through the EventBus.
     event_publisher(
         router,

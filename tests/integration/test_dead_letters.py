@@ -1,14 +1,15 @@
 """The dead-letter path on a real JetStream: retried with back-off, then parked with its error."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import pytest
-from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
-from shared.bus import durable_subscriber, make_broker, stage_router
+from shared.bus import BatchConsumer, make_broker, settle_failure
 from shared.events import Channel, DeadLetter, InboundMessage
 from shared.settings import Settings
 from shared.streams import CLASSIFIER, MSG_ID_HEADER, inbound_subject, provision
@@ -28,15 +29,35 @@ async def js(settings: Settings) -> AsyncIterator[nats.js.JetStreamContext]:
     await client.close()
 
 
-async def run_stage(settings: Settings, handler: Callable[[InboundMessage], object]) -> NatsBroker:
+@contextlib.asynccontextmanager
+async def stage(
+    settings: Settings, handler: Callable[[InboundMessage], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """A stage as the services build one: a BatchConsumer whose handler acks each message
+    it handled and settles each failure alone."""
     broker = make_broker(settings, "test", CollectorRegistry())
-    router = stage_router("classifier", settings)
-    durable_subscriber(router, CLASSIFIER, settings)(handler)
-    broker.include_router(router)
+
+    async def on_pull(messages: list[Msg]) -> None:
+        for msg in messages:
+            try:
+                await handler(InboundMessage.model_validate_json(msg.data))
+            except Exception as error:
+                await settle_failure(
+                    msg, error, stage="classifier", settings=settings, broker=broker
+                )
+            else:
+                await msg.ack()
+
+    consumer = BatchConsumer(CLASSIFIER, settings, on_pull, schema=InboundMessage, title="test")
     await broker.connect()
-    await provision(broker.connection.jetstream(), settings, CLASSIFIER)
-    await broker.start()
-    return broker
+    js = broker.connection.jetstream()
+    await provision(js, settings, CLASSIFIER)
+    consumer.start(js)
+    try:
+        yield
+    finally:
+        await consumer.stop()
+        await broker.stop()
 
 
 async def dead_letters(js: nats.js.JetStreamContext, settings: Settings) -> list[DeadLetter]:
@@ -53,16 +74,13 @@ async def test_failing_handler_is_retried_then_dead_lettered(
         attempts.append(message.mid)
         raise RuntimeError("downstream exploded")
 
-    broker = await run_stage(settings, always_fails)
-    try:
+    async with stage(settings, always_fails):
         await js.publish(
             inbound_subject(Channel.GENERIC),
             generic_inbound("m-1").model_dump_json().encode(),
             headers={MSG_ID_HEADER: "generic:m-1"},
         )
         letters = await eventually(lambda: dead_letters(js, settings), bool)
-    finally:
-        await broker.stop()
 
     [letter] = letters
     assert attempts == ["m-1", "m-1", "m-1"]
@@ -85,15 +103,12 @@ async def test_handler_that_recovers_processes_the_message_once(
             raise ConnectionError("database briefly away")
         done.append(message.mid)
 
-    broker = await run_stage(settings, fails_once)
-    try:
+    async with stage(settings, fails_once):
         await js.publish(
             inbound_subject(Channel.GENERIC), generic_inbound("m-2").model_dump_json().encode()
         )
         await eventually(lambda: asyncio.sleep(0, done), bool)
         await asyncio.sleep(1.0)  # a wrong ack would show up as a third attempt
-    finally:
-        await broker.stop()
 
     assert done == ["m-2"]
     assert attempts == ["m-2", "m-2"]
@@ -108,15 +123,12 @@ async def test_message_that_does_not_validate_is_dead_lettered_at_once(
     async def handler(message: InboundMessage) -> None:
         handled.append(message)
 
-    broker = await run_stage(settings, handler)
-    try:
+    async with stage(settings, handler):
         await js.publish(inbound_subject(Channel.GENERIC), b'{"mid": "x"}')
         await js.publish(inbound_subject(Channel.GENERIC), b"not json at all")
         letters = await eventually(
             lambda: dead_letters(js, settings), lambda found: len(found) == 2, timeout=10
         )
-    finally:
-        await broker.stop()
 
     assert handled == []
     assert [letter.deliveries for letter in letters] == [1, 1]
