@@ -11,6 +11,8 @@ reply's arrival is timed. Then, in one run:
    gave it its team ran: ``projected_at`` in the activity log's ``bot.handoff`` entry,
    not the conversation's ``updated_at``, which later projections such as the
    acknowledgement's send result move), and to the bot reply reaching the Send API stub.
+   The queued latency is split in two: to the responder's decision (the entry's ``at``:
+   ingest, the classifier and the responder) and from it to the projection (the api).
 2. **Saturation**: a bounded number of DMs (default 5,000) sent as fast as ingest
    accepts them, batched like Meta does under load (several events per webhook). The
    sustained rate is DMs divided by the time from the first POST to the last DM queued
@@ -525,7 +527,7 @@ async def flood(
 # The run's contacts by their keys (the unique index), a chunk of ids at a time: a LIKE
 # on the ids' prefix had no index on PostgreSQL and scanned every contact per poll.
 ROUTED_SQL = text("""
-SELECT ct.platform_id, cv.updated_at, ac.detail
+SELECT ct.platform_id, cv.updated_at, ac.detail, ac.at
 FROM contacts ct JOIN conversations cv ON cv.contact_id = ct.id
 LEFT JOIN activity ac ON ac.conversation_id = cv.id AND ac.kind = 'bot.handoff'
 WHERE ct.channel = 'messenger' AND ct.platform_id IN :psids
@@ -546,15 +548,28 @@ def _chunks(dms: Sequence[Dm]) -> Iterable[list[str]]:
 
 async def routed(engine: AsyncEngine, dms: Sequence[Dm]) -> dict[str, float]:
     """When each of ``dms`` was queued and routed (epoch seconds), those that are."""
+    queued, _ = await routing_times(engine, dms)
+    return queued
+
+
+async def routing_times(
+    engine: AsyncEngine, dms: Sequence[Dm]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """When each of ``dms`` was queued and routed, and when the responder decided its
+    hand-off (epoch seconds; the hand-off entry's ``at``), those that are."""
     queued: dict[str, float] = {}
+    decided: dict[str, float] = {}
     async with engine.connect() as connection:
         for psids in _chunks(dms):
             rows = await connection.execute(ROUTED_SQL, {"psids": psids})
-            for psid, updated, detail in rows:
+            for psid, updated, detail, decided_at in rows:
                 found = _projected_at(detail)
                 at = _epoch(updated) if found is None else found
                 queued[str(psid)] = min(at, queued.get(str(psid), at))
-    return queued
+                if decided_at is not None:
+                    at = _epoch(decided_at)
+                    decided[str(psid)] = min(at, decided.get(str(psid), at))
+    return queued, decided
 
 
 def _projected_at(detail: object) -> float | None:
@@ -923,7 +938,8 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
         cpu_after = cpu_seconds(measured)
         gc_after = await full_collections(scraper, endpoints.service_urls)
         await asyncio.sleep(1.0)  # bot replies still on their way to the stub
-        queued = latency_ms(sent, await routed(engine, offered))
+        queued_at, decided_at = await routing_times(engine, offered)
+        queued = latency_ms(sent, queued_at)
         replies = {
             call.recipient or "": call.at
             for call in stub.calls[calls_before:]
@@ -937,6 +953,11 @@ async def measure(options: Options, endpoints: Endpoints, stub: SendApiStub) -> 
             "refused_attempts": dict(sent.refused),
             "routed": settled,
             "webhook_to_queued": summary(queued),
+            # The two halves of it: ingest, the classifier and the responder; the api.
+            "webhook_to_decided": summary(latency_ms(sent, decided_at)),
+            "decided_to_queued": summary(
+                [(queued_at[psid] - at) * 1000 for psid, at in decided_at.items()]
+            ),
             "webhook_to_bot_reply": summary(bot),
         }
         if measured:
@@ -1102,12 +1123,15 @@ def report(figures: dict[str, Any]) -> str:
     """A human summary of the figures."""
     offered, saturation = figures["offered"], figures["saturation"]
     queued, bot = offered["webhook_to_queued"], offered["webhook_to_bot_reply"]
+    decided, api = offered["webhook_to_decided"], offered["decided_to_queued"]
     lines = [
         f"database: {figures.get('database', 'running stack')}",
         f"offered {figures['offered_rate']:.0f} DMs/s x {offered['dms']} "
         f"(achieved {offered['achieved_rate']}/s, routed {offered['routed']})",
         f"  webhook -> queued:    p50 {queued['p50_ms']} ms  p95 {queued['p95_ms']} ms  "
         f"p99 {queued['p99_ms']} ms  max {queued['max_ms']} ms",
+        f"    webhook -> decided: p50 {decided['p50_ms']} ms  p99 {decided['p99_ms']} ms; "
+        f"decided -> queued (the api): p50 {api['p50_ms']} ms  p99 {api['p99_ms']} ms",
         "  webhook -> bot reply: "
         + (
             f"p50 {bot['p50_ms']} ms  p95 {bot['p95_ms']} ms  p99 {bot['p99_ms']} ms "

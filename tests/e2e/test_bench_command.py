@@ -45,6 +45,12 @@ def test_a_short_benchmark_prints_one_json_object_with_every_figure() -> None:
         figures["e2e_dms_per_s"] / figures["raw_jetstream_msgs_per_s"], abs=0.001
     )
     assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"]
+    # The queued latency in its two halves: to the responder's decision, then the api's.
+    offered = figures["offered"]
+    decided, api = offered["webhook_to_decided"], offered["decided_to_queued"]
+    assert decided["samples"] == api["samples"] == offered["webhook_to_queued"]["samples"]
+    assert 0 < decided["p50_ms"] <= figures["p50_ms"], "decided before it is queued"
+    assert api["p50_ms"] >= 0
     assert figures["bot_replies_measured"]
     assert figures["bot_reply_p99_ms"] > 0
     assert figures["bot_replies_per_recipient_max"] == 1, "a bot reply was sent twice"
