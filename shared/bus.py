@@ -13,7 +13,6 @@ import asyncpg.exceptions  # type: ignore[import-untyped]
 import nats.errors
 import sqlalchemy.exc
 from faststream.nats import NatsBroker, NatsRouter, PubAck
-from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.publisher.usecase import LogicPublisher
 from faststream.nats.security import NatsUserPassword
 from nats.aio.msg import Msg
@@ -88,8 +87,13 @@ def nats_credentials(settings: Settings) -> dict[str, str]:
     return {"user": settings.nats_user, "password": settings.nats_password.get_secret_value()}
 
 
-def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -> NatsBroker:
-    """A broker that reconnects forever, exports faststream metrics and drains on stop."""
+def make_broker(settings: Settings, service: str) -> NatsBroker:
+    """A broker that reconnects forever and drains on stop.
+
+    The services publish through :class:`EventBus` and read through :class:`BatchConsumer`,
+    which count what they do in ``dmdesk_*`` metrics: nothing passes through faststream's
+    publishers or subscribers, so its Prometheus middleware would export nothing.
+    """
     return NatsBroker(
         servers=settings.nats_url.split(","),
         name=f"dmdesk-{service}",
@@ -101,7 +105,6 @@ def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         graceful_timeout=settings.graceful_timeout_seconds,
-        middlewares=[NatsPrometheusMiddleware(registry=registry, app_name=service)],
         logger=logging.getLogger(f"dmdesk.{service}.faststream"),
         # faststream logs every message received and processed: keep that off the hot path.
         log_level=logging.DEBUG,
@@ -395,7 +398,7 @@ async def _unsubscribe(subscription: JetStreamContext.PullSubscription | None) -
 
 
 async def publish_event(
-    target: NatsBroker | JetStreamContext,
+    js: JetStreamContext,
     event: BaseModel,
     *,
     subject: str,
@@ -404,9 +407,9 @@ async def publish_event(
 ) -> PubAck:
     """Publish ``event`` on ``subject`` to the stream and wait for its PubAck.
 
-    ``target`` is nats-py's JetStream context (what :class:`EventBus` publishes with) or,
-    for dead letters, the broker. ``msg_id`` is the JetStream dedupe key: a publish that
-    timed out may still have been stored, so it is retried with the same id and stored once.
+    ``js`` is nats-py's JetStream context (what :class:`EventBus` publishes with).
+    ``msg_id`` is the JetStream dedupe key: a publish that timed out may still have been
+    stored, so it is retried with the same id and stored once.
 
     The PubAck's ``duplicate`` says whether the event was stored before this call: when
     an attempt timed out and the retry is told "duplicate", the attempt that timed out
@@ -415,22 +418,13 @@ async def publish_event(
     timed_out = False
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
-            if isinstance(target, JetStreamContext):
-                ack = await target.publish(
-                    subject,
-                    event.model_dump_json().encode(),
-                    timeout=settings.publish_timeout_seconds,
-                    stream=settings.stream_name,
-                    headers={MSG_ID_HEADER: msg_id, "content-type": "application/json"},
-                )
-            else:
-                ack = await target.publish(
-                    event,
-                    subject,
-                    stream=settings.stream_name,
-                    headers={MSG_ID_HEADER: msg_id},
-                    timeout=settings.publish_timeout_seconds,
-                )
+            ack = await js.publish(
+                subject,
+                event.model_dump_json().encode(),
+                timeout=settings.publish_timeout_seconds,
+                stream=settings.stream_name,
+                headers={MSG_ID_HEADER: msg_id, "content-type": "application/json"},
+            )
         except RETRYABLE_PUBLISH_ERRORS as error:
             if attempt == PUBLISH_ATTEMPTS:
                 raise
@@ -442,7 +436,7 @@ async def publish_event(
 
 
 async def publish_as(
-    target: NatsBroker | JetStreamContext,
+    js: JetStreamContext,
     definition: Subject[E],
     event: E,
     *,
@@ -451,7 +445,7 @@ async def publish_as(
     """Publish ``event`` as its definition in ``shared.streams`` says: on its subject,
     with its dedupe id (see :func:`publish_event`)."""
     return await publish_event(
-        target,
+        js,
         event,
         subject=definition.subject(event),
         msg_id=definition.msg_id(event),
@@ -464,16 +458,16 @@ def redelivery_delay(deliveries: int) -> float:
     return float(min(MAX_REDELIVERY_DELAY_SECONDS, 0.5 * 2 ** (deliveries - 1)))
 
 
-async def settle_failure(
-    msg: Msg, error: Exception, *, stage: str, settings: Settings, broker: NatsBroker
-) -> None:
+async def settle_failure(msg: Msg, error: Exception, *, stage: str, bus: EventBus) -> None:
     """Redeliver a failed message with back-off, or dead-letter it when retrying is futile.
 
     A message that fails validation is dead-lettered at once (it would fail the same
     way forever); any other failure after ``max_deliveries`` deliveries, unless a
-    dependency is down. The dead letter is published with a PubAck before the
-    original is acked, so nothing is dropped.
+    dependency is down. The dead letter is published on ``bus`` (counted with the
+    service's other publishes) with a PubAck before the original is acked, so nothing
+    is dropped.
     """
+    settings = bus.settings
     metadata = msg.metadata
     deliveries = metadata.num_delivered or 1
     permanent = isinstance(error, PERMANENT_ERRORS)
@@ -482,7 +476,7 @@ async def settle_failure(
         await _keep_dead_letter(msg, error, deliveries, permanent=permanent, stage=stage)
         return
     if permanent or (deliveries >= settings.max_deliveries and not unavailable):
-        await _dead_letter(msg, error, deliveries, stage=stage, settings=settings, broker=broker)
+        await _dead_letter(msg, error, deliveries, stage=stage, bus=bus)
         await msg.ack()
         return
     delay = redelivery_delay(deliveries)
@@ -530,8 +524,7 @@ async def _dead_letter(
     deliveries: int,
     *,
     stage: str,
-    settings: Settings,
-    broker: NatsBroker,
+    bus: EventBus,
 ) -> None:
     sequence = msg.metadata.sequence.stream
     letter = DeadLetter(
@@ -544,7 +537,7 @@ async def _dead_letter(
         original=msg.data.decode("utf-8", errors="replace"),
         headers={k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)},
     )
-    await publish_as(broker, DEAD_LETTER_EVENT, letter, settings=settings)
+    await bus.publish(DEAD_LETTER_EVENT, letter)
     logger.error(
         "message dead-lettered",
         extra={

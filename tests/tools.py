@@ -125,7 +125,7 @@ DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
 # Grafana's built-in interval variables, as a test evaluates them.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
-METRIC_PREFIXES = ("dmdesk_", "faststream_", "process_", "python_")
+METRIC_PREFIXES = ("dmdesk_", "process_", "python_")
 PROMETHEUS_METRICS = frozenset({"up"})
 _SELECTOR = re.compile(r"(?<![\w:$.])([a-zA-Z_][\w:]*)\s*(\{[^}]*\})?")
 _KEYWORDS_BEFORE_PARENS = re.compile(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from faststream.nats import NatsBroker, NatsRouter
+from faststream.nats import NatsRouter
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -107,7 +107,7 @@ class Api:
     housekeeper: Housekeeper
     changes: ChangeFeed
     writer: ProjectionWriter
-    broker: NatsBroker
+    bus: EventBus
     batches: list[BatchConsumer] = field(default_factory=list)
 
     def project(
@@ -168,9 +168,7 @@ class Api:
                 for msg, kind, outcome in zip(messages, kinds_of, outcomes, strict=True):
                     if outcome is not None:
                         counters[kind.event_type][1].inc()
-                        await settle_failure(
-                            msg, outcome, stage=STAGE, settings=self.settings, broker=self.broker
-                        )
+                        await settle_failure(msg, outcome, stage=STAGE, bus=self.bus)
             for msg, kind, outcome in zip(messages, kinds_of, outcomes, strict=True):
                 if outcome is None:
                     await msg.ack()
@@ -208,9 +206,7 @@ class Api:
                     await record(msg)
                 except Exception as error:  # settled alone: redelivered, never dead-lettered
                     failed.inc()
-                    await settle_failure(
-                        msg, error, stage=STAGE, settings=self.settings, broker=self.broker
-                    )
+                    await settle_failure(msg, error, stage=STAGE, bus=self.bus)
                 else:
                     await msg.ack()
                     recorded.inc()
@@ -279,7 +275,7 @@ def _wire(
         housekeeper=housekeeper,
         changes=changes,
         writer=ProjectionWriter(writer_sessions, committed),
-        broker=bus.broker,
+        bus=bus,
     )
 
 
@@ -293,7 +289,7 @@ def build(settings: Settings) -> ServiceSpec:
     read_sessions = session_factory(reader)
     writer_engine = create_sync_engine(settings.sqlalchemy_url)
     group_sessions = writer_sessions(writer_engine)
-    broker = make_broker(settings, STAGE, registry)
+    broker = make_broker(settings, STAGE)
     router = stage_router(STAGE)
     bus = EventBus(broker, settings, PublishMetrics.register(registry, STAGE))
     api = _wire(settings, bus, router, metrics, sessions, read_sessions, group_sessions)

@@ -65,7 +65,7 @@ def build(settings: Settings) -> ServiceSpec:
             classifiers.append(Classifier(policy=PolicyStore(settings.priority_policy)))
         await follower.start()
 
-    broker = make_broker(settings, STAGE, registry)
+    broker = make_broker(settings, STAGE)
     # broker.connection exists only once connected: look it up at first use.
     contact_languages = ContactLanguages(lambda: broker.connection.jetstream(), settings)  # noqa: PLW0108
     router = stage_router(STAGE)
@@ -122,7 +122,7 @@ def build(settings: Settings) -> ServiceSpec:
 
     async def settle(msg: Msg, error: Exception) -> None:
         failures_total.inc()
-        await settle_failure(msg, error, stage=STAGE, settings=settings, broker=broker)
+        await settle_failure(msg, error, stage=STAGE, bus=bus)
 
     broker.include_router(router)
     return ServiceSpec(

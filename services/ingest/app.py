@@ -15,7 +15,7 @@ STAGE = "ingest"
 def build(settings: Settings) -> ServiceSpec:
     """Wire ingest's broker, contact store, routes and metrics."""
     registry = service_registry()
-    broker = make_broker(settings, STAGE, registry)
+    broker = make_broker(settings, STAGE)
     metrics = IngestMetrics(registry)
     bus = EventBus(broker, settings, PublishMetrics.register(registry, STAGE))
     contacts = KvContactStore(broker, settings)

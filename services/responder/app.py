@@ -883,7 +883,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         registry=registry,
     )
     runtime = ResponderRuntime(settings, adapter or make_adapter(settings))
-    broker = make_broker(settings, STAGE, registry)
+    broker = make_broker(settings, STAGE)
     router = stage_router(STAGE)
     # Declared for the AsyncAPI document; published through the EventBus.
     event_publisher(
@@ -915,7 +915,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
     bus = EventBus(broker, settings, PublishMetrics.register(registry, STAGE))
 
     async def settle(msg: Msg, error: Exception) -> None:
-        await settle_failure(msg, error, stage=STAGE, settings=settings, broker=broker)
+        await settle_failure(msg, error, stage=STAGE, bus=bus)
 
     async def publish_routed(routed: RoutedMessage) -> None:
         await bus.publish(streams.ROUTED_EVENT, routed)

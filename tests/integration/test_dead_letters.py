@@ -9,7 +9,7 @@ import pytest
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
-from shared.bus import BatchConsumer, make_broker, settle_failure
+from shared.bus import BatchConsumer, EventBus, PublishMetrics, make_broker, settle_failure
 from shared.events import Channel, DeadLetter, InboundMessage
 from shared.settings import Settings
 from shared.streams import CLASSIFIER, MSG_ID_HEADER, inbound_subject, provision
@@ -32,19 +32,19 @@ async def js(settings: Settings) -> AsyncIterator[nats.js.JetStreamContext]:
 @contextlib.asynccontextmanager
 async def stage(
     settings: Settings, handler: Callable[[InboundMessage], Awaitable[None]]
-) -> AsyncIterator[None]:
+) -> AsyncIterator[CollectorRegistry]:
     """A stage as the services build one: a BatchConsumer whose handler acks each message
-    it handled and settles each failure alone."""
-    broker = make_broker(settings, "test", CollectorRegistry())
+    it handled and settles each failure alone; yields its bus's metrics."""
+    broker = make_broker(settings, "test")
+    registry = CollectorRegistry()
+    bus = EventBus(broker, settings, PublishMetrics.register(registry, "test"))
 
     async def on_pull(messages: list[Msg]) -> None:
         for msg in messages:
             try:
                 await handler(InboundMessage.model_validate_json(msg.data))
             except Exception as error:
-                await settle_failure(
-                    msg, error, stage="classifier", settings=settings, broker=broker
-                )
+                await settle_failure(msg, error, stage="classifier", bus=bus)
             else:
                 await msg.ack()
 
@@ -54,7 +54,7 @@ async def stage(
     await provision(js, settings, CLASSIFIER)
     consumer.start(js)
     try:
-        yield
+        yield registry
     finally:
         await consumer.stop()
         await broker.stop()
@@ -74,13 +74,16 @@ async def test_failing_handler_is_retried_then_dead_lettered(
         attempts.append(message.mid)
         raise RuntimeError("downstream exploded")
 
-    async with stage(settings, always_fails):
+    async with stage(settings, always_fails) as registry:
         await js.publish(
             inbound_subject(Channel.GENERIC),
             generic_inbound("m-1").model_dump_json().encode(),
             headers={MSG_ID_HEADER: "generic:m-1"},
         )
         letters = await eventually(lambda: dead_letters(js, settings), bool)
+    # Published through the service's bus: counted with its other publishes.
+    labels = {"service": "test", "subject": "dm.dlq.classifier", "outcome": "stored"}
+    assert registry.get_sample_value("dmdesk_published_messages_total", labels) == 1
 
     [letter] = letters
     assert attempts == ["m-1", "m-1", "m-1"]

@@ -63,7 +63,7 @@ async def test_the_event_bus_counts_what_it_stored_and_what_the_stream_already_h
 ) -> None:
     settings = settings_factory()
     registry = CollectorRegistry()
-    broker = make_broker(settings, "test", registry)
+    broker = make_broker(settings, "test")
     bus = EventBus(broker, settings, PublishMetrics.register(registry, "test"))
     await broker.connect()
     try:
