@@ -882,6 +882,13 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
         ["kind", "team"],
         registry=registry,
     )
+    failures_total = Counter(
+        "dmdesk_responder_failures_total",
+        "Messages a responder handler failed on (redelivered later, or dead-lettered), by"
+        " durable consumer.",
+        ["consumer"],
+        registry=registry,
+    )
     runtime = ResponderRuntime(settings, adapter or make_adapter(settings))
     broker = make_broker(settings, STAGE)
     router = stage_router(STAGE)
@@ -915,6 +922,7 @@ def build(settings: Settings, adapter: SendAdapter | None = None) -> ServiceSpec
     bus = EventBus(broker, settings, PublishMetrics.register(registry, STAGE))
 
     async def settle(msg: Msg, error: Exception) -> None:
+        failures_total.labels(msg.metadata.consumer).inc()
         await settle_failure(msg, error, stage=STAGE, bus=bus)
 
     async def publish_routed(routed: RoutedMessage) -> None:

@@ -27,6 +27,7 @@ from shared.events import (
     ClassifiedMessage,
     Contact,
     ConversationRef,
+    DeadLetter,
     InboundMessage,
     OutboundRequest,
     OutboundResult,
@@ -713,6 +714,34 @@ async def test_a_redelivered_pull_publishes_each_decision_once(
         )
     routed = await stored(client.jetstream(), "dm.routed.*", settings.stream_name, 10)
     assert len(routed) == 1
+
+
+async def test_a_classified_dm_it_cannot_read_is_dead_lettered_and_counted(
+    settings: Settings, client: NatsClient
+) -> None:
+    spec = build(settings, RecordingAdapter())
+    app = service_app(spec)
+    js = client.jetstream()
+    async with app.router.lifespan_context(app):
+        await provision(js, settings)
+        await js.publish(
+            CLASSIFIED, b'{"message": "not a DM"}', headers={MSG_ID_HEADER: "poison-r1"}
+        )
+        [letter] = await eventually(
+            lambda: stored(client.jetstream(), "dm.dlq.responder", settings.stream_name, 10),
+            bool,
+        )
+    dead = DeadLetter.model_validate_json(letter)
+    assert (dead.stage, dead.subject, dead.error_type) == (
+        "responder",
+        CLASSIFIED,
+        "ValidationError",
+    )
+    # Counted as the responder's failure, and as one of its publishes (the dead letter).
+    value = spec.registry.get_sample_value
+    assert value("dmdesk_responder_failures_total", {"consumer": "responder-v1"}) == 1
+    published = {"service": "responder", "subject": "dm.dlq.responder", "outcome": "stored"}
+    assert value("dmdesk_published_messages_total", published) == 1
 
 
 async def test_stopping_does_not_wait_forever_on_a_connection_that_will_not_drain(
