@@ -117,3 +117,45 @@ async def test_after_a_small_pull_it_lingers_so_a_steady_flow_comes_in_batches(
         await client.close()
 
     assert pulls == [[b"first"], [b"2", b"3", b"4"]]
+
+
+async def test_with_two_in_flight_the_next_pull_comes_while_the_first_is_in_hand(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory(pull_linger_seconds=0, graceful_timeout_seconds=10)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    release = asyncio.Event()
+    pulls: list[list[bytes]] = []
+
+    async def handle(messages: list[Msg]) -> None:
+        pulls.append([msg.data for msg in messages])
+        await release.wait()
+        for msg in messages:
+            await msg.ack()
+
+    consumer = BatchConsumer(
+        CLASSIFIER, settings, handle, schema=InboundMessage, title="test", in_flight=2
+    )
+    try:
+        await provision(js, settings, CLASSIFIER)
+        subject = inbound_subject(Channel.GENERIC)
+        consumer.start(js)
+        for body in (b"1", b"2", b"3"):  # one at a time, each pulled at once if it can be
+            await js.publish(subject, body)
+            await asyncio.sleep(0.3)
+        in_hand = [list(pull) for pull in pulls]
+        release.set()
+        await eventually(
+            lambda: js.consumer_info(settings.stream_name, CLASSIFIER.durable),
+            lambda info: info.num_ack_pending == 0 and info.num_pending == 0,
+        )
+    finally:
+        release.set()
+        await consumer.stop()
+        await client.close()
+
+    # The first pull held (its handler waiting): the second came all the same, the third
+    # only once a pull was done with.
+    assert in_hand == [[b"1"], [b"2"]]
+    assert pulls == [[b"1"], [b"2"], [b"3"]]
