@@ -2,7 +2,7 @@
 
 import re
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 
 _LABEL_SAFE = re.compile(r"^[a-z0-9_:]{1,48}$")
 
@@ -13,7 +13,8 @@ def label(value: str) -> str:
 
 
 class IngestMetrics:
-    """Received events, rejected requests, duplicates and publish latency."""
+    """Received events, rejected requests and duplicates (the publish latency is the
+    EventBus's ``dmdesk_publish_seconds``)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.received = Counter(
@@ -46,12 +47,6 @@ class IngestMetrics:
             "Events JetStream had already stored (dedupe by message id).",
             ["channel"],
             registry=registry,
-        )
-        self.publish_latency = Histogram(
-            "dmdesk_ingest_publish_seconds",
-            "Time to store one event in JetStream (until its PubAck).",
-            registry=registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
 
     def reject(self, reason: str) -> None:

@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -164,7 +163,6 @@ class JetStreamSink:
                 if isinstance(event, StatusEvent | MessageUpdate)
                 else event.channel
             )
-            started = time.perf_counter()
             try:
                 ack = await self.bus.publish_event(
                     event, subject=definition_of(event).subject(event), msg_id=normalised.msg_id
@@ -176,7 +174,6 @@ class JetStreamSink:
                     "bus unavailable", extra={"error_type": type(exc).__name__, "channel": channel}
                 )
                 raise BusUnavailableError(type(exc).__name__) from exc
-            self.metrics.publish_latency.observe(time.perf_counter() - started)
             self.metrics.received.labels(channel.value, label(normalised.kind)).inc()
             if normalised.kind == "refused":
                 self.metrics.refused.labels(channel.value, "too_large").inc()
