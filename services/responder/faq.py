@@ -792,14 +792,17 @@ class FaqIndex:
         named = np.asarray([_names(pattern, plain) for pattern in self._keywords], dtype=bool)
         by_entry = np.minimum(1.0, by_entry + _KEYWORD_BONUS * named)
         unanswered_scores = scores[self._owners == _UNANSWERED]
-        if named.any():
-            leaning = self._unanswered_keywords[named].any(axis=0)
-            unanswered_scores = np.minimum(1.0, unanswered_scores + _KEYWORD_BONUS * leaning)
         # An entry whose key concepts the message does not all name cannot answer; it still
         # competes as a rival unless the best entry's own key concepts are all named. A
         # look-alike an entry excludes counts as an unanswered question scoring as the entry
         # did, so a close call hands the message to a person.
         unconcerned, confirmed, look_alike = self._outside(plain)
+        # The lean goes with the keywords of entries that could answer: "Rücksendung" in a
+        # question about the refund's timing (which returns does not answer) gives "has my
+        # return arrived?" no lean over refund-time.
+        if (named & ~unconcerned).any():
+            leaning = self._unanswered_keywords[named & ~unconcerned].any(axis=0)
+            unanswered_scores = np.minimum(1.0, unanswered_scores + _KEYWORD_BONUS * leaning)
         rivals = np.where(look_alike, 0.0, by_entry)
         best = int(np.argmax(np.where(unconcerned, 0.0, rivals)))
         best_score = 0.0 if unconcerned[best] else float(rivals[best])
