@@ -275,7 +275,8 @@ CHAT_SPELLINGS: dict[str, dict[str, str]] = {
         "obg": "obrigado", "msm": "mesmo", "hj": "hoje", "pra": "para", "pro": "para o",
         "tbm": "tambem", "tb": "tambem", "oq": "o que", "q": "que", "pq": "porque",
         "qnt": "quanto", "qto": "quanto", "qnts": "quantos", "qts": "quantos",
-        "dps": "depois", "n": "nao", "msgs": "mensagens", "msg": "mensagem", "cmg": "comigo",
+        "dps": "depois", "n": "nao", "p": "para", "msgs": "mensagens", "msg": "mensagem",
+        "cmg": "comigo",
     },
 }  # fmt: skip
 _SPELLINGS = {
