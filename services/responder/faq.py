@@ -275,7 +275,8 @@ CHAT_SPELLINGS: dict[str, dict[str, str]] = {
         "obg": "obrigado", "msm": "mesmo", "hj": "hoje", "pra": "para", "pro": "para o",
         "tbm": "tambem", "tb": "tambem", "oq": "o que", "q": "que", "pq": "porque",
         "qnt": "quanto", "qto": "quanto", "qnts": "quantos", "qts": "quantos",
-        "dps": "depois", "n": "nao", "msgs": "mensagens", "msg": "mensagem", "cmg": "comigo",
+        "dps": "depois", "n": "nao", "p": "para", "msgs": "mensagens", "msg": "mensagem",
+        "cmg": "comigo",
     },
 }  # fmt: skip
 _SPELLINGS = {
@@ -624,6 +625,8 @@ _Weights = np.ndarray[tuple[int], np.dtype[np.float64]]
 # A variant written in another language than the customer's counts a little less: "cancel"
 # in an English question is closer to the English variants than to "cancelar".
 _OTHER_LANGUAGE_WEIGHT = 0.9
+# Where a message's sentences end, for finding the one question after a story.
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s+|\n")
 # A keyword of an entry in the message raises that entry's score by this much (capped at 1).
 _KEYWORD_BONUS = 0.15
 
@@ -756,6 +759,33 @@ class FaqIndex:
         joined = np.concatenate(weights)
         return np.concatenate(indices), joined / np.sqrt(joined @ joined)
 
+    def _variant_scores(self, question: str, language: str | None) -> _Weights:
+        """Every variant's similarity to ``question`` (a variant in another language than the
+        customer's a little less). A message that tells a story and asks one question ("I bought
+        a throw last week... it's still in its packaging. How do I send it back?") is diluted
+        by the story: when the question alone and the whole message agree on the entry that
+        fits best, that entry's variants score the better of the two."""
+        scores = self._similarities(question, language)
+        sentences = [part for part in _SENTENCE_END.split(question.strip()) if part.strip()]
+        asked = [part for part in sentences if part.rstrip().endswith("?")]
+        if len(sentences) < 2 or len(asked) != 1:
+            return scores
+        alone = self._similarities(asked[0], language)
+        entry_variants = self._owners >= 0
+        leader = self._owners[np.argmax(np.where(entry_variants, scores, -1.0))]
+        if self._owners[np.argmax(np.where(entry_variants, alone, -1.0))] != leader:
+            return scores
+        return np.where(self._owners == leader, np.maximum(scores, alone), scores)
+
+    def _similarities(self, text: str, language: str | None) -> _Weights:
+        """Every variant's cosine similarity to ``text``, a variant in another language than
+        the customer's counting a little less."""
+        features, weights = self._query(text, language)
+        scores: _Weights = self._by_feature[:, features] @ weights
+        if language is not None:
+            scores = np.where(self._languages == language, scores, scores * _OTHER_LANGUAGE_WEIGHT)
+        return scores
+
     def answers(self, match: FaqMatch | None, threshold: float) -> bool:
         """Whether the bot may answer with ``match``: above ``threshold`` and clear of rivals."""
         if match is None or match.unanswered_topic:
@@ -781,10 +811,7 @@ class FaqIndex:
         language = base_language(language)
         if not content_words(question, language):
             return None
-        features, weights = self._query(question, language)
-        scores = self._by_feature[:, features] @ weights
-        if language is not None:
-            scores = np.where(self._languages == language, scores, scores * _OTHER_LANGUAGE_WEIGHT)
+        scores = self._variant_scores(question, language)
         entries = self.knowledge_base.entries
         by_entry = np.zeros(len(entries))
         np.maximum.at(by_entry, self._owners[self._owners >= 0], scores[self._owners >= 0])
@@ -792,14 +819,17 @@ class FaqIndex:
         named = np.asarray([_names(pattern, plain) for pattern in self._keywords], dtype=bool)
         by_entry = np.minimum(1.0, by_entry + _KEYWORD_BONUS * named)
         unanswered_scores = scores[self._owners == _UNANSWERED]
-        if named.any():
-            leaning = self._unanswered_keywords[named].any(axis=0)
-            unanswered_scores = np.minimum(1.0, unanswered_scores + _KEYWORD_BONUS * leaning)
         # An entry whose key concepts the message does not all name cannot answer; it still
         # competes as a rival unless the best entry's own key concepts are all named. A
         # look-alike an entry excludes counts as an unanswered question scoring as the entry
         # did, so a close call hands the message to a person.
         unconcerned, confirmed, look_alike = self._outside(plain)
+        # The lean goes with the keywords of entries that could answer: "Rücksendung" in a
+        # question about the refund's timing (which returns does not answer) gives "has my
+        # return arrived?" no lean over refund-time.
+        if (named & ~unconcerned).any():
+            leaning = self._unanswered_keywords[named & ~unconcerned].any(axis=0)
+            unanswered_scores = np.minimum(1.0, unanswered_scores + _KEYWORD_BONUS * leaning)
         rivals = np.where(look_alike, 0.0, by_entry)
         best = int(np.argmax(np.where(unconcerned, 0.0, rivals)))
         best_score = 0.0 if unconcerned[best] else float(rivals[best])

@@ -169,6 +169,63 @@ def test_a_look_alike_naming_an_entrys_keyword_gets_the_same_lean() -> None:
     assert index.answers(index.search(question, "en"), threshold=0.4)
 
 
+def test_a_look_alike_gets_no_lean_from_the_keyword_of_an_entry_that_cannot_answer() -> None:
+    entries = [
+        {"id": "returns", "questions": {"en": ["how do I send a return", "return an item"]},
+         "keywords": ["return"], "requires": [r"^(?!.*\bwhen\b)"],
+         "answers": {"en": "Within 30 days."}},
+        {"id": "refund-time", "questions": {"en": ["when is my money back", "refund time"]},
+         "keywords": ["refund"], "requires": [r"\b(refund|money)\b"],
+         "answers": {"en": "5 working days."}},
+    ]  # fmt: skip
+    look_alike = {"en": ["is my return with you"]}
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries, "unanswered": look_alike}))
+    question = "return delivered to you, when is the refund?"
+    match = index.search(question, "en")
+    assert match is not None
+    assert match.entry.id == "refund-time"
+    # "return" names returns' keyword, but returns cannot answer a question about when: the
+    # look-alike keeps its own score, and the refund answer is clear of it.
+    assert index.answers(match, threshold=0.2)
+    index._unanswered_keywords[:] = True  # with the lean, it would be a close call
+    assert not index.answers(index.search(question, "en"), threshold=0.2)
+
+
+_RETURNS_AND_DELIVERY = {
+    "entries": [
+        {"id": "returns", "questions": {"en": ["how do I send it back"]},
+         "answers": {"en": "Within 30 days."}},
+        {"id": "shipping-time", "questions": {"en": ["how long is delivery"]},
+         "answers": {"en": "2-4 days."}},
+    ],
+}  # fmt: skip
+
+
+def test_a_story_does_not_dilute_the_one_question_after_it() -> None:
+    index = FaqIndex(KnowledgeBase.model_validate(_RETURNS_AND_DELIVERY))
+    question = index.search("How do I send it back?", "en")
+    story = "I bought a throw last week. It clashes with the sofa, still wrapped."
+    told = index.search(f"{story} How do I send it back?", "en")
+    assert question is not None
+    assert told is not None
+    assert told.entry.id == "returns"
+    assert told.score == pytest.approx(question.score)
+    # Two questions, or none, are read as one message.
+    both = index.search(f"{story} How do I send it back? How long is delivery?", "en")
+    assert both is not None
+    assert both.score < question.score
+
+
+def test_a_question_that_disagrees_with_its_story_lifts_nothing() -> None:
+    index = FaqIndex(KnowledgeBase.model_validate(_RETURNS_AND_DELIVERY))
+    story = "Delivery was long and the delivery man was rude, how long is delivery always."
+    told = index.search(f"{story} How do I send it back?", "en")
+    whole = index._similarities(f"{story} How do I send it back?", "en")
+    assert told is not None
+    assert told.entry.id == "shipping-time"
+    assert told.score == pytest.approx(float(whole[index._owners == 1].max()))
+
+
 def test_a_topic_no_entry_answers_goes_to_a_person_however_close_it_looks() -> None:
     cues = {"unanswered_cues": [r"\bcustoms\b"]}
     index = FaqIndex(KnowledgeBase.model_validate({**_TWO_ENTRIES, **cues}))
