@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from services.api import projector
-from services.api.writer import Group, ProjectionWriter, Work, writer_sessions
+from services.api.writer import Group, Load, ProjectionWriter, Work, writer_sessions
 from shared.db import create_engine, create_sync_engine, migrate
 from shared.events import (
     Category,
@@ -85,7 +85,7 @@ async def _project(writer: ProjectionWriter, events: Sequence[RoutedMessage], pu
         works: list[Work] = [
             functools.partial(projector.project_routed, routed=event) for event in batch
         ]
-        return writer.apply_all(works, functools.partial(projector.prefetch_routed, routed=batch))
+        return writer.apply_all(works, [Load(projector.prefetch_routed, batch)])
 
     outcomes = await asyncio.gather(*(pulled(start) for start in range(0, len(events), pull)))
     failures = [outcome for pulled in outcomes for outcome in pulled if outcome is not None]

@@ -26,7 +26,7 @@ from services.api.metrics import ApiMetrics
 from services.api.routes import router as queue_router
 from services.api.rules_routes import rules_router
 from services.api.sla_scheduler import SlaScheduler
-from services.api.writer import Group, ProjectionWriter, Work, writer_sessions
+from services.api.writer import Group, Load, ProjectionWriter, Work, writer_sessions
 from shared import streams
 from shared.bus import (
     BatchConsumer,
@@ -86,19 +86,10 @@ class Projecting(Generic[EventT]):
     prefetch: Callable[[Session, list[EventT]], object] | None = None
 
 
-def _loading(loads: list[tuple[Projecting[Any], list[Any]]]) -> Work | None:
-    """The writer's work that prefetches what a pull's projections need, kind by kind in
-    the order the consumer lists them (a reply's request before its result)."""
-    wanted = [(kind.prefetch, events) for kind, events in loads if kind.prefetch and events]
-    if not wanted:
-        return None
-
-    def load(session: Session) -> object:
-        for prefetch, events in wanted:
-            prefetch(session, events)
-        return None
-
-    return load
+def _loading(loads: list[tuple[Projecting[Any], list[Any]]]) -> list[Load]:
+    """What a pull's projections need loaded, kind by kind in the order the consumer lists
+    them (a reply's request before its result)."""
+    return [Load(kind.prefetch, events) for kind, events in loads if kind.prefetch and events]
 
 
 @dataclass

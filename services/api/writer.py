@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, event, inspect
 from sqlalchemy.orm import InstanceState, Session, sessionmaker
@@ -55,6 +56,22 @@ from shared.tasks import stop_task
 logger = logging.getLogger("dmdesk.api.writer")
 
 Work = Callable[[Session], object]
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a pull's projections need loaded before they run: ``function`` (a
+    ``projector.prefetch_*``) over the pull's ``events``, with a few multi-row statements.
+
+    The writer runs each function once per group, over the events of every pull in the
+    group that asked for it: a group of two pulls of routed DMs costs the statements
+    (on PostgreSQL the round trips) of one.
+    """
+
+    function: Callable[[Session, list[Any]], object]
+    events: list[Any]
+
+
 AFTER_COMMIT = "dmdesk.after_commit"
 Committed = Callable[["Group"], Awaitable[None]]
 MAX_GROUP = 256
@@ -129,7 +146,7 @@ class _Pending:
 
     works: Sequence[Work]
     done: asyncio.Future[list[Outcome]]
-    prefetch: Work | None = None
+    loads: Sequence[Load] = ()
     order: int = 0
 
 
@@ -156,22 +173,23 @@ class ProjectionWriter:
             raise outcome
 
     async def apply_all(
-        self, works: Sequence[Work], prefetch: Work | None = None, *, order: int = 0
+        self, works: Sequence[Work], loads: Sequence[Load] = (), *, order: int = 0
     ) -> list[Outcome]:
         """Run ``works`` in the next group (never split); return each one's outcome.
 
         One call and one future per pull: a task and a future per message cost the
-        api's event loop about as much as validating the message. ``prefetch`` loads
-        what the works will need with a few multi-row statements (``projector.prefetch``);
-        it runs before every work of the group, and only when the group is applied
-        without savepoints (it changes nothing a work would not). Within a group, calls
-        are applied by ``order`` (lower first; prefetches too), then as they came.
+        api's event loop about as much as validating the message. ``loads`` load what
+        the works will need with a few multi-row statements (:class:`Load`); they run
+        before every work of the group, each function once over the events of all the
+        group's calls, and only when the group is applied without savepoints (they change
+        nothing a work would not). Within a group, calls are applied by ``order`` (lower
+        first; loads too, each function where it first comes), then as they came.
         """
         if not works:
             return []
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="projection-writer")
-        pending = _Pending(works, asyncio.get_running_loop().create_future(), prefetch, order)
+        pending = _Pending(works, asyncio.get_running_loop().create_future(), loads, order)
         self._queue.put_nowait(pending)
         return await pending.done
 
@@ -209,9 +227,9 @@ class ProjectionWriter:
     async def _commit(self, group: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         works = [work for pending in group for work in pending.works]
-        prefetches = [pending.prefetch for pending in group if pending.prefetch is not None]
+        loads = [load for pending in group for load in pending.loads]
         try:
-            failed, done = await loop.run_in_executor(self._thread, self._write, works, prefetches)
+            failed, done = await loop.run_in_executor(self._thread, self._write, works, loads)
         except Exception as error:
             for pending in group:
                 _settle(pending, [error] * len(pending.works))
@@ -225,12 +243,10 @@ class ProjectionWriter:
             _settle(pending, [failed.get(start + i) for i in range(len(pending.works))])
             start += len(pending.works)
 
-    def _write(
-        self, works: list[Work], prefetches: list[Work]
-    ) -> tuple[dict[int, Exception], Group]:
+    def _write(self, works: list[Work], loads: list[Load]) -> tuple[dict[int, Exception], Group]:
         """On the writer's thread: the group's transaction; what failed, what changed."""
         try:
-            return self._transaction(works, prefetches, isolated=False)
+            return self._transaction(works, loads, isolated=False)
         except Exception as error:
             if dependency_unavailable(error) or len(works) == 1:
                 raise
@@ -239,12 +255,12 @@ class ProjectionWriter:
         return self._transaction(works, [], isolated=True)
 
     def _transaction(
-        self, works: list[Work], prefetches: list[Work], *, isolated: bool
+        self, works: list[Work], loads: list[Load], *, isolated: bool
     ) -> tuple[dict[int, Exception], Group]:
         failed: dict[int, Exception] = {}
         with self.sessions() as session, session.begin():
-            for prefetch in prefetches:
-                prefetch(session)
+            for function, events in _merged(loads).items():
+                function(session, events)
             for index, work in enumerate(works):
                 if not isolated:
                     work(session)
@@ -264,6 +280,14 @@ class ProjectionWriter:
             changes = read_changes(session, changed_in(session))
             earliest = earliest_deadline(session)
         return failed, Group(changes, earliest)
+
+
+def _merged(loads: list[Load]) -> dict[Callable[[Session, list[Any]], object], list[Any]]:
+    """Each load function once, where it first comes, over every pull's events for it."""
+    merged: dict[Callable[[Session, list[Any]], object], list[Any]] = {}
+    for load in loads:
+        merged.setdefault(load.function, []).extend(load.events)
+    return merged
 
 
 def after_commit(session: Session, effect: Callable[[], object]) -> None:

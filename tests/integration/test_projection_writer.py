@@ -17,7 +17,14 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from services.api import projector
-from services.api.writer import Group, ProjectionWriter, Work, after_commit, writer_sessions
+from services.api.writer import (
+    Group,
+    Load,
+    ProjectionWriter,
+    Work,
+    after_commit,
+    writer_sessions,
+)
 from shared.db import create_sync_engine
 from shared.events import (
     Author,
@@ -448,7 +455,7 @@ async def test_a_pull_of_routed_dms_applied_set_based_ends_as_each_applied_alone
     works = [applying(projector.project_routed, event) for event in pull]
     outcomes = await running.apply_all(
         works,
-        applying(projector.prefetch_routed, pull),  # one prefetch for the pull
+        [Load(projector.prefetch_routed, pull)],  # one prefetch for the pull
     )
     assert outcomes == [None] * len(works)
     for event in routed_life("alone"):
@@ -459,6 +466,38 @@ async def test_a_pull_of_routed_dms_applied_set_based_ends_as_each_applied_alone
     assert grouped["conversation"]["team"] == "billing"
     assert [m["author"] for m in grouped["messages"]].count("bot") == 1
     assert len(grouped["messages"]) == 3, "two DMs and the bot's reply, each once"
+
+
+async def test_two_pulls_in_one_group_load_once_over_both_and_end_as_each_applied_alone(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, recorder = writer
+    loaded: list[int] = []
+
+    def prefetch_routed(session: Session, events: list[RoutedMessage]) -> None:
+        loaded.append(len(events))
+        projector.prefetch_routed(session, events)
+
+    pulls = [routed_life("two-a"), routed_life("two-b")]
+    # Handed over at once, as two pulls in hand are: both wait for the same group.
+    outcomes = await asyncio.gather(
+        *(
+            running.apply_all(
+                [applying(projector.project_routed, event) for event in pull],
+                [Load(prefetch_routed, pull)],
+            )
+            for pull in pulls
+        )
+    )
+    assert outcomes == [[None] * 3, [None] * 3]
+    assert len(recorder.groups) == 1, "one group"
+    assert loaded == [6], "one load over both pulls' events"
+    for event in routed_life("alone"):
+        await running.apply(applying(projector.project_routed, event))
+
+    alone = await state_of(sessions, "alone")
+    for contact in ("two-a", "two-b"):
+        assert await state_of(sessions, contact) == alone
 
 
 def results_of(contact: str) -> list[OutboundResult]:
@@ -477,7 +516,7 @@ async def test_a_pull_of_outbound_results_applied_with_its_prefetch_ends_as_each
             await running.apply(applying(projector.project_routed, event))
     pull = [*results_of("set"), *results_of("set-other")]
     works = [applying(projector.project_outbound_result, event) for event in pull]
-    outcomes = await running.apply_all(works, applying(projector.prefetch_results, pull))
+    outcomes = await running.apply_all(works, [Load(projector.prefetch_results, pull)])
     assert outcomes == [None] * len(works)
     for event in results_of("alone"):
         await running.apply(applying(projector.project_outbound_result, event))
@@ -504,7 +543,7 @@ async def test_a_routed_dm_stored_before_its_pull_is_classified_once_like_alone(
     pull = routed_life("late")
     outcomes = await running.apply_all(
         [applying(projector.project_routed, event) for event in pull],
-        applying(projector.prefetch_routed, pull),
+        [Load(projector.prefetch_routed, pull)],
     )
     assert outcomes == [None] * len(pull)
     for event in routed_life("late-alone"):
@@ -520,7 +559,7 @@ async def test_a_routed_dm_stored_before_its_pull_is_classified_once_like_alone(
 def routed_pull(running: ProjectionWriter, pull: list[RoutedMessage]) -> Any:
     """Hand ``pull`` to the writer as the api's routed consumer does: with its prefetch."""
     works = [applying(projector.project_routed, event) for event in pull]
-    return running.apply_all(works, applying(projector.prefetch_routed, pull))
+    return running.apply_all(works, [Load(projector.prefetch_routed, pull)])
 
 
 async def one_at_a_time(running: ProjectionWriter, projection: Any, events: list[Any]) -> None:
@@ -649,7 +688,7 @@ async def test_a_failing_projection_in_a_prefetched_pull_fails_alone(
         raise ValueError("a bug in this projection")
 
     outcomes = await running.apply_all(
-        [*works[:-1], half_done_then_fails], applying(projector.prefetch_routed, pull)
+        [*works[:-1], half_done_then_fails], [Load(projector.prefetch_routed, pull)]
     )
     assert outcomes[:-1] == [None] * (len(pull) - 1)
     assert isinstance(outcomes[-1], ValueError)
@@ -705,7 +744,7 @@ def result_of(decision: RoutedMessage) -> OutboundResult:
 
 def results_pull(running: ProjectionWriter, results: list[OutboundResult]) -> Any:
     works = [applying(projector.project_outbound_result, result) for result in results]
-    return running.apply_all(works, applying(projector.prefetch_results, results))
+    return running.apply_all(works, [Load(projector.prefetch_results, results)])
 
 
 async def test_a_result_before_its_request_ends_as_alone(
