@@ -295,12 +295,6 @@ class BatchConsumer:
     of a few hundred DMs a second then comes in pulls of several messages rather than
     one each, which cost the stack about a seventh less CPU per DM (docs/benchmarks.md),
     for at most that wait per stage.
-
-    ``in_flight``: how many pulls are handled at once. With one (the default), the next
-    pull waits until the handler is done with the last, which keeps a consumer's
-    messages in order. A handler that only queues its work for something that keeps the
-    order itself (the api's writer, first in first out) can take more: the next pull
-    is fetched and queued while the last is being written, instead of after it.
     """
 
     def __init__(
@@ -311,10 +305,7 @@ class BatchConsumer:
         *,
         schema: type[BaseModel] | Mapping[str, type[BaseModel]],
         title: str,
-        in_flight: int = 1,
     ) -> None:
-        if in_flight < 1:
-            raise ValueError("in_flight: at least one pull")
         self.consumer = consumer
         self.settings = settings
         self.handle = handle
@@ -325,10 +316,9 @@ class BatchConsumer:
             else dict.fromkeys(consumer.subjects, schema)
         )
         self.title = title
-        self.in_flight = in_flight
         self._task: asyncio.Task[None] | None = None
         self._running = False
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._handling = False
         self._metrics: PullMetrics | None = None
 
     def start(self, js: JetStreamContext, metrics: PullMetrics | None = None) -> None:
@@ -338,23 +328,19 @@ class BatchConsumer:
         self._task = asyncio.create_task(self._run(js), name=f"pull {self.consumer.durable}")
 
     async def stop(self) -> None:
-        """Stop pulling; the batches in hand get ``graceful_timeout_seconds`` to finish.
+        """Stop pulling; a batch in hand gets ``graceful_timeout_seconds`` to finish.
 
         What is not acked by then is redelivered (after the consumer's ack wait).
         """
         self._running = False
-        if self._handlers:
-            await asyncio.wait(self._handlers, timeout=self.settings.graceful_timeout_seconds)
+        if self._task is not None and self._handling:
+            await asyncio.wait({self._task}, timeout=self.settings.graceful_timeout_seconds)
         await stop_task(self._task)
-        for handler in list(self._handlers):
-            await stop_task(handler)
 
     async def _run(self, js: JetStreamContext) -> None:
         subscription: JetStreamContext.PullSubscription | None = None
-        slots = asyncio.Semaphore(self.in_flight)
         try:
             while self._running:
-                await slots.acquire()  # at most ``in_flight`` pulls in hand
                 try:
                     if subscription is None:
                         subscription = await js.pull_subscribe_bind(
@@ -364,10 +350,8 @@ class BatchConsumer:
                         self.settings.pull_batch_size, timeout=FETCH_WAIT_SECONDS
                     )
                 except TimeoutError:  # nothing to do for a while (nats-py's subclasses it)
-                    slots.release()
                     continue
                 except Exception as error:  # NATS away or restarting: bind again shortly
-                    slots.release()
                     logger.warning(
                         "pull failed; retrying",
                         extra={
@@ -379,38 +363,32 @@ class BatchConsumer:
                     subscription = None
                     await asyncio.sleep(REBIND_DELAY_SECONDS)
                     continue
-                handler = asyncio.create_task(self._handle(messages))
-                self._handlers.add(handler)
-                handler.add_done_callback(self._handlers.discard)
-                handler.add_done_callback(lambda _: slots.release())
-                if self.in_flight == 1:
-                    await asyncio.wait({handler})
+                self._handling = True
+                done = (
+                    self._metrics.pulled(self.consumer.durable, len(messages))
+                    if self._metrics is not None
+                    else None
+                )
+                try:
+                    await self.handle(messages)
+                except Exception as error:  # e.g. NATS went away while it acked: pull on
+                    logger.exception(
+                        "batch handler failed; its unsettled messages are redelivered",
+                        extra={
+                            "consumer": self.consumer.durable,
+                            "messages": len(messages),
+                            "error_type": type(error).__name__,
+                        },
+                    )
+                finally:
+                    self._handling = False
+                    if done is not None:
+                        done()
                 linger = self.settings.pull_linger_seconds
                 if linger and len(messages) < self.settings.pull_batch_size and self._running:
                     await asyncio.sleep(linger)
         finally:
             await _unsubscribe(subscription)
-
-    async def _handle(self, messages: list[Msg]) -> None:
-        done = (
-            self._metrics.pulled(self.consumer.durable, len(messages))
-            if self._metrics is not None
-            else None
-        )
-        try:
-            await self.handle(messages)
-        except Exception as error:  # e.g. NATS went away while it acked: pull on
-            logger.exception(
-                "batch handler failed; its unsettled messages are redelivered",
-                extra={
-                    "consumer": self.consumer.durable,
-                    "messages": len(messages),
-                    "error_type": type(error).__name__,
-                },
-            )
-        finally:
-            if done is not None:
-                done()
 
 
 async def _unsubscribe(subscription: JetStreamContext.PullSubscription | None) -> None:

@@ -66,11 +66,6 @@ from shared.settings import Settings, get_settings
 from shared.tasks import stop_task
 
 STAGE = "api"
-# Pulls each projecting consumer has in hand: while one is in the writer's transaction, the
-# next is fetched, validated and queued for the group after it (the writer keeps arrival
-# order), rather than fetched once the first is committed: a DM waits for at most the
-# group being written, not for its consumer's previous pull and a linger after it.
-PULLS_IN_FLIGHT = 2
 logger = logging.getLogger("dmdesk.api")
 EventT = TypeVar("EventT", bound=BaseModel)
 Projection = Callable[[Session, EventT, ApiMetrics], object]
@@ -177,7 +172,6 @@ class Api:
                 handle,
                 schema={subject: kind.event_type for subject, kind in by_subject.items()},
                 title="project " + ", ".join(kind.event_type.__name__ for kind in kinds),
-                in_flight=PULLS_IN_FLIGHT,
             )
         )
 
