@@ -255,8 +255,8 @@ class EventBus:
         return self._js
 
     async def publish(self, definition: Subject[E], event: E) -> PubAck:
-        """Publish ``event`` as its definition in ``shared.streams`` says (see
-        :func:`publish_as`)."""
+        """Publish ``event`` as its definition in ``shared.streams`` says: on its subject,
+        with its dedupe id."""
         return await self.publish_event(
             event, subject=definition.subject(event), msg_id=definition.msg_id(event)
         )
@@ -433,24 +433,6 @@ async def publish_event(
         else:
             return dataclasses.replace(ack, duplicate=False) if timed_out else ack
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def publish_as(
-    js: JetStreamContext,
-    definition: Subject[E],
-    event: E,
-    *,
-    settings: Settings,
-) -> PubAck:
-    """Publish ``event`` as its definition in ``shared.streams`` says: on its subject,
-    with its dedupe id (see :func:`publish_event`)."""
-    return await publish_event(
-        js,
-        event,
-        subject=definition.subject(event),
-        msg_id=definition.msg_id(event),
-        settings=settings,
-    )
 
 
 def redelivery_delay(deliveries: int) -> float:

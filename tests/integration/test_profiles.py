@@ -20,7 +20,7 @@ from services.responder.profiles import (
     ProfileFetchError,
 )
 from shared import streams
-from shared.bus import publish_as
+from shared.bus import publish_event
 from shared.events import Channel, Contact, ContactProfile, InboundMessage, ProfileDue, utcnow
 from shared.ratelimit import RateLimit
 from shared.service import service_app
@@ -219,7 +219,14 @@ async def contacts_consumer_handles(
 ) -> None:
     """Publish ``dms`` as ingest does and wait until ``responder-contacts-v2`` acked them all."""
     for message in dms:
-        await publish_as(js, streams.INBOUND_EVENT, message, settings=settings)
+        definition = streams.INBOUND_EVENT
+        await publish_event(
+            js,
+            message,
+            subject=definition.subject(message),
+            msg_id=definition.msg_id(message),
+            settings=settings,
+        )
     await eventually(
         lambda: js.consumer_info(settings.stream_name, streams.RESPONDER_CONTACTS.durable),
         lambda info: info.num_pending == 0 and info.num_ack_pending == 0,
