@@ -56,6 +56,8 @@ from shared.tasks import stop_task
 logger = logging.getLogger("dmdesk.api.writer")
 
 Work = Callable[[Session], object]
+Loader = Callable[[Session, list[Any]], object]
+"""A ``projector.prefetch_*``: loads (and upserts) what projections of ``events`` need."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class Load:
     (on PostgreSQL the round trips) of one.
     """
 
-    function: Callable[[Session, list[Any]], object]
+    function: Loader
     events: list[Any]
 
 
@@ -282,9 +284,9 @@ class ProjectionWriter:
         return failed, Group(changes, earliest)
 
 
-def _merged(loads: list[Load]) -> dict[Callable[[Session, list[Any]], object], list[Any]]:
+def _merged(loads: list[Load]) -> dict[Loader, list[Any]]:
     """Each load function once, where it first comes, over every pull's events for it."""
-    merged: dict[Callable[[Session, list[Any]], object], list[Any]] = {}
+    merged: dict[Loader, list[Any]] = {}
     for load in loads:
         merged.setdefault(load.function, []).extend(load.events)
     return merged
