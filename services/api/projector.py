@@ -635,9 +635,13 @@ def prefetch(session: Session, messages: Sequence[InboundMessage]) -> None:
             wanted.setdefault(key, message)
     if not wanted:
         return
-    contacts = _prefetch_contacts(session, wanted.values())
+    contacts, created = _prefetch_contacts(session, wanted.values())
     ids = {key: contacts[key[0], key[2]].id for key in wanted}
-    found = _conversations_by_key(session, ids)
+    # A contact this transaction created has no conversation yet, nor SLA clocks: a DM
+    # from a new contact (a spike's most) costs no look-up of either.
+    first = {key for key in wanted if (key[0], key[2]) in created}
+    old = {key: contact_id for key, contact_id in ids.items() if key not in first}
+    found = _conversations_by_key(session, old) if old else {}
     missing = [key for key in wanted if key not in found]
     if missing:
         dialect = session.get_bind().dialect.name
@@ -654,6 +658,10 @@ def prefetch(session: Session, messages: Sequence[InboundMessage]) -> None:
         )
         found |= _conversations_by_key(session, {key: ids[key] for key in missing})
     conversations.update(found)
+    known_clocks: dict[int, list[SlaClockRow]] = transaction_cache(session, "sla_clocks")
+    for key in first:
+        if (conversation_id := found[key].id) is not None:
+            known_clocks.setdefault(conversation_id, [])
     _prefetch_clocks(session, found.values())
 
 
@@ -694,28 +702,34 @@ def _prefetch_clocks(session: Session, conversations: Iterable[ConversationRow])
 
 def _prefetch_contacts(
     session: Session, messages: Iterable[InboundMessage]
-) -> dict[tuple[str, str], ContactRow]:
-    """The messages' contacts as rows (kept in the transaction's cache), created if new."""
+) -> tuple[dict[tuple[str, str], ContactRow], set[tuple[str, str]]]:
+    """The messages' contacts as rows (kept in the transaction's cache), created if new;
+    and the keys (channel, platform id) of those this call created."""
     known: dict[tuple[str, str], ContactRow] = transaction_cache(session, "contacts")
     new = {
         (m.channel.value, m.conversation.contact_id): m
         for m in messages
         if (m.channel.value, m.conversation.contact_id) not in known
     }
-    if new:
-        now = utcnow()
-        dialect = session.get_bind().dialect.name
-        session.execute(
-            _dialect_insert(dialect, _CONTACTS).on_conflict_do_nothing(
-                index_elements=["channel", "platform_id"]
-            ),
-            [
-                _new_contact(channel, platform_id, m.contact, now)
-                for (channel, platform_id), m in new.items()
-            ],
-        )
-        _load_contacts(session, new)
-    return known
+    if not new:
+        return known, set()
+    now = utcnow()
+    inserted = _upsert(
+        session,
+        ContactRow,
+        [
+            _new_contact(channel, platform_id, m.contact, now)
+            for (channel, platform_id), m in new.items()
+        ],
+        _CONTACT_KEY,
+        returning=_CONTACT_KEY,
+    )
+    created: set[tuple[str, str]] = {(row.channel, row.platform_id) for row in inserted}
+    _load_contacts(session, new)
+    return known, created
+
+
+_CONTACT_KEY = ("channel", "platform_id")
 
 
 def _load_contacts(session: Session, keys: Iterable[tuple[str, str]]) -> None:

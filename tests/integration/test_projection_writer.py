@@ -585,10 +585,49 @@ def statements(running: ProjectionWriter, prefix: str) -> Iterator[list[str]]:
         sqlalchemy_event.remove(engine, "before_cursor_execute", count)
 
 
+def by_contact(selects: list[str]) -> list[str]:
+    """The look-ups of conversations by their contacts (not the change feed's reads)."""
+    return [statement for statement in selects if "conversations.contact_id IN" in statement]
+
+
 def customer_dm(contact: str, n: int = 1) -> RoutedMessage:
     """The ``n``-th DM of ``contact``, answered by the bot."""
     at = T0 + timedelta(minutes=n)
     return routed(message(f"{contact}-{n}", contact, at), RouteOutcome.BOT, at=at)
+
+
+async def test_dms_of_new_contacts_look_up_no_conversation_nor_clocks_and_known_ones_do(
+    sessions: async_sessionmaker[AsyncSession], writer: tuple[ProjectionWriter, Recorder]
+) -> None:
+    running, _ = writer
+    new = [customer_dm(f"first-{n}") for n in range(6)]
+    with (
+        statements(running, "SELECT conversations") as conversations,
+        statements(running, "SELECT sla_clocks") as clocks,
+    ):
+        assert await routed_pull(running, new) == [None] * len(new)
+    # The conversations created are read back (locked): one look-up by contact; none
+    # before the insert, and no clocks (a contact created in this transaction has neither).
+    assert len(by_contact(conversations)) == 1
+    assert clocks == []
+    again = [customer_dm(f"first-{n}", 2) for n in range(3)]
+    with (
+        statements(running, "SELECT conversations") as conversations,
+        statements(running, "SELECT sla_clocks") as clocks,
+    ):
+        assert await routed_pull(running, again) == [None] * len(again)
+    assert len(by_contact(conversations)) == 1
+    assert len(clocks) == 1
+    # The same rows as one DM at a time, without the prefetch.
+    for n in range(2):
+        await one_at_a_time(
+            running,
+            projector.project_routed,
+            [customer_dm(f"first-alone-{n}"), customer_dm(f"first-alone-{n}", 2)],
+        )
+    grouped = await state_of(sessions, "first-0")
+    assert grouped == await state_of(sessions, "first-alone-0")
+    assert len(grouped["clocks"]) > 0, "the clocks the DMs started are stored"
 
 
 async def test_a_pull_inserts_its_messages_and_requests_with_one_statement_each(
