@@ -209,8 +209,8 @@ STOP_OPENINGS = (
 MESSAGE_WORDS = (
     "message", "messages", "messaging", "text", "texts", "texting", "dm", "dms", "dming",
     "msg", "msgs", "mensaje", "mensajes", "mensajitos", "escribirme", "nachricht",
-    "nachrichten", "schreiben", "messaggi", "messaggio", "scrivermi", "mensagem", "mensagens",
-    "escrever",
+    "nachrichten", "nachrichte", "schreiben", "messaggi", "messaggio", "scrivermi", "mensagem",
+    "mensagens", "escrever",
     "write", "writing", "escribais", "escribas", "escriban", "schreibt", "ecrire", "ecrivez",
     "scrivetemi", "scrivere", "escrevam", "escrevem", "anschreiben", "anzuschreiben",
     "angeschrieben",
@@ -223,10 +223,10 @@ MESSAGE_WORDS = (
 )  # fmt: skip
 # Where the messages come: a DM channel, not the e-mail the newsletter uses.
 CHANNEL_WORDS = (
-    "chat", "whatsapp", "insta", "instagram", "messenger", "facebook", "direct", "inbox",
-    "dms", "dm", "on here", "this page", "this account", "canal", "channel", "kanal", "privado",
-    "prive", "en prive", "privat", "por aqui", "por este medio", "este chat", "diesen kanal",
-    "account", "konto", "compte", "profilo", "perfil", "pagina", "page", "seite",
+    "chat", "bot", "whatsapp", "whatsapps", "insta", "instagram", "messenger", "facebook",
+    "direct", "inbox", "dms", "dm", "on here", "this page", "this account", "canal", "channel",
+    "kanal", "privado", "prive", "en prive", "privat", "por aqui", "por este medio", "este chat",
+    "diesen kanal", "account", "konto", "compte", "profilo", "perfil", "pagina", "page", "seite",
 )  # fmt: skip
 # Asking, anywhere in a message, not to be written to any more: an opt-out when the message
 # also names the messages or the channel (above). Verb forms are the imperative and the
@@ -242,16 +242,24 @@ OPT_OUT_PATTERNS = (
     r"\b(?:don t|dont|do not)\s+want\s+(?:to\s+(?:get|receive)\s+)?any\s+more\b",
     r"\b(?:opt\s?(?:me\s+)?out|unsubscribe|unsub|take me off|remove me)\b",
     r"\brather not (?:get|receive|be)\b",
+    # "I would be grateful if you would no longer send me messages on WhatsApp"
+    r"\bno\s+longer\s+(?:\w+\s+){0,2}?(?:send|contact|messag|text|writ)\w*",
     # the polite forms: "would you mind not sending me any more messages"
     r"\b(?:mind|rather)\s+not\s+(?:\w+\s+){0,2}?(?:send|contact|messag|text|writ|receiv|get)\w*",
     r"\bno\s+(?:more|further)\s+(?:\w+\s+)?(?:messages|texts|dms)\b",
     # es
-    r"\bno\s+(?:me\s+)?(?:\w+\s+)?(?:(?:mand|envi|contact|molest)(?:eis|es|en)|escrib(?:ais|as|an))\b",
-    r"\b(?:deja|dejad|dejen|dejar|dejaran|dejasen|dejarais|dejaseis|para|parad|paren|parar)\s+de\s+(?:\w+\s+)?(?:mandar|enviar|escribir|contactar)",
+    # the subjunctive of a wish too: "os agradecería que no me enviarais más mensajes"
+    r"\bno\s+(?:me\s+)?(?:\w+\s+)?(?:(?:mand|envi|contact|molest)(?:eis|es|en|arais|aran|aseis|asen)|escrib(?:ais|as|an|ierais|ieran))\b",
+    # "que no me vuelvan a escribir", "que no me volvieran a enviar mensajes"
+    r"\bno\s+(?:me\s+)?(?:vuelv|volv)\w*\s+a\s+(?:mandar|enviar|escribir|contactar)",
+    # "no quiero que me lleguen mensajes", "no quiero q me escriba más el bot"
+    r"\bno\s+quiero\s+(?:que|q)\s+(?:me\s+)?(?:\w+\s+)?(?:lleg|escrib|mand|envi|contact)\w*",
+    r"\b(?:deja|dejad|dejen|dejar|dejaran|dejasen|dejarais|dejaseis|para|parad|paren|parar)\s+(?:de|d)\s+(?:\w+\s+)?(?:mandar|enviar|escribir|contactar)",
     r"\bno\s+quiero\s+(?:recibir\s+)?(?:\w+\s+){0,2}?(?:mas|mensajes|nada)\b",
     r"\b(?:borradme|borrame|quitadme|quitame|sacadme|sacame|darme de baja|dadme de baja)\b",
     # de
-    r"\bkeine\s+(?:weiteren\s+)?(?:\w+\s+)?(?:nachrichten|dms|messages|mitteilungen)\b",
+    r"\bkei(?:ne)?\s+(?:weiteren\s+)?(?:\w+\s+)?(?:nachrichten?|nachrichte|dms|messages|mitteilungen)\b",
+    r"\b(?:schickt|schicken sie|sendet|senden sie)\s+mir\b.*\bnichts\s+mehr\b",
     r"\bnicht\s+mehr\b.*\b(?:kontaktier|anschreib|anzuschreib|angeschrieb|schreib)\w*",
     r"\b(?:kontaktiert|schreibt|kontaktieren sie|schreiben sie)\s+mich\b.*\bnicht\s+mehr\b",
     r"\b(?:hort|hoert|horen sie)\s+auf\s+(?:\w+\s+){0,3}?(?:\w*schreib|schick|nachricht|kontakt)",
@@ -260,16 +268,18 @@ OPT_OUT_PATTERNS = (
     # fr
     r"\bne\s+plus\s+(?:me|m)\s+(?:\w+\s+)?(?:contact|ecri|envoy)\w*",
     r"\bne\s+m\s+(?:ecrivez|envoyez|contactez)\s+plus\b",
-    r"\b(?:arretez|arrete|arreter|arretiez|cessez|cesse|cesser|cessiez)\s+de\s+(?:me\s+|m\s+)?(?:en\s+)?(?:ecrire|envoyer|contacter|spammer)",
+    r"\b(?:arretez|arrete|arreter|arretiez|cessez|cesse|cesser|cessiez)\s+de\s+(?:me\s+|m\s*)?(?:en\s+)?(?:ecrire|envoyer|contacter|spammer)",
     r"\bj?(?:e\s+)?(?:ne\s+)?(?:veux|souhaite|desire)\s+plus\s+(?:\w+\s+){0,2}?(?:recevoir|etre\s+contacte)",
+    r"\b(?:desinscrivez|desabonnez|desinscris|desabonne)\s*moi\b",
     r"\b(?:lachez|retirez|laissez)\s+moi\b|\bme\s+(?:laisser\s+tranquille|retirer\s+de)\b",
     # it
     r"\bnon\s+(?:voglio|desidero)\s+(?:piu\s+)?(?:\w+\s+){0,2}?(?:essere\s+(?:ri)?contattat|ricevere)",
-    r"\bnon\s+(?:\w+\s+)?(?:inviar|mandar|scriver|contattar)\w*\s+piu\b",
+    r"\b(?:non|nn)\s+(?:\w+\s+)?(?:invia|manda|scriv|contatta)\w*\s+piu\b",
     r"\b(?:toglietemi|toglimi|cancellatemi|levatemi)\b",
     r"\b(?:smettete|smettetela|smettila|basta)\s+(?:di\s+)?(?:\w+\s+)?(?:scriver|mandar|inviar|contattar)",
-    r"\bnon\s+(?:mi\s+)?(?:scrivete|scrivetemi|contattate|contattatemi|mandate|inviate)\s+piu\b",
+    r"\b(?:non|nn)\s+(?:mi\s+)?(?:scrivete|scrivetemi|contattate|contattatemi|mandate|inviate)\s+piu\b",
     # pt
+    r"\b(?:nao|n)\s+quero\s+mais\s+(?:\w+\s+)?(?:mensage\w*|msgs?|nada)\b",
     r"\bnao\s+(?:quero|desejo)\s+(?:\w+\s+){0,2}?(?:ser\s+contact|ser\s+contat|receber\s+(?:mais|mensage|msg|nada))",
     r"\b(?:para|pare|parem|parar|pararem|parassem|deixem|deixa|deixe|deixar|deixarem|deixassem)\s+de\s+(?:me\s+)?(?:mandar|enviar|escrever|contactar|contatar)",
     r"\b(?:me\s+tira|tira\s+me|tirem\s+me|me\s+tirem)\b",
@@ -283,6 +293,9 @@ _MESSAGE_WORD = re.compile(rf"\b(?:{_alternatives(MESSAGE_WORDS)})\b")
 _CHANNEL_WORD = re.compile(rf"\b(?:{_alternatives(CHANNEL_WORDS)})\b")
 _OPT_OUT_PATTERN = re.compile("|".join(f"(?:{pattern})" for pattern in OPT_OUT_PATTERNS))
 STOP_REQUEST_MAX_WORDS = 10
+# A sentence ends at a full stop, a question or exclamation mark or a semicolon followed by
+# a space (not at "3.95" or "m.in").
+_SENTENCE_END = re.compile(r"[.!?;]+(?:\s+|$)")
 OPT_OUT_SENTENCE_MAX_WORDS = 30
 
 
@@ -291,19 +304,30 @@ def asks_to_stop_messages(text: str | None) -> bool:
     short one that opens by asking to stop and names the messages, or one that asks not to
     be written to (any form of :data:`OPT_OUT_PATTERNS`) and names the messages or the
     channel; never one about e-mails or the newsletter (the FAQ answers those)."""
-    words = " ".join(_PUNCTUATION.sub(" ", plain_text(text or "")).split())
-    core = " ".join(_ANY_FILLER.sub(" ", words).split())
+    core = _core_words(text or "")
     if _NEWSLETTER_WORDS.search(core) is not None:
         return False
-    length = len(core.split())
-    names_messages = _MESSAGE_WORD.search(core) is not None
-    if length <= STOP_REQUEST_MAX_WORDS and names_messages and _STOP_OPENING.search(core):
+    if (
+        len(core.split()) <= STOP_REQUEST_MAX_WORDS
+        and _MESSAGE_WORD.search(core) is not None
+        and _STOP_OPENING.search(core)
+    ):
         return True
-    return (
-        length <= OPT_OUT_SENTENCE_MAX_WORDS
-        and (names_messages or _CHANNEL_WORD.search(core) is not None)
-        and _OPT_OUT_PATTERN.search(core) is not None
+    # The request may close a longer message, after the story of how the messages came
+    # ("I wrote to you once about a delivery ... Kindly stop sending me messages here"):
+    # each sentence is read on its own, the whole message if it is short enough.
+    return any(
+        len(sentence.split()) <= OPT_OUT_SENTENCE_MAX_WORDS
+        and (_MESSAGE_WORD.search(sentence) or _CHANNEL_WORD.search(sentence))
+        and _OPT_OUT_PATTERN.search(sentence) is not None
+        for sentence in (core, *(_core_words(part) for part in _SENTENCE_END.split(text or "")))
     )
+
+
+def _core_words(text: str) -> str:
+    """``text`` as plain words, polite fillers removed."""
+    words = " ".join(_PUNCTUATION.sub(" ", plain_text(text)).split())
+    return " ".join(_ANY_FILLER.sub(" ", words).split())
 
 
 def is_command(text: str | None, words: Iterable[str]) -> bool:

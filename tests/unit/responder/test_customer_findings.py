@@ -486,6 +486,31 @@ def test_polite_opt_outs_are_opt_outs(text: str, language: str) -> None:
     assert decision.opt_out == "out"
 
 
+# Round 15: the request after the story of how the messages started (read sentence by
+# sentence), "no longer", the subjunctive of a wish, and chat shorthand.
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        (
+            "I bought a lamp from you in June and ever since then I keep getting offers from "
+            "you on Instagram every few days, which I never asked for and really do not want. "
+            "Please stop messaging me on there.",
+            "en",
+        ),
+        ("Could you no longer contact me through this page, thank you.", "en"),
+        ("Preferiría que no me escribieran más por este chat.", "es"),
+        ("que no me vuelvan a mandar mensajes por favor", "es"),
+        ("schickt mir bitte über Facebook nichts mehr", "de"),
+        ("arretez de menvoyer des msgs sur insta svp", "fr"),
+        ("nn mandatemi piu messaggi grazie", "it"),
+        ("n quero mais mensagens no whatsapp", "pt"),
+    ],
+)
+def test_an_opt_out_after_a_story_or_in_shorthand_is_an_opt_out(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.opt_out == "out"
+
+
 @pytest.mark.parametrize(
     ("text", "language"),
     [
