@@ -71,6 +71,13 @@ ADDRESS_WORDS = (
     "people", "y all", "amigos", "chicas", "ihr", "euch", "miteinander", "mitenand",
     "les gens", "la team", "madame", "monsieur", "messieurs dames", "à toute l équipe",
     "a toute l equipe", "raga", "ragazze", "galera", "malta",
+    # round 15: a letter's formal address, "Buongiorno, gentile servizio clienti"
+    "sir", "madam", "sir or madam", "dear sir or madam", "over there", "señores",
+    "estimados señores", "señoras y señores", "tengan ustedes", "a ustedes",
+    "damen und herren", "sehr geehrte damen und herren", "mesdames messieurs",
+    "mesdames et messieurs", "servizio clienti", "gentile servizio clienti", "staff",
+    "lo staff", "a tutto lo staff", "senhores", "estimados senhores", "caros senhores",
+    "prezados senhores",
 )  # fmt: skip
 # Words joining two greetings: "salve e buon pomeriggio", "hola y buenas tardes".
 JOINERS = frozenset({"and", "y", "e", "und", "et"})
@@ -174,7 +181,7 @@ def is_phrase_sequence(command: str, phrases: frozenset[str]) -> bool:
         if start not in reachable:
             continue
         if start:
-            for end in range(start + 1, min(start + 4, len(words) + 1)):
+            for end in range(start + 1, min(start + 6, len(words) + 1)):
                 if " ".join(words[start:end]) in _BETWEEN_GREETINGS:
                     reachable.add(end)
         for end in range(start + 1, len(words) + 1):

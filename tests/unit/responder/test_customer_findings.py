@@ -473,6 +473,24 @@ def test_a_well_wishing_sentence_with_its_subject_greets() -> None:
     assert decision.faq is None
 
 
+# Round 15: a letter's formal address and well-wishing around the greeting.
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Good evening, dear Sir or Madam. I hope this message finds you well.", "en"),
+        ("Buenas tardes, estimados señores, espero que todo esté bien.", "es"),
+        ("Guten Abend, sehr geehrte Damen und Herren!", "de"),
+        ("Bonsoir mesdames et messieurs, j'espère que vous passez une bonne journée", "fr"),
+        ("Buonasera a tutto lo staff, buona settimana!", "it"),
+        ("Boa noite, caros senhores, espero que esteja tudo bem por aí.", "pt"),
+    ],
+)
+def test_a_greeting_with_a_formal_address_or_good_wishes_greets(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert "greeting" in decision.matched_rules
+    assert decision.faq is None
+
+
 @pytest.mark.parametrize(
     ("text", "language"),
     [
