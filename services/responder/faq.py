@@ -759,12 +759,14 @@ class FaqIndex:
         joined = np.concatenate(weights)
         return np.concatenate(indices), joined / np.sqrt(joined @ joined)
 
-    def _variant_scores(self, question: str, language: str | None) -> _Weights:
+    def _variant_scores(self, question: str, language: str | None, unconcerned: _Flags) -> _Weights:
         """Every variant's similarity to ``question`` (a variant in another language than the
         customer's a little less). A message that tells a story and asks one question ("I bought
         a throw last week... it's still in its packaging. How do I send it back?") is diluted
         by the story: when the question alone and the whole message agree on the entry that
-        fits best, that entry's variants score the better of the two."""
+        fits best, that entry's variants score the better of the two. Only entries whose key
+        concepts the message names (not ``unconcerned``) can lead: a story's words ("the lamp
+        I bought") must not pick an entry that cannot answer and so void the agreement."""
         scores = self._similarities(question, language)
         sentences = [part for part in _SENTENCE_END.split(question.strip()) if part.strip()]
         asked = [part for part in sentences if part.rstrip().endswith("?")]
@@ -772,6 +774,9 @@ class FaqIndex:
             return scores
         alone = self._similarities(asked[0], language)
         entry_variants = self._owners >= 0
+        entry_variants[entry_variants] = ~unconcerned[self._owners[entry_variants]]
+        if not entry_variants.any():
+            return scores
         leader = self._owners[np.argmax(np.where(entry_variants, scores, -1.0))]
         if self._owners[np.argmax(np.where(entry_variants, alone, -1.0))] != leader:
             return scores
@@ -811,19 +816,19 @@ class FaqIndex:
         language = base_language(language)
         if not content_words(question, language):
             return None
-        scores = self._variant_scores(question, language)
-        entries = self.knowledge_base.entries
-        by_entry = np.zeros(len(entries))
-        np.maximum.at(by_entry, self._owners[self._owners >= 0], scores[self._owners >= 0])
         plain = content_form(question, language)
-        named = np.asarray([_names(pattern, plain) for pattern in self._keywords], dtype=bool)
-        by_entry = np.minimum(1.0, by_entry + _KEYWORD_BONUS * named)
-        unanswered_scores = scores[self._owners == _UNANSWERED]
         # An entry whose key concepts the message does not all name cannot answer; it still
         # competes as a rival unless the best entry's own key concepts are all named. A
         # look-alike an entry excludes counts as an unanswered question scoring as the entry
         # did, so a close call hands the message to a person.
         unconcerned, confirmed, look_alike = self._outside(plain)
+        scores = self._variant_scores(question, language, unconcerned)
+        entries = self.knowledge_base.entries
+        by_entry = np.zeros(len(entries))
+        np.maximum.at(by_entry, self._owners[self._owners >= 0], scores[self._owners >= 0])
+        named = np.asarray([_names(pattern, plain) for pattern in self._keywords], dtype=bool)
+        by_entry = np.minimum(1.0, by_entry + _KEYWORD_BONUS * named)
+        unanswered_scores = scores[self._owners == _UNANSWERED]
         # The lean goes with the keywords of entries that could answer: "Rücksendung" in a
         # question about the refund's timing (which returns does not answer) gives "has my
         # return arrived?" no lean over refund-time.

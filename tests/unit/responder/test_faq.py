@@ -226,6 +226,26 @@ def test_a_question_that_disagrees_with_its_story_lifts_nothing() -> None:
     assert told.score == pytest.approx(float(whole[index._owners == 1].max()))
 
 
+def test_a_story_leaning_to_an_entry_that_cannot_answer_still_lifts_its_question() -> None:
+    # The story's words ("lamp") point to warranty, which the message cannot get (it names no
+    # warranty): only entries that could answer lead, so the question alone still counts.
+    entries = [
+        *_RETURNS_AND_DELIVERY["entries"],
+        {"id": "warranty", "questions": {"en": ["my lamp from you stopped working"]},
+         "requires": [r"\bwarranty\b"], "answers": {"en": "Two years."}},
+    ]  # fmt: skip
+    index = FaqIndex(KnowledgeBase.model_validate({"entries": entries}))
+    question = index.search("How do I send it back?", "en")
+    told = index.search(
+        "My son's lamp from you stopped working, so he has mine now. How do I send it back?",
+        "en",
+    )
+    assert question is not None
+    assert told is not None
+    assert told.entry.id == "returns"
+    assert told.score == pytest.approx(question.score)
+
+
 def test_a_topic_no_entry_answers_goes_to_a_person_however_close_it_looks() -> None:
     cues = {"unanswered_cues": [r"\bcustoms\b"]}
     index = FaqIndex(KnowledgeBase.model_validate({**_TWO_ENTRIES, **cues}))
