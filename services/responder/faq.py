@@ -627,6 +627,25 @@ _Weights = np.ndarray[tuple[int], np.dtype[np.float64]]
 _OTHER_LANGUAGE_WEIGHT = 0.9
 # Where a message's sentences end, for finding the one question after a story.
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+|\n")
+# A question asked without a question mark, as a wish or a request to be told ("I would need to
+# know how I go about sending it back.", "Kindly advise me the procedure", "quisiera saber",
+# "ich wüsste gern", "je voudrais savoir", "vorrei sapere", "gostaria de saber"): on the
+# sentence's words in ``plain_text``.
+_ASKED_INDIRECTLY = re.compile(
+    r"\b(?:(?:i would|i d|i should|i will) (?:\w+ )?(?:like|need|love|want|be grateful|be obliged)"
+    r"(?: \w+)? to (?:know|learn|find out|ask)|i would be (?:most |very )?grateful"
+    r"|(?:kindly|please) (?:advise|let me know|tell me|inform me|confirm)|i was wondering"
+    r"|i am wondering|i m wondering|(?:could|can|would) you (?:please )?(?:tell|let|advise) me"
+    r"|(?:quisiera|queria|querria|necesito|me gustaria) saber|les agradeceria"
+    r"|os agradeceria|(?:me )?(?:podrian|pueden|podeis) (?:decir|indicar|informar)"
+    r"|ich (?:wusste|wuesste|hatte|haette) gerne?|ich mochte (?:gerne? )?wissen"
+    r"|(?:konnten|koennten) sie mir (?:sagen|mitteilen)|teilen sie mir (?:bitte )?mit"
+    r"|(?:je voudrais|j aimerais|je souhaiterais|je souhaite) savoir"
+    r"|merci de (?:me dire|m indiquer|me preciser)|pourriez vous (?:me dire|m indiquer)"
+    r"|(?:vorrei|gradirei|mi piacerebbe|volevo) sapere|(?:potreste|potete) (?:dirmi|indicarmi)"
+    r"|(?:gostaria|queria|gostava) de saber|agradecia que me|(?:podem|poderiam) (?:dizer|informar))"
+    r"\b"
+)
 # A keyword of an entry in the message raises that entry's score by this much (capped at 1).
 _KEYWORD_BONUS = 0.15
 
@@ -769,7 +788,12 @@ class FaqIndex:
         I bought") must not pick an entry that cannot answer and so void the agreement."""
         scores = self._similarities(question, language)
         sentences = [part for part in _SENTENCE_END.split(question.strip()) if part.strip()]
-        asked = [part for part in sentences if part.rstrip().endswith("?")]
+        asked = [
+            part
+            for part in sentences
+            if part.rstrip().endswith("?")
+            or _ASKED_INDIRECTLY.search(" ".join(_WORD.findall(plain_text(part))))
+        ]
         if len(sentences) < 2 or len(asked) != 1:
             return scores
         alone = self._similarities(asked[0], language)

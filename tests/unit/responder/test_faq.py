@@ -226,6 +226,29 @@ def test_a_question_that_disagrees_with_its_story_lifts_nothing() -> None:
     assert told.score == pytest.approx(float(whole[index._owners == 1].max()))
 
 
+@pytest.mark.parametrize(
+    "asked",
+    [
+        "I would need to know how I send it back.",
+        "Kindly advise me how I send it back.",
+        "Je voudrais savoir how I send it back.",
+    ],
+)
+def test_a_question_asked_without_a_question_mark_is_read_alone_too(asked: str) -> None:
+    # The story's words are in the vocabulary (an unanswered question's), so they dilute.
+    story_words = {"unanswered": {"en": ["a throw bought last week clashes with the sofa"]}}
+    index = FaqIndex(KnowledgeBase.model_validate({**_RETURNS_AND_DELIVERY, **story_words}))
+    story = "I bought a throw last week. It clashes with the sofa, still wrapped."
+    alone = index.search(asked, "en")
+    told = index.search(f"{story} {asked}", "en")
+    whole = index._similarities(f"{story} {asked}", "en")
+    assert alone is not None
+    assert told is not None
+    assert told.entry.id == "returns"
+    assert told.score == pytest.approx(alone.score)
+    assert told.score > float(whole[index._owners == 0].max())
+
+
 def test_a_story_leaning_to_an_entry_that_cannot_answer_still_lifts_its_question() -> None:
     # The story's words ("lamp") point to warranty, which the message cannot get (it names no
     # warranty): only entries that could answer lead, so the question alone still counts.
