@@ -242,13 +242,15 @@ CHAT_SPELLINGS: dict[str, dict[str, str]] = {
         "garantee": "guarantee", "abt": "about", "b4": "before", "bc": "because",
         "coz": "because", "cuz": "because", "msg": "message", "msgs": "messages",
         "pkg": "package", "pkge": "package", "asap": "as soon as possible",
+        "refound": "refund", "reimbursment": "reimbursement",
     },
     "es": {
         "q": "que", "k": "que", "xq": "porque", "pq": "porque", "tb": "tambien",
         "tmb": "tambien", "tmbn": "tambien", "dnd": "donde", "xa": "para", "pa": "para",
         "dev": "devolucion", "cdo": "cuando", "porfa": "por favor", "x": "por",
         "xfa": "por favor", "xfavor": "por favor", "msj": "mensaje", "msjs": "mensajes",
-        "d": "de", "tmp": "tampoco",
+        "d": "de", "tmp": "tampoco", "rembolso": "reembolso", "reenbolso": "reembolso",
+        "rembolsar": "reembolsar",
     },
     "de": {
         "gibts": "gibt es", "nen": "einen", "bissl": "bisschen", "ne": "eine", "ner": "einer",

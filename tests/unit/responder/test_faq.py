@@ -614,6 +614,9 @@ def test_chat_shorthand_and_stretched_letters_read_as_their_words() -> None:
     assert content_form("pleeease reset my pwd", "en") == "pleease reset my password"
     assert content_form("mi pwd no va", "es") == "mi password no va"
     assert content_form("how much is p&p?", "en") == "how much is postage and packing"
+    # the refund misspelt (round 15)
+    assert content_form("where is my refound", "en") == "where is my refund"
+    assert content_form("cuando llega el rembolso", "es") == "cuando llega el reembolso"
 
 
 def test_a_shorthand_is_read_in_its_own_language_only() -> None:
