@@ -304,16 +304,41 @@ STOP_REQUEST_MAX_WORDS = 10
 # a space (not at "3.95" or "m.in").
 _SENTENCE_END = re.compile(r"[.!?;]+(?:\s+|$)")
 OPT_OUT_SENTENCE_MAX_WORDS = 30
+# A chat channel named as such (not the e-mail the newsletter uses): a message that names one
+# and asks, in a sentence that names no e-mail or newsletter, to stop the messages opts out of
+# them though it names the newsletter elsewhere ("Not the email newsletter, I mean these
+# WhatsApp messages. Please stop sending them", "keine Nachrichten mehr im Messenger. Den
+# Newsletter will ich behalten").
+_CHAT_CHANNEL = re.compile(
+    r"\b(?:whatsapp|whatsapps|messenger|insta|instagram|facebook|dm|dms|sms|on here|this number"
+    r"|hier im|por aqui|por aca|por este (?:chat|medio)|nesta conversa|ici)\b"
+)
+_THIS_NUMBER = re.compile(
+    r"\b(?:this (?:number|phone)|este (?:numero|telefono|movil|telemovel)|diese (?:nummer|handynummer)"
+    r"|ce numero|questo numero|este (?:numero|celular))\b"
+)
 
 
 def asks_to_stop_messages(text: str | None) -> bool:
     """Whether a message asks for no more messages in a sentence rather than a word: a
     short one that opens by asking to stop and names the messages, or one that asks not to
     be written to (any form of :data:`OPT_OUT_PATTERNS`) and names the messages or the
-    channel; never one about e-mails or the newsletter (the FAQ answers those)."""
+    channel; never one about e-mails or the newsletter (the FAQ answers those), unless the
+    message names a chat channel and a sentence naming no e-mail or newsletter asks to stop."""
     core = _core_words(text or "")
     if _NEWSLETTER_WORDS.search(core) is not None:
-        return False
+        return _CHAT_CHANNEL.search(core) is not None and any(
+            len(sentence.split()) <= OPT_OUT_SENTENCE_MAX_WORDS
+            and _NEWSLETTER_WORDS.search(sentence) is None
+            and (
+                _MESSAGE_WORD.search(sentence)
+                or _CHANNEL_WORD.search(sentence)
+                or _CHAT_CHANNEL.search(sentence)
+                or _THIS_NUMBER.search(sentence)
+            )
+            and _OPT_OUT_PATTERN.search(sentence) is not None
+            for sentence in (_core_words(part) for part in _SENTENCE_END.split(text or ""))
+        )
     if (
         len(core.split()) <= STOP_REQUEST_MAX_WORDS
         and _MESSAGE_WORD.search(core) is not None

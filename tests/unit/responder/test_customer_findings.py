@@ -553,3 +553,36 @@ def test_an_exchange_in_case_the_size_does_not_fit_is_sizes() -> None:
     assert decision.faq is not None
     assert decision.faq.entry_id == "sizes"
     assert decision.faq.answered
+
+
+# Round 16: a request to stop the chat messages is an opt-out though the message names the
+# newsletter, to keep it or to say it is not what is meant; one that asks to stop the e-mails
+# stays the newsletter's.
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        (
+            "Not the email newsletter, I mean these WhatsApp messages. Please stop sending them "
+            "to this number.",
+            "en",
+        ),
+        ("Keine Nachrichten mehr hier im Messenger bitte. Die Newsletter-Mails sind ok.", "de"),
+        ("La newsletter me da igual. Por aquí no me mandéis más mensajes.", "es"),
+    ],
+)
+def test_a_stop_to_the_chat_messages_naming_the_newsletter_is_an_opt_out(
+    text: str, language: str
+) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.opt_out == "out"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I get your WhatsApp messages fine. Please stop sending me the emails.",
+        "stop sending me the newsletter on whatsapp",
+    ],
+)
+def test_a_stop_to_the_emails_naming_a_chat_is_not_an_opt_out(text: str) -> None:
+    assert run(classified(text)).opt_out is None
