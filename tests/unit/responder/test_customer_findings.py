@@ -586,3 +586,38 @@ def test_a_stop_to_the_chat_messages_naming_the_newsletter_is_an_opt_out(
 )
 def test_a_stop_to_the_emails_naming_a_chat_is_not_an_opt_out(text: str) -> None:
     assert run(classified(text)).opt_out is None
+
+
+# Round 16: a person's cases next to an entry's topic, in new words (not evaluation messages).
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("does your Leeds shop have the oak side table right now? don't want a wasted trip", "en"),
+        ("¿Tenéis la lámpara de pie en la tienda de Madrid?", "es"),
+        ("My dad paid with his card but I sent the cushions back, can the refund come to me?", "en"),
+        ("Mi madre pagó con su tarjeta, ¿el reembolso me lo podéis hacer a mí?", "es"),
+        ("La garantía... lo compró mi hermano desde su cuenta, el número de pedido no lo tengo", "es"),
+        ("Kann ich bei der Bestellung von gestern die Anzahl ändern? 3 statt 1", "de"),
+        ("Pouvez-vous refaire la facture à nouveau avec le nom de ma société ?", "fr"),
+        ("Fate prezzi per aziende? Ci servono 50 cuscini per l'hotel", "it"),
+        ("Posso pagar em reais ou só em libras?", "pt"),
+        ("Ich möchte den Bezug gegen den gleichen in Dunkelgrün umtauschen, geht das?", "de"),
+    ],
+)
+def test_round_16_look_alikes_go_to_a_person(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is None or not decision.faq.answered
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "entry"),
+    [
+        ("how do I stop the sale emails? I don't want to delete my account", "en", "newsletter"),
+        ("Wenn die Rücksendung bei euch ist, wann ist das Geld auf meinem Konto?", "de", "refund-time"),
+    ],
+)
+def test_round_16_entries_keep_their_questions(text: str, language: str, entry: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is not None
+    assert decision.faq.entry_id == entry
+    assert decision.faq.answered
