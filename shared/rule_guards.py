@@ -314,8 +314,8 @@ _CHAT_CHANNEL = re.compile(
     r"|hier im|por aqui|por aca|por este (?:chat|medio)|nesta conversa|ici)\b"
 )
 _THIS_NUMBER = re.compile(
-    r"\b(?:this (?:number|phone)|este (?:numero|telefono|movil|telemovel)|diese (?:nummer|handynummer)"
-    r"|ce numero|questo numero|este (?:numero|celular))\b"
+    r"\b(?:this (?:number|phone)|este (?:numero|telefono|movil|telemovel|celular)"
+    r"|diese (?:nummer|handynummer)|ce numero|questo numero)\b"
 )
 
 
