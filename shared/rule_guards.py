@@ -313,6 +313,9 @@ _CHAT_CHANNEL = re.compile(
     r"\b(?:whatsapp|whatsapps|messenger|insta|instagram|facebook|dm|dms|sms|on here|this number"
     r"|hier im|por aqui|por aca|por este (?:chat|medio)|nesta conversa|ici)\b"
 )
+# Where such a message is read clause by clause: the stop and the newsletter are often one
+# sentence ("Arrêtez de m'envoyer des messages sur Instagram, la newsletter par mail ça va").
+_CLAUSE_END = re.compile(r"[.!?;,:\u2013\u2014]+(?:\s+|$)|\s+(?:but|pero|aber|mais|ma|mas)\s+")
 _THIS_NUMBER = re.compile(
     r"\b(?:this (?:number|phone)|este (?:numero|telefono|movil|telemovel|celular)"
     r"|diese (?:nummer|handynummer)|ce numero|questo numero)\b"
@@ -324,7 +327,7 @@ def asks_to_stop_messages(text: str | None) -> bool:
     short one that opens by asking to stop and names the messages, or one that asks not to
     be written to (any form of :data:`OPT_OUT_PATTERNS`) and names the messages or the
     channel; never one about e-mails or the newsletter (the FAQ answers those), unless the
-    message names a chat channel and a sentence naming no e-mail or newsletter asks to stop."""
+    message names a chat channel and a clause naming no e-mail or newsletter asks to stop."""
     core = _core_words(text or "")
     if _NEWSLETTER_WORDS.search(core) is not None:
         return _CHAT_CHANNEL.search(core) is not None and any(
@@ -337,7 +340,7 @@ def asks_to_stop_messages(text: str | None) -> bool:
                 or _THIS_NUMBER.search(sentence)
             )
             and _OPT_OUT_PATTERN.search(sentence) is not None
-            for sentence in (_core_words(part) for part in _SENTENCE_END.split(text or ""))
+            for sentence in (_core_words(part) for part in _CLAUSE_END.split(text or ""))
         )
     if (
         len(core.split()) <= STOP_REQUEST_MAX_WORDS

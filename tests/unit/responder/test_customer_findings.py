@@ -568,6 +568,8 @@ def test_an_exchange_in_case_the_size_does_not_fit_is_sizes() -> None:
         ),
         ("Keine Nachrichten mehr hier im Messenger bitte. Die Newsletter-Mails sind ok.", "de"),
         ("La newsletter me da igual. Por aquí no me mandéis más mensajes.", "es"),
+        ("Arrêtez de m'envoyer des messages sur Instagram, la newsletter par mail ça va.", "fr"),
+        ("La newsletter va bene, ma su WhatsApp non scrivetemi più.", "it"),
     ],
 )
 def test_a_stop_to_the_chat_messages_naming_the_newsletter_is_an_opt_out(
