@@ -331,16 +331,9 @@ def asks_to_stop_messages(text: str | None) -> bool:
     core = _core_words(text or "")
     if _NEWSLETTER_WORDS.search(core) is not None:
         return _CHAT_CHANNEL.search(core) is not None and any(
-            len(sentence.split()) <= OPT_OUT_SENTENCE_MAX_WORDS
-            and _NEWSLETTER_WORDS.search(sentence) is None
-            and (
-                _MESSAGE_WORD.search(sentence)
-                or _CHANNEL_WORD.search(sentence)
-                or _CHAT_CHANNEL.search(sentence)
-                or _THIS_NUMBER.search(sentence)
-            )
-            and _OPT_OUT_PATTERN.search(sentence) is not None
-            for sentence in (_core_words(part) for part in _CLAUSE_END.split(text or ""))
+            _NEWSLETTER_WORDS.search(clause) is None
+            and _asks_not_to_write(clause, _CHAT_CHANNEL, _THIS_NUMBER)
+            for clause in _parts(text or "", _CLAUSE_END)
         )
     if (
         len(core.split()) <= STOP_REQUEST_MAX_WORDS
@@ -352,11 +345,23 @@ def asks_to_stop_messages(text: str | None) -> bool:
     # ("I wrote to you once about a delivery ... Kindly stop sending me messages here"):
     # each sentence is read on its own, the whole message if it is short enough.
     return any(
-        len(sentence.split()) <= OPT_OUT_SENTENCE_MAX_WORDS
-        and (_MESSAGE_WORD.search(sentence) or _CHANNEL_WORD.search(sentence))
-        and _OPT_OUT_PATTERN.search(sentence) is not None
-        for sentence in (core, *(_core_words(part) for part in _SENTENCE_END.split(text or "")))
+        _asks_not_to_write(sentence) for sentence in (core, *_parts(text or "", _SENTENCE_END))
     )
+
+
+def _asks_not_to_write(sentence: str, *named: re.Pattern[str]) -> bool:
+    """Whether one sentence (plain words) is short, asks not to be written to (any form of
+    :data:`OPT_OUT_PATTERNS`) and names the messages, the channel or one of ``named``."""
+    return (
+        len(sentence.split()) <= OPT_OUT_SENTENCE_MAX_WORDS
+        and any(words.search(sentence) for words in (_MESSAGE_WORD, _CHANNEL_WORD, *named))
+        and _OPT_OUT_PATTERN.search(sentence) is not None
+    )
+
+
+def _parts(text: str, boundary: re.Pattern[str]) -> list[str]:
+    """``text`` split at ``boundary``, each part as plain words (:func:`_core_words`)."""
+    return [_core_words(part) for part in boundary.split(text)]
 
 
 def _core_words(text: str) -> str:
