@@ -170,13 +170,20 @@ async def claim(
             )
             .order_by(*queue_order())
             .limit(1)
-            .with_for_update(skip_locked=True)
         )
         if body.team is not None:
             query = query.where(col(ConversationRow.team) == body.team)
         elif agent.teams:
             query = query.where(col(ConversationRow.team).in_(agent.teams))
-        conversation = (await session.execute(query)).scalar_one_or_none()
+        # Concurrent claims pass over each other's rows. When every candidate is locked (by
+        # another claim, or for a few milliseconds by the projection writer's group), wait
+        # for them instead of answering "nothing to claim": PostgreSQL checks each row again
+        # once it is free, so one claimed meanwhile is passed over.
+        conversation = (
+            await session.execute(query.with_for_update(skip_locked=True))
+        ).scalar_one_or_none() or (
+            await session.execute(query.with_for_update())
+        ).scalar_one_or_none()
         if conversation is None or conversation.id is None:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
         conversation.assignee, conversation.assigned_at = name, utcnow()

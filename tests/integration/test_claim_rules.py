@@ -1,8 +1,10 @@
 """Claim by the same rules as round robin: capacity, online status, team (issue #16, finding 8)."""
 
+import asyncio
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlmodel import col
 
 from shared.db import transaction
 from shared.events import utcnow
@@ -55,3 +57,20 @@ async def test_claim_respects_capacity_online_status_and_team(api: Api) -> None:
         assert snoozed.status_code == 200
         still = await client.post("/v1/queue/claim", json={"agent": "ana"})
         assert still.status_code == 409
+
+
+async def test_a_claim_waits_for_a_conversation_another_transaction_holds(api: Api) -> None:
+    # The projection writer locks the conversations of its group for a few milliseconds;
+    # an agent claiming meanwhile gets the conversation, not "nothing to claim".
+    [held] = await _queue(api, "support", "held")
+    async with api.client(Scope.AGENT) as client:
+        await client.put("/v1/agents/ana", json={"teams": ["support"], "online": True})
+        async with transaction(api.app.state.sessions) as session:
+            await session.execute(
+                select(ConversationRow).where(col(ConversationRow.id) == held).with_for_update()
+            )
+            claiming = asyncio.create_task(client.post("/v1/queue/claim", json={"agent": "ana"}))
+            await asyncio.sleep(0.3)
+        claimed = await claiming
+    assert claimed.status_code == 200, claimed.text
+    assert (claimed.json()["id"], claimed.json()["assignee"]) == (held, "ana")
