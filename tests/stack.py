@@ -70,6 +70,18 @@ async def stored(
         await subscription.unsubscribe()
 
 
+async def bucket_keys(js: JetStreamContext, bucket: str) -> set[str]:
+    """The keys a KV bucket holds a value or marker for, from its stream's subjects.
+
+    Read from the stream's state rather than ``KeyValue.keys()``, whose watcher can signal
+    "no more" before the entry it already received (nats-py checks the consumer's pending
+    count and its delivered count at different moments), answering ``NoKeysError``.
+    """
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    return {subject.removeprefix(prefix) for subject in info.state.subjects or {}}
+
+
 class ServiceProcess:
     """One service, ``python -m services.<name>``, logging to a file, on ``port``."""
 

@@ -11,13 +11,13 @@ from nats.js import JetStreamContext
 
 from services.classifier.app import build
 from services.classifier.model import DEFAULT_ARTIFACT, load, save
-from services.classifier.stores import MODEL_OBJECT, open_models, publish_model
+from services.classifier.stores import MODEL_OBJECT, contact_key, open_models, publish_model
 from shared.events import Channel, ClassifiedMessage, InboundMessage, LanguageSource
 from shared.service import service_app
 from shared.settings import Settings
 from shared.streams import CLASSIFIED, CLASSIFIER, MSG_ID_HEADER, inbound_subject, provision
 from tests.events import generic_inbound
-from tests.stack import eventually, stored
+from tests.stack import bucket_keys, eventually, stored
 
 
 async def send(js: JetStreamContext, message: InboundMessage) -> None:
@@ -69,7 +69,9 @@ async def test_a_short_dm_takes_the_contacts_previous_language_else_the_pages_de
             LanguageSource.ACCOUNT_DEFAULT,
         )
         kv = await js.key_value(settings.contact_languages_bucket)
-        assert len(await kv.keys()) == 1
+        stored_keys = await bucket_keys(js, settings.contact_languages_bucket)
+        assert stored_keys == {contact_key(generic_inbound("long", contact="lucia"))}
+        assert (await kv.get(stored_keys.pop())).value == b"es"
     finally:
         await client.close()
 

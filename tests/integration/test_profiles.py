@@ -25,7 +25,7 @@ from shared.events import Channel, Contact, ContactProfile, InboundMessage, Prof
 from shared.ratelimit import RateLimit
 from shared.service import service_app
 from shared.settings import Settings
-from tests.stack import eventually, stored
+from tests.stack import bucket_keys, eventually, stored
 from tests.unit.responder.sendapi_stub import RATE_LIMIT, SendApiStub
 
 IG = "ig-1"
@@ -251,8 +251,7 @@ async def test_contacts_consumer_writes_a_profile_only_when_one_is_due(
     try:
         async with app.router.lifespan_context(app):
             await contacts_consumer_handles(js, settings, dms)
-        kv = await js.key_value(settings.profiles_bucket)
-        keys = set(await kv.keys())
+        keys = await bucket_keys(js, settings.profiles_bucket)
         writes = (await js.stream_info(f"KV_{settings.profiles_bucket}")).state.last_seq
         profiles = await stored(js, streams.CONTACT_PROFILE, settings.stream_name)
     finally:
