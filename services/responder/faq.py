@@ -901,7 +901,14 @@ class FaqIndex:
             ],
             dtype=bool,
         )
-        excluded = np.asarray(
-            [_names_any(patterns, plain) for patterns in self._excludes], dtype=bool
+        # An entry's exclusions are searched only when the message is on its topic: most
+        # messages are on one or two entries' topics, and the exclusions are most of the
+        # patterns a search runs.
+        look_alike = np.asarray(
+            [
+                bool(topic) and _names_any(patterns, plain)
+                for patterns, topic in zip(self._excludes, on_topic, strict=True)
+            ],
+            dtype=bool,
         )
-        return unconcerned, confirmed, excluded & on_topic
+        return unconcerned, confirmed, look_alike
