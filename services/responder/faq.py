@@ -705,11 +705,12 @@ class FaqIndex:
         ]
         # A concept written as an exclusion alone ("^(?!...)": no refund named) is not named
         # by a message; an entry with only such concepts is never confirmed by one.
-        self._positive_concepts = [
-            [not pattern.startswith("^(?!") for pattern in entry.requires]
-            for entry in knowledge_base.entries
+        self._named_concepts = [
+            [c for c in concepts if not c.pattern.startswith("^(?!")] for concepts in self._requires
         ]
-        self._positive = np.asarray([any(p) for p in self._positive_concepts], dtype=bool)
+        self._exclusion_concepts = [
+            [c for c in concepts if c.pattern.startswith("^(?!")] for concepts in self._requires
+        ]
         self._excludes = [_compile_each(entry.excludes) for entry in knowledge_base.entries]
         self._unanswered_cue = _compile_each(knowledge_base.unanswered_cues)
         # An unanswered question naming an entry's keyword ("can I use two gift cards") gets
@@ -898,29 +899,35 @@ class FaqIndex:
     def _outside(self, plain: str) -> tuple[_Flags, _Flags, _Flags]:
         """Per entry, for the message (``content_form``): it misses one of the entry's key
         concepts; it names every one (and the entry has one that is not a mere exclusion); it
-        is a look-alike."""
-        named = [[_names(pattern, plain) for pattern in concepts] for concepts in self._requires]
-        unconcerned = np.asarray([not all(concepts) for concepts in named], dtype=bool)
-        confirmed = self._positive & np.asarray([all(concepts) for concepts in named], dtype=bool)
-        # A look-alike is on the entry's topic (it names one of its key concepts, when it has
-        # any that is not a mere exclusion) and asks something next to it the answer does not
-        # give: a message about something else that shares an excluded word ("my return
-        # arrived" with cancel-order's "return") is no look-alike of it.
-        on_topic = np.asarray(
-            [
-                not any(positive) or any(n for n, p in zip(concepts, positive, strict=True) if p)
-                for concepts, positive in zip(named, self._positive_concepts, strict=True)
-            ],
-            dtype=bool,
-        )
-        # An entry's exclusions are searched only when the message is on its topic: most
-        # messages are on one or two entries' topics, and the exclusions are most of the
-        # patterns a search runs.
-        look_alike = np.asarray(
-            [
-                bool(topic) and _names_any(patterns, plain)
-                for patterns, topic in zip(self._excludes, on_topic, strict=True)
-            ],
-            dtype=bool,
-        )
+        is a look-alike.
+
+        Each entry's patterns are searched only as far as these need: its named concepts until
+        one is named and one is not, its exclusion concepts only when every named one is, its
+        exclusions only when the message is on its topic (most messages are on one or two
+        entries' topics; the patterns are most of a search's time).
+        """
+        count = len(self._requires)
+        unconcerned = np.ones(count, dtype=bool)
+        confirmed = np.zeros(count, dtype=bool)
+        look_alike = np.zeros(count, dtype=bool)
+        for position, (named, exclusions, excludes) in enumerate(
+            zip(self._named_concepts, self._exclusion_concepts, self._excludes, strict=True)
+        ):
+            any_named, all_named = False, True
+            for concept in named:
+                if _names(concept, plain):
+                    any_named = True
+                else:
+                    all_named = False
+                if any_named and not all_named:
+                    break
+            if all_named and all(_names(concept, plain) for concept in exclusions):
+                unconcerned[position] = False
+                confirmed[position] = bool(named)
+            # A look-alike is on the entry's topic (it names one of its key concepts, when it
+            # has any that is not a mere exclusion) and asks something next to it the answer
+            # does not give: a message about something else that shares an excluded word ("my
+            # return arrived" with cancel-order's "return") is no look-alike of it.
+            on_topic = any_named or not named
+            look_alike[position] = on_topic and _names_any(excludes, plain)
         return unconcerned, confirmed, look_alike
