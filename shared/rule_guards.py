@@ -270,6 +270,8 @@ OPT_OUT_PATTERNS = (
     r"\bnicht\s+mehr\b.*\b(?:kontaktier|anschreib|anzuschreib|angeschrieb|schreib)\w*",
     r"\b(?:kontaktiert|schreibt|kontaktieren sie|schreiben sie)\s+mich\b.*\bnicht\s+mehr\b",
     r"\b(?:hort|hoert|horen sie)\s+auf\s+(?:\w+\s+){0,3}?(?:\w*schreib|schick|nachricht|kontakt)",
+    # the request's infinitive: "könnt ihr aufhören, mir zu schreiben"
+    r"\b(?:aufhoren|aufhoeren)\s+(?:\w+\s+){0,3}?(?:\w*schreib|schick|kontakt)\w*",
     r"\b(?:tragt|tragen sie)\s+mich\s+aus\b|\bnichts\s+mehr\s+per\b",
     r"\bmich\s+(?:\w+\s+){0,4}in\s+ruhe\b",
     # fr
@@ -283,13 +285,20 @@ OPT_OUT_PATTERNS = (
     r"\bnon\s+(?:voglio|desidero)\s+(?:piu\s+)?(?:\w+\s+){0,2}?(?:essere\s+(?:ri)?contattat|ricevere)",
     r"\b(?:non|nn)\s+(?:\w+\s+)?(?:invia|manda|scriv|contatta)\w*\s+piu\b",
     r"\b(?:toglietemi|toglimi|cancellatemi|levatemi)\b",
-    r"\b(?:smettete|smettetela|smettila|basta)\s+(?:di\s+)?(?:\w+\s+)?(?:scriver|mandar|inviar|contattar)",
+    # the request's infinitive too: "potete smettere di scrivermi su questo numero?"
+    r"\b(?:smettete|smettetela|smettila|smettere|smetterla|basta)\s+(?:di\s+)?(?:\w+\s+)?(?:scriver|mandar|inviar|contattar)",
     r"\b(?:non|nn)\s+(?:mi\s+)?(?:scrivete|scrivetemi|contattate|contattatemi|mandate|inviate)\s+piu\b",
     # pt
     r"\b(?:nao|n)\s+quero\s+mais\s+(?:\w+\s+)?(?:mensage\w*|msgs?|nada)\b",
     r"\bnao\s+(?:quero|desejo)\s+(?:\w+\s+){0,2}?(?:ser\s+contact|ser\s+contat|receber\s+(?:mais|mensage|msg|nada))",
     r"\b(?:para|pare|parem|parar|pararem|parassem|deixem|deixa|deixe|deixar|deixarem|deixassem)\s+de\s+(?:me\s+)?(?:mandar|enviar|escrever|contactar|contatar)",
     r"\b(?:me\s+tira|tira\s+me|tirem\s+me|me\s+tirem)\b",
+    # enough of the messages, anywhere: "já chega de mensagens no whatsapp", "basta con los
+    # mensajes", "genug Nachrichten", "assez de messages", "basta messaggi", "enough messages"
+    r"\b(?:chega|basta|enough|genug|assez)\s+(?:de\s+|di\s+|con\s+|with\s+|mit\s+|of\s+)?(?:(?:the|los|las|den|les|i|as|os|these|estos|estas|diesen|ces|questi|estas|essas)\s+)?(?:mensagens|msgs|mensajes|messaggi|messages|nachrichten|texts|dms)\b",
+    # the number taken off the list: "tirem o meu número da vossa lista", "take my number off
+    # your list", "quitad mi número de la lista"
+    r"\b(?:tirem|tire|tira|retirem|apaguem|remove|take|delete|quitad|quitar|quiten|borrad|borren|entfernt|streicht|retirez|supprimez|togliete|cancellate|rimuovete)\s+(?:(?:o|my|mi|mein|meine|meinen|mon|il)\s+)?(?:meu\s+|mio\s+)?(?:number|numero|nummer|telefono|telefone)\s+(?:\w+\s+){0,3}?(?:lista|list|liste|listas|lists)\b",
 )
 _NEWSLETTER_WORDS = re.compile(
     r"\b(?:e ?mails?|newsletters?|correos?|boletin|mails?|courriels?|emails?)\b"
