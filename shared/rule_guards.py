@@ -271,7 +271,7 @@ OPT_OUT_PATTERNS = (
     r"\b(?:kontaktiert|schreibt|kontaktieren sie|schreiben sie)\s+mich\b.*\bnicht\s+mehr\b",
     r"\b(?:hort|hoert|horen sie)\s+auf\s+(?:\w+\s+){0,3}?(?:\w*schreib|schick|nachricht|kontakt)",
     # the request's infinitive: "könnt ihr aufhören, mir zu schreiben"
-    r"\b(?:aufhoren|aufhoeren)\s+(?:\w+\s+){0,3}?(?:\w*schreib|schick|kontakt)\w*",
+    r"\b(?:aufhoren|aufhoeren)\s+(?:\w+\s+){0,4}?(?:\w*schreib|schick|kontakt)\w*",
     r"\b(?:tragt|tragen sie)\s+mich\s+aus\b|\bnichts\s+mehr\s+per\b",
     r"\bmich\s+(?:\w+\s+){0,4}in\s+ruhe\b",
     # fr

@@ -7,7 +7,7 @@ import pytest
 from services.responder.decide import apply_decision
 from services.responder.state import ConversationState
 from shared.events import Category
-from shared.rule_guards import is_command, plain_text
+from shared.rule_guards import asks_to_stop_messages, is_command, plain_text
 from shared.rules import RuleSetError, compile_rule_set
 from tests.unit.responder.helpers import OFFICE_NOON, classified, run
 
@@ -80,6 +80,32 @@ def test_commands_read_past_whom_they_address_acknowledgements_and_accents(
 def test_a_filler_on_its_own_is_not_another_command() -> None:
     assert not is_command("ok", ["thanks"])
     assert not is_command("thanks for the stop", ["stop"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Potete smettere di scrivermi su questo numero?",
+        "Könnt ihr bitte aufhören, mir auf WhatsApp zu schreiben?",
+        "ya basta de mensajes por favor",
+        "enough messages now, take my number off your list",
+    ],
+)
+def test_a_request_to_stop_in_other_forms_is_an_opt_out(text: str) -> None:
+    # Round 17: the request's infinitive, enough of the messages, the number off the list.
+    assert asks_to_stop_messages(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "is one gift card enough for two orders?",
+        "basta una taglia più grande?",
+        "can you take my number off the order? it's wrong",
+    ],
+)
+def test_enough_or_a_number_without_the_messages_or_a_list_is_no_opt_out(text: str) -> None:
+    assert not asks_to_stop_messages(text)
 
 
 def test_opt_out_silences_the_bot_for_that_contact() -> None:
