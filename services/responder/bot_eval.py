@@ -79,8 +79,10 @@ class EvalMessage(BaseModel):
 
     @property
     def quiet(self) -> bool:
-        """Whether a person must take it with no bot message (a critical signal)."""
-        return bool(QUIET_SIGNALS.intersection(self.critical))
+        """Whether a person must take it with no bot message: a critical signal, or a DM the
+        classifier calls spam (the default rules queue it, low, unanswered: a reply would
+        tell a spammer the account is read)."""
+        return bool(QUIET_SIGNALS.intersection(self.critical)) or self.c is Category.SPAM
 
 
 class LanguageSet(BaseModel):
@@ -215,7 +217,7 @@ def evaluate_bot(
                 covered = message.e not in OUTCOMES
                 got = f"{decision.faq.entry_id} {decision.faq.score:.2f}" if decision.faq else None
                 spoke = message.quiet and decision.replies
-                why = ": a bot message on a critical DM" if spoke else ""
+                why = ": a bot message on a critical or spam DM" if spoke else ""
                 note = f"[{split}] {message.t!r}: expected {message.e}, {outcome}{why} (FAQ {got})"
                 counts.add(outcome, covered, note)
     return figures

@@ -19,7 +19,7 @@ from services.responder.bot_eval import (
 )
 from services.responder.faq import load_knowledge_base
 from shared.decisions import Decision, PlannedClose, PlannedHandoff, PlannedReply
-from shared.events import Priority
+from shared.events import Category, Priority
 from tests.unit.responder.helpers import default_rules, faq_index
 
 
@@ -112,6 +112,14 @@ def test_a_fraud_dm_wants_no_bot_message_and_other_wordless_hand_offs_are_silent
     assert verdict(fraud, "en", _decision(_reply("urgent_ack"), handoff=True)) == "wrong"
     plain = EvalMessage(t="agent please", e="handoff")
     assert verdict(plain, "en", _decision(handoff=True)) == "silent"
+
+
+def test_a_spam_dm_is_queued_without_a_word_as_the_default_rules_do() -> None:
+    spam = EvalMessage(t="FREE followers!!! click my link", e="handoff", c=Category.SPAM)
+    assert verdict(spam, "en", _decision(handoff=True)) == "right"
+    assert verdict(spam, "en", _decision(_reply("handoff_ack"), handoff=True)) == "wrong"
+    figures = evaluate_bot({"en": LanguageSet(dev=[spam])}, default_rules(), faq_index(), ("dev",))
+    assert (figures["en"].right, figures["en"].silent) == (1, 0)
 
 
 def test_thanks_is_right_only_when_the_bot_closes_politely_in_the_customers_language() -> None:
