@@ -20,12 +20,11 @@ WARM_UP = 200
 def run(messages: int | None = None) -> dict[str, Any]:
     """Decide ``messages`` evaluation messages (default: all of them, dev and held-out)."""
     from services.responder.bot_eval import (  # noqa: PLC0415 - heavy imports when run
-        EVAL_AT,
         classified_for,
+        decide_as_evaluated,
         load_eval_set,
         state_for,
     )
-    from services.responder.decide import decide  # noqa: PLC0415
     from services.responder.faq import FaqIndex, load_knowledge_base  # noqa: PLC0415
     from shared.rules import compile_rule_set, load_rule_set_document  # noqa: PLC0415
 
@@ -40,7 +39,7 @@ def run(messages: int | None = None) -> dict[str, Any]:
 
     def decide_all(batch: list[Any]) -> None:
         for classified, state in batch:
-            decide(classified, state, rules, index, default_team="support", now=EVAL_AT)
+            decide_as_evaluated(classified, state, rules, index)
 
     decide_all(list(itertools.islice(itertools.cycle(cases), WARM_UP)))
     started = time.process_time()

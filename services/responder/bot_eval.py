@@ -164,6 +164,14 @@ def state_for(message: EvalMessage) -> ConversationState:
     )
 
 
+def decide_as_evaluated(
+    classified: ClassifiedMessage, state: ConversationState, rules: CompiledRuleSet, faq: FaqIndex
+) -> Decision:
+    """The responder's decision on an evaluation message: at :data:`EVAL_AT`, the default
+    team ``support``."""
+    return decide(classified, state, rules, faq, default_team="support", now=EVAL_AT)
+
+
 def verdict(message: EvalMessage, language: str, decision: Decision) -> Verdict:
     """How the customer fared: right, wrong, silent (a wordless hand-off) or missed."""
     if any(reply.language != language for reply in decision.replies):
@@ -205,14 +213,7 @@ def evaluate_bot(
         for split in wanted:
             for position, message in enumerate(getattr(sets, split)):
                 classified = classified_for(message, language, position)
-                decision = decide(
-                    classified,
-                    state_for(message),
-                    rules,
-                    faq,
-                    default_team="support",
-                    now=EVAL_AT,
-                )
+                decision = decide_as_evaluated(classified, state_for(message), rules, faq)
                 outcome = verdict(message, language, decision)
                 covered = message.e not in OUTCOMES
                 got = f"{decision.faq.entry_id} {decision.faq.score:.2f}" if decision.faq else None
