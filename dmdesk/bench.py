@@ -68,6 +68,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dmdesk.arguments import positive_float, positive_int, share
 from dmdesk.natsserver import NatsServer, free_port
 from shared.db import as_utc, create_engine
 from shared.rules import ROUND_THE_CLOCK, load_rule_set_document, with_calendar_hours
@@ -1228,15 +1229,27 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     bench = commands.add_parser(
         "bench", help="end-to-end throughput and latency of signed webhooks vs raw JetStream"
     )
-    bench.add_argument("--rate", type=float, default=200.0, help="offered DMs/s (default 200)")
-    bench.add_argument("--duration", type=float, default=20.0, help="seconds at the offered rate")
-    bench.add_argument("--burst", type=int, default=5_000, help="DMs in the saturation phase")
-    bench.add_argument("--burst-batch", type=int, default=10, help="DMs per saturation webhook")
-    bench.add_argument("--connections", type=int, default=32, help="HTTP connections to ingest")
     bench.add_argument(
-        "--bot-share", type=float, default=0.1, help="share of offered DMs asking a bot question"
+        "--rate", type=positive_float, default=200.0, help="offered DMs/s (default 200)"
     )
-    bench.add_argument("--raw-messages", type=int, default=20_000, help="raw JetStream messages")
+    bench.add_argument(
+        "--duration", type=positive_float, default=20.0, help="seconds at the offered rate"
+    )
+    bench.add_argument(
+        "--burst", type=positive_int, default=5_000, help="DMs in the saturation phase"
+    )
+    bench.add_argument(
+        "--burst-batch", type=positive_int, default=10, help="DMs per saturation webhook"
+    )
+    bench.add_argument(
+        "--connections", type=positive_int, default=32, help="HTTP connections to ingest"
+    )
+    bench.add_argument(
+        "--bot-share", type=share, default=0.1, help="share of offered DMs asking a bot question"
+    )
+    bench.add_argument(
+        "--raw-messages", type=positive_int, default=20_000, help="raw JetStream messages"
+    )
     bench.add_argument("--database-url", help="default: a temporary SQLite file")
     bench.add_argument("--use-running", action="store_true", help="measure a running stack")
     bench.add_argument(

@@ -25,6 +25,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 from sqlalchemy import insert
 
+from dmdesk.arguments import positive_int
 from dmdesk.natsserver import NatsServer, free_port
 from services.api.auth import create_key
 from services.api.metrics import ApiMetrics
@@ -188,9 +189,11 @@ def run(conversations: int, database_url: str | None, requests: int) -> dict[str
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add ``dmdesk bench-api``."""
     bench = commands.add_parser("bench-api", help="time the queue and /metrics at scale")
-    bench.add_argument("--conversations", type=int, default=100_000)
+    bench.add_argument("--conversations", type=positive_int, default=100_000)
     bench.add_argument("--database-url", help="default: a temporary SQLite file")
-    bench.add_argument("--requests", type=int, default=300, help="requests per measurement")
+    bench.add_argument(
+        "--requests", type=positive_int, default=300, help="requests per measurement"
+    )
     bench.set_defaults(
         handler=lambda args: (
             print(json.dumps(run(args.conversations, args.database_url, args.requests), indent=2))

@@ -14,6 +14,8 @@ import json
 import time
 from typing import Any
 
+from dmdesk.arguments import positive_int
+
 WARM_UP = 200
 
 
@@ -64,5 +66,7 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     bench = commands.add_parser(
         "bench-decisions", help="the responder's decisions on the evaluation set, in process"
     )
-    bench.add_argument("--messages", type=int, help="decide only the first N (default: all)")
+    bench.add_argument(
+        "--messages", type=positive_int, help="decide only the first N (default: all)"
+    )
     bench.set_defaults(handler=lambda args: print(json.dumps(run(args.messages), indent=2)) or 0)

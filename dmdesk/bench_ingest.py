@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 
+from dmdesk.arguments import positive_int
 from dmdesk.bench_api import percentile
 from dmdesk.natsserver import NatsServer, free_port
 from services.ingest.meta import sign
@@ -183,8 +184,10 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     bench = commands.add_parser(
         "bench-ingest", help="signed Meta webhooks/s and latency beside a bare FastAPI endpoint"
     )
-    bench.add_argument("--requests", type=int, default=1000, help="requests per measurement")
-    bench.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    bench.add_argument(
+        "--requests", type=positive_int, default=1000, help="requests per measurement"
+    )
+    bench.add_argument("--concurrency", type=positive_int, default=16, help="requests in flight")
     bench.set_defaults(
         handler=lambda args: print(json.dumps(run(args.requests, args.concurrency), indent=2)) or 0
     )

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dmdesk.arguments import positive_int
 from services.api import projector
 from services.api.writer import Group, Load, ProjectionWriter, Work, writer_sessions
 from shared.db import create_engine, create_sync_engine, migrate
@@ -135,8 +136,10 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     bench = commands.add_parser(
         "bench-projections", help="the api's projections of routed DMs, in process"
     )
-    bench.add_argument("--dms", type=int, default=2_000)
-    bench.add_argument("--group", type=int, default=150, help="DMs per transaction at most")
+    bench.add_argument("--dms", type=positive_int, default=2_000)
+    bench.add_argument(
+        "--group", type=positive_int, default=150, help="DMs per transaction at most"
+    )
     bench.add_argument("--database-url", help="default: a temporary SQLite file")
     bench.set_defaults(
         handler=lambda args: (

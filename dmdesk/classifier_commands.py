@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from dmdesk.arguments import positive_int
 from services.classifier.datasets import DEFAULT_COMPLAINTS
 from shared.events import Classification, Contact
 
@@ -270,7 +271,7 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     classify = commands.add_parser(
         "classify", help="classify JSON lines ({'text', 'contact'}) from stdin to stdout"
     )
-    classify.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    classify.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE)
     classify.set_defaults(handler=_classify)
     train = commands.add_parser("train-classifier", help="train the category model")
     train.add_argument(
@@ -315,7 +316,7 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     )
     tune.set_defaults(handler=_tune)
     bench = commands.add_parser("bench-classifier", help="DMs/s and peak memory of classification")
-    bench.add_argument("--messages", type=int, default=30_000)
-    bench.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    bench.add_argument("--messages", type=positive_int, default=30_000)
+    bench.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE)
     bench.add_argument("--all-cores", action="store_true", help="do not pin to one core")
     bench.set_defaults(handler=_bench)
