@@ -519,11 +519,16 @@ class ResponderRuntime:
             return refused(request, policy.reason, policy.kind)
         # At most once: the Send API takes no idempotency key, so a redelivery must not
         # send again what an earlier delivery (maybe on a replica that died) began to send.
-        (sent_mid, earlier), known = await self.states.change_entry(
-            ref, _claim(request.request_id, now), known=known
+        # The claim looks at the take-over again: a human who wrote since the state was
+        # read (another replica's write, retried on) still stops the bot's reply.
+        refusal = _no_refusal if request.author == Author.AGENT else self._bot_refusal
+        (sent_mid, earlier, reason), known = await self.states.change_entry(
+            ref, _claim(request, now, refusal), known=known
         )
         if sent_mid is not None:
             return already_sent(request, sent_mid)
+        if reason is not None:
+            return refused(request, *reason)
         if earlier is not None:
             if earlier > now - self.send_claim_ttl:
                 raise RetryLater(f"request {request.request_id} is being sent since {earlier}")
@@ -569,15 +574,30 @@ def _sent(request_id: str, mid: str) -> Callable[[ConversationState], Awaitable[
     return apply
 
 
-def _claim(
-    request_id: str, at: datetime
-) -> Callable[[ConversationState], Awaitable[tuple[str | None, datetime | None]]]:
-    """Claim sending ``request_id``: (its mid if already sent, when an earlier try began)."""
+SendGuard = Callable[[OutboundRequest, ConversationState], tuple[str, str] | None]
+"""Why a request must not be sent on this state (reason, kind), or None."""
 
-    async def apply(state: ConversationState) -> tuple[str | None, datetime | None]:
-        if (mid := state.sent.get(request_id)) is not None:
-            return mid, None
-        return None, state.claim_send(request_id, at)
+
+def _no_refusal(_request: OutboundRequest, _state: ConversationState) -> None:
+    return None
+
+
+def _claim(
+    request: OutboundRequest, at: datetime, refusal: SendGuard
+) -> Callable[
+    [ConversationState], Awaitable[tuple[str | None, datetime | None, tuple[str, str] | None]]
+]:
+    """Claim sending ``request``: (its mid if already sent, when an earlier try began, why
+    it must not be sent on the state it would be claimed on). A refused claim writes nothing."""
+
+    async def apply(
+        state: ConversationState,
+    ) -> tuple[str | None, datetime | None, tuple[str, str] | None]:
+        if (mid := state.sent.get(request.request_id)) is not None:
+            return mid, None, None
+        if (reason := refusal(request, state)) is not None:
+            return None, None, reason
+        return None, state.claim_send(request.request_id, at), None
 
     return apply
 

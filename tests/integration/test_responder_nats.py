@@ -18,6 +18,7 @@ from services.api.auth import Principal, authenticated
 from services.api.rules_routes import rules_router
 from services.responder.adapters import LogAdapter
 from services.responder.app import ResponderRuntime, Routed, build
+from services.responder.state import StateEntry
 from services.responder.window import RESPONSE, MessagingPolicy
 from shared.bus import RetryLater
 from shared.events import (
@@ -456,6 +457,35 @@ async def test_a_claim_left_by_a_dead_replica_does_not_hide_a_human(
     _, decision = await chatty.handle(dm("m-2", "hello again?", contact="cy"))
     assert decision is not None
     assert decision.publishes_nothing
+
+
+async def test_a_human_who_writes_between_the_senders_read_and_its_claim_stops_the_bot(
+    chatty: ResponderRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = dm("m-1", "hello?", contact="hal")
+    ref = first.message.conversation
+    await chatty.handle(first)
+    request = OutboundRequest(
+        request_id="bot-late", conversation=ref, text="Hello from the bot", author="bot"
+    )
+    read = chatty.states.entry
+
+    async def read_then_a_human_writes(conversation: ConversationRef) -> StateEntry:
+        entry = await read(conversation)
+        # Another replica records the page's human reply after the sender read the state.
+        monkeypatch.setattr(chatty.states, "entry", read)
+        assert await chatty.page_wrote(echo("m-human", contact="hal"))
+        return entry
+
+    monkeypatch.setattr(chatty.states, "entry", read_then_a_human_writes)
+    result = await chatty.deliver(request)
+
+    assert result.status == OutboundStatus.FAILED
+    assert result.error is not None
+    assert result.error.type == "dmdesk.human_took_over"
+    state, _ = await chatty.states.read(ref)
+    assert "bot-late" not in state.sent
+    assert "bot-late" not in state.sending
 
 
 async def test_an_echo_during_a_send_in_flight_is_taken_for_the_bots(
