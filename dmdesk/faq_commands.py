@@ -50,7 +50,13 @@ def run_eval_bot(args: argparse.Namespace) -> int:
     """Print the per-language figures of the bot on the labelled set."""
     from dataclasses import asdict  # noqa: PLC0415 - heavy imports only when the command runs
 
-    from services.responder.bot_eval import Split, evaluate_bot, load_eval_set  # noqa: PLC0415
+    from services.responder.bot_eval import (  # noqa: PLC0415
+        Split,
+        evaluate_bot,
+        interval,
+        load_eval_set,
+        pooled,
+    )
     from services.responder.faq import FaqIndex, load_knowledge_base  # noqa: PLC0415
     from shared.rules import (  # noqa: PLC0415
         compile_rule_set,
@@ -62,19 +68,27 @@ def run_eval_bot(args: argparse.Namespace) -> int:
     eval_set = load_eval_set(args.set)
     choices = args.split or ["dev", "heldout", "all"]
     report: dict[str, Any] = {}
+    totals: dict[str, dict[str, Any]] = {}
     for choice in choices:
         splits: tuple[Split, ...] = ("dev", "heldout") if choice == "all" else (choice,)
         figures = evaluate_bot(eval_set, rules, index, splits)
         report[choice] = {language: asdict(counts) for language, counts in figures.items()}
-        if not args.mistakes:  # a held-out part's messages are shown only when asked for
-            for row in report[choice].values():
+        totals[choice] = asdict(pooled(figures))
+        for row in [*report[choice].values(), totals[choice]]:
+            # 95 % Wilson intervals: a part of 40 messages a language is a small sample.
+            row["wrong_interval"] = interval(row["wrong"], row["messages"])
+            row["right_of_covered_interval"] = interval(row["covered_right"], row["covered"])
+            if not args.mistakes:  # a held-out part's messages are shown only when asked for
                 del row["mistakes"]
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
     for choice, languages in report.items():
-        print(f"\n{choice}: language  messages  right  wrong  silent  missed  right-of-covered")
-        for language, row in languages.items():
+        print(
+            f"\n{choice}: language  messages  right  wrong  silent  missed  right-of-covered"
+            "   (95 % intervals: wrong; right of covered)"
+        )
+        for language, row in [*languages.items(), ("all", totals[choice])]:
             if not row["messages"]:
                 print(f"{'':>{len(choice) + 2}}{language:<8}  no messages")
                 continue
@@ -83,12 +97,17 @@ def run_eval_bot(args: argparse.Namespace) -> int:
             print(
                 f"{'':>{len(choice) + 2}}{language:<8}  {row['messages']:>8}  {row['right']:>5}"
                 f"  {row['wrong']:>2} ({wrong:4.1%})  {row['silent']:>6}  {row['missed']:>6}"
-                f"  {covered:>16.1%}"
+                f"  {covered:>16.1%}   ({_span(row['wrong_interval'])};"
+                f" {_span(row['right_of_covered_interval'])})"
             )
             if args.mistakes:
-                for note in row["mistakes"]:
+                for note in row.get("mistakes", []):
                     print(f"{'':>12}{note}")
     return 0
+
+
+def _span(bounds: tuple[float, float] | None) -> str:
+    return "-" if bounds is None else f"{bounds[0]:.1%}-{bounds[1]:.1%}"
 
 
 def run_eval_faq(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ A DM with a critical signal goes to a person with no bot message at all (a produ
 decision): for those, a hand-off without a word is right, and any bot message is wrong.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+from scipy.stats import binomtest  # type: ignore[import-untyped]
 
 from services.responder.decide import decide
 from services.responder.faq import DEFAULTS_PACKAGE, FaqIndex, KnowledgeBase
@@ -128,6 +129,28 @@ class LanguageFigures:
             self.covered_right += verdict == "right"
         if verdict != "right":
             self.mistakes.append(note)
+
+
+def pooled(figures: Mapping[str, LanguageFigures]) -> LanguageFigures:
+    """Every language's counts together (not their mistakes)."""
+    total = LanguageFigures()
+    for counts in figures.values():
+        for name in ("messages", "right", "wrong", "silent", "missed", "covered"):
+            setattr(total, name, getattr(total, name) + getattr(counts, name))
+        total.covered_right += counts.covered_right
+    return total
+
+
+def interval(count: int, total: int) -> tuple[float, float] | None:
+    """The 95 % Wilson interval of the share ``count`` of ``total`` (None for no messages).
+
+    A language's part holds 40 messages or so: one wrong answer is 2.5 %, so its share
+    alone cannot tell a 3 % aim met from missed; the interval says how far it could be.
+    """
+    if total == 0:
+        return None
+    found = binomtest(count, total).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(found.low), float(found.high)
 
 
 def classified_for(message: EvalMessage, language: str, position: int) -> ClassifiedMessage:

@@ -11,10 +11,13 @@ from services.responder.bot_eval import (
     OUTCOMES,
     SUPPORTED_LANGUAGES,
     EvalMessage,
+    LanguageFigures,
     LanguageSet,
     evaluate_bot,
+    interval,
     load_eval_set,
     missing_translations,
+    pooled,
     verdict,
 )
 from services.responder.faq import load_knowledge_base
@@ -148,5 +151,32 @@ def test_the_json_report_shows_messages_only_when_asked_for(
         report = json.loads(capsys.readouterr().out)["heldout"]
         assert {row["wrong"] + row["missed"] for row in report.values()} == {1}
         assert all(("mistakes" in row) is shown for row in report.values())
+        assert all(row["wrong_interval"][1] > 0 for row in report.values())
         if shown:
             assert all("qwxz" in row["mistakes"][0] for row in report.values())
+
+
+def test_the_pooled_figures_add_every_languages_counts() -> None:
+    en = LanguageFigures(messages=40, right=36, wrong=1, missed=3, covered=22, covered_right=20)
+    de = LanguageFigures(messages=39, right=35, wrong=2, silent=1, missed=1, covered=21)
+    total = pooled({"en": en, "de": de})
+    assert (total.messages, total.right, total.wrong, total.silent, total.missed) == (
+        79,
+        71,
+        3,
+        1,
+        4,
+    )
+    assert (total.covered, total.covered_right) == (43, 20)
+
+
+def test_a_share_of_a_small_part_comes_with_its_wilson_interval() -> None:
+    # None of 40 wrong still allows up to 8.8 % (the Wilson bound: z² / (n + z²)).
+    low, high = interval(0, 40) or (None, None)
+    assert low == 0.0
+    assert high == pytest.approx(1.96**2 / (40 + 1.96**2), abs=1e-3)
+    low, high = interval(9, 231) or (None, None)
+    assert low is not None
+    assert high is not None
+    assert low < 9 / 231 < high
+    assert interval(0, 0) is None
