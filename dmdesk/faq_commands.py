@@ -101,7 +101,7 @@ def run_eval_bot(args: argparse.Namespace) -> int:
                 f" {_span(row['right_of_covered_interval'])})"
             )
             if args.mistakes:
-                for note in row.get("mistakes", []):
+                for note in row["mistakes"]:
                     print(f"{'':>12}{note}")
     return 0
 

@@ -520,8 +520,9 @@ class ResponderRuntime:
         # At most once: the Send API takes no idempotency key, so a redelivery must not
         # send again what an earlier delivery (maybe on a replica that died) began to send.
         # The claim looks at the take-over again: a human who wrote since the state was
-        # read (another replica's write, retried on) still stops the bot's reply.
-        refusal = _no_refusal if request.author == Author.AGENT else self._bot_refusal
+        # read (another replica's write, retried on) still stops the bot's reply. (The
+        # promotional check reads the text alone: checked once, above.)
+        refusal = _no_refusal if request.author == Author.AGENT else _taken_over
         (sent_mid, earlier, reason), known = await self.states.change_entry(
             ref, _claim(request, now, refusal), known=known
         )
@@ -548,9 +549,8 @@ class ResponderRuntime:
     def _bot_refusal(
         self, request: OutboundRequest, state: ConversationState
     ) -> tuple[str, str] | None:
-        agent_at = state.agent_replied_at
-        if agent_at is not None and agent_at >= request.requested_at:
-            return "a human has taken the conversation", "human_took_over"
+        if (reason := _taken_over(request, state)) is not None:
+            return reason
         promo = promotional_match(request.text, self.rules.current.promotional)
         if promo is not None:
             return f"promotional wording ({promo!r}) in a bot reply", "promotional"
@@ -579,6 +579,14 @@ SendGuard = Callable[[OutboundRequest, ConversationState], tuple[str, str] | Non
 
 
 def _no_refusal(_request: OutboundRequest, _state: ConversationState) -> None:
+    return None
+
+
+def _taken_over(request: OutboundRequest, state: ConversationState) -> tuple[str, str] | None:
+    """A person replied after the bot's reply was requested: the bot steps back."""
+    agent_at = state.agent_replied_at
+    if agent_at is not None and agent_at >= request.requested_at:
+        return "a human has taken the conversation", "human_took_over"
     return None
 
 

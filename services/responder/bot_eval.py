@@ -135,9 +135,8 @@ def pooled(figures: Mapping[str, LanguageFigures]) -> LanguageFigures:
     """Every language's counts together (not their mistakes)."""
     total = LanguageFigures()
     for counts in figures.values():
-        for name in ("messages", "right", "wrong", "silent", "missed", "covered"):
+        for name in ("messages", "right", "wrong", "silent", "missed", "covered", "covered_right"):
             setattr(total, name, getattr(total, name) + getattr(counts, name))
-        total.covered_right += counts.covered_right
     return total
 
 
