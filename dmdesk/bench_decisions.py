@@ -21,17 +21,17 @@ WARM_UP = 200
 
 def run(messages: int | None = None) -> dict[str, Any]:
     """Decide ``messages`` evaluation messages (default: all of them, dev and held-out)."""
-    from services.responder.bot_eval import (  # noqa: PLC0415 - heavy imports when run
+    from services.responder.answer_check import faq_index  # noqa: PLC0415 - heavy imports
+    from services.responder.bot_eval import (  # noqa: PLC0415
         classified_for,
         decide_as_evaluated,
-        load_eval_set,
         state_for,
     )
-    from services.responder.faq import FaqIndex, load_knowledge_base  # noqa: PLC0415
+    from services.responder.examples import load_eval_set  # noqa: PLC0415
     from shared.rules import compile_rule_set, load_rule_set_document  # noqa: PLC0415
 
     rules = compile_rule_set(load_rule_set_document())
-    index = FaqIndex(load_knowledge_base())
+    index = faq_index()
     cases = [
         (classified_for(message, language, position), state_for(message))
         for language, part in load_eval_set().items()

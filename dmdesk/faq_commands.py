@@ -41,6 +41,11 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
         action="append",
         help="which part to report (default: dev and heldout apart, then all)",
     )
+    bot.add_argument(
+        "--no-answer-check",
+        action="store_true",
+        help="answer as the retrieval alone would (the answer check trains on the set's dev part)",
+    )
     bot.add_argument("--mistakes", action="store_true", help="list every message not right")
     bot.add_argument("--json", action="store_true", help="print JSON")
     bot.set_defaults(handler=run_eval_bot)
@@ -50,13 +55,9 @@ def run_eval_bot(args: argparse.Namespace) -> int:
     """Print the per-language figures of the bot on the labelled set."""
     from dataclasses import asdict  # noqa: PLC0415 - heavy imports only when the command runs
 
-    from services.responder.bot_eval import (  # noqa: PLC0415
-        Split,
-        evaluate_bot,
-        interval,
-        load_eval_set,
-        pooled,
-    )
+    from services.responder.answer_check import faq_index  # noqa: PLC0415
+    from services.responder.bot_eval import evaluate_bot, interval, pooled  # noqa: PLC0415
+    from services.responder.examples import Split, load_eval_set  # noqa: PLC0415
     from services.responder.faq import FaqIndex, load_knowledge_base  # noqa: PLC0415
     from shared.rules import (  # noqa: PLC0415
         compile_rule_set,
@@ -64,7 +65,10 @@ def run_eval_bot(args: argparse.Namespace) -> int:
     )
 
     rules = compile_rule_set(load_rule_set_document(args.rules))
-    index = FaqIndex(load_knowledge_base(args.faq))
+    if args.no_answer_check:
+        index = FaqIndex(load_knowledge_base(args.faq))
+    else:
+        index = faq_index(args.faq, args.set)
     eval_set = load_eval_set(args.set)
     choices = args.split or ["dev", "heldout", "all"]
     report: dict[str, Any] = {}
@@ -114,8 +118,8 @@ def run_eval_faq(args: argparse.Namespace) -> int:
     """Print the FAQ figures for each threshold."""
     from dataclasses import asdict  # noqa: PLC0415 - heavy imports only when the command runs
 
+    from services.responder.answer_check import faq_index  # noqa: PLC0415
     from services.responder.bot_eval import missing_translations  # noqa: PLC0415
-    from services.responder.faq import FaqIndex, load_knowledge_base  # noqa: PLC0415
     from services.responder.faq_eval import evaluate, load_heldout  # noqa: PLC0415
     from shared.rules import (  # noqa: PLC0415
         compile_rule_set,
@@ -124,7 +128,7 @@ def run_eval_faq(args: argparse.Namespace) -> int:
     )
 
     guards = parse_rule_set(load_rule_set_document()).guards
-    index = FaqIndex(load_knowledge_base(args.faq))
+    index = faq_index(args.faq)
     heldout = load_heldout(args.heldout)
     misses = args.misses or guards.faq_misses_before_handoff
     thresholds = args.threshold or sorted({guards.faq_threshold, *DEFAULT_THRESHOLDS})

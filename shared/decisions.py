@@ -56,6 +56,12 @@ class FaqOutcome(BaseModel):
     entry_id: str | None
     score: float
     answered: bool
+    settles: float | None = Field(
+        default=None,
+        description="How likely the answer check found it that the entry's answer settles the "
+        "message (asked only when the retrieval would answer; below the knowledge base's "
+        "min_answer_probability a person answers instead).",
+    )
 
 
 class Decision(BaseModel):

@@ -267,6 +267,12 @@ class Settings(BaseSettings):
     faq_path: Path | None = Field(
         default=None, description="FAQ knowledge base YAML; the packaged default when unset."
     )
+    faq_examples_path: Path | None = Field(
+        default=None,
+        description="Labelled customer messages (`dmdesk eval-bot`'s format) whose dev part"
+        " trains the FAQ's answer check; the packaged ones when unset with faq_path unset, and no"
+        " check for a faq_path of one's own without them.",
+    )
     rules_bucket: str = Field(
         default="dmdesk_rules", description="NATS KV bucket holding the live rule set."
     )

@@ -25,10 +25,10 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from services.responder.adapters import SendAdapter
+from services.responder.answer_check import faq_index
 from services.responder.attachments import AttachmentCopier
 from services.responder.decide import apply_decision, decide
 from services.responder.dry_run import serve_dry_runs
-from services.responder.faq import FaqIndex, load_knowledge_base
 from services.responder.meta import GraphApi, GraphSendAdapter, make_adapter
 from services.responder.profiles import (
     Known,
@@ -209,7 +209,7 @@ class ResponderRuntime:
     def __init__(self, settings: Settings, adapter: SendAdapter) -> None:
         self.settings = settings
         self.adapter = adapter
-        self.faq = FaqIndex(load_knowledge_base(settings.faq_path))
+        self.faq = faq_index(settings.faq_path, settings.faq_examples_path)
         self.defaults = load_rule_set_document(settings.rules_path)
         # Fail at start-up, not at the first DM, when the defaults are broken.
         self.initial = compile_rule_set(self.defaults)

@@ -13,95 +13,29 @@ decision): for those, a hand-off without a word is right, and any bot message is
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import binomtest  # type: ignore[import-untyped]
 
 from services.responder.decide import decide
-from services.responder.faq import DEFAULTS_PACKAGE, FaqIndex, KnowledgeBase
+from services.responder.examples import OUTCOMES, EvalMessage, LanguageSet, Split
+from services.responder.faq import FaqIndex, KnowledgeBase
 from services.responder.state import ConversationState
-from shared import packaged
 from shared.decisions import Decision
 from shared.events import (
-    Category,
     Channel,
     Classification,
     ClassifiedMessage,
     Contact,
-    CriticalSignal,
     InboundMessage,
     Priority,
 )
 from shared.rules import CompiledRuleSet
 
-EVAL_RESOURCE = "bot_eval.yaml"
 SUPPORTED_LANGUAGES = ("en", "es", "de", "fr", "it", "pt")
 # A Wednesday at noon in London: inside the default office hours, no holiday.
 EVAL_AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-Split = Literal["dev", "heldout"]
 Verdict = Literal["right", "wrong", "silent", "missed"]
-OUTCOMES = frozenset({"handoff", "greet", "opt_out", "thanks"})
-"""The expected outcomes that are not a FAQ entry."""
-QUIET_SIGNALS = frozenset(
-    {
-        CriticalSignal.SAFETY,
-        CriticalSignal.LEGAL,
-        CriticalSignal.DISCRIMINATION,
-        CriticalSignal.PRESS,
-        CriticalSignal.PERSON_AT_RISK,
-        CriticalSignal.FRAUD,
-    }
-)
-"""Critical signals whose DMs go to a person with no bot message at all (a product decision:
-every critical signal of issue 13, fraud and account takeover included)."""
-
-
-class EvalMessage(BaseModel):
-    """A customer message and the outcome it should get."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    t: str = Field(description="The text.")
-    e: str = Field(description="A FAQ entry id, handoff, greet, opt_out or thanks.")
-    c: Category = Category.INQUIRY
-    f: list[Literal["complaint", "negative"] | CriticalSignal] = Field(
-        default_factory=list,
-        description="Flags the classifier would set: complaint, negative (sentiment), and "
-        "critical signals (safety, legal, discrimination, press, person_at_risk, fraud).",
-    )
-
-    @property
-    def critical(self) -> list[CriticalSignal]:
-        """The critical signals the classifier would find."""
-        return [flag for flag in self.f if isinstance(flag, CriticalSignal)]
-
-    @property
-    def quiet(self) -> bool:
-        """Whether a person must take it with no bot message: a critical signal, or a DM the
-        classifier calls spam (the default rules queue it, low, unanswered: a reply would
-        tell a spammer the account is read)."""
-        return bool(QUIET_SIGNALS.intersection(self.critical)) or self.c is Category.SPAM
-
-
-class LanguageSet(BaseModel):
-    """One language's messages: tuned on (dev) and never tuned on (heldout)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    dev: list[EvalMessage]
-    heldout: list[EvalMessage] = Field(
-        default_factory=list,
-        description="Empty between a measured held-out part joining dev and a fresh one.",
-    )
-
-
-def load_eval_set(path: Path | None = None) -> dict[str, LanguageSet]:
-    """The evaluation set at ``path``, or the one packaged with dmdesk."""
-    raw = yaml.safe_load(packaged.read_text(DEFAULTS_PACKAGE, EVAL_RESOURCE, path))
-    return {language: LanguageSet.model_validate(value) for language, value in raw.items()}
 
 
 @dataclass

@@ -8,6 +8,7 @@ state, and the dry-run endpoint shows exactly what the responder would do.
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from services.responder.calendar_words import day_asked_about, say_day, say_moment
 from services.responder.faq import FaqIndex, FaqMatch
@@ -477,9 +478,10 @@ def _answer_from_faq(
     guards = rules.source.guards
     text = classified.message.text or ""
     match = faq.search(text, decision.language) if faq is not None else None
-    if faq is not None and match is not None and _sure(faq, match, guards.faq_threshold, decision):
+    verdict, settles = _faq_verdict(faq, match, guards.faq_threshold, decision)
+    if faq is not None and match is not None and verdict == "answer":
         decision.faq = FaqOutcome(
-            entry_id=match.entry.id, score=round(match.score, 4), answered=True
+            entry_id=match.entry.id, score=round(match.score, 4), answered=True, settles=settles
         )
         decision.trace.append(f"FAQ {match.entry.id} answers (score {match.score:.2f})")
         if not (turn.bot_may_reply and turn.replies_left > 0):
@@ -498,18 +500,23 @@ def _answer_from_faq(
         entry_id=match.entry.id if match is not None else None,
         score=round(score, 4),
         answered=False,
+        settles=settles,
     )
     misses = faq_misses + 1
     clarify = action.faq.clarify_template
-    # A question the knowledge base knows it does not answer (jobs, stock...) goes to a
+    # A question the knowledge base knows it does not answer (jobs, stock...), or one next to
+    # an entry's topic that the answer check finds the answer would not settle, goes to a
     # person at once: asking the customer to rephrase it would not help.
     known_unanswered = match is not None and match.unanswered_wins(guards.faq_threshold)
-    if clarify is None or known_unanswered or misses >= guards.faq_misses_before_handoff:
+    refused = verdict == "refused"
+    if clarify is None or known_unanswered or refused or misses >= guards.faq_misses_before_handoff:
         team = _team(
             rules, action.faq.handoff_team or AUTO_TEAM, classified, decision.language, default_team
         )
         if known_unanswered:
             reason = "the FAQ does not answer this kind of question"
+        elif refused and match is not None:
+            reason = f"the FAQ's {match.entry.id} answer would not settle this (answer check)"
         elif clarify is not None:
             reason = f"the FAQ could not answer after {misses} tries"
         else:
@@ -523,9 +530,29 @@ def _answer_from_faq(
     _reply(turn, rules, classified, rule_id, clarify, "clarify", at)
 
 
-def _sure(faq: FaqIndex, match: FaqMatch, threshold: float, decision: Decision) -> bool:
-    """Whether ``match`` is good enough to answer; a close call says so in the trace."""
-    if faq.answers(match, threshold):
+def _faq_verdict(
+    faq: FaqIndex | None, match: FaqMatch | None, threshold: float, decision: Decision
+) -> tuple[Literal["answer", "miss", "refused"], float | None]:
+    """Whether ``match`` is good enough to answer, a miss, or refused by the answer check (the
+    retrieval would answer; the model trained on labelled messages finds the answer would not
+    settle the case), with the check's probability (None when it was not asked). The trace
+    says why."""
+    if faq is None or match is None or not _clears(faq, match, threshold, decision):
+        return "miss", None
+    settles = faq.settles(match)
+    if settles is not None and faq.refuses(settles):
+        decision.trace.append(
+            f"FAQ {match.entry.id} (score {match.score:.2f}) refused by the answer check: its"
+            f" answer settles this with probability {settles:.2f}, under"
+            f" {faq.knowledge_base.min_answer_probability:.2f}"
+        )
+        return "refused", round(settles, 4)
+    return "answer", None if settles is None else round(settles, 4)
+
+
+def _clears(faq: FaqIndex, match: FaqMatch, threshold: float, decision: Decision) -> bool:
+    """Whether ``match`` clears the retrieval's bars; a close call says so in the trace."""
+    if faq.clears(match, threshold):
         return True
     if match.unanswered_topic:
         decision.trace.append(

@@ -11,14 +11,14 @@ threshold, or too close to the runner-up, the bot does not guess.
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-from scipy.sparse import hstack  # type: ignore[import-untyped]
+from scipy.sparse import csr_matrix, hstack  # type: ignore[import-untyped]
 from sklearn.feature_extraction.text import (  # type: ignore[import-untyped]
     ENGLISH_STOP_WORDS,
     TfidfVectorizer,
@@ -27,6 +27,9 @@ from sklearn.preprocessing import normalize  # type: ignore[import-untyped]
 
 from shared import packaged
 from shared.rule_guards import plain_text, without_greeting
+
+if TYPE_CHECKING:
+    from services.responder.answer_check import AnswerCheck
 
 DEFAULTS_PACKAGE = "services.responder.defaults"
 DEFAULT_FAQ_RESOURCE = "faq.yaml"
@@ -531,6 +534,15 @@ class KnowledgeBase(BaseModel):
         "concepts counts against a message that names them all: 'how long after my return "
         "arrives is the refund?' is less likely 'has my return arrived?' than the words say.",
     )
+    min_answer_probability: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="How likely the answer check (a model trained on labelled customer "
+        "messages, services/responder/answer_check.py) must find it that the best entry's answer "
+        "settles the message for the bot to answer with it; below, a person answers at once "
+        "(a look-alike next to the entry's topic). 0 turns the check off.",
+    )
     unanswered_cues: Patterns = Field(
         default_factory=list,
         description="Topics no entry answers, as patterns (regular expressions on the message "
@@ -576,7 +588,7 @@ def _compile_each(patterns: list[str]) -> tuple[re.Pattern[str], ...]:
 
 def load_knowledge_base(path: Path | None = None) -> KnowledgeBase:
     """The knowledge base at ``path``, or the one packaged with dmdesk."""
-    raw = yaml.safe_load(packaged.read_text(DEFAULTS_PACKAGE, DEFAULT_FAQ_RESOURCE, path))
+    raw = packaged.read_yaml(DEFAULTS_PACKAGE, DEFAULT_FAQ_RESOURCE, path)
     return KnowledgeBase.model_validate(raw)
 
 
@@ -600,6 +612,8 @@ class FaqMatch:
     runner_up_id: str | None = None
     unanswered_topic: bool = False
     confirmed: bool = False
+    words: str = ""
+    """The message's content words (:func:`content_words`), for the answer check."""
 
     @property
     def margin(self) -> float:
@@ -675,6 +689,54 @@ def _names_any(patterns: tuple[re.Pattern[str], ...], text: str) -> bool:
     return any(pattern.search(text) for pattern in patterns)
 
 
+class TextFeatures:
+    """Word 1-2-gram and character 3-5-gram TF-IDF (sublinear term counts), each part and the
+    whole l2-normalised: fitted on a corpus of ``content_words`` texts, then read one text at a
+    time by :meth:`query`, which is what scikit-learn's ``transform`` gives (a unit test checks
+    it) at a fifteenth of the cost for one text."""
+
+    def __init__(self, char_min_df: int = 1) -> None:
+        self._words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        self._chars = TfidfVectorizer(
+            analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=char_min_df
+        )
+        self._analysers: list[tuple[Callable[[str], list[str]], dict[str, int], _Weights]] = []
+
+    def fit_transform(self, texts: list[str]) -> csr_matrix:
+        """Fit on ``texts`` and return their rows."""
+        rows = normalize(
+            hstack([self._words.fit_transform(texts), self._chars.fit_transform(texts)])
+        ).tocsr()
+        self._analysers = [
+            (vectoriser.build_analyzer(), vectoriser.vocabulary_, vectoriser.idf_)
+            for vectoriser in (self._words, self._chars)
+        ]
+        return rows
+
+    def transform(self, texts: list[str]) -> csr_matrix:
+        """The rows of ``texts`` as scikit-learn computes them (for tests and tools)."""
+        return normalize(hstack([self._words.transform(texts), self._chars.transform(texts)]))
+
+    def query(self, text: str) -> tuple[_Indices, _Weights]:
+        """The features ``text`` names and their weights: its row of :meth:`transform`."""
+        indices: list[_Indices] = []
+        weights: list[_Weights] = []
+        offset = 0
+        for analyse, vocabulary, idf in self._analysers:
+            counts = Counter(vocabulary[term] for term in analyse(text) if term in vocabulary)
+            if counts:
+                found = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
+                tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+                weight = (1.0 + np.log(tf)) * idf[found]  # sublinear tf times idf, l2-normed
+                indices.append(found + offset)
+                weights.append(weight / np.sqrt(weight @ weight))
+            offset += len(vocabulary)
+        if not indices:
+            return np.empty(0, dtype=np.intp), np.empty(0)
+        joined = np.concatenate(weights)
+        return np.concatenate(indices), joined / np.sqrt(joined @ joined)
+
+
 class FaqIndex:
     """TF-IDF (word 1-2 grams + character 3-5 grams) cosine retrieval over every variant.
 
@@ -683,7 +745,7 @@ class FaqIndex:
     knowledge base's unanswered questions are scored the same way and only compete.
     """
 
-    def __init__(self, knowledge_base: KnowledgeBase) -> None:
+    def __init__(self, knowledge_base: KnowledgeBase, check: "AnswerCheck | None" = None) -> None:
         self.knowledge_base = knowledge_base
         documents: list[str] = []
         owners: list[int] = []
@@ -742,8 +804,7 @@ class FaqIndex:
             ],
             dtype=bool,
         ).reshape(len(self._requires), len(unanswered_texts))
-        self._words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-        self._chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
+        self.features = TextFeatures()
         texts = [
             content_words(text, language)
             for text, language in zip(documents, languages, strict=True)
@@ -751,35 +812,12 @@ class FaqIndex:
         # The variants' unit vectors, by column: a question names a few hundred of the tens
         # of thousands of features, and the variants' scores are those columns times the
         # question's weights.
-        self._by_feature = normalize(
-            hstack([self._words.fit_transform(texts), self._chars.fit_transform(texts)])
-        ).tocsc()
-        self._analysers = [
-            (vectoriser.build_analyzer(), vectoriser.vocabulary_, vectoriser.idf_)
-            for vectoriser in (self._words, self._chars)
-        ]
+        self._by_feature = self.features.fit_transform(texts).tocsc()
+        self._check = check
 
     def _query(self, question: str, language: str | None) -> tuple[_Indices, _Weights]:
-        """The question's features and weights, as the fitted vectorisers and the matrix's
-        normalising make them (the columns of ``_by_feature`` it names; a unit test checks them
-        against scikit-learn's ``transform``, which costs 15 times as much for one text)."""
-        text = content_words(question, language)
-        indices: list[_Indices] = []
-        weights: list[_Weights] = []
-        offset = 0
-        for analyse, vocabulary, idf in self._analysers:
-            counts = Counter(vocabulary[term] for term in analyse(text) if term in vocabulary)
-            if counts:
-                found = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
-                tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-                weight = (1.0 + np.log(tf)) * idf[found]  # sublinear tf times idf, l2-normed
-                indices.append(found + offset)
-                weights.append(weight / np.sqrt(weight @ weight))
-            offset += len(vocabulary)
-        if not indices:
-            return np.empty(0, dtype=np.intp), np.empty(0)
-        joined = np.concatenate(weights)
-        return np.concatenate(indices), joined / np.sqrt(joined @ joined)
+        """The question's features and weights (the columns of ``_by_feature`` it names)."""
+        return self.features.query(content_words(question, language))
 
     def _variant_scores(self, question: str, language: str | None, unconcerned: _Flags) -> _Weights:
         """Every variant's similarity to ``question`` (a variant in another language than the
@@ -831,7 +869,23 @@ class FaqIndex:
         return scores
 
     def answers(self, match: FaqMatch | None, threshold: float) -> bool:
-        """Whether the bot may answer with ``match``: above ``threshold`` and clear of rivals."""
+        """Whether the bot may answer with ``match``: above ``threshold``, clear of rivals, and
+        not refused by the answer check."""
+        return self.clears(match, threshold) and not self.refuses(self.settles(match))
+
+    def settles(self, match: FaqMatch | None) -> float | None:
+        """How likely the answer check finds it that ``match``'s entry settles the message
+        (None without a check, or for an entry it has no labelled message of)."""
+        if match is None or self._check is None or not self.knowledge_base.min_answer_probability:
+            return None
+        return self._check.probability(match.words, match.entry.id)
+
+    def refuses(self, settles: float | None) -> bool:
+        """Whether the answer check's probability ``settles`` is too low to answer."""
+        return settles is not None and settles < self.knowledge_base.min_answer_probability
+
+    def clears(self, match: FaqMatch | None, threshold: float) -> bool:
+        """Whether ``match`` is above ``threshold`` and clear of rivals (the retrieval's say)."""
         if match is None or match.unanswered_topic:
             return False
         knowledge_base = self.knowledge_base
@@ -853,7 +907,8 @@ class FaqIndex:
         alone), read without the greetings it opens with."""
         question = without_greeting(question)
         language = base_language(language)
-        if not content_words(question, language):
+        words = content_words(question, language)
+        if not words:
             return None
         plain = content_form(question, language)
         # An entry whose key concepts the message does not all name cannot answer; it still
@@ -893,7 +948,7 @@ class FaqIndex:
             runner_up, runner_up_id = float(rivals[second]), entries[second].id
         topic = _names_any(self._unanswered_cue, plain)
         return FaqMatch(
-            entries[best], best_score, runner_up, runner_up_id, topic, bool(confirmed[best])
+            entries[best], best_score, runner_up, runner_up_id, topic, bool(confirmed[best]), words
         )
 
     def _outside(self, plain: str) -> tuple[_Flags, _Flags, _Flags]:

@@ -3,8 +3,9 @@
 from datetime import UTC, datetime
 from typing import Any
 
+from services.responder.answer_check import faq_index as packaged_faq_index
 from services.responder.decide import decide
-from services.responder.faq import FaqIndex, load_knowledge_base
+from services.responder.faq import FaqIndex
 from services.responder.state import ConversationState
 from shared.decisions import Decision
 from shared.events import (
@@ -22,7 +23,6 @@ from shared.rules import CompiledRuleSet, compile_rule_set, load_rule_set_docume
 
 # A Wednesday at noon in London: inside the default office hours.
 OFFICE_NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-_FAQ: FaqIndex | None = None
 
 
 def default_rules() -> CompiledRuleSet:
@@ -30,10 +30,8 @@ def default_rules() -> CompiledRuleSet:
 
 
 def faq_index() -> FaqIndex:
-    global _FAQ  # noqa: PLW0603 - built once: vectorising the KB is the slow part
-    if _FAQ is None:
-        _FAQ = FaqIndex(load_knowledge_base())
-    return _FAQ
+    """The packaged FAQ with its answer check, as the responder builds it (once a process)."""
+    return packaged_faq_index()
 
 
 def classified(

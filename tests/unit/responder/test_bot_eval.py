@@ -8,18 +8,15 @@ import yaml
 
 from dmdesk.cli import main
 from services.responder.bot_eval import (
-    OUTCOMES,
     SUPPORTED_LANGUAGES,
-    EvalMessage,
     LanguageFigures,
-    LanguageSet,
     evaluate_bot,
     interval,
-    load_eval_set,
     missing_translations,
     pooled,
     verdict,
 )
+from services.responder.examples import OUTCOMES, EvalMessage, LanguageSet, load_eval_set
 from services.responder.faq import load_knowledge_base
 from shared.decisions import Decision, PlannedClose, PlannedHandoff, PlannedReply
 from shared.events import Category, Priority
@@ -144,9 +141,11 @@ def test_the_json_report_shows_messages_only_when_asked_for(
     part = {"dev": [{"t": "hello", "e": "greet"}], "heldout": [{"t": "qwxz", "e": "returns"}]}
     path = tmp_path / "set.yaml"
     path.write_text(yaml.safe_dump(dict.fromkeys(SUPPORTED_LANGUAGES, part)))
+    # One labelled message trains no answer check: the retrieval alone answers.
+    command = ["eval-bot", "--set", str(path), "--split", "heldout", "--no-answer-check", "--json"]
     for extra, shown in (([], False), (["--mistakes"], True)):
         with pytest.raises(SystemExit) as ended:
-            main(["eval-bot", "--set", str(path), "--split", "heldout", "--json", *extra])
+            main([*command, *extra])
         assert ended.value.code == 0
         report = json.loads(capsys.readouterr().out)["heldout"]
         assert {row["wrong"] + row["missed"] for row in report.values()} == {1}
