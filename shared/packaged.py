@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 # libyaml's loader where PyYAML was built with it: six times as fast on the larger files.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def read_text(package: str, resource: str, path: Path | None = None) -> str:
@@ -19,4 +19,9 @@ def read_text(package: str, resource: str, path: Path | None = None) -> str:
 
 def read_yaml(package: str, resource: str, path: Path | None = None) -> Any:
     """The YAML document at ``path``, or in ``resource`` packaged in ``package`` (safe loading)."""
-    return yaml.load(read_text(package, resource, path), Loader=_LOADER)  # noqa: S506 - a safe loader
+    return parse_yaml(read_text(package, resource, path))
+
+
+def parse_yaml(text: str) -> Any:
+    """The YAML document ``text`` (safe loading, with libyaml where PyYAML has it)."""
+    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader

@@ -273,6 +273,12 @@ class Settings(BaseSettings):
         " trains the FAQ's answer check; the packaged ones when unset with faq_path unset, and no"
         " check for a faq_path of one's own without them.",
     )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where the responder keeps its trained answer check between starts (keyed by"
+        " the files and code it is made from; the image ships one); $XDG_CACHE_HOME/dmdesk or"
+        " ~/.cache/dmdesk when unset.",
+    )
     rules_bucket: str = Field(
         default="dmdesk_rules", description="NATS KV bucket holding the live rule set."
     )

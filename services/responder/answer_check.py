@@ -17,29 +17,48 @@ only refuse an answer the retrieval would give. Measured on held-out parts it ne
 figures in docs/responder.md).
 """
 
-from collections import Counter
-from collections.abc import Iterable
+import hashlib
+import logging
+import os
+import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import sklearn  # type: ignore[import-untyped]
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-from services.responder.examples import HANDOFF, OUTCOMES, LanguageSet, load_eval_set
+from services.responder import examples as examples_module
+from services.responder import faq as faq_module
+from services.responder.examples import (
+    EVAL_RESOURCE,
+    HANDOFF,
+    OUTCOMES,
+    LanguageSet,
+    load_eval_set,
+)
 from services.responder.faq import (
+    DEFAULT_FAQ_RESOURCE,
+    DEFAULTS_PACKAGE,
     FaqIndex,
     KnowledgeBase,
     TextFeatures,
     content_words,
-    load_knowledge_base,
 )
+from shared import packaged
+
+logger = logging.getLogger("dmdesk.responder")
 
 # How much the fit follows the examples (scikit-learn's inverse regularisation): 10 keeps the
 # rare words that mark a look-alike ("already", "used", "closed"); the tolerance stops lbfgs
 # at the same decisions as a tight one, in a third of the time (about 3 s on 5,000 messages).
 _C = 10.0
 _TOLERANCE = 1e-3
+# Trained checks kept in the cache directory (about 20 MB each).
+_KEPT = 4
 # Character n-grams seen in one message only are typos and names: they add features, not skill.
 _CHAR_MIN_DF = 2
 
@@ -80,9 +99,29 @@ def training_messages(
 
 
 class AnswerCheck:
-    """The probability that an entry's answer settles a message, from labelled messages."""
+    """The probability that an entry's answer settles a message, learnt from labelled messages
+    (:meth:`train`), or as a :meth:`save` kept it (:meth:`load`)."""
 
-    def __init__(self, messages: Iterable[LabelledMessage], knowledge_base: KnowledgeBase) -> None:
+    def __init__(
+        self,
+        features: TextFeatures,
+        by_feature: np.ndarray[tuple[int, int], np.dtype[np.float64]],
+        intercept: np.ndarray[tuple[int], np.dtype[np.float64]],
+        labels: Sequence[str],
+    ) -> None:
+        self.features = features
+        # By feature, then label: a message names a few hundred features, gathered as rows.
+        self._by_feature = by_feature
+        self._intercept = intercept
+        self.labels = tuple(labels)
+        self._label_row = {label: row for row, label in enumerate(self.labels)}
+
+    @classmethod
+    def train(
+        cls, messages: Iterable[LabelledMessage], knowledge_base: KnowledgeBase
+    ) -> "AnswerCheck":
+        """A multinomial logistic regression fitted on ``messages``, whose labels must be
+        ``knowledge_base``'s entries or ``handoff`` (two of them at least)."""
         examples = list(messages)
         known = {entry.id for entry in knowledge_base.entries} | {HANDOFF}
         unknown = sorted({example.label for example in examples} - known)
@@ -90,14 +129,13 @@ class AnswerCheck:
             raise ValueError(
                 f"labelled messages name no FAQ entry of the knowledge base: {unknown}"
             )
-        labels = Counter(example.label for example in examples)
-        if len(labels) < 2:
+        if len({example.label for example in examples}) < 2:
             raise ValueError(
                 "the answer check needs labelled messages of two labels at least (an entry's id"
                 " or handoff)"
             )
-        self.features = TextFeatures(char_min_df=_CHAR_MIN_DF)
-        rows = self.features.fit_transform(
+        features = TextFeatures(char_min_df=_CHAR_MIN_DF)
+        rows = features.fit_transform(
             [content_words(example.text, example.language) for example in examples]
         )
         model = LogisticRegression(C=_C, tol=_TOLERANCE, max_iter=300)
@@ -107,15 +145,33 @@ class AnswerCheck:
         if len(model.classes_) == 2:
             # One row for two labels (the second's log-odds): the softmax of minus and plus half
             # of it is the sigmoid scikit-learn gives.
-            coef, intercept = (
-                np.vstack([-coef / 2, coef / 2]),
-                np.hstack([-intercept, intercept]) / 2,
-            )
-        # By feature, then label: a message names a few hundred features, gathered as rows.
-        self._by_feature = np.ascontiguousarray(coef.T)
-        self._intercept = intercept
-        self._label_row = {str(label): row for row, label in enumerate(model.classes_)}
-        self.labels = labels
+            coef = np.vstack([-coef / 2, coef / 2])
+            intercept = np.hstack([-intercept, intercept]) / 2
+        labels = [str(label) for label in model.classes_]
+        return cls(features, np.ascontiguousarray(coef.T), intercept, labels)
+
+    def save(self, path: Path) -> None:
+        """Keep the check at ``path`` (NumPy arrays, no pickle), written whole or not at all."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        arrays: dict[str, Any] = {
+            "by_feature": self._by_feature,
+            "intercept": self._intercept,
+            "labels": np.asarray(self.labels),
+            **self.features.fitted(),
+        }
+        with partial.open("wb") as file:
+            np.savez(file, **arrays)
+        partial.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "AnswerCheck":
+        """The check :meth:`save` kept at ``path``."""
+        with np.load(path, allow_pickle=False) as arrays:
+            kept = {name: arrays[name] for name in arrays.files}
+        features = TextFeatures.from_fitted(kept, char_min_df=_CHAR_MIN_DF)
+        labels = [str(label) for label in kept["labels"]]
+        return cls(features, kept["by_feature"], kept["intercept"], labels)
 
     def probability(self, words: str, entry_id: str) -> float | None:
         """How likely ``entry_id``'s answer settles the message whose content words are
@@ -130,20 +186,85 @@ class AnswerCheck:
         return float(odds[row] / odds.sum())
 
 
-def faq_index(faq_path: Path | None = None, examples_path: Path | None = None) -> FaqIndex:
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/dmdesk``, else ``~/.cache/dmdesk``."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "dmdesk"
+
+
+def faq_index(
+    faq_path: Path | None = None, examples_path: Path | None = None, cache_dir: Path | None = None
+) -> FaqIndex:
     """The FAQ index with its answer check: the knowledge base at ``faq_path`` (the packaged
     one when None), checked by a model trained on the labelled messages at ``examples_path``
     (the packaged ones when both paths are None; no check for a knowledge base of one's own
-    without labelled messages of its own, or when its ``min_answer_probability`` is 0)."""
-    return _faq_index(faq_path, examples_path)
+    without labelled messages of its own, or when its ``min_answer_probability`` is 0).
+
+    Training takes seconds; the trained check is kept in ``cache_dir`` (default:
+    :func:`default_cache_dir`) under the digest of everything it is made from (the two files,
+    the code that reads and trains, the library versions), so a restart loads it in a fraction
+    of that and any change trains afresh.
+    """
+    return _faq_index(faq_path, examples_path, cache_dir or default_cache_dir())
 
 
 @lru_cache(maxsize=4)
-def _faq_index(faq_path: Path | None, examples_path: Path | None) -> FaqIndex:
+def _faq_index(faq_path: Path | None, examples_path: Path | None, cache_dir: Path) -> FaqIndex:
     # One index per process and files: the responder's handlers, dry runs and tools share it
-    # (it is read-only once built), and training is the slow part of starting.
-    knowledge_base = load_knowledge_base(faq_path)
+    # (it is read-only once built).
+    faq_text = packaged.read_text(DEFAULTS_PACKAGE, DEFAULT_FAQ_RESOURCE, faq_path)
+    knowledge_base = KnowledgeBase.model_validate(packaged.parse_yaml(faq_text))
     if not knowledge_base.min_answer_probability or (faq_path and examples_path is None):
         return FaqIndex(knowledge_base)
-    messages = training_messages(knowledge_base, load_eval_set(examples_path))
-    return FaqIndex(knowledge_base, AnswerCheck(messages, knowledge_base))
+    examples_text = packaged.read_text(DEFAULTS_PACKAGE, EVAL_RESOURCE, examples_path)
+    path = cache_dir / f"answer-check-{_digest(faq_text, examples_text)}.npz"
+    check = _load(path)
+    if check is None:
+        messages = training_messages(knowledge_base, load_eval_set(examples_path))
+        check = AnswerCheck.train(messages, knowledge_base)
+        try:
+            check.save(path)
+            _prune(cache_dir)
+        except OSError as error:
+            logger.warning(
+                "answer check not cached", extra={"path": str(path), "error": type(error).__name__}
+            )
+    return FaqIndex(knowledge_base, check)
+
+
+def _prune(cache_dir: Path) -> None:
+    """Keep the :data:`_KEPT` checks used last (each file or code change keys a new one)."""
+    kept = sorted(
+        cache_dir.glob("answer-check-*.npz"), key=lambda path: path.stat().st_mtime, reverse=True
+    )
+    for path in kept[_KEPT:]:
+        path.unlink(missing_ok=True)
+
+
+def _digest(*texts: str) -> str:
+    """A digest of ``texts``, of the code that turns them into a check, and of the versions of
+    Python, NumPy and scikit-learn."""
+    digest = hashlib.sha256()
+    for module in (faq_module, examples_module, sys.modules[__name__]):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    versions = f"{sys.version}|{np.__version__}|{sklearn.__version__}"
+    for text in (*texts, versions):
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
+
+
+def _load(path: Path) -> AnswerCheck | None:
+    """The check kept at ``path``, or None (none kept, or unreadable: trained afresh)."""
+    try:
+        check = AnswerCheck.load(path)
+        path.touch()  # used now: the last to be pruned
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError) as error:
+        logger.warning(
+            "answer check cache unreadable",
+            extra={"path": str(path), "error": type(error).__name__},
+        )
+        return None
+    return check

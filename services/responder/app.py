@@ -209,7 +209,7 @@ class ResponderRuntime:
     def __init__(self, settings: Settings, adapter: SendAdapter) -> None:
         self.settings = settings
         self.adapter = adapter
-        self.faq = faq_index(settings.faq_path, settings.faq_examples_path)
+        self.faq = faq_index(settings.faq_path, settings.faq_examples_path, settings.cache_dir)
         self.defaults = load_rule_set_document(settings.rules_path)
         # Fail at start-up, not at the first DM, when the defaults are broken.
         self.initial = compile_rule_set(self.defaults)

@@ -172,12 +172,22 @@ def evaluate_bot(
                 decision = decide_as_evaluated(classified, state_for(message), rules, faq)
                 outcome = verdict(message, language, decision)
                 covered = message.e not in OUTCOMES
-                got = f"{decision.faq.entry_id} {decision.faq.score:.2f}" if decision.faq else None
+                got = _faq_note(decision)
                 spoke = message.quiet and decision.replies
                 why = ": a bot message on a critical or spam DM" if spoke else ""
                 note = f"[{split}] {message.t!r}: expected {message.e}, {outcome}{why} (FAQ {got})"
                 counts.add(outcome, covered, note)
     return figures
+
+
+def _faq_note(decision: Decision) -> str | None:
+    """What the FAQ found, for a mistake's note: the entry, its score and the answer check's
+    probability when it was asked."""
+    if decision.faq is None:
+        return None
+    settles = decision.faq.settles
+    check = "" if settles is None else f", answer check {settles:.2f}"
+    return f"{decision.faq.entry_id} {decision.faq.score:.2f}{check}"
 
 
 def missing_translations(knowledge_base: KnowledgeBase, rules: CompiledRuleSet) -> list[str]:

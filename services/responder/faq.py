@@ -11,10 +11,10 @@ threshold, or too close to the runner-up, the bot does not guess.
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -689,6 +689,9 @@ def _names_any(patterns: tuple[re.Pattern[str], ...], text: str) -> bool:
     return any(pattern.search(text) for pattern in patterns)
 
 
+_PARTS = ("words", "chars")
+
+
 class TextFeatures:
     """Word 1-2-gram and character 3-5-gram TF-IDF (sublinear term counts), each part and the
     whole l2-normalised: fitted on a corpus of ``content_words`` texts, then read one text at a
@@ -712,6 +715,31 @@ class TextFeatures:
             for vectoriser in (self._words, self._chars)
         ]
         return rows
+
+    def fitted(self) -> dict[str, np.ndarray[tuple[int], np.dtype[Any]]]:
+        """What the fit learnt, as arrays (for a cache): each part's terms by column, its idf."""
+        arrays: dict[str, np.ndarray[tuple[int], np.dtype[Any]]] = {}
+        for name, (_, vocabulary, idf) in zip(_PARTS, self._analysers, strict=True):
+            arrays[f"{name}_terms"] = np.asarray(sorted(vocabulary, key=vocabulary.__getitem__))
+            arrays[f"{name}_idf"] = idf
+        return arrays
+
+    @classmethod
+    def from_fitted(
+        cls, arrays: Mapping[str, np.ndarray[tuple[int], np.dtype[Any]]], char_min_df: int = 1
+    ) -> "TextFeatures":
+        """Features that :meth:`query` as the fitted ones whose :meth:`fitted` gave ``arrays``
+        (:meth:`transform`, scikit-learn's own path, needs a fit)."""
+        features = cls(char_min_df)
+        features._analysers = [
+            (
+                vectoriser.build_analyzer(),
+                {str(term): column for column, term in enumerate(arrays[f"{name}_terms"])},
+                np.asarray(arrays[f"{name}_idf"], dtype=np.float64),
+            )
+            for name, vectoriser in zip(_PARTS, (features._words, features._chars), strict=True)
+        ]
+        return features
 
     def transform(self, texts: list[str]) -> csr_matrix:
         """The rows of ``texts`` as scikit-learn computes them (for tests and tools)."""

@@ -1,5 +1,6 @@
 """The FAQ's answer check: a model trained on labelled messages that can refuse an answer."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ _MESSAGES = [
 
 
 def _check() -> AnswerCheck:
-    return AnswerCheck(_MESSAGES, _KB)
+    return AnswerCheck.train(_MESSAGES, _KB)
 
 
 def test_the_probability_is_scikit_learns_softmax_for_the_entry() -> None:
@@ -80,7 +81,7 @@ def test_the_probability_is_scikit_learns_softmax_for_the_entry() -> None:
 
 def test_with_two_labels_the_probability_is_scikit_learns_sigmoid() -> None:
     messages = [m for m in _MESSAGES if m.label != "shipping-time"]
-    check = AnswerCheck(messages, _KB)
+    check = AnswerCheck.train(messages, _KB)
     model = LogisticRegression(C=answer_check._C, tol=answer_check._TOLERANCE, max_iter=300)
     texts = [content_words(m.text, m.language) for m in messages]
     model.fit(check.features.transform(texts), [m.label for m in messages])
@@ -116,24 +117,68 @@ def test_the_check_refuses_a_look_alike_the_retrieval_would_answer() -> None:
 
 def test_labels_must_be_entries_or_handoff_and_two_at_least() -> None:
     with pytest.raises(ValueError, match="no FAQ entry of the knowledge base: \\['prices'\\]"):
-        AnswerCheck([*_MESSAGES, LabelledMessage("how much is it", "en", "prices")], _KB)
+        AnswerCheck.train([*_MESSAGES, LabelledMessage("how much is it", "en", "prices")], _KB)
     with pytest.raises(ValueError, match="two labels at least"):
-        AnswerCheck([m for m in _MESSAGES if m.label == "returns"], _KB)
+        AnswerCheck.train([m for m in _MESSAGES if m.label == "returns"], _KB)
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    faq = tmp_path / "faq.yaml"
+    faq.write_text(yaml.safe_dump(_KB.model_dump(mode="json")))
+    examples = tmp_path / "examples.yaml"
+    dev = [{"t": m.text, "e": m.label} for m in _MESSAGES]
+    examples.write_text(yaml.safe_dump({"en": {"dev": dev}}))
+    return faq, examples
 
 
 def test_a_knowledge_base_of_ones_own_is_checked_only_with_labelled_messages_of_its_own(
     tmp_path: Path,
 ) -> None:
-    faq = tmp_path / "faq.yaml"
-    faq.write_text(yaml.safe_dump(_KB.model_dump(mode="json")))
-    unchecked = faq_index(faq)
+    faq, examples = _files(tmp_path)
+    unchecked = faq_index(faq, cache_dir=tmp_path)
     match = unchecked.search("can I return an item I used", "en")
     assert unchecked.settles(match) is None
-    examples = tmp_path / "examples.yaml"
-    dev = [{"t": m.text, "e": m.label} for m in _MESSAGES]
-    examples.write_text(yaml.safe_dump({"en": {"dev": dev}}))
-    checked = faq_index(faq, examples)
+    checked = faq_index(faq, examples, cache_dir=tmp_path)
     assert checked.settles(checked.search("can I return an item I used", "en")) is not None
+
+
+def test_a_saved_check_loads_with_the_same_probabilities(tmp_path: Path) -> None:
+    check = _check()
+    check.save(tmp_path / "check.npz")
+    loaded = AnswerCheck.load(tmp_path / "check.npz")
+    assert loaded.labels == check.labels
+    for question in ("can I return a used towel", "how do I return a lamp", "delivery?", "zzz"):
+        words = content_words(question, "en")
+        for label in check.labels:
+            assert loaded.probability(words, label) == check.probability(words, label)
+
+
+def test_a_trained_check_is_kept_and_reused_until_its_files_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faq, examples = _files(tmp_path)
+    cache = tmp_path / "cache"
+    question = "can I return an item I used"
+
+    def settles() -> float | None:
+        answer_check._faq_index.cache_clear()  # a new process
+        index = faq_index(faq, examples, cache_dir=cache)
+        return index.settles(index.search(question, "en"))
+
+    trained = settles()
+    [kept] = cache.iterdir()
+    # A restart loads it: training again would fail here.
+    with monkeypatch.context() as patched:
+        patched.setattr(AnswerCheck, "train", None)
+        assert settles() == trained
+    # A changed file is a new key, trained afresh; an unreadable file is trained over.
+    examples.write_text(examples.read_text() + "\n# a comment\n")
+    settles()
+    assert len(list(cache.iterdir())) == 2
+    kept.write_bytes(b"not a check")
+    examples.write_text(examples.read_text().replace("\n# a comment\n", ""))
+    assert settles() == trained
+    assert AnswerCheck.load(kept).labels == ("handoff", "returns", "shipping-time")
 
 
 def test_the_responder_hands_a_refused_look_alike_to_a_person_at_once_and_says_why() -> None:
@@ -160,3 +205,17 @@ def test_the_responder_hands_a_refused_look_alike_to_a_person_at_once_and_says_w
     assert answered.faq.answered
     assert answered.faq.settles is not None
     assert answered.faq.settles >= 0.2
+
+
+def test_the_cache_keeps_the_checks_used_last(tmp_path: Path) -> None:
+    faq, examples = _files(tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for age in range(6):  # checks of earlier files, the oldest first
+        (cache / f"answer-check-{age}.npz").write_bytes(b"")
+        os.utime(cache / f"answer-check-{age}.npz", (1_000_000 + age, 1_000_000 + age))
+    answer_check._faq_index.cache_clear()
+    faq_index(faq, examples, cache_dir=cache)
+    kept = sorted(path.name for path in cache.iterdir())
+    assert len(kept) == answer_check._KEPT
+    assert kept[:3] == ["answer-check-3.npz", "answer-check-4.npz", "answer-check-5.npz"]
