@@ -48,7 +48,7 @@ from services.responder.faq import (
     TextFeatures,
     content_words,
 )
-from shared import packaged
+from shared import packaged, rule_guards
 
 logger = logging.getLogger("dmdesk.responder")
 
@@ -242,10 +242,11 @@ def _prune(cache_dir: Path) -> None:
 
 
 def _digest(*texts: str) -> str:
-    """A digest of ``texts``, of the code that turns them into a check, and of the versions of
-    Python, NumPy and scikit-learn."""
+    """A digest of ``texts``, of the code that turns them into a check (the matcher's reading of
+    a text included: ``shared.rule_guards`` spells it plain), and of the versions of Python,
+    NumPy and scikit-learn."""
     digest = hashlib.sha256()
-    for module in (faq_module, examples_module, sys.modules[__name__]):
+    for module in (faq_module, examples_module, rule_guards, sys.modules[__name__]):
         digest.update(Path(str(module.__file__)).read_bytes())
     versions = f"{sys.version}|{np.__version__}|{sklearn.__version__}"
     for text in (*texts, versions):
