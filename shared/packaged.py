@@ -17,11 +17,6 @@ def read_text(package: str, resource: str, path: Path | None = None) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def read_yaml(package: str, resource: str, path: Path | None = None) -> Any:
-    """The YAML document at ``path``, or in ``resource`` packaged in ``package`` (safe loading)."""
-    return parse_yaml(read_text(package, resource, path))
-
-
 def parse_yaml(text: str) -> Any:
     """The YAML document ``text`` (safe loading, with libyaml where PyYAML has it)."""
     return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader

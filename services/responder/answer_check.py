@@ -38,7 +38,7 @@ from services.responder.examples import (
     HANDOFF,
     OUTCOMES,
     LanguageSet,
-    load_eval_set,
+    parse_eval_set,
 )
 from services.responder.faq import (
     DEFAULT_FAQ_RESOURCE,
@@ -47,6 +47,7 @@ from services.responder.faq import (
     KnowledgeBase,
     TextFeatures,
     content_words,
+    parse_knowledge_base,
 )
 from shared import packaged, rule_guards
 
@@ -213,14 +214,14 @@ def _faq_index(faq_path: Path | None, examples_path: Path | None, cache_dir: Pat
     # One index per process and files: the responder's handlers, dry runs and tools share it
     # (it is read-only once built).
     faq_text = packaged.read_text(DEFAULTS_PACKAGE, DEFAULT_FAQ_RESOURCE, faq_path)
-    knowledge_base = KnowledgeBase.model_validate(packaged.parse_yaml(faq_text))
+    knowledge_base = parse_knowledge_base(faq_text)
     if not knowledge_base.min_answer_probability or (faq_path and examples_path is None):
         return FaqIndex(knowledge_base)
     examples_text = packaged.read_text(DEFAULTS_PACKAGE, EVAL_RESOURCE, examples_path)
     path = cache_dir / f"answer-check-{_digest(faq_text, examples_text)}.npz"
     check = _load(path)
     if check is None:
-        messages = training_messages(knowledge_base, load_eval_set(examples_path))
+        messages = training_messages(knowledge_base, parse_eval_set(examples_text))
         check = AnswerCheck.train(messages, knowledge_base)
         try:
             check.save(path)

@@ -75,5 +75,10 @@ class LanguageSet(BaseModel):
 
 def load_eval_set(path: Path | None = None) -> dict[str, LanguageSet]:
     """The evaluation set at ``path``, or the one packaged with dmdesk."""
-    raw = packaged.read_yaml(DEFAULTS_PACKAGE, EVAL_RESOURCE, path)
+    return parse_eval_set(packaged.read_text(DEFAULTS_PACKAGE, EVAL_RESOURCE, path))
+
+
+def parse_eval_set(text: str) -> dict[str, LanguageSet]:
+    """The evaluation set whose YAML is ``text``."""
+    raw = packaged.parse_yaml(text)
     return {language: LanguageSet.model_validate(value) for language, value in raw.items()}

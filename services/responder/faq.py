@@ -588,8 +588,12 @@ def _compile_each(patterns: list[str]) -> tuple[re.Pattern[str], ...]:
 
 def load_knowledge_base(path: Path | None = None) -> KnowledgeBase:
     """The knowledge base at ``path``, or the one packaged with dmdesk."""
-    raw = packaged.read_yaml(DEFAULTS_PACKAGE, DEFAULT_FAQ_RESOURCE, path)
-    return KnowledgeBase.model_validate(raw)
+    return parse_knowledge_base(packaged.read_text(DEFAULTS_PACKAGE, DEFAULT_FAQ_RESOURCE, path))
+
+
+def parse_knowledge_base(text: str) -> KnowledgeBase:
+    """The knowledge base whose YAML is ``text``."""
+    return KnowledgeBase.model_validate(packaged.parse_yaml(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -843,19 +847,18 @@ class FaqIndex:
         self._by_feature = self.features.fit_transform(texts).tocsc()
         self._check = check
 
-    def _query(self, question: str, language: str | None) -> tuple[_Indices, _Weights]:
-        """The question's features and weights (the columns of ``_by_feature`` it names)."""
-        return self.features.query(content_words(question, language))
-
-    def _variant_scores(self, question: str, language: str | None, unconcerned: _Flags) -> _Weights:
-        """Every variant's similarity to ``question`` (a variant in another language than the
-        customer's a little less). A message that tells a story and asks one question ("I bought
-        a throw last week... it's still in its packaging. How do I send it back?") is diluted
-        by the story: when the question alone and the whole message agree on the entry that
-        fits best, that entry's variants score the better of the two. Only entries whose key
-        concepts the message names (not ``unconcerned``) can lead: a story's words ("the lamp
-        I bought") must not pick an entry that cannot answer and so void the agreement."""
-        scores = self._similarities(question, language)
+    def _variant_scores(
+        self, question: str, words: str, language: str | None, unconcerned: _Flags
+    ) -> _Weights:
+        """Every variant's similarity to ``question``, whose content words are ``words`` (a
+        variant in another language than the customer's a little less). A message that tells a
+        story and asks one question ("I bought a throw last week... it's still in its
+        packaging. How do I send it back?") is diluted by the story: when the question alone
+        and the whole message agree on the entry that fits best, that entry's variants score
+        the better of the two. Only entries whose key concepts the message names (not
+        ``unconcerned``) can lead: a story's words ("the lamp I bought") must not pick an entry
+        that cannot answer and so void the agreement."""
+        scores = self._similarities(words, language)
         sentences = [part for part in _SENTENCE_END.split(question.strip()) if part.strip()]
         asked = [
             part
@@ -865,7 +868,7 @@ class FaqIndex:
         ]
         if len(sentences) < 2 or len(asked) != 1:
             return scores
-        alone = self._similarities(asked[0], language)
+        alone = self._similarities(content_words(asked[0], language), language)
         entry_variants = self._owners >= 0
         entry_variants[entry_variants] = ~unconcerned[self._owners[entry_variants]]
         if not entry_variants.any():
@@ -875,10 +878,11 @@ class FaqIndex:
             return scores
         return np.where(self._owners == leader, np.maximum(scores, alone), scores)
 
-    def _similarities(self, text: str, language: str | None) -> _Weights:
-        """Every variant's cosine similarity to ``text``, a variant in another language than
-        the customer's counting a little less."""
-        features, weights = self._query(text, language)
+    def _similarities(self, words: str, language: str | None) -> _Weights:
+        """Every variant's cosine similarity to the text whose content words
+        (:func:`content_words`) are ``words``, a variant in another language than the
+        customer's counting a little less."""
+        features, weights = self.features.query(words)
         # The named columns' entries, gathered straight from the CSC arrays and summed per
         # variant: the matrix product scipy's column indexing would give, without its
         # per-call validation (a tenth of a search).
@@ -944,7 +948,7 @@ class FaqIndex:
         # look-alike an entry excludes counts as an unanswered question scoring as the entry
         # did, so a close call hands the message to a person.
         unconcerned, confirmed, look_alike = self._outside(plain)
-        scores = self._variant_scores(question, language, unconcerned)
+        scores = self._variant_scores(question, words, language, unconcerned)
         entries = self.knowledge_base.entries
         by_entry = np.zeros(len(entries))
         np.maximum.at(by_entry, self._owners[self._owners >= 0], scores[self._owners >= 0])
