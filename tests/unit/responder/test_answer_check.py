@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyp
 
 from services.responder import answer_check
 from services.responder.answer_check import AnswerCheck, LabelledMessage, faq_index
-from services.responder.faq import FaqIndex, KnowledgeBase, content_words
+from services.responder.faq import FaqIndex, KnowledgeBase, content_words, load_knowledge_base
 from shared.events import Category
 from tests.unit.responder.helpers import classified, run
 
@@ -189,12 +189,13 @@ def test_the_responder_hands_a_refused_look_alike_to_a_person_at_once_and_says_w
         "I've pressed forgot password four times now. Checked junk, checked spam, waited over an"
         " hour. Nothing. Same email I've always used with you"
     )
+    threshold = load_knowledge_base().min_answer_probability
     decision = run(classified(text, category=Category.ACCOUNT))
     assert decision.faq is not None
     assert decision.faq.entry_id == "password-reset"
     assert not decision.faq.answered
     assert decision.faq.settles is not None
-    assert decision.faq.settles < 0.2
+    assert decision.faq.settles < threshold
     assert decision.handoff is not None
     assert "answer check" in decision.handoff.reason
     assert [reply.template for reply in decision.replies] == ["handoff_ack"]
@@ -204,7 +205,7 @@ def test_the_responder_hands_a_refused_look_alike_to_a_person_at_once_and_says_w
     assert answered.faq is not None
     assert answered.faq.answered
     assert answered.faq.settles is not None
-    assert answered.faq.settles >= 0.2
+    assert answered.faq.settles >= threshold
 
 
 def test_the_cache_keeps_the_checks_used_last(tmp_path: Path) -> None:
