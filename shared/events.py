@@ -475,6 +475,12 @@ class Handoff(Event):
     )
     faq_entry: str | None = Field(default=None, description="The FAQ's best entry, if it ran.")
     faq_score: float | None = Field(default=None, description="That entry's match score (0..1).")
+    faq_settles: float | None = Field(
+        default=None,
+        description="How likely the answer check found it that the entry's answer settles the"
+        " message (0..1), when it was asked: under the knowledge base's min_answer_probability,"
+        " the check refused the answer.",
+    )
     opt_out: Literal["out", "in"] | None = Field(
         default=None, description="out: the hand-off is the contact's opt-out."
     )

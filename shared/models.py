@@ -184,6 +184,9 @@ class ConversationRow(SQLModel, table=True):
     )
     faq_entry: str | None = Field(default=None, max_length=128)
     faq_score: float | None = None
+    faq_settles: float | None = Field(
+        default=None, description="The answer check's probability that the FAQ's answer settles it."
+    )
     priority_reason: str | None = Field(
         default=None, max_length=512, description="Why the contact raised the priority."
     )

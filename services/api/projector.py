@@ -839,6 +839,7 @@ def project_handoff(session: Session, handoff: Handoff, metrics: ApiMetrics | No
     conversation.handoff_rule = handoff.rule_id
     conversation.handoff_signals = list(handoff.signals)
     conversation.faq_entry, conversation.faq_score = handoff.faq_entry, handoff.faq_score
+    conversation.faq_settles = handoff.faq_settles
     _record_opt_out(session, conversation, handoff.opt_out)
     if conversation.status == ConversationStatus.PENDING.value:
         open_ = ConversationStatus.OPEN.value

@@ -215,6 +215,7 @@ async def conversation_detail(session: AsyncSession, conversation_id: int) -> Co
             signals=conversation.handoff_signals,
             faq_entry=conversation.faq_entry,
             faq_score=conversation.faq_score,
+            faq_settles=conversation.faq_settles,
         ),
         messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages.scalars()],
         sla=[SlaClockOut.model_validate(c, from_attributes=True) for c in clocks],

@@ -135,6 +135,11 @@ class BotHandoffOut(BaseModel):
     signals: list[str] = Field(description="critical:legal, complaint, keyword:agent...")
     faq_entry: str | None = Field(description="The FAQ's best entry, when the FAQ ran.")
     faq_score: float | None = Field(description="Its match score (0..1).")
+    faq_settles: float | None = Field(
+        description="How likely the answer check found it that the entry's answer settles the"
+        " message (0..1), when it was asked: under the knowledge base's min_answer_probability,"
+        " the check refused the answer and a person takes it."
+    )
 
 
 class ConversationDetail(QueueItem):

@@ -173,6 +173,7 @@ def routed_message(classified: ClassifiedMessage, decision: Decision) -> RoutedM
             signals=planned.signals,
             faq_entry=decision.faq.entry_id if decision.faq else None,
             faq_score=decision.faq.score if decision.faq else None,
+            faq_settles=decision.faq.settles if decision.faq else None,
             opt_out=decision.opt_out,
         )
     closed = None

@@ -18,6 +18,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from dmdesk.natsserver import free_port
+from services.responder.faq import load_knowledge_base
 from shared.events import (
     Category,
     Channel,
@@ -455,6 +456,21 @@ async def test_agent_please_gets_a_hand_off_message_in_the_customers_language(
     assert text.startswith("Thanks Mia,")
     assert detail["bot_handoff"]["signals"] == ["keyword:agent"]
     assert detail["bot_handoff"]["reason"] == "the customer asked for a person"
+
+
+async def test_a_look_alike_the_answer_check_refuses_goes_to_a_person_who_sees_why(
+    meta_stack: Stack, bus: NatsClient, send_api: SendApiStub
+) -> None:
+    # A gift card's balance: the retrieval finds the gift-cards entry, whose answer (how to buy
+    # one, from £10, and use its code) does not say how to check one.
+    await post_dm(bus, "m-balance", "how do I check whats left on my gift card", "balance-1")
+    [call] = await sent_to(send_api, "balance-1")
+    assert HANDOFF_ACK["en"] in call.body["message"]["text"]
+    detail = await detail_when(meta_stack, "balance-1", lambda d: d["bot_handoff"] is not None)
+    handoff = detail["bot_handoff"]
+    assert "answer check" in handoff["reason"]
+    assert handoff["faq_entry"] == "gift-cards"
+    assert 0 <= handoff["faq_settles"] < load_knowledge_base().min_answer_probability
 
 
 async def test_christmas_day_hours_question_gets_the_holiday_answer(

@@ -260,6 +260,7 @@ async def test_the_bots_hand_off_reason_and_the_opt_out_show_on_conversation_and
         signals=["complaint"],
         faq_entry="opening-hours",
         faq_score=0.31,
+        faq_settles=0.12,
     )
     decision = routed(inbound("m-1"), RouteOutcome.HANDOFF).model_copy(update={"handoff": handoff})
     async with transaction(sessions) as session:
@@ -267,7 +268,7 @@ async def test_the_bots_hand_off_reason_and_the_opt_out_show_on_conversation_and
     queued = await conversation(sessions)
     assert (queued.handoff_reason, queued.handoff_rule) == ("complaint", "complaint-flag")
     assert queued.handoff_signals == ["complaint"]
-    assert (queued.faq_entry, queued.faq_score) == ("opening-hours", 0.31)
+    assert (queued.faq_entry, queued.faq_score, queued.faq_settles) == ("opening-hours", 0.31, 0.12)
     assert queued.bot_opted_out is False
 
     def reply(mid: str, opt_out: str) -> BotReply:
