@@ -24,6 +24,12 @@ reply's arrival is timed. Then, in one run:
    the traffic per DM this gives the *bus ceiling*: the DMs/s the stack could not pass
    even if every service did nothing but its publishes and deliveries, at raw nats-py
    speed (a KV read, a request, is not counted, so the ceiling is generous).
+4. **Raw JetStream at the offered pace** (``raw_paced``): for 10 s
+   (``--raw-paced-seconds``), one message every 1/rate s published with a PubAck while a
+   pull consumer fetches each as it comes and acks it: one bus hop with nothing batched,
+   its latency and its CPU time per message (this process and the server) beside the
+   bulk run's (``raw_jetstream.cpu_us_per_msg``): the baseline of the offered phase, whose
+   DMs come one at a time.
 
 Peak memory is each service's VmHWM from ``/proc/<pid>/status``; ``cpu_ms_per_dm`` is
 the CPU time (user + system, ``/proc/<pid>/stat``) each service and the nats-server
@@ -775,10 +781,14 @@ def bus_ceiling(traffic: dict[str, float], raw: dict[str, float]) -> dict[str, f
     }
 
 
-async def raw_jetstream(nats_url: str, count: int, payload_size: int) -> dict[str, float]:
-    """nats-py alone on the same server: publish with PubAck, then pull and ack."""
+async def raw_jetstream(
+    nats_url: str, count: int, payload_size: int, server_pid: int | None = None
+) -> dict[str, Any]:
+    """nats-py alone on the same server: publish with PubAck, then pull and ack; with the
+    CPU time per message of this process and of the server (``server_pid``)."""
     client = await nats.connect(nats_url)
     stream = f"{RAW_STREAM_PREFIX}{uuid.uuid4().hex[:8]}"
+    cpu = _CpuMeter(server_pid)
     try:
         js = client.jetstream(publish_async_max_pending=1024)
         await js.add_stream(
@@ -808,6 +818,7 @@ async def raw_jetstream(nats_url: str, count: int, payload_size: int) -> dict[st
                 consumed += 1
         await client.flush()
         pulled = time.perf_counter() - started
+        spent = cpu.us_per(count)
         await js.delete_stream(stream)
     finally:
         await client.close()
@@ -816,7 +827,89 @@ async def raw_jetstream(nats_url: str, count: int, payload_size: int) -> dict[st
         "publish_msgs_per_s": round(count / published),
         "consume_msgs_per_s": round(count / pulled),
         "msgs_per_s": round(count / (published + pulled)),
+        **spent,
     }
+
+
+async def raw_paced(
+    nats_url: str, rate: float, seconds: float, payload_size: int, server_pid: int | None = None
+) -> dict[str, Any]:
+    """nats-py alone at the offered pace: a message every 1/``rate`` s published with a PubAck
+    (as ingest stores a DM) while a pull consumer fetches each as it comes and acks it (as a
+    stage takes a DM), nothing batched: what one bus hop costs at that pace, in CPU time (this
+    process and the server) and in latency (publish to consumed). Each wake-up of a process
+    that sat idle costs far more than a message in a bulk run, so this, not the bulk rate, is
+    the baseline of the offered phase's CPU and latency."""
+    client = await nats.connect(nats_url)
+    stream = f"{RAW_STREAM_PREFIX}{uuid.uuid4().hex[:8]}"
+    count = max(1, round(rate * seconds))
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    try:
+        js = client.jetstream()
+        await js.add_stream(
+            StreamConfig(name=stream, subjects=[f"{stream}.>"], storage=StorageType.FILE)
+        )
+        subscription = await js.pull_subscribe(
+            f"{stream}.>",
+            durable="paced",
+            stream=stream,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=-1),
+        )
+        payload = b"x" * payload_size
+
+        async def publish() -> None:
+            start = time.perf_counter()
+            for n in range(count):
+                await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
+                sent[f"paced-{n}"] = time.perf_counter()
+                await js.publish(
+                    f"{stream}.m", payload, headers={"Nats-Msg-Id": f"paced-{n}"}, stream=stream
+                )
+
+        async def consume() -> None:
+            deadline = time.perf_counter() + seconds + 30
+            while len(latencies) < count and time.perf_counter() < deadline:
+                try:
+                    messages = await subscription.fetch(100, timeout=1)
+                except TimeoutError:
+                    continue
+                for message in messages:
+                    at = sent.get((message.headers or {}).get("Nats-Msg-Id", ""))
+                    if at is not None:
+                        latencies.append((time.perf_counter() - at) * 1000)
+                    await message.ack()
+
+        cpu = _CpuMeter(server_pid)
+        await asyncio.gather(publish(), consume())
+        await client.flush()
+        spent = cpu.us_per(count)
+        await js.delete_stream(stream)
+    finally:
+        await client.close()
+    return {"rate": rate, "messages": count, **spent, "latency_ms": summary(latencies)}
+
+
+class _CpuMeter:
+    """CPU time spent from its creation: this process's and, when known, the nats-server's."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.pids = {"server": server_pid} if server_pid is not None else {}
+        self.client = time.process_time()
+        self.server = cpu_seconds(self.pids).get("server")
+
+    def us_per(self, messages: int) -> dict[str, float | None]:
+        """Microseconds per message: the client's, the server's (None if unknown), the sum."""
+        client = (time.process_time() - self.client) * 1e6 / messages
+        end = cpu_seconds(self.pids).get("server")
+        server = None
+        if end is not None and self.server is not None:
+            server = (end - self.server) * 1e6 / messages
+        return {
+            "client_cpu_us_per_msg": round(client),
+            "server_cpu_us_per_msg": None if server is None else round(server),
+            "cpu_us_per_msg": None if server is None else round(client + server),
+        }
 
 
 # --- Profiling -----------------------------------------------------------------------
@@ -916,6 +1009,7 @@ class Options:
     connections: int = 32
     bot_share: float = 0.1
     raw_messages: int = 20_000
+    raw_paced_seconds: float = 10.0
     database_url: str | None = None
     app_secret: str = APP_SECRET
     use_running: Endpoints | None = None
@@ -1089,9 +1183,14 @@ async def baseline_and_resources(
 ) -> dict[str, Any]:
     """Raw JetStream on the same server, the ratio, peak memory and the profile summary."""
     _log(f"raw JetStream: {options.raw_messages} messages")
-    raw = await raw_jetstream(endpoints.nats_url, options.raw_messages, 600)
+    raw = await raw_jetstream(endpoints.nats_url, options.raw_messages, 600, endpoints.nats_pid)
+    _log(f"raw JetStream at the offered pace: {options.rate}/s for {options.raw_paced_seconds} s")
+    paced = await raw_paced(
+        endpoints.nats_url, options.rate, options.raw_paced_seconds, 600, endpoints.nats_pid
+    )
     more: dict[str, Any] = {
         "raw_jetstream": raw,
+        "raw_paced": paced,
         "raw_jetstream_msgs_per_s": raw["msgs_per_s"],
         "ratio": round(figures["e2e_dms_per_s"] / raw["msgs_per_s"], 3),
         "max_rss_mb": peak_rss_mb(endpoints.pids),
@@ -1178,6 +1277,18 @@ def report(figures: dict[str, Any]) -> str:
         f"ratio e2e/raw {figures['ratio']}",
         *(
             [
+                f"raw JetStream at the offered pace ({paced['rate']:.0f}/s, one hop, nothing "
+                f"batched): publish -> consumed p50 {paced['latency_ms']['p50_ms']} ms  "
+                f"p99 {paced['latency_ms']['p99_ms']} ms; CPU per message "
+                f"{paced['cpu_us_per_msg']} us (client {paced['client_cpu_us_per_msg']}, "
+                f"server {paced['server_cpu_us_per_msg']}) against "
+                f"{figures['raw_jetstream']['cpu_us_per_msg']} us in bulk"
+            ]
+            if (paced := figures.get("raw_paced"))
+            else []
+        ),
+        *(
+            [
                 f"bus per DM: {bus['stored_per_dm']} messages stored, "
                 f"{bus['delivered_per_dm']} delivered; at raw nats-py speed that traffic alone "
                 f"allows {bus['ceiling_dms_per_s']} DMs/s (ratio {bus['ceiling_ratio']})",
@@ -1240,6 +1351,7 @@ def _options(args: argparse.Namespace) -> Options:
         connections=args.connections,
         bot_share=args.bot_share,
         raw_messages=args.raw_messages,
+        raw_paced_seconds=args.raw_paced_seconds,
         database_url=args.database_url,
         app_secret=args.app_secret,
         use_running=running,
@@ -1278,6 +1390,12 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     )
     bench.add_argument(
         "--raw-messages", type=positive_int, default=20_000, help="raw JetStream messages"
+    )
+    bench.add_argument(
+        "--raw-paced-seconds",
+        type=positive_float,
+        default=10.0,
+        help="seconds of raw JetStream at the offered rate",
     )
     bench.add_argument("--database-url", help="default: a temporary SQLite file")
     bench.add_argument("--use-running", action="store_true", help="measure a running stack")

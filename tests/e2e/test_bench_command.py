@@ -26,6 +26,7 @@ def test_a_short_benchmark_prints_one_json_object_with_every_figure() -> None:
             "--duration=1",
             "--burst=50",
             "--raw-messages=200",
+            "--raw-paced-seconds=1",
             "--json",
         ],
         capture_output=True,
@@ -44,6 +45,17 @@ def test_a_short_benchmark_prints_one_json_object_with_every_figure() -> None:
     assert figures["ratio"] == pytest.approx(
         figures["e2e_dms_per_s"] / figures["raw_jetstream_msgs_per_s"], abs=0.001
     )
+    # The raw baselines' CPU per message, in bulk and at the offered pace (one hop each).
+    raw, paced = figures["raw_jetstream"], figures["raw_paced"]
+    for baseline in (raw, paced):
+        assert baseline["client_cpu_us_per_msg"] > 0
+        assert baseline["server_cpu_us_per_msg"] >= 0
+        assert baseline["cpu_us_per_msg"] == pytest.approx(
+            baseline["client_cpu_us_per_msg"] + baseline["server_cpu_us_per_msg"], abs=1
+        )
+    assert (paced["rate"], paced["messages"]) == (20, 20)
+    assert paced["latency_ms"]["samples"] == 20, "every paced message consumed once"
+    assert 0 < paced["latency_ms"]["p50_ms"] <= paced["latency_ms"]["p99_ms"]
     assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"]
     # The queued latency in its two halves: to the responder's decision, then the api's.
     offered = figures["offered"]
