@@ -7,7 +7,7 @@ state, and the dry-run endpoint shows exactly what the responder would do.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from services.responder.calendar_words import day_asked_about, say_day, say_moment
@@ -478,7 +478,10 @@ def _answer_from_faq(
     guards = rules.source.guards
     text = classified.message.text or ""
     match = faq.search(text, decision.language) if faq is not None else None
-    verdict, settles = _faq_verdict(faq, match, guards.faq_threshold, decision)
+    holiday = _holiday_asked(rules, classified, match, at)
+    verdict, settles = _faq_verdict(
+        faq, match, guards.faq_threshold, decision, checked=holiday is None
+    )
     if faq is not None and match is not None and verdict == "answer":
         decision.faq = FaqOutcome(
             entry_id=match.entry.id, score=round(match.score, 4), answered=True, settles=settles
@@ -487,7 +490,11 @@ def _answer_from_faq(
         if not (turn.bot_may_reply and turn.replies_left > 0):
             turn.needs_human_reason = turn.needs_human_reason or "bot reply limit reached"
             return
-        if _holiday_answer(turn, rules, classified, match, rule_id, at):
+        if holiday is not None:
+            decision.trace.append(f"the calendar closes on {holiday.isoformat()}: holiday answer")
+            asked = say_day(holiday, decision.language)
+            template = rules.source.system_templates.holiday
+            _reply(turn, rules, classified, rule_id, template, "faq", at, asked_day=asked)
             return
         default_language = faq.knowledge_base.default_language
         answers = match.entry.answers
@@ -531,14 +538,26 @@ def _answer_from_faq(
 
 
 def _faq_verdict(
-    faq: FaqIndex | None, match: FaqMatch | None, threshold: float, decision: Decision
+    faq: FaqIndex | None,
+    match: FaqMatch | None,
+    threshold: float,
+    decision: Decision,
+    *,
+    checked: bool = True,
 ) -> tuple[Literal["answer", "miss", "refused"], float | None]:
     """Whether ``match`` is good enough to answer, a miss, or refused by the answer check (the
     retrieval would answer; the model trained on labelled messages finds the answer would not
-    settle the case), with the check's probability (None when it was not asked). The trace
+    settle the case), with the check's probability (None when it was not asked: not
+    ``checked``, for an answer the calendar gives rather than the entry's own). The trace
     says why."""
     if faq is None or match is None or not _clears(faq, match, threshold, decision):
         return "miss", None
+    if not checked:
+        decision.trace.append(
+            f"FAQ {match.entry.id}: the calendar answers for the day asked about, not the"
+            " entry's answer: the answer check is not asked"
+        )
+        return "answer", None
     settles = faq.settles(match)
     if settles is not None and faq.refuses(settles):
         decision.trace.append(
@@ -568,26 +587,17 @@ def _clears(faq: FaqIndex, match: FaqMatch, threshold: float, decision: Decision
     return False
 
 
-def _holiday_answer(
-    turn: _Turn,
-    rules: CompiledRuleSet,
-    classified: ClassifiedMessage,
-    match: FaqMatch,
-    rule_id: str,
-    at: datetime,
-) -> bool:
-    """An hours question about a day the calendar closes gets the holiday answer."""
+def _holiday_asked(
+    rules: CompiledRuleSet, classified: ClassifiedMessage, match: FaqMatch | None, at: datetime
+) -> date | None:
+    """The day an hours question (``match`` an entry of ``topic: hours``) asks about when the
+    calendar closes on it: the bot then answers with the holiday template for that day."""
     template = rules.source.system_templates.holiday
-    if match.entry.topic != "hours" or template not in rules.source.templates:
-        return False
+    if match is None or match.entry.topic != "hours" or template not in rules.source.templates:
+        return None
     calendar = rules.calendar(None)
     day = day_asked_about(classified.message.text or "", at, calendar.timezone)
-    if day is None or day not in calendar.holidays:
-        return False
-    turn.decision.trace.append(f"the calendar closes on {day.isoformat()}: holiday answer")
-    asked = say_day(day, turn.decision.language)
-    _reply(turn, rules, classified, rule_id, template, "faq", at, asked_day=asked)
-    return True
+    return day if day is not None and day in calendar.holidays else None
 
 
 def _team(

@@ -111,6 +111,18 @@ def test_faq_answers_whatever_the_category_in_the_customers_language(
 def test_christmas_day_hours_question_gets_the_holiday_answer() -> None:
     decision = run(classified("Are you open on Christmas Day?"))
     assert "closed on Friday 25 December" in decision.replies[0].text
+    # The calendar answers for the day asked about, not the entry's weekly hours: the answer
+    # check, which judges whether the entry's own answer settles a message, is not asked.
+    assert decision.faq is not None
+    assert (decision.faq.entry_id, decision.faq.settles) == ("opening-hours", None)
+    assert any("the answer check is not asked" in line for line in decision.trace)
+
+
+def test_the_answer_check_judges_an_hours_question_about_an_ordinary_day() -> None:
+    decision = run(classified("Are you open on Saturday?"))
+    assert decision.faq is not None
+    assert decision.faq.answered
+    assert decision.faq.settles is not None
 
 
 @pytest.mark.parametrize(
