@@ -1,7 +1,7 @@
 """Async database access: engines for SQLite and PostgreSQL, sessions and migrations."""
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,11 +221,12 @@ async def migrate(engine: AsyncEngine) -> None:
     if is_sqlite(str(engine.url)) and database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     async with engine.connect() as connection:
-        await connection.run_sync(_upgrade_in_transaction)
+        await connection.run_sync(in_migration_transaction, _upgrade)
 
 
-def _upgrade_in_transaction(connection: Connection) -> None:
-    """Upgrade in one transaction; on SQLite, with foreign keys off while it runs.
+def in_migration_transaction(connection: Connection, step: Callable[[Connection], None]) -> None:
+    """Run ``step`` (an Alembic command on ``connection``) in one transaction; on SQLite,
+    with foreign keys off while it runs.
 
     A migration in batch mode rebuilds a SQLite table (copy, drop, rename): dropping a
     table that rows of others point at fails while foreign keys are on, and SQLite only
@@ -236,7 +237,7 @@ def _upgrade_in_transaction(connection: Connection) -> None:
         _pragma(connection, "PRAGMA foreign_keys=OFF")
     try:
         with connection.begin():
-            _upgrade(connection)
+            step(connection)
             if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").all()):
                 raise RuntimeError(f"a migration broke {len(broken)} foreign keys: {broken[:5]}")
     finally:

@@ -9,9 +9,9 @@ from sqlalchemy import Connection, func, select, text
 
 from services.api import projector
 from shared.db import (
-    _pragma,
     alembic_config,
     create_engine,
+    in_migration_transaction,
     migrate,
     session_factory,
     transaction,
@@ -23,21 +23,12 @@ T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 def downgrade_to(revision: str) -> Callable[[Connection], None]:
-    """Down to ``revision`` in one transaction; on SQLite with foreign keys off while it runs,
-    as the upgrade (``shared.db.migrate``) does: a batch migration rebuilds tables."""
+    """Down to ``revision``, in one transaction as ``shared.db.migrate`` upgrades."""
 
     def run(connection: Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
-        sqlite = connection.dialect.name == "sqlite"
-        if sqlite:
-            _pragma(connection, "PRAGMA foreign_keys=OFF")
-        try:
-            with connection.begin():
-                command.downgrade(config, revision)
-        finally:
-            if sqlite:
-                _pragma(connection, "PRAGMA foreign_keys=ON")
+        command.downgrade(config, revision)
 
     return run
 
@@ -65,7 +56,7 @@ async def test_the_rows_and_their_keys_survive_migration_0013(database_url: str)
                 dm = inbound(index, f"psid-{index % 2}")
                 await session.run_sync(projector.project_inbound, dm)
         async with engine.connect() as connection:
-            await connection.run_sync(downgrade_to("0012"))
+            await connection.run_sync(in_migration_transaction, downgrade_to("0012"))
 
         await migrate(engine)
 
