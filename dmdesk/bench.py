@@ -69,6 +69,8 @@ from typing import Any
 
 import httpx
 import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import bindparam, text
@@ -781,19 +783,42 @@ def bus_ceiling(traffic: dict[str, float], raw: dict[str, float]) -> dict[str, f
     }
 
 
-async def raw_jetstream(
-    nats_url: str, count: int, payload_size: int, server_pid: int | None = None
-) -> dict[str, Any]:
-    """nats-py alone on the same server: publish with PubAck, then pull and ack; with the
-    CPU time per message of this process and of the server (``server_pid``)."""
+@contextlib.asynccontextmanager
+async def scratch_stream(nats_url: str) -> AsyncIterator[tuple[Client, JetStreamContext, str]]:
+    """A connection to the server and a scratch file stream on it (subjects ``<name>.>``),
+    deleted once the block is done with it; the connection closed whatever happens."""
     client = await nats.connect(nats_url)
     stream = f"{RAW_STREAM_PREFIX}{uuid.uuid4().hex[:8]}"
-    cpu = _CpuMeter(server_pid)
     try:
         js = client.jetstream(publish_async_max_pending=1024)
         await js.add_stream(
             StreamConfig(name=stream, subjects=[f"{stream}.>"], storage=StorageType.FILE)
         )
+        yield client, js, stream
+        await js.delete_stream(stream)
+    finally:
+        await client.close()
+
+
+async def pull_everything(
+    js: JetStreamContext, stream: str, durable: str
+) -> JetStreamContext.PullSubscription:
+    """A durable pull consumer of every message of ``stream``, each acked explicitly."""
+    return await js.pull_subscribe(
+        f"{stream}.>",
+        durable=durable,
+        stream=stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=-1),
+    )
+
+
+async def raw_jetstream(
+    nats_url: str, count: int, payload_size: int, server_pid: int | None = None
+) -> dict[str, Any]:
+    """nats-py alone on the same server: publish with PubAck, then pull and ack; with the
+    CPU time per message of this process and of the server (``server_pid``)."""
+    async with scratch_stream(nats_url) as (client, js, stream):
+        cpu = _CpuMeter(server_pid)
         payload = b"x" * payload_size
         started = time.perf_counter()
         futures = [
@@ -804,12 +829,7 @@ async def raw_jetstream(
         ]
         await asyncio.gather(*futures)
         published = time.perf_counter() - started
-        subscription = await js.pull_subscribe(
-            f"{stream}.>",
-            durable="raw",
-            stream=stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=-1),
-        )
+        subscription = await pull_everything(js, stream, "raw")
         started = time.perf_counter()
         consumed = 0
         while consumed < count:
@@ -819,9 +839,6 @@ async def raw_jetstream(
         await client.flush()
         pulled = time.perf_counter() - started
         spent = cpu.us_per(count)
-        await js.delete_stream(stream)
-    finally:
-        await client.close()
     return {
         "messages": count,
         "publish_msgs_per_s": round(count / published),
@@ -840,22 +857,11 @@ async def raw_paced(
     process and the server) and in latency (publish to consumed). Each wake-up of a process
     that sat idle costs far more than a message in a bulk run, so this, not the bulk rate, is
     the baseline of the offered phase's CPU and latency."""
-    client = await nats.connect(nats_url)
-    stream = f"{RAW_STREAM_PREFIX}{uuid.uuid4().hex[:8]}"
     count = max(1, round(rate * seconds))
     sent: dict[str, float] = {}
     latencies: list[float] = []
-    try:
-        js = client.jetstream()
-        await js.add_stream(
-            StreamConfig(name=stream, subjects=[f"{stream}.>"], storage=StorageType.FILE)
-        )
-        subscription = await js.pull_subscribe(
-            f"{stream}.>",
-            durable="paced",
-            stream=stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=-1),
-        )
+    async with scratch_stream(nats_url) as (client, js, stream):
+        subscription = await pull_everything(js, stream, "paced")
         payload = b"x" * payload_size
 
         async def publish() -> None:
@@ -884,9 +890,6 @@ async def raw_paced(
         await asyncio.gather(publish(), consume())
         await client.flush()
         spent = cpu.us_per(count)
-        await js.delete_stream(stream)
-    finally:
-        await client.close()
     return {"rate": rate, "messages": count, **spent, "latency_ms": summary(latencies)}
 
 
