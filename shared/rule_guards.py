@@ -81,6 +81,12 @@ ADDRESS_WORDS = (
 )  # fmt: skip
 # Words joining two greetings: "salve e buon pomeriggio", "hola y buenas tardes".
 JOINERS = frozenset({"and", "y", "e", "und", "et"})
+# "Again" after a greeting, back in the conversation: "hi again 👋", "Moin nochmal!",
+# "buenas tardes de nuevo" (never a greeting alone: "again?" asks something).
+AGAIN_WORDS = (
+    "again", "once again", "de nuevo", "otra vez", "nochmal", "nochmals", "wieder",
+    "de nouveau", "encore", "di nuovo", "ancora", "outra vez", "de novo", "novamente",
+)  # fmt: skip
 
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
 
@@ -160,22 +166,37 @@ def normalised_command(text: str | None) -> str:
     return _TRAILING_FILLERS.sub("", stripped) or stripped
 
 
-_DRAWN_OUT = re.compile(r"(\w)\1+\b")
+# A letter typed twice or more in a row, read once: "hellooo", "buenaaas", "ciaooo" and
+# "oiii" are compared with the phrases read the same way ("hallo" as "halo").
+_REPEATED_LETTER = re.compile(r"([^\W\d_])\1+")
 
 
-# What may stand between two greetings of a sequence: whom the first addresses ("ciao
-# ragazzi, buonasera") or a joining word ("salve e buon pomeriggio").
-_BETWEEN_GREETINGS = JOINERS | {" ".join(plain_text(word).split()) for word in ADDRESS_WORDS}
+def _squeezed(text: str) -> str:
+    return _REPEATED_LETTER.sub(r"\1", text)
+
+
+@functools.lru_cache(maxsize=64)
+def _squeezed_phrases(phrases: frozenset[str]) -> frozenset[str]:
+    """``phrases`` with each run of a repeated letter read once (once per rule set)."""
+    return frozenset(_squeezed(phrase) for phrase in phrases)
+
+
+# What may follow a greeting of a sequence: whom it addresses ("ciao ragazzi, buonasera"), a
+# joining word ("salve e buon pomeriggio"), "again" ("hi again").
+_BETWEEN_GREETINGS = JOINERS | {
+    " ".join(plain_text(word).split()) for word in (*ADDRESS_WORDS, *AGAIN_WORDS)
+}
 
 
 def is_phrase_sequence(command: str, phrases: frozenset[str]) -> bool:
     """Whether ``command`` (normalised) is one of ``phrases`` or several in a row.
 
-    "hola buenos dias", "hey hey", "moin moin", "salve e buon pomeriggio" and "ciao ragazzi,
-    buonasera" are greetings as much as "hola"; a word drawn out at its end ("hellooo",
-    "buenass") counts as itself.
+    "hola buenos dias", "hey hey", "moin moin", "salve e buon pomeriggio", "ciao ragazzi,
+    buonasera" and "hi again" are greetings as much as "hola"; a word with a letter drawn out
+    ("hellooo", "buenaaas") counts as itself.
     """
     words = command.split()
+    squeezed = _squeezed_phrases(phrases)
     reachable = {0}
     for start in range(len(words)):
         if start not in reachable:
@@ -186,7 +207,7 @@ def is_phrase_sequence(command: str, phrases: frozenset[str]) -> bool:
                     reachable.add(end)
         for end in range(start + 1, len(words) + 1):
             piece = " ".join(words[start:end])
-            if piece in phrases or _DRAWN_OUT.sub(r"\1", piece) in phrases:
+            if piece in phrases or _squeezed(piece) in squeezed:
                 reachable.add(end)
     return bool(words) and len(words) in reachable
 
@@ -217,15 +238,18 @@ MESSAGE_WORDS = (
     "message", "messages", "messaging", "text", "texts", "texting", "dm", "dms", "dming",
     "msg", "msgs", "mensaje", "mensajes", "mensajitos", "escribirme", "nachricht",
     "nachrichten", "nachrichte", "schreiben", "messaggi", "messaggio", "scrivermi", "mensagem",
-    "mensagens", "escrever",
+    "mensagens", "escrever", "messagerie", "messageries",
     "write", "writing", "escribais", "escribas", "escriban", "schreibt", "ecrire", "ecrivez",
     "scrivetemi", "scrivere", "escrevam", "escrevem", "anschreiben", "anzuschreiben",
     "angeschrieben",
+    # a business or a family writes for all of them: "no longer contact us", "scriverci"
+    "escribirnos", "scriverci", "scriveteci",
     # being contacted: "deixem de me contactar", "stop contacting me"
     "contact", "contacting", "contacted", "contactar", "contactarme", "contactame",
     "contactarnos", "contacteis", "contacten", "kontaktieren", "kontaktiert", "kontakt",
     "contacter", "contactez", "contacte", "contactee", "contattare", "contattarmi",
-    "contattatemi", "contattato", "contattata", "contatar", "contatem", "contactem",
+    "contattatemi", "contattarci", "contattateci", "contattato", "contattata", "contatar",
+    "contatem", "contactem",
     "contactado", "contactada", "contatado", "contatada",
 )  # fmt: skip
 # Where the messages come: a DM channel, not the e-mail the newsletter uses.
@@ -245,7 +269,8 @@ OPT_OUT_PATTERNS = (
     # reading the messages is the page's, not messages to the customer)
     r"\b(?:stop|quit|cease)\s+(?:(?!(?:answer|repl|respond|read|check)\w*\b)\w+\s+)?"
     r"(?:messag|text|dm|contact|writ|send|spam|slid|hitt)\w*",
-    r"\b(?:don t|dont|do not|never)\s+(?:\w+\s+){0,2}?(?:contact|message|text|dm|write)\w*\s+me\b",
+    r"\b(?:don t|dont|do not|never)\s+(?:\w+\s+){0,2}?(?:contact|message|text|dm|write)\w*"
+    r"\s+(?:me|us)\b",
     r"\b(?:don t|dont|do not)\s+want\s+(?:to\s+(?:get|receive)\s+)?any\s+more\b",
     r"\b(?:opt\s?(?:me\s+)?out|unsubscribe|unsub|take me off|remove me)\b",
     r"\brather not (?:get|receive|be)\b",
@@ -256,7 +281,7 @@ OPT_OUT_PATTERNS = (
     r"\bno\s+(?:more|further)\s+(?:\w+\s+)?(?:messages|texts|dms)\b",
     # es
     # the subjunctive of a wish too: "os agradecería que no me enviarais más mensajes"
-    r"\bno\s+(?:me\s+)?(?:\w+\s+)?(?:(?:mand|envi|contact|molest)(?:eis|es|en|arais|aran|aseis|asen)|escrib(?:ais|as|an|ierais|ieran))\b",
+    r"\bno\s+(?:me\s+|nos\s+)?(?:\w+\s+)?(?:(?:mand|envi|contact|molest)(?:eis|es|en|arais|aran|aseis|asen)|escrib(?:ais|as|an|ierais|ieran))\b",
     # "que no me vuelvan a escribir", "que no me volvieran a enviar mensajes"
     r"\bno\s+(?:me\s+)?(?:vuelv|volv)\w*\s+a\s+(?:mandar|enviar|escribir|contactar)",
     # "no quiero que me lleguen mensajes", "no quiero q me escriba más el bot"
@@ -268,14 +293,14 @@ OPT_OUT_PATTERNS = (
     r"\bkei(?:ne)?\s+(?:weiteren\s+)?(?:\w+\s+)?(?:nachrichten?|nachrichte|dms|messages|mitteilungen)\b",
     r"\b(?:schickt|schicken sie|sendet|senden sie)\s+mir\b.*\bnichts\s+mehr\b",
     r"\bnicht\s+mehr\b.*\b(?:kontaktier|anschreib|anzuschreib|angeschrieb|schreib)\w*",
-    r"\b(?:kontaktiert|schreibt|kontaktieren sie|schreiben sie)\s+mich\b.*\bnicht\s+mehr\b",
+    r"\b(?:kontaktiert|schreibt|kontaktieren sie|schreiben sie)\s+(?:mich|uns)\b.*\bnicht\s+mehr\b",
     r"\b(?:hort|hoert|horen sie)\s+auf\s+(?:\w+\s+){0,3}?(?:\w*schreib|schick|nachricht|kontakt)",
     # the request's infinitive: "könnt ihr aufhören, mir zu schreiben"
     r"\b(?:aufhoren|aufhoeren)\s+(?:\w+\s+){0,4}?(?:\w*schreib|schick|kontakt)\w*",
     r"\b(?:tragt|tragen sie)\s+mich\s+aus\b|\bnichts\s+mehr\s+per\b",
     r"\bmich\s+(?:\w+\s+){0,4}in\s+ruhe\b",
     # fr
-    r"\bne\s+plus\s+(?:me|m)\s+(?:\w+\s+)?(?:contact|ecri|envoy)\w*",
+    r"\bne\s+plus\s+(?:me|m|nous)\s+(?:\w+\s+)?(?:contact|ecri|envoy)\w*",
     r"\bne\s+m\s+(?:ecrivez|envoyez|contactez)\s+plus\b",
     r"\b(?:arretez|arrete|arreter|arretiez|cessez|cesse|cesser|cessiez)\s+de\s+(?:me\s+|m\s*)?(?:en\s+)?(?:ecrire|envoyer|contacter|spammer)",
     r"\bj?(?:e\s+)?(?:ne\s+)?(?:veux|souhaite|desire)\s+plus\s+(?:\w+\s+){0,2}?(?:recevoir|etre\s+contacte)",
@@ -287,11 +312,11 @@ OPT_OUT_PATTERNS = (
     r"\b(?:toglietemi|toglimi|cancellatemi|levatemi)\b",
     # the request's infinitive too: "potete smettere di scrivermi su questo numero?"
     r"\b(?:smettete|smettetela|smettila|smettere|smetterla|basta)\s+(?:di\s+)?(?:\w+\s+)?(?:scriver|mandar|inviar|contattar)",
-    r"\b(?:non|nn)\s+(?:mi\s+)?(?:scrivete|scrivetemi|contattate|contattatemi|mandate|inviate)\s+piu\b",
+    r"\b(?:non|nn)\s+(?:mi\s+|ci\s+)?(?:scrivete|scrivetemi|scriveteci|contattate|contattatemi|contattateci|mandate|inviate)\s+piu\b",
     # pt
     r"\b(?:nao|n)\s+quero\s+mais\s+(?:\w+\s+)?(?:mensage\w*|msgs?|nada)\b",
     r"\bnao\s+(?:quero|desejo)\s+(?:\w+\s+){0,2}?(?:ser\s+contact|ser\s+contat|receber\s+(?:mais|mensage|msg|nada))",
-    r"\b(?:para|pare|parem|parar|pararem|parassem|deixem|deixa|deixe|deixar|deixarem|deixassem)\s+de\s+(?:me\s+)?(?:mandar|enviar|escrever|contactar|contatar)",
+    r"\b(?:para|pare|parem|parar|pararem|parassem|deixem|deixa|deixe|deixar|deixarem|deixassem)\s+de\s+(?:me\s+|nos\s+)?(?:mandar|enviar|escrever|contactar|contatar)",
     r"\b(?:me\s+tira|tira\s+me|tirem\s+me|me\s+tirem)\b",
     # enough of the messages, anywhere: "já chega de mensagens no whatsapp", "basta con los
     # mensajes", "genug Nachrichten", "assez de messages", "basta messaggi", "enough messages"

@@ -256,6 +256,13 @@ def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> Non
         ("uè ciao ragazzi", "it"),
         ("Oiê, tudo joia?", "pt"),
         ("e aí gente, beleza?", "pt"),
+        # a letter drawn out inside the word, back in the conversation
+        ("buenaaas 👋", "es"),
+        ("hello again!", "en"),
+        ("Guten Morgen nochmal", "de"),
+        ("Rebonjour, c'est encore moi", "fr"),
+        ("ciao di nuovo", "it"),
+        ("Boa tarde, sou eu de novo 🙂", "pt"),
     ],
 )
 def test_greetings_in_a_row_drawn_out_or_addressed_get_a_greeting(text: str, language: str) -> None:
@@ -269,6 +276,9 @@ def test_greetings_in_a_row_drawn_out_or_addressed_get_a_greeting(text: str, lan
         ("hey, how's it going? do you ship to Ireland?", "en"),
         ("buen día, cómo andan? tienen tienda en Madrid?", "es"),
         ("oie gente, vocês entregam no sábado?", "pt"),
+        # "again" follows a greeting; alone it asks something
+        ("again?", "en"),
+        ("otra vez", "es"),
     ],
 )
 def test_a_greeting_with_a_question_is_a_question(text: str, language: str) -> None:
@@ -537,6 +547,23 @@ def test_polite_opt_outs_are_opt_outs(text: str, language: str) -> None:
     ],
 )
 def test_an_opt_out_after_a_story_or_in_shorthand_is_an_opt_out(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.opt_out == "out"
+
+
+# A business, a family or a team asks for all of them ("us", "uns", "nous", "nos", "ci").
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("please don't message us on this number again, it's the office line", "en"),
+        ("Por favor, no nos escribáis más por WhatsApp, es el número de la tienda", "es"),
+        ("Bitte kontaktieren Sie uns über Instagram nicht mehr.", "de"),
+        ("Merci de ne plus nous envoyer de messages sur ce compte.", "fr"),
+        ("Non contattateci più su WhatsApp, grazie", "it"),
+        ("Parem de nos enviar mensagens, por favor", "pt"),
+    ],
+)
+def test_an_opt_out_for_us_is_an_opt_out(text: str, language: str) -> None:
     decision = run(classified(text, language=language))
     assert decision.opt_out == "out"
 
