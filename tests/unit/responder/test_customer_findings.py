@@ -712,3 +712,88 @@ def test_a_cue_word_in_another_sense_leaves_the_entry(text: str, language: str, 
     assert decision.faq is not None
     assert decision.faq.entry_id == entry
     assert decision.faq.answered
+
+
+# The twenty-second held-out part, read as it joined dev.
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Buongiorno a tutti e buona domenica.", "it"),
+        ("Hola, buen domingo!", "es"),
+        ("Hi all, have a lovely weekend", "en"),
+        ("Bonjour et bon week-end !", "fr"),
+    ],
+)
+def test_a_greeting_wishing_a_good_day_greets(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert "greeting" in decision.matched_rules
+    assert decision.faq is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Muito obrigada pela ajuda, foram muito simpáticos. Fico mais descansada.",
+        "obrigado mais uma vez!",
+    ],
+)
+def test_portuguese_mais_is_no_but_in_a_thanks(text: str) -> None:
+    state = ConversationState(
+        bot_turns=1,
+        messages_seen=1,
+        last_customer_message_at=datetime.now(UTC) - timedelta(minutes=2),
+    )
+    decision = run(classified(text, language="pt"), state=state)
+    assert decision.close is not None
+
+
+def test_a_present_for_a_colleague_is_no_request_for_a_person() -> None:
+    decision = run(
+        classified("Vorrei regalare una gift card a una collega, da quanto partono?", language="it")
+    )
+    assert "human-request" not in decision.matched_rules
+    assert decision.faq is not None
+    assert decision.faq.entry_id == "gift-cards"
+    assert decision.faq.answered
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Are your duvet covers Oeko-Tex certified?", "en"),
+        ("¿Hacéis listas de boda?", "es"),
+        ("Könnt ihr die Handtücher mit Namen besticken?", "de"),
+        ("Vous faites la gravure d'initiales sur les planches à découper ?", "fr"),
+        ("how much have I got left on my gift card?", "en"),
+        ("Ich will den Pullover zurückschicken, hab ihn aber schon dreimal benutzt", "de"),
+        (
+            "Could the receipt be made out to our company instead of me? Are you able to do that?",
+            "en",
+        ),
+        ("La garantía cubre también las cuchillas desafiladas?", "es"),
+    ],
+)
+def test_round_22_look_alikes_go_to_a_person(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is None or not decision.faq.answered
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "entry"),
+    [
+        # a blade that no longer turns is a fault, not a worn part
+        ("La batidora tiene un año y la cuchilla ya no gira, ¿está en garantía?", "es", "warranty"),
+        # an embroidered cushion bought is no request for embroidery
+        (
+            "Me regalaron un cojín bordado vuestro, ¿enviáis a Argentina?",
+            "es",
+            "international-shipping",
+        ),
+        ("can I buy a gift certificate online?", "en", "gift-cards"),
+    ],
+)
+def test_round_22_entries_keep_their_questions(text: str, language: str, entry: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is not None
+    assert decision.faq.entry_id == entry
+    assert decision.faq.answered
