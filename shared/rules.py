@@ -572,11 +572,17 @@ def with_calendar_hours(document: dict[str, Any], hours: dict[str, list[str]]) -
 
 
 def parse_document(text: str | bytes) -> dict[str, Any]:
-    """A YAML (or JSON, which is YAML) rule-set document as a mapping."""
+    """A JSON or YAML rule-set document as a mapping (:func:`shared.packaged.parse_yaml`); one
+    whose strings hold an unpaired UTF-16 surrogate, which could never be stored or sent, is
+    refused with the reason."""
     try:
-        raw = yaml.safe_load(text)
+        raw = packaged.parse_yaml(text)
     except yaml.YAMLError as error:
         raise RuleSetError([Problem(f"not valid YAML/JSON: {error}")]) from error
     if not isinstance(raw, dict):
         raise RuleSetError([Problem("a rule set is a mapping with a `rules` list")])
+    if not packaged.utf8_encodable(raw):
+        raise RuleSetError(
+            [Problem("a string holds an unpaired UTF-16 surrogate: write the character itself")]
+        )
     return raw

@@ -47,6 +47,7 @@ from shared.events import (
     json_depth,
     utcnow,
 )
+from shared.packaged import utf8_encodable
 
 OBJECT_CHANNELS = {
     "page": Channel.MESSENGER,
@@ -132,12 +133,9 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidBody(f"malformed JSON: {exc}"[:300]) from exc
     if json_depth(document, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
         raise InvalidBody(f"malformed JSON: nested deeper than {MAX_BODY_DEPTH} levels")
-    if b"\\ud" in raw.lower():
+    if b"\\ud" in raw.lower() and not utf8_encodable(document):
         # A lone UTF-16 surrogate escape decodes, but could never be re-encoded to publish.
-        try:
-            json.dumps(document, ensure_ascii=False).encode()
-        except UnicodeEncodeError as exc:
-            raise InvalidBody("malformed JSON: unpaired UTF-16 surrogate in a string") from exc
+        raise InvalidBody("malformed JSON: unpaired UTF-16 surrogate in a string")
     return document
 
 

@@ -1,11 +1,13 @@
 """The rule set: validation with the rule and the reason, and first-match evaluation."""
 
+import json
 from typing import Any
 
 import pytest
 
 from services.responder.decide import DEFAULT_RULE
 from shared.events import Category, Channel, Priority
+from shared.live_rules import encode_document
 from shared.rules import (
     ROUND_THE_CLOCK,
     RuleSetError,
@@ -93,6 +95,22 @@ def test_every_reference_problem_is_reported_at_once() -> None:
 def test_yaml_that_is_not_a_mapping_is_refused() -> None:
     with pytest.raises(RuleSetError, match="mapping"):
         parse_document("- just\n- a list\n")
+
+
+def test_json_with_an_escaped_emoji_keeps_the_emoji() -> None:
+    # json.dumps escapes "😊" as a surrogate pair; read as YAML it became two lone
+    # surrogates, which no store takes (the responder could not seed such a rule set).
+    document = minimal()
+    document["templates"]["hello"]["en"] = "Hi 😊"
+    parsed = parse_document(json.dumps(document).encode())
+    assert parsed["templates"]["hello"]["en"] == "Hi 😊"
+    assert encode_document(parsed).decode() == json.dumps(parsed, ensure_ascii=False)
+    compile_rule_set(parsed)
+
+
+def test_an_unpaired_surrogate_is_refused_with_the_reason() -> None:
+    with pytest.raises(RuleSetError, match="unpaired UTF-16 surrogate"):
+        parse_document(b'{"rules": [], "templates": {"hello": {"en": "Hi \\ud83d"}}}')
 
 
 def test_first_match_wins() -> None:
