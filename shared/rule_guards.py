@@ -78,6 +78,8 @@ ADDRESS_WORDS = (
     "mesdames et messieurs", "servizio clienti", "gentile servizio clienti", "staff",
     "lo staff", "a tutto lo staff", "senhores", "estimados senhores", "caros senhores",
     "prezados senhores",
+    # round 23: "Hello dear, good day to you"
+    "dear",
 )  # fmt: skip
 # Words joining two greetings: "salve e buon pomeriggio", "hola y buenas tardes".
 JOINERS = frozenset({"and", "y", "e", "und", "et"})

@@ -797,3 +797,74 @@ def test_round_22_entries_keep_their_questions(text: str, language: str, entry: 
     assert decision.faq is not None
     assert decision.faq.entry_id == entry
     assert decision.faq.answered
+
+
+# The twenty-third held-out part, read as it joined dev.
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Good morning, hope all is well with you all", "en"),
+        ("Moin aus Köln! 👋", "de"),
+        ("Buongiorno, spero stiate tutti bene", "it"),
+        ("Hello dear, good day to you", "en"),
+    ],
+)
+def test_a_greeting_with_good_wishes_or_a_place_greets(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert [reply.template for reply in decision.replies] == ["greeting"]
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Hi, hope you're well. What are your hours on Saturday?", "en"),
+        ("Hola desde Sevilla, ¿cuánto tarda un pedido?", "es"),
+    ],
+)
+def test_good_wishes_before_a_question_leave_the_question(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert "greeting-wishes" not in decision.matched_rules
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Ich möchte mein Konto sofort löschen, nicht erst in 30 Tagen", "de"),
+        ("My toaster lasted three years and now it's dead, any warranty left?", "en"),
+        ("Posso riportare il cuscino comprato online nel vostro negozio di Londra?", "it"),
+        ("O edredão serve para quem tem alergia aos ácaros?", "pt"),
+        ("¿Tenéis descuento para estudiantes?", "es"),
+        ("Könnt ihr die Handtücher mit Namen besticken?", "de"),
+        ("my sister gave me a gift card, how much money is still inside?", "en"),
+    ],
+)
+def test_round_23_look_alikes_go_to_a_person(text: str, language: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.handoff is not None
+    assert decision.faq is None or not decision.faq.answered
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "entry"),
+    [
+        # one year and a half ("1,5") is within the two years
+        (
+            "Die Kopfhörer knacken seit Wochen, gekauft vor 1,5 Jahren. Garantiefall?",
+            "de",
+            "warranty",
+        ),
+        # cue words in another sense: a new job, faithful service, a phone in Spanish, a shop
+        (
+            "Just started a new job, what time do you stop replying on a Saturday?",
+            "en",
+            "opening-hours",
+        ),
+        ("Tienen un número de teléfono? Escribir en español me cuesta", "es", "contact-phone"),
+        ("Vou a Edimburgo em agosto. Têm loja física lá?", "pt", "stores"),
+    ],
+)
+def test_round_23_entries_keep_their_questions(text: str, language: str, entry: str) -> None:
+    decision = run(classified(text, language=language))
+    assert decision.faq is not None
+    assert decision.faq.entry_id == entry
+    assert decision.faq.answered
