@@ -291,6 +291,9 @@ def test_greetings_in_a_row_drawn_out_or_addressed_get_a_greeting(text: str, lan
         # good wishes or a place before a question
         ("Hi, hope you're well. What are your hours on Saturday?", "en"),
         ("Hola desde Sevilla, ¿cuánto tarda un pedido?", "es"),
+        # "hope you have ..." with no word of being well asks for something
+        ("Hi, I hope you have the blue duvet in stock", "en"),
+        ("Hallo, ich hoffe ihr habt die Decke noch in Grau", "de"),
     ],
 )
 def test_a_greeting_with_a_question_is_a_question(text: str, language: str) -> None:
