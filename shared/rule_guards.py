@@ -295,7 +295,10 @@ OPT_OUT_PATTERNS = (
     r"\bkei(?:ne)?\s+(?:weiteren\s+)?(?:\w+\s+)?(?:nachrichten?|nachrichte|dms|messages|mitteilungen)\b",
     r"\b(?:schickt|schicken sie|sendet|senden sie)\s+mir\b.*\bnichts\s+mehr\b",
     r"\bnicht\s+mehr\b.*\b(?:kontaktier|anschreib|anzuschreib|angeschrieb|schreib)\w*",
-    r"\b(?:kontaktiert|schreibt|kontaktieren sie|schreiben sie)\s+(?:mich|uns)\b.*\bnicht\s+mehr\b",
+    # "nicht mehr" closing the request, or before where ("... nicht mehr an", "nicht mehr auf
+    # WhatsApp"): "schreiben Sie uns, ob die Lampe nicht mehr lieferbar ist" asks something
+    r"\b(?:kontaktiert|schreibt|kontaktieren sie|schreiben sie)\s+(?:mich|uns)\b.*\bnicht\s+mehr"
+    r"(?:\s+(?:an|hier|per|uber|ueber|auf|via|in|im|unter)\b.*)?$",
     r"\b(?:hort|hoert|horen sie)\s+auf\s+(?:\w+\s+){0,3}?(?:\w*schreib|schick|nachricht|kontakt)",
     # the request's infinitive: "könnt ihr aufhören, mir zu schreiben"
     r"\b(?:aufhoren|aufhoeren)\s+(?:\w+\s+){0,4}?(?:\w*schreib|schick|kontakt)\w*",

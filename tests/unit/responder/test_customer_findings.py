@@ -224,6 +224,9 @@ def test_opt_out_as_people_write_it_is_confirmed(text: str) -> None:
         "no quiero recibir el pedido en mi casa, os lo dije por whatsapp",
         "não quero receber a encomenda nesta morada, já disse no chat",
         "hört auf mit den Verzögerungen, wo ist mein Paket? schon 3 Nachrichten geschrieben",
+        # "nicht mehr" said of something else in a request to write
+        "Bitte schreiben Sie uns, ob die Lampe nicht mehr lieferbar ist",
+        "Schreiben Sie mich bitte an, falls der Artikel nicht mehr verfügbar ist",
     ],
 )
 def test_a_sentence_about_emails_or_an_order_is_not_an_opt_out(text: str) -> None:
