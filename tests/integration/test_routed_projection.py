@@ -214,7 +214,11 @@ async def test_a_stage_that_is_only_behind_is_not_projected_early_a_stalled_one_
     """A spike (the responder takes and acknowledges messages, but later than the bound) is
     left to the responder's decisions; the same backlog is projected once the responder
     stops taking messages."""
-    settings = settings_factory(database_url=database_url, decision_late_seconds=1)
+    # The held DM must not come back to the busy "responder" below (which would acknowledge
+    # it): its ack wait outlasts the test however slow the machine (a 5 s wait did not).
+    settings = settings_factory(
+        database_url=database_url, decision_late_seconds=1, ack_wait_seconds=600
+    )
     client = await nats.connect(settings.nats_url)
     js = client.jetstream()
 
