@@ -5,12 +5,23 @@ The api validates and stores a rule set (``PUT /v1/rules``); each replica's
 assignment, so a DM is decided entirely by the old set or entirely by the new.
 A stored set that does not compile (written around the api) is logged and
 ignored: the replica keeps the set it has.
+
+The first replica to start seeds the packaged defaults. A stored set that is still the
+untouched defaults of an earlier release is replaced by this release's at start, so the
+rule fixes a release ships reach a stack that never customised its rules; a set anybody
+changed (``PUT /v1/rules``) is kept. ``defaults/rules_releases.json`` lists the digest
+of every default rule set dmdesk has shipped, oldest first: the order is what keeps a
+rolling upgrade from flip-flopping (a replica of the previous build restarted meanwhile
+does not know the newer defaults' digest, so it takes them for a customised set and
+leaves them alone). A test keeps the list's last digest equal to the packaged defaults'.
 """
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -20,7 +31,9 @@ from nats.js.errors import (
     KeyWrongLastSequenceError,
 )
 from nats.js.kv import KeyValue
+from pydantic import TypeAdapter
 
+from shared import packaged
 from shared.rules import CompiledRuleSet, RuleSetError, compile_rule_set
 from shared.settings import Settings
 from shared.streams import RULES_KEY, open_key_value, rules_bucket_config
@@ -28,6 +41,8 @@ from shared.tasks import follow, stop_task
 
 logger = logging.getLogger("dmdesk.responder.rules")
 
+RELEASES_RESOURCE = "rules_releases.json"
+_RELEASES = TypeAdapter(list[str])
 RECHECK_SECONDS = 5.0
 # Stopping never waits longer than this on NATS (an unsubscribe can block on a sick link).
 STOP_SECONDS = 5.0
@@ -55,10 +70,39 @@ def encode_document(document: dict[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False, default=str).encode()
 
 
-async def seed_defaults(kv: KeyValue, document: dict[str, Any]) -> None:
-    """Store ``document`` unless a rule set is already there (replicas may race: one wins)."""
+def document_digest(document: dict[str, Any]) -> str:
+    """A rule-set document's digest: the same for the document parsed and as stored."""
+    stored = json.loads(encode_document(document))  # dates as strings, as stored
+    canonical = json.dumps(stored, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def default_releases() -> list[str]:
+    """The digests of the default rule sets dmdesk has shipped, oldest first."""
+    return _RELEASES.validate_json(packaged.read_text("shared.defaults", RELEASES_RESOURCE))
+
+
+async def seed_defaults(
+    kv: KeyValue, document: dict[str, Any], releases: Sequence[str] = ()
+) -> None:
+    """Store the defaults ``document`` unless a rule set is already there; replace a
+    stored set that is an earlier entry of ``releases`` (the untouched defaults of an
+    earlier release) when ``document`` is a later one. Replicas may race: one wins."""
+    stored, revision = await read_document(kv)
+    if stored is None:
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await kv.create(RULES_KEY, encode_document(document))
+        return
+    order = {digest: index for index, digest in enumerate(releases)}
+    was, now = order.get(document_digest(stored)), order.get(document_digest(document))
+    if was is None or now is None or was >= now:
+        return  # customised, not ours to know, or as new as these defaults: kept
     with contextlib.suppress(KeyWrongLastSequenceError):
-        await kv.create(RULES_KEY, encode_document(document))
+        await kv.update(RULES_KEY, encode_document(document), last=revision)
+        logger.info(
+            "default rule set upgraded",
+            extra={"from_release": was + 1, "to_release": now + 1},
+        )
 
 
 class LiveRules:

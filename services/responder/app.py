@@ -76,8 +76,8 @@ from shared.events import (
 from shared.live_rules import (
     STOP_SECONDS,
     LiveRules,
+    default_releases,
     open_rules_bucket,
-    read_document,
     seed_defaults,
 )
 from shared.ops import service_registry
@@ -271,9 +271,9 @@ class ResponderRuntime:
         js = self._client.jetstream()
         state_kv = await open_key_value(js, conversation_state_bucket_config(self.settings))
         rules_kv = await open_rules_bucket(js, self.settings)
-        document, _ = await read_document(rules_kv)
-        if document is None:
-            await seed_defaults(rules_kv, self.defaults)
+        # The packaged defaults (not an operator's DMDESK_RULES_PATH) upgrade their own.
+        releases = default_releases() if self.settings.rules_path is None else []
+        await seed_defaults(rules_kv, self.defaults, releases)
         self._states = ConversationStates(state_kv)
         profiles_kv = await streams.open_key_value(
             js, streams.profiles_bucket_config(self.settings)

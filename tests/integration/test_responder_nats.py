@@ -16,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 
 from services.api.auth import Principal, authenticated
 from services.api.rules_routes import rules_router
+from services.responder import app as responder_app
 from services.responder.adapters import LogAdapter
 from services.responder.app import ResponderRuntime, Routed, build
 from services.responder.state import StateEntry
@@ -39,7 +40,12 @@ from shared.events import (
     RouteOutcome,
     utcnow,
 )
-from shared.live_rules import encode_document
+from shared.live_rules import (
+    document_digest,
+    encode_document,
+    open_rules_bucket,
+    seed_defaults,
+)
 from shared.models import Scope
 from shared.rules import load_rule_set_document
 from shared.service import service_app
@@ -127,6 +133,80 @@ async def test_both_replicas_seed_the_defaults_once(
     history = await kv.history(RULES_KEY)
     assert len(history) == 1
     assert {runtime.rules.current.revision for runtime in replicas} == {history[0].revision}
+
+
+def _as_stored(document: dict[str, Any]) -> Any:
+    return json.loads(encode_document(document))
+
+
+def _earlier_and_now() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The packaged defaults, and as an earlier release shipped them (a rule fewer)."""
+    defaults = load_rule_set_document()
+    return {**defaults, "rules": defaults["rules"][1:]}, defaults
+
+
+@pytest.mark.parametrize(
+    "stored", ["an earlier release's defaults", "a customised set", "with an operator's file"]
+)
+async def test_the_defaults_an_earlier_release_seeded_are_upgraded_at_start(
+    settings_factory: Callable[..., Settings],
+    client: NatsClient,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    stored: str,
+) -> None:
+    """Only the untouched defaults of an earlier release, and only to the packaged ones."""
+    earlier, defaults = _earlier_and_now()
+    monkeypatch.setattr(
+        responder_app,
+        "default_releases",
+        lambda: [document_digest(earlier), document_digest(defaults)],
+    )
+    settings = settings_factory()
+    document = earlier
+    if stored == "a customised set":
+        document = {**earlier, "rules": earlier["rules"][1:]}
+    elif stored == "with an operator's file":  # DMDESK_RULES_PATH: the operator's defaults
+        rules = tmp_path / "rules.json"
+        rules.write_text(encode_document(defaults).decode())
+        settings = settings_factory(rules_path=rules)
+    kv = await open_rules_bucket(client.jetstream(), settings)
+    await kv.create(RULES_KEY, encode_document(document))
+    runtimes = [ResponderRuntime(settings, LogAdapter()) for _ in range(2)]
+    try:
+        for runtime in runtimes:
+            await runtime.start()
+        history = await kv.history(RULES_KEY)
+        last = history[-1].revision
+        await eventually(lambda: _revisions(runtimes), lambda found: found == {last})
+    finally:
+        for runtime in runtimes:
+            await runtime.stop()
+    upgraded = stored == "an earlier release's defaults"
+    assert _as_stored(json.loads(history[-1].value)) == _as_stored(
+        defaults if upgraded else document
+    )
+    assert len(history) == (2 if upgraded else 1), "one upgrade though two replicas started"
+
+
+async def test_replicas_of_two_builds_during_a_rolling_upgrade_do_not_flip_flop(
+    settings: Settings, client: NatsClient
+) -> None:
+    earlier, defaults = _earlier_and_now()
+    previous_build = (earlier, [document_digest(earlier)])
+    this_build = (defaults, [document_digest(earlier), document_digest(defaults)])
+    kv = await open_rules_bucket(client.jetstream(), settings)
+    await seed_defaults(kv, *previous_build)
+    # Three replicas of this build start at once, one of the previous build restarts
+    # meanwhile, then each restarts once more.
+    await asyncio.gather(*(seed_defaults(kv, *this_build) for _ in range(3)))
+    await seed_defaults(kv, *previous_build)
+    await seed_defaults(kv, *this_build)
+    history = await kv.history(RULES_KEY)
+    assert [json.loads(entry.value) for entry in history] == [
+        _as_stored(earlier),
+        _as_stored(defaults),
+    ]
 
 
 async def test_put_rules_switches_both_replicas_without_restart(

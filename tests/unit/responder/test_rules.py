@@ -7,7 +7,7 @@ import pytest
 
 from services.responder.decide import DEFAULT_RULE
 from shared.events import Category, Channel, Priority
-from shared.live_rules import encode_document
+from shared.live_rules import default_releases, document_digest, encode_document
 from shared.rules import (
     ROUND_THE_CLOCK,
     RuleSetError,
@@ -95,6 +95,26 @@ def test_every_reference_problem_is_reported_at_once() -> None:
 def test_yaml_that_is_not_a_mapping_is_refused() -> None:
     with pytest.raises(RuleSetError, match="mapping"):
         parse_document("- just\n- a list\n")
+
+
+def test_the_packaged_defaults_are_the_last_release() -> None:
+    # A stack whose stored set is an earlier entry is upgraded to this one at start: a
+    # change to defaults/rules.yaml without its digest appended would reach nobody.
+    releases = default_releases()
+    digest = document_digest(load_rule_set_document())
+    assert releases[-1] == digest, (
+        f"defaults/rules.yaml changed: append {digest!r} to shared/defaults/rules_releases.json"
+    )
+    assert len(set(releases)) == len(releases), "a release's defaults listed twice"
+
+
+def test_a_documents_digest_is_the_same_parsed_and_as_stored() -> None:
+    # YAML reads an unquoted date as a date; the bucket holds it as a string.
+    parsed = parse_document("rules: []\nholidays: [2026-12-25]\nteams: {b: {}, a: {}}\n")
+    stored = json.loads(encode_document(parsed))
+    assert stored != parsed
+    assert document_digest(stored) == document_digest(parsed)
+    assert document_digest(minimal()) != document_digest(minimal(rules=[{"id": "x"}]))
 
 
 def test_json_with_an_escaped_emoji_keeps_the_emoji() -> None:
