@@ -82,6 +82,12 @@ def default_releases() -> list[str]:
     return _RELEASES.validate_json(packaged.read_text("shared.defaults", RELEASES_RESOURCE))
 
 
+def defaults_release(document: dict[str, Any], releases: Sequence[str]) -> int | None:
+    """Which entry of ``releases`` ``document`` is (1: the first), or None: customised."""
+    digest = document_digest(document)
+    return releases.index(digest) + 1 if digest in releases else None
+
+
 async def seed_defaults(
     kv: KeyValue, document: dict[str, Any], releases: Sequence[str] = ()
 ) -> None:
@@ -93,16 +99,12 @@ async def seed_defaults(
         with contextlib.suppress(KeyWrongLastSequenceError):
             await kv.create(RULES_KEY, encode_document(document))
         return
-    order = {digest: index for index, digest in enumerate(releases)}
-    was, now = order.get(document_digest(stored)), order.get(document_digest(document))
+    was, now = defaults_release(stored, releases), defaults_release(document, releases)
     if was is None or now is None or was >= now:
         return  # customised, not ours to know, or as new as these defaults: kept
     with contextlib.suppress(KeyWrongLastSequenceError):
         await kv.update(RULES_KEY, encode_document(document), last=revision)
-        logger.info(
-            "default rule set upgraded",
-            extra={"from_release": was + 1, "to_release": now + 1},
-        )
+        logger.info("default rule set upgraded", extra={"from_release": was, "to_release": now})
 
 
 class LiveRules:

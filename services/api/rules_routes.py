@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.js.errors import KeyWrongLastSequenceError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from services.api.auth import AdminKey, ReadKey
 from services.api.schemas import KEYED, InputRefused, Problem
@@ -26,7 +26,13 @@ from shared.decisions import (
     DryRunResult,
     RuleProblem,
 )
-from shared.live_rules import encode_document, open_rules_bucket, read_document
+from shared.live_rules import (
+    default_releases,
+    defaults_release,
+    encode_document,
+    open_rules_bucket,
+    read_document,
+)
 from shared.rules import RuleSetError, compile_rule_set, load_rule_set_document, parse_document
 from shared.settings import Settings
 from shared.streams import RULES_KEY
@@ -48,6 +54,16 @@ class StoredRules(BaseModel):
     revision: int
     stored: bool
     rules: dict[str, Any]
+    defaults_release: int | None = Field(
+        description="Which release of dmdesk's packaged default rules the set is, untouched"
+        " (1: the first; a responder upgrades it to the newest when it starts), or null for a"
+        " customised set, which is kept as it is."
+    )
+
+
+def _stored_rules(revision: int, document: dict[str, Any], *, stored: bool = True) -> StoredRules:
+    release = defaults_release(document, default_releases())
+    return StoredRules(revision=revision, stored=stored, rules=document, defaults_release=release)
 
 
 def _refused(error: RuleSetError) -> JSONResponse:
@@ -101,10 +117,8 @@ def rules_router(get_client: Callable[[], NatsClient], settings: Settings) -> AP
         """The live rule set (the packaged defaults while none is stored)."""
         document, revision = await stored()
         if document is None:
-            return StoredRules(
-                revision=0, stored=False, rules=load_rule_set_document(settings.rules_path)
-            )
-        return StoredRules(revision=revision, stored=True, rules=document)
+            return _stored_rules(0, load_rule_set_document(settings.rules_path), stored=False)
+        return _stored_rules(revision, document)
 
     @router.put(
         "/rules",
@@ -147,7 +161,7 @@ def rules_router(get_client: Callable[[], NatsClient], settings: Settings) -> AP
                     status.HTTP_412_PRECONDITION_FAILED,
                     "the rule set changed since that revision; GET it again",
                 ) from error
-        return StoredRules(revision=revision, stored=True, rules=document)
+        return _stored_rules(revision, document)
 
     @router.post(
         "/rules/dry-run",

@@ -41,6 +41,7 @@ from shared.events import (
     utcnow,
 )
 from shared.live_rules import (
+    default_releases,
     document_digest,
     encode_document,
     open_rules_bucket,
@@ -250,6 +251,16 @@ async def test_bad_rule_set_is_refused_with_the_rule_and_the_old_one_stays(
         p["location"] == "templates.greeting.en" and "nickname" in p["reason"] for p in problems
     )
     assert (await api.get("/v1/rules")).json() == before
+
+
+async def test_get_rules_says_which_release_of_the_defaults_the_live_set_is(
+    replicas: list[ResponderRuntime], api: httpx.AsyncClient
+) -> None:
+    seeded = (await api.get("/v1/rules")).json()
+    assert seeded["defaults_release"] == len(default_releases()), "the packaged defaults"
+    customised = await api.put("/v1/rules", json=greeting_rules("Hi"))
+    assert customised.json()["defaults_release"] is None
+    assert (await api.get("/v1/rules")).json()["defaults_release"] is None
 
 
 async def test_rules_accept_yaml_and_if_match(
