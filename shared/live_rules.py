@@ -18,6 +18,7 @@ leaves them alone). A test keeps the list's last digest equal to the packaged de
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -42,7 +43,7 @@ from shared.tasks import follow, stop_task
 logger = logging.getLogger("dmdesk.responder.rules")
 
 RELEASES_RESOURCE = "rules_releases.json"
-_RELEASES = TypeAdapter(list[str])
+_RELEASES = TypeAdapter(tuple[str, ...])
 RECHECK_SECONDS = 5.0
 # Stopping never waits longer than this on NATS (an unsubscribe can block on a sick link).
 STOP_SECONDS = 5.0
@@ -77,8 +78,10 @@ def document_digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def default_releases() -> list[str]:
-    """The digests of the default rule sets dmdesk has shipped, oldest first."""
+@functools.cache
+def default_releases() -> tuple[str, ...]:
+    """The digests of the default rule sets dmdesk has shipped, oldest first (read once: the
+    api answers every ``GET /v1/rules`` with it)."""
     return _RELEASES.validate_json(packaged.read_text("shared.defaults", RELEASES_RESOURCE))
 
 

@@ -272,7 +272,7 @@ class ResponderRuntime:
         state_kv = await open_key_value(js, conversation_state_bucket_config(self.settings))
         rules_kv = await open_rules_bucket(js, self.settings)
         # The packaged defaults (not an operator's DMDESK_RULES_PATH) upgrade their own.
-        releases = default_releases() if self.settings.rules_path is None else []
+        releases = default_releases() if self.settings.rules_path is None else ()
         await seed_defaults(rules_kv, self.defaults, releases)
         self._states = ConversationStates(state_kv)
         profiles_kv = await streams.open_key_value(
